@@ -1,0 +1,147 @@
+/* xdistill — public API.
+ *
+ * Conventions: functions that can fail return 0 on success and -1 on failure
+ * (or NULL for constructors); the failure text, naming the file, the field and
+ * what was expected, is then available from xd_last_error(). Library code never
+ * exits the process. */
+#ifndef XDISTILL_H
+#define XDISTILL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors -------------------------------------------------------------- */
+
+/* Text of the most recent error on this thread ("" if none). */
+const char *xd_last_error(void);
+
+/* ---- model configuration ------------------------------------------------- */
+
+typedef enum {
+    XD_ARCH_LLAMA = 0, /* Llama, SmolLM2 (tied embeddings, GQA) */
+    XD_ARCH_QWEN2,     /* q/k/v bias */
+    XD_ARCH_QWEN3,     /* per-head RMSNorm on q and k */
+    XD_ARCH_OLMO2,     /* post-attention / post-MLP norms, q/k norm over the full projection */
+} xd_arch;
+
+typedef enum {
+    XD_QKNORM_NONE = 0,
+    XD_QKNORM_HEAD, /* RMSNorm over each head's head_dim (Qwen3) */
+    XD_QKNORM_FULL, /* RMSNorm over the whole q (n_head*head_dim) / k projection (OLMo-2) */
+} xd_qknorm;
+
+typedef struct {
+    xd_arch arch;
+    int n_layer;
+    int d_model;
+    int n_head;
+    int n_kv_head;
+    int head_dim;
+    int d_ff;
+    int vocab_size;      /* rows of the embedding matrix (may exceed the tokenizer's count) */
+    int max_ctx;         /* trained context length */
+    float rope_theta;
+    float norm_eps;
+    int tied_embeddings; /* LM head shares the token embedding */
+    int qkv_bias;        /* q, k, v projections carry a bias (Qwen2) */
+    xd_qknorm qk_norm;
+    int post_norms;      /* OLMo-2: norms after attention and MLP, none before */
+    /* Llama-3 rope scaling; factor == 0 means none */
+    float rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_ctx;
+} xd_config;
+
+const char *xd_arch_name(xd_arch a);
+
+/* ---- tokenizer ----------------------------------------------------------- */
+
+typedef struct xd_tokenizer xd_tokenizer;
+
+enum { XD_TOKEN_NORMAL = 1, XD_TOKEN_UNKNOWN = 2, XD_TOKEN_CONTROL = 3, XD_TOKEN_USER = 4,
+       XD_TOKEN_UNUSED = 5, XD_TOKEN_BYTE = 6 };
+
+/* A tokenizer description in plain arrays; the GGUF and tokenizer.json
+ * front-ends fill one and hand it to xd_tokenizer_create. */
+typedef struct {
+    int n_tokens;
+    const char *const *tokens;  /* byte-level strings as in the vocabulary */
+    const int *token_types;     /* XD_TOKEN_*; NULL: all normal */
+    int n_merges;
+    const char *const *merges;  /* "left right", rank = index */
+    const char *pre;            /* pre-tokenizer name: "gpt2", "smollm", "llama3", "qwen2", ... */
+    int bos_id, eos_id;         /* -1 if absent */
+    int add_bos;
+    const char *source;         /* file name, for error messages */
+} xd_tokenizer_spec;
+
+xd_tokenizer *xd_tokenizer_create(const xd_tokenizer_spec *spec);
+void xd_tokenizer_free(xd_tokenizer *t);
+/* Encode UTF-8 text. Special/added tokens written literally in the text are
+ * matched when parse_special != 0. *ids is malloc'ed; the caller frees it. */
+int xd_tokenizer_encode(const xd_tokenizer *t, const char *text, size_t len, int parse_special,
+                        int32_t **ids, size_t *n_ids);
+/* Decode ids back to UTF-8 bytes (malloc'ed, NUL-terminated). */
+int xd_tokenizer_decode(const xd_tokenizer *t, const int32_t *ids, size_t n_ids, char **text,
+                        size_t *len);
+/* Bytes of one token (decoded from byte-level form) appended to out; returns count or -1. */
+int xd_tokenizer_token_bytes(const xd_tokenizer *t, int32_t id, char *out, size_t cap);
+int xd_tokenizer_n_tokens(const xd_tokenizer *t);
+const char *xd_tokenizer_piece(const xd_tokenizer *t, int32_t id); /* raw vocabulary string */
+int xd_tokenizer_bos(const xd_tokenizer *t);
+int xd_tokenizer_eos(const xd_tokenizer *t);
+const char *xd_tokenizer_pre(const xd_tokenizer *t);
+uint64_t xd_tokenizer_hash(const xd_tokenizer *t);
+
+/* tokenizer.json (HF) front-end */
+xd_tokenizer *xd_tokenizer_load_json(const char *path);
+
+/* ---- models --------------------------------------------------------------- */
+
+typedef struct xd_model xd_model;
+
+/* Load a model from a GGUF file or an HF directory (config.json + safetensors
+ * [+ model.safetensors.index.json] + tokenizer.json). Weights are fp32. */
+xd_model *xd_model_load(const char *path);
+void xd_model_free(xd_model *m);
+const xd_config *xd_model_config(const xd_model *m);
+const xd_tokenizer *xd_model_tokenizer(const xd_model *m);
+size_t xd_model_n_params(const xd_model *m);
+
+/* KV-cache inference state for one sequence. */
+typedef struct xd_kv xd_kv;
+xd_kv *xd_kv_create(const xd_model *m, int max_tokens);
+void xd_kv_free(xd_kv *kv);
+void xd_kv_reset(xd_kv *kv);
+int xd_kv_pos(const xd_kv *kv);
+
+/* Run n tokens starting at the cache's position, appending to it. If logits
+ * is non-NULL it receives n*vocab floats when all_logits, else the last
+ * position's vocab floats. */
+int xd_forward(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float *logits,
+               int all_logits);
+
+/* ---- sampling ------------------------------------------------------------ */
+
+typedef struct {
+    float temperature; /* 0 = greedy */
+    int top_k;         /* 0 = off */
+    float top_p;       /* 1 = off */
+    uint64_t seed;
+} xd_sampler;
+
+int xd_sample(const xd_sampler *s, float *logits, int vocab, uint64_t *rng_state);
+
+/* ---- threads ------------------------------------------------------------- */
+
+/* Number of threads used by BLAS and OpenMP (0 = all cores). */
+void xd_set_threads(int n);
+int xd_get_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

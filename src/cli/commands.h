@@ -1,0 +1,6 @@
+#ifndef XD_COMMANDS_H
+#define XD_COMMANDS_H
+/* Each command takes argv with argv[0] = the command name and returns the
+ * process exit status (0 ok, 1 error, 2 usage). */
+int cmd_inspect(int argc, char **argv);
+#endif

@@ -1,0 +1,25 @@
+/* ggml tensor element types and their block layouts, and conversion to fp32. */
+#ifndef XD_GGML_TYPES_H
+#define XD_GGML_TYPES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7,
+    GGML_Q8_0 = 8, GGML_Q8_1 = 9, GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12,
+    GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_Q8_K = 15, GGML_BF16 = 30, GGML_TYPE_MAX = 40
+};
+
+/* Elements per block and bytes per block; 0/0 for types we cannot read. */
+int ggml_type_block(uint32_t type, size_t *block_elems, size_t *block_bytes);
+const char *ggml_type_name(uint32_t type);
+
+/* Dequantise n elements (a multiple of the block size) of `type` to fp32. */
+int ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
+
+float xd_fp16_to_fp32(uint16_t h);
+uint16_t xd_fp32_to_fp16(float f);
+float xd_bf16_to_fp32(uint16_t h);
+
+#endif

@@ -1,0 +1,43 @@
+/* safetensors reader: an 8-byte little-endian header length, a JSON header
+ * {"name": {"dtype": "F32"|"F16"|"BF16", "shape": [...], "data_offsets": [b, e]}, ...,
+ *  "__metadata__": {...}} and the raw data. Files are mmap'ed; every offset is
+ * checked. A set of shards (model.safetensors.index.json) is opened as one. */
+#ifndef XD_SAFETENSORS_H
+#define XD_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { ST_F32 = 0, ST_F16, ST_BF16 } st_dtype;
+
+typedef struct {
+    char *name;
+    st_dtype dtype;
+    int n_dims;
+    int64_t shape[8];
+    const void *data;
+    uint64_t nbytes;
+    int file; /* index into st_set.files */
+} st_tensor;
+
+typedef struct {
+    int n_files;
+    char **paths;
+    const uint8_t **maps;
+    size_t *sizes;
+    int n_tensors;
+    st_tensor *tensors;
+} st_set;
+
+/* Opens a single .safetensors file. NULL + xd_last_error() on failure. */
+st_set *st_open(const char *path);
+/* Opens a HF model directory: model.safetensors, or the shards listed in
+ * model.safetensors.index.json. */
+st_set *st_open_dir(const char *dir);
+void st_close(st_set *s);
+const st_tensor *st_find(const st_set *s, const char *name);
+/* Converts a tensor to fp32 into dst (n elements = product of shape). */
+int st_to_f32(const st_set *s, const st_tensor *t, float *dst);
+const char *st_dtype_name(st_dtype d);
+
+#endif

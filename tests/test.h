@@ -1,0 +1,40 @@
+/* Minimal test harness: CHECK-style assertions that count instead of abort,
+ * and a summary line "N passed, N failed" that CI recognises. */
+#ifndef XD_TEST_H
+#define XD_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int t_pass, t_fail;
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (cond) t_pass++;                                                     \
+        else {                                                                  \
+            t_fail++;                                                           \
+            fprintf(stderr, "%s:%d: FAIL: %s: ", __FILE__, __LINE__, #cond);    \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fputc('\n', stderr);                                                \
+        }                                                                       \
+    } while (0)
+
+/* |a - b| <= tol */
+#define CHECK_NEAR(a, b, tol, what)                                             \
+    CHECK(fabs((double)(a) - (double)(b)) <= (tol), "%s: %g vs %g (tol %g)",   \
+          (what), (double)(a), (double)(b), (double)(tol))
+
+/* Path of a committed fixture; tests run from the build dir, XD_SOURCE_DIR
+ * is the repository root (set by CMake). */
+#ifndef XD_SOURCE_DIR
+#define XD_SOURCE_DIR "."
+#endif
+#define FIXTURE(name) XD_SOURCE_DIR "/tests/fixtures/" name
+
+static int test_summary(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, t_pass, t_fail);
+    return t_fail ? 1 : 0;
+}
+
+#endif
