@@ -32,6 +32,17 @@ static int t_pass, t_fail;
 #endif
 #define FIXTURE(name) XD_SOURCE_DIR "/tests/fixtures/" name
 
+/* The real teacher (installed by `make test`): $XD_TEACHER or the models cache. */
+static inline const char *teacher_path(void) {
+    const char *p = getenv("XD_TEACHER");
+    static char buf[1024];
+    if (p && *p) return p;
+    const char *home = getenv("HOME");
+    snprintf(buf, sizeof buf, "%s/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+             home ? home : ".");
+    return buf;
+}
+
 static int test_summary(const char *name) {
     printf("%s: %d passed, %d failed\n", name, t_pass, t_fail);
     return t_fail ? 1 : 0;
