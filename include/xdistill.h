@@ -98,6 +98,8 @@ uint64_t xd_tokenizer_hash(const xd_tokenizer *t);
 
 /* tokenizer.json (HF) front-end */
 xd_tokenizer *xd_tokenizer_load_json(const char *path);
+/* The tokenizer of a model: GGUF metadata, or DIR/tokenizer.json. */
+xd_tokenizer *xd_tokenizer_load(const char *model_path);
 
 /* ---- models --------------------------------------------------------------- */
 
@@ -123,6 +125,16 @@ int xd_kv_pos(const xd_kv *kv);
  * position's vocab floats. */
 int xd_forward(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float *logits,
                int all_logits);
+
+/* ---- evaluation ---------------------------------------------------------- */
+
+/* −log softmax(logits)[target] (stable, in double). */
+double xd_token_nll(const float *logits, int vocab, int target);
+/* Sliding-window perplexity (HF convention): windows of ctx tokens every
+ * stride tokens, each scoring the tokens the previous window did not.
+ * Outputs the summed NLL and the number of scored tokens; ppl = exp(nll/n). */
+int xd_perplexity(const xd_model *m, const int32_t *ids, size_t n_ids, int ctx, int stride,
+                  int verbose, double *nll, size_t *scored);
 
 /* ---- sampling ------------------------------------------------------------ */
 

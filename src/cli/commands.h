@@ -3,4 +3,7 @@
 /* Each command takes argv with argv[0] = the command name and returns the
  * process exit status (0 ok, 1 error, 2 usage). */
 int cmd_inspect(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_ppl(int argc, char **argv);
 #endif

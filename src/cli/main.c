@@ -9,7 +9,10 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
-    {"inspect", cmd_inspect, "MODEL                 architecture, tensors, tokenizer"},
+    {"inspect", cmd_inspect, "MODEL                      architecture, tensors, tokenizer"},
+    {"tokenize", cmd_tokenize, "MODEL TEXT [--decode]      text to ids and pieces (or back)"},
+    {"generate", cmd_generate, "MODEL -p PROMPT [-n N ...]  stream generated text"},
+    {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
 };
 
 static void usage(FILE *f) {

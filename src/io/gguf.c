@@ -21,12 +21,16 @@
 typedef struct {
     const gguf_file *g;
     uint64_t pos;
-    const char *what; /* what is being read, for messages */
+    char what[192]; /* what is being read, for messages */
 } cursor;
+
+static void set_what(cursor *c, const char *fmt, const char *name) {
+    snprintf(c->what, sizeof c->what, fmt, name);
+}
 
 static int need(cursor *c, uint64_t n) {
     if (n > c->g->size || c->pos > c->g->size - n)
-        return xd_err("%s: truncated file: %s needs %llu bytes at offset %llu, file has %zu",
+        return xd_err("%s: %s: truncated file: needs %llu bytes at offset %llu, file has %zu",
                       c->g->path, c->what, (unsigned long long)n, (unsigned long long)c->pos,
                       c->g->size);
     return 0;
@@ -91,19 +95,14 @@ static int rd_scalar(cursor *c, uint32_t t, gguf_kv *kv) {
 
 static int rd_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
     char key[128];
-    c->what = "metadata key";
-    if (rd_str(c, &kv->key)) return xd_err_prefix("metadata entry %llu", (unsigned long long)idx);
+    snprintf(c->what, sizeof c->what, "metadata entry %llu key", (unsigned long long)idx);
+    if (rd_str(c, &kv->key)) return -1;
     gguf_str_copy(kv->key, key, sizeof key);
-    c->what = "metadata value type";
-    if (rd_u32(c, &kv->type)) return xd_err_prefix("metadata '%s'", key);
-    c->what = "metadata value";
-    if (kv->type == GGUF_T_STRING) {
-        if (rd_str(c, &kv->v.s)) return xd_err_prefix("metadata '%s'", key);
-        return 0;
-    }
+    set_what(c, "metadata '%s'", key);
+    if (rd_u32(c, &kv->type)) return -1;
+    if (kv->type == GGUF_T_STRING) return rd_str(c, &kv->v.s);
     if (kv->type == GGUF_T_ARRAY) {
-        if (rd_u32(c, &kv->arr_type) || rd_u64(c, &kv->arr_n))
-            return xd_err_prefix("metadata '%s'", key);
+        if (rd_u32(c, &kv->arr_type) || rd_u64(c, &kv->arr_n)) return -1;
         if (kv->arr_type == GGUF_T_STRING) {
             /* each element takes at least 8 bytes: bound the count before allocating */
             if (kv->arr_n > (c->g->size - c->pos) / 8)
@@ -112,8 +111,7 @@ static int rd_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
             kv->arr_strs = malloc((kv->arr_n ? kv->arr_n : 1) * sizeof(gguf_str));
             if (!kv->arr_strs) return xd_err("%s: out of memory for '%s'", c->g->path, key);
             for (uint64_t i = 0; i < kv->arr_n; i++)
-                if (rd_str(c, &kv->arr_strs[i])) return xd_err_prefix("metadata '%s'[%llu]", key,
-                                                                      (unsigned long long)i);
+                if (rd_str(c, &kv->arr_strs[i])) return -1;
             return 0;
         }
         size_t es = scalar_size(kv->arr_type);
@@ -130,19 +128,19 @@ static int rd_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
     if (!scalar_size(kv->type))
         return xd_err("%s: metadata '%s': unknown value type %u (expected 0..12)", c->g->path, key,
                       kv->type);
-    return rd_scalar(c, kv->type, kv) ? xd_err_prefix("metadata '%s'", key) : 0;
+    return rd_scalar(c, kv->type, kv);
 }
 
 static int rd_tensor(cursor *c, gguf_tensor *t, uint64_t idx) {
     gguf_str name;
-    c->what = "tensor name";
-    if (rd_str(c, &name)) return xd_err_prefix("tensor %llu", (unsigned long long)idx);
+    snprintf(c->what, sizeof c->what, "tensor %llu name", (unsigned long long)idx);
+    if (rd_str(c, &name)) return -1;
     if (name.len >= sizeof t->name)
         return xd_err("%s: tensor %llu: name of %llu bytes is too long (max %zu)", c->g->path,
                       (unsigned long long)idx, (unsigned long long)name.len, sizeof t->name - 1);
     gguf_str_copy(name, t->name, sizeof t->name);
-    c->what = "tensor shape";
-    if (rd_u32(c, &t->n_dims)) return xd_err_prefix("tensor '%s'", t->name);
+    set_what(c, "tensor '%s'", t->name);
+    if (rd_u32(c, &t->n_dims)) return -1;
     if (t->n_dims < 1 || t->n_dims > 4)
         return xd_err("%s: tensor '%s': n_dims = %u, expected 1..4", c->g->path, t->name,
                       t->n_dims);
@@ -150,15 +148,14 @@ static int rd_tensor(cursor *c, gguf_tensor *t, uint64_t idx) {
     for (int d = 0; d < 4; d++) t->ne[d] = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t ne;
-        if (rd_u64(c, &ne)) return xd_err_prefix("tensor '%s'", t->name);
+        if (rd_u64(c, &ne)) return -1;
         if (ne == 0 || ne > (1ull << 40) || nel > (1ull << 40) / ne)
             return xd_err("%s: tensor '%s': dimension %u = %llu is absurd", c->g->path, t->name,
                           d, (unsigned long long)ne);
         t->ne[d] = (int64_t)ne;
         nel *= ne;
     }
-    c->what = "tensor type";
-    if (rd_u32(c, &t->type) || rd_u64(c, &t->offset)) return xd_err_prefix("tensor '%s'", t->name);
+    if (rd_u32(c, &t->type) || rd_u64(c, &t->offset)) return -1;
     size_t be, bb;
     if (ggml_type_block(t->type, &be, &bb))
         return xd_err("%s: tensor '%s': unsupported ggml type %u (%s)", c->g->path, t->name,

@@ -1,0 +1,38 @@
+# xdistill — the README's two commands: `make demo` and `make test`.
+# Both install what is missing (Debian packages, the teacher model) first.
+MODELS  ?= $(HOME)/.cache/xdistill/models
+TEACHER ?= $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
+JOBS    ?= $(shell nproc)
+BUILD   ?= build
+ASAN    ?= build-asan
+
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+teacher: deps
+	@XD_MODELS=$(MODELS) scripts/fetch-teacher.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+asan: deps
+	@cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DXD_SANITIZE=ON -DXD_NATIVE=ON >/dev/null
+	@cmake --build $(ASAN) -j $(JOBS)
+
+# Unit tests, then the sanitizer build on the tests that use no full model.
+test: build teacher asan
+	@cd $(BUILD) && XD_TEACHER=$(TEACHER) ctest --output-on-failure
+	@cd $(ASAN) && XD_TEACHER=$(TEACHER) ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -E teacher
+
+demo: build teacher
+	./$(BUILD)/xdistill inspect $(TEACHER) | head -16
+	./$(BUILD)/xdistill generate $(TEACHER) --chat -n 64 \
+	    -p "Explain in two sentences why the sky is blue."
+
+clean:
+	rm -rf $(BUILD) $(ASAN)

@@ -1,0 +1,233 @@
+/* bench_infer — teacher inference speed through the public API.
+ *
+ *   bench_infer [--model PATH] [--threads N] [--text FILE] [--prefill N]
+ *               [--ctx 128,1024,4096] [--decode N] [--reps N] [--tokens-out FILE]
+ *
+ * Measures, with the same token ids that bench/llamacpp_infer.py replays:
+ *   - prefill: one xd_forward over N prompt tokens (logits of the last
+ *     position only), after one warm-up run; best and median of --reps;
+ *   - decode at context C: prefill C tokens (untimed, in chunks of 512), then
+ *     --decode single-token xd_forward calls (last-position logits), timed
+ *     together; tok/s = decode / total seconds;
+ *   - peak RSS (getrusage ru_maxrss) right after load, against the fp32 weight
+ *     size (n_params × 4 bytes), and at the end (with the KV cache).
+ * The ids are the tokenisation of --text (repeated if it is too short),
+ * written to --tokens-out for the llama.cpp side. One JSON object per line. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "xdistill.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double max_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0; /* Linux: KiB */
+}
+
+static double cur_rss_mb(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = -1;
+    fclose(f);
+    return rss < 0 ? -1 : (double)rss * 4096.0 / 1048576.0;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        *len = (size_t)n;
+    }
+    return buf;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_infer: %s: %s\n", what, xd_last_error());
+    exit(1);
+}
+
+int main(int argc, char **argv) {
+    const char *model_path = getenv("XD_TEACHER");
+    const char *text_path = "/usr/share/common-licenses/GPL-3";
+    const char *tokens_out = NULL;
+    const char *ctx_list = "128,1024,4096";
+    int threads = 2, prefill = 512, decode = 64, reps = 3;
+    static char defpath[4096];
+    if (!model_path) {
+        const char *home = getenv("HOME");
+        snprintf(defpath, sizeof defpath, "%s/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 home ? home : "/root");
+        model_path = defpath;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (i + 1 >= argc) goto usage;
+        if (!strcmp(a, "--model")) model_path = argv[++i];
+        else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--text")) text_path = argv[++i];
+        else if (!strcmp(a, "--prefill")) prefill = atoi(argv[++i]);
+        else if (!strcmp(a, "--ctx")) ctx_list = argv[++i];
+        else if (!strcmp(a, "--decode")) decode = atoi(argv[++i]);
+        else if (!strcmp(a, "--reps")) reps = atoi(argv[++i]);
+        else if (!strcmp(a, "--tokens-out")) tokens_out = argv[++i];
+        else goto usage;
+    }
+    if (prefill <= 0 || decode <= 0 || reps <= 0) goto usage;
+
+    int ctxs[16], n_ctx = 0, max_ctx = prefill;
+    for (const char *p = ctx_list; *p && n_ctx < 16;) {
+        ctxs[n_ctx] = atoi(p);
+        if (ctxs[n_ctx] <= 0) goto usage;
+        if (ctxs[n_ctx] > max_ctx) max_ctx = ctxs[n_ctx];
+        n_ctx++;
+        p = strchr(p, ',');
+        if (!p) break;
+        p++;
+    }
+    int need = (max_ctx > prefill ? max_ctx : prefill) + decode;
+
+    xd_set_threads(threads);
+    double rss_before = max_rss_mb();
+    double t0 = now();
+    xd_model *m = xd_model_load(model_path);
+    if (!m) die("load");
+    double t_load = now() - t0;
+    double rss_load = max_rss_mb(), rss_load_cur = cur_rss_mb();
+    const xd_config *c = xd_model_config(m);
+    size_t n_params = xd_model_n_params(m);
+    double weights_mb = (double)n_params * 4.0 / 1048576.0;
+    printf("{\"bench\":\"xd_load\",\"model\":\"%s\",\"threads\":%d,\"n_params\":%zu,"
+           "\"n_layer\":%d,\"d_model\":%d,\"vocab\":%d,\"load_s\":%.3f}\n",
+           model_path, xd_get_threads(), n_params, c->n_layer, c->d_model, c->vocab_size, t_load);
+    printf("{\"bench\":\"xd_rss_load\",\"rss_peak_mb\":%.1f,\"rss_now_mb\":%.1f,"
+           "\"rss_before_load_mb\":%.1f,\"fp32_weights_mb\":%.1f,\"ratio\":%.3f}\n",
+           rss_load, rss_load_cur, rss_before, weights_mb, rss_load / weights_mb);
+    fflush(stdout);
+
+    /* token ids: the tokenised text, repeated until there are enough */
+    size_t tlen = 0;
+    char *text = read_file(text_path, &tlen);
+    int32_t *ids = malloc((size_t)need * sizeof *ids);
+    if (!ids) die("out of memory");
+    int have = 0;
+    const char *source = "text";
+    int32_t *enc = NULL;
+    size_t n_enc = 0;
+    const xd_tokenizer *tok = xd_model_tokenizer(m);
+    if (text && tok && xd_tokenizer_encode(tok, text, tlen, 0, &enc, &n_enc) == 0 && n_enc > 0) {
+        while (have < need) {
+            for (size_t i = 0; i < n_enc && have < need; i++) ids[have++] = enc[i];
+        }
+    } else {
+        source = "fixed";
+        fprintf(stderr, "bench_infer: tokenising %s failed (%s); using fixed ids\n", text_path,
+                xd_last_error());
+        uint32_t s = 12345;
+        while (have < need) {
+            s = s * 1664525u + 1013904223u;
+            ids[have++] = (int32_t)(1000 + (s >> 8) % 40000u);
+        }
+    }
+    free(enc);
+    free(text);
+    for (int i = 0; i < need; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size) ids[i] = ids[i] % c->vocab_size;
+    if (tokens_out) {
+        FILE *f = fopen(tokens_out, "w");
+        if (!f) {
+            fprintf(stderr, "bench_infer: cannot write %s\n", tokens_out);
+            return 1;
+        }
+        for (int i = 0; i < need; i++) fprintf(f, "%d%c", ids[i], i + 1 < need ? ' ' : '\n');
+        fclose(f);
+    }
+    printf("{\"bench\":\"xd_tokens\",\"source\":\"%s\",\"file\":\"%s\",\"n\":%d}\n", source,
+           text_path, need);
+
+    xd_kv *kv = xd_kv_create(m, need);
+    if (!kv) die("kv");
+    float *logits = malloc((size_t)c->vocab_size * sizeof(float));
+    if (!logits) die("out of memory");
+
+    /* prefill */
+    xd_kv_reset(kv);
+    if (xd_forward(m, kv, ids, prefill, logits, 0)) die("prefill warm-up");
+    double *pt = malloc((size_t)reps * sizeof *pt);
+    for (int r = 0; r < reps; r++) {
+        xd_kv_reset(kv);
+        double a = now();
+        if (xd_forward(m, kv, ids, prefill, logits, 0)) die("prefill");
+        pt[r] = now() - a;
+    }
+    qsort(pt, (size_t)reps, sizeof *pt, cmp_d);
+    printf("{\"bench\":\"xd_prefill\",\"tokens\":%d,\"reps\":%d,\"best_s\":%.4f,"
+           "\"median_s\":%.4f,\"tok_s\":%.1f,\"tok_s_median\":%.1f}\n",
+           prefill, reps, pt[0], pt[reps / 2], prefill / pt[0], prefill / pt[reps / 2]);
+    fflush(stdout);
+    free(pt);
+
+    /* decode at each context */
+    double *dt = malloc((size_t)decode * sizeof *dt);
+    for (int ci = 0; ci < n_ctx; ci++) {
+        int C = ctxs[ci];
+        xd_kv_reset(kv);
+        for (int p = 0; p < C; p += 512) {
+            int n = C - p < 512 ? C - p : 512;
+            if (xd_forward(m, kv, ids + p, n, p + n == C ? logits : NULL, 0)) die("ctx prefill");
+        }
+        double a = now();
+        for (int i = 0; i < decode; i++) {
+            double b = now();
+            if (xd_forward(m, kv, ids + C + i, 1, logits, 0)) die("decode");
+            dt[i] = now() - b;
+        }
+        double total = now() - a;
+        qsort(dt, (size_t)decode, sizeof *dt, cmp_d);
+        printf("{\"bench\":\"xd_decode\",\"ctx\":%d,\"tokens\":%d,\"total_s\":%.4f,"
+               "\"tok_s\":%.2f,\"ms_per_tok_median\":%.3f,\"tok_s_median\":%.2f,"
+               "\"ms_per_tok_min\":%.3f}\n",
+               C, decode, total, decode / total, 1e3 * dt[decode / 2], 1.0 / dt[decode / 2],
+               1e3 * dt[0]);
+        fflush(stdout);
+    }
+    free(dt);
+    printf("{\"bench\":\"xd_rss_end\",\"rss_peak_mb\":%.1f,\"kv_tokens\":%d}\n", max_rss_mb(),
+           need);
+    free(logits);
+    free(ids);
+    xd_kv_free(kv);
+    xd_model_free(m);
+    return 0;
+
+usage:
+    fprintf(stderr,
+            "usage: %s [--model PATH] [--threads N] [--text FILE] [--prefill N] "
+            "[--ctx 128,1024,4096] [--decode N] [--reps N] [--tokens-out FILE]\n",
+            argv[0]);
+    return 2;
+}

@@ -1,0 +1,25 @@
+/* Small helpers shared by the commands: checked option parsing and errors. */
+#ifndef XD_ARGS_H
+#define XD_ARGS_H
+
+#include <stdint.h>
+
+/* Prints "xdistill: error: <fmt>" to stderr; returns 1 (the exit status). */
+int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints the library's last error as above; returns 1. */
+int cli_lib_error(void);
+
+/* Parse option values with range checks; print an error naming the option and
+ * return -1 on failure. */
+int parse_int(const char *opt, const char *s, long lo, long hi, int *out);
+int parse_u64(const char *opt, const char *s, uint64_t *out);
+int parse_float(const char *opt, const char *s, double lo, double hi, float *out);
+
+/* If argv[*i] equals opt, stores argv[*i + 1] in *val and advances *i. Returns
+ * 1 if matched, 0 if not, -1 if the value is missing (error printed). */
+int take_opt(int argc, char **argv, int *i, const char *opt, const char **val);
+
+/* Wall-clock seconds. */
+double now_s(void);
+
+#endif

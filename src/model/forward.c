@@ -1,0 +1,146 @@
+/* Teacher forward pass with a KV cache: batched prefill (sgemm) and
+ * single-token decode (sgemv) share one code path. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "model.h"
+
+xd_kv *xd_kv_create(const xd_model *m, int max_tokens) {
+    if (max_tokens <= 0) {
+        xd_err("KV cache: max_tokens = %d must be positive", max_tokens);
+        return NULL;
+    }
+    xd_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) { xd_err("out of memory"); return NULL; }
+    kv->max_tokens = max_tokens;
+    kv->n_layer = m->cfg.n_layer;
+    kv->kv_dim = m->cfg.n_kv_head * m->cfg.head_dim;
+    size_t n = (size_t)kv->n_layer * (size_t)max_tokens * (size_t)kv->kv_dim;
+    kv->k = malloc(n * sizeof(float));
+    kv->v = malloc(n * sizeof(float));
+    if (!kv->k || !kv->v) {
+        xd_err("KV cache: cannot allocate %.1f MB for %d tokens", 2.0 * (double)n * 4 / 1e6,
+               max_tokens);
+        xd_kv_free(kv);
+        return NULL;
+    }
+    return kv;
+}
+
+void xd_kv_free(xd_kv *kv) {
+    if (!kv) return;
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}
+
+void xd_kv_reset(xd_kv *kv) { kv->pos = 0; }
+int xd_kv_pos(const xd_kv *kv) { return kv->pos; }
+
+/* Activations for n tokens. */
+typedef struct {
+    float *x, *h, *q, *k, *v, *att, *o, *g, *u;
+} scratch;
+
+static void scratch_free(scratch *s) {
+    free(s->x); free(s->h); free(s->q); free(s->k); free(s->v);
+    free(s->att); free(s->o); free(s->g); free(s->u);
+}
+
+static int scratch_alloc(scratch *s, const xd_config *c, int n) {
+    size_t N = (size_t)n, d = (size_t)c->d_model, qd = (size_t)c->n_head * c->head_dim;
+    size_t kvd = (size_t)c->n_kv_head * c->head_dim, ff = (size_t)c->d_ff;
+    memset(s, 0, sizeof *s);
+    s->x = malloc(N * d * 4); s->h = malloc(N * d * 4); s->o = malloc(N * d * 4);
+    s->q = malloc(N * qd * 4); s->att = malloc(N * qd * 4);
+    s->k = malloc(N * kvd * 4); s->v = malloc(N * kvd * 4);
+    s->g = malloc(N * ff * 4); s->u = malloc(N * ff * 4);
+    if (!s->x || !s->h || !s->o || !s->q || !s->att || !s->k || !s->v || !s->g || !s->u) {
+        scratch_free(s);
+        return xd_err("forward: out of memory for %d tokens", n);
+    }
+    return 0;
+}
+
+static void add_inplace(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* One decoder layer on s->x (n tokens at positions pos0..). */
+static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l, scratch *s,
+                         int n, int64_t pos0) {
+    const xd_config *c = &m->cfg;
+    int d = c->d_model, hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_kv_head * hd;
+    float eps = c->norm_eps;
+    size_t nd = (size_t)n * (size_t)d;
+
+    /* attention block */
+    const float *h = s->x;
+    if (L->attn_norm) { xd_rmsnorm(s->h, s->x, L->attn_norm, n, d, eps); h = s->h; }
+    xd_linear(s->q, h, L->wq, L->bq, n, d, qd);
+    xd_linear(s->k, h, L->wk, L->bk, n, d, kvd);
+    xd_linear(s->v, h, L->wv, L->bv, n, d, kvd);
+    if (c->qk_norm == XD_QKNORM_HEAD) {
+        xd_rmsnorm(s->q, s->q, L->q_norm, n * c->n_head, hd, eps);
+        xd_rmsnorm(s->k, s->k, L->k_norm, n * c->n_kv_head, hd, eps);
+    } else if (c->qk_norm == XD_QKNORM_FULL) {
+        xd_rmsnorm(s->q, s->q, L->q_norm, n, qd, eps);
+        xd_rmsnorm(s->k, s->k, L->k_norm, n, kvd, eps);
+    }
+    xd_rope(s->q, n, c->n_head, hd, qd, pos0, m->rope_inv_freq);
+    xd_rope(s->k, n, c->n_kv_head, hd, kvd, pos0, m->rope_inv_freq);
+    size_t layer_off = (size_t)l * (size_t)kv->max_tokens * (size_t)kvd;
+    float *K = kv->k + layer_off, *V = kv->v + layer_off;
+    memcpy(K + (size_t)pos0 * kvd, s->k, (size_t)n * kvd * sizeof(float));
+    memcpy(V + (size_t)pos0 * kvd, s->v, (size_t)n * kvd * sizeof(float));
+    if (xd_attention(s->att, s->q, K, V, n, pos0, c->n_head, c->n_kv_head, hd))
+        return xd_err("attention: out of memory at %lld tokens", (long long)(pos0 + n));
+    xd_linear(s->o, s->att, L->wo, NULL, n, qd, d);
+    if (L->post_attn_norm) xd_rmsnorm(s->o, s->o, L->post_attn_norm, n, d, eps);
+    add_inplace(s->x, s->o, nd);
+
+    /* MLP block */
+    h = s->x;
+    if (L->ffn_norm) { xd_rmsnorm(s->h, s->x, L->ffn_norm, n, d, eps); h = s->h; }
+    xd_linear(s->g, h, L->w_gate, NULL, n, d, c->d_ff);
+    xd_linear(s->u, h, L->w_up, NULL, n, d, c->d_ff);
+    xd_swiglu(s->g, s->u, (int64_t)n * c->d_ff);
+    xd_linear(s->o, s->g, L->w_down, NULL, n, c->d_ff, d);
+    if (L->post_ffn_norm) xd_rmsnorm(s->o, s->o, L->post_ffn_norm, n, d, eps);
+    add_inplace(s->x, s->o, nd);
+    return 0;
+}
+
+int xd_forward(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float *logits,
+               int all_logits) {
+    const xd_config *c = &m->cfg;
+    if (n <= 0) return xd_err("forward: no tokens");
+    if (kv->pos + n > kv->max_tokens)
+        return xd_err("forward: %d + %d tokens exceed the KV cache of %d", kv->pos, n,
+                      kv->max_tokens);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return xd_err("forward: token id %d at %d is out of range [0, %d)", tokens[i], i,
+                          c->vocab_size);
+    scratch s;
+    if (scratch_alloc(&s, c, n)) return -1;
+    int d = c->d_model;
+    for (int i = 0; i < n; i++)
+        memcpy(s.x + (size_t)i * d, m->embed + (size_t)tokens[i] * d, (size_t)d * sizeof(float));
+    int rc = 0;
+    for (int l = 0; l < c->n_layer && !rc; l++)
+        rc = layer_forward(m, &m->layers[l], kv, l, &s, n, kv->pos);
+    if (!rc) {
+        kv->pos += n;
+        if (logits) {
+            int first = all_logits ? 0 : n - 1, rows = n - first;
+            float *xr = s.x + (size_t)first * d;
+            xd_rmsnorm(xr, xr, m->final_norm, rows, d, c->norm_eps);
+            xd_linear(logits, xr, m->lm_head, NULL, rows, d, c->vocab_size);
+        }
+    }
+    scratch_free(&s);
+    return rc;
+}

@@ -1,0 +1,69 @@
+/* The transformer teacher: fp32 weights in one arena, and the KV cache. */
+#ifndef XD_MODEL_H
+#define XD_MODEL_H
+
+#include "xdistill.h"
+
+/* Weights of one decoder layer. Matrices are row-major [out][in] (as in
+ * PyTorch's nn.Linear and ggml). Optional tensors are NULL when absent. */
+typedef struct {
+    float *attn_norm;             /* [d] input norm (absent for OLMo-2) */
+    float *wq, *wk, *wv, *wo;     /* [nh*hd][d], [nkv*hd][d], [nkv*hd][d], [d][nh*hd] */
+    float *bq, *bk, *bv;          /* Qwen2 biases */
+    float *q_norm, *k_norm;       /* [hd] (Qwen3) or [nh*hd]/[nkv*hd] (OLMo-2) */
+    float *post_attn_norm;        /* OLMo-2: norm of the attention output */
+    float *ffn_norm;              /* [d] pre-MLP norm (absent for OLMo-2) */
+    float *w_gate, *w_up, *w_down; /* [ff][d], [ff][d], [d][ff] */
+    float *post_ffn_norm;         /* OLMo-2: norm of the MLP output */
+} xd_layer;
+
+struct xd_model {
+    char path[512];
+    xd_config cfg;
+    xd_tokenizer *tok;
+    float *arena;        /* every weight lives here */
+    size_t arena_floats;
+    float *embed;        /* [V][d] */
+    float *final_norm;   /* [d] */
+    float *lm_head;      /* [V][d]; == embed when tied */
+    xd_layer *layers;
+    float *rope_inv_freq; /* [hd/2] incl. Llama-3 scaling */
+};
+
+struct xd_kv {
+    int max_tokens, pos;
+    int n_layer, kv_dim;
+    float *k, *v; /* [n_layer][max_tokens][kv_dim] */
+};
+
+/* Element counts of every weight, computed from the config (so loaders and
+ * the arena agree). Returns the total. */
+size_t xd_model_layout(const xd_config *c, xd_model *m, float *base);
+
+/* Checks a config for impossible shapes; errors name `source`. */
+int xd_config_validate(const xd_config *c, const char *source);
+
+/* One named weight of the model: the HF name, the GGUF name and its place in
+ * the arena. Shapes follow PyTorch ([rows][cols]);
+ * vectors have ndim = 1, rows = 1. */
+typedef struct {
+    char hf[96], gguf[64];
+    float *ptr;
+    int ndim;
+    int64_t rows, cols; /* ndim == 1: rows = 1, cols = length */
+} xd_weight;
+
+/* Lists every weight of m (allocated; caller frees). Tied LM heads are not listed. */
+int xd_model_weights(const xd_model *m, xd_weight **out, int *n);
+
+/* Allocates the arena for m->cfg and lays the weights out in it. */
+int xd_model_alloc(xd_model *m);
+
+/* Loaders fill m->cfg, m->tok and the weights. */
+int xd_model_load_gguf(xd_model *m, const char *path);
+int xd_model_load_hf(xd_model *m, const char *dir);
+
+/* Computes rope_inv_freq from cfg (theta, Llama-3 scaling) unless set. */
+int xd_model_init_rope(xd_model *m);
+
+#endif

@@ -1,0 +1,146 @@
+/* Loading a teacher from a GGUF file: hyper-parameters from the metadata,
+ * every tensor dequantised to fp32 into the model's arena. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "io/ggml_types.h"
+#include "io/gguf.h"
+#include "io/tokenizer_gguf.h"
+#include "model.h"
+
+static int arch_from_name(const gguf_file *g, gguf_str s, xd_arch *a) {
+    static const struct { const char *name; xd_arch arch; } known[] = {
+        {"llama", XD_ARCH_LLAMA}, {"qwen2", XD_ARCH_QWEN2}, {"qwen3", XD_ARCH_QWEN3},
+        {"olmo2", XD_ARCH_OLMO2}};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (gguf_str_eq(s, known[i].name)) { *a = known[i].arch; return 0; }
+    char buf[64];
+    gguf_str_copy(s, buf, sizeof buf);
+    return xd_err("%s: general.architecture: '%s' is not supported (expected llama, qwen2, "
+                  "qwen3 or olmo2)", g->path, buf);
+}
+
+/* Reads "<arch>.<key>" as an int in [1, max]. */
+static int get_int(const gguf_file *g, const char *arch, const char *key, int *out, int opt) {
+    char full[128];
+    uint64_t v = (uint64_t)*out;
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    if (opt ? gguf_opt_u64(g, full, &v) : gguf_get_u64(g, full, &v)) return -1;
+    if (v == 0 || v > (1u << 30))
+        return xd_err("%s: metadata '%s' = %llu is out of range", g->path, full,
+                      (unsigned long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+static int get_float(const gguf_file *g, const char *arch, const char *key, float *out, int opt) {
+    char full[128];
+    double v = *out;
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    if (opt ? gguf_opt_f64(g, full, &v) : gguf_get_f64(g, full, &v)) return -1;
+    *out = (float)v;
+    return 0;
+}
+
+static int config_from_gguf(const gguf_file *g, xd_config *c) {
+    gguf_str as;
+    char arch[32];
+    memset(c, 0, sizeof *c);
+    if (gguf_get_str(g, "general.architecture", &as) || arch_from_name(g, as, &c->arch)) return -1;
+    gguf_str_copy(as, arch, sizeof arch);
+    c->rope_theta = 10000.0f;
+    c->max_ctx = 2048;
+    if (get_int(g, arch, "block_count", &c->n_layer, 0) ||
+        get_int(g, arch, "embedding_length", &c->d_model, 0) ||
+        get_int(g, arch, "feed_forward_length", &c->d_ff, 0) ||
+        get_int(g, arch, "attention.head_count", &c->n_head, 0) ||
+        get_float(g, arch, "attention.layer_norm_rms_epsilon", &c->norm_eps, 0) ||
+        get_float(g, arch, "rope.freq_base", &c->rope_theta, 1) ||
+        get_int(g, arch, "context_length", &c->max_ctx, 1))
+        return -1;
+    c->n_kv_head = c->n_head;
+    c->head_dim = c->d_model / c->n_head;
+    if (get_int(g, arch, "attention.head_count_kv", &c->n_kv_head, 1) ||
+        get_int(g, arch, "attention.key_length", &c->head_dim, 1))
+        return -1;
+    const gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
+    if (!emb) return xd_err("%s: missing tensor 'token_embd.weight'", g->path);
+    if (emb->n_dims != 2 || emb->ne[0] != c->d_model)
+        return xd_err("%s: tensor 'token_embd.weight' has shape [%lld, %lld], expected [%d, vocab]",
+                      g->path, (long long)emb->ne[0], (long long)emb->ne[1], c->d_model);
+    c->vocab_size = (int)emb->ne[1];
+    c->tied_embeddings = gguf_find_tensor(g, "output.weight") == NULL;
+    c->qkv_bias = gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    c->qk_norm = c->arch == XD_ARCH_QWEN3 ? XD_QKNORM_HEAD
+               : c->arch == XD_ARCH_OLMO2 ? XD_QKNORM_FULL : XD_QKNORM_NONE;
+    c->post_norms = c->arch == XD_ARCH_OLMO2;
+    return xd_config_validate(c, g->path);
+}
+
+/* llama.cpp's converter permutes the rows of Llama's q/k projections so that
+ * RoPE rotates adjacent pairs; we keep HF's half-split layout. Within each
+ * head, GGUF row 2i+j holds HF row j·hd/2 + i (i < hd/2, j ∈ {0,1}). */
+static void unpermute_rows(float *w, const float *src, int64_t n_heads, int64_t hd, int64_t cols) {
+    for (int64_t h = 0; h < n_heads; h++)
+        for (int64_t i = 0; i < hd / 2; i++)
+            for (int64_t j = 0; j < 2; j++)
+                memcpy(w + (h * hd + j * hd / 2 + i) * cols, src + (h * hd + 2 * i + j) * cols,
+                       (size_t)cols * sizeof(float));
+}
+
+static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w) {
+    const gguf_tensor *t = gguf_find_tensor(g, w->gguf);
+    if (!t) return xd_err("%s: missing tensor '%s'", g->path, w->gguf);
+    int ok = w->ndim == 1 ? (t->n_dims == 1 && t->ne[0] == w->cols)
+                          : (t->n_dims == 2 && t->ne[0] == w->cols && t->ne[1] == w->rows);
+    if (!ok)
+        return xd_err("%s: tensor '%s' has shape [%lld, %lld] (ggml order), expected [%lld, %lld]",
+                      g->path, w->gguf, (long long)t->ne[0], (long long)t->ne[1],
+                      (long long)w->cols, (long long)(w->ndim == 1 ? 1 : w->rows));
+    int64_t n = w->rows * w->cols;
+    int permute = m->cfg.arch == XD_ARCH_LLAMA && w->ndim == 2 &&
+                  (strstr(w->gguf, "attn_q.") || strstr(w->gguf, "attn_k."));
+    if (!permute) return ggml_dequantize(t->type, t->data, w->ptr, n) ? xd_err_prefix("%s: tensor '%s'", g->path, w->gguf) : 0;
+    float *tmp = malloc((size_t)n * sizeof(float));
+    if (!tmp) return xd_err("out of memory");
+    int rc = ggml_dequantize(t->type, t->data, tmp, n);
+    if (!rc) unpermute_rows(w->ptr, tmp, w->rows / m->cfg.head_dim, m->cfg.head_dim, w->cols);
+    free(tmp);
+    return rc ? xd_err_prefix("%s: tensor '%s'", g->path, w->gguf) : 0;
+}
+
+/* Llama-3 GGUFs carry rope_freqs.weight: per-frequency divisors. */
+static int apply_rope_freqs(const gguf_file *g, xd_model *m) {
+    const gguf_tensor *t = gguf_find_tensor(g, "rope_freqs.weight");
+    if (!t) return 0;
+    int half = m->cfg.head_dim / 2;
+    if (t->n_dims != 1 || t->ne[0] != half || t->type != GGML_F32)
+        return xd_err("%s: tensor 'rope_freqs.weight' must be F32 [%d]", g->path, half);
+    if (xd_model_init_rope(m)) return -1;
+    const float *f = t->data;
+    for (int i = 0; i < half; i++) {
+        if (!(f[i] > 0)) return xd_err("%s: rope_freqs.weight[%d] = %g must be > 0", g->path, i, f[i]);
+        m->rope_inv_freq[i] /= f[i];
+    }
+    return 0;
+}
+
+int xd_model_load_gguf(xd_model *m, const char *path) {
+    gguf_file *g = gguf_open(path);
+    if (!g) return -1;
+    xd_weight *ws = NULL;
+    int nw = 0, rc = -1;
+    if (config_from_gguf(g, &m->cfg)) goto done;
+    if (!(m->tok = tokenizer_from_gguf(g))) goto done;
+    if (xd_model_alloc(m) || xd_model_weights(m, &ws, &nw)) goto done;
+    for (int i = 0; i < nw; i++)
+        if (load_tensor(g, m, &ws[i])) goto done;
+    if (apply_rope_freqs(g, m)) goto done;
+    rc = 0;
+done:
+    free(ws);
+    gguf_close(g);
+    return rc;
+}
