@@ -4,7 +4,7 @@
 #include "kernels.h"
 
 void xd_swiglu(float *g, const float *u, int64_t n) {
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for if (n > 65536)
     for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
