@@ -7,9 +7,11 @@
  *  2. greedy decoding of 5 chat prompts equals HF's for all 32 new tokens
  *     (a divergence is tolerated only right after a near-tie, margin < 1e-3);
  *  3. `xdistill ppl` on the fixture's text equals HF's perplexity within 0.5%
- *     (criterion 4; we expect ~1e-5). */
+ *     (criterion 4; we expect ~1e-5);
+ *  4. loading peaks at ≤ 1.5× the fp32 weight size in RSS (criterion 7). */
 #include <jansson.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -181,6 +183,13 @@ int main(void) {
     xd_model *m = xd_model_load(teacher_path());
     CHECK(m != NULL, "load: %s", xd_last_error());
     if (!m) return test_summary("test_teacher_smollm2");
+    /* criterion 7: loading peaks at ≤ 1.5× the fp32 weights in RSS */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double peak = (double)ru.ru_maxrss * 1024, fp32 = (double)xd_model_n_params(m) * 4;
+    CHECK(peak <= 1.5 * fp32, "peak RSS %.1f MB > 1.5 x fp32 size %.1f MB", peak / 1e6, fp32 / 1e6);
+    printf("load: peak RSS %.1f MB = %.2f x the fp32 weights (%.1f MB)\n", peak / 1e6, peak / fp32,
+           fp32 / 1e6);
     test_logits(m);
     test_greedy(m);
     test_ppl_cli(m);

@@ -1,0 +1,83 @@
+/* The command line turns bad input into "xdistill: error: ..." naming the
+ * file or option, and a non-zero exit status — never a crash (a signal). */
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static const char *cli(void) {
+    const char *c = getenv("XD_CLI");
+    return c ? c : XD_BINARY_DIR "/xdistill";
+}
+
+/* Runs `xdistill ARGS`, captures stderr; expects exit status `want_status`
+ * and stderr containing every string in `want` (NULL-terminated). */
+static void expect(const char *args, int want_status, const char *const *want) {
+    char cmd[4096], err[8192] = {0};
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", cli(), args);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(err, 1, sizeof err - 1, p) : 0;
+    err[n] = 0;
+    int st = p ? pclose(p) : -1;
+    CHECK(WIFEXITED(st), "'%s' did not exit normally (signal?)", args);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == want_status, "'%s': status %d, expected %d: %s", args,
+          WIFEXITED(st) ? WEXITSTATUS(st) : -1, want_status, err);
+    for (; want && *want; want++)
+        CHECK(strstr(err, *want) != NULL, "'%s': stderr lacks '%s': %s", args, *want, err);
+}
+
+#define W(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+int main(void) {
+    char tiny[1024], args[4096], tmp[256];
+    snprintf(tiny, sizeof tiny, "%s/tests/fixtures/tiny-llama.gguf", XD_SOURCE_DIR);
+    snprintf(tmp, sizeof tmp, "/tmp/xd_cli_%d", (int)getpid());
+
+    expect("", 2, W("usage"));
+    expect("frobnicate", 2, W("xdistill: error:", "unknown command 'frobnicate'"));
+    expect("inspect /nonexistent.gguf", 1, W("xdistill: error:", "/nonexistent.gguf"));
+    expect("inspect /tmp", 1, W("xdistill: error:", "config.json"));
+
+    /* a truncated GGUF */
+    snprintf(args, sizeof args, "head -c 1000 %s > %s.gguf", tiny, tmp);
+    CHECK(system(args) == 0, "head");
+    snprintf(args, sizeof args, "inspect %s.gguf", tmp);
+    expect(args, 1, W("xdistill: error:", ".gguf", "tokenizer.ggml.tokens", "cannot fit"));
+    snprintf(args, sizeof args, "generate %s.gguf -p hi", tmp);
+    expect(args, 1, W("xdistill: error:", "cannot fit"));
+    /* not a GGUF at all */
+    snprintf(args, sizeof args, "printf 'hello world, this is not a model at all' > %s.gguf", tmp);
+    CHECK(system(args) == 0, "printf");
+    snprintf(args, sizeof args, "inspect %s.gguf", tmp);
+    expect(args, 1, W("xdistill: error:", "magic"));
+    snprintf(args, sizeof args, "rm -f %s.gguf", tmp);
+    CHECK(system(args) == 0, "rm");
+
+    /* out-of-range and malformed options */
+    snprintf(args, sizeof args, "generate %s -p hi -n -5", tiny);
+    expect(args, 2, W("xdistill: error:", "-n", "-5"));
+    snprintf(args, sizeof args, "generate %s -p hi --temp abc", tiny);
+    expect(args, 2, W("--temp", "abc"));
+    snprintf(args, sizeof args, "generate %s -p hi --top-p 1.5", tiny);
+    expect(args, 2, W("--top-p"));
+    snprintf(args, sizeof args, "generate %s -p", tiny);
+    expect(args, 2, W("-p needs a value"));
+    snprintf(args, sizeof args, "generate %s", tiny);
+    expect(args, 2, W("usage"));
+    snprintf(args, sizeof args, "ppl %s /nonexistent.txt", tiny);
+    expect(args, 1, W("/nonexistent.txt"));
+    snprintf(args, sizeof args, "ppl %s %s --ctx 1", tiny, tiny);
+    expect(args, 2, W("--ctx"));
+    snprintf(args, sizeof args, "ppl %s %s --ctx 8 --stride 9", tiny, tiny);
+    expect(args, 2, W("--stride"));
+    snprintf(args, sizeof args, "tokenize %s --decode \"1 2 999999\"", tiny);
+    expect(args, 1, W("999999"));
+
+    /* and the happy paths on the tiny model work */
+    snprintf(args, sizeof args, "inspect %s", tiny);
+    expect(args, 0, NULL);
+    snprintf(args, sizeof args, "generate %s -p \"the cat\" -n 5 --temp 0.7 --top-k 5 --seed 3", tiny);
+    expect(args, 0, W("generated"));
+    return test_summary("test_cli_errors");
+}
