@@ -322,17 +322,19 @@ static int utf8_is_valid(const uint8_t *s, size_t n) {
     return 1;
 }
 
-/* Rewrites s as valid UTF-8 into out (capacity 3n): undecodable bytes become
- * U+FFFD one byte at a time, overlong forms are re-encoded (as llama.cpp).
- * Surrogates and code points past U+10FFFF also become U+FFFD (llama.cpp
- * keeps the former and fails on the latter). */
-static size_t utf8_repair(const uint8_t *s, size_t n, char *out) {
+/* Rewrites s into out (capacity 3n) the way llama.cpp reads it: undecodable
+ * bytes become U+FFFD one at a time and overlong forms are re-encoded.
+ * Surrogates are kept (as llama.cpp does; *has_surrogates is set); code
+ * points past U+10FFFF become U+FFFD (llama.cpp throws on them). */
+static size_t utf8_repair(const uint8_t *s, size_t n, char *out, int *has_surrogates) {
     size_t i = 0, o = 0;
+    *has_surrogates = 0;
     while (i < n) {
         uint32_t c;
         size_t len = utf8_decode_lenient(s, n, i, &c);
         if (len == 0) { c = 0xFFFD; len = 1; }
-        if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) c = 0xFFFD;
+        if (c > 0x10FFFF) c = 0xFFFD;
+        if (c >= 0xD800 && c <= 0xDFFF) *has_surrogates = 1;
         o += utf8_encode(c, out + o);
         i += len;
     }
@@ -591,7 +593,7 @@ typedef struct {
     size_t cap_syms;
     bpe_pair *heap;
     size_t n_heap, cap_heap;
-    char *buf; /* repaired UTF-8 / byte-level word */
+    char *buf; /* byte-level text of a word */
     size_t cap_buf;
     pcre2_match_data *md;
 } encoder;
@@ -712,9 +714,12 @@ static int bpe_word(const xd_tokenizer *t, encoder *e, const uint8_t *w, size_t 
 
 /* Splits s[0..n) with stage k's regex; matches and the gaps between them go
  * on to stage k+1, and after the last stage to BPE. The piece is the whole
- * subject, so lookarounds see its ends as the text's ends (as in llama.cpp). */
-static int split_stage(const xd_tokenizer *t, encoder *e, int k, const char *s, size_t n) {
-    if (k == t->n_re) return bpe_word(t, e, (const uint8_t *)s, n);
+ * subject, so lookarounds see its ends as the text's ends (as in llama.cpp).
+ * raw holds the bytes to encode, aligned with s (they differ only where s
+ * has a stand-in for a surrogate, which PCRE2 cannot take). */
+static int split_stage(const xd_tokenizer *t, encoder *e, int k, const char *s, const char *raw,
+                       size_t n) {
+    if (k == t->n_re) return bpe_word(t, e, (const uint8_t *)raw, n);
     size_t gap = 0, from = 0;
     while (from < n) {
         int rc = pcre2_match(t->re[k], (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, e->md, NULL);
@@ -731,29 +736,40 @@ static int split_stage(const xd_tokenizer *t, encoder *e, int k, const char *s, 
             while (from < n && ((uint8_t)s[from] & 0xC0) == 0x80) from++;
             continue;
         }
-        if (a > gap && split_stage(t, e, k + 1, s + gap, a - gap)) return -1;
-        if (split_stage(t, e, k + 1, s + a, b - a)) return -1;
+        if (a > gap && split_stage(t, e, k + 1, s + gap, raw + gap, a - gap)) return -1;
+        if (split_stage(t, e, k + 1, s + a, raw + a, b - a)) return -1;
         gap = from = b;
     }
-    if (n > gap && split_stage(t, e, k + 1, s + gap, n - gap)) return -1;
+    if (n > gap && split_stage(t, e, k + 1, s + gap, raw + gap, n - gap)) return -1;
     return 0;
 }
 
 /* Plain text (no special tokens in it). */
 static int encode_fragment(const xd_tokenizer *t, encoder *e, const char *s, size_t n) {
     if (n == 0) return 0;
-    if (!utf8_is_valid((const uint8_t *)s, n)) {
-        if (n > SIZE_MAX / 3 || grow((void **)&e->buf, &e->cap_buf, 3 * n, 1)) return -1;
-        n = utf8_repair((const uint8_t *)s, n, e->buf);
-        /* move out of e->buf: BPE reuses it for byte-level words */
-        char *fixed = malloc(n);
-        if (!fixed) return xd_err("tokenizer: out of memory");
-        memcpy(fixed, e->buf, n);
-        int rc = split_stage(t, e, 0, fixed, n);
-        free(fixed);
-        return rc;
+    if (utf8_is_valid((const uint8_t *)s, n)) return split_stage(t, e, 0, s, s, n);
+    if (n > SIZE_MAX / 6) return xd_err("tokenizer: text too long");
+    int surrogates;
+    char *fixed = malloc(6 * n); /* repaired text, then its copy for the regexes */
+    if (!fixed) return xd_err("tokenizer: out of memory");
+    size_t m = utf8_repair((const uint8_t *)s, n, fixed, &surrogates);
+    char *split = fixed;
+    if (surrogates) {
+        /* the regexes see U+E000 (private use, also 3 bytes) in place of a
+         * surrogate: neither is a letter, number or space */
+        split = fixed + m;
+        memcpy(split, fixed, m);
+        for (size_t i = 0; i + 2 < m; i++)
+            if ((uint8_t)split[i] == 0xED && (uint8_t)split[i + 1] >= 0xA0) {
+                split[i] = (char)0xEE;
+                split[i + 1] = (char)0x80;
+                split[i + 2] = (char)0x80;
+                i += 2;
+            }
     }
-    return split_stage(t, e, 0, s, n);
+    int rc = split_stage(t, e, 0, split, fixed, m);
+    free(fixed);
+    return rc;
 }
 
 typedef struct {

@@ -219,7 +219,8 @@ static void read_config(const char *path, const json_vocab *jv, int *bos, int *e
     *add_bos = 0;
     if (snprintf(cfg_path, sizeof cfg_path, "%.*stokenizer_config.json", dir, path) >= (int)sizeof cfg_path)
         return;
-    json_t *cfg = json_load_file(cfg_path, 0, NULL);
+    /* as reals: model_max_length is often 1e30, too big for json_int_t */
+    json_t *cfg = json_load_file(cfg_path, JSON_DECODE_INT_AS_REAL, NULL);
     if (!cfg) return; /* optional */
     *bos = config_token(cfg, "bos_token", jv);
     *eos = config_token(cfg, "eos_token", jv);

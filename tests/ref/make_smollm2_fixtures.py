@@ -71,6 +71,14 @@ TOKENIZER_CHECK_STRINGS = [
 ]
 
 
+def _pkg_version(name):
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return "?"
+
+
 def log(*a):
     print("[%7.1fs]" % (time.time() - T0), *a, flush=True)
 
@@ -417,7 +425,7 @@ def main():
         "reference": "HF transformers %s LlamaForCausalLM, fp32, attn_implementation=eager, "
                      "weights = GGUF dequantised to fp32 (torch %s, gguf-py %s)" % (
                          transformers.__version__, torch.__version__,
-                         getattr(gguf, "__version__", "?")),
+                         _pkg_version("gguf")),
         "tokenizer": tok.source,
         "bos": "no BOS token is prepended anywhere (GGUF tokenizer.ggml.add_bos_token = false)",
         "generator": "tests/ref/make_smollm2_fixtures.py",

@@ -172,6 +172,13 @@ SPECIAL = ["<|im_start|>user\nhi<|im_end|>",
            "<repo_name>x<file_sep>y<filename>z", "<|endoftext|><|endoftext|>\n\n"]
 
 
+# invalid UTF-8, stored as "hex" (llama.cpp reads each bad byte as U+FFFD;
+# code points past U+10FFFF are left out: llama.cpp aborts on them)
+INVALID_UTF8 = [b"\xff", b"abc\xe2\x82", b"\xc0\x80", b"\xed\xa0\x80", b"x\xed\xbf\xbfy",
+                b"\x80\x80x", b"caf\xe9 ok", b"\xe2\x82 12\xff34", b"\xf0\x9f\x98 tail",
+                b"<|im_start|>\xfe<|im_end|>"]
+
+
 def long_strings():
     para = ("Distillation compresses a large teacher model into a smaller student. "
             "The student is trained to match the teacher's output distribution, "
@@ -254,6 +261,9 @@ def make_smollm2_fixture():
     texts = smollm_strings()
     for t in texts:
         rows.append({"text": t, "special": False, "ids": encode(llm, t, False)})
+    for b in INVALID_UTF8:
+        ids = llm.tokenize(b, add_bos=False, special=False)
+        rows.append({"hex": b.hex(), "special": False, "ids": ids})
     for t in SPECIAL:
         rows.append({"text": t, "special": True, "ids": encode(llm, t, True)})
         rows.append({"text": t, "special": False, "ids": encode(llm, t, False)})
