@@ -34,5 +34,9 @@ demo: build teacher
 	./$(BUILD)/xdistill generate $(TEACHER) --chat -n 64 \
 	    -p "Explain in two sentences why the sky is blue."
 
+# Teacher inference vs llama.cpp and sgemm vs BLAS peak; writes bench/RESULTS.md.
+bench: teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/run_infer.sh
+
 clean:
 	rm -rf $(BUILD) $(ASAN)

@@ -111,15 +111,16 @@ def main():
             batch.logits[i] = 1 if (last_logits and i == n - 1) else 0
         batch.n_tokens = n
 
-    def run(toks, pos0):
+    def run(want_logits=True):
         """decode a filled batch; return seconds (compute + sync + logits pointer)"""
         t = time.perf_counter()
         rc = L.llama_decode(ctx, batch)
         L.llama_synchronize(ctx)
         if rc != 0:
             sys.exit(f"llamacpp_infer: llama_decode returned {rc}")
-        lp = L.llama_get_logits_ith(ctx, -1)
-        _ = lp[0]
+        if want_logits:
+            lp = L.llama_get_logits_ith(ctx, -1)
+            _ = lp[n_vocab - 1]
         return time.perf_counter() - t
 
     def clear():
@@ -131,12 +132,12 @@ def main():
     prompt = ids[:args.prefill]
     clear()
     fill(prompt, 0)
-    run(prompt, 0)  # warm-up
+    run()  # warm-up
     times = []
     for _ in range(args.reps):
         clear()
         fill(prompt, 0)
-        times.append(run(prompt, 0))
+        times.append(run())
     times.sort()
     emit(bench="llama_prefill", tokens=args.prefill, reps=args.reps, best_s=round(times[0], 4),
          median_s=round(times[len(times) // 2], 4), tok_s=round(args.prefill / times[0], 1),
@@ -147,12 +148,12 @@ def main():
         for p in range(0, C, args.batch):
             chunk = ids[p:min(C, p + args.batch)]
             fill(chunk, p, last_logits=(p + len(chunk) == C))
-            run(chunk, p)
+            run(want_logits=(p + len(chunk) == C))
         L.llama_perf_context_reset(ctx)
         dt = []
         for i in range(args.decode):
             fill([ids[C + i]], C + i)
-            dt.append(run(None, C + i))
+            dt.append(run())
         perf = L.llama_perf_context(ctx)
         total = sum(dt)
         med = statistics.median(dt)

@@ -100,6 +100,14 @@ uint64_t xd_tokenizer_hash(const xd_tokenizer *t);
 xd_tokenizer *xd_tokenizer_load_json(const char *path);
 /* The tokenizer of a model: GGUF metadata, or DIR/tokenizer.json. */
 xd_tokenizer *xd_tokenizer_load(const char *model_path);
+/* Writes t as an HF tokenizer.json at path (BPE model, pre-tokenizer,
+ * ByteLevel decoder, added tokens) plus tokenizer_config.json (bos, eos,
+ * add_bos) in the same directory, each atomically. xd_tokenizer_load_json
+ * reads it back to the same tokenizer (same xd_tokenizer_hash for
+ * tokenizers built with a canonical pre-tokenizer name; llama.cpp aliases
+ * come back as the name they behave as). Pre-tokenizer "default" has no
+ * tokenizer.json form and is an error. */
+int xd_tokenizer_save_json(const xd_tokenizer *t, const char *path);
 
 /* ---- models --------------------------------------------------------------- */
 
@@ -109,6 +117,13 @@ typedef struct xd_model xd_model;
  * [+ model.safetensors.index.json] + tokenizer.json). Weights are fp32. */
 xd_model *xd_model_load(const char *path);
 void xd_model_free(xd_model *m);
+/* Saves m as an HF directory: config.json, model.safetensors (fp32, HF
+ * tensor names; a tied LM head is not stored) and, when the model has a
+ * tokenizer, tokenizer.json + tokenizer_config.json. The directory is built
+ * as DIR.tmp.<pid> and then put in DIR's place in one step, replacing a
+ * previous DIR whole: DIR is always either the complete old or the complete
+ * new model. On failure DIR is untouched and nothing is left behind. */
+int xd_model_save(const xd_model *m, const char *dir);
 const xd_config *xd_model_config(const xd_model *m);
 const xd_tokenizer *xd_model_tokenizer(const xd_model *m);
 size_t xd_model_n_params(const xd_model *m);

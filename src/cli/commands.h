@@ -6,4 +6,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 #endif

@@ -12,7 +12,10 @@ static const struct {
     {"inspect", cmd_inspect, "MODEL                      architecture, tensors, tokenizer"},
     {"tokenize", cmd_tokenize, "MODEL TEXT [--decode]      text to ids and pieces (or back)"},
     {"generate", cmd_generate, "MODEL -p PROMPT [-n N ...]  stream generated text"},
+    {"pretrain", cmd_pretrain, "--config C --tokenizer M --data D -o DIR  train from scratch"},
+    {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune"},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
+    {"data", cmd_data, "prep|info ...               pack text into token data for training"},
 };
 
 static void usage(FILE *f) {

@@ -40,4 +40,24 @@ const st_tensor *st_find(const st_set *s, const char *name);
 int st_to_f32(const st_set *s, const st_tensor *t, float *dst);
 const char *st_dtype_name(st_dtype d);
 
+/* ---- writer (safetensors_write.c) ---------------------------------------- */
+
+/* One tensor to write: fp32 data, stored as dtype (F16 / BF16 are rounded to
+ * nearest even). shape has n_dims (0..8) entries; data holds their product. */
+typedef struct {
+    const char *name;
+    st_dtype dtype;
+    int n_dims;
+    int64_t shape[8];
+    const float *data;
+} st_write_tensor;
+
+/* Writes a .safetensors file atomically (PATH.tmp.<pid>, fsync, rename).
+ * The header lists the tensors sorted by name, after "__metadata__" when
+ * metadata_json (a JSON object of string values, or NULL) is given, and is
+ * padded with spaces so the data section starts 8-byte aligned; the data are
+ * contiguous, wider dtypes first, then by name. Names must be unique and
+ * non-empty. Errors name path and the tensor. */
+int st_write(const char *path, const st_write_tensor *ts, int n, const char *metadata_json);
+
 #endif

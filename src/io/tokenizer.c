@@ -26,6 +26,7 @@
 
 #include "core/error.h"
 #include "xdistill.h"
+#include "io/tokenizer_internal.h"
 
 /* ---- pre-tokenizer regexes ------------------------------------------------ */
 
@@ -901,3 +902,23 @@ const char *xd_tokenizer_pre(const xd_tokenizer *t) { return t ? t->pre : NULL; 
 /* FNV-1a 64 over the token texts (NUL-terminated), the token types, the merges
  * (NUL-terminated) and the pre-tokenizer name. */
 uint64_t xd_tokenizer_hash(const xd_tokenizer *t) { return t ? t->hash : 0; }
+
+/* ---- internal accessors (tokenizer_internal.h) ---------------------------- */
+
+int xd_tokenizer_token_type(const xd_tokenizer *t, int32_t id) {
+    return t && id >= 0 && id < t->n_tokens ? t->types[id] : -1;
+}
+
+int xd_tokenizer_add_bos(const xd_tokenizer *t) { return t ? t->add_bos : 0; }
+
+int xd_tokenizer_merges(const xd_tokenizer *t, xd_tok_merge **out, int *n) {
+    int k = 0;
+    *out = malloc((size_t)(t->n_merges ? t->n_merges : 1) * sizeof **out);
+    if (!*out) return xd_err("tokenizer: out of memory listing %d merges", t->n_merges);
+    for (uint32_t i = 0; i <= t->merge_mask && k < t->n_merges; i++) {
+        const merge_slot *m = &t->merges[i];
+        if (m->left >= 0) (*out)[k++] = (xd_tok_merge){m->rank, sym_text(t, m->left), sym_text(t, m->right)};
+    }
+    *n = k;
+    return 0;
+}

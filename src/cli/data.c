@@ -1,0 +1,165 @@
+/* xdistill data prep --tokenizer MODEL IN... -o DATA [--jsonl] [--field NAME]
+ *                    [--doc-sep file|blank|line] [--seed N] [--val-frac F] [--special]
+ *                    [--threads N] [--quiet]
+ * xdistill data info DATA [--tokenizer MODEL]
+ * Packs text or JSONL into one token file for training (format: docs/data.md). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "io/tokdata.h"
+#include "xdistill.h"
+
+static const char PREP_USAGE[] =
+    "usage: xdistill data prep --tokenizer MODEL IN... -o DATA [--jsonl] [--field NAME] "
+    "[--doc-sep file|blank|line] [--seed N] [--val-frac F] [--special] [--threads N] [--quiet]";
+static const char INFO_USAGE[] = "usage: xdistill data info DATA [--tokenizer MODEL]";
+
+static void print_summary(const xd_tokdata *d) {
+    const xd_tokdata_header *h = xd_tokdata_header_of(d);
+    const uint64_t *off = xd_tokdata_doc_offsets(d);
+    uint64_t mn = UINT64_MAX, mx = 0;
+    for (uint64_t i = 0; i < h->n_docs; i++) {
+        uint64_t n = off[i + 1] - off[i];
+        if (n < mn) mn = n;
+        if (n > mx) mx = n;
+    }
+    struct stat st;
+    long long size = stat(xd_tokdata_path(d), &st) ? -1 : (long long)st.st_size;
+    printf("file            %s (%lld bytes)\n", xd_tokdata_path(d), size);
+    printf("version         %u\n", h->version);
+    printf("vocab_size      %u (%u-byte token ids)\n", h->vocab_size, h->token_bytes);
+    printf("tokenizer_hash  0x%016" PRIx64 "\n", h->tokenizer_hash);
+    printf("flags           0x%x%s\n", h->flags,
+           h->flags & XD_TOKDATA_FLAG_EOS ? " (documents end with EOS)" : "");
+    printf("shuffle_seed    %" PRIu64 "\n", h->shuffle_seed);
+    printf("documents       %" PRIu64 " (train %" PRIu64 ", validation %" PRIu64 ")\n", h->n_docs,
+           xd_tokdata_split_docs(d, XD_SPLIT_TRAIN), xd_tokdata_split_docs(d, XD_SPLIT_VAL));
+    printf("tokens          %" PRIu64 " (train %" PRIu64 ", validation %" PRIu64 ")\n", h->n_tokens,
+           xd_tokdata_split_tokens(d, XD_SPLIT_TRAIN), xd_tokdata_split_tokens(d, XD_SPLIT_VAL));
+    printf("doc tokens      min %" PRIu64 ", mean %.1f, max %" PRIu64 "\n", mn,
+           (double)h->n_tokens / (double)h->n_docs, mx);
+}
+
+static int data_prep(int argc, char **argv) {
+    const char *tok = NULL, *out = NULL, *v;
+    xd_prep_opts o;
+    xd_prep_defaults(&o);
+    o.verbose = 1;
+    const char **inputs = calloc((size_t)argc, sizeof *inputs);
+    if (!inputs) return cli_error("out of memory");
+    int n_in = 0, r, rc = 2;
+    float vf;
+    for (int i = 1; i < argc; i++) {
+        if ((r = take_opt(argc, argv, &i, "--tokenizer", &v))) {
+            if (r < 0) goto done;
+            tok = v;
+        } else if ((r = take_opt(argc, argv, &i, "-o", &v))) {
+            if (r < 0) goto done;
+            out = v;
+        } else if ((r = take_opt(argc, argv, &i, "--field", &v))) {
+            if (r < 0) goto done;
+            if (!*v) { cli_error("--field: the field name is empty"); goto done; }
+            o.field = v;
+        } else if ((r = take_opt(argc, argv, &i, "--doc-sep", &v))) {
+            if (r < 0) goto done;
+            if (!strcmp(v, "file")) o.doc_sep = XD_DOCSEP_FILE;
+            else if (!strcmp(v, "blank")) o.doc_sep = XD_DOCSEP_BLANK;
+            else if (!strcmp(v, "line")) o.doc_sep = XD_DOCSEP_LINE;
+            else { cli_error("--doc-sep: '%s' is not one of file, blank, line", v); goto done; }
+        } else if ((r = take_opt(argc, argv, &i, "--seed", &v))) {
+            if (r < 0 || parse_u64("--seed", v, &o.seed)) goto done;
+        } else if ((r = take_opt(argc, argv, &i, "--val-frac", &v))) {
+            if (r < 0 || parse_float("--val-frac", v, 0, 0.99, &vf)) goto done;
+            o.val_frac = vf;
+        } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
+            if (r < 0 || parse_int("--threads", v, 1, 1024, &o.threads)) goto done;
+        } else if (!strcmp(argv[i], "--jsonl")) o.jsonl = 1;
+        else if (!strcmp(argv[i], "--special")) o.parse_special = 1;
+        else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) o.verbose = 0;
+        else if (argv[i][0] == '-' && argv[i][1]) {
+            cli_error("data prep: unknown option '%s'", argv[i]);
+            goto done;
+        } else inputs[n_in++] = argv[i];
+    }
+    if (!tok || !out || !n_in) {
+        cli_error("%s", PREP_USAGE);
+        goto done;
+    }
+    o.inputs = inputs;
+    o.n_inputs = n_in;
+    rc = 1;
+    xd_tokenizer *t = xd_tokenizer_load(tok);
+    if (!t) { cli_lib_error(); goto done; }
+    xd_prep_stats st;
+    if (xd_tokdata_prep(t, &o, out, &st)) {
+        cli_lib_error();
+        xd_tokenizer_free(t);
+        goto done;
+    }
+    xd_tokenizer_free(t);
+    if (o.verbose) {
+        fprintf(stderr,
+                "data prep: %.2f MB of text -> %" PRIu64 " tokens in %.2f s (%.0f tokens/s)",
+                (double)st.bytes_in / 1e6, st.n_tokens, st.seconds,
+                st.seconds > 0 ? (double)st.n_tokens / st.seconds : 0.0);
+        if (st.n_empty) fprintf(stderr, "; %" PRIu64 " empty documents skipped", st.n_empty);
+        fputc('\n', stderr);
+        if (st.n_docs - st.n_train_docs == 0 && o.val_frac > 0)
+            fprintf(stderr, "data prep: warning: only %" PRIu64 " document(s), so the validation "
+                            "split is empty; use --doc-sep blank or line to cut a text into more "
+                            "documents\n", st.n_docs);
+    }
+    xd_tokdata *d = xd_tokdata_open(out);
+    if (!d) { cli_lib_error(); goto done; }
+    print_summary(d);
+    xd_tokdata_close(d);
+    rc = 0;
+done:
+    free(inputs);
+    return rc;
+}
+
+static int data_info(int argc, char **argv) {
+    const char *path = NULL, *tok = NULL, *v;
+    int r;
+    for (int i = 1; i < argc; i++) {
+        if ((r = take_opt(argc, argv, &i, "--tokenizer", &v))) {
+            if (r < 0) return 2;
+            tok = v;
+        } else if (argv[i][0] == '-')
+            return cli_error("data info: unknown option '%s'", argv[i]), 2;
+        else if (!path) path = argv[i];
+        else return cli_error("data info: unexpected argument '%s'", argv[i]), 2;
+    }
+    if (!path) return cli_error("%s", INFO_USAGE), 2;
+    xd_tokdata *d = xd_tokdata_open(path);
+    if (!d) return cli_lib_error();
+    print_summary(d);
+    int rc = 0;
+    if (tok) {
+        xd_tokenizer *t = xd_tokenizer_load(tok);
+        if (!t || xd_tokdata_check_tokenizer(d, t)) rc = cli_lib_error();
+        else printf("tokenizer       matches %s\n", tok);
+        xd_tokenizer_free(t);
+    }
+    xd_tokdata_close(d);
+    return rc;
+}
+
+int cmd_data(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "prep")) return data_prep(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "info")) return data_info(argc - 1, argv + 1);
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        printf("%s\n%s\n", PREP_USAGE, INFO_USAGE);
+        return 0;
+    }
+    if (argc >= 2) cli_error("data: unknown subcommand '%s' (expected prep or info)", argv[1]);
+    else cli_error("data: expected a subcommand, prep or info");
+    fprintf(stderr, "%s\n%s\n", PREP_USAGE, INFO_USAGE);
+    return 2;
+}

@@ -1,0 +1,55 @@
+/* xdistill pretrain --config CONFIG.json --tokenizer MODEL --data DATA -o DIR [options]
+ * Trains a model of the config's architecture from random weights. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/train_args.h"
+#include "io/hfconfig.h"
+#include "model/model.h"
+
+int cmd_pretrain(int argc, char **argv) {
+    const char *config = NULL, *tok_path = NULL, *data_path = NULL, *v;
+    xd_train_opts o;
+    xd_train_defaults(&o);
+    o.kind = "pretrain";
+    int threads = 0, r;
+    uint64_t seed = 1;
+    for (int i = 1; i < argc; i++) {
+        if ((r = train_arg(argc, argv, &i, &o, &threads))) { if (r < 0) return 2; }
+        else if ((r = take_opt(argc, argv, &i, "--config", &v))) { if (r < 0) return 2; config = v; }
+        else if ((r = take_opt(argc, argv, &i, "--tokenizer", &v))) { if (r < 0) return 2; tok_path = v; }
+        else if ((r = take_opt(argc, argv, &i, "--data", &v))) { if (r < 0) return 2; data_path = v; }
+        else if ((r = take_opt(argc, argv, &i, "-o", &v))) { if (r < 0) return 2; o.out_dir = v; }
+        else if ((r = take_opt(argc, argv, &i, "--seed", &v))) {
+            if (r < 0 || parse_u64("--seed", v, &seed)) return 2;
+        } else return cli_error("pretrain: unknown argument '%s'", argv[i]), 2;
+    }
+    if (!config || !tok_path || !data_path || !o.out_dir) {
+        fprintf(stderr, "usage: xdistill pretrain --config CONFIG.json --tokenizer MODEL --data DATA -o DIR [options]\n%s",
+                train_args_usage);
+        return 2;
+    }
+    if (threads) xd_set_threads(threads);
+    xd_config cfg;
+    if (hf_config_load(config, &cfg)) return cli_lib_error();
+    xd_tokenizer *tok = xd_tokenizer_load(tok_path);
+    if (!tok) return cli_lib_error();
+    if (xd_tokenizer_n_tokens(tok) > cfg.vocab_size) {
+        xd_tokenizer_free(tok);
+        return cli_error("%s: vocab_size %d is smaller than the tokenizer's %d tokens (%s)", config,
+                         cfg.vocab_size, xd_tokenizer_n_tokens(tok), tok_path);
+    }
+    xd_model *m = xd_model_create(&cfg, seed);
+    if (!m) { xd_tokenizer_free(tok); return cli_lib_error(); }
+    m->tok = tok;
+    xd_tokdata *d = xd_tokdata_open(data_path);
+    int rc = 1;
+    xd_train_result res;
+    if (!d || xd_train(m, d, &o, &res)) cli_lib_error();
+    else { train_report(&o, &res); rc = 0; }
+    xd_tokdata_close(d);
+    xd_model_free(m);
+    return rc;
+}

@@ -1,0 +1,71 @@
+#include "train_args.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/args.h"
+
+const char *train_args_usage =
+    "  --steps N        optimiser steps (100)          --batch B    rows per micro-batch (4)\n"
+    "  --seq T          tokens per row (128)           --accum K    micro-batches per step (1)\n"
+    "  --lr X           peak learning rate (1e-3)      --min-lr X   final learning rate (1e-5)\n"
+    "  --warmup N       warm-up steps (10)             --wd X       weight decay (0.1)\n"
+    "  --clip X         grad-norm clip, 0 = off (1.0)  --seed S     initialisation seed (1)\n"
+    "  --eval-every N   validate every N steps (0 = at the end)\n"
+    "  --eval-windows N validation windows (64; 0 = the whole split)\n"
+    "  --save-every N   checkpoint every N steps (0 = at the end)\n"
+    "  --freeze NAME    do not train weights whose name contains NAME (repeatable)\n"
+    "  --resume         continue from OUT/checkpoint      --threads N  threads (all cores)\n";
+
+static const char *freeze_list[64];
+
+int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads) {
+    const char *v;
+    int r, iv;
+#define INT_OPT(name, lo, hi, dst)                                                     \
+    if ((r = take_opt(argc, argv, i, name, &v))) {                                    \
+        if (r < 0 || parse_int(name, v, lo, hi, &iv)) return -1;                     \
+        dst = iv;                                                                     \
+        return 1;                                                                     \
+    }
+#define FLOAT_OPT(name, lo, hi, dst)                                                   \
+    if ((r = take_opt(argc, argv, i, name, &v))) {                                    \
+        if (r < 0 || parse_float(name, v, lo, hi, &dst)) return -1;                  \
+        return 1;                                                                     \
+    }
+    INT_OPT("--steps", 1, 1 << 30, o->steps);
+    INT_OPT("--batch", 1, 1 << 16, o->batch);
+    INT_OPT("--seq", 2, 1 << 20, o->seq);
+    INT_OPT("--accum", 1, 1 << 16, o->accum);
+    INT_OPT("--warmup", 0, 1 << 30, o->warmup);
+    INT_OPT("--eval-every", 0, 1 << 30, o->eval_every);
+    INT_OPT("--eval-windows", 0, 1 << 30, o->eval_windows);
+    INT_OPT("--save-every", 0, 1 << 30, o->save_every);
+    INT_OPT("--log-every", 1, 1 << 30, o->log_every);
+    INT_OPT("--threads", 1, 1024, *threads);
+    FLOAT_OPT("--lr", 1e-12, 10, o->lr);
+    FLOAT_OPT("--min-lr", 0, 10, o->min_lr);
+    FLOAT_OPT("--wd", 0, 10, o->weight_decay);
+    FLOAT_OPT("--clip", 0, 1e6, o->clip);
+#undef INT_OPT
+#undef FLOAT_OPT
+    if ((r = take_opt(argc, argv, i, "--freeze", &v))) {
+        if (r < 0) return -1;
+        if (o->n_freeze >= 64) return cli_error("--freeze: at most 64 patterns"), -1;
+        freeze_list[o->n_freeze++] = v;
+        o->freeze = freeze_list;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--resume")) {
+        o->resume = 1;
+        return 1;
+    }
+    return 0;
+}
+
+void train_report(const xd_train_opts *o, const xd_train_result *r) {
+    printf("{\"kind\":\"%s\",\"steps\":%lld,\"loss\":%.6f,\"val_loss\":%.6f,\"tok_s\":%.1f,"
+           "\"seconds\":%.1f,\"model\":\"%s/model\",\"log\":\"%s/log.jsonl\"}\n",
+           o->kind, (long long)r->steps_done, r->last_loss, r->val_loss, r->tokens_per_s, r->seconds,
+           o->out_dir, o->out_dir);
+}

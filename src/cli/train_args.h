@@ -1,0 +1,15 @@
+/* Options shared by the training commands (pretrain, finetune). */
+#ifndef XD_TRAIN_ARGS_H
+#define XD_TRAIN_ARGS_H
+
+#include "train/train.h"
+
+/* If argv[*i] is a training option, parses it (and its value) into o and
+ * returns 1; 0 if it is not one; -1 on a bad value (error printed). */
+int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads);
+/* Usage text of the shared options. */
+extern const char *train_args_usage;
+/* Prints a summary of a finished run. */
+void train_report(const xd_train_opts *o, const xd_train_result *r);
+
+#endif

@@ -1,0 +1,875 @@
+/* Packed token data: writer (data prep), reader (mmap + full validation) and
+ * the deterministic batch sampler. Format: see tokdata.h and docs/data.md. */
+#include "tokdata.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/error.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "tokdata.c reads and writes little-endian files with native loads; port it first"
+#endif
+
+typedef unsigned long long ull;
+
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) {
+        if (c > SIZE_MAX / 2 / elem) return xd_err("out of memory");
+        c *= 2;
+    }
+    void *q = realloc(*p, c * elem);
+    if (!q) return xd_err("out of memory (%zu bytes)", c * elem);
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static unsigned token_bytes_for(uint32_t vocab) { return vocab <= 65536u ? 2u : 4u; }
+
+/* ---- header ------------------------------------------------------------------ */
+
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+static void encode_header(uint8_t h[XD_TOKDATA_HEADER_BYTES], const xd_tokdata_header *x) {
+    memset(h, 0, XD_TOKDATA_HEADER_BYTES);
+    memcpy(h, XD_TOKDATA_MAGIC, 8);
+    put_u32(h + 8, x->version);
+    put_u32(h + 12, x->vocab_size);
+    put_u64(h + 16, x->tokenizer_hash);
+    put_u64(h + 24, x->n_docs);
+    put_u64(h + 32, x->n_train_docs);
+    put_u64(h + 40, x->n_tokens);
+    put_u32(h + 48, x->token_bytes);
+    put_u32(h + 52, x->flags);
+    put_u64(h + 56, x->shuffle_seed);
+}
+
+static void decode_header(const uint8_t *h, xd_tokdata_header *x) {
+    x->version = get_u32(h + 8);
+    x->vocab_size = get_u32(h + 12);
+    x->tokenizer_hash = get_u64(h + 16);
+    x->n_docs = get_u64(h + 24);
+    x->n_train_docs = get_u64(h + 32);
+    x->n_tokens = get_u64(h + 40);
+    x->token_bytes = get_u32(h + 48);
+    x->flags = get_u32(h + 52);
+    x->shuffle_seed = get_u64(h + 56);
+}
+
+/* ---- atomic writer -------------------------------------------------------------- */
+
+/* The documents to write: doc order[d] (identity if order is NULL) of a
+ * source token array (u16, or u32/int32 when src_bytes is 4) whose doc i is
+ * [src_off[i], src_off[i+1]). */
+typedef struct {
+    const void *src;
+    unsigned src_bytes;
+    const uint64_t *src_off;
+    const uint64_t *order;
+} doc_source;
+
+static int write_all(FILE *f, const char *tmp, const void *p, size_t n) {
+    if (n && fwrite(p, 1, n, f) != n)
+        return xd_err("%s: write failed: %s", tmp, strerror(errno ? errno : EIO));
+    return 0;
+}
+
+static void fsync_dir_of(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd); /* best effort: makes the rename durable */
+        close(fd);
+    }
+}
+
+static int write_file(const char *path, const xd_tokdata_header *h, const doc_source *s) {
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return xd_err("out of memory");
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        xd_err("%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        xd_err("%s: fdopen failed: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    enum { CHUNK = 1 << 16 };
+    uint8_t hdr[XD_TOKDATA_HEADER_BYTES];
+    uint64_t *obuf = malloc(CHUNK * sizeof *obuf);
+    uint8_t *tbuf = malloc(CHUNK * 4);
+    int rc = -1;
+    if (!obuf || !tbuf) { xd_err("out of memory"); goto done; }
+    encode_header(hdr, h);
+    errno = 0;
+    if (write_all(f, tmp, hdr, sizeof hdr)) goto done;
+    /* offsets */
+    uint64_t acc = 0;
+    size_t k = 0;
+    obuf[k++] = 0;
+    for (uint64_t d = 0; d < h->n_docs; d++) {
+        uint64_t i = s->order ? s->order[d] : d;
+        acc += s->src_off[i + 1] - s->src_off[i];
+        obuf[k++] = acc;
+        if (k == CHUNK) {
+            if (write_all(f, tmp, obuf, k * 8)) goto done;
+            k = 0;
+        }
+    }
+    if (write_all(f, tmp, obuf, k * 8)) goto done;
+    /* tokens, converted to token_bytes */
+    k = 0;
+    for (uint64_t d = 0; d < h->n_docs; d++) {
+        uint64_t i = s->order ? s->order[d] : d;
+        for (uint64_t j = s->src_off[i]; j < s->src_off[i + 1]; j++) {
+            uint32_t v = s->src_bytes == 2 ? ((const uint16_t *)s->src)[j]
+                                           : ((const uint32_t *)s->src)[j];
+            if (h->token_bytes == 2) {
+                uint16_t w = (uint16_t)v;
+                memcpy(tbuf + 2 * k, &w, 2);
+            } else memcpy(tbuf + 4 * k, &v, 4);
+            if (++k == CHUNK) {
+                if (write_all(f, tmp, tbuf, k * h->token_bytes)) goto done;
+                k = 0;
+            }
+        }
+    }
+    if (write_all(f, tmp, tbuf, k * h->token_bytes)) goto done;
+    if (fflush(f) || fsync(fileno(f))) {
+        xd_err("%s: write failed: %s", tmp, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    free(obuf);
+    free(tbuf);
+    if (fclose(f) && rc == 0) rc = xd_err("%s: close failed: %s", tmp, strerror(errno));
+    if (rc == 0 && rename(tmp, path))
+        rc = xd_err("%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+    if (rc) unlink(tmp);
+    else fsync_dir_of(path);
+    free(tmp);
+    return rc;
+}
+
+int xd_tokdata_write(const char *path, uint32_t vocab_size, uint64_t tokenizer_hash,
+                     uint32_t flags, uint64_t shuffle_seed, const int32_t *ids,
+                     const uint64_t *doc_offsets, uint64_t n_docs, uint64_t n_train_docs) {
+    if (!path || !doc_offsets || (!ids && n_docs))
+        return xd_err("tokdata: write: invalid arguments");
+    if (vocab_size == 0) return xd_err("%s: vocab_size: 0, expected > 0", path);
+    if (n_docs == 0) return xd_err("%s: n_docs: 0 documents (empty corpus), expected >= 1", path);
+    if (n_train_docs > n_docs)
+        return xd_err("%s: n_train_docs: %llu exceeds n_docs %llu", path, (ull)n_train_docs,
+                      (ull)n_docs);
+    if (flags & ~XD_TOKDATA_FLAG_EOS) return xd_err("%s: flags: unknown bits 0x%x", path, flags);
+    if (doc_offsets[0] != 0)
+        return xd_err("%s: doc_offsets[0]: %llu, expected 0", path, (ull)doc_offsets[0]);
+    for (uint64_t d = 0; d < n_docs; d++)
+        if (doc_offsets[d + 1] <= doc_offsets[d])
+            return xd_err("%s: doc_offsets[%llu]: %llu, expected more than doc_offsets[%llu] = "
+                          "%llu (documents are not empty)",
+                          path, (ull)(d + 1), (ull)doc_offsets[d + 1], (ull)d, (ull)doc_offsets[d]);
+    uint64_t n_tokens = doc_offsets[n_docs];
+    for (uint64_t i = 0; i < n_tokens; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= vocab_size)
+            return xd_err("%s: tokens[%llu]: id %d, expected 0 <= id < vocab_size %u", path, (ull)i,
+                          ids[i], vocab_size);
+    xd_tokdata_header h = {XD_TOKDATA_VERSION, vocab_size, token_bytes_for(vocab_size), flags,
+                           tokenizer_hash, n_docs, n_train_docs, n_tokens, shuffle_seed};
+    doc_source s = {ids, 4, doc_offsets, NULL};
+    return write_file(path, &h, &s);
+}
+
+/* ---- prep: reading the inputs ------------------------------------------------------ */
+
+void xd_prep_defaults(xd_prep_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->field = "text";
+    o->doc_sep = XD_DOCSEP_FILE;
+    o->seed = 1;
+    o->val_frac = 0.05;
+}
+
+static int is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\v' ||
+              s[i] == '\f'))
+            return 0;
+    return 1;
+}
+
+/* Documents waiting to be tokenized, and the tokenized corpus so far. */
+typedef struct {
+    const xd_tokenizer *t;
+    const xd_prep_opts *o;
+    int threads;
+    int32_t eos;
+    uint32_t vocab;
+    unsigned tb; /* token bytes in memory (= in the file) */
+    /* pending documents: text copied into one arena */
+    char *text;
+    size_t text_len, text_cap;
+    struct { size_t off, len; } *pend;
+    size_t n_pending, cap_pending;
+    /* corpus */
+    uint8_t *tok;          /* tb bytes per token */
+    size_t n_tok, cap_tok; /* in tokens */
+    uint64_t *off;         /* off[0..n_docs] */
+    size_t n_docs, cap_off;
+    uint64_t n_empty, bytes_in;
+    /* progress */
+    double t0, last_print;
+    int tty;
+} prep_state;
+
+enum { PENDING_BYTES = 1 << 20, PENDING_DOCS = 4096 };
+
+/* On a terminal one line redrawn every 0.5 s; otherwise a line every 10 s. */
+static void progress(prep_state *p, int final) {
+    if (!p->o->verbose) return;
+    double now = wall_s();
+    if (!final && now - p->last_print < (p->tty ? 0.5 : 10.0)) return;
+    p->last_print = now;
+    double dt = now - p->t0;
+    fprintf(stderr, "%sdata prep: %zu documents, %zu tokens, %.2f MB of text, %.0f tokens/s%s",
+            p->tty ? "\r" : "", p->n_docs, p->n_tok, (double)p->bytes_in / 1e6,
+            dt > 0 ? (double)p->n_tok / dt : 0.0, p->tty && !final ? "   " : "\n");
+    fflush(stderr);
+}
+
+static int flush_pending(prep_state *p) {
+    size_t n = p->n_pending;
+    if (!n) return 0;
+    int32_t **ids = calloc(n, sizeof *ids);
+    size_t *n_ids = calloc(n, sizeof *n_ids);
+    if (!ids || !n_ids) {
+        free(ids);
+        free(n_ids);
+        return xd_err("out of memory");
+    }
+    /* Each document is tokenized on its own, so the result does not depend on
+     * the threads; the first failure (lowest index) is reported. */
+    long first_fail = -1;
+    char fail_msg[512] = "";
+#pragma omp parallel for schedule(dynamic, 1) num_threads(p->threads)
+    for (long i = 0; i < (long)n; i++) {
+        if (xd_tokenizer_encode(p->t, p->text + p->pend[i].off, p->pend[i].len,
+                                p->o->parse_special, &ids[i], &n_ids[i])) {
+#pragma omp critical(xd_tokdata_fail)
+            if (first_fail < 0 || i < first_fail) {
+                first_fail = i;
+                snprintf(fail_msg, sizeof fail_msg, "%s", xd_last_error());
+            }
+        }
+    }
+    int rc = 0;
+    if (first_fail >= 0) rc = xd_err("%s", fail_msg);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t m = n_ids[i];
+        if (m == 0) { p->n_empty++; continue; }
+        size_t need = p->n_tok + m + (p->eos >= 0);
+        if (grow((void **)&p->tok, &p->cap_tok, need, p->tb) ||
+            grow((void **)&p->off, &p->cap_off, p->n_docs + 2, sizeof *p->off)) {
+            rc = -1;
+            break;
+        }
+        for (size_t j = 0; j < m; j++) {
+            uint32_t v = (uint32_t)ids[i][j];
+            if (ids[i][j] < 0 || v >= p->vocab) {
+                rc = xd_err("tokenizer produced id %d outside its vocabulary of %u", ids[i][j],
+                            p->vocab);
+                break;
+            }
+            if (p->tb == 2) ((uint16_t *)p->tok)[p->n_tok++] = (uint16_t)v;
+            else ((uint32_t *)p->tok)[p->n_tok++] = v;
+        }
+        if (rc) break;
+        if (p->eos >= 0) {
+            if (p->tb == 2) ((uint16_t *)p->tok)[p->n_tok++] = (uint16_t)p->eos;
+            else ((uint32_t *)p->tok)[p->n_tok++] = (uint32_t)p->eos;
+        }
+        p->off[++p->n_docs] = p->n_tok;
+    }
+    for (size_t i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+    free(n_ids);
+    p->n_pending = 0;
+    p->text_len = 0;
+    progress(p, 0);
+    return rc;
+}
+
+/* Queues one document (copied). Whitespace-only documents are skipped. */
+static int add_doc(prep_state *p, const char *s, size_t n) {
+    if (is_blank(s, n)) {
+        p->n_empty++;
+        return 0;
+    }
+    if (grow((void **)&p->text, &p->text_cap, p->text_len + n + 1, 1) ||
+        grow((void **)&p->pend, &p->cap_pending, p->n_pending + 1, sizeof *p->pend))
+        return -1;
+    memcpy(p->text + p->text_len, s, n);
+    p->pend[p->n_pending].off = p->text_len;
+    p->pend[p->n_pending++].len = n;
+    p->text_len += n;
+    p->bytes_in += n;
+    if (p->text_len >= PENDING_BYTES || p->n_pending >= PENDING_DOCS) return flush_pending(p);
+    return 0;
+}
+
+static int read_whole(const char *path, char **buf, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return xd_err("%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0, k;
+    char *b = malloc(cap);
+    if (!b) { fclose(f); return xd_err("out of memory"); }
+    while ((k = fread(b + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) {
+            char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(b, cap * 2);
+            if (!nb) { free(b); fclose(f); return xd_err("%s: out of memory reading it", path); }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) { free(b); return xd_err("%s: read error", path); }
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+static int prep_text(prep_state *p, const char *path) {
+    char *buf = NULL;
+    size_t len = 0;
+    if (read_whole(path, &buf, &len)) return -1;
+    int rc = 0;
+    const char *text = buf;
+    if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) text += 3, len -= 3; /* UTF-8 BOM */
+    if (p->o->doc_sep == XD_DOCSEP_FILE) {
+        rc = add_doc(p, text, len);
+    } else {
+        /* par_begin/par_end: the paragraph being collected (BLANK mode) */
+        size_t i = 0, par_begin = 0, par_end = 0;
+        int in_par = 0;
+        while (i < len && rc == 0) {
+            const char *nl = memchr(text + i, '\n', len - i);
+            size_t e = nl ? (size_t)(nl - text) : len, le = e; /* line [i, le) */
+            if (le > i && text[le - 1] == '\r') le--;
+            int blank = is_blank(text + i, le - i);
+            if (p->o->doc_sep == XD_DOCSEP_LINE) {
+                if (!blank) rc = add_doc(p, text + i, le - i);
+            } else if (blank) {
+                if (in_par) rc = add_doc(p, text + par_begin, par_end - par_begin);
+                in_par = 0;
+            } else {
+                if (!in_par) par_begin = i;
+                in_par = 1;
+                par_end = le;
+            }
+            i = e + 1;
+        }
+        if (rc == 0 && in_par) rc = add_doc(p, text + par_begin, par_end - par_begin);
+    }
+    free(buf);
+    return rc;
+}
+
+static const char *json_type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE: case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+static int prep_jsonl(prep_state *p, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return xd_err("%s: cannot open: %s", path, strerror(errno));
+    const char *field = p->o->field && *p->o->field ? p->o->field : "text";
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    unsigned long lineno = 0;
+    int rc = 0;
+    while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t n = (size_t)got;
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+        char *rec = line;
+        if (lineno == 1 && n >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) rec += 3, n -= 3; /* BOM */
+        if (is_blank(rec, n)) continue; /* blank lines between records are fine */
+        json_error_t je;
+        json_t *o = json_loadb(rec, n, JSON_ALLOW_NUL, &je);
+        if (!o) {
+            rc = xd_err("%s: line %lu: malformed JSON at column %d: %s", path, lineno, je.column,
+                        je.text);
+            break;
+        }
+        json_t *v = json_is_object(o) ? json_object_get(o, field) : NULL;
+        if (!json_is_object(o))
+            rc = xd_err("%s: line %lu: expected a JSON object, found %s", path, lineno,
+                        json_type_name(o));
+        else if (!v)
+            rc = xd_err("%s: line %lu: field \"%s\" is missing (choose the field with --field)",
+                        path, lineno, field);
+        else if (!json_is_string(v))
+            rc = xd_err("%s: line %lu: field \"%s\" is %s, expected a string", path, lineno, field,
+                        json_type_name(v));
+        else
+            rc = add_doc(p, json_string_value(v), json_string_length(v));
+        json_decref(o);
+    }
+    if (rc == 0 && ferror(f)) rc = xd_err("%s: read error after line %lu", path, lineno);
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* ---- prep: shuffle and write ------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n), n >= 1, by rejection (no modulo bias). */
+static uint64_t uniform_below(uint64_t *s, uint64_t n) {
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
+    do x = splitmix64(s);
+    while (x >= limit);
+    return x % n;
+}
+
+static uint64_t val_docs(uint64_t n_docs, double frac) {
+    if (frac <= 0 || n_docs < 2) return 0;
+    double want = floor(frac * (double)n_docs + 0.5);
+    uint64_t v = want >= (double)n_docs ? n_docs : (uint64_t)want;
+    if (v < 1) v = 1;
+    if (v > n_docs - 1) v = n_docs - 1;
+    return v;
+}
+
+int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *out_path,
+                    xd_prep_stats *stats) {
+    if (!t || !o || !out_path || !*out_path) return xd_err("data prep: invalid arguments");
+    if (o->n_inputs < 1 || !o->inputs) return xd_err("data prep: no input files");
+    if (!(o->val_frac >= 0 && o->val_frac < 1))
+        return xd_err("data prep: val_frac: %g, expected 0 <= val_frac < 1", o->val_frac);
+    if (o->doc_sep < XD_DOCSEP_FILE || o->doc_sep > XD_DOCSEP_LINE)
+        return xd_err("data prep: doc_sep: %d is not one of file, blank, line", (int)o->doc_sep);
+    int vocab = xd_tokenizer_n_tokens(t);
+    if (vocab <= 0) return xd_err("data prep: the tokenizer has no tokens");
+    /* refuse to overwrite an input with the output */
+    struct stat so, si;
+    int out_exists = stat(out_path, &so) == 0;
+    for (int i = 0; i < o->n_inputs; i++) {
+        if (stat(o->inputs[i], &si))
+            return xd_err("%s: cannot open: %s", o->inputs[i], strerror(errno));
+        if (S_ISDIR(si.st_mode))
+            return xd_err("%s: is a directory, expected a text or JSONL file", o->inputs[i]);
+        if (out_exists && so.st_dev == si.st_dev && so.st_ino == si.st_ino)
+            return xd_err("%s: the output is also an input; refusing to overwrite it", out_path);
+    }
+
+    prep_state p = {0};
+    p.t = t;
+    p.o = o;
+    p.threads = o->threads > 0 ? o->threads : xd_get_threads();
+    p.eos = xd_tokenizer_eos(t);
+    if (p.eos >= vocab) p.eos = -1;
+    p.vocab = (uint32_t)vocab;
+    p.tb = token_bytes_for(p.vocab);
+    p.t0 = p.last_print = wall_s();
+    p.tty = isatty(STDERR_FILENO);
+    uint64_t *order = NULL;
+    int rc = -1;
+    if (grow((void **)&p.off, &p.cap_off, 1, sizeof *p.off)) goto done;
+    p.off[0] = 0;
+    if (o->verbose && p.eos < 0)
+        fprintf(stderr, "data prep: warning: the tokenizer has no EOS token; documents are "
+                        "concatenated without a separator\n");
+    for (int i = 0; i < o->n_inputs; i++) {
+        const char *in = o->inputs[i];
+        int r = o->jsonl || ends_with(in, ".jsonl") ? prep_jsonl(&p, in) : prep_text(&p, in);
+        if (r) goto done;
+    }
+    if (flush_pending(&p)) goto done;
+    progress(&p, 1);
+    if (p.n_docs == 0) {
+        xd_err("%s: empty corpus: the %d input file(s) (%s%s) hold no text to tokenize; nothing "
+               "written",
+               out_path, o->n_inputs, o->inputs[0], o->n_inputs > 1 ? ", ..." : "");
+        goto done;
+    }
+
+    /* Fisher-Yates with splitmix64(seed): documents in shuffled order */
+    if (!(order = malloc(p.n_docs * sizeof *order))) { xd_err("out of memory"); goto done; }
+    for (size_t i = 0; i < p.n_docs; i++) order[i] = i;
+    uint64_t rng = o->seed;
+    for (size_t i = p.n_docs - 1; i > 0; i--) {
+        uint64_t j = uniform_below(&rng, (uint64_t)i + 1), tmp = order[i];
+        order[i] = order[j];
+        order[j] = tmp;
+    }
+    uint64_t n_val = val_docs(p.n_docs, o->val_frac);
+    xd_tokdata_header h = {XD_TOKDATA_VERSION, p.vocab, p.tb,
+                           p.eos >= 0 ? XD_TOKDATA_FLAG_EOS : 0u, xd_tokenizer_hash(t),
+                           p.n_docs, p.n_docs - n_val, p.n_tok, o->seed};
+    doc_source src = {p.tok, p.tb, p.off, order};
+    if (write_file(out_path, &h, &src)) goto done;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->n_docs = h.n_docs;
+        stats->n_train_docs = h.n_train_docs;
+        stats->n_tokens = h.n_tokens;
+        for (uint64_t d = 0; d < h.n_train_docs; d++)
+            stats->n_train_tokens += p.off[order[d] + 1] - p.off[order[d]];
+        stats->n_val_tokens = h.n_tokens - stats->n_train_tokens;
+        stats->n_empty = p.n_empty;
+        stats->bytes_in = p.bytes_in;
+        stats->seconds = wall_s() - p.t0;
+    }
+    rc = 0;
+done:
+    if (rc && o->verbose && p.tty && p.n_tok) fputc('\n', stderr);
+    free(order);
+    free(p.text);
+    free(p.pend);
+    free(p.tok);
+    free(p.off);
+    return rc;
+}
+
+/* ---- reader ------------------------------------------------------------------------ */
+
+struct xd_tokdata {
+    char *path;
+    uint8_t *map;
+    size_t size;
+    xd_tokdata_header h;
+    const uint64_t *off;
+    const void *tok; /* u16 or u32 */
+};
+
+xd_tokdata *xd_tokdata_open(const char *path) {
+    if (!path) { xd_err("tokdata: open: no path"); return NULL; }
+    xd_tokdata *d = calloc(1, sizeof *d);
+    if (!d || !(d->path = strdup(path))) {
+        free(d);
+        xd_err("out of memory");
+        return NULL;
+    }
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0) { xd_err("%s: cannot open: %s", path, strerror(errno)); goto fail; }
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        xd_err("%s: not a regular file", path);
+        close(fd);
+        goto fail;
+    }
+    d->size = (size_t)st.st_size;
+    if (d->size < XD_TOKDATA_HEADER_BYTES) {
+        xd_err("%s: header: the file has %zu bytes, fewer than the %u-byte header (truncated, or "
+               "not a token file)",
+               path, d->size, XD_TOKDATA_HEADER_BYTES);
+        close(fd);
+        goto fail;
+    }
+    void *m = mmap(NULL, d->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) { xd_err("%s: mmap failed: %s", path, strerror(errno)); goto fail; }
+    d->map = m;
+    if (memcmp(d->map, XD_TOKDATA_MAGIC, 8)) {
+        char shown[9];
+        for (int i = 0; i < 8; i++)
+            shown[i] = d->map[i] >= 32 && d->map[i] < 127 ? (char)d->map[i] : '?';
+        shown[8] = 0;
+        xd_err("%s: magic: found \"%s\", expected \"" XD_TOKDATA_MAGIC
+               "\" (not an xdistill token file; make one with `xdistill data prep`)",
+               path, shown);
+        goto fail;
+    }
+    xd_tokdata_header *h = &d->h;
+    decode_header(d->map, h);
+    if (h->version != XD_TOKDATA_VERSION) {
+        xd_err("%s: version: %u is not supported, expected %u", path, h->version,
+               XD_TOKDATA_VERSION);
+        goto fail;
+    }
+    if (h->vocab_size == 0) { xd_err("%s: vocab_size: 0, expected > 0", path); goto fail; }
+    if (h->token_bytes != token_bytes_for(h->vocab_size)) {
+        xd_err("%s: token_bytes: %u, expected %u for vocab_size %u", path, h->token_bytes,
+               token_bytes_for(h->vocab_size), h->vocab_size);
+        goto fail;
+    }
+    if (h->flags & ~XD_TOKDATA_FLAG_EOS) {
+        xd_err("%s: flags: unknown bits 0x%x (expected only bit 0)", path, h->flags);
+        goto fail;
+    }
+    if (h->n_docs == 0) {
+        xd_err("%s: n_docs: 0, expected >= 1 (empty corpus)", path);
+        goto fail;
+    }
+    if (h->n_train_docs > h->n_docs) {
+        xd_err("%s: n_train_docs: %llu exceeds n_docs %llu", path, (ull)h->n_train_docs,
+               (ull)h->n_docs);
+        goto fail;
+    }
+    /* exact size, with overflow-safe arithmetic */
+    uint64_t body = (uint64_t)d->size - XD_TOKDATA_HEADER_BYTES;
+    if (h->n_docs >= body / 8) {
+        xd_err("%s: n_docs: %llu documents need %llu+ bytes of offsets, the file has %llu after "
+               "the header (truncated or corrupt)",
+               path, (ull)h->n_docs, h->n_docs < UINT64_MAX / 8 ? (ull)(8 * (h->n_docs + 1)) : 0ull,
+               (ull)body);
+        goto fail;
+    }
+    uint64_t off_bytes = 8 * (h->n_docs + 1), rest = body - off_bytes;
+    if (h->n_tokens > rest / h->token_bytes || h->n_tokens * h->token_bytes != rest) {
+        char want[32] = "more than 2^64";
+        if (h->n_tokens <= (UINT64_MAX - off_bytes - 64) / h->token_bytes)
+            snprintf(want, sizeof want, "%llu",
+                     (ull)(64 + off_bytes + h->n_tokens * (uint64_t)h->token_bytes));
+        xd_err("%s: file size: %zu bytes, expected 64 + 8 * (n_docs + 1) + %u * n_tokens = %s "
+               "for n_docs %llu, n_tokens %llu (truncated or corrupt)",
+               path, d->size, h->token_bytes, want, (ull)h->n_docs, (ull)h->n_tokens);
+        goto fail;
+    }
+    d->off = (const uint64_t *)(d->map + XD_TOKDATA_HEADER_BYTES);
+    d->tok = d->map + XD_TOKDATA_HEADER_BYTES + off_bytes;
+    if (d->off[0] != 0) {
+        xd_err("%s: doc_offsets[0]: %llu, expected 0", path, (ull)d->off[0]);
+        goto fail;
+    }
+    for (uint64_t i = 1; i <= h->n_docs; i++)
+        if (d->off[i] <= d->off[i - 1]) {
+            xd_err("%s: doc_offsets[%llu]: %llu, expected more than doc_offsets[%llu] = %llu "
+                   "(offsets must increase; corrupt file)",
+                   path, (ull)i, (ull)d->off[i], (ull)(i - 1), (ull)d->off[i - 1]);
+            goto fail;
+        }
+    if (d->off[h->n_docs] != h->n_tokens) {
+        xd_err("%s: doc_offsets[%llu]: %llu, expected n_tokens = %llu", path, (ull)h->n_docs,
+               (ull)d->off[h->n_docs], (ull)h->n_tokens);
+        goto fail;
+    }
+    uint64_t bad = UINT64_MAX;
+    uint32_t bad_id = 0;
+    if (h->token_bytes == 2) {
+        const uint16_t *tk = d->tok;
+        if (h->vocab_size < 65536)
+            for (uint64_t i = 0; i < h->n_tokens; i++)
+                if (tk[i] >= h->vocab_size) { bad = i; bad_id = tk[i]; break; }
+    } else {
+        const uint32_t *tk = d->tok;
+        for (uint64_t i = 0; i < h->n_tokens; i++)
+            if (tk[i] >= h->vocab_size) { bad = i; bad_id = tk[i]; break; }
+    }
+    if (bad != UINT64_MAX) {
+        xd_err("%s: tokens[%llu]: id %u, expected < vocab_size %u (corrupt file)", path, (ull)bad,
+               bad_id, h->vocab_size);
+        goto fail;
+    }
+    return d;
+fail:
+    xd_tokdata_close(d);
+    return NULL;
+}
+
+void xd_tokdata_close(xd_tokdata *d) {
+    if (!d) return;
+    if (d->map) munmap(d->map, d->size);
+    free(d->path);
+    free(d);
+}
+
+const xd_tokdata_header *xd_tokdata_header_of(const xd_tokdata *d) { return d ? &d->h : NULL; }
+const char *xd_tokdata_path(const xd_tokdata *d) { return d ? d->path : NULL; }
+const uint64_t *xd_tokdata_doc_offsets(const xd_tokdata *d) { return d ? d->off : NULL; }
+
+int32_t xd_tokdata_token(const xd_tokdata *d, uint64_t i) {
+    return d->h.token_bytes == 2 ? (int32_t)((const uint16_t *)d->tok)[i]
+                                 : (int32_t)((const uint32_t *)d->tok)[i];
+}
+
+int xd_tokdata_copy(const xd_tokdata *d, uint64_t from, uint64_t n, int32_t *out) {
+    if (!d || (!out && n) || from > d->h.n_tokens || n > d->h.n_tokens - from)
+        return xd_err("%s: tokens [%llu, +%llu) out of range (n_tokens %llu)",
+                      d ? d->path : "tokdata", (ull)from, (ull)n, d ? (ull)d->h.n_tokens : 0ull);
+    for (uint64_t i = 0; i < n; i++) out[i] = xd_tokdata_token(d, from + i);
+    return 0;
+}
+
+static uint64_t split_first_doc(const xd_tokdata *d, xd_split s) {
+    return s == XD_SPLIT_TRAIN ? 0 : d->h.n_train_docs;
+}
+static uint64_t split_end_doc(const xd_tokdata *d, xd_split s) {
+    return s == XD_SPLIT_TRAIN ? d->h.n_train_docs : d->h.n_docs;
+}
+uint64_t xd_tokdata_split_begin(const xd_tokdata *d, xd_split s) {
+    return d->off[split_first_doc(d, s)];
+}
+uint64_t xd_tokdata_split_tokens(const xd_tokdata *d, xd_split s) {
+    return d->off[split_end_doc(d, s)] - d->off[split_first_doc(d, s)];
+}
+uint64_t xd_tokdata_split_docs(const xd_tokdata *d, xd_split s) {
+    return split_end_doc(d, s) - split_first_doc(d, s);
+}
+
+int xd_tokdata_check_tokenizer(const xd_tokdata *d, const xd_tokenizer *t) {
+    if (!d || !t) return xd_err("tokdata: check_tokenizer: invalid arguments");
+    uint64_t th = xd_tokenizer_hash(t);
+    if (d->h.tokenizer_hash != th)
+        return xd_err("%s: tokenizer hash 0x%016llx does not match the model's tokenizer 0x%016llx "
+                      "(the data was made with another tokenizer; re-run data prep)",
+                      d->path, (ull)d->h.tokenizer_hash, (ull)th);
+    if ((int64_t)d->h.vocab_size != (int64_t)xd_tokenizer_n_tokens(t))
+        return xd_err("%s: vocab_size %u does not match the model's tokenizer (%d tokens; re-run "
+                      "data prep)",
+                      d->path, d->h.vocab_size, xd_tokenizer_n_tokens(t));
+    return 0;
+}
+
+/* ---- sampling ---------------------------------------------------------------------- */
+
+/* Index of the document holding token g (binary search over the offsets). */
+static uint64_t doc_of(const xd_tokdata *d, uint64_t g) {
+    uint64_t lo = 0, hi = d->h.n_docs; /* off[lo] <= g < off[hi] */
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (d->off[mid] <= g) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static int check_split(const xd_tokdata *d, xd_split s, int T, uint64_t need) {
+    if (s != XD_SPLIT_TRAIN && s != XD_SPLIT_VAL)
+        return xd_err("%s: split %d is neither train nor validation", d->path, (int)s);
+    if (T < 1) return xd_err("%s: sequence length T = %d, expected >= 1", d->path, T);
+    uint64_t L = xd_tokdata_split_tokens(d, s);
+    if (L < need)
+        return xd_err("%s: the %s split has %llu tokens, fewer than the %llu needed (T + 1 = %d); "
+                      "use a shorter sequence or more data",
+                      d->path, s == XD_SPLIT_TRAIN ? "train" : "validation", (ull)L, (ull)need,
+                      T + 1);
+    return 0;
+}
+
+/* Copies n stream tokens starting at split position q (wrapping at the split's
+ * end when wrap is set) and, for the first n - 1 of them, doc_start and pos. */
+static void fill_row(const xd_tokdata *d, xd_split s, uint64_t q, int n, int32_t *tokens,
+                     int32_t *doc_start, int32_t *pos) {
+    uint64_t begin = xd_tokdata_split_begin(d, s), L = xd_tokdata_split_tokens(d, s);
+    uint64_t first_doc = split_first_doc(d, s);
+    uint64_t g = begin + q;
+    uint64_t doc = doc_of(d, g), next = d->off[doc + 1];
+    int32_t ds = 0;
+    for (int t = 0; t < n; t++) {
+        if (t > 0) {
+            if (++q == L) { /* wrap: the split's first document starts here */
+                q = 0;
+                g = begin;
+                doc = first_doc;
+                next = d->off[doc + 1];
+                ds = t;
+            } else if (++g == next) {
+                doc++;
+                next = d->off[doc + 1];
+                ds = t;
+            }
+        }
+        tokens[t] = xd_tokdata_token(d, g);
+        if (t < n - 1) {
+            if (doc_start) doc_start[t] = ds;
+            if (pos) pos[t] = t - ds;
+        }
+    }
+}
+
+int xd_tokdata_batch(const xd_tokdata *d, xd_split s, uint64_t *cursor, int B, int T,
+                     int32_t *tokens, int32_t *doc_start, int32_t *pos) {
+    if (!d || !cursor || !tokens || B < 1) return xd_err("tokdata: batch: invalid arguments");
+    if (check_split(d, s, T, (uint64_t)T + 1)) return -1;
+    uint64_t L = xd_tokdata_split_tokens(d, s);
+    for (int b = 0; b < B; b++) {
+        uint64_t q = (*cursor % L + (uint64_t)b * (uint64_t)T % L) % L;
+        size_t r = (size_t)b * (size_t)T;
+        fill_row(d, s, q, T + 1, tokens + r + (size_t)b, doc_start ? doc_start + r : NULL,
+                 pos ? pos + r : NULL);
+    }
+    *cursor += (uint64_t)B * (uint64_t)T;
+    return 0;
+}
+
+uint64_t xd_tokdata_epoch(const xd_tokdata *d, xd_split s, uint64_t cursor) {
+    uint64_t L = d ? xd_tokdata_split_tokens(d, s) : 0;
+    return L ? cursor / L : 0;
+}
+
+uint64_t xd_tokdata_n_windows(const xd_tokdata *d, xd_split s, int T) {
+    if (!d || T < 1 || (s != XD_SPLIT_TRAIN && s != XD_SPLIT_VAL)) return 0;
+    uint64_t L = xd_tokdata_split_tokens(d, s);
+    return L < 2 ? 0 : (L - 1 + (uint64_t)T - 1) / (uint64_t)T;
+}
+
+int xd_tokdata_window(const xd_tokdata *d, xd_split s, int T, uint64_t k, int32_t *tokens,
+                      int32_t *doc_start, int32_t *pos) {
+    if (!d || !tokens) return xd_err("tokdata: window: invalid arguments");
+    if (check_split(d, s, T, 2)) return -1;
+    uint64_t nw = xd_tokdata_n_windows(d, s, T), L = xd_tokdata_split_tokens(d, s);
+    if (k >= nw)
+        return xd_err("%s: window %llu out of range: the %s split has %llu windows of T = %d",
+                      d->path, (ull)k, s == XD_SPLIT_TRAIN ? "train" : "validation", (ull)nw, T);
+    uint64_t q = k * (uint64_t)T, n = L - q < (uint64_t)T + 1 ? L - q : (uint64_t)T + 1;
+    fill_row(d, s, q, (int)n, tokens, doc_start, pos);
+    return (int)n;
+}

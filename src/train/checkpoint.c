@@ -1,0 +1,188 @@
+/* Training checkpoints (layout and crash semantics in checkpoint.h). */
+#include "checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "io/atomic.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+
+int xd_ckpt_exists(const char *out_dir) {
+    char p[XD_APATH_MAX];
+    snprintf(p, sizeof p, "%s/checkpoint/state.json", out_dir);
+    return access(p, R_OK) == 0;
+}
+
+static int save_optimizer(const char *path, const xd_model *m, const xd_adamw *opt) {
+    xd_weight *ws;
+    int n;
+    if (xd_model_weights(m, &ws, &n)) return -1;
+    st_write_tensor *ts = calloc((size_t)(2 * n), sizeof *ts);
+    char (*names)[112] = calloc((size_t)(2 * n), sizeof *names);
+    int rc = -1;
+    if (!ts || !names) { xd_err("out of memory"); goto done; }
+    for (int i = 0; i < n; i++) {
+        size_t off = (size_t)(ws[i].ptr - m->arena);
+        for (int k = 0; k < 2; k++) {
+            st_write_tensor *t = &ts[2 * i + k];
+            snprintf(names[2 * i + k], sizeof names[0], "%s.%s", ws[i].hf, k ? "exp_avg_sq" : "exp_avg");
+            t->name = names[2 * i + k];
+            t->dtype = ST_F32;
+            t->n_dims = ws[i].ndim;
+            t->shape[0] = ws[i].ndim == 1 ? ws[i].cols : ws[i].rows;
+            t->shape[1] = ws[i].cols;
+            t->data = (k ? opt->v : opt->m) + off;
+        }
+    }
+    char meta[64];
+    snprintf(meta, sizeof meta, "{\"adam_step\": \"%lld\"}", (long long)opt->t);
+    rc = st_write(path, ts, 2 * n, meta);
+done:
+    free(ts);
+    free(names);
+    free(ws);
+    return rc;
+}
+
+static int save_state(const char *path, const xd_ckpt_state *st, const xd_adamw *opt) {
+    json_t *o = json_pack("{s:I, s:I, s:I, s:f, s:i, s:i, s:i, s:I, s:I}", "step", (json_int_t)st->step,
+                          "cursor", (json_int_t)st->cursor, "tokens_seen", (json_int_t)st->tokens_seen,
+                          "elapsed", st->elapsed, "batch", st->batch, "seq", st->seq, "accum",
+                          st->accum, "steps", (json_int_t)st->steps, "adam_step", (json_int_t)opt->t);
+    char *s = o ? json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(o);
+    if (!s) return xd_err("%s: cannot format the training state", path);
+    int rc = xd_write_file_atomic(path, s, strlen(s));
+    free(s);
+    return rc;
+}
+
+/* Removes OUT/ckpt-* directories other than `keep`. */
+static void remove_old(const char *out_dir, const char *keep) {
+    DIR *d = opendir(out_dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[XD_APATH_MAX];
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "ckpt-", 5) && strcmp(e->d_name, keep)) {
+            snprintf(p, sizeof p, "%s/%s", out_dir, e->d_name);
+            xd_rmtree(p);
+        }
+    closedir(d);
+}
+
+int xd_ckpt_save(const char *out_dir, const xd_model *m, const xd_adamw *opt,
+                 const xd_ckpt_state *st) {
+    char name[64], dir[XD_APATH_MAX], p[XD_APATH_MAX + 64], link_tmp[XD_APATH_MAX],
+        link[XD_APATH_MAX];
+    snprintf(name, sizeof name, "ckpt-%08lld", (long long)st->step);
+    snprintf(dir, sizeof dir, "%s/%s", out_dir, name);
+    xd_adir d;
+    if (xd_adir_begin(&d, dir)) return -1;
+    snprintf(p, sizeof p, "%s/model", d.tmp);
+    if (xd_model_save(m, p)) goto fail;
+    snprintf(p, sizeof p, "%s/optimizer.safetensors", d.tmp);
+    if (save_optimizer(p, m, opt)) goto fail;
+    snprintf(p, sizeof p, "%s/state.json", d.tmp);
+    if (save_state(p, st, opt)) goto fail;
+    if (xd_adir_commit(&d)) return -1;
+    /* swap the symlink: a new link under a temporary name renamed over the old */
+    snprintf(link, sizeof link, "%s/checkpoint", out_dir);
+    snprintf(link_tmp, sizeof link_tmp, "%s/checkpoint.tmp.%d", out_dir, (int)getpid());
+    unlink(link_tmp);
+    if (symlink(name, link_tmp) || rename(link_tmp, link)) {
+        int e = errno;
+        unlink(link_tmp);
+        return xd_err("%s: cannot point the checkpoint link at %s: %s", link, name, strerror(e));
+    }
+    if (xd_fsync_dir(out_dir)) return -1;
+    remove_old(out_dir, name);
+    return 0;
+fail:
+    xd_adir_abort(&d);
+    return -1;
+}
+
+static int load_optimizer(const char *path, const xd_model *m, xd_adamw *opt) {
+    st_set *s = st_open(path);
+    if (!s) return -1;
+    xd_weight *ws;
+    int n, rc = -1;
+    if (xd_model_weights(m, &ws, &n)) { st_close(s); return -1; }
+    for (int i = 0; i < n; i++) {
+        size_t off = (size_t)(ws[i].ptr - m->arena);
+        int64_t count = ws[i].rows * ws[i].cols;
+        for (int k = 0; k < 2; k++) {
+            char nm[128];
+            snprintf(nm, sizeof nm, "%s.%s", ws[i].hf, k ? "exp_avg_sq" : "exp_avg");
+            const st_tensor *t = st_find(s, nm);
+            int64_t have = 1;
+            if (t) for (int j = 0; j < t->n_dims; j++) have *= t->shape[j];
+            if (!t || have != count) {
+                xd_err("%s: tensor '%s' is missing or has %lld elements, expected %lld", path, nm,
+                       (long long)(t ? have : 0), (long long)count);
+                goto done;
+            }
+            if (st_to_f32(s, t, (k ? opt->v : opt->m) + off)) goto done;
+        }
+    }
+    rc = 0;
+done:
+    free(ws);
+    st_close(s);
+    return rc;
+}
+
+static int get_int(json_t *o, const char *path, const char *key, long long *v) {
+    json_t *x = json_object_get(o, key);
+    if (!json_is_integer(x)) return xd_err("%s: field '%s' is missing or not an integer", path, key);
+    *v = json_integer_value(x);
+    return 0;
+}
+
+int xd_ckpt_load(const char *out_dir, xd_model *m, xd_adamw *opt, xd_ckpt_state *st) {
+    char p[XD_APATH_MAX];
+    snprintf(p, sizeof p, "%s/checkpoint/state.json", out_dir);
+    json_error_t je;
+    json_t *o = json_load_file(p, 0, &je);
+    if (!o) return xd_err("%s: line %d: %s", p, je.line, je.text);
+    long long step = 0, cursor = 0, toks = 0, batch = 0, seq = 0, accum = 0, steps = 0, adam = 0;
+    int rc = -1;
+    if (get_int(o, p, "step", &step) || get_int(o, p, "cursor", &cursor) ||
+        get_int(o, p, "tokens_seen", &toks) || get_int(o, p, "batch", &batch) ||
+        get_int(o, p, "seq", &seq) || get_int(o, p, "accum", &accum) ||
+        get_int(o, p, "steps", &steps) || get_int(o, p, "adam_step", &adam))
+        goto done;
+    json_t *el = json_object_get(o, "elapsed");
+    st->step = step;
+    st->cursor = (uint64_t)cursor;
+    st->tokens_seen = toks;
+    st->elapsed = json_is_number(el) ? json_number_value(el) : 0;
+    st->batch = (int)batch;
+    st->seq = (int)seq;
+    st->accum = (int)accum;
+    st->steps = steps;
+    opt->t = adam;
+    snprintf(p, sizeof p, "%s/checkpoint/model", out_dir);
+    xd_model *c = xd_model_load(p);
+    if (!c) goto done;
+    if (c->arena_floats != m->arena_floats || memcmp(&c->cfg, &m->cfg, sizeof c->cfg)) {
+        xd_err("%s: the checkpoint's architecture differs from the model being trained", p);
+        xd_model_free(c);
+        goto done;
+    }
+    memcpy(m->arena, c->arena, m->arena_floats * sizeof(float));
+    xd_model_free(c);
+    snprintf(p, sizeof p, "%s/checkpoint/optimizer.safetensors", out_dir);
+    rc = load_optimizer(p, m, opt);
+done:
+    json_decref(o);
+    return rc;
+}

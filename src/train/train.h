@@ -1,0 +1,73 @@
+/* Training engine: model creation, the training loop, checkpoints. */
+#ifndef XD_TRAIN_H
+#define XD_TRAIN_H
+
+#include <stdint.h>
+
+#include "io/tokdata.h"
+#include "model/model.h"
+#include "optim.h"
+#include "xdistill.h"
+
+/* A new model with random weights (GPT-2 style init), no tokenizer. */
+xd_model *xd_model_create(const xd_config *cfg, uint64_t seed);
+
+typedef struct {
+    int64_t steps;        /* optimiser steps in total */
+    int batch, seq;       /* rows per micro-batch, tokens per row */
+    int accum;            /* micro-batches per step (gradient accumulation) */
+    float lr, min_lr;     /* peak and final learning rate */
+    int64_t warmup;       /* linear warm-up steps */
+    float weight_decay;   /* decoupled, on matrices and embeddings only */
+    float clip;           /* global grad-norm clip (0 = off) */
+    float beta1, beta2, eps;
+    int64_t eval_every;   /* validation every N steps (0 = only at the end) */
+    int64_t eval_windows; /* validation windows per evaluation (0 = the whole split) */
+    int64_t save_every;   /* checkpoint every N steps (0 = only at the end) */
+    int64_t log_every;    /* JSONL log line every N steps */
+    const char *out_dir;
+    int resume;           /* continue from out_dir/checkpoint */
+    const char *const *freeze; /* substrings of HF weight names that do not train */
+    int n_freeze;
+    int window, sinks;    /* attention mask for training (0 = causal) */
+    const char *kind;     /* "pretrain" / "finetune": recorded in the log */
+} xd_train_opts;
+
+void xd_train_defaults(xd_train_opts *o);
+
+typedef struct {
+    int64_t steps_done;
+    double last_loss, val_loss;
+    double tokens_per_s;
+    double seconds;
+} xd_train_result;
+
+/* Trains m in place on the train split of data; validation on its val split.
+ * Writes out_dir/log.jsonl, out_dir/checkpoint (a symlink to the newest
+ * complete out_dir/ckpt-STEP directory) and finally out_dir/model. */
+int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_train_result *res);
+
+struct xd_trainer_model;
+
+/* Which weights train (not frozen by a name substring) and which decay
+ * (matrices and embeddings; not norms or biases). */
+typedef struct {
+    xd_weight *w;
+    int n;
+    unsigned char *train, *decay;
+} xd_param_groups;
+
+int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *freeze, int n_freeze);
+void xd_groups_free(xd_param_groups *g);
+
+/* One optimiser step on the accumulated gradients: global grad-norm clip
+ * (clip > 0), then AdamW on the trainable weights. Returns the grad norm
+ * before clipping (non-finite: nothing was updated). */
+double xd_optimizer_step(struct xd_trainer_model *tm, const xd_param_groups *g,
+                         xd_adamw *opt, float lr, float weight_decay, float clip);
+/* Mean loss over up to max_windows windows (0 = all) of the validation
+ * split, in batches of tm's B rows of T tokens (forward only). */
+int xd_eval_loss(struct xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windows,
+                 double *loss, int64_t *n_tokens);
+
+#endif

@@ -1,0 +1,285 @@
+/* Training forward and backward of the decoder (Llama / Qwen2 / Qwen3 /
+ * OLMo-2). The forward mirrors src/model/forward.c but keeps every activation
+ * the backward needs; the backward walks the layers in reverse, each op's
+ * backward accumulating into the gradient arena. */
+#include "train_model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "kernels/train_ops.h"
+
+static float *take(float *base, size_t *cur, size_t n) {
+    float *p = base ? base + *cur : NULL;
+    *cur += n;
+    return p;
+}
+
+/* Lays out (or, with base == NULL, counts) the activation arena. */
+static size_t acts_layout(xd_trainer_model *tm, float *base) {
+    const xd_config *c = &tm->m->cfg;
+    size_t BT = (size_t)tm->B * tm->T, d = (size_t)c->d_model;
+    size_t qd = (size_t)c->n_head * c->head_dim, kvd = (size_t)c->n_kv_head * c->head_dim;
+    size_t ff = (size_t)c->d_ff, V = (size_t)c->vocab_size, cur = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        xd_layer_acts *a = &tm->acts[l];
+        const xd_layer *L = &tm->m->layers[l];
+        memset(a, 0, sizeof *a);
+        a->x_in = take(base, &cur, BT * d);
+        if (L->attn_norm) a->h1 = take(base, &cur, BT * d);
+        if (c->qk_norm) {
+            a->q_raw = take(base, &cur, BT * qd);
+            a->k_raw = take(base, &cur, BT * kvd);
+        }
+        a->q = take(base, &cur, BT * qd);
+        a->k = take(base, &cur, BT * kvd);
+        a->v = take(base, &cur, BT * kvd);
+        a->probs = take(base, &cur, (size_t)tm->B * c->n_head * tm->T * tm->T);
+        a->att = take(base, &cur, BT * qd);
+        a->o_raw = take(base, &cur, BT * d);
+        a->x_mid = take(base, &cur, BT * d);
+        if (L->ffn_norm) a->h2 = take(base, &cur, BT * d);
+        a->g = take(base, &cur, BT * ff);
+        a->u = take(base, &cur, BT * ff);
+        a->sw = take(base, &cur, BT * ff);
+        a->m_raw = take(base, &cur, BT * d);
+    }
+    tm->x_final = take(base, &cur, BT * d);
+    tm->x_norm = take(base, &cur, BT * d);
+    tm->logits = take(base, &cur, BT * V);
+    tm->dx = take(base, &cur, BT * d);
+    tm->dx2 = take(base, &cur, BT * d);
+    tm->dh = take(base, &cur, BT * d);
+    tm->dq = take(base, &cur, BT * qd);
+    tm->dk = take(base, &cur, BT * kvd);
+    tm->dv = take(base, &cur, BT * kvd);
+    tm->datt = take(base, &cur, BT * qd);
+    tm->dg = take(base, &cur, BT * ff);
+    tm->du = take(base, &cur, BT * ff);
+    tm->dsw = take(base, &cur, BT * ff);
+    tm->dk_raw = take(base, &cur, BT * kvd);
+    return cur;
+}
+
+int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T) {
+    memset(tm, 0, sizeof *tm);
+    tm->m = m;
+    tm->B = B;
+    tm->T = T;
+    if (B <= 0 || T <= 0) return xd_err("training: batch %d x sequence %d must be positive", B, T);
+    tm->grads = *m;
+    tm->grads.layers = calloc((size_t)m->cfg.n_layer, sizeof(xd_layer));
+    tm->grad_arena = calloc(m->arena_floats, sizeof(float));
+    tm->acts = calloc((size_t)m->cfg.n_layer, sizeof(xd_layer_acts));
+    tm->pos = malloc((size_t)B * T * sizeof(int32_t));
+    tm->doc_start = malloc((size_t)B * T * sizeof(int32_t));
+    if (!tm->grads.layers || !tm->grad_arena || !tm->acts || !tm->pos || !tm->doc_start) {
+        xd_tm_free(tm);
+        return xd_err("training: out of memory for gradients");
+    }
+    xd_model_layout(&m->cfg, &tm->grads, tm->grad_arena);
+    tm->grads.arena = tm->grad_arena;
+    tm->act_floats = acts_layout(tm, NULL);
+    tm->act_arena = malloc(tm->act_floats * sizeof(float));
+    if (!tm->act_arena) {
+        double mb = (double)tm->act_floats * 4 / 1e6;
+        xd_tm_free(tm);
+        return xd_err("training: cannot allocate %.0f MB of activations for batch %d x %d", mb, B,
+                      T);
+    }
+    acts_layout(tm, tm->act_arena);
+    return 0;
+}
+
+void xd_tm_free(xd_trainer_model *tm) {
+    free(tm->grads.layers);
+    free(tm->grad_arena);
+    free(tm->acts);
+    free(tm->act_arena);
+    free(tm->pos);
+    free(tm->doc_start);
+    memset(tm, 0, sizeof *tm);
+}
+
+void xd_tm_zero_grad(xd_trainer_model *tm) {
+    memset(tm->grad_arena, 0, tm->m->arena_floats * sizeof(float));
+}
+
+static void add_into(float *y, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+static void layer_forward(xd_trainer_model *tm, int l) {
+    const xd_model *m = tm->m;
+    const xd_config *c = &m->cfg;
+    const xd_layer *L = &m->layers[l];
+    xd_layer_acts *a = &tm->acts[l];
+    int BT = tm->B * tm->T, T = tm->T, d = c->d_model, hd = c->head_dim;
+    int qd = c->n_head * hd, kvd = c->n_kv_head * hd;
+    float eps = c->norm_eps;
+
+    const float *h = a->x_in;
+    if (L->attn_norm) { xd_rmsnorm(a->h1, a->x_in, L->attn_norm, BT, d, eps); h = a->h1; }
+    float *q = c->qk_norm ? a->q_raw : a->q, *k = c->qk_norm ? a->k_raw : a->k;
+    xd_linear(q, h, L->wq, L->bq, BT, d, qd);
+    xd_linear(k, h, L->wk, L->bk, BT, d, kvd);
+    xd_linear(a->v, h, L->wv, L->bv, BT, d, kvd);
+    if (c->qk_norm == XD_QKNORM_HEAD) {
+        xd_rmsnorm(a->q, a->q_raw, L->q_norm, BT * c->n_head, hd, eps);
+        xd_rmsnorm(a->k, a->k_raw, L->k_norm, BT * c->n_kv_head, hd, eps);
+    } else if (c->qk_norm == XD_QKNORM_FULL) {
+        xd_rmsnorm(a->q, a->q_raw, L->q_norm, BT, qd, eps);
+        xd_rmsnorm(a->k, a->k_raw, L->k_norm, BT, kvd, eps);
+    }
+    xd_rope_pos(a->q, BT, c->n_head, hd, qd, tm->pos, m->rope_inv_freq);
+    xd_rope_pos(a->k, BT, c->n_kv_head, hd, kvd, tm->pos, m->rope_inv_freq);
+    for (int b = 0; b < tm->B; b++) {
+        size_t r = (size_t)b * T;
+        xd_attn_train_forward(a->att + r * qd, a->probs + (size_t)b * c->n_head * T * T,
+                              a->q + r * qd, a->k + r * kvd, a->v + r * kvd, T, c->n_head,
+                              c->n_kv_head, hd, tm->doc_start + r, tm->window, tm->sinks);
+    }
+    xd_linear(a->o_raw, a->att, L->wo, NULL, BT, qd, d);
+    float *next_in = l + 1 < c->n_layer ? tm->acts[l + 1].x_in : tm->x_final;
+    size_t nd = (size_t)BT * d;
+    if (L->post_attn_norm) {
+        xd_rmsnorm(tm->dh, a->o_raw, L->post_attn_norm, BT, d, eps); /* dh: scratch */
+        add_into(a->x_mid, a->x_in, tm->dh, nd);
+    } else add_into(a->x_mid, a->x_in, a->o_raw, nd);
+
+    h = a->x_mid;
+    if (L->ffn_norm) { xd_rmsnorm(a->h2, a->x_mid, L->ffn_norm, BT, d, eps); h = a->h2; }
+    xd_linear(a->g, h, L->w_gate, NULL, BT, d, c->d_ff);
+    xd_linear(a->u, h, L->w_up, NULL, BT, d, c->d_ff);
+    xd_swiglu_forward(a->sw, a->g, a->u, (int64_t)BT * c->d_ff);
+    xd_linear(a->m_raw, a->sw, L->w_down, NULL, BT, c->d_ff, d);
+    if (L->post_ffn_norm) {
+        xd_rmsnorm(tm->dh, a->m_raw, L->post_ffn_norm, BT, d, eps);
+        add_into(next_in, a->x_mid, tm->dh, nd);
+    } else add_into(next_in, a->x_mid, a->m_raw, nd);
+}
+
+/* Backward of one layer: tm->dx holds dL/d(layer output) on entry and
+ * dL/d(layer input) on exit. */
+static void layer_backward(xd_trainer_model *tm, int l) {
+    const xd_model *m = tm->m;
+    const xd_config *c = &m->cfg;
+    const xd_layer *L = &m->layers[l];
+    xd_layer *G = &tm->grads.layers[l];
+    xd_layer_acts *a = &tm->acts[l];
+    int BT = tm->B * tm->T, T = tm->T, d = c->d_model, hd = c->head_dim, ff = c->d_ff;
+    int qd = c->n_head * hd, kvd = c->n_kv_head * hd;
+    float eps = c->norm_eps;
+    size_t nd = (size_t)BT * d;
+
+    /* ---- MLP block: out = x_mid + post?(W_down · swiglu(W_g h2, W_u h2)) */
+    const float *dm = tm->dx; /* gradient of m_raw */
+    if (L->post_ffn_norm) {
+        memset(tm->dh, 0, nd * sizeof(float));
+        xd_rmsnorm_backward(tm->dh, G->post_ffn_norm, tm->dx, a->m_raw, L->post_ffn_norm, BT, d, eps);
+        dm = tm->dh;
+    }
+    memset(tm->dsw, 0, (size_t)BT * ff * sizeof(float));
+    xd_linear_backward(tm->dsw, G->w_down, NULL, dm, a->sw, L->w_down, BT, ff, d);
+    memset(tm->dg, 0, (size_t)BT * ff * sizeof(float));
+    memset(tm->du, 0, (size_t)BT * ff * sizeof(float));
+    xd_swiglu_backward(tm->dg, tm->du, tm->dsw, a->g, a->u, (int64_t)BT * ff);
+    /* dx2 = dL/d(x_mid): the residual path plus the MLP input path */
+    memcpy(tm->dx2, tm->dx, nd * sizeof(float));
+    const float *h2 = L->ffn_norm ? a->h2 : a->x_mid;
+    float *dh2 = L->ffn_norm ? tm->dh : tm->dx2;
+    if (L->ffn_norm) memset(tm->dh, 0, nd * sizeof(float));
+    xd_linear_backward(dh2, G->w_gate, NULL, tm->dg, h2, L->w_gate, BT, d, ff);
+    xd_linear_backward(dh2, G->w_up, NULL, tm->du, h2, L->w_up, BT, d, ff);
+    if (L->ffn_norm) xd_rmsnorm_backward(tm->dx2, G->ffn_norm, tm->dh, a->x_mid, L->ffn_norm, BT, d, eps);
+
+    /* ---- attention block: x_mid = x_in + post?(W_O · attn(q, k, v)) */
+    const float *dor = tm->dx2;
+    if (L->post_attn_norm) {
+        memset(tm->dh, 0, nd * sizeof(float));
+        xd_rmsnorm_backward(tm->dh, G->post_attn_norm, tm->dx2, a->o_raw, L->post_attn_norm, BT, d, eps);
+        dor = tm->dh;
+    }
+    memset(tm->datt, 0, (size_t)BT * qd * sizeof(float));
+    xd_linear_backward(tm->datt, G->wo, NULL, dor, a->att, L->wo, BT, qd, d);
+    memset(tm->dq, 0, (size_t)BT * qd * sizeof(float));
+    memset(tm->dk, 0, (size_t)BT * kvd * sizeof(float));
+    memset(tm->dv, 0, (size_t)BT * kvd * sizeof(float));
+    for (int b = 0; b < tm->B; b++) {
+        size_t r = (size_t)b * T;
+        xd_attn_train_backward(tm->dq + r * qd, tm->dk + r * kvd, tm->dv + r * kvd,
+                               tm->datt + r * qd, a->probs + (size_t)b * c->n_head * T * T,
+                               a->q + r * qd, a->k + r * kvd, a->v + r * kvd, T, c->n_head,
+                               c->n_kv_head, hd);
+    }
+    xd_rope_pos_backward(tm->dq, BT, c->n_head, hd, qd, tm->pos, m->rope_inv_freq);
+    xd_rope_pos_backward(tm->dk, BT, c->n_kv_head, hd, kvd, tm->pos, m->rope_inv_freq);
+    float *dq = tm->dq, *dk = tm->dk;
+    if (c->qk_norm) {
+        /* gradients w.r.t. the raw projections (datt is free again: reuse it) */
+        float *dq_raw = tm->datt, *dk_raw = tm->dk_raw;
+        memset(dq_raw, 0, (size_t)BT * qd * sizeof(float));
+        memset(dk_raw, 0, (size_t)BT * kvd * sizeof(float));
+        if (c->qk_norm == XD_QKNORM_HEAD) {
+            xd_rmsnorm_backward(dq_raw, G->q_norm, dq, a->q_raw, L->q_norm, BT * c->n_head, hd, eps);
+            xd_rmsnorm_backward(dk_raw, G->k_norm, dk, a->k_raw, L->k_norm, BT * c->n_kv_head, hd, eps);
+        } else {
+            xd_rmsnorm_backward(dq_raw, G->q_norm, dq, a->q_raw, L->q_norm, BT, qd, eps);
+            xd_rmsnorm_backward(dk_raw, G->k_norm, dk, a->k_raw, L->k_norm, BT, kvd, eps);
+        }
+        dq = dq_raw;
+        dk = dk_raw;
+    }
+    /* dx = dL/d(x_in): residual path plus the q/k/v input path */
+    memcpy(tm->dx, tm->dx2, nd * sizeof(float));
+    const float *h1 = L->attn_norm ? a->h1 : a->x_in;
+    float *dh1 = L->attn_norm ? tm->dh : tm->dx;
+    if (L->attn_norm) memset(tm->dh, 0, nd * sizeof(float));
+    xd_linear_backward(dh1, G->wq, G->bq, dq, h1, L->wq, BT, d, qd);
+    xd_linear_backward(dh1, G->wk, G->bk, dk, h1, L->wk, BT, d, kvd);
+    xd_linear_backward(dh1, G->wv, G->bv, tm->dv, h1, L->wv, BT, d, kvd);
+    if (L->attn_norm) xd_rmsnorm_backward(tm->dx, G->attn_norm, tm->dh, a->x_in, L->attn_norm, BT, d, eps);
+}
+
+int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targets,
+               const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
+               double *loss_sum, int64_t *n_valid) {
+    const xd_model *m = tm->m;
+    const xd_config *c = &m->cfg;
+    int B = tm->B, T = tm->T, BT = B * T, d = c->d_model, V = c->vocab_size;
+    for (int i = 0; i < BT; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return xd_err("training: token id %d at %d is out of range [0, %d)", tokens[i], i, V);
+        if (targets && targets[i] >= V)
+            return xd_err("training: target id %d at %d is out of range [0, %d)", targets[i], i, V);
+    }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int i = b * T + t;
+            tm->pos[i] = pos ? pos[i] : t;
+            tm->doc_start[i] = doc_start ? doc_start[i] : 0;
+        }
+    xd_embedding_forward(tm->acts[0].x_in, m->embed, tokens, BT, d);
+    for (int l = 0; l < c->n_layer; l++) layer_forward(tm, l);
+    xd_rmsnorm(tm->x_norm, tm->x_final, m->final_norm, BT, d, c->norm_eps);
+    if (!targets) return 0;
+    xd_linear(tm->logits, tm->x_norm, m->lm_head, NULL, BT, d, V);
+    int64_t valid = 0;
+    for (int i = 0; i < BT; i++) valid += targets[i] >= 0;
+    *loss_sum = xd_cross_entropy(tm->logits, tm->logits, targets, BT, V, grad_scale);
+    *n_valid = valid;
+    if (!backward) return 0;
+
+    /* LM head and final norm; the tied head's gradient lands on the embedding */
+    size_t nd = (size_t)BT * d;
+    memset(tm->dh, 0, nd * sizeof(float));
+    xd_linear_backward(tm->dh, tm->grads.lm_head, NULL, tm->logits, tm->x_norm, m->lm_head, BT, d, V);
+    memset(tm->dx, 0, nd * sizeof(float));
+    xd_rmsnorm_backward(tm->dx, tm->grads.final_norm, tm->dh, tm->x_final, m->final_norm, BT, d,
+                        c->norm_eps);
+    for (int l = c->n_layer - 1; l >= 0; l--) layer_backward(tm, l);
+    xd_embedding_backward(tm->grads.embed, tm->dx, tokens, BT, d);
+    return 0;
+}

@@ -1,0 +1,55 @@
+/* Training forward/backward of the transformer (all four teacher
+ * architectures) over a batch of B packed rows of T tokens. llm.c style:
+ * parameters live in the model's arena, gradients in a second arena with the
+ * same layout, activations in one buffer sized once for (B, T). */
+#ifndef XD_TRAIN_MODEL_H
+#define XD_TRAIN_MODEL_H
+
+#include "model/model.h"
+
+/* Saved activations of one layer ([BT][...] unless noted). */
+typedef struct {
+    float *x_in;         /* residual stream entering the layer */
+    float *h1;           /* attention-input norm (NULL for OLMo-2: the input is x_in) */
+    float *q_raw, *k_raw; /* projections before q/k norm (only with qk_norm) */
+    float *q, *k, *v;    /* after norm + RoPE */
+    float *probs;        /* [B][nh][T][T] attention probabilities */
+    float *att;          /* attention output before W_O */
+    float *o_raw;        /* W_O output (before the OLMo-2 post-norm) */
+    float *x_mid;        /* residual after the attention block */
+    float *h2;           /* MLP-input norm (NULL for OLMo-2) */
+    float *g, *u, *sw;   /* gate, up, silu(g)·u */
+    float *m_raw;        /* W_down output (before the OLMo-2 post-norm) */
+} xd_layer_acts;
+
+typedef struct xd_trainer_model {
+    xd_model *m;
+    xd_model grads;       /* same layout as m, pointers into grad_arena */
+    float *grad_arena;
+    int B, T;
+    int window, sinks;    /* attention mask (0 = plain causal), for students/tests */
+    xd_layer_acts *acts;
+    float *act_arena;
+    size_t act_floats;
+    float *x_final, *x_norm, *logits; /* [BT][d], [BT][d], [BT][V] (logits reused as dlogits) */
+    /* backward scratch */
+    float *dx, *dx2, *dh, *dq, *dk, *dv, *datt, *dg, *du, *dsw, *dk_raw;
+    /* per-batch inputs */
+    int32_t *pos, *doc_start; /* [B][T] */
+} xd_trainer_model;
+
+/* Allocates gradients and activations for batches of B×T. */
+int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T);
+void xd_tm_free(xd_trainer_model *tm);
+void xd_tm_zero_grad(xd_trainer_model *tm);
+
+/* Forward over tokens [B][T]; pos/doc_start [B][T] may be NULL (one document
+ * per row, positions 0..T-1). If targets [B][T] is non-NULL, returns the
+ * summed cross-entropy over targets ≥ 0 in *loss_sum and their count in
+ * *n_valid, and (when backward != 0) accumulates the gradients of
+ * grad_scale · loss_sum into tm->grads. */
+int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targets,
+               const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
+               double *loss_sum, int64_t *n_valid);
+
+#endif

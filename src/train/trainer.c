@@ -1,0 +1,330 @@
+/* The training loop shared by pretrain and finetune: micro-batches with
+ * gradient accumulation, global grad-norm clipping, AdamW with warm-up +
+ * cosine LR, periodic validation and checkpoints, a progress bar and a JSONL
+ * log. Deterministic for a given thread count, so a resumed run reproduces
+ * an uninterrupted one exactly. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "model/model.h"
+#include "optim.h"
+#include "train.h"
+#include "train_model.h"
+
+void xd_train_defaults(xd_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->steps = 100;
+    o->batch = 4;
+    o->seq = 128;
+    o->accum = 1;
+    o->lr = 1e-3f;
+    o->min_lr = 1e-5f;
+    o->warmup = 10;
+    o->weight_decay = 0.1f;
+    o->clip = 1.0f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.95f;
+    o->eps = 1e-8f;
+    o->eval_windows = 64;
+    o->log_every = 1;
+    o->kind = "train";
+}
+
+int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *freeze, int n_freeze) {
+    memset(g, 0, sizeof *g);
+    if (xd_model_weights(m, &g->w, &g->n)) return -1;
+    g->train = calloc((size_t)g->n, 1);
+    g->decay = calloc((size_t)g->n, 1);
+    if (!g->train || !g->decay) return xd_err("out of memory");
+    int n_train = 0;
+    for (int i = 0; i < g->n; i++) {
+        g->train[i] = 1;
+        for (int f = 0; f < n_freeze; f++)
+            if (strstr(g->w[i].hf, freeze[f])) g->train[i] = 0;
+        g->decay[i] = g->w[i].ndim == 2;
+        n_train += g->train[i];
+    }
+    if (!n_train) return xd_err("--freeze: every parameter is frozen, nothing to train");
+    return 0;
+}
+
+void xd_groups_free(xd_param_groups *g) {
+    free(g->w);
+    free(g->train);
+    free(g->decay);
+    memset(g, 0, sizeof *g);
+}
+
+static size_t offset_of(const xd_model *m, const xd_weight *w) { return (size_t)(w->ptr - m->arena); }
+
+/* Global L2 norm of the trainable gradients. */
+static double grad_norm(const xd_trainer_model *tm, const xd_param_groups *g) {
+    double s = 0;
+    for (int i = 0; i < g->n; i++)
+        if (g->train[i])
+            s += xd_sumsq(tm->grad_arena + offset_of(tm->m, &g->w[i]),
+                          (size_t)(g->w[i].rows * g->w[i].cols));
+    return sqrt(s);
+}
+
+double xd_optimizer_step(xd_trainer_model *tm, const xd_param_groups *g, xd_adamw *opt, float lr,
+                         float weight_decay, float clip) {
+    xd_model *m = tm->m;
+    double gn = grad_norm(tm, g);
+    if (!isfinite(gn)) return gn;
+    float coef = clip > 0 ? xd_clip_coef(gn, clip) : 1.0f;
+    xd_adamw_begin_step(opt);
+    for (int i = 0; i < g->n; i++) {
+        if (!g->train[i]) continue;
+        size_t off = offset_of(m, &g->w[i]), n = (size_t)(g->w[i].rows * g->w[i].cols);
+        if (coef < 1.0f) xd_scale(tm->grad_arena + off, n, coef);
+        xd_adamw_update(opt, m->arena, tm->grad_arena, off, n, lr, g->decay[i] ? weight_decay : 0.0f);
+    }
+    return gn;
+}
+
+int xd_eval_loss(xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windows, double *loss,
+                 int64_t *n_tokens) {
+    int B = tm->B, T = tm->T;
+    uint64_t nw = xd_tokdata_n_windows(data, XD_SPLIT_VAL, T);
+    if (max_windows > 0 && (uint64_t)max_windows < nw) nw = (uint64_t)max_windows;
+    if (nw == 0) return xd_err("%s: the validation split has fewer than 2 tokens",
+                               xd_tokdata_path(data));
+    size_t BT = (size_t)B * T;
+    int32_t *row = malloc((size_t)(T + 1) * sizeof(int32_t));
+    int32_t *tok = malloc(BT * sizeof(int32_t)), *tgt = malloc(BT * sizeof(int32_t));
+    int32_t *ds = malloc(BT * sizeof(int32_t)), *pos = malloc(BT * sizeof(int32_t));
+    int rc = -1;
+    double sum = 0;
+    int64_t cnt = 0;
+    if (!row || !tok || !tgt || !ds || !pos) { xd_err("out of memory"); goto done; }
+    for (uint64_t k0 = 0; k0 < nw; k0 += (uint64_t)B) {
+        for (int b = 0; b < B; b++) {
+            int32_t *tb = tok + (size_t)b * T, *gb = tgt + (size_t)b * T;
+            int32_t *db = ds + (size_t)b * T, *pb = pos + (size_t)b * T;
+            int n = k0 + (uint64_t)b < nw
+                        ? xd_tokdata_window(data, XD_SPLIT_VAL, T, k0 + (uint64_t)b, row, db, pb)
+                        : 0;
+            if (n < 0) goto done;
+            for (int t = 0; t < T; t++) {
+                int ok = t + 1 < n;
+                tb[t] = ok ? row[t] : 0;
+                gb[t] = ok ? row[t + 1] : -1;
+                if (!ok) { db[t] = 0; pb[t] = t; }
+            }
+        }
+        double s;
+        int64_t c;
+        if (xd_tm_step(tm, tok, tgt, pos, ds, 0, 0.0f, &s, &c)) goto done;
+        sum += s;
+        cnt += c;
+    }
+    *loss = cnt ? sum / (double)cnt : 0;
+    *n_tokens = cnt;
+    rc = 0;
+done:
+    free(row); free(tok); free(tgt); free(ds); free(pos);
+    return rc;
+}
+
+static int mkdir_p(const char *dir) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) && errno != EEXIST) return xd_err("%s: cannot create: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) && errno != EEXIST) return xd_err("%s: cannot create: %s", buf, strerror(errno));
+    return 0;
+}
+
+/* On resume, keep only the log lines of steps the checkpoint has. */
+static int trim_log(const char *path, int64_t max_step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *o = fopen(tmp, "w");
+    if (!o) { fclose(f); return xd_err("%s: cannot write: %s", tmp, strerror(errno)); }
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        const char *s = strstr(line, "\"step\":");
+        if (s && atoll(s + 7) > max_step) continue;
+        fputs(line, o);
+    }
+    fclose(f);
+    if (fclose(o) || rename(tmp, path)) return xd_err("%s: cannot rewrite the log", path);
+    return 0;
+}
+
+/* One training batch: B rows × (T+1) tokens from the train stream. */
+typedef struct {
+    int32_t *row, *tok, *tgt, *ds, *pos;
+} batch_buf;
+
+static int next_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, batch_buf *bb) {
+    if (xd_tokdata_batch(data, XD_SPLIT_TRAIN, cursor, B, T, bb->row, bb->ds, bb->pos)) return -1;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            bb->tok[b * T + t] = bb->row[b * (T + 1) + t];
+            bb->tgt[b * T + t] = bb->row[b * (T + 1) + t + 1];
+        }
+    return 0;
+}
+
+static int check_opts(const xd_train_opts *o) {
+    if (o->steps < 1) return xd_err("--steps %lld must be >= 1", (long long)o->steps);
+    if (o->batch < 1 || o->seq < 2 || o->accum < 1)
+        return xd_err("--batch %d, --seq %d, --accum %d: expected batch >= 1, seq >= 2, accum >= 1",
+                      o->batch, o->seq, o->accum);
+    if (!(o->lr > 0) || o->min_lr < 0 || o->min_lr > o->lr)
+        return xd_err("--lr %g / --min-lr %g: expected 0 <= min-lr <= lr, lr > 0", o->lr, o->min_lr);
+    if (o->warmup < 0 || o->weight_decay < 0 || o->clip < 0)
+        return xd_err("--warmup, --wd and --clip must be >= 0");
+    if (!o->out_dir) return xd_err("training needs an output directory (-o)");
+    return 0;
+}
+
+int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_train_result *res) {
+    if (check_opts(o)) return -1;
+    if (m->tok && xd_tokdata_check_tokenizer(data, m->tok)) return -1;
+    if (xd_tokdata_header_of(data)->vocab_size > (uint32_t)m->cfg.vocab_size)
+        return xd_err("%s: vocabulary of %u tokens exceeds the model's %d", xd_tokdata_path(data),
+                      xd_tokdata_header_of(data)->vocab_size, m->cfg.vocab_size);
+    if (xd_tokdata_split_tokens(data, XD_SPLIT_TRAIN) < (uint64_t)o->seq + 1)
+        return xd_err("%s: the train split has %llu tokens, fewer than --seq + 1 = %d",
+                      xd_tokdata_path(data),
+                      (unsigned long long)xd_tokdata_split_tokens(data, XD_SPLIT_TRAIN), o->seq + 1);
+    if (mkdir_p(o->out_dir)) return -1;
+
+    int B = o->batch, T = o->seq, rc = -1;
+    xd_trainer_model tm;
+    xd_param_groups g;
+    xd_adamw opt = {0};
+    batch_buf bb = {0};
+    FILE *log = NULL;
+    char log_path[1100];
+    snprintf(log_path, sizeof log_path, "%s/log.jsonl", o->out_dir);
+    memset(&g, 0, sizeof g);
+    if (xd_tm_init(&tm, m, B, T)) return -1;
+    tm.window = o->window;
+    tm.sinks = o->sinks;
+    if (xd_groups_init(&g, m, o->freeze, o->n_freeze) || xd_adamw_init(&opt, m->arena_floats, o->beta1, o->beta2, o->eps))
+        goto done;
+    size_t BT = (size_t)B * T;
+    bb.row = malloc((size_t)B * (T + 1) * sizeof(int32_t));
+    bb.tok = malloc(BT * sizeof(int32_t));
+    bb.tgt = malloc(BT * sizeof(int32_t));
+    bb.ds = malloc(BT * sizeof(int32_t));
+    bb.pos = malloc(BT * sizeof(int32_t));
+    if (!bb.row || !bb.tok || !bb.tgt || !bb.ds || !bb.pos) { xd_err("out of memory"); goto done; }
+
+    xd_ckpt_state st = {0, 0, 0, 0, B, T, o->accum, o->steps};
+    if (o->resume && xd_ckpt_exists(o->out_dir)) {
+        xd_ckpt_state old;
+        if (xd_ckpt_load(o->out_dir, m, &opt, &old)) goto done;
+        if (old.batch != B || old.seq != T || old.accum != o->accum || old.steps != o->steps) {
+            xd_err("%s/checkpoint: was made with --batch %d --seq %d --accum %d --steps %lld; "
+                   "resume with the same options", o->out_dir, old.batch, old.seq, old.accum,
+                   (long long)old.steps);
+            goto done;
+        }
+        st = old;
+        if (trim_log(log_path, st.step)) goto done;
+        fprintf(stderr, "%s: resuming from step %lld\n", o->kind, (long long)st.step);
+    } else if (o->resume) {
+        fprintf(stderr, "%s: no checkpoint in %s, starting from step 0\n", o->kind, o->out_dir);
+    }
+    log = fopen(log_path, st.step ? "a" : "w");
+    if (!log) { xd_err("%s: cannot write: %s", log_path, strerror(errno)); goto done; }
+
+    xd_progress pr;
+    xd_progress_start(&pr, o->kind, st.step, o->steps);
+    double t_start = xd_now() - st.elapsed, loss = NAN, val = NAN;
+    int64_t tok_run = 0;
+    double t_run = xd_now();
+    for (int64_t step = st.step; step < o->steps; step++) {
+        float lr = xd_lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
+        xd_tm_zero_grad(&tm);
+        /* every target counts once in the mean over the whole step */
+        double sum = 0;
+        int64_t valid = 0;
+        uint64_t c0 = st.cursor;
+        for (int a = 0; a < o->accum; a++) {
+            if (next_batch(data, &st.cursor, B, T, &bb)) goto done;
+            for (size_t i = 0; i < BT; i++) valid += bb.tgt[i] >= 0;
+        }
+        st.cursor = c0;
+        for (int a = 0; a < o->accum; a++) {
+            double s;
+            int64_t c;
+            if (next_batch(data, &st.cursor, B, T, &bb) ||
+                xd_tm_step(&tm, bb.tok, bb.tgt, bb.pos, bb.ds, 1, 1.0f / (float)valid, &s, &c))
+                goto done;
+            sum += s;
+        }
+        loss = sum / (double)valid;
+        double gn = isfinite(loss) ? xd_optimizer_step(&tm, &g, &opt, lr, o->weight_decay, o->clip) : NAN;
+        if (!isfinite(loss) || !isfinite(gn)) {
+            xd_err("step %lld: the loss is %s (grad norm %g); training stopped. The last good "
+                   "checkpoint is kept in %s/checkpoint (step %lld); lower --lr or check the data",
+                   (long long)step, isnan(loss) ? "NaN" : "infinite", gn, o->out_dir,
+                   (long long)(xd_ckpt_exists(o->out_dir) ? st.step : 0));
+            goto done;
+        }
+        st.step = step + 1;
+        st.tokens_seen += (int64_t)BT * o->accum;
+        tok_run += (int64_t)BT * o->accum;
+        double now = xd_now(), tps = (double)tok_run / (now - t_run);
+        st.elapsed = now - t_start;
+        int last = st.step == o->steps;
+        int do_eval = last || (o->eval_every > 0 && st.step % o->eval_every == 0);
+        if (do_eval) {
+            int64_t nv;
+            if (xd_eval_loss(&tm, data, o->eval_windows, &val, &nv)) goto done;
+        }
+        if (o->log_every > 0 && (st.step % o->log_every == 0 || last || do_eval)) {
+            fprintf(log, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.6g,"
+                         "\"tokens\":%lld,\"tok_s\":%.1f,\"elapsed\":%.2f",
+                    (long long)st.step, loss, lr, gn, (long long)st.tokens_seen, tps, st.elapsed);
+            if (do_eval) fprintf(log, ",\"val_loss\":%.8g", val);
+            fputs("}\n", log);
+            fflush(log);
+        }
+        char extra[160], vs[32] = "";
+        if (do_eval) snprintf(vs, sizeof vs, " val %.4f", val);
+        snprintf(extra, sizeof extra, "loss %.4f%s | lr %.2e | %.0f tok/s", loss, vs, lr, tps);
+        xd_progress_update(&pr, st.step, extra);
+        if (last || (o->save_every > 0 && st.step % o->save_every == 0)) {
+            if (xd_ckpt_save(o->out_dir, m, &opt, &st)) goto done;
+        }
+    }
+    xd_progress_end(&pr);
+    char model_dir[1100];
+    snprintf(model_dir, sizeof model_dir, "%s/model", o->out_dir);
+    if (xd_model_save(m, model_dir)) goto done;
+    if (res) {
+        res->steps_done = st.step;
+        res->last_loss = loss;
+        res->val_loss = val;
+        res->seconds = xd_now() - t_run;
+        res->tokens_per_s = res->seconds > 0 ? (double)tok_run / res->seconds : 0;
+    }
+    rc = 0;
+done:
+    if (log) fclose(log);
+    free(bb.row); free(bb.tok); free(bb.tgt); free(bb.ds); free(bb.pos);
+    xd_adamw_free(&opt);
+    xd_groups_free(&g);
+    xd_tm_free(&tm);
+    return rc;
+}
