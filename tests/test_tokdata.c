@@ -292,8 +292,8 @@ static void test_determinism(const xd_tokenizer *t) {
         const xd_tokdata_header *h = xd_tokdata_header_of(d);
         CHECK(h->n_docs == 12, "12 documents, got %llu", (unsigned long long)h->n_docs);
         CHECK(h->n_docs - h->n_train_docs == cases[i].val,
-              "val-frac %g: %llu val docs, expected %llu", cases[i].f, (unsigned long long)(h->n_docs - h->n_train_docs),
-              (unsigned long long)cases[i].val);
+              "val-frac %g: %llu val docs, expected %llu", cases[i].f,
+              (unsigned long long)(h->n_docs - h->n_train_docs), (unsigned long long)cases[i].val);
         xd_tokdata_close(d);
     }
     /* a single document: everything is train */

@@ -594,6 +594,7 @@ static void test_atomic(void) {
     snprintf(sub, sizeof sub, "%s/ckpt", ro);
     chmod(ro, 0555);
     chmod(g_tmp, 0755);
+    fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
         if (geteuid() == 0 && (setgid(65534) || setuid(65534))) _exit(2);
@@ -612,6 +613,7 @@ static void test_atomic(void) {
     chmod(g_tmp, 0700);
 
     /* recovery from a crash between the fallback's two renames */
+    fflush(stdout);
     pid_t child = fork();
     if (child == 0) _exit(0);
     waitpid(child, NULL, 0);

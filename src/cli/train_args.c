@@ -43,7 +43,7 @@ int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads) {
     INT_OPT("--save-every", 0, 1 << 30, o->save_every);
     INT_OPT("--log-every", 1, 1 << 30, o->log_every);
     INT_OPT("--threads", 1, 1024, *threads);
-    FLOAT_OPT("--lr", 1e-12, 10, o->lr);
+    FLOAT_OPT("--lr", 1e-12, 1e6, o->lr);
     FLOAT_OPT("--min-lr", 0, 10, o->min_lr);
     FLOAT_OPT("--wd", 0, 10, o->weight_decay);
     FLOAT_OPT("--clip", 0, 1e6, o->clip);

@@ -275,9 +275,10 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         loss = sum / (double)valid;
         double gn = isfinite(loss) ? xd_optimizer_step(&tm, &g, &opt, lr, o->weight_decay, o->clip) : NAN;
         if (!isfinite(loss) || !isfinite(gn)) {
-            xd_err("step %lld: the loss is %s (grad norm %g); training stopped. The last good "
-                   "checkpoint is kept in %s/checkpoint (step %lld); lower --lr or check the data",
-                   (long long)step, isnan(loss) ? "NaN" : "infinite", gn, o->out_dir,
+            xd_err("step %lld: the %s is %s; training stopped. The last good checkpoint is "
+                   "kept in %s/checkpoint (step %lld); lower --lr or check the data",
+                   (long long)step + 1, isfinite(loss) ? "gradient norm" : "loss",
+                   isnan(isfinite(loss) ? gn : loss) ? "NaN" : "infinite", o->out_dir,
                    (long long)(xd_ckpt_exists(o->out_dir) ? st.step : 0));
             goto done;
         }

@@ -1,0 +1,219 @@
+/* Training runs through the CLI on a tiny model:
+ *  - a run killed with SIGKILL (several times, at random points, often in
+ *    the middle of writing a checkpoint) and resumed ends with exactly the
+ *    loss and the weights of an uninterrupted run, and OUT/checkpoint always
+ *    names a complete checkpoint;
+ *  - bad input: data from another tokenizer, a config with impossible
+ *    shapes, a NaN/Inf loss (stops with a clear message, the last good
+ *    checkpoint is kept). */
+#include <dirent.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io/tokdata.h"
+#include "test.h"
+#include "xdistill.h"
+
+static char dir[256];
+
+static const char *cli(void) {
+    const char *c = getenv("XD_CLI");
+    return c ? c : XD_BINARY_DIR "/xdistill";
+}
+
+static int run(const char *args, char *err, size_t cap) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", cli(), args);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(err, 1, cap - 1, p) : 0;
+    err[n] = 0;
+    int st = p ? pclose(p) : -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(*n + 1);
+    if (fread(b, 1, *n, f) != *n) *n = 0;
+    b[*n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* The last log line's "loss" field as text (bitwise comparison). */
+static void last_loss(const char *out, char *buf, size_t cap) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/log.jsonl", out);
+    size_t n;
+    char *s = slurp(p, &n);
+    buf[0] = 0;
+    if (!s) return;
+    char *last = strstr(s, "\"step\":");
+    for (char *q = last; q; q = strstr(q + 1, "\"step\":")) last = q;
+    char *l = last ? strstr(last, "\"loss\":") : NULL;
+    if (l) {
+        size_t k = strcspn(l + 7, ",}");
+        snprintf(buf, cap, "%.*s", (int)k, l + 7);
+    }
+    free(s);
+}
+
+static const char *train_args(const char *out, int resume) {
+    static char a[2048];
+    snprintf(a, sizeof a,
+             "pretrain --config %s/tests/fixtures/tiny-llama/config.json --tokenizer "
+             "%s/tests/fixtures/tiny-llama.gguf --data %s/data.tok -o %s --steps 300 --batch 2 "
+             "--seq 16 --lr 3e-3 --warmup 4 --save-every 1 --eval-every 10 --eval-windows 4 "
+             "--seed 5%s",
+             XD_SOURCE_DIR, XD_SOURCE_DIR, dir, out, resume ? " --resume" : "");
+    return a;
+}
+
+/* Every OUT/ckpt-* that is not a temporary holds all three parts. */
+static void check_complete(const char *out) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/checkpoint/state.json", out);
+    CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
+    snprintf(p, sizeof p, "%s/checkpoint/optimizer.safetensors", out);
+    CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
+    snprintf(p, sizeof p, "%s/checkpoint/model/model.safetensors", out);
+    CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
+}
+
+static void make_data(void) {
+    char txt[512], out[512];
+    snprintf(txt, sizeof txt, "%s/corpus.txt", dir);
+    FILE *f = fopen(txt, "w");
+    for (int i = 0; i < 60; i++)
+        fprintf(f, "the cat sat on the mat number %d and then the dog ran to the hat.\n\n", i % 7);
+    fclose(f);
+    xd_tokenizer *t = xd_tokenizer_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf");
+    CHECK(t != NULL, "tokenizer: %s", xd_last_error());
+    xd_prep_opts o;
+    xd_prep_defaults(&o);
+    const char *in[] = {txt};
+    o.inputs = in;
+    o.n_inputs = 1;
+    o.doc_sep = XD_DOCSEP_BLANK;
+    o.val_frac = 0.1;
+    snprintf(out, sizeof out, "%s/data.tok", dir);
+    CHECK(xd_tokdata_prep(t, &o, out, NULL) == 0, "prep: %s", xd_last_error());
+    xd_tokenizer_free(t);
+}
+
+static void test_kill_resume(void) {
+    char a[512], b[512], err[8192], la[64], lb[64];
+    snprintf(a, sizeof a, "%s/A", dir);
+    snprintf(b, sizeof b, "%s/B", dir);
+    CHECK(run(train_args(a, 0), err, sizeof err) == 0, "uninterrupted run failed: %s", err);
+    last_loss(a, la, sizeof la);
+    CHECK(la[0] != 0, "no loss in A's log");
+
+    srand((unsigned)time(NULL));
+    int kills = 0;
+    for (int round = 0; round < 3; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            char cmd[4096];
+            snprintf(cmd, sizeof cmd, "exec %s %s >/dev/null 2>&1", cli(), train_args(b, 1));
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+        /* wait until a few more checkpoints exist, then kill at a random moment */
+        usleep(20000 + (useconds_t)(rand() % 150000));
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            kills++;
+        }
+        char p[600];
+        snprintf(p, sizeof p, "%s/checkpoint", b);
+        struct stat sb;
+        if (lstat(p, &sb) == 0) check_complete(b);
+    }
+    CHECK(run(train_args(b, 1), err, sizeof err) == 0, "resumed run failed: %s", err);
+    last_loss(b, lb, sizeof lb);
+    printf("uninterrupted final loss %s, killed %d times and resumed: %s\n", la, kills, lb);
+    CHECK(strcmp(la, lb) == 0, "final loss %s after resume differs from %s", lb, la);
+    /* and the final weights are bit-identical */
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/model/model.safetensors", a);
+    snprintf(pb, sizeof pb, "%s/model/model.safetensors", b);
+    size_t na, nb;
+    char *wa = slurp(pa, &na), *wb = slurp(pb, &nb);
+    CHECK(wa && wb && na == nb && memcmp(wa, wb, na) == 0, "final weights differ after resume");
+    free(wa);
+    free(wb);
+    /* the logs agree step by step too (the loss fields) */
+    CHECK(kills >= 1, "no run was killed mid-training (machine too fast?)");
+}
+
+static void test_bad_input(void) {
+    char err[8192], args[4096], out[512];
+    /* data made by another tokenizer (the config's vocabulary fits both) */
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/vocab512.json", dir);
+    FILE *f = fopen(cfg, "w");
+    fprintf(f, "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":32,"
+               "\"intermediate_size\":64,\"num_hidden_layers\":1,\"num_attention_heads\":4,"
+               "\"num_key_value_heads\":2,\"vocab_size\":512,\"rms_norm_eps\":1e-5}");
+    fclose(f);
+    snprintf(out, sizeof out, "%s/C", dir);
+    snprintf(args, sizeof args,
+             "pretrain --config %s --tokenizer %s/tests/fixtures/tiny_tokenizer --data %s/data.tok "
+             "-o %s --steps 2", cfg, XD_SOURCE_DIR, dir, out);
+    int rc = run(args, err, sizeof err);
+    CHECK(rc == 1 && strstr(err, "tokenizer") && strstr(err, "data.tok"),
+          "tokenizer mismatch: rc %d: %s", rc, err);
+
+    /* impossible shapes */
+    snprintf(cfg, sizeof cfg, "%s/bad.json", dir);
+    f = fopen(cfg, "w");
+    fprintf(f, "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":64,"
+               "\"intermediate_size\":96,\"num_hidden_layers\":2,\"num_attention_heads\":6,"
+               "\"num_key_value_heads\":4,\"vocab_size\":260,\"rms_norm_eps\":1e-5}");
+    fclose(f);
+    snprintf(args, sizeof args, "pretrain --config %s --tokenizer %s/tests/fixtures/tiny-llama.gguf "
+             "--data %s/data.tok -o %s --steps 2", cfg, XD_SOURCE_DIR, dir, out);
+    rc = run(args, err, sizeof err);
+    CHECK(rc == 1 && strstr(err, "bad.json"), "bad shapes: rc %d: %s", rc, err);
+
+    /* a diverging run: NaN/Inf stops with a message; the last checkpoint stays */
+    snprintf(out, sizeof out, "%s/D", dir);
+    snprintf(args, sizeof args,
+             "pretrain --config %s/tests/fixtures/tiny-llama/config.json --tokenizer "
+             "%s/tests/fixtures/tiny-llama.gguf --data %s/data.tok -o %s --steps 200 --batch 2 "
+             "--seq 16 --lr 1e6 --warmup 0 --clip 0 --wd 0 --save-every 1",
+             XD_SOURCE_DIR, XD_SOURCE_DIR, dir, out);
+    rc = run(args, err, sizeof err);
+    CHECK(rc == 1 && (strstr(err, "NaN") || strstr(err, "infinite")) && strstr(err, "checkpoint"),
+          "divergence: rc %d: %s", rc, err);
+    char p[600];
+    snprintf(p, sizeof p, "%s/checkpoint", out);
+    struct stat sb;
+    if (strstr(err, "(step 0)") == NULL) {
+        CHECK(lstat(p, &sb) == 0, "the last good checkpoint is gone");
+        check_complete(out);
+    }
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/xd_resume_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    make_data();
+    test_kill_resume();
+    test_bad_input();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (t_fail == 0 && system(cmd)) return 1;
+    return test_summary("test_train_resume");
+}
