@@ -141,6 +141,10 @@ static int data_info(int argc, char **argv) {
     if (!d) return cli_lib_error();
     print_summary(d);
     int rc = 0;
+    double ht, cv;
+    if (xd_tokdata_unigram(d, &ht, &cv) == 0)
+        printf("unigram         entropy %.4f nats/token (train), cross-entropy %.4f (validation)\n",
+               ht, cv);
     if (tok) {
         xd_tokenizer *t = xd_tokenizer_load(tok);
         if (!t || xd_tokdata_check_tokenizer(d, t)) rc = cli_lib_error();

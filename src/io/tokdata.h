@@ -118,6 +118,11 @@ uint64_t xd_tokdata_split_docs(const xd_tokdata *d, xd_split s);
  * 0x… (the data was made with another tokenizer; re-run data prep)". */
 int xd_tokdata_check_tokenizer(const xd_tokdata *d, const xd_tokenizer *t);
 
+/* Unigram baselines in nats/token: the entropy of the train split's token
+ * distribution, and the cross-entropy of the validation split under it
+ * (add-one smoothed; NaN if there is no validation split). */
+int xd_tokdata_unigram(const xd_tokdata *d, double *h_train, double *ce_val);
+
 /* ---- batches -------------------------------------------------------------------- */
 
 /* The split is read as an endless stream: its tokens, then again from its
