@@ -34,12 +34,7 @@ int cmd_finetune(int argc, char **argv) {
         xd_model_free(m);
         return cli_error("%s: the model has no tokenizer (needed to check the data)", model);
     }
-    xd_tokdata *d = xd_tokdata_open(data_path);
-    int rc = 1;
-    xd_train_result res;
-    if (!d || xd_train(m, d, &o, &res)) cli_lib_error();
-    else { train_report(&o, &res); rc = 0; }
-    xd_tokdata_close(d);
+    int rc = train_run(m, data_path, &o);
     xd_model_free(m);
     return rc;
 }

@@ -36,20 +36,16 @@ int cmd_pretrain(int argc, char **argv) {
     if (hf_config_load(config, &cfg)) return cli_lib_error();
     xd_tokenizer *tok = xd_tokenizer_load(tok_path);
     if (!tok) return cli_lib_error();
-    if (xd_tokenizer_n_tokens(tok) > cfg.vocab_size) {
+    int n_tok = xd_tokenizer_n_tokens(tok);
+    if (n_tok > cfg.vocab_size) {
         xd_tokenizer_free(tok);
         return cli_error("%s: vocab_size %d is smaller than the tokenizer's %d tokens (%s)", config,
-                         cfg.vocab_size, xd_tokenizer_n_tokens(tok), tok_path);
+                         cfg.vocab_size, n_tok, tok_path);
     }
     xd_model *m = xd_model_create(&cfg, seed);
     if (!m) { xd_tokenizer_free(tok); return cli_lib_error(); }
     m->tok = tok;
-    xd_tokdata *d = xd_tokdata_open(data_path);
-    int rc = 1;
-    xd_train_result res;
-    if (!d || xd_train(m, d, &o, &res)) cli_lib_error();
-    else { train_report(&o, &res); rc = 0; }
-    xd_tokdata_close(d);
+    int rc = train_run(m, data_path, &o);
     xd_model_free(m);
     return rc;
 }

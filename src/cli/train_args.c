@@ -63,9 +63,22 @@ int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads) {
     return 0;
 }
 
-void train_report(const xd_train_opts *o, const xd_train_result *r) {
+static void train_report(const xd_train_opts *o, const xd_train_result *r) {
     printf("{\"kind\":\"%s\",\"steps\":%lld,\"loss\":%.6f,\"val_loss\":%.6f,\"tok_s\":%.1f,"
            "\"seconds\":%.1f,\"model\":\"%s/model\",\"log\":\"%s/log.jsonl\"}\n",
            o->kind, (long long)r->steps_done, r->last_loss, r->val_loss, r->tokens_per_s, r->seconds,
            o->out_dir, o->out_dir);
+}
+
+int train_run(xd_model *m, const char *data_path, const xd_train_opts *o) {
+    xd_tokdata *d = xd_tokdata_open(data_path);
+    xd_train_result res;
+    int rc = 1;
+    if (!d || xd_train(m, d, o, &res)) cli_lib_error();
+    else {
+        train_report(o, &res);
+        rc = 0;
+    }
+    xd_tokdata_close(d);
+    return rc;
 }

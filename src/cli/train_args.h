@@ -9,7 +9,8 @@
 int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads);
 /* Usage text of the shared options. */
 extern const char *train_args_usage;
-/* Prints a summary of a finished run. */
-void train_report(const xd_train_opts *o, const xd_train_result *r);
+/* Opens the token data, trains m on it and prints a JSON summary; returns the
+ * exit status. */
+int train_run(xd_model *m, const char *data_path, const xd_train_opts *o);
 
 #endif
