@@ -6,7 +6,7 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
 
-.PHONY: all deps teacher build asan test test-unit test-asan demo bench clean
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train clean
 
 all: build
 
@@ -37,6 +37,10 @@ demo: build teacher
 # Teacher inference vs llama.cpp and sgemm vs BLAS peak; writes bench/RESULTS.md.
 bench: teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/run_infer.sh
+
+# Training tokens/s (forward + backward + AdamW) vs PyTorch CPU; writes bench/RESULTS.md.
+bench-train: teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/run_train.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

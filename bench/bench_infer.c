@@ -9,6 +9,8 @@
  *   - decode at context C: prefill C tokens (untimed, in chunks of 512), then
  *     --decode single-token xd_forward calls (last-position logits), timed
  *     together; tok/s = decode / total seconds;
+ *   - foreign_cpu: the share of the machine's CPU time that other programs
+ *     used during each measurement (0 = the machine was ours alone);
  *   - peak RSS (getrusage ru_maxrss) right after load, against the fp32 weight
  *     size (n_params × 4 bytes), and at the end (with the KV cache).
  * The ids are the tokenisation of --text (repeated if it is too short),
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "xdistill.h"
 
@@ -25,6 +28,38 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Interference meter: CPU time the whole machine spent busy (including
+ * hypervisor steal) minus this process's own CPU time, as a fraction of the
+ * cores × wall time between mark() and foreign(). Another program computing
+ * during a measurement shows up here. */
+typedef struct { double wall, busy, self; } cpu_mark;
+
+static void mark(cpu_mark *m) {
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (f) {
+        if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]) != 8)
+            memset(v, 0, sizeof v);
+        fclose(f);
+    }
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    m->busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    m->self = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+              (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+    m->wall = now();
+}
+
+static double foreign(const cpu_mark *a) {
+    cpu_mark b;
+    mark(&b);
+    double ncpu = (double)sysconf(_SC_NPROCESSORS_ONLN);
+    double fr = ((b.busy - a->busy) - (b.self - a->self)) / (ncpu * (b.wall - a->wall));
+    return fr < 0 ? 0 : fr;
 }
 
 static double max_rss_mb(void) {
@@ -97,7 +132,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tokens-out")) tokens_out = argv[++i];
         else goto usage;
     }
-    if (prefill <= 0 || decode <= 0 || reps <= 0) goto usage;
+    if (prefill <= 0 || decode <= 0 || reps < 0) goto usage;
 
     int ctxs[16], n_ctx = 0, max_ctx = prefill;
     for (const char *p = ctx_list; *p && n_ctx < 16;) {
@@ -174,22 +209,28 @@ int main(int argc, char **argv) {
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     if (!logits) die("out of memory");
 
-    /* prefill */
-    xd_kv_reset(kv);
-    if (xd_forward(m, kv, ids, prefill, logits, 0)) die("prefill warm-up");
-    double *pt = malloc((size_t)reps * sizeof *pt);
-    for (int r = 0; r < reps; r++) {
+    /* prefill (--reps 0: not measured) */
+    cpu_mark cm;
+    double fr;
+    if (reps > 0) {
         xd_kv_reset(kv);
-        double a = now();
-        if (xd_forward(m, kv, ids, prefill, logits, 0)) die("prefill");
-        pt[r] = now() - a;
+        if (xd_forward(m, kv, ids, prefill, logits, 0)) die("prefill warm-up");
+        double *pt = malloc((size_t)reps * sizeof *pt);
+        mark(&cm);
+        for (int r = 0; r < reps; r++) {
+            xd_kv_reset(kv);
+            double a = now();
+            if (xd_forward(m, kv, ids, prefill, logits, 0)) die("prefill");
+            pt[r] = now() - a;
+        }
+        fr = foreign(&cm);
+        qsort(pt, (size_t)reps, sizeof *pt, cmp_d);
+        printf("{\"bench\":\"xd_prefill\",\"tokens\":%d,\"reps\":%d,\"best_s\":%.4f,"
+               "\"median_s\":%.4f,\"tok_s\":%.1f,\"tok_s_median\":%.1f,\"foreign_cpu\":%.3f}\n",
+               prefill, reps, pt[0], pt[reps / 2], prefill / pt[0], prefill / pt[reps / 2], fr);
+        fflush(stdout);
+        free(pt);
     }
-    qsort(pt, (size_t)reps, sizeof *pt, cmp_d);
-    printf("{\"bench\":\"xd_prefill\",\"tokens\":%d,\"reps\":%d,\"best_s\":%.4f,"
-           "\"median_s\":%.4f,\"tok_s\":%.1f,\"tok_s_median\":%.1f}\n",
-           prefill, reps, pt[0], pt[reps / 2], prefill / pt[0], prefill / pt[reps / 2]);
-    fflush(stdout);
-    free(pt);
 
     /* decode at each context */
     double *dt = malloc((size_t)decode * sizeof *dt);
@@ -200,6 +241,7 @@ int main(int argc, char **argv) {
             int n = C - p < 512 ? C - p : 512;
             if (xd_forward(m, kv, ids + p, n, p + n == C ? logits : NULL, 0)) die("ctx prefill");
         }
+        mark(&cm);
         double a = now();
         for (int i = 0; i < decode; i++) {
             double b = now();
@@ -207,12 +249,13 @@ int main(int argc, char **argv) {
             dt[i] = now() - b;
         }
         double total = now() - a;
+        fr = foreign(&cm);
         qsort(dt, (size_t)decode, sizeof *dt, cmp_d);
         printf("{\"bench\":\"xd_decode\",\"ctx\":%d,\"tokens\":%d,\"total_s\":%.4f,"
                "\"tok_s\":%.2f,\"ms_per_tok_median\":%.3f,\"tok_s_median\":%.2f,"
-               "\"ms_per_tok_min\":%.3f}\n",
+               "\"ms_per_tok_min\":%.3f,\"foreign_cpu\":%.3f}\n",
                C, decode, total, decode / total, 1e3 * dt[decode / 2], 1.0 / dt[decode / 2],
-               1e3 * dt[0]);
+               1e3 * dt[0], fr);
         fflush(stdout);
     }
     free(dt);

@@ -7,6 +7,8 @@ the same thread count, and measures what bench_infer measures:
 
   prefill  one llama_decode of N tokens (logits of the last one only) on an
            empty KV cache, after a warm-up run; best and median of --reps
+  foreign_cpu  the share of the machine's CPU time other programs used during a
+           measurement (0 = the machine was ours alone)
   decode   at context C: C tokens prefilled untimed (batches of 512), then
            --decode single-token llama_decode calls, each timed from the call
            to llama_synchronize + fetching the logits pointer; tok/s is
@@ -19,6 +21,7 @@ One JSON object per line on stdout.
 
 Usage: llamacpp_infer.py --model GGUF --tokens FILE [--threads 2] [--prefill 512]
                          [--ctx 128,1024,4096] [--decode 64] [--reps 3]
+(--reps 0 skips the prefill measurement, --ctx "" the decode ones)
 """
 import argparse
 import ctypes
@@ -34,6 +37,23 @@ import llama_cpp as L
 
 def emit(**kw):
     print(json.dumps(kw), flush=True)
+
+
+def cpu_mark():
+    """(wall, machine busy CPU s incl. steal, this process's CPU s)"""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    hz = os.sysconf("SC_CLK_TCK")
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return (time.perf_counter(), (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz,
+            ru.ru_utime + ru.ru_stime)
+
+
+def foreign(m0):
+    """share of the machine's CPU time other programs used since m0"""
+    m1 = cpu_mark()
+    fr = ((m1[1] - m0[1]) - (m1[2] - m0[2])) / (os.cpu_count() * (m1[0] - m0[0]))
+    return round(max(0.0, fr), 3)
 
 
 def max_rss_mb():
@@ -91,10 +111,12 @@ def main():
     mem = L.llama_get_memory(ctx)
     logs = "".join(log_lines)
     resolved = [ln.strip() for ln in logs.splitlines()
-                if any(k in ln for k in ("flash_attn", "type_k", "n_ctx ", "n_batch", "CPU_REPACK",
-                                         "CPU model buffer", "KV buffer", "file type"))]
+                if any(k in ln.lower() for k in ("flash", "type_k", "n_ctx ", "n_batch", "cpu_repack",
+                                         "cpu model buffer", "kv buffer", "file type"))
+                and "llama_graph_n_input" not in ln]
+    flash_used = "FLASH_ATTN_EXT" in logs
     emit(bench="llama_load", version=L.__version__, model=args.model, threads=args.threads,
-         n_ctx=need, n_batch=args.batch, n_vocab=n_vocab, load_s=round(t_load, 3),
+         n_ctx=need, n_batch=args.batch, n_vocab=n_vocab, load_s=round(t_load, 3), flash_attn_ext_in_graph=flash_used,
          system_info=L.llama_print_system_info().decode().strip(), resolved=resolved[:16])
     emit(bench="llama_rss_load", rss_peak_mb=round(max_rss_mb(), 1),
          rss_before_load_mb=round(rss_before, 1))
@@ -130,18 +152,22 @@ def main():
     if args.prefill > args.batch:
         sys.exit("llamacpp_infer: --prefill must be <= --batch")
     prompt = ids[:args.prefill]
-    clear()
-    fill(prompt, 0)
-    run()  # warm-up
-    times = []
-    for _ in range(args.reps):
+    if args.reps > 0:  # --reps 0: prefill not measured
         clear()
         fill(prompt, 0)
-        times.append(run())
-    times.sort()
-    emit(bench="llama_prefill", tokens=args.prefill, reps=args.reps, best_s=round(times[0], 4),
-         median_s=round(times[len(times) // 2], 4), tok_s=round(args.prefill / times[0], 1),
-         tok_s_median=round(args.prefill / times[len(times) // 2], 1))
+        run()  # warm-up
+        times = []
+        m0 = cpu_mark()
+        for _ in range(args.reps):
+            clear()
+            fill(prompt, 0)
+            times.append(run())
+        fr = foreign(m0)
+        times.sort()
+        emit(bench="llama_prefill", tokens=args.prefill, reps=args.reps,
+             best_s=round(times[0], 4), median_s=round(times[len(times) // 2], 4),
+             tok_s=round(args.prefill / times[0], 1),
+             tok_s_median=round(args.prefill / times[len(times) // 2], 1), foreign_cpu=fr)
 
     for C in ctxs:
         clear()
@@ -151,16 +177,18 @@ def main():
             run(want_logits=(p + len(chunk) == C))
         L.llama_perf_context_reset(ctx)
         dt = []
+        m0 = cpu_mark()
         for i in range(args.decode):
             fill([ids[C + i]], C + i)
             dt.append(run())
+        fr = foreign(m0)
         perf = L.llama_perf_context(ctx)
         total = sum(dt)
         med = statistics.median(dt)
         emit(bench="llama_decode", ctx=C, tokens=args.decode, total_s=round(total, 4),
              tok_s=round(args.decode / total, 2), ms_per_tok_median=round(1e3 * med, 3),
              tok_s_median=round(1.0 / med, 2), ms_per_tok_min=round(1e3 * min(dt), 3),
-             llama_internal_eval_ms=round(perf.t_eval_ms, 2), llama_internal_n_eval=perf.n_eval)
+             llama_internal_eval_ms=round(perf.t_eval_ms, 2), llama_internal_n_eval=perf.n_eval, foreign_cpu=fr)
 
     emit(bench="llama_rss_end", rss_peak_mb=round(max_rss_mb(), 1))
     L.llama_batch_free(batch)

@@ -22,11 +22,57 @@ def load(path):
     return rows
 
 
-def pick(rows, bench, **match):
+CLEAN = 0.05  # foreign_cpu below this: no other program disturbed the measurement
+
+
+def clean(r):
+    return r is not None and r.get("foreign_cpu", 0) < CLEAN
+
+
+def pick(rows, bench, key="tok_s", **match):
+    """the matching row; of several (one per round), the clean one with the highest
+    `key` (tok/s, GFLOP/s, GB/s), or the best of all when none is clean"""
+    cand = [r for r in rows
+            if r.get("bench") == bench and all(r.get(k) == v for k, v in match.items())]
+    good = [r for r in cand if clean(r)] or cand
+    return max(good, key=lambda r: r.get(key, 0)) if good else None
+
+
+def names(rows, bench, field="name"):
+    out = []
     for r in rows:
-        if r.get("bench") == bench and all(r.get(k) == v for k, v in match.items()):
-            return r
-    return None
+        if r.get("bench") == bench and r.get(field) not in out:
+            out.append(r.get(field))
+    return out
+
+
+def mark(r):
+    """a dagger on a number that no clean measurement backs"""
+    return "" if clean(r) else " †"
+
+
+def need_sgemm(d):
+    """0 when every sgemm/sgemv/bandwidth measurement has a clean run"""
+    sg = load(os.path.join(d, "sgemm.jsonl"))
+    ok = bool(sg)
+    for m, t in {(r["m"], r["transb"]) for r in sg if r["bench"] == "sgemm_peak"}:
+        ok &= clean(pick(sg, "sgemm_peak", "gflops", m=m, transb=t))
+    for b in ("sgemm_shape", "sgemv_decode"):
+        for n in names(sg, b):
+            ok &= clean(pick(sg, b, "gflops", name=n))
+    ok &= clean(pick(sg, "mem_read", "gbps"))
+    return 0 if ok else 1
+
+
+def need(d, side, ctxs):
+    """what side ("xd" or "llama") still lacks a clean measurement of: prints
+    "P C1,C2" (P = 1 when the prefill is missing; the missing decode contexts)
+    and returns 0 when nothing is missing"""
+    rows = load(os.path.join(d, f"{side}_infer.jsonl"))
+    p = 0 if clean(pick(rows, f"{side}_prefill")) else 1
+    miss = [c for c in ctxs if not clean(pick(rows, f"{side}_decode", ctx=c))]
+    print(p, ",".join(str(c) for c in miss))
+    return 1 if p or miss else 0
 
 
 def sh(cmd):
@@ -38,15 +84,28 @@ def sh(cmd):
 
 
 def main():
+    global CLEAN
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     ap.add_argument("--dir", required=True)
-    ap.add_argument("--command", required=True)
+    ap.add_argument("--command", default="bench/run_infer.sh")
+    ap.add_argument("--need", choices=["xd", "llama", "sgemm"],
+                    help="only print what this side lacks a clean measurement of")
+    ap.add_argument("--ctxs", default="128,1024,4096")
+    ap.add_argument("--clean", type=float, default=CLEAN)
     ap.add_argument("--load-start", default="?")
     ap.add_argument("--load-end", default="?")
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
+    CLEAN = a.clean
+    if a.need == "sgemm":
+        raise SystemExit(need_sgemm(a.dir))
+    if a.need:
+        raise SystemExit(need(a.dir, a.need, [int(c) for c in a.ctxs.split(",") if c]))
+    if not a.out or not a.model:
+        ap.error("--out and --model are needed")
     sg = load(os.path.join(a.dir, "sgemm.jsonl"))
     xd = load(os.path.join(a.dir, "xd_infer.jsonl"))
     ll = load(os.path.join(a.dir, "llama_infer.jsonl"))
@@ -54,7 +113,7 @@ def main():
     xl, lload = pick(xd, "xd_load"), pick(ll, "llama_load")
     xrss, lrss = pick(xd, "xd_rss_load"), pick(ll, "llama_rss_load")
     xp, lp = pick(xd, "xd_prefill"), pick(ll, "llama_prefill")
-    ctxs = [r["ctx"] for r in xd if r["bench"] == "xd_decode"]
+    ctxs = sorted({r["ctx"] for r in xd if r["bench"] == "xd_decode"})
     n_params = xl["n_params"]
     fp32_mb = n_params * 4 / 1e6
     gguf_mb = os.path.getsize(a.model) / 1e6
@@ -71,27 +130,46 @@ def main():
              "dequantises to fp32 and runs on OpenBLAS; llama.cpp runs the quantised GGUF "
              "with its own kernels." % (os.path.basename(a.model), a.threads))
     L.append("")
-    L.append("| metric | xdistill | llama.cpp | ratio (xdistill / llama.cpp) |")
-    L.append("|---|---:|---:|---:|")
+    def fc(x, l):
+        return f"{100 * x.get('foreign_cpu', 0):.0f}% / {100 * l.get('foreign_cpu', 0):.0f}%"
+
+    L.append("| metric | xdistill | llama.cpp | ratio (xdistill / llama.cpp) | other programs' "
+             "CPU share (xd / llama) |")
+    L.append("|---|---:|---:|---:|---:|")
     L.append(f"| prefill, {xp['tokens']}-token prompt, tok/s (best of {xp['reps']}) | "
-             f"{xp['tok_s']:.1f} | {lp['tok_s']:.1f} | **{ratio(xp['tok_s'], lp['tok_s'])}** |")
-    L.append(f"| prefill, median of {xp['reps']}, tok/s | {xp['tok_s_median']:.1f} | "
-             f"{lp['tok_s_median']:.1f} | {ratio(xp['tok_s_median'], lp['tok_s_median'])} |")
+             f"{xp['tok_s']:.1f}{mark(xp)} | {lp['tok_s']:.1f}{mark(lp)} | "
+             f"**{ratio(xp['tok_s'], lp['tok_s'])}** | {fc(xp, lp)} |")
+    L.append(f"| prefill, median of {xp['reps']}, tok/s | {xp['tok_s_median']:.1f}{mark(xp)} | "
+             f"{lp['tok_s_median']:.1f}{mark(lp)} | "
+             f"{ratio(xp['tok_s_median'], lp['tok_s_median'])} | |")
     dec = {}
     for c in ctxs:
         x, l = pick(xd, "xd_decode", ctx=c), pick(ll, "llama_decode", ctx=c)
         dec[c] = (x, l)
-        L.append(f"| decode at context {c}, tok/s ({x['tokens']} tokens) | {x['tok_s']:.1f} | "
-                 f"{l['tok_s']:.1f} | **{ratio(x['tok_s'], l['tok_s'])}** |")
+        L.append(f"| decode at context {c}, tok/s ({x['tokens']} tokens) | "
+                 f"{x['tok_s']:.1f}{mark(x)} | {l['tok_s']:.1f}{mark(l)} | "
+                 f"**{ratio(x['tok_s'], l['tok_s'])}** | {fc(x, l)} |")
     for c in ctxs:
         x, l = dec[c]
         L.append(f"| decode at context {c}, median ms/token | {x['ms_per_tok_median']:.2f} | "
-                 f"{l['ms_per_tok_median']:.2f} | {ratio(l['ms_per_tok_median'], x['ms_per_tok_median'])} |")
+                 f"{l['ms_per_tok_median']:.2f} | "
+                 f"{ratio(l['ms_per_tok_median'], x['ms_per_tok_median'])} (speed) | |")
     L.append(f"| peak RSS after load, MiB | {xrss['rss_peak_mb']:.0f} | {lrss['rss_peak_mb']:.0f} "
              f"(incl. Python ≈ {lrss['rss_before_load_mb']:.0f}) | "
-             f"{ratio(xrss['rss_peak_mb'], lrss['rss_peak_mb'])} |")
+             f"{ratio(xrss['rss_peak_mb'], lrss['rss_peak_mb'])} | |")
     L.append(f"| weights read per decoded token, MB | {fp32_mb:.0f} (fp32) | ≈ {gguf_mb:.0f} "
-             f"(GGUF) | {ratio(fp32_mb, gguf_mb)} |")
+             f"(GGUF) | {ratio(fp32_mb, gguf_mb)} | |")
+    L.append("")
+    noisy = [r for r in [xp, lp] + [r for c in ctxs for r in dec[c]] if not clean(r)]
+    n_rounds = max([r.get("round", 1) for r in xd + ll] or [1])
+    L.append(f"xdistill and llama.cpp alternated in {a.rounds} full round{'s' if a.rounds != 1 else ''}"
+             + (f", then in {n_rounds - a.rounds} more that re-measured only what other "
+                f"programs had disturbed" if n_rounds > a.rounds else "")
+             + f". Each number is the best measurement among those that no other "
+             f"program disturbed (other programs' share of the CPU time during the measurement "
+             f"< {100 * CLEAN:.0f}%, from /proc/stat, hypervisor steal included)."
+             + (" † marks a number for which every round was disturbed: read it as a lower "
+                "bound." if noisy else ""))
     L.append("")
     ok = xp["tok_s"] >= lp["tok_s"]
     L.append(f"Target prefill ≥ 1.0× llama.cpp: **{'met' if ok else 'NOT met'}** "
@@ -101,73 +179,94 @@ def main():
              f"{xrss['rss_peak_mb']:.0f} MiB against {xrss['fp32_weights_mb']:.0f} MiB of fp32 "
              f"weights ({n_params:,} parameters × 4 bytes): **{xrss['ratio']:.2f}×** "
              f"(target ≤ 1.5×; resident after load {xrss['rss_now_mb']:.0f} MiB). "
-             f"With the {pick(xd, 'xd_rss_end')['kv_tokens']}-token fp32 KV cache and the "
-             f"decode runs the peak is {pick(xd, 'xd_rss_end')['rss_peak_mb']:.0f} MiB.")
+             f"With the {pick(xd, 'xd_rss_end', 'kv_tokens')['kv_tokens']}-token fp32 KV cache and the "
+             f"decode runs the peak is {pick(xd, 'xd_rss_end', 'kv_tokens')['rss_peak_mb']:.0f} MiB.")
     L.append("")
 
     # decode explanation, with the numbers of this run
-    memr = pick(sg, "mem_read")
+    memr = pick(sg, "mem_read", "gbps")
     bw = memr["gbps"] if memr else float("nan")
     x128, l128 = dec[ctxs[0]]
     cmax = ctxs[-1]
     xkv = n_layer * 2 * kvd * 4 * cmax / 1e6
     lkv = n_layer * 2 * kvd * 2 * cmax / 1e6
-    L.append("**Why decode is slower.** A decoded token is a matrix-vector product per "
+    xbw, lbw = fp32_mb * x128["tok_s"] / 1e3, gguf_mb * l128["tok_s"] / 1e3
+    r128 = x128["tok_s"] / l128["tok_s"]
+    xmax = dec[cmax][0]
+    L.append("**Why decode is slower.** A decoded token is one matrix-vector product per "
              "weight matrix: every weight is read once per token and used for 2 FLOPs, so "
-             "decode is bound by memory bandwidth, not by arithmetic. xdistill keeps the "
-             f"teacher in fp32 (the design makes the fp32 dequantised model the teacher): "
+             "decode is bound by memory bandwidth rather than arithmetic. xdistill keeps the "
+             "teacher in fp32 (the design makes the fp32 dequantised model the teacher): "
              f"4 bytes/parameter, {fp32_mb:.0f} MB per token. llama.cpp reads the Q4_1 "
-             f"weights (20 bytes per 32 = 0.625 bytes/parameter) and the Q8_0 embedding that "
-             f"doubles as the LM head (≈ 1.06 bytes/parameter): ≈ {gguf_mb:.0f} MB per token, "
-             f"{fp32_mb / gguf_mb:.1f}× less. At context {ctxs[0]} that is "
-             f"{fp32_mb * x128['tok_s'] / 1e3:.1f} GB/s of weight traffic for xdistill and "
-             f"{gguf_mb * l128['tok_s'] / 1e3:.1f} GB/s for llama.cpp, against "
-             f"{bw:.1f} GB/s for a plain {a.threads}-thread streaming read on this machine "
-             f"(bench_sgemm `mem_read`). The KV cache adds to it with the context: at {cmax} "
-             f"tokens xdistill reads {xkv:.0f} MB of fp32 K/V per token, llama.cpp "
-             f"{lkv:.0f} MB of f16. The decode ratio is therefore expected to sit near "
-             f"the ratio of bytes moved, not near 1; prefill, where each weight is reused "
-             f"across the 512 tokens of the batch, is compute-bound, and there fp32 sgemm "
-             f"beats llama.cpp's quantised dot products.")
+             "weights (20 bytes per 32 = 0.625 bytes/parameter) and the Q8_0 embedding that "
+             f"doubles as the LM head: ≈ {gguf_mb:.0f} MB per token, {fp32_mb / gguf_mb:.1f}× "
+             f"less. At context {ctxs[0]} xdistill streams {xbw:.1f} GB/s of weights, "
+             f"{100 * xbw / bw:.0f}% of what a plain {a.threads}-thread read reaches on this "
+             f"machine ({bw:.1f} GB/s, bench_sgemm `mem_read`)"
+             + (": it is at the bandwidth wall, and only fewer bytes per weight would make it "
+                "faster. " if xbw > 0.75 * bw else
+                " (below the wall in this run). ")
+             + f"llama.cpp streams {lbw:.1f} GB/s ({100 * lbw / bw:.0f}%)"
+             + (f": on {a.threads} cores it is limited by unpacking Q4_1 and its dot products "
+                f"more than by memory, which is why the ratio ({r128:.2f}×) is better than the "
+                f"1/{fp32_mb / gguf_mb:.1f} = {gguf_mb / fp32_mb:.2f}× that bytes alone would "
+                f"give. " if r128 > gguf_mb / fp32_mb else ". ")
+             + f"With longer contexts "
+             f"the KV cache joins the traffic (at {cmax} tokens {xkv:.0f} MB of fp32 K/V per "
+             f"token for xdistill, {lkv:.0f} MB of f16 for llama.cpp) and so does attention "
+             f"compute: xdistill's decode attention (`one_query` in src/kernels/attention.c) "
+             f"is a scalar loop: at {cmax} tokens a token takes "
+             f"{xmax['ms_per_tok_median']:.1f} ms against {x128['ms_per_tok_median']:.1f} ms "
+             f"at {ctxs[0]} (median). Prefill reuses each weight across the 512 tokens of the "
+             f"batch, is compute-bound, and there fp32 sgemm on OpenBLAS beats llama.cpp's "
+             f"quantised kernels.")
     L.append("")
 
-    # sgemm
-    peak = pick(sg, "sgemm_peak_best")["gflops"]
-    clk = pick(sg, "clock")
+    # sgemm: per measurement the best clean run; % of peak against the best clean peak
+    sq = [pick(sg, "sgemm_peak", "gflops", m=m, transb=t)
+          for m, t in sorted({(r["m"], r["transb"]) for r in sg if r["bench"] == "sgemm_peak"})]
+    peak = max(r["gflops"] for r in sq)
+    clk = pick(sg, "clock", "ghz_under_load")
     L.append(f"### SGEMM on the model's shapes ({a.threads} threads, OpenBLAS)")
     L.append("")
-    sq = [r for r in sg if r["bench"] == "sgemm_peak"]
-    sqtxt = ", ".join(f"{r['m']}³ {'NT' if r['transb'] else 'NN'} {r['gflops']:.0f}" for r in sq)
+    sqtxt = ", ".join(f"{r['m']}³ {'NT' if r['transb'] else 'NN'} {r['gflops']:.0f}{mark(r)}"
+                      for r in sq)
     L.append(f"Machine BLAS peak (best large square sgemm, GFLOP/s: {sqtxt}): **{peak:.1f} "
              f"GFLOP/s**.")
     if clk:
+        th = 32.0 * a.threads * clk["ghz_under_load"]
         L.append(f"Theoretical: {a.threads} cores × 32 fp32 FLOP/cycle (Zen 4 executes "
                  f"AVX-512 FMAs on two 256-bit pipes) × {clk['ghz_under_load']:.2f} GHz "
-                 f"(measured under load) = {clk['theoretical_gflops']:.0f} GFLOP/s; "
-                 f"the BLAS peak is {100 * peak / clk['theoretical_gflops']:.0f}% of it.")
+                 f"(measured with both cores busy) = {th:.0f} GFLOP/s; "
+                 f"the BLAS peak is {100 * peak / th:.0f}% of it.")
     L.append("")
     L.append("Prefill shapes, 512 tokens, `y[512×out] = x[512×in]·W[out×in]ᵀ` as `xd_linear` "
-             "calls it:")
+             "calls it (best run; median of the same run):")
     L.append("")
-    L.append("| shape | m×n×k | GFLOP/s best | % of BLAS peak | GFLOP/s median | % median |")
-    L.append("|---|---|---:|---:|---:|---:|")
-    for r in sg:
-        if r["bench"] != "sgemm_shape":
-            continue
-        name = r["name"]
-        if "fused" in name:
-            name += " (not in src/)"
-        L.append(f"| {name} | {r['m']}×{r['n']}×{r['k']} | {r['gflops']:.1f} | "
-                 f"{r['pct_peak']:.0f}% | {r['gflops_median']:.1f} | {r['pct_peak_median']:.0f}% |")
-    w = pick(sg, "sgemm_layers_weighted")
-    if w:
-        L.append(f"| all 30 layers' projections, FLOP-weighted | | {w['gflops']:.1f} | "
-                 f"{w['pct_peak']:.0f}% | | |")
+    L.append("| shape | m×n×k | GFLOP/s | % of BLAS peak | GFLOP/s median | % median | "
+             "other programs' CPU share |")
+    L.append("|---|---|---:|---:|---:|---:|---:|")
+    per_layer = {"q,o": 2, "k,v": 2, "gate,up": 2, "down": 1}
+    wf = wt = 0.0
+    for n in names(sg, "sgemm_shape"):
+        r = pick(sg, "sgemm_shape", "gflops", name=n)
+        label = n + (" (not in src/)" if "fused" in n else "")
+        L.append(f"| {label} | {r['m']}×{r['n']}×{r['k']} | {r['gflops']:.1f}{mark(r)} | "
+                 f"{100 * r['gflops'] / peak:.0f}% | {r['gflops_median']:.1f} | "
+                 f"{100 * r['gflops_median'] / peak:.0f}% | "
+                 f"{100 * r.get('foreign_cpu', 0):.0f}% |")
+        if n in per_layer:
+            fl = 2.0 * r["m"] * r["n"] * r["k"] * per_layer[n]
+            wf += fl
+            wt += fl / (r["gflops"] * 1e9)
+    if wt:
+        L.append(f"| all 30 layers' projections (q,k,v,o,gate,up,down), FLOP-weighted | | "
+                 f"{wf / wt / 1e9:.1f} | {100 * wf / wt / 1e9 / peak:.0f}% | | | |")
     L.append("")
+    gv = [pick(sg, "sgemv_decode", "gbps", name=n) for n in names(sg, "sgemv_decode")]
     L.append("Decode (sgemv over enough copies of each matrix to defeat the cache), GB/s of "
-             "weights read: " + ", ".join(
-                 f"{r['name']} {r['gbps']:.1f}" for r in sg if r["bench"] == "sgemv_decode")
-             + (f"; streaming read {bw:.1f} GB/s." if memr else "."))
+             "weights read: " + ", ".join(f"{r['name']} {r['gbps']:.1f}{mark(r)}" for r in gv)
+             + (f"; streaming read {bw:.1f}{mark(memr)} GB/s." if memr else "."))
     L.append("")
 
     # provenance
@@ -193,12 +292,14 @@ def main():
              f"package (`CMAKE_ARGS=\"-DGGML_NATIVE=ON -DGGML_OPENMP=ON\"`, "
              f"tests/ref/setup.sh); `{lload['system_info']}`; n_threads = n_threads_batch = "
              f"{lload['threads']}, n_batch = n_ubatch = {lload['n_batch']}, n_ctx = "
-             f"{lload['n_ctx']}, KV cache f16, flash attention `auto` (llama.cpp's defaults)")
+             f"{lload['n_ctx']}, KV cache f16, flash attention `auto` (llama.cpp's defaults; "
+             f"resolved to {'on: FLASH_ATTN_EXT in the graph' if lload.get('flash_attn_ext_in_graph') else 'off'})")
     nd = dec[ctxs[0]][0]["tokens"]
     L.append(f"- method: prefill = one forward of {xp['tokens']} tokens on an empty cache, "
              f"logits of the last position only, one warm-up run then best of {xp['reps']}; "
              f"decode at context C = C tokens prefilled (untimed), then {nd} single-token "
-             f"forwards (last-position logits), tok/s = {nd} / their summed time. llama.cpp "
+             f"forwards (last-position logits), tok/s = {nd} / their summed time. "
+             f"llama.cpp "
              "is driven through its C API (`llama_decode` + `llama_synchronize`), timing only those calls. Raw JSON lines: "
              "bench/out/*.jsonl.")
     L.append("")

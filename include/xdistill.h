@@ -168,6 +168,23 @@ int xd_sample(const xd_sampler *s, float *logits, int vocab, uint64_t *rng_state
 void xd_set_threads(int n);
 int xd_get_threads(void);
 
+/* ---- compute precision --------------------------------------------------- */
+
+typedef enum {
+    XD_COMPUTE_FP32 = 0, /* default: every product in fp32 (OpenBLAS) */
+    XD_COMPUTE_BF16 = 1, /* batched products (prefill, training forward and backward)
+                          * with bf16 operands and fp32 accumulation (oneDNN);
+                          * weights, gradients and the optimiser stay fp32 */
+} xd_compute;
+
+/* Process-wide. XD_COMPUTE_BF16 fails (-1) when the build has no oneDNN or
+ * the CPU no bf16 matmul. One token at a time (decode) always runs in fp32.
+ * Within one training step (xd_tm_step) each weight matrix is rounded to
+ * bf16 once; the copies are dropped at the next step, so they never go
+ * stale across optimiser steps. */
+int xd_set_compute(xd_compute mode);
+xd_compute xd_get_compute(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages xdistill builds and tests with, if missing.
 set -euo pipefail
+# libdnnl-dev (oneDNN) is optional: it enables the bf16 compute path (--bf16)
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libpcre2-dev libjansson-dev
-      python3 python3-pip unzip)
+      libdnnl-dev python3 python3-pip unzip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,7 +15,9 @@ const char *train_args_usage =
     "  --eval-windows N validation windows (64; 0 = the whole split)\n"
     "  --save-every N   checkpoint every N steps (0 = at the end)\n"
     "  --freeze NAME    do not train weights whose name contains NAME (repeatable)\n"
-    "  --resume         continue from OUT/checkpoint      --threads N  threads (all cores)\n";
+    "  --resume         continue from OUT/checkpoint      --threads N  threads (all cores)\n"
+    "  --bf16           matrix products in bf16 with fp32 accumulation (needs oneDNN;\n"
+    "                   weights, gradients and AdamW stay fp32)\n";
 
 static const char *freeze_list[64];
 
@@ -60,13 +62,17 @@ int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads) {
         o->resume = 1;
         return 1;
     }
+    if (!strcmp(argv[*i], "--bf16")) {
+        if (xd_set_compute(XD_COMPUTE_BF16)) return cli_error("--bf16: %s", xd_last_error()), -1;
+        return 1;
+    }
     return 0;
 }
 
 static void train_report(const xd_train_opts *o, const xd_train_result *r) {
-    printf("{\"kind\":\"%s\",\"steps\":%lld,\"loss\":%.6f,\"val_loss\":%.6f,\"tok_s\":%.1f,"
+    printf("{\"kind\":\"%s\",\"compute\":\"%s\",\"steps\":%lld,\"loss\":%.6f,\"val_loss\":%.6f,\"tok_s\":%.1f,"
            "\"seconds\":%.1f,\"model\":\"%s/model\",\"log\":\"%s/log.jsonl\"}\n",
-           o->kind, (long long)r->steps_done, r->last_loss, r->val_loss, r->tokens_per_s, r->seconds,
+           o->kind, xd_get_compute() == XD_COMPUTE_BF16 ? "bf16" : "fp32", (long long)r->steps_done, r->last_loss, r->val_loss, r->tokens_per_s, r->seconds,
            o->out_dir, o->out_dir);
 }
 

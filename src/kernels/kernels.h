@@ -4,7 +4,11 @@
 
 #include <stdint.h>
 
-/* y[n][out] = x[n][in] · W[out][in]ᵀ (+ b[out]); BLAS sgemm (sgemv for n = 1). */
+#include "xdistill.h"
+
+/* y[n][out] = x[n][in] · W[out][in]ᵀ (+ b[out]); BLAS sgemm (sgemv for n = 1).
+ * In XD_COMPUTE_BF16 mode (xd_set_compute) the n > 1 product runs in bf16
+ * (bf16.c); n = 1 always stays fp32. */
 void xd_linear(float *y, const float *x, const float *W, const float *b, int n, int in, int out);
 
 /* y = x / sqrt(mean(x²) + eps) · w, for n rows of length dim (y may alias x). */
@@ -28,5 +32,30 @@ int xd_attention(float *out, const float *q, const float *k, const float *v, int
 
 /* In-place softmax of a row of length n. */
 void xd_softmax(float *x, int n);
+
+/* ---- bf16 compute (bf16.c; the matrix products need oneDNN: XD_HAVE_DNNL) */
+
+/* Round to bf16, nearest even (denormals to zero, like vcvtne2ps2bf16); and back. */
+void xd_bf16_from_f32(uint16_t *dst, const float *src, int64_t n);
+void xd_bf16_to_f32(float *dst, const uint16_t *src, int64_t n);
+/* 1 when xd_set_compute(XD_COMPUTE_BF16) is in force. */
+int xd_bf16_active(void);
+/* y (+)= x · Wᵀ with bf16 operands and fp32 accumulation (accumulate != 0:
+ * added to y). Returns 0, or -1 when it did nothing (no oneDNN, no memory):
+ * the caller then computes it in fp32. */
+int xd_bf16_linear(float *y, const float *x, const float *W, int accumulate, int n, int in,
+                   int out);
+/* dx += dy · W and dW += dyᵀ · x (either may be NULL) with bf16 operands.
+ * Returns a mask of the products done (1: dx, 2: dW); the caller does the
+ * others in fp32. */
+int xd_bf16_linear_backward(float *dx, float *dW, const float *dy, const float *x,
+                            const float *W, int n, int in, int out);
+/* Weight-copy scope: between begin and end each weight matrix is converted to
+ * bf16 once and the copy reused; begin drops all copies (weights may have
+ * changed since). xd_tm_step brackets one forward + backward with them. */
+void xd_bf16_cache_begin(void);
+void xd_bf16_cache_end(void);
+/* Frees every bf16 buffer, copy and oneDNN primitive (xd_set_compute(FP32) does). */
+void xd_bf16_release(void);
 
 #endif

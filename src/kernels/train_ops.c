@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "train_ops.h"
 
 /* ---- linear ---------------------------------------------------------------
@@ -19,14 +20,17 @@
  *   dx[n][in]   += dy[n][out] · W[out][in]
  *   dW[out][in] += dyᵀ[out][n] · x[n][in]
  *   db[out]     += Σ_rows dy
- * The two products are single sgemms (beta = 1 accumulates). */
+ * The two products are single sgemms (beta = 1 accumulates), or bf16 matmuls
+ * with fp32 accumulation in XD_COMPUTE_BF16 mode (kernels.h). */
 void xd_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
                         const float *W, int n, int in, int out) {
     if (n <= 0) return;
-    if (dx)
+    int done = xd_bf16_active() && (dx || dW)
+                   ? xd_bf16_linear_backward(dx, dW, dy, x, W, n, in, out) : 0;
+    if (dx && !(done & 1))
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, W, in,
                     1.0f, dx, in);
-    if (dW)
+    if (dW && !(done & 2))
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in,
                     1.0f, dW, in);
     if (db) {

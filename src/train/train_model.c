@@ -243,9 +243,9 @@ static void layer_backward(xd_trainer_model *tm, int l) {
     if (L->attn_norm) xd_rmsnorm_backward(tm->dx, G->attn_norm, tm->dh, a->x_in, L->attn_norm, BT, d, eps);
 }
 
-int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targets,
-               const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
-               double *loss_sum, int64_t *n_valid) {
+static int tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targets,
+                   const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
+                   double *loss_sum, int64_t *n_valid) {
     const xd_model *m = tm->m;
     const xd_config *c = &m->cfg;
     int B = tm->B, T = tm->T, BT = B * T, d = c->d_model, V = c->vocab_size;
@@ -282,4 +282,15 @@ int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targe
     for (int l = c->n_layer - 1; l >= 0; l--) layer_backward(tm, l);
     xd_embedding_backward(tm->grads.embed, tm->dx, tokens, BT, d);
     return 0;
+}
+
+int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targets,
+               const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
+               double *loss_sum, int64_t *n_valid) {
+    /* bf16 mode: one bf16 copy of each weight for this forward + backward */
+    int bf16 = xd_bf16_active();
+    if (bf16) xd_bf16_cache_begin();
+    int rc = tm_step(tm, tokens, targets, pos, doc_start, backward, grad_scale, loss_sum, n_valid);
+    if (bf16) xd_bf16_cache_end();
+    return rc;
 }
