@@ -53,7 +53,7 @@ busy() {
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y);
         busy = (y[2]-x[2]) + (y[3]-x[3]) + (y[4]-x[4]) + (y[7]-x[7]) + (y[8]-x[8]) + (y[9]-x[9]);
         idle = (y[5]-x[5]) + (y[6]-x[6]);
-        printf "%.3f", (busy + idle) > 0 ? busy / (busy + idle) : 0 }'
+        printf "%.3f", ((busy + idle) > 0 ? busy / (busy + idle) : 0) }'
 }
 wait_quiet() {
     local i b
