@@ -564,7 +564,7 @@ static void test_cursor_resume(const char *data) {
 static void test_bad_prep(const xd_tokenizer *t) {
     const char *out = path_in("bad.bin"), *keep = path_in("keep.bin");
     char tmp[600];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid()); /* io/atomic.h's temporary name */
     /* an existing good file at the output path survives every failed prep */
     CHECK(prep(t, corpus_inputs, 4, XD_DOCSEP_FILE, 1, 0.05, 0, out, NULL) == 0, "good prep");
     CHECK(prep(t, corpus_inputs, 4, XD_DOCSEP_FILE, 1, 0.05, 0, keep, NULL) == 0, "good prep");

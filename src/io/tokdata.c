@@ -1,5 +1,6 @@
 /* Packed token data: writer (data prep), reader (mmap + full validation) and
  * the deterministic batch sampler. Format: see tokdata.h and docs/data.md. */
+#include "atomic.h"
 #include "tokdata.h"
 
 #include <errno.h>
@@ -89,45 +90,10 @@ typedef struct {
     const uint64_t *order;
 } doc_source;
 
-static int write_all(FILE *f, const char *tmp, const void *p, size_t n) {
-    if (n && fwrite(p, 1, n, f) != n)
-        return xd_err("%s: write failed: %s", tmp, strerror(errno ? errno : EIO));
-    return 0;
-}
-
-static void fsync_dir_of(const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        (void)fsync(fd); /* best effort: makes the rename durable */
-        close(fd);
-    }
-}
-
+/* Writes the file atomically (io/atomic.h: PATH.tmp.<pid>, fsync, rename). */
 static int write_file(const char *path, const xd_tokdata_header *h, const doc_source *s) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
-    if (!tmp) return xd_err("out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        xd_err("%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        xd_err("%s: fdopen failed: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
+    xd_afile f;
+    if (xd_afile_open(&f, path)) return -1;
     enum { CHUNK = 1 << 16 };
     uint8_t hdr[XD_TOKDATA_HEADER_BYTES];
     uint64_t *obuf = malloc(CHUNK * sizeof *obuf);
@@ -135,8 +101,7 @@ static int write_file(const char *path, const xd_tokdata_header *h, const doc_so
     int rc = -1;
     if (!obuf || !tbuf) { xd_err("out of memory"); goto done; }
     encode_header(hdr, h);
-    errno = 0;
-    if (write_all(f, tmp, hdr, sizeof hdr)) goto done;
+    if (xd_afile_write(&f, hdr, sizeof hdr)) goto done;
     /* offsets */
     uint64_t acc = 0;
     size_t k = 0;
@@ -146,11 +111,11 @@ static int write_file(const char *path, const xd_tokdata_header *h, const doc_so
         acc += s->src_off[i + 1] - s->src_off[i];
         obuf[k++] = acc;
         if (k == CHUNK) {
-            if (write_all(f, tmp, obuf, k * 8)) goto done;
+            if (xd_afile_write(&f, obuf, k * 8)) goto done;
             k = 0;
         }
     }
-    if (write_all(f, tmp, obuf, k * 8)) goto done;
+    if (xd_afile_write(&f, obuf, k * 8)) goto done;
     /* tokens, converted to token_bytes */
     k = 0;
     for (uint64_t d = 0; d < h->n_docs; d++) {
@@ -163,26 +128,17 @@ static int write_file(const char *path, const xd_tokdata_header *h, const doc_so
                 memcpy(tbuf + 2 * k, &w, 2);
             } else memcpy(tbuf + 4 * k, &v, 4);
             if (++k == CHUNK) {
-                if (write_all(f, tmp, tbuf, k * h->token_bytes)) goto done;
+                if (xd_afile_write(&f, tbuf, k * h->token_bytes)) goto done;
                 k = 0;
             }
         }
     }
-    if (write_all(f, tmp, tbuf, k * h->token_bytes)) goto done;
-    if (fflush(f) || fsync(fileno(f))) {
-        xd_err("%s: write failed: %s", tmp, strerror(errno));
-        goto done;
-    }
-    rc = 0;
+    if (xd_afile_write(&f, tbuf, k * h->token_bytes)) goto done;
+    rc = xd_afile_commit(&f);
 done:
+    if (rc) xd_afile_abort(&f);
     free(obuf);
     free(tbuf);
-    if (fclose(f) && rc == 0) rc = xd_err("%s: close failed: %s", tmp, strerror(errno));
-    if (rc == 0 && rename(tmp, path))
-        rc = xd_err("%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
-    if (rc) unlink(tmp);
-    else fsync_dir_of(path);
-    free(tmp);
     return rc;
 }
 
