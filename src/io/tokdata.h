@@ -69,8 +69,8 @@ void xd_prep_defaults(xd_prep_opts *o);
  * one), shuffles the documents deterministically with o->seed, puts
  * round(val_frac n_docs) of them (at least 1 when val_frac > 0 and there are
  * >= 2 documents; never all) last as the validation split, and writes out_path
- * atomically (out_path.tmp, fsync, rename). The output does not depend on the
- * thread count. On error nothing is left at out_path.tmp and an existing
+ * atomically (out_path.tmp.<pid>, fsync, rename). The output does not depend on the
+ * thread count. On error nothing is left at out_path.tmp.<pid> and an existing
  * out_path is untouched. stats may be NULL. */
 int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *out_path,
                     xd_prep_stats *stats);
