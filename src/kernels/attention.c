@@ -14,19 +14,11 @@ enum { QBLOCK = 64 };
 
 static void one_query(float *o, const float *q, const float *k, const float *v, float *s,
                       int64_t T, int kvd, int hd, float scale) {
-    for (int64_t t = 0; t < T; t++) {
-        const float *kt = k + t * kvd;
-        float acc = 0;
-        for (int i = 0; i < hd; i++) acc += q[i] * kt[i];
-        s[t] = acc * scale;
-    }
+    /* scores = scale · K q and o = Vᵀ p as two sgemv calls (vectorised; inside
+     * the parallel region OpenBLAS runs them single-threaded) */
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)T, hd, scale, k, kvd, q, 1, 0.0f, s, 1);
     xd_softmax(s, (int)T);
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (int64_t t = 0; t < T; t++) {
-        const float *vt = v + t * kvd;
-        float w = s[t];
-        for (int i = 0; i < hd; i++) o[i] += w * vt[i];
-    }
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)T, hd, 1.0f, v, kvd, s, 1, 0.0f, o, 1);
 }
 
 int xd_attention(float *out, const float *q, const float *k, const float *v, int n,
