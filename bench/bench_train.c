@@ -289,6 +289,7 @@ static void run_ops(xd_trainer_model *tm, xd_adamw *opt, const int32_t *inp, con
     c.pa = m->arena, c.ga = tm->grad_arena, c.na = m->arena_floats, c.opt = opt;
     char sh[96];
     double N = n;
+    double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now();
 #define LIN(name, IN, OUT, calls, Wp)                                                        \
     do {                                                                                    \
         c.in = IN, c.out = OUT, c.W = Wp;                                                   \
@@ -367,6 +368,11 @@ static void run_ops(xd_trainer_model *tm, xd_adamw *opt, const int32_t *inp, con
     report_op("optimizer", "AdamW update", sh, 1, 0, f_adamw, &c);
 #undef LIN
 #undef LINB
+    double others = (machine_busy_s() - busy0) - (self_cpu_s() - self0);
+    printf("{\"bench\":\"xd_ops_done\",\"wall_s\":%.2f,\"others_cpu_frac\":%.4f}\n",
+           now() - wall0,
+           (others > 0 ? others : 0) / ((now() - wall0) * (double)sysconf(_SC_NPROCESSORS_ONLN)));
+    fflush(stdout);
     for (int i = 0; i < NB; i++) free(buf[i]);
     free(dw);
     free(pos);

@@ -98,6 +98,8 @@ def main():
     ap.add_argument("--model")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--date", help="when the measurements ran (default: now)")
+    ap.add_argument("--rev", help="the source revision measured (default: git now)")
     a = ap.parse_args()
     CLEAN = a.clean
     if a.need == "sgemm":
@@ -263,6 +265,26 @@ def main():
         L.append(f"| all 30 layers' projections (q,k,v,o,gate,up,down), FLOP-weighted | | "
                  f"{wf / wt / 1e9:.1f} | {100 * wf / wt / 1e9 / peak:.0f}% | | | |")
     L.append("")
+    used = [pick(sg, "sgemm_shape", "gflops", name=n) for n in names(sg, "sgemm_shape")
+            if "fused" not in n]
+    fused = pick(sg, "sgemm_shape", "gflops", name="qkv_fused")
+    qkv_note = ""
+    q_r, kv_r = pick(sg, "sgemm_shape", "gflops", name="q,o"), pick(sg, "sgemm_shape", "gflops",
+                                                                   name="k,v")
+    if fused and q_r and kv_r:
+        def t(r):
+            return 2.0 * r["m"] * r["n"] * r["k"] / (r["gflops"] * 1e9)
+        save = 30 * (t(q_r) + 2 * t(kv_r) - t(fused))
+        qkv_note = (f" Fusing q,k,v into one 960-wide product (the qkv_fused row) would "
+                    f"{'save' if save > 0 else 'cost'} {abs(1e3 * save):.1f} ms of a "
+                    f"512-token prefill: the narrow shapes cost little.")
+    if used:
+        low = min(used, key=lambda r: r["gflops"])
+        L.append(f"Target ≥ 70% of the BLAS peak on the model's shapes: "
+                 f"**{'met' if 100 * low['gflops'] / peak >= 70 else 'NOT met'}** (lowest: "
+                 f"{low['name']} at {100 * low['gflops'] / peak:.0f}%)."
+                 + qkv_note)
+        L.append("")
     gv = [pick(sg, "sgemv_decode", "gbps", name=n) for n in names(sg, "sgemv_decode")]
     L.append("Decode (sgemv over enough copies of each matrix to defeat the cache), GB/s of "
              "weights read: " + ", ".join(f"{r['name']} {r['gbps']:.1f}{mark(r)}" for r in gv)
@@ -275,14 +297,15 @@ def main():
     ob = sh("dpkg-query -W -f='${Package} ${Version}\\n' 'libopenblas0*' 2>/dev/null | "
             "grep -v '<none>' | head -3").replace("\n", ", ")
     cc = sh("cc --version | head -1")
-    rev = sh(f"git -C {os.path.dirname(os.path.abspath(a.out))} rev-parse --short HEAD")
-    dirty = sh(f"git -C {os.path.dirname(os.path.abspath(a.out))} status --porcelain "
-               "--untracked-files=no | head -1")
+    rev = a.rev or sh(f"git -C {os.path.dirname(os.path.abspath(a.out))} rev-parse --short HEAD")
+    dirty = "" if a.rev else sh(f"git -C {os.path.dirname(os.path.abspath(a.out))} status "
+                                "--porcelain --untracked-files=no | head -1")
     L.append("### How this was produced")
     L.append("")
     L.append(f"- command: `{a.command}` (bench_sgemm, bench_infer, then "
              f"bench/llamacpp_infer.py, back to back; OMP_NUM_THREADS={a.threads})")
-    L.append(f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; "
+    date = a.date or datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')
+    L.append(f"- date: {date}; "
              f"xdistill {rev}{' + uncommitted changes' if dirty else ''}")
     L.append(f"- CPU: {cpu}, {sh('nproc')} cores ({a.threads} threads used); "
              f"load average (1/5/15 min) {a.load_start} at the start, {a.load_end} at the end")

@@ -70,6 +70,9 @@ load3() { cut -d' ' -f1-3 /proc/loadavg; }
 export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
 wait_quiet
 LOAD_START="$(load3)"
+DATE="$(date '+%Y-%m-%d %H:%M %Z')"
+REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && REV="$REV + uncommitted changes"
 if [ "${SKIP_SGEMM:-0}" != 1 ] || [ ! -s "$OUT/sgemm.jsonl" ]; then
     rm -f "$OUT/sgemm.jsonl"
     for s in $(seq 1 "$MAX_ROUNDS"); do
@@ -119,5 +122,5 @@ LOAD_END="$(load3)"
 "$PY" bench/render_results.py --out bench/RESULTS.md --dir "$OUT" --clean "$CLEAN" \
     --command "THREADS=$THREADS bench/run_infer.sh   (make bench)" \
     --load-start "$LOAD_START" --load-end "$LOAD_END" --model "$MODEL" --threads "$THREADS" \
-    --rounds "$ROUNDS"
+    --rounds "$ROUNDS" --date "$DATE" --rev "$REV"
 echo "run_infer: wrote bench/RESULTS.md" >&2
