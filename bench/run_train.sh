@@ -78,9 +78,11 @@ DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 
 export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 export TQDM_DISABLE=1
-rm -f "$OUT"/xd_train_b*.jsonl "$OUT"/xd_train_bf16_b*.jsonl "$OUT"/train_bf16_date_b* "$OUT"/torch_train_b*.jsonl \
-    "$OUT"/xd_rounds_b*.jsonl "$OUT"/torch_rounds_b*.jsonl
 for B in $BATCHES; do
+    # this batch's previous results go (other batches' stay and are rendered too)
+    rm -f "$OUT/xd_train_b$B.jsonl" "$OUT/xd_train_bf16_b$B.jsonl" "$OUT/train_bf16_date_b$B" \
+        "$OUT/torch_train_b$B.jsonl" "$OUT/xd_rounds_b$B.jsonl" "$OUT/torch_rounds_b$B.jsonl"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC')|$(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/train_meta_b$B"
     ops=0
     [ "$B" = "$(echo $BATCHES | cut -d' ' -f1)" ] && ops="$OPS"
     echo "run_train: xdistill, batch $B x $SEQ" >&2
@@ -102,10 +104,11 @@ for B in $BATCHES; do
             --weights "$WEIGHTS" --model "$MODEL" 2>/dev/null \
             | tee -a "$OUT/torch_train_b$B.jsonl" >&2
     done
-    # interleaved rounds: PyTorch's fastest variant of the sweep, then xdistill fp32
+    # interleaved rounds: PyTorch's fastest variant of the sweep (by its best step: the
+    # least disturbed measure on a shared machine), then xdistill fp32
     fastest="$("$PY" -c 'import json, sys
 r = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-b = max((j for j in r if j["bench"] == "torch_train"), key=lambda j: j["tok_s"])
+b = max((j for j in r if j["bench"] == "torch_train"), key=lambda j: j["tok_s_best"])
 print(b["attn"] + ":" + b["optim"])' "$OUT/torch_train_b$B.jsonl" 2>/dev/null || true)"
     for r in $(seq 1 "$ROUNDS"); do
         [ -n "$fastest" ] || break
@@ -119,6 +122,7 @@ print(b["attn"] + ":" + b["optim"])' "$OUT/torch_train_b$B.jsonl" 2>/dev/null ||
             --steps "$STEPS" --warmup "$WARMUP" --fwd-reps 3 --ops 0 \
             | tee -a "$OUT/xd_rounds_b$B.jsonl" >&2
     done
+    echo "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/train_meta_b$B"
 done
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$LOAD_START" >"$OUT/train_load_start"
@@ -191,14 +195,16 @@ def xd_runs(js):
 def pool_xd(js, x):
     """Every timed step of every clean xdistill fp32 run in js, pooled (medians)."""
     runs = xd_runs(js)
-    clean = [r for r in runs if r[-1].get("others_cpu_frac", 0) <= CLEAN] or runs
+    clean = [r for r in runs if r[-1].get("others_cpu_frac", 0) <= CLEAN]
+    ok = bool(clean)
+    clean = clean or runs
     js = [j for r in clean for j in r]
     st = [j for j in js if j["bench"] == "xd_train_step" and not j["warmup"]]
     fw = [j["fwd_s"] for j in js if j["bench"] == "xd_train_fwd"]
     sm = [j for j in js if j["bench"] == "xd_train"]
     p = dict(x)
     s = [j["step_s"] for j in st]
-    p.update(step_s_median=med(s), step_s_best=min(s), steps=len(s), runs=len(sm), runs_all=len(runs),
+    p.update(step_s_median=med(s), step_s_best=min(s), steps=len(s), runs=len(sm), runs_all=len(runs), clean=ok,
              fwd_bwd_s=med([j["fwd_bwd_s"] for j in st]), optim_s=med([j["optim_s"] for j in st]),
              zero_grad_s=med([j["zero_grad_s"] for j in st]),
              rss_peak_mb=max(j["rss_peak_mb"] for j in sm),
@@ -213,11 +219,12 @@ def pool_torch(runs, best):
     """Every timed step of every run of best's variant, pooled (medians)."""
     rs = [r for r in runs if r["sum"]["attn"] == best["attn"] and r["sum"]["optim"] == best["optim"]]
     n_all = len(rs)
+    ok = any(r["sum"].get("others_cpu_frac", 0) <= CLEAN for r in rs)
     rs = [r for r in rs if r["sum"].get("others_cpu_frac", 0) <= CLEAN] or rs
     st = [j for r in rs for j in r["steps"] if not j["warmup"]]
     p = dict(best)
     s = [j["step_s"] for j in st]
-    p.update(step_s_median=med(s), step_s_best=min(s), steps=len(s), runs=len(rs), runs_all=n_all,
+    p.update(step_s_median=med(s), step_s_best=min(s), steps=len(s), runs=len(rs), runs_all=n_all, clean=ok,
              fwd_s=med([j["fwd_s"] for j in st]), bwd_s=med([j["bwd_s"] for j in st]),
              clip_s=med([j["clip_s"] for j in st]), adamw_s=med([j["optim_s"] for j in st]),
              optim_s=med([j["clip_s"] + j["optim_s"] for j in st]),
@@ -242,7 +249,10 @@ L.append(f"One training step of the SmolLM2-135M architecture (30 layers, d 576,
          "tokens/s = B·T / median step time.")
 L.append("")
 summary = {}
-for B in meta["batches"]:
+# every batch with results in bench/out (a run with BATCHES=1 keeps batch 2's)
+batches = sorted({int(f[len("xd_train_b"):-len(".jsonl")]) for f in os.listdir(d)
+                  if re.fullmatch(r"xd_train_b[0-9]+\.jsonl", f)})
+for B in map(str, batches):
     xd = lines(os.path.join(d, f"xd_train_b{B}.jsonl"))
     th = lines(os.path.join(d, f"torch_train_b{B}.jsonl"))
     xs = [j for j in xd if j["bench"] == "xd_train"]
@@ -276,6 +286,13 @@ for B in meta["batches"]:
     name = f"{best['attn']} attention, AdamW {best['optim']}"
     L.append(f"### Batch {B} × {x['seq']} tokens ({int(B) * x['seq']} tokens per step), {meta['threads']} threads")
     L.append("")
+    mp = os.path.join(d, f"train_meta_b{B}")
+    if os.path.exists(mp):
+        ml = open(mp).read().split("\n")
+        when, l0 = (ml[0].split("|") + ["?"])[:2]
+        l1 = ml[1] if len(ml) > 1 and ml[1] else "?"
+        L.append(f"Run {when}; load average (1/5/15 min) {l0} at its start, {l1} at its end.")
+        L.append("")
     L.append(f"| metric | xdistill | PyTorch ({name}) | ratio (xdistill / PyTorch) |")
     L.append("|---|---:|---:|---:|")
     def row(m, a, b, fmt="{:.3f}", inv=False, bold=False):
@@ -348,7 +365,7 @@ for B in meta["batches"]:
             r2 = (b / c if inv else c / b) if c and b else float("nan")
             f = lambda r: f"**{r:.2f}×**" if bold else f"{r:.2f}×"
             L.append(f"| {m} | {fmt.format(a)} | {fmt.format(c)} | {fmt.format(b)} | {f(r1)} | {f(r2)} |")
-        row3(f"training tokens/s (median of {x['steps']} steps)", x["tok_s"], xb["tok_s"], best["tok_s"], "{:.1f}", bold=True)
+        row3("training tokens/s (median step)", x["tok_s"], xb["tok_s"], best["tok_s"], "{:.1f}", bold=True)
         row3("training tokens/s (best step)", x["tok_s_best"], xb["tok_s_best"], best["tok_s_best"], "{:.1f}")
         row3("step time, s (median)", x["step_s_median"], xb["step_s_median"], best["step_s_median"], inv=True)
         row3("  forward + loss, s", x["fwd_s"], xb["fwd_s"], best["fwd_s"], inv=True)
@@ -395,22 +412,26 @@ if summary:
     L.append("")
     for B, sm in summary.items():
         x, best, r = sm[:3]
+        valid = x.get("clean", True) and best.get("clean", True)
+        judge = lambda r: (("**met**" if r >= 1.5 else "**not met**") if valid else
+                           f"**no verdict**: every run of a side was disturbed (other processes took "
+                           f"{100 * x['others_cpu_frac']:.0f}% / {100 * best['others_cpu_frac']:.0f}% of the CPU "
+                           "during xdistill's / PyTorch's runs); rerun on a quiet machine")
         L.append(f"- batch {B} × {x['seq']}, fp32 vs fp32: xdistill {x['tok_s']:.1f} tok/s, PyTorch (fastest variant: {best['attn']}, "
-                 f"AdamW {best['optim']}) {best['tok_s']:.1f} tok/s: **{r:.2f}×** (target ≥ 1.5×: "
-                 + ("**met**" if r >= 1.5 else "**not met**") + ")")
+                 f"AdamW {best['optim']}) {best['tok_s']:.1f} tok/s: **{r:.2f}×** (target ≥ 1.5×: " + judge(r) + ")")
         if len(sm) > 3:
             xb, rb = sm[3], sm[4]
             L.append(f"- batch {B} × {x['seq']}, xdistill bf16 compute (`--bf16`, fp32 accumulation and master weights) vs PyTorch fp32: "
                      f"{xb['tok_s']:.1f} vs {best['tok_s']:.1f} tok/s: **{rb:.2f}×** (target ≥ 1.5×: "
-                     + ("**met**" if rb >= 1.5 else "**not met**") + "; different precisions)")
+                     + judge(rb) + "; different precisions)")
     L.append("")
 
 L.append("### How this was produced")
 L.append("")
 L.append(f"- command: `THREADS={meta['threads']} bench/run_train.sh   (make bench-train)` (bench_train, bench_train --bf16, then "
-         f"bench/torch_train.py per variant ({meta['variants']}), per batch, back to back; "
+         f"bench/torch_train.py per variant ({meta['variants']}), then the interleaved rounds, per batch, back to back; "
          f"OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = {meta['threads']}, torch.set_num_threads({meta['threads']}))")
-L.append(f"- date: {meta['date']}; xdistill {meta['git']}")
+L.append(f"- date: {meta['date']} (the last invocation; each batch's own time and load are under its heading); xdistill {meta['git']}")
 L.append(f"- CPU: {meta['cpu']}, {meta['ncpu']} cores ({meta['threads']} threads used); load average (1/5/15 min) "
          f"{meta['load_start']} at the start, {meta['load_end']} at the end (other work on the machine shares the cores; "
          "\"CPU taken by other processes\" = the machine's busy time from /proc/stat minus the benchmark's own CPU time over its timed steps, "
@@ -418,7 +439,10 @@ L.append(f"- CPU: {meta['cpu']}, {meta['ncpu']} cores ({meta['threads']} threads
 L.append(f"- xdistill: OpenBLAS {meta['openblas_pkg']}; `{meta['openblas_cfg']}`; compiler: {meta['cc']}, -O3 -march=native")
 L.append(f"- PyTorch: torch {tload[0]['torch'] if tload else '?'}, transformers {tload[0]['transformers'] if tload else '?'} (PyPI wheels); {meta['torch_cfg']}")
 xw = next(iter(summary.values()))[0] if summary else {"warmup": "?", "steps": "?"}
-L.append(f"- method: {xw['warmup']} warm-up step(s), then {xw['steps']} timed steps; medians. Raw JSON lines: bench/out/xd_train_b*.jsonl, bench/out/torch_train_b*.jsonl.")
+L.append(f"- method: every run is a fresh process: load, {meta['warmup']} warm-up step(s), then {meta['steps']} timed steps; "
+         "tokens/s from the median step time of the pooled clean runs. Raw JSON lines: bench/out/xd_train_b*.jsonl, "
+         "bench/out/xd_train_bf16_b*.jsonl, bench/out/torch_train_b*.jsonl (the sweep), bench/out/xd_rounds_b*.jsonl, "
+         "bench/out/torch_rounds_b*.jsonl (the rounds).")
 L.append("")
 section = "\n".join(L)
 
