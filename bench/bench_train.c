@@ -249,10 +249,9 @@ static void f_ce(void *p) {
 }
 static void f_zero(void *p) { op_ctx *c = p; memset(c->ga, 0, c->na * sizeof(float)); }
 static void f_sumsq(void *p) { op_ctx *c = p; c->sink += xd_sumsq(c->ga, c->na); }
-static void f_scale(void *p) { op_ctx *c = p; xd_scale(c->ga, c->na, 0.999f); }
 static void f_adamw(void *p) {
     op_ctx *c = p;
-    xd_adamw_update(c->opt, c->pa, c->ga, 0, c->na, 1e-4f, 0.1f);
+    xd_adamw_update(c->opt, c->pa, c->ga, 0, c->na, 1e-4f, 0.1f, 0.999f);
 }
 
 static void run_ops(xd_trainer_model *tm, xd_adamw *opt, const int32_t *inp, const int32_t *tgt) {
@@ -364,7 +363,6 @@ static void run_ops(xd_trainer_model *tm, xd_adamw *opt, const int32_t *inp, con
     snprintf(sh, sizeof sh, "%zu floats", c.na);
     report_op("zero_grad", "memset of the gradients", sh, 1, 0, f_zero, &c);
     report_op("optimizer", "grad norm (xd_sumsq)", sh, 1, 0, f_sumsq, &c);
-    report_op("optimizer", "clip scale (xd_scale, serial)", sh, 1, 0, f_scale, &c);
     report_op("optimizer", "AdamW update", sh, 1, 0, f_adamw, &c);
 #undef LIN
 #undef LINB

@@ -19,7 +19,9 @@
 # 1-minute load average is below MAX_LOAD), LOAD_TRIES (20 × 30 s),
 # RENDER_ONLY (1: only rewrite the section from the JSON lines in bench/out),
 # BF16 (1: also run xdistill with --bf16, the bf16 compute path with fp32
-# accumulation, when the build has oneDNN; 0: fp32 only), ROUNDS (2: after
+# accumulation, when the build has oneDNN, and PyTorch under
+# torch.autocast(bf16) for TORCH_BF16_VARIANTS ("sdpa:default sdpa:fused");
+# 0: fp32 only), ROUNDS (2: after
 # the sweep, ROUNDS more alternations of PyTorch's fastest variant and
 # xdistill fp32; the headline pools these interleaved runs, so that a slow
 # spell of the shared machine reaches both sides).
@@ -35,6 +37,7 @@ BATCHES="${BATCHES:-1 2}"
 STEPS="${STEPS:-5}"
 WARMUP="${WARMUP:-1}"
 TORCH_VARIANTS="${TORCH_VARIANTS:-eager:default eager:fused sdpa:default sdpa:foreach sdpa:fused}"
+TORCH_BF16_VARIANTS="${TORCH_BF16_VARIANTS:-sdpa:default sdpa:fused}"
 WEIGHTS="${WEIGHTS:-gguf}"
 OPS="${OPS:-1}"
 BF16="${BF16:-1}"
@@ -81,6 +84,7 @@ export TQDM_DISABLE=1
 for B in $BATCHES; do
     # this batch's previous results go (other batches' stay and are rendered too)
     rm -f "$OUT/xd_train_b$B.jsonl" "$OUT/xd_train_bf16_b$B.jsonl" "$OUT/train_bf16_date_b$B" \
+        "$OUT/torch_train_bf16_b$B.jsonl" \
         "$OUT/torch_train_b$B.jsonl" "$OUT/xd_rounds_b$B.jsonl" "$OUT/torch_rounds_b$B.jsonl"
     echo "$(date -u '+%Y-%m-%d %H:%M UTC')|$(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/train_meta_b$B"
     ops=0
@@ -95,6 +99,14 @@ for B in $BATCHES; do
         "$BUILD/bench/bench_train" --model "$MODEL" --threads "$THREADS" --batch "$B" --seq "$SEQ" \
             --steps "$STEPS" --warmup "$WARMUP" --fwd-reps 3 --ops 0 --bf16 \
             | tee "$OUT/xd_train_bf16_b$B.jsonl" >&2 || echo "run_train: --bf16 failed (no oneDNN?)" >&2
+        for v in $TORCH_BF16_VARIANTS; do
+            attn="${v%%:*}" optim="${v##*:}"
+            echo "run_train: PyTorch autocast bf16, $attn / AdamW $optim, batch $B x $SEQ" >&2
+            "$PY" bench/torch_train.py --tokens "$OUT/train_tokens_b$B.txt" --threads "$THREADS" \
+                --attn "$attn" --optim "$optim" --steps "$STEPS" --warmup "$WARMUP" --autocast bf16 \
+                --weights "$WEIGHTS" --model "$MODEL" 2>/dev/null \
+                | tee -a "$OUT/torch_train_bf16_b$B.jsonl" >&2
+        done
     fi
     for v in $TORCH_VARIANTS; do
         attn="${v%%:*}" optim="${v##*:}"
@@ -352,8 +364,10 @@ for B in map(str, batches):
         L.append("The same step with `xd_set_compute(XD_COMPUTE_BF16)`: every matrix product of the forward and "
                  "backward (projections, MLP, LM head; not attention) takes bf16 operands, rounded on the fly "
                  "(AVX512-BF16 `vcvtne2ps2bf16`; each weight once per step), and accumulates in fp32 (oneDNN "
-                 f"{meta['dnnl']} matmul); weights, gradients, the clip and AdamW stay fp32. PyTorch stays fp32: "
-                 "the bf16 ratio compares different precisions, the fp32 ratio like with like.")
+                 f"{meta['dnnl']} matmul); weights, gradients, the clip and AdamW stay fp32. The headline "
+                 "compares it with PyTorch fp32 (the criterion's baseline; different precisions); PyTorch's own "
+                 "mixed precision, `torch.autocast(\"cpu\", dtype=torch.bfloat16)` over the forward (fp32 master "
+                 "weights and AdamW, like ours), is the like-for-like peer and is listed below.")
         L.append("")
         bdate = open(os.path.join(d, f"train_bf16_date_b{B}")).read().strip() if os.path.exists(os.path.join(d, f"train_bf16_date_b{B}")) else "?"
         L.append(f"bf16 run started {bdate} (1/5/15-min load average).")
@@ -381,6 +395,21 @@ for B in map(str, batches):
             L.append(f"| CPU taken by other processes, % of the {meta['ncpu']} cores | {100 * x['others_cpu_frac']:.1f}% | "
                      f"{100 * xb['others_cpu_frac']:.1f}% | {100 * best.get('others_cpu_frac', float('nan')):.1f}% | | |")
         L.append("")
+        tb = torch_runs(lines(os.path.join(d, f"torch_train_bf16_b{B}.jsonl")))
+        if tb:
+            L.append("PyTorch with `torch.autocast(\"cpu\", dtype=torch.bfloat16)` (same ids and weights, one process per variant):")
+            L.append("")
+            L.append("| attention | AdamW | tokens/s | best step tok/s | step s | forward s | backward s | clip + AdamW s | peak RSS MiB | loss step 0 | other processes' CPU | xdistill bf16 / it |")
+            L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for r in tb:
+                j = r["sum"]
+                oc = f"{100 * j['others_cpu_frac']:.1f}%" if "others_cpu_frac" in j else "?"
+                L.append(f"| {j['attn']} | {j['optim']} | {j['tok_s']:.1f} | {j['tok_s_best']:.1f} | {j['step_s_median']:.3f} | "
+                         f"{j['fwd_s']:.3f} | {j['bwd_s']:.3f} | {j['optim_s']:.3f} | {j['rss_peak_mb']:.0f} | "
+                         f"{r['steps'][0]['loss']:.4f} | {oc} | {xb['tok_s'] / j['tok_s']:.2f}× |")
+            fb = max((r["sum"] for r in tb), key=lambda j: j["tok_s"])
+            summary[B] = summary[B] + (fb,)
+            L.append("")
     ops = [j for j in xd if j["bench"] == "xd_op"]
     if ops:
         tot = sum(j["ms_step"] for j in ops)
@@ -424,6 +453,10 @@ if summary:
             L.append(f"- batch {B} × {x['seq']}, xdistill bf16 compute (`--bf16`, fp32 accumulation and master weights) vs PyTorch fp32: "
                      f"{xb['tok_s']:.1f} vs {best['tok_s']:.1f} tok/s: **{rb:.2f}×** (target ≥ 1.5×: "
                      + judge(rb) + "; different precisions)")
+        if len(sm) > 5:
+            fb = sm[5]
+            L.append(f"- batch {B} × {x['seq']}, like for like in mixed precision: xdistill `--bf16` {xb['tok_s']:.1f} vs PyTorch "
+                     f"autocast bf16 (fastest: {fb['attn']}, AdamW {fb['optim']}) {fb['tok_s']:.1f} tok/s: **{xb['tok_s'] / fb['tok_s']:.2f}×**")
     L.append("")
 
 L.append("### How this was produced")

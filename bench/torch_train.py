@@ -3,7 +3,7 @@
 
     torch_train.py --tokens FILE [--threads 2] [--attn eager|sdpa]
                    [--optim default|foreach|fused] [--steps 5] [--warmup 1]
-                   [--weights gguf|random] [--model GGUF]
+                   [--weights gguf|random] [--model GGUF] [--autocast bf16]
 
 The SmolLM2-135M architecture as transformers' LlamaForCausalLM (30 layers,
 d 576, 9 heads / 3 KV heads, MLP 1536, vocab 49152, tied embeddings,
@@ -20,6 +20,10 @@ One training step, as in bench_train.c:
     clip_grad_norm_(params, 1.0)
     AdamW(lr 1e-4, betas 0.9/0.95, eps 1e-8, weight decay 0.1 on >= 2-D
           parameters, 0 on the norms -- the C side's groups).step()
+--autocast bf16: the forward (and so the backward) under
+torch.autocast("cpu", dtype=torch.bfloat16) -- PyTorch's own mixed precision
+(bf16 matrix products on oneDNN, fp32 master weights and AdamW), the peer of
+xdistill's --bf16; the loss is computed in fp32 from the logits.
 Each phase is timed (forward incl. loss, backward, clip, AdamW step, zero).
 Prints one JSON object per line."""
 import argparse
@@ -65,6 +69,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--weights", default="gguf", choices=["gguf", "random"])
+    ap.add_argument("--autocast", default="none", choices=["none", "bf16"])
     ap.add_argument("--model", default=os.path.expanduser(
         "~/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     a = ap.parse_args()
@@ -144,7 +149,11 @@ def main():
         ta = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         tb = time.perf_counter()
-        logits = model(input_ids=inp).logits
+        if a.autocast == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(input_ids=inp).logits
+        else:
+            logits = model(input_ids=inp).logits
         loss = F.cross_entropy(logits.view(-1, V).float(), tgt.view(-1))
         tc = time.perf_counter()
         loss.backward()
@@ -167,6 +176,7 @@ def main():
     med = {k: statistics.median(x[k] for x in rec) for k in rec[0]}
     best = min(x["step_s"] for x in rec)
     emit(bench="torch_train", attn=model.config._attn_implementation, optim=a.optim,
+         autocast=a.autocast,
          weights=a.weights, batch=B, seq=T, threads=torch.get_num_threads(), steps=a.steps,
          warmup=a.warmup, step_s_median=round(med["step_s"], 4), step_s_best=round(best, 4),
          tok_s=round(B * T / med["step_s"], 2), tok_s_best=round(B * T / best, 2),

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "train_ops.h"
+#include "vmath.h"
 
 enum { QB = 64, GAP = 16, BAL_THREADS = 16 };
 
@@ -52,53 +53,6 @@ typedef struct {
 static inline int doc_of(const int32_t *doc_start, int t) {
     int d = doc_start ? doc_start[t] : 0;
     return d < 0 ? 0 : d;
-}
-
-/* e^x for x <= 0 (softmax arguments after subtracting the row max), written
- * so that the compiler vectorises it: Cody–Waite reduction x = n·ln2 + r
- * (n rounded with the 1.5·2^23 trick), the Cephes expf polynomial for e^r,
- * and 2^n assembled in the exponent bits. Max relative error 8.5e-8
- * (≈ 1.4 ulp; libm expf: 6e-8) on [−87, 0]; below −87 (e^x < 1.7e-38) it
- * returns 0. */
-static inline float exp_le0(float x) {
-    const float log2e = 1.44269504088896341f, c1 = 0.693359375f, c2 = -2.12194440e-4f;
-    const float magic = 12582912.0f;
-    float xc = x < -87.0f ? -87.0f : x;
-    float t = xc * log2e + magic; /* n + magic, n = round(x·log2 e) */
-    float n = t - magic;
-    float r = xc - n * c1 - n * c2; /* r in [−ln2/2, ln2/2] */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t ti, bits;
-    memcpy(&ti, &t, sizeof ti);
-    bits = (ti - 0x4B400000u + 127u) << 23; /* the low bits of t hold n; 2^n */
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return x < -87.0f ? 0.0f : p * two_n;
-}
-
-/* max(m, x[0..n)), vectorised without -ffast-math: GCC honours an OpenMP
- * simd max-reduction; clang (which refuses that one) vectorises 16 explicit
- * lanes (x > m ? x : m is exactly the vector max instruction's semantics). */
-static float max_of(const float *x, int n, float m) {
-#if defined(__clang__)
-    float lane[16];
-    for (int l = 0; l < 16; l++) lane[l] = m;
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int l = 0; l < 16; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
-    for (int l = 0; l < 16; l++) m = lane[l] > m ? lane[l] : m;
-#else
-#pragma omp simd reduction(max : m)
-    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-#endif
-    return m;
 }
 
 /* Sort spans by lo and merge those that overlap or lie within GAP columns. */
@@ -170,9 +124,9 @@ void xd_attn_train_forward(float *out, float *probs, const float *q, const float
             }
             int a[2] = {d, lo2}, e[2] = {lo1, t + 1};
             float mx = -INFINITY, sum = 0;
-            for (int j = 0; j < 2; j++) mx = max_of(row + a[j], e[j] - a[j], mx);
+            for (int j = 0; j < 2; j++) mx = xd_max_of(row + a[j], e[j] - a[j], mx);
             for (int j = 0; j < 2; j++) {
-                for (int s = a[j]; s < e[j]; s++) row[s] = exp_le0(row[s] - mx);
+                for (int s = a[j]; s < e[j]; s++) row[s] = xd_exp_le0(row[s] - mx);
 #pragma omp simd reduction(+ : sum)
                 for (int s = a[j]; s < e[j]; s++) sum += row[s];
             }

@@ -14,6 +14,7 @@
 
 #include "kernels.h"
 #include "train_ops.h"
+#include "vmath.h"
 
 /* ---- linear ---------------------------------------------------------------
  * y = x·Wᵀ + b, so with dy = ∂L/∂y:
@@ -166,18 +167,29 @@ void xd_rope_pos_backward(float *dx, int n, int n_heads, int hd, int stride, con
  *   dg += dh · u · σ(g)·(1 + g·(1 − σ(g)))
  *   du += dh · g·σ(g) */
 void xd_swiglu_forward(float *h, const float *g, const float *u, int64_t n) {
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; i++) h[i] = g[i] * xd_sigmoid(g[i]) * u[i];
 }
 
+/* d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g))). */
 void xd_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u,
                         int64_t n) {
-    if (!dg && !du) return;
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float sg = 1.0f / (1.0f + expf(-g[i]));
-        if (dg) dg[i] += dh[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
-        if (du) du[i] += dh[i] * g[i] * sg;
+    if (dg && du) {
+#pragma omp parallel for simd if (n > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            float sg = xd_sigmoid(g[i]);
+            dg[i] += dh[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+            du[i] += dh[i] * g[i] * sg;
+        }
+    } else if (dg) {
+#pragma omp parallel for simd if (n > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            float sg = xd_sigmoid(g[i]);
+            dg[i] += dh[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+        }
+    } else if (du) {
+#pragma omp parallel for simd if (n > 65536)
+        for (int64_t i = 0; i < n; i++) du[i] += dh[i] * g[i] * xd_sigmoid(g[i]);
     }
 }
 
@@ -233,14 +245,10 @@ double xd_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
                 memset(dz, 0, (size_t)V * sizeof(float));
                 continue;
             }
-            float m = z[0];
-            for (int j = 1; j < V; j++) m = z[j] > m ? z[j] : m;
-            double zy = z[y], sum = 0;
-            for (int j = 0; j < V; j++) {
-                float e = expf(z[j] - m);
-                dz[j] = e;
-                sum += e;
-            }
+            float m = xd_max_of(z, V, z[0]);
+            double zy = z[y];
+            for (int j = 0; j < V; j++) dz[j] = xd_exp_le0(z[j] - m);
+            double sum = xd_sum_d(dz, V);
             acc += log(sum) + m - zy;
             float k = (float)(scale / sum);
             for (int j = 0; j < V; j++) dz[j] *= k;

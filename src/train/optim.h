@@ -18,9 +18,10 @@ int xd_adamw_init(xd_adamw *o, size_t n, float beta1, float beta2, float eps);
 void xd_adamw_free(xd_adamw *o);
 /* Counts one optimiser step (call once per step, before the updates). */
 void xd_adamw_begin_step(xd_adamw *o);
-/* Updates params[off..off+n) from grads[off..). */
+/* Updates params[off..off+n) from gscale·grads[off..) (gscale: the clip
+ * coefficient, 1 = none; grads are not modified). */
 void xd_adamw_update(xd_adamw *o, float *params, const float *grads, size_t off, size_t n,
-                     float lr, float weight_decay);
+                     float lr, float weight_decay, float gscale);
 
 /* lr(s) = lr_max·(s+1)/warmup for s < warmup, then cosine from lr_max to
  * lr_min over the remaining total − warmup steps. */
@@ -28,8 +29,6 @@ float xd_lr_schedule(int64_t step, int64_t total, int64_t warmup, float lr_max, 
 
 /* Sum of squares of g[0..n) in double. */
 double xd_sumsq(const float *g, size_t n);
-/* Multiplies g[0..n) by s. */
-void xd_scale(float *g, size_t n, float s);
 /* The factor clip_grad_norm_ applies: min(1, max_norm / (norm + 1e-6)). */
 float xd_clip_coef(double norm, float max_norm);
 

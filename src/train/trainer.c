@@ -84,8 +84,8 @@ double xd_optimizer_step(xd_trainer_model *tm, const xd_param_groups *g, xd_adam
     for (int i = 0; i < g->n; i++) {
         if (!g->train[i]) continue;
         size_t off = offset_of(m, &g->w[i]), n = (size_t)(g->w[i].rows * g->w[i].cols);
-        if (coef < 1.0f) xd_scale(tm->grad_arena + off, n, coef);
-        xd_adamw_update(opt, m->arena, tm->grad_arena, off, n, lr, g->decay[i] ? weight_decay : 0.0f);
+        xd_adamw_update(opt, m->arena, tm->grad_arena, off, n, lr,
+                        g->decay[i] ? weight_decay : 0.0f, coef);
     }
     return gn;
 }
