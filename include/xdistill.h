@@ -53,6 +53,17 @@ typedef struct {
     /* Llama-3 rope scaling; factor == 0 means none */
     float rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_ctx;
+    /* xLSTM hybrid student (DESIGN.md §2); student == 0: a plain transformer.
+     * Every attention layer is then the hybrid mixer: sliding-window + sink
+     * attention and an mLSTM on Hedgehog feature maps (d_φ = 2·head_dim),
+     * mixed per head by a sigmoid gate. */
+    int student;
+    int window;         /* sliding window W (keys t−W+1 … t), ≥ 1 */
+    int sinks;          /* sink tokens S (keys 0 … S−1 of the document), ≥ 0 */
+    int chunk;          /* chunk length of the chunkwise mLSTM (training, prefill) */
+    float mlstm_scale;  /* s applied to φ(q) (default 1/√d_φ) */
+    float mlstm_eps;    /* ε of the mLSTM normaliser (default 1e-6) */
+    float gate_softcap; /* gate pre-activations g → c·tanh(g/c); 0 = off (default 15) */
 } xd_config;
 
 const char *xd_arch_name(xd_arch a);
@@ -128,7 +139,30 @@ const xd_config *xd_model_config(const xd_model *m);
 const xd_tokenizer *xd_model_tokenizer(const xd_model *m);
 size_t xd_model_n_params(const xd_model *m);
 
-/* KV-cache inference state for one sequence. */
+/* ---- the xLSTM hybrid student ------------------------------------------- */
+
+typedef struct {
+    int window;         /* sliding window W ≥ 1 (default 512) */
+    int sinks;          /* sink tokens S ≥ 0 (default 4) */
+    int chunk;          /* chunkwise mLSTM chunk length (default 64) */
+    float gate_softcap; /* default 15; 0 = off */
+    float mlstm_eps;    /* default 1e-6 */
+    float mlstm_scale;  /* 0 = 1/√(2·head_dim) */
+} xd_student_opts;
+
+void xd_student_defaults(xd_student_opts *o);
+
+/* Builds a student from a teacher (DESIGN §2): every teacher weight copied,
+ * the mixer's new parameters initialised (feature maps A = I, a = 0; gate
+ * projections 0, input-gate bias 0, forget-gate biases linspace(3, 6) over
+ * the heads; mix weights 0 and bias 0, i.e. o = ½). The student takes over
+ * the teacher's tokenizer (the teacher keeps none afterwards). NULL on error
+ * (an option out of range, out of memory). */
+xd_model *xd_student_convert(xd_model *teacher, const xd_student_opts *o);
+
+/* KV-cache inference state for one sequence. For a student it is the
+ * constant-size decoding state (window + sinks + mLSTM state) and
+ * max_tokens does not limit the length. */
 typedef struct xd_kv xd_kv;
 xd_kv *xd_kv_create(const xd_model *m, int max_tokens);
 void xd_kv_free(xd_kv *kv);

@@ -9,4 +9,5 @@ int cmd_ppl(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 #endif

@@ -50,6 +50,10 @@ int cmd_inspect(int argc, char **argv) {
     const xd_config *c = xd_model_config(m);
     printf("model:        %s\n", path);
     printf("architecture: %s\n", xd_arch_name(c->arch));
+    if (c->student)
+        printf("student:      xLSTM hybrid (mLSTM + sliding window %d + %d sinks, chunk %d, "
+               "gate soft-cap %g, mLSTM scale %g)\n", c->window, c->sinks, c->chunk,
+               c->gate_softcap, c->mlstm_scale);
     printf("layers:       %d\n", c->n_layer);
     printf("d_model:      %d\n", c->d_model);
     printf("heads:        %d (kv heads %d, head_dim %d)\n", c->n_head, c->n_kv_head, c->head_dim);

@@ -14,6 +14,7 @@ static const struct {
     {"generate", cmd_generate, "MODEL -p PROMPT [-n N ...]  stream generated text"},
     {"pretrain", cmd_pretrain, "--config C --tokenizer M --data D -o DIR  train from scratch"},
     {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune"},
+    {"convert", cmd_convert, "TEACHER -o STUDENT [--window W --sinks S]  build the xLSTM hybrid student"},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
     {"data", cmd_data, "prep|info ...               pack text into token data for training"},
 };

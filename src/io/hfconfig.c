@@ -94,7 +94,33 @@ static int get_bool(const src *s, const char *key, int def, int *out) {
     return 0;
 }
 
+/* A student (DESIGN §7: its own model_type and fields) names the teacher
+ * architecture it was converted from in "base_architecture"; everything
+ * else about the transformer is read as for that architecture. */
+#define STUDENT_TYPE "xdistill_hybrid"
+#define STUDENT_ARCH "XdistillHybridForCausalLM"
+
+static int is_student(const json_t *root) {
+    const json_t *a = field(root, "architectures"), *mt = field(root, "model_type");
+    if (json_is_string(mt) && !strcmp(json_string_value(mt), STUDENT_TYPE)) return 1;
+    return json_is_array(a) && json_is_string(json_array_get(a, 0)) &&
+           !strcmp(json_string_value(json_array_get(a, 0)), STUDENT_ARCH);
+}
+
 static int find_arch(const char *path, const json_t *root, const arch_info **out) {
+    if (is_student(root)) {
+        const json_t *b = field(root, "base_architecture");
+        if (!b) return xd_err("%s: base_architecture: missing (a student config names its teacher's "
+                              "architecture, one of " ARCH_LIST ")", path);
+        if (!json_is_string(b))
+            return xd_err("%s: base_architecture: expected a string (one of " ARCH_LIST ")", path);
+        for (int i = 0; i < N_ARCHS; i++)
+            if (!strcmp(json_string_value(b), archs[i].hf_name)) *out = &archs[i];
+        if (!*out)
+            return xd_err("%s: base_architecture: '%s' is not supported (expected one of " ARCH_LIST
+                          ")", path, json_string_value(b));
+        return 0;
+    }
     const json_t *a = field(root, "architectures");
     const json_t *mt = field(root, "model_type");
     if (mt && !json_is_string(mt)) return xd_err("%s: model_type: expected a string", path);
@@ -241,6 +267,32 @@ static int parse_sizes(const src *s, const arch_info *ai, xd_config *c) {
     return 0;
 }
 
+/* The student's own fields (DESIGN §2, §7): window, sinks, chunk_size and
+ * feature_map are required; the mLSTM scale and ε and the gate soft-cap
+ * have defaults. */
+static int parse_student(const src *s, xd_config *c) {
+    const json_t *fm = field(s->obj, "feature_map");
+    if (!fm) return xd_err("%s: feature_map: missing (expected \"hedgehog\")", s->path);
+    if (!json_is_string(fm) || strcmp(json_string_value(fm), "hedgehog"))
+        return xd_err("%s: feature_map: expected \"hedgehog\"", s->path);
+    double scale = 0, eps = 0, cap = 0;
+    const json_t *capv = field(s->obj, "gate_softcap");
+    if (get_int(s, "window", 1, 0, 1, MAX_CTX, &c->window) ||
+        get_int(s, "sinks", 1, 0, 0, MAX_CTX, &c->sinks) ||
+        get_int(s, "chunk_size", 1, 0, 1, 4096, &c->chunk) ||
+        get_pos(s, "mlstm_scale", 0, 1.0 / sqrt(2.0 * c->head_dim), &scale) ||
+        get_pos(s, "mlstm_eps", 0, 1e-6, &eps))
+        return -1;
+    if (capv && json_is_number(capv) && json_number_value(capv) == 0) cap = 0;
+    else if (get_pos(s, "gate_softcap", 0, 15.0, &cap)) return -1;
+    if (eps >= 1) return xd_err("%s: mlstm_eps: %g is impossible (expected < 1)", s->path, eps);
+    c->student = 1;
+    c->mlstm_scale = (float)scale;
+    c->mlstm_eps = (float)eps;
+    c->gate_softcap = (float)cap;
+    return 0;
+}
+
 int hf_config_load(const char *path, xd_config *cfg) {
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
@@ -268,6 +320,7 @@ int hf_config_load(const char *path, xd_config *cfg) {
                 : ai->arch == XD_ARCH_OLMO2 ? XD_QKNORM_FULL
                                             : XD_QKNORM_NONE;
     c.post_norms = ai->arch == XD_ARCH_OLMO2;
+    if (is_student(root) && parse_student(&s, &c)) goto done;
     *cfg = c;
     rc = 0;
 done:

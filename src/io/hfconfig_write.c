@@ -191,6 +191,13 @@ static int check_expressible(const xd_config *c, const char *path) {
         return xd_err("%s: rope_theta = %g must be a positive number", path, c->rope_theta);
     if (!(c->norm_eps > 0) || !(c->norm_eps < 1))
         return xd_err("%s: norm_eps = %g must be in (0, 1)", path, c->norm_eps);
+    if (c->student && (c->window < 1 || c->sinks < 0 || c->chunk < 1 || c->chunk > 4096 ||
+                       !(c->mlstm_scale > 0) || !(c->mlstm_eps > 0) || !(c->mlstm_eps < 1) ||
+                       !(c->gate_softcap >= 0) || !isfinite(c->mlstm_scale) ||
+                       !isfinite(c->gate_softcap)))
+        return xd_err("%s: student fields (window %d, sinks %d, chunk %d, mlstm_scale %g, "
+                      "mlstm_eps %g, gate_softcap %g) are invalid", path, c->window, c->sinks,
+                      c->chunk, c->mlstm_scale, c->mlstm_eps, c->gate_softcap);
     if (c->rope_scale_factor != 0) {
         if (!(c->rope_scale_factor > 0) || !isfinite(c->rope_scale_factor) ||
             !(c->rope_low_freq_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
@@ -250,6 +257,18 @@ static json_t *config_json(const xd_config *c) {
     set(o, "mlp_bias", json_false(), &bad);
     set(o, "torch_dtype", json_string("float32"), &bad);
     set(o, "dtype", json_string("float32"), &bad);
+    if (c->student) { /* the student's own type and fields (hfconfig.c reads them) */
+        set(o, "architectures", json_pack("[s]", "XdistillHybridForCausalLM"), &bad);
+        set(o, "model_type", json_string("xdistill_hybrid"), &bad);
+        set(o, "base_architecture", json_string(HF_NAMES[c->arch]), &bad);
+        set(o, "window", json_integer(c->window), &bad);
+        set(o, "sinks", json_integer(c->sinks), &bad);
+        set(o, "chunk_size", json_integer(c->chunk), &bad);
+        set(o, "feature_map", json_string("hedgehog"), &bad);
+        set(o, "mlstm_scale", real_f(c->mlstm_scale), &bad);
+        set(o, "mlstm_eps", real_f(c->mlstm_eps), &bad);
+        set(o, "gate_softcap", real_f(c->gate_softcap), &bad);
+    }
     if (bad) {
         json_decref(o);
         return NULL;

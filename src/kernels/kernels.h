@@ -30,6 +30,19 @@ void xd_swiglu(float *g, const float *u, int64_t n);
 int xd_attention(float *out, const float *q, const float *k, const float *v, int n,
                   int64_t pos0, int n_head, int n_kv, int hd);
 
+/* Sliding-window + sink attention (the student's SWA branch) of n queries at
+ * positions qpos0 … qpos0+n−1. The key at position kp is visible to the
+ * query at position p iff kp ≤ p and (kp < sinks or p − kp < window). Keys
+ * come in two segments, each [count][n_kv·hd] rows:
+ *   ks, vs  the sink keys, positions 0 … ns−1 (ns ≤ sinks)
+ *   kr, vr  a run of keys at positions r0 … r0+nr−1 (r0 ≥ sinks)
+ * and together hold every key the queries can see (their own included).
+ * q, out [n][n_head·hd]; scale 1/√hd. Returns -1 if scratch memory cannot
+ * be had. */
+int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const float *ks,
+                         const float *vs, int ns, const float *kr, const float *vr, int64_t r0,
+                         int64_t nr, int n_head, int n_kv, int hd, int window, int sinks);
+
 /* In-place softmax of a row of length n. */
 void xd_softmax(float *x, int n);
 

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "model.h"
+#include "student.h"
 
 xd_kv *xd_kv_create(const xd_model *m, int max_tokens) {
     if (max_tokens <= 0) {
@@ -17,6 +18,13 @@ xd_kv *xd_kv_create(const xd_model *m, int max_tokens) {
     kv->max_tokens = max_tokens;
     kv->n_layer = m->cfg.n_layer;
     kv->kv_dim = m->cfg.n_kv_head * m->cfg.head_dim;
+    if (m->cfg.student) { /* constant-size state; max_tokens does not apply */
+        if (xd_student_kv_alloc(kv, m)) {
+            xd_kv_free(kv);
+            return NULL;
+        }
+        return kv;
+    }
     size_t n = (size_t)kv->n_layer * (size_t)max_tokens * (size_t)kv->kv_dim;
     kv->k = malloc(n * sizeof(float));
     kv->v = malloc(n * sizeof(float));
@@ -31,22 +39,27 @@ xd_kv *xd_kv_create(const xd_model *m, int max_tokens) {
 
 void xd_kv_free(xd_kv *kv) {
     if (!kv) return;
+    if (kv->student) xd_student_kv_free(kv);
     free(kv->k);
     free(kv->v);
     free(kv);
 }
 
-void xd_kv_reset(xd_kv *kv) { kv->pos = 0; }
+void xd_kv_reset(xd_kv *kv) {
+    kv->pos = 0;
+    if (kv->student) xd_student_kv_reset(kv);
+}
 int xd_kv_pos(const xd_kv *kv) { return kv->pos; }
 
 /* Activations for n tokens. */
 typedef struct {
     float *x, *h, *q, *k, *v, *att, *o, *g, *u;
+    float *qp, *kp; /* student: q, k before RoPE */
 } scratch;
 
 static void scratch_free(scratch *s) {
     free(s->x); free(s->h); free(s->q); free(s->k); free(s->v);
-    free(s->att); free(s->o); free(s->g); free(s->u);
+    free(s->att); free(s->o); free(s->g); free(s->u); free(s->qp); free(s->kp);
 }
 
 static int scratch_alloc(scratch *s, const xd_config *c, int n) {
@@ -57,7 +70,12 @@ static int scratch_alloc(scratch *s, const xd_config *c, int n) {
     s->q = malloc(N * qd * 4); s->att = malloc(N * qd * 4);
     s->k = malloc(N * kvd * 4); s->v = malloc(N * kvd * 4);
     s->g = malloc(N * ff * 4); s->u = malloc(N * ff * 4);
-    if (!s->x || !s->h || !s->o || !s->q || !s->att || !s->k || !s->v || !s->g || !s->u) {
+    if (c->student) {
+        s->qp = malloc(N * qd * 4);
+        s->kp = malloc(N * kvd * 4);
+    }
+    if (!s->x || !s->h || !s->o || !s->q || !s->att || !s->k || !s->v || !s->g || !s->u ||
+        (c->student && (!s->qp || !s->kp))) {
         scratch_free(s);
         return xd_err("forward: out of memory for %d tokens", n);
     }
@@ -70,7 +88,7 @@ static void add_inplace(float *x, const float *y, size_t n) {
 
 /* One decoder layer on s->x (n tokens at positions pos0..). */
 static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l, scratch *s,
-                         int n, int64_t pos0) {
+                         int n, int64_t pos0, const xd_student_plan *plan) {
     const xd_config *c = &m->cfg;
     int d = c->d_model, hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_kv_head * hd;
     float eps = c->norm_eps;
@@ -89,14 +107,23 @@ static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
         xd_rmsnorm(s->q, s->q, L->q_norm, n, qd, eps);
         xd_rmsnorm(s->k, s->k, L->k_norm, n, kvd, eps);
     }
+    if (c->student) {
+        memcpy(s->qp, s->q, (size_t)n * qd * sizeof(float));
+        memcpy(s->kp, s->k, (size_t)n * kvd * sizeof(float));
+    }
     xd_rope(s->q, n, c->n_head, hd, qd, pos0, m->rope_inv_freq);
     xd_rope(s->k, n, c->n_kv_head, hd, kvd, pos0, m->rope_inv_freq);
+    if (c->student) {
+        if (xd_student_mixer(m, L, kv, l, plan, h, s->q, s->k, s->v, s->qp, s->kp, s->att))
+            return -1;
+    } else {
     size_t layer_off = (size_t)l * (size_t)kv->max_tokens * (size_t)kvd;
     float *K = kv->k + layer_off, *V = kv->v + layer_off;
     memcpy(K + (size_t)pos0 * kvd, s->k, (size_t)n * kvd * sizeof(float));
     memcpy(V + (size_t)pos0 * kvd, s->v, (size_t)n * kvd * sizeof(float));
     if (xd_attention(s->att, s->q, K, V, n, pos0, c->n_head, c->n_kv_head, hd))
         return xd_err("attention: out of memory at %lld tokens", (long long)(pos0 + n));
+    }
     xd_linear(s->o, s->att, L->wo, NULL, n, qd, d);
     if (L->post_attn_norm) xd_rmsnorm(s->o, s->o, L->post_attn_norm, n, d, eps);
     add_inplace(s->x, s->o, nd);
@@ -117,7 +144,7 @@ int xd_forward(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float
                int all_logits) {
     const xd_config *c = &m->cfg;
     if (n <= 0) return xd_err("forward: no tokens");
-    if (kv->pos + n > kv->max_tokens)
+    if (!kv->student && kv->pos + n > kv->max_tokens)
         return xd_err("forward: %d + %d tokens exceed the KV cache of %d", kv->pos, n,
                       kv->max_tokens);
     for (int i = 0; i < n; i++)
@@ -130,9 +157,12 @@ int xd_forward(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float
     for (int i = 0; i < n; i++)
         memcpy(s.x + (size_t)i * d, m->embed + (size_t)tokens[i] * d, (size_t)d * sizeof(float));
     int rc = 0;
+    xd_student_plan plan = {0};
+    if (kv->student) xd_student_plan_make(&plan, kv, n);
     for (int l = 0; l < c->n_layer && !rc; l++)
-        rc = layer_forward(m, &m->layers[l], kv, l, &s, n, kv->pos);
+        rc = layer_forward(m, &m->layers[l], kv, l, &s, n, kv->pos, &plan);
     if (!rc) {
+        if (kv->student) xd_student_kv_commit(kv, &plan);
         kv->pos += n;
         if (logits) {
             int first = all_logits ? 0 : n - 1, rows = n - first;

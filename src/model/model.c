@@ -59,6 +59,19 @@ size_t xd_model_layout(const xd_config *c, xd_model *m, float *base) {
         L->w_up = take(base, &cur, ff * d);
         L->w_down = take(base, &cur, d * ff);
         if (c->post_norms) L->post_ffn_norm = take(base, &cur, d);
+        if (c->student) {
+            size_t nh = (size_t)c->n_head;
+            L->fmq_A = take(base, &cur, nh * hd * hd);
+            L->fmq_b = take(base, &cur, nh * hd);
+            L->fmk_A = take(base, &cur, nh * hd * hd); /* one map per query head (GQA: */
+            L->fmk_b = take(base, &cur, nh * hd);      /* each reads its group's key) */
+            L->w_ig = take(base, &cur, 2 * nh * d);
+            L->w_fg = L->w_ig ? L->w_ig + nh * d : NULL;
+            L->b_ig = take(base, &cur, 2 * nh);
+            L->b_fg = L->b_ig ? L->b_ig + nh : NULL;
+            L->w_mix = take(base, &cur, nh * 3 * hd);
+            L->b_mix = take(base, &cur, nh);
+        }
     }
     return cur;
 }
@@ -87,6 +100,20 @@ int xd_config_validate(const xd_config *c, const char *src) {
         return xd_err("%s: rms_norm_eps = %g is out of range (expected (0, 1])", src, c->norm_eps);
     if (c->max_ctx <= 0)
         return xd_err("%s: context length %d must be positive", src, c->max_ctx);
+    if (c->student) {
+        if (c->window < 1)
+            return xd_err("%s: window = %d is out of range (expected >= 1)", src, c->window);
+        if (c->sinks < 0 || c->sinks > (1 << 20))
+            return xd_err("%s: sinks = %d is out of range (expected 0..%d)", src, c->sinks, 1 << 20);
+        if (c->chunk < 1 || c->chunk > 4096)
+            return xd_err("%s: chunk_size = %d is out of range (expected 1..4096)", src, c->chunk);
+        if (!(c->mlstm_scale > 0) || !isfinite(c->mlstm_scale))
+            return xd_err("%s: mlstm_scale = %g must be positive", src, c->mlstm_scale);
+        if (!(c->mlstm_eps > 0) || c->mlstm_eps > 1)
+            return xd_err("%s: mlstm_eps = %g is out of range (expected (0, 1])", src, c->mlstm_eps);
+        if (!(c->gate_softcap >= 0) || !isfinite(c->gate_softcap))
+            return xd_err("%s: gate_softcap = %g must be >= 0 (0 = off)", src, c->gate_softcap);
+    }
     return 0;
 }
 
@@ -180,7 +207,7 @@ int xd_model_weights(const xd_model *m, xd_weight **out, int *n_out) {
     const xd_config *c = &m->cfg;
     int64_t d = c->d_model, hd = c->head_dim, qd = (int64_t)c->n_head * hd;
     int64_t kvd = (int64_t)c->n_kv_head * hd, ff = c->d_ff, V = c->vocab_size;
-    xd_weight *w = calloc((size_t)(3 + 16 * c->n_layer), sizeof *w);
+    xd_weight *w = calloc((size_t)(3 + 26 * c->n_layer), sizeof *w);
     if (!w) return xd_err("out of memory");
     int n = 0;
     add_w(w, &n, m->embed, V, d, 2, "model.embed_tokens.weight", "token_embd.weight", 0);
@@ -209,6 +236,17 @@ int xd_model_weights(const xd_model *m, xd_weight **out, int *n_out) {
         add_w(w, &n, L->w_down, d, ff, 2, P "mlp.down_proj.weight", "blk.%d.ffn_down.weight", l);
         add_w(w, &n, L->post_ffn_norm, 1, d, 1, P "post_feedforward_layernorm.weight",
               "blk.%d.post_ffw_norm.weight", l);
+        int64_t nh = c->n_head;
+        add_w(w, &n, L->fmq_A, nh * hd, hd, 2, P "self_attn.feature_map_q.weight", "blk.%d.fm_q.weight", l);
+        add_w(w, &n, L->fmq_b, 1, nh * hd, 1, P "self_attn.feature_map_q.bias", "blk.%d.fm_q.bias", l);
+        add_w(w, &n, L->fmk_A, nh * hd, hd, 2, P "self_attn.feature_map_k.weight", "blk.%d.fm_k.weight", l);
+        add_w(w, &n, L->fmk_b, 1, nh * hd, 1, P "self_attn.feature_map_k.bias", "blk.%d.fm_k.bias", l);
+        add_w(w, &n, L->w_ig, nh, d, 2, P "self_attn.igate.weight", "blk.%d.igate.weight", l);
+        add_w(w, &n, L->b_ig, 1, nh, 1, P "self_attn.igate.bias", "blk.%d.igate.bias", l);
+        add_w(w, &n, L->w_fg, nh, d, 2, P "self_attn.fgate.weight", "blk.%d.fgate.weight", l);
+        add_w(w, &n, L->b_fg, 1, nh, 1, P "self_attn.fgate.bias", "blk.%d.fgate.bias", l);
+        add_w(w, &n, L->w_mix, nh, 3 * hd, 2, P "self_attn.mix.weight", "blk.%d.mix.weight", l);
+        add_w(w, &n, L->b_mix, 1, nh, 1, P "self_attn.mix.bias", "blk.%d.mix.bias", l);
 #undef P
     }
     *out = w;

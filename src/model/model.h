@@ -15,6 +15,14 @@ typedef struct {
     float *ffn_norm;              /* [d] pre-MLP norm (absent for OLMo-2) */
     float *w_gate, *w_up, *w_down; /* [ff][d], [ff][d], [d][ff] */
     float *post_ffn_norm;         /* OLMo-2: norm of the MLP output */
+    /* student (cfg.student): the hybrid mixer's new parameters (DESIGN §2) */
+    float *fmq_A, *fmq_b;         /* Hedgehog map of q: A [nh][hd][hd] (z = u·A), bias [nh][hd] */
+    float *fmk_A, *fmk_b;         /* Hedgehog map of k, one per query head (each reads its
+                                   * KV group's key): [nh][hd][hd], [nh][hd] */
+    float *w_ig, *w_fg;           /* gate projections [nh][d] each; w_fg = w_ig + nh·d, so
+                                   * w_ig is also the stacked [2·nh][d] matrix (ĩ then f̃) */
+    float *b_ig, *b_fg;           /* [nh] each; b_fg = b_ig + nh */
+    float *w_mix, *b_mix;         /* mix gate: [nh][3·hd] over [q_h; k_g; v_g], [nh] */
 } xd_layer;
 
 struct xd_model {
@@ -33,7 +41,15 @@ struct xd_model {
 struct xd_kv {
     int max_tokens, pos;
     int n_layer, kv_dim;
-    float *k, *v; /* [n_layer][max_tokens][kv_dim] */
+    float *k, *v; /* [n_layer][max_tokens][kv_dim] (teacher) */
+    /* student: a state of constant size, whatever the length (DESIGN §2) */
+    int student, window, sinks, n_head, dphi, head_dim;
+    float *sk, *sv;       /* sink keys/values [n_layer][sinks][kv_dim] (positions 0..S−1) */
+    float *rk, *rv;       /* window buffers [n_layer][2·window][kv_dim]: the last keys/values
+                           * of positions ≥ S, contiguous; when full, the newest W−1 move
+                           * to the front (amortised: one row copy per token) */
+    int64_t wcount, wstart; /* window buffer: entries [0, wcount) hold positions wstart … */
+    float *C, *n, *m;     /* mLSTM state [n_layer][nh][dphi][hd], [n_layer][nh][dphi], [n_layer][nh] */
 };
 
 /* Element counts of every weight, computed from the config (so loaders and

@@ -1,0 +1,73 @@
+/* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
+ *                  [--softcap C] [--threads N]
+ * Builds the xLSTM hybrid student from a teacher (DESIGN §2) and saves it as
+ * an HF-style directory (config.json with model_type "xdistill_hybrid",
+ * model.safetensors, tokenizer.json). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "xdistill.h"
+
+int cmd_convert(int argc, char **argv) {
+    const char *teacher = NULL, *out = NULL, *v;
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    int threads = 0, r;
+    for (int i = 1; i < argc; i++) {
+        if ((r = take_opt(argc, argv, &i, "-o", &v))) {
+            if (r < 0) return 2;
+            out = v;
+        } else if ((r = take_opt(argc, argv, &i, "--window", &v))) {
+            if (r < 0 || parse_int("--window", v, 1, 1 << 24, &o.window)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--sinks", &v))) {
+            if (r < 0 || parse_int("--sinks", v, 0, 1 << 20, &o.sinks)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--chunk", &v))) {
+            if (r < 0 || parse_int("--chunk", v, 1, 4096, &o.chunk)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--softcap", &v))) {
+            if (r < 0 || parse_float("--softcap", v, 0, 1e6, &o.gate_softcap)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
+            if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            cli_error("convert: unknown option '%s'", argv[i]);
+            return 2;
+        } else if (!teacher) {
+            teacher = argv[i];
+        } else {
+            cli_error("convert: unexpected argument '%s'", argv[i]);
+            return 2;
+        }
+    }
+    if (!teacher || !out) {
+        cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
+                  "[--chunk L] [--softcap C]");
+        return 2;
+    }
+    if (threads) xd_set_threads(threads);
+    double t0 = now_s();
+    xd_model *t = xd_model_load(teacher);
+    if (!t) return cli_lib_error();
+    xd_model *s = xd_student_convert(t, &o);
+    xd_model_free(t);
+    if (!s) return cli_lib_error();
+    const xd_config *c = xd_model_config(s);
+    size_t n_new = 0;
+    {
+        size_t per = (size_t)c->n_head * c->head_dim * c->head_dim * 2 +
+                     (size_t)c->n_head * c->head_dim * 2 + (size_t)c->n_head * 2 * c->d_model +
+                     (size_t)c->n_head * 2 + (size_t)c->n_head * 3 * c->head_dim + c->n_head;
+        n_new = per * (size_t)c->n_layer;
+    }
+    if (xd_model_save(s, out)) {
+        xd_model_free(s);
+        return cli_lib_error();
+    }
+    fprintf(stderr,
+            "converted %s -> %s: %d layers, window %d, sinks %d, chunk %d; %.2f M new mixer "
+            "parameters (%.2f M in all); %.1f s\n",
+            teacher, out, c->n_layer, c->window, c->sinks, c->chunk, (double)n_new / 1e6,
+            (double)xd_model_n_params(s) / 1e6, now_s() - t0);
+    xd_model_free(s);
+    return 0;
+}

@@ -1,0 +1,78 @@
+/* Sliding-window + sink attention for student inference (DESIGN §2, "SWA
+ * branch"): each query sees the sink keys (positions 0 … S−1) and the keys
+ * of the last W positions up to its own, with the teacher's scale 1/√hd.
+ * Keys come in two segments so that a decoding state of constant size can
+ * be passed without copying (see xd_attention_sinkwin in kernels.h). Work is
+ * split into (head, block of queries) jobs; each job scores its block
+ * against the sink segment and the window span it can see with sgemm,
+ * masks, applies softmax and multiplies by V. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+enum { QB = 32 };
+
+int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const float *ks,
+                         const float *vs, int ns, const float *kr, const float *vr, int64_t r0,
+                         int64_t nr, int n_head, int n_kv, int hd, int window, int sinks) {
+    int qd = n_head * hd, kvd = n_kv * hd, group = n_head / n_kv;
+    int nblk = (n + QB - 1) / QB;
+    float scale = 1.0f / sqrtf((float)hd);
+    /* a block's columns: ns sinks + the window span of QB queries */
+    int64_t cols_max = (int64_t)ns + (int64_t)window + QB;
+    int nth = omp_get_max_threads();
+    float *scratch = malloc((size_t)nth * QB * (size_t)cols_max * sizeof(float));
+    if (!scratch) return -1;
+#pragma omp parallel
+    {
+        float *S = scratch + (size_t)omp_get_thread_num() * QB * (size_t)cols_max;
+#pragma omp for schedule(dynamic)
+        for (int job = 0; job < n_head * nblk; job++) {
+            int h = job / nblk, b = job % nblk;
+            int i0 = b * QB, m = n - i0 < QB ? n - i0 : QB;
+            int64_t p0 = qpos0 + i0, p1 = p0 + m - 1;
+            /* the run keys any query of the block may see: positions [lo, hi] */
+            int64_t lo = p0 - window + 1, hi = p1;
+            if (lo < r0) lo = r0;
+            if (lo < sinks) lo = sinks;
+            if (hi > r0 + nr - 1) hi = r0 + nr - 1;
+            int64_t nw = hi >= lo ? hi - lo + 1 : 0;
+            int64_t cols = ns + nw;
+            const float *Q = q + (int64_t)i0 * qd + (int64_t)h * hd;
+            int64_t ko = (int64_t)(h / group) * hd;
+            const float *KW = kr + (lo - r0) * kvd + ko, *VW = vr + (lo - r0) * kvd + ko;
+            float *O = out + (int64_t)i0 * qd + (int64_t)h * hd;
+            if (ns)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, ns, hd, scale, Q, qd,
+                            ks + ko, kvd, 0.0f, S, (int)cols);
+            if (nw)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)nw, hd, scale, Q, qd,
+                            KW, kvd, 0.0f, S + ns, (int)cols);
+            for (int r = 0; r < m; r++) {
+                int64_t p = p0 + r;
+                float *row = S + (int64_t)r * cols;
+                for (int j = 0; j < ns; j++) /* sink key at position j */
+                    if (j > p) row[j] = -INFINITY;
+                for (int64_t j = 0; j < nw; j++) { /* window key at position lo + j */
+                    int64_t kp = lo + j;
+                    if (kp > p || p - kp >= window) row[ns + j] = -INFINITY;
+                }
+                xd_softmax(row, (int)cols);
+            }
+            if (ns)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, ns, 1.0f, S,
+                            (int)cols, vs + ko, kvd, 0.0f, O, qd);
+            if (nw)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, (int)nw, 1.0f,
+                            S + ns, (int)cols, VW, kvd, ns ? 1.0f : 0.0f, O, qd);
+            if (!ns && !nw)
+                for (int r = 0; r < m; r++) memset(O + (int64_t)r * qd, 0, (size_t)hd * sizeof(float));
+        }
+    }
+    free(scratch);
+    return 0;
+}

@@ -1,0 +1,271 @@
+/* Small ops of the hybrid mixer (hybrid_ops.h): Hedgehog feature map, gate
+ * soft-cap, branch mix; forward and backward.
+ *
+ * Determinism: the parallel loops give every output element to one job that
+ * computes it in a fixed order; row reductions (da, dw_o, db_o) run over rows
+ * in order within a job (dw_o, db_o) or in fixed pieces of HH_RB rows combined
+ * in piece order (da); the sgemms are called outside parallel regions and
+ * OpenBLAS splits them over output rows/columns only. So results do not
+ * depend on the thread count. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "hybrid_ops.h"
+
+/* ---- Hedgehog feature map -------------------------------------------------------- */
+
+enum { HH_RB = 64 }; /* rows per piece of the da reduction */
+
+/* row: z = u·A (from the sgemm) in row[0..hd); writes φ = [softmax(z + a);
+ * softmax(−(z + a))] over row[0..2hd). */
+static void hh_softmax_row(float *row, const float *a, int hd) {
+    float mx = -INFINITY, mn = INFINITY;
+    for (int j = 0; j < hd; j++) {
+        float z = a ? row[j] + a[j] : row[j];
+        row[j] = z;
+        mx = z > mx ? z : mx;
+        mn = z < mn ? z : mn;
+    }
+    double sp = 0, sn = 0;
+    for (int j = 0; j < hd; j++) { /* softmax(−z): max(−z) = −min z */
+        float e = expf(mn - row[j]);
+        row[hd + j] = e;
+        sn += e;
+    }
+    for (int j = 0; j < hd; j++) {
+        float e = expf(row[j] - mx);
+        row[j] = e;
+        sp += e;
+    }
+    for (int j = 0; j < hd; j++) {
+        row[j] = (float)(row[j] / sp);
+        row[hd + j] = (float)(row[hd + j] / sn);
+    }
+}
+
+void xd_hedgehog_forward(float *phi, const float *u, int ldu, const float *A, const float *a,
+                         int n, int nmap, int nu, int hd) {
+    if (n <= 0 || nmap <= 0 || nu <= 0 || hd <= 0) return;
+    const int per = nmap / nu;
+    const int ldp = 2 * hd * nmap;
+    /* z = u·A straight into the first half of each map's slot of phi */
+    for (int h = 0; h < nmap; h++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, hd, 1.0f,
+                    u + (int64_t)(h / per) * hd, ldu, A + (int64_t)h * hd * hd, hd, 0.0f,
+                    phi + (int64_t)h * 2 * hd, ldp);
+#pragma omp parallel for schedule(static) if ((int64_t)n * nmap * hd > 16384)
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nmap; h++)
+            hh_softmax_row(phi + (int64_t)t * ldp + (int64_t)h * 2 * hd,
+                           a ? a + (int64_t)h * hd : NULL, hd);
+}
+
+int xd_hedgehog_backward(float *du, float *dA, float *da, const float *dphi, const float *phi,
+                         const float *u, int ldu, const float *A, int n, int nmap, int nu, int hd) {
+    if (n <= 0 || nmap <= 0 || nu <= 0 || hd <= 0 || (!du && !dA && !da)) return 0;
+    const int per = nmap / nu;
+    const int64_t ldp = 2 * (int64_t)hd * nmap;
+    const int npiece = (n + HH_RB - 1) / HH_RB;
+    float *dz = malloc((size_t)n * hd * sizeof(float));
+    double *part = da ? malloc((size_t)npiece * hd * sizeof(double)) : NULL;
+    if (!dz || (da && !part)) {
+        free(dz), free(part);
+        return xd_err("Hedgehog backward: out of memory for scratch (n=%d, hd=%d)", n, hd);
+    }
+    for (int h = 0; h < nmap; h++) {
+        /* dz = J₊ᵀdφ₊ − J₋ᵀdφ₋, softmax backward from the outputs:
+         * dz_j = φ+_j(dφ+_j − φ+·dφ+) − φ−_j(dφ−_j − φ−·dφ−) */
+#pragma omp parallel for schedule(static) if ((int64_t)n * hd > 16384)
+        for (int p = 0; p < npiece; p++) {
+            double *pp = part ? part + (int64_t)p * hd : NULL;
+            if (pp)
+                for (int j = 0; j < hd; j++) pp[j] = 0;
+            int t1 = (p + 1) * HH_RB < n ? (p + 1) * HH_RB : n;
+            for (int t = p * HH_RB; t < t1; t++) {
+                const float *f = phi + t * ldp + (int64_t)h * 2 * hd;
+                const float *d = dphi + t * ldp + (int64_t)h * 2 * hd;
+                double ap = 0, an = 0;
+                for (int j = 0; j < hd; j++) {
+                    ap += (double)f[j] * d[j];
+                    an += (double)f[hd + j] * d[hd + j];
+                }
+                float *z = dz + (int64_t)t * hd;
+                for (int j = 0; j < hd; j++)
+                    z[j] = (float)(f[j] * (d[j] - ap) - f[hd + j] * (d[hd + j] - an));
+                if (pp)
+                    for (int j = 0; j < hd; j++) pp[j] += z[j];
+            }
+        }
+        if (da)
+            for (int j = 0; j < hd; j++) {
+                double acc = 0;
+                for (int p = 0; p < npiece; p++) acc += part[(int64_t)p * hd + j];
+                da[(int64_t)h * hd + j] += (float)acc;
+            }
+        const float *ug = u + (int64_t)(h / per) * hd;
+        const float *Ah = A + (int64_t)h * hd * hd;
+        if (dA) /* dA[h] += uᵀ·dz  ([hd×n]·[n×hd]) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hd, hd, n, 1.0f, ug, ldu, dz, hd,
+                        1.0f, dA + (int64_t)h * hd * hd, hd);
+        if (du) /* du += dz·Aᵀ  ([n×hd]·[hd×hd]) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, hd, hd, 1.0f, dz, hd, Ah, hd,
+                        1.0f, du + (int64_t)(h / per) * hd, ldu);
+    }
+    free(dz), free(part);
+    return 0;
+}
+
+/* ---- gate soft-cap ------------------------------------------------------------------ */
+
+void xd_softcap_forward(float *y, const float *g, int64_t n, float c) {
+    if (n <= 0) return;
+    if (c <= 0) {
+        if (y != g) memmove(y, g, (size_t)n * sizeof(float));
+        return;
+    }
+    const double cd = c;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) y[i] = (float)(cd * tanh(g[i] / cd));
+}
+
+void xd_softcap_backward(float *dg, const float *dy, const float *g, int64_t n, float c) {
+    if (n <= 0 || !dg) return;
+    if (c <= 0) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) dg[i] += dy[i];
+        return;
+    }
+    const double cd = c;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        double ch = cosh(g[i] / cd); /* 1 − tanh² = 1/cosh², no cancellation; inf → 0 */
+        dg[i] += (float)(dy[i] / (ch * ch));
+    }
+}
+
+/* ---- mix -------------------------------------------------------------------------------- */
+
+/* s = w·[qh; kg; vg] + b in double */
+static double mix_logit(const float *w, float b, const float *qh, const float *kg,
+                        const float *vg, int hd) {
+    double s = b;
+    for (int j = 0; j < hd; j++) s += (double)w[j] * qh[j];
+    for (int j = 0; j < hd; j++) s += (double)w[hd + j] * kg[j];
+    for (int j = 0; j < hd; j++) s += (double)w[2 * hd + j] * vg[j];
+    return s;
+}
+
+/* ∂L/∂s = o(1−o)·Σ_d dout_d(hm_d − hs_d); exactly 0 when o is 0 or 1 (the dot
+ * is then skipped, so a non-finite unused branch cannot leak in) */
+static double mix_ds(float o, const float *dy, const float *m, const float *s, int hd) {
+    double od = o, w = od * (1.0 - od);
+    if (w == 0.0) return 0.0;
+    double acc = 0;
+    for (int d = 0; d < hd; d++) acc += (double)dy[d] * ((double)m[d] - s[d]);
+    return w * acc;
+}
+
+void xd_mix_forward(float *out, float *o, const float *hm, const float *hs, const float *q,
+                    int ldq, const float *k, int ldk, const float *v, int ldv, const float *w_o,
+                    const float *b_o, int n, int nh, int nkv, int hd) {
+    if (n <= 0 || nh <= 0 || nkv <= 0 || hd <= 0) return;
+    const int per = nh / nkv;
+#pragma omp parallel for schedule(static) if ((int64_t)n * nh * hd > 16384)
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nh; h++) {
+            int g = h / per;
+            double s = mix_logit(w_o + (int64_t)h * 3 * hd, b_o[h],
+                                 q + (int64_t)t * ldq + (int64_t)h * hd,
+                                 k + (int64_t)t * ldk + (int64_t)g * hd,
+                                 v + (int64_t)t * ldv + (int64_t)g * hd, hd);
+            float ot = (float)(1.0 / (1.0 + exp(-s)));
+            if (o) o[(int64_t)t * nh + h] = ot;
+            int64_t off = ((int64_t)t * nh + h) * hd;
+            const float *m = hm + off, *sw = hs + off;
+            float *y = out + off;
+            if (ot == 0.0f) { /* forced SWA: a bit-exact copy of hs */
+                if (y != sw) memmove(y, sw, (size_t)hd * sizeof(float));
+            } else if (ot == 1.0f) {
+                if (y != m) memmove(y, m, (size_t)hd * sizeof(float));
+            } else {
+                float om = 1.0f - ot;
+                for (int d = 0; d < hd; d++) y[d] = ot * m[d] + om * sw[d];
+            }
+        }
+}
+
+enum { MIX_CB = 64 }; /* columns of w_o per job of the dw_o reduction */
+
+void xd_mix_backward(float *dhm, float *dhs, float *dq, float *dk, float *dv, float *dw_o,
+                     float *db_o, const float *dout, const float *o, const float *hm,
+                     const float *hs, const float *q, int ldq, const float *k, int ldk,
+                     const float *v, int ldv, const float *w_o, int n, int nh, int nkv, int hd) {
+    if (n <= 0 || nh <= 0 || nkv <= 0 || hd <= 0) return;
+    const int per = nh / nkv;
+    /* pass 1, per row: dhm, dhs, dq, dk, dv (row t of dk/dv gets its group's
+     * heads in head order, within one job) */
+    if (dhm || dhs || dq || dk || dv) {
+#pragma omp parallel for schedule(static) if ((int64_t)n * nh * hd > 16384)
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < nh; h++) {
+                int g = h / per;
+                int64_t off = ((int64_t)t * nh + h) * hd;
+                const float *dy = dout + off;
+                float ot = o[(int64_t)t * nh + h], om = 1.0f - ot;
+                if (dhm)
+                    for (int d = 0; d < hd; d++) dhm[off + d] += ot * dy[d];
+                if (dhs)
+                    for (int d = 0; d < hd; d++) dhs[off + d] += om * dy[d];
+                if (!dq && !dk && !dv) continue;
+                double ds = mix_ds(ot, dy, hm + off, hs + off, hd);
+                if (ds == 0.0) continue;
+                const float *w = w_o + (int64_t)h * 3 * hd;
+                if (dq) {
+                    float *r = dq + (int64_t)t * ldq + (int64_t)h * hd;
+                    for (int j = 0; j < hd; j++) r[j] += (float)(ds * w[j]);
+                }
+                if (dk) {
+                    float *r = dk + (int64_t)t * ldk + (int64_t)g * hd;
+                    for (int j = 0; j < hd; j++) r[j] += (float)(ds * w[hd + j]);
+                }
+                if (dv) {
+                    float *r = dv + (int64_t)t * ldv + (int64_t)g * hd;
+                    for (int j = 0; j < hd; j++) r[j] += (float)(ds * w[2 * hd + j]);
+                }
+            }
+    }
+    /* pass 2: dw_o, db_o, summed over the rows in order by one job per
+     * (head, chunk of MIX_CB columns); ds is recomputed (no scratch) */
+    if (dw_o || db_o) {
+        const int nch = dw_o ? (3 * hd + MIX_CB - 1) / MIX_CB : 1;
+#pragma omp parallel for schedule(static) if ((int64_t)n * nh * hd > 16384)
+        for (int job = 0; job < nh * nch; job++) {
+            int h = job / nch, c = job % nch, g = h / per;
+            int j0 = c * MIX_CB, j1 = j0 + MIX_CB < 3 * hd ? j0 + MIX_CB : 3 * hd;
+            double acc[MIX_CB], accb = 0;
+            for (int j = 0; j < MIX_CB; j++) acc[j] = 0;
+            for (int t = 0; t < n; t++) {
+                int64_t off = ((int64_t)t * nh + h) * hd;
+                double ds = mix_ds(o[(int64_t)t * nh + h], dout + off, hm + off, hs + off, hd);
+                if (ds == 0.0) continue;
+                accb += ds;
+                if (!dw_o) continue;
+                const float *seg[3] = {q + (int64_t)t * ldq + (int64_t)h * hd,
+                                       k + (int64_t)t * ldk + (int64_t)g * hd,
+                                       v + (int64_t)t * ldv + (int64_t)g * hd};
+                for (int sg = 0; sg < 3; sg++) {
+                    int lo = j0 > sg * hd ? j0 : sg * hd;
+                    int hi = j1 < (sg + 1) * hd ? j1 : (sg + 1) * hd;
+                    const float *x = seg[sg];
+                    for (int j = lo; j < hi; j++) acc[j - j0] += ds * x[j - sg * hd];
+                }
+            }
+            if (dw_o)
+                for (int j = j0; j < j1; j++) dw_o[(int64_t)h * 3 * hd + j] += (float)acc[j - j0];
+            if (db_o && c == 0) db_o[h] += (float)accb;
+        }
+    }
+}

@@ -1,0 +1,83 @@
+/* Teacher → student conversion (DESIGN §1 "convert", §2). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "model.h"
+#include "student.h"
+
+void xd_student_defaults(xd_student_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->window = 512;
+    o->sinks = 4;
+    o->chunk = 64;
+    o->gate_softcap = 15.0f;
+    o->mlstm_eps = 1e-6f;
+}
+
+/* The new parameters' initial values (see xdistill.h). */
+static void init_mixer(const xd_config *c, xd_layer *L) {
+    int nh = c->n_head, hd = c->head_dim, d = c->d_model;
+    size_t A = (size_t)nh * hd * hd;
+    memset(L->fmq_A, 0, A * sizeof(float));
+    memset(L->fmk_A, 0, A * sizeof(float));
+    for (int h = 0; h < nh; h++)
+        for (int i = 0; i < hd; i++) {
+            L->fmq_A[((size_t)h * hd + i) * hd + i] = 1.0f;
+            L->fmk_A[((size_t)h * hd + i) * hd + i] = 1.0f;
+        }
+    memset(L->fmq_b, 0, (size_t)nh * hd * sizeof(float));
+    memset(L->fmk_b, 0, (size_t)nh * hd * sizeof(float));
+    memset(L->w_ig, 0, 2 * (size_t)nh * d * sizeof(float));
+    for (int h = 0; h < nh; h++) {
+        L->b_ig[h] = 0.0f;
+        L->b_fg[h] = nh > 1 ? 3.0f + 3.0f * (float)h / (float)(nh - 1) : 3.0f;
+    }
+    memset(L->w_mix, 0, (size_t)nh * 3 * hd * sizeof(float));
+    memset(L->b_mix, 0, (size_t)nh * sizeof(float));
+}
+
+xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
+    if (!t || !o) { xd_err("convert: no teacher or options"); return NULL; }
+    if (t->cfg.student) { xd_err("%s: is already a student", t->path); return NULL; }
+    xd_model *s = calloc(1, sizeof *s);
+    if (!s) { xd_err("out of memory"); return NULL; }
+    memcpy(s->path, t->path, sizeof s->path); /* errors name the teacher it came from */
+    s->cfg = t->cfg;
+    s->cfg.student = 1;
+    s->cfg.window = o->window;
+    s->cfg.sinks = o->sinks;
+    s->cfg.chunk = o->chunk;
+    s->cfg.gate_softcap = o->gate_softcap;
+    s->cfg.mlstm_eps = o->mlstm_eps;
+    s->cfg.mlstm_scale = o->mlstm_scale > 0 ? o->mlstm_scale
+                                            : 1.0f / sqrtf(2.0f * (float)t->cfg.head_dim);
+    xd_weight *tw = NULL, *sw = NULL;
+    int nt = 0, nsw = 0;
+    if (xd_config_validate(&s->cfg, "convert") || xd_model_alloc(s) ||
+        xd_model_weights(t, &tw, &nt) || xd_model_weights(s, &sw, &nsw))
+        goto fail;
+    for (int i = 0; i < nt; i++) { /* the teacher's weights, by name */
+        int j = 0;
+        while (j < nsw && strcmp(sw[j].hf, tw[i].hf)) j++;
+        if (j == nsw || sw[j].rows != tw[i].rows || sw[j].cols != tw[i].cols) {
+            xd_err("convert: teacher tensor '%s' has no place in the student", tw[i].hf);
+            goto fail;
+        }
+        memcpy(sw[j].ptr, tw[i].ptr, (size_t)(tw[i].rows * tw[i].cols) * sizeof(float));
+    }
+    for (int l = 0; l < s->cfg.n_layer; l++) init_mixer(&s->cfg, &s->layers[l]);
+    if (xd_model_init_rope(s)) goto fail;
+    s->tok = t->tok;
+    t->tok = NULL;
+    free(tw);
+    free(sw);
+    return s;
+fail:
+    free(tw);
+    free(sw);
+    xd_model_free(s);
+    return NULL;
+}

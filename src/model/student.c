@@ -1,0 +1,191 @@
+/* Student inference: the hybrid mixer (DESIGN §2) and its decoding state.
+ *
+ * State per layer, constant in the sequence length: the sink keys/values
+ * (positions 0 … S−1), a window buffer of 2W rows holding the most recent
+ * keys/values of positions ≥ S contiguously (so that the attention kernel
+ * reads them in place), and the mLSTM state (C, n, m) of every head. */
+#include "student.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "kernels/hybrid_ops.h"
+#include "kernels/kernels.h"
+#include "kernels/mlstm.h"
+
+static size_t layer_mlstm_floats(const xd_kv *kv) {
+    size_t nh = (size_t)kv->n_head, dphi = (size_t)kv->dphi, hd = (size_t)kv->head_dim;
+    return nh * dphi * hd + nh * dphi + nh;
+}
+
+int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
+    const xd_config *c = &m->cfg;
+    kv->student = 1;
+    kv->window = c->window;
+    kv->sinks = c->sinks;
+    kv->n_head = c->n_head;
+    kv->head_dim = c->head_dim;
+    kv->dphi = 2 * c->head_dim;
+    size_t L = (size_t)c->n_layer, kvd = (size_t)kv->kv_dim;
+    size_t nh = (size_t)c->n_head, dphi = (size_t)kv->dphi, hd = (size_t)c->head_dim;
+    size_t ns = L * (size_t)c->sinks * kvd, nw = L * 2 * (size_t)c->window * kvd;
+    kv->sk = malloc((ns ? ns : 1) * sizeof(float));
+    kv->sv = malloc((ns ? ns : 1) * sizeof(float));
+    kv->rk = malloc(nw * sizeof(float));
+    kv->rv = malloc(nw * sizeof(float));
+    kv->C = malloc(L * nh * dphi * hd * sizeof(float));
+    kv->n = malloc(L * nh * dphi * sizeof(float));
+    kv->m = malloc(L * nh * sizeof(float));
+    if (!kv->sk || !kv->sv || !kv->rk || !kv->rv || !kv->C || !kv->n || !kv->m)
+        return xd_err("student state: cannot allocate %.1f MB (window %d, sinks %d)",
+                      (double)(2 * ns + 2 * nw + L * layer_mlstm_floats(kv)) * 4 / 1e6, c->window,
+                      c->sinks);
+    xd_student_kv_reset(kv);
+    return 0;
+}
+
+void xd_student_kv_free(xd_kv *kv) {
+    free(kv->sk); free(kv->sv); free(kv->rk); free(kv->rv);
+    free(kv->C); free(kv->n); free(kv->m);
+}
+
+void xd_student_kv_reset(xd_kv *kv) {
+    size_t L = (size_t)kv->n_layer, nh = (size_t)kv->n_head, dphi = (size_t)kv->dphi;
+    memset(kv->C, 0, L * nh * dphi * (size_t)kv->head_dim * sizeof(float));
+    memset(kv->n, 0, L * nh * dphi * sizeof(float));
+    memset(kv->m, 0, L * nh * sizeof(float));
+    kv->wcount = 0;
+    kv->wstart = kv->sinks;
+}
+
+size_t xd_student_kv_bytes(const xd_kv *kv) {
+    size_t L = (size_t)kv->n_layer, kvd = (size_t)kv->kv_dim;
+    return 4 * L * (2 * (size_t)kv->sinks * kvd + 4 * (size_t)kv->window * kvd +
+                    layer_mlstm_floats(kv));
+}
+
+void xd_student_plan_make(xd_student_plan *p, const xd_kv *kv, int n) {
+    int64_t W = kv->window, S = kv->sinks, pos0 = kv->pos;
+    p->pos0 = pos0;
+    p->n = n;
+    int64_t first = pos0 > S ? pos0 : S; /* first new position ≥ S */
+    p->na = pos0 + n > first ? pos0 + n - first : 0;
+    p->keep = kv->wcount;
+    if (p->keep + p->na > 2 * W) p->keep = kv->wcount < W - 1 ? kv->wcount : W - 1;
+    p->use_temp = p->keep + p->na > 2 * W;
+}
+
+void xd_student_kv_commit(xd_kv *kv, const xd_student_plan *p) {
+    int64_t W = kv->window, total = p->keep + p->na;
+    if (p->keep < kv->wcount) kv->wstart += kv->wcount - p->keep;
+    kv->wcount = total;
+    if (p->use_temp) { /* the buffer got the newest W rows */
+        kv->wstart += total - W;
+        kv->wcount = W;
+    }
+}
+
+/* Copies rows [from, from+count) of a [..][kvd] buffer to the front. */
+static void move_front(float *b, int64_t from, int64_t count, int kvd) {
+    if (from > 0 && count > 0)
+        memmove(b, b + from * kvd, (size_t)(count * kvd) * sizeof(float));
+}
+
+/* SWA branch: stores the new keys/values in layer l's state and attends. */
+static int swa_branch(const xd_config *c, xd_kv *kv, int l, const xd_student_plan *p,
+                      const float *q, const float *k, const float *v, float *hs) {
+    int kvd = kv->kv_dim, n = p->n;
+    int64_t S = c->sinks, W = c->window, pos0 = p->pos0;
+    float *sk = kv->sk + (size_t)l * S * kvd, *sv = kv->sv + (size_t)l * S * kvd;
+    float *wk = kv->rk + (size_t)l * 2 * W * kvd, *wv = kv->rv + (size_t)l * 2 * W * kvd;
+    /* new sink positions */
+    for (int64_t t = pos0; t < pos0 + n && t < S; t++) {
+        memcpy(sk + t * kvd, k + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
+        memcpy(sv + t * kvd, v + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
+    }
+    int ns = (int)(pos0 + n < S ? pos0 + n : S);
+    int64_t off = n - p->na; /* first new row at a position ≥ S */
+    move_front(wk, kv->wcount - p->keep, p->keep, kvd);
+    move_front(wv, kv->wcount - p->keep, p->keep, kvd);
+    int64_t r0 = p->keep ? kv->wstart + kv->wcount - p->keep : pos0 + off;
+    float *rk = wk, *rv = wv, *tk = NULL, *tv = NULL;
+    int64_t total = p->keep + p->na;
+    if (p->use_temp) {
+        tk = malloc((size_t)(total * kvd) * sizeof(float));
+        tv = malloc((size_t)(total * kvd) * sizeof(float));
+        if (!tk || !tv) {
+            free(tk); free(tv);
+            return xd_err("student attention: out of memory for %lld keys", (long long)total);
+        }
+        memcpy(tk, wk, (size_t)(p->keep * kvd) * sizeof(float));
+        memcpy(tv, wv, (size_t)(p->keep * kvd) * sizeof(float));
+        rk = tk;
+        rv = tv;
+    }
+    memcpy(rk + p->keep * kvd, k + off * kvd, (size_t)(p->na * kvd) * sizeof(float));
+    memcpy(rv + p->keep * kvd, v + off * kvd, (size_t)(p->na * kvd) * sizeof(float));
+    int rc = xd_attention_sinkwin(hs, q, n, pos0, sk, sv, ns, rk, rv, r0, total, c->n_head,
+                                  c->n_kv_head, c->head_dim, (int)W, (int)S);
+    if (p->use_temp) { /* keep the newest W rows */
+        memcpy(wk, tk + (total - W) * kvd, (size_t)(W * kvd) * sizeof(float));
+        memcpy(wv, tv + (total - W) * kvd, (size_t)(W * kvd) * sizeof(float));
+        free(tk);
+        free(tv);
+    }
+    return rc ? xd_err("student attention: out of memory") : 0;
+}
+
+xd_mlstm_cfg xd_student_mlstm_cfg(const xd_config *c) {
+    xd_mlstm_cfg mc = xd_mlstm_cfg_default(c->n_head, 2 * c->head_dim, c->head_dim);
+    mc.chunk = c->chunk;
+    mc.scale = c->mlstm_scale;
+    mc.eps = c->mlstm_eps;
+    return mc;
+}
+
+int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
+                     const xd_student_plan *p, const float *h, const float *q, const float *k,
+                     const float *v, const float *qp, const float *kp, float *att) {
+    const xd_config *c = &m->cfg;
+    int n = p->n, nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim, d = c->d_model;
+    int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd, group = nh / nkv;
+    size_t N = (size_t)n;
+    float *hs = malloc(N * qd * sizeof(float)), *hm = malloc(N * qd * sizeof(float));
+    float *phq = malloc(N * nh * dphi * sizeof(float)), *phk = malloc(N * nh * dphi * sizeof(float));
+    float *ve = malloc(N * qd * sizeof(float));
+    float *ig = malloc(N * nh * sizeof(float)), *fg = malloc(N * nh * sizeof(float));
+    int rc = -1;
+    if (!hs || !hm || !phq || !phk || !ve || !ig || !fg) {
+        xd_err("student mixer: out of memory for %d tokens", n);
+        goto done;
+    }
+    if (swa_branch(c, kv, l, p, q, k, v, hs)) goto done;
+
+    /* mLSTM branch: φ(q), φ(k) per query head, values per query head, gates */
+    xd_hedgehog_forward(phq, q, qd, L->fmq_A, L->fmq_b, n, nh, nh, hd);
+    xd_hedgehog_forward(phk, k, kvd, L->fmk_A, L->fmk_b, n, nh, nkv, hd);
+    for (size_t t = 0; t < N; t++)
+        for (int hh = 0; hh < nh; hh++)
+            memcpy(ve + (t * nh + hh) * hd, v + t * kvd + (size_t)(hh / group) * hd,
+                   (size_t)hd * sizeof(float));
+    xd_linear(ig, h, L->w_ig, L->b_ig, n, d, nh);
+    xd_linear(fg, h, L->w_fg, L->b_fg, n, d, nh);
+    xd_softcap_forward(ig, ig, (int64_t)N * nh, c->gate_softcap);
+    xd_softcap_forward(fg, fg, (int64_t)N * nh, c->gate_softcap);
+    xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
+    size_t sl = (size_t)l;
+    xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
+    if (n == 1) {
+        xd_mlstm_step(hm, &st, phq, phk, ve, ig, fg, 0, &mc);
+    } else {
+        xd_mlstm_in in = {phq, phk, ve, ig, fg, NULL};
+        if (xd_mlstm_chunk_forward(hm, NULL, &st, &in, p->pos0 > 0 ? &st : NULL, n, &mc)) goto done;
+    }
+    /* mix (pre-RoPE q, k) */
+    xd_mix_forward(att, NULL, hm, hs, qp, qd, kp, kvd, v, kvd, L->w_mix, L->b_mix, n, nh, nkv, hd);
+    rc = 0;
+done:
+    free(hs); free(hm); free(phq); free(phk); free(ve); free(ig); free(fg);
+    return rc;
+}

@@ -1,0 +1,42 @@
+/* The xLSTM hybrid student at inference (DESIGN §2): the mixer that replaces
+ * each attention layer, its constant-size decoding state, and conversion of
+ * a teacher into a student. */
+#ifndef XD_STUDENT_H
+#define XD_STUDENT_H
+
+#include "kernels/mlstm.h"
+#include "model.h"
+
+/* The mLSTM configuration of a student's mixer (H = n_head, d_φ = 2·hd). */
+xd_mlstm_cfg xd_student_mlstm_cfg(const xd_config *c);
+
+/* Student fields of xd_kv: allocated by xd_kv_create when m is a student. */
+int xd_student_kv_alloc(xd_kv *kv, const xd_model *m);
+void xd_student_kv_free(xd_kv *kv);
+void xd_student_kv_reset(xd_kv *kv);
+/* Bytes of the student's decoding state (constant in the sequence length). */
+size_t xd_student_kv_bytes(const xd_kv *kv);
+
+/* Before a forward of n tokens at kv->pos: plans where the new keys go (the
+ * same for every layer). After all layers: xd_student_kv_commit. */
+typedef struct {
+    int64_t pos0;
+    int n;
+    int64_t keep;     /* window entries kept from before (moved to the buffer's front) */
+    int64_t na;       /* new positions ≥ sinks */
+    int use_temp;     /* the run does not fit in the buffer: a temporary run buffer */
+} xd_student_plan;
+void xd_student_plan_make(xd_student_plan *p, const xd_kv *kv, int n);
+void xd_student_kv_commit(xd_kv *kv, const xd_student_plan *p);
+
+/* The hybrid mixer of layer l for n tokens at positions p->pos0 …:
+ *   h [n][d]            the normalised layer input (gates)
+ *   q [n][nh·hd], k, v [n][nkv·hd]   after q/k norm and RoPE
+ *   qp, kp              q and k before RoPE (the mix gate's input)
+ * writes att [n][nh·hd] (before W_O) and advances layer l's state (window,
+ * sinks, mLSTM). Returns 0 or -1 (out of memory). */
+int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
+                     const xd_student_plan *p, const float *h, const float *q, const float *k,
+                     const float *v, const float *qp, const float *kp, float *att);
+
+#endif

@@ -1,0 +1,261 @@
+/* The xLSTM hybrid student at inference (issue 5):
+ *  - the copy path is exact: a student whose window covers the sequence and
+ *    whose mix is forced to the SWA branch (mix bias −1e4: o == 0.0f exactly)
+ *    reproduces its teacher's logits, for all four architectures;
+ *  - the SWA kernel (xd_attention_sinkwin) equals the training attention's
+ *    window + sink mask (xd_attn_train_forward, an independent
+ *    implementation) on random inputs;
+ *  - the constant-size decoding state: one prefill, token-by-token decoding
+ *    and prefills in uneven pieces give the same logits (windows that
+ *    overflow the buffer, the temporary-run path, sinks, the mLSTM state
+ *    carried between calls);
+ *  - save / load round trip and config errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "xdistill.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "kernels/train_ops.h"
+#include "model/model.h"
+#include "model/student.h"
+#include "test.h"
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= w)) w = d; /* NaN propagates */
+    }
+    return w;
+}
+
+static void rand_ids(int32_t *ids, int n, int V, uint64_t seed) {
+    xd_rng r;
+    xd_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+}
+
+/* All-position logits of ids through m in pieces of the given sizes. */
+static int run_pieces(xd_model *m, const int32_t *ids, int n, const int *pieces, int np,
+                      float *out) {
+    xd_kv *kv = xd_kv_create(m, n);
+    if (!kv) return -1;
+    int V = xd_model_config(m)->vocab_size, at = 0, rc = 0;
+    for (int i = 0; at < n && !rc; i++) {
+        int len = np ? pieces[i % np] : 1;
+        if (len > n - at) len = n - at;
+        rc = xd_forward(m, kv, ids + at, len, out + (size_t)at * V, 1);
+        at += len;
+    }
+    xd_kv_free(kv);
+    return rc;
+}
+
+/* ---- 1. copy path ------------------------------------------------------------ */
+static void copy_path(const char *name) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
+    xd_model *t = xd_model_load(dir);
+    CHECK(t != NULL, "load %s: %s", dir, xd_last_error());
+    if (!t) return;
+    const xd_config *c = xd_model_config(t);
+    int n = 48, V = c->vocab_size;
+    int32_t ids[48];
+    rand_ids(ids, n, V, 7);
+    float *ref = malloc((size_t)n * V * sizeof(float)), *got = malloc((size_t)n * V * sizeof(float));
+    CHECK(run_pieces(t, ids, n, (int[]){n}, 1, ref) == 0, "teacher forward: %s", xd_last_error());
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    o.window = n; /* covers the whole sequence */
+    o.sinks = 4;
+    o.chunk = 16;
+    xd_model *s = xd_student_convert(t, &o);
+    CHECK(s != NULL, "convert %s: %s", name, xd_last_error());
+    if (s) {
+        for (int l = 0; l < s->cfg.n_layer; l++)
+            for (int h = 0; h < s->cfg.n_head; h++) s->layers[l].b_mix[h] = -1e4f;
+        const int pieces[] = {17, 1, 9};
+        CHECK(run_pieces(s, ids, n, (int[]){n}, 1, got) == 0, "student: %s", xd_last_error());
+        double e1 = max_abs_diff(ref, got, (size_t)n * V);
+        CHECK(run_pieces(s, ids, n, NULL, 0, got) == 0, "student decode: %s", xd_last_error());
+        double e2 = max_abs_diff(ref, got, (size_t)n * V);
+        CHECK(run_pieces(s, ids, n, pieces, 3, got) == 0, "student pieces: %s", xd_last_error());
+        double e3 = max_abs_diff(ref, got, (size_t)n * V);
+        printf("  copy path %-12s max |student − teacher| logits: prefill %.2e, decode %.2e, "
+               "pieces %.2e (tol 1e-4)\n", name, e1, e2, e3);
+        /* tolerance: the same math with a different attention kernel (summation order) */
+        CHECK(e1 <= 1e-4 && e2 <= 1e-4 && e3 <= 1e-4, "%s: copy path differs", name);
+        xd_model_free(s);
+    }
+    free(ref);
+    free(got);
+    xd_model_free(t);
+}
+
+/* ---- 2. SWA kernel vs the training attention's mask -------------------------- */
+static void swa_kernel(int T, int nh, int nkv, int hd, int window, int sinks) {
+    int qd = nh * hd, kvd = nkv * hd;
+    xd_rng r;
+    xd_rng_seed(&r, (uint64_t)(T * 131 + window * 7 + sinks));
+    float *q = malloc((size_t)T * qd * 4), *k = malloc((size_t)T * kvd * 4),
+          *v = malloc((size_t)T * kvd * 4), *o1 = malloc((size_t)T * qd * 4),
+          *o2 = malloc((size_t)T * qd * 4), *probs = malloc((size_t)nh * T * T * 4);
+    for (int i = 0; i < T * qd; i++) q[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+    for (int i = 0; i < T * kvd; i++) k[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+    for (int i = 0; i < T * kvd; i++) v[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+    xd_attn_train_forward(o1, probs, q, k, v, T, nh, nkv, hd, NULL, window, sinks);
+    int ns = T < sinks ? T : sinks;
+    int r0 = sinks < T ? sinks : T;
+    CHECK(xd_attention_sinkwin(o2, q, T, 0, k, v, ns, k + (size_t)r0 * kvd, v + (size_t)r0 * kvd,
+                               r0, T - r0, nh, nkv, hd, window, sinks) == 0, "sinkwin");
+    double e = max_abs_diff(o1, o2, (size_t)T * qd);
+    printf("  sinkwin T %d window %d sinks %d: max |diff| vs xd_attn_train_forward %.2e (tol 1e-5)\n",
+           T, window, sinks, e);
+    CHECK(e <= 1e-5, "sinkwin T %d window %d sinks %d: %g", T, window, sinks, e);
+    free(q); free(k); free(v); free(o1); free(o2); free(probs);
+}
+
+/* ---- 3. decoding state --------------------------------------------------------- */
+static void randomise_mixer(xd_model *s, uint64_t seed) {
+    xd_rng r;
+    xd_rng_seed(&r, seed);
+    const xd_config *c = &s->cfg;
+    int nh = c->n_head, hd = c->head_dim, d = c->d_model;
+    for (int l = 0; l < c->n_layer; l++) {
+        xd_layer *L = &s->layers[l];
+        for (size_t i = 0; i < (size_t)nh * hd * hd; i++) {
+            L->fmq_A[i] += (float)(0.3 * (xd_rng_uniform(&r) - 0.5));
+            L->fmk_A[i] += (float)(0.3 * (xd_rng_uniform(&r) - 0.5));
+        }
+        for (size_t i = 0; i < (size_t)2 * nh * d; i++) L->w_ig[i] = (float)(0.5 * (xd_rng_uniform(&r) - 0.5));
+        for (int h = 0; h < 2 * nh; h++) L->b_ig[h] += (float)(2 * (xd_rng_uniform(&r) - 0.5));
+        for (size_t i = 0; i < (size_t)nh * 3 * hd; i++) L->w_mix[i] = (float)(0.5 * (xd_rng_uniform(&r) - 0.5));
+    }
+}
+
+static void decode_state(const char *name, int window, int sinks, int chunk) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
+    xd_model *t = xd_model_load(dir);
+    if (!t) { CHECK(0, "load: %s", xd_last_error()); return; }
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    o.window = window;
+    o.sinks = sinks;
+    o.chunk = chunk;
+    xd_model *s = xd_student_convert(t, &o);
+    xd_model_free(t);
+    if (!s) { CHECK(0, "convert: %s", xd_last_error()); return; }
+    randomise_mixer(s, 11);
+    int n = 90, V = s->cfg.vocab_size;
+    int32_t ids[90];
+    rand_ids(ids, n, V, 3);
+    size_t nv = (size_t)n * V;
+    float *a = malloc(nv * 4), *b = malloc(nv * 4);
+    CHECK(run_pieces(s, ids, n, (int[]){n}, 1, a) == 0, "prefill: %s", xd_last_error());
+    const int p1[] = {1}, p2[] = {13, 1, 30, 2, 44}, p3[] = {window + 3, 1};
+    const int *ps[] = {p1, p2, p3};
+    const int nps[] = {1, 5, 2};
+    const char *what[] = {"token by token", "pieces 13,1,30,2,44", "pieces W+3,1"};
+    for (int i = 0; i < 3; i++) {
+        CHECK(run_pieces(s, ids, n, ps[i], nps[i], b) == 0, "%s: %s", what[i], xd_last_error());
+        double e = max_abs_diff(a, b, nv);
+        printf("  state %-10s W %d S %d chunk %d, %-22s max |diff| vs one prefill %.2e (tol 1e-4)\n",
+               name, window, sinks, chunk, what[i], e);
+        /* tolerance: chunkwise vs recurrent mLSTM (agree to ~1e-6 relative) */
+        CHECK(e <= 1e-4, "%s %s: %g", name, what[i], e);
+    }
+    /* the state does not grow */
+    xd_kv *kv = xd_kv_create(s, 1);
+    size_t b0 = xd_student_kv_bytes(kv);
+    CHECK(xd_forward(s, kv, ids, n, NULL, 0) == 0 && xd_kv_pos(kv) == n, "long prefill");
+    CHECK(xd_student_kv_bytes(kv) == b0, "state grew");
+    xd_kv_free(kv);
+    free(a);
+    free(b);
+    xd_model_free(s);
+}
+
+/* ---- 4. save / load, config errors ---------------------------------------------- */
+static void save_load(void) {
+    xd_model *t = xd_model_load(FIXTURE("tiny-qwen3"));
+    if (!t) { CHECK(0, "load: %s", xd_last_error()); return; }
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    o.window = 8;
+    o.sinks = 2;
+    o.chunk = 8;
+    xd_model *s = xd_student_convert(t, &o);
+    xd_model_free(t);
+    if (!s) { CHECK(0, "convert: %s", xd_last_error()); return; }
+    randomise_mixer(s, 5);
+    char dir[] = "/tmp/xd_student_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char path[600];
+    snprintf(path, sizeof path, "%s/s", dir);
+    CHECK(xd_model_save(s, path) == 0, "save: %s", xd_last_error());
+    xd_model *s2 = xd_model_load(path);
+    CHECK(s2 != NULL, "load student: %s", xd_last_error());
+    if (s2) {
+        const xd_config *c = xd_model_config(s2);
+        CHECK(c->student && c->window == 8 && c->sinks == 2 && c->chunk == 8 &&
+                  c->gate_softcap == 15.0f && c->arch == XD_ARCH_QWEN3,
+              "config round trip");
+        int n = 30, V = c->vocab_size;
+        int32_t ids[30];
+        rand_ids(ids, n, V, 9);
+        float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
+        run_pieces(s, ids, n, (int[]){n}, 1, a);
+        run_pieces(s2, ids, n, (int[]){n}, 1, b);
+        CHECK(max_abs_diff(a, b, (size_t)n * V) == 0, "reloaded student differs");
+        free(a);
+        free(b);
+        xd_model_free(s2);
+    }
+    /* a config with a missing field / an impossible window */
+    char cfg[700], cmd[1500];
+    snprintf(cfg, sizeof cfg, "%s/config.json", path);
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"window\"/\"windoh\"/' %s", cfg);
+    CHECK(system(cmd) == 0, "sed");
+    CHECK(xd_model_load(path) == NULL && strstr(xd_last_error(), "window") &&
+              strstr(xd_last_error(), "config.json"),
+          "missing window: %s", xd_last_error());
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"windoh\": 8/\"window\": 0/' %s", cfg);
+    CHECK(system(cmd) == 0, "sed");
+    CHECK(xd_model_load(path) == NULL && strstr(xd_last_error(), "window"),
+          "window 0: %s", xd_last_error());
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"window\": 0/\"window\": 8/; s/\"base_architecture\": \"Qwen3ForCausalLM\"/\"base_architecture\": \"GPT2LMHeadModel\"/' %s", cfg);
+    CHECK(system(cmd) == 0, "sed");
+    CHECK(xd_model_load(path) == NULL && strstr(xd_last_error(), "base_architecture"),
+          "unknown base: %s", xd_last_error());
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "rm");
+    /* options out of range */
+    t = xd_model_load(FIXTURE("tiny-llama"));
+    o.window = 0;
+    CHECK(t && xd_student_convert(t, &o) == NULL && strstr(xd_last_error(), "window"),
+          "window 0 accepted: %s", xd_last_error());
+    xd_model_free(t);
+    xd_model_free(s);
+}
+
+int main(void) {
+    xd_set_threads(2);
+    const char *archs[] = {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-olmo2", "tiny-llama3rope"};
+    for (int i = 0; i < 5; i++) copy_path(archs[i]);
+    swa_kernel(50, 4, 2, 8, 5, 2);
+    swa_kernel(50, 4, 4, 8, 1, 0);
+    swa_kernel(70, 6, 2, 16, 9, 3);
+    swa_kernel(40, 2, 1, 8, 100, 4);
+    swa_kernel(3, 2, 1, 8, 2, 5);
+    decode_state("tiny-llama", 6, 2, 16);
+    decode_state("tiny-qwen2", 16, 4, 8);
+    decode_state("tiny-olmo2", 1, 0, 5);
+    decode_state("tiny-llama", 40, 3, 64);
+    save_load();
+    return test_summary("test_student");
+}
