@@ -15,12 +15,43 @@
 #include "core/error.h"
 #include "hybrid_ops.h"
 
+/* ---- reductions -------------------------------------------------------------------
+ * Sums in double over NL independent lanes (lane l takes elements l, l+NL, …)
+ * combined in a fixed tree: vectorisable without reassociating anything, and
+ * the same bits whatever the thread count. */
+enum { NL = 8 };
+
+static double lanes_sum(const double *acc) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Σ a_i·b_i */
+static inline double dot_fd(const float *a, const float *b, int n) {
+    double acc[NL] = {0};
+    int i = 0;
+    for (; i + NL <= n; i += NL)
+        for (int l = 0; l < NL; l++) acc[l] += (double)a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += (double)a[i] * b[i];
+    return lanes_sum(acc);
+}
+
+/* Σ x_i */
+static inline double sum_fd(const float *x, int n) {
+    double acc[NL] = {0};
+    int i = 0;
+    for (; i + NL <= n; i += NL)
+        for (int l = 0; l < NL; l++) acc[l] += x[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += x[i];
+    return lanes_sum(acc);
+}
+
 /* ---- Hedgehog feature map -------------------------------------------------------- */
 
 enum { HH_RB = 64 }; /* rows per piece of the da reduction */
 
 /* row: z = u·A (from the sgemm) in row[0..hd); writes φ = [softmax(z + a);
- * softmax(−(z + a))] over row[0..2hd). */
+ * softmax(−(z + a))] over row[0..2hd). Each half is e = expf(±z − max(±z))
+ * (float), Σe in double, φ = (float)(e·(1/Σe)) in double. */
 static void hh_softmax_row(float *row, const float *a, int hd) {
     float mx = -INFINITY, mn = INFINITY;
     for (int j = 0; j < hd; j++) {
@@ -29,21 +60,11 @@ static void hh_softmax_row(float *row, const float *a, int hd) {
         mx = z > mx ? z : mx;
         mn = z < mn ? z : mn;
     }
-    double sp = 0, sn = 0;
-    for (int j = 0; j < hd; j++) { /* softmax(−z): max(−z) = −min z */
-        float e = expf(mn - row[j]);
-        row[hd + j] = e;
-        sn += e;
-    }
-    for (int j = 0; j < hd; j++) {
-        float e = expf(row[j] - mx);
-        row[j] = e;
-        sp += e;
-    }
-    for (int j = 0; j < hd; j++) {
-        row[j] = (float)(row[j] / sp);
-        row[hd + j] = (float)(row[hd + j] / sn);
-    }
+    for (int j = 0; j < hd; j++) row[hd + j] = expf(mn - row[j]); /* max(−z) = −min z */
+    for (int j = 0; j < hd; j++) row[j] = expf(row[j] - mx);
+    const double ip = 1.0 / sum_fd(row, hd), in = 1.0 / sum_fd(row + hd, hd);
+    for (int j = 0; j < hd; j++) row[j] = (float)(row[j] * ip);
+    for (int j = 0; j < hd; j++) row[hd + j] = (float)(row[hd + j] * in);
 }
 
 void xd_hedgehog_forward(float *phi, const float *u, int ldu, const float *A, const float *a,
@@ -87,11 +108,7 @@ int xd_hedgehog_backward(float *du, float *dA, float *da, const float *dphi, con
             for (int t = p * HH_RB; t < t1; t++) {
                 const float *f = phi + t * ldp + (int64_t)h * 2 * hd;
                 const float *d = dphi + t * ldp + (int64_t)h * 2 * hd;
-                double ap = 0, an = 0;
-                for (int j = 0; j < hd; j++) {
-                    ap += (double)f[j] * d[j];
-                    an += (double)f[hd + j] * d[hd + j];
-                }
+                const double ap = dot_fd(f, d, hd), an = dot_fd(f + hd, d + hd, hd);
                 float *z = dz + (int64_t)t * hd;
                 for (int j = 0; j < hd; j++)
                     z[j] = (float)(f[j] * (d[j] - ap) - f[hd + j] * (d[hd + j] - an));
@@ -151,21 +168,20 @@ void xd_softcap_backward(float *dg, const float *dy, const float *g, int64_t n, 
 /* s = w·[qh; kg; vg] + b in double */
 static double mix_logit(const float *w, float b, const float *qh, const float *kg,
                         const float *vg, int hd) {
-    double s = b;
-    for (int j = 0; j < hd; j++) s += (double)w[j] * qh[j];
-    for (int j = 0; j < hd; j++) s += (double)w[hd + j] * kg[j];
-    for (int j = 0; j < hd; j++) s += (double)w[2 * hd + j] * vg[j];
-    return s;
+    return (double)b + (dot_fd(w, qh, hd) + dot_fd(w + hd, kg, hd) + dot_fd(w + 2 * hd, vg, hd));
 }
 
 /* ∂L/∂s = o(1−o)·Σ_d dout_d(hm_d − hs_d); exactly 0 when o is 0 or 1 (the dot
  * is then skipped, so a non-finite unused branch cannot leak in) */
-static double mix_ds(float o, const float *dy, const float *m, const float *s, int hd) {
+static inline double mix_ds(float o, const float *dy, const float *m, const float *s, int hd) {
     double od = o, w = od * (1.0 - od);
     if (w == 0.0) return 0.0;
-    double acc = 0;
-    for (int d = 0; d < hd; d++) acc += (double)dy[d] * ((double)m[d] - s[d]);
-    return w * acc;
+    double acc[NL] = {0};
+    int d = 0;
+    for (; d + NL <= hd; d += NL)
+        for (int l = 0; l < NL; l++) acc[l] += (double)dy[d + l] * ((double)m[d + l] - s[d + l]);
+    for (int l = 0; d < hd; d++, l++) acc[l] += (double)dy[d] * ((double)m[d] - s[d]);
+    return w * lanes_sum(acc);
 }
 
 void xd_mix_forward(float *out, float *o, const float *hm, const float *hs, const float *q,
@@ -197,7 +213,8 @@ void xd_mix_forward(float *out, float *o, const float *hm, const float *hs, cons
         }
 }
 
-enum { MIX_CB = 64 }; /* columns of w_o per job of the dw_o reduction */
+/* columns of w_o per job of the dw_o reduction (all of them for hd ≤ 256) */
+enum { MIX_CB = 768 };
 
 void xd_mix_backward(float *dhm, float *dhs, float *dq, float *dk, float *dv, float *dw_o,
                      float *db_o, const float *dout, const float *o, const float *hm,
@@ -238,7 +255,8 @@ void xd_mix_backward(float *dhm, float *dhs, float *dq, float *dk, float *dv, fl
             }
     }
     /* pass 2: dw_o, db_o, summed over the rows in order by one job per
-     * (head, chunk of MIX_CB columns); ds is recomputed (no scratch) */
+     * (head, chunk of MIX_CB columns; one chunk for hd ≤ 256); ds is
+     * recomputed (no scratch) */
     if (dw_o || db_o) {
         const int nch = dw_o ? (3 * hd + MIX_CB - 1) / MIX_CB : 1;
 #pragma omp parallel for schedule(static) if ((int64_t)n * nh * hd > 16384)
