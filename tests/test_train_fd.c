@@ -2,7 +2,13 @@
  * criterion 1) on the 2-layer tiny models of every architecture — Llama
  * (tied, GQA), Qwen2 (biases), Qwen3 (per-head q/k norm), OLMo-2 (post-norms,
  * full q/k norm) — and on Llama with a sliding window + sinks over two packed
- * documents per row (the student's attention mask).
+ * documents per row (the student's attention mask), and on xLSTM hybrid
+ * students converted from them (issue 5: the mixer — SWA + sinks, Hedgehog
+ * feature maps, gates, chunkwise mLSTM, mix — inside the whole model, with
+ * packed documents; the mixer's new parameters randomised so that every
+ * gradient is non-trivial). A student's training forward must also give the
+ * logits of its inference forward (an independent code path for the SWA
+ * branch and the decoding state).
  *
  * For each weight tensor we take its 3 largest-|grad| coordinates and 3
  * random ones and compare dL/dθ with (L(θ+h) − L(θ−h)) / 2h, h = 1e-3.
@@ -12,6 +18,8 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "kernels/kernels.h"
+#include "xdistill.h"
 #include "model/model.h"
 #include "test.h"
 #include "train/train_model.h"
@@ -28,16 +36,76 @@ static double loss_of(xd_trainer_model *tm) {
     return s / (double)n;
 }
 
-static void check_model(const char *name, int window, int sinks, int docs) {
+/* A student of the tiny model `name` with its mixer parameters randomised. */
+static xd_model *student_of(const char *name, int window, int sinks, int chunk) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
-    xd_model *m = xd_model_load(dir);
+    xd_model *t = xd_model_load(dir);
+    if (!t) return NULL;
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    o.window = window;
+    o.sinks = sinks;
+    o.chunk = chunk;
+    xd_model *m = xd_student_convert(t, &o);
+    xd_model_free(t);
+    if (!m) return NULL;
+    xd_rng r;
+    xd_rng_seed(&r, 7);
+    const xd_config *c = &m->cfg;
+    int nh = c->n_head, hd = c->head_dim, d = c->d_model;
+    for (int l = 0; l < c->n_layer; l++) {
+        xd_layer *L = &m->layers[l];
+        for (size_t i = 0; i < (size_t)nh * hd * hd; i++) {
+            L->fmq_A[i] += (float)(0.4 * (xd_rng_uniform(&r) - 0.5));
+            L->fmk_A[i] += (float)(0.4 * (xd_rng_uniform(&r) - 0.5));
+        }
+        for (size_t i = 0; i < (size_t)nh * hd; i++) {
+            L->fmq_b[i] = (float)(0.2 * (xd_rng_uniform(&r) - 0.5));
+            L->fmk_b[i] = (float)(0.2 * (xd_rng_uniform(&r) - 0.5));
+        }
+        for (size_t i = 0; i < (size_t)2 * nh * d; i++) L->w_ig[i] = (float)(0.6 * (xd_rng_uniform(&r) - 0.5));
+        for (int h = 0; h < 2 * nh; h++) L->b_ig[h] += (float)(xd_rng_uniform(&r) - 0.5);
+        for (size_t i = 0; i < (size_t)nh * 3 * hd; i++) L->w_mix[i] = (float)(0.6 * (xd_rng_uniform(&r) - 0.5));
+        for (int h = 0; h < nh; h++) L->b_mix[h] = (float)(xd_rng_uniform(&r) - 0.5);
+    }
+    return m;
+}
+
+/* The training forward's logits (one document per row) against the
+ * inference forward's, row by row. */
+static void student_forward_agrees(xd_trainer_model *tm) {
+    double s;
+    int64_t n;
+    xd_tm_step(tm, tok, NULL, NULL, NULL, 0, 0, &s, &n); /* forward only: x_norm */
+    int V = tm->m->cfg.vocab_size, d = tm->m->cfg.d_model;
+    xd_linear(tm->logits, tm->x_norm, tm->m->lm_head, NULL, B * T, d, V);
+    float *out = malloc((size_t)T * V * sizeof(float));
+    double worst = 0;
+    for (int b = 0; b < B; b++) {
+        xd_kv *kv = xd_kv_create(tm->m, T);
+        CHECK(xd_forward(tm->m, kv, tok + b * T, T, out, 1) == 0, "forward: %s", xd_last_error());
+        for (size_t i = 0; i < (size_t)T * V; i++) {
+            double e = fabs((double)out[i] - (double)tm->logits[(size_t)b * T * V + i]);
+            if (!(e <= worst)) worst = e;
+        }
+        xd_kv_free(kv);
+    }
+    printf("student training vs inference forward: max |logit diff| %.2e (tol 1e-4)\n", worst);
+    CHECK(worst <= 1e-4, "student training forward differs from inference: %g", worst);
+    free(out);
+}
+
+static void check_model(const char *name, int window, int sinks, int docs, int student) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
+    xd_model *m = student ? student_of(name, window, sinks, 4) : xd_model_load(dir);
     CHECK(m != NULL, "%s: %s", name, xd_last_error());
     if (!m) return;
     xd_trainer_model tm;
     CHECK(xd_tm_init(&tm, m, B, T) == 0, "init");
-    tm.window = window;
-    tm.sinks = sinks;
+    tm.window = student ? 0 : window;
+    tm.sinks = student ? 0 : sinks;
     use_docs = docs;
     xd_rng r;
     xd_rng_seed(&r, 42);
@@ -49,6 +117,7 @@ static void check_model(const char *name, int window, int sinks, int docs) {
         ds[i] = start;
         pos[i] = t - start;
     }
+    if (student) student_forward_agrees(&tm);
     int n_valid = 0;
     for (int i = 0; i < B * T; i++) n_valid += tgt[i] >= 0;
     xd_tm_zero_grad(&tm);
@@ -94,18 +163,22 @@ static void check_model(const char *name, int window, int sinks, int docs) {
         }
     }
     CHECK(bad == 0, "%s: %d of %d coordinates disagree with finite differences", name, bad, checked);
-    printf("%-12s window %d sinks %d docs %d: %d coordinates, worst err/(|fd|+1e-2) %.2e\n", name,
-           window, sinks, docs, checked, worst);
+    printf("%-12s%s window %d sinks %d docs %d: %d coordinates, worst err/(|fd|+1e-2) %.2e\n", name,
+           student ? " student" : "", window, sinks, docs, checked, worst);
     free(ws);
     xd_tm_free(&tm);
     xd_model_free(m);
 }
 
 int main(void) {
-    check_model("tiny-llama", 0, 0, 0);
-    check_model("tiny-qwen2", 0, 0, 0);
-    check_model("tiny-qwen3", 0, 0, 0);
-    check_model("tiny-olmo2", 0, 0, 0);
-    check_model("tiny-llama", 3, 2, 1);
+    check_model("tiny-llama", 0, 0, 0, 0);
+    check_model("tiny-qwen2", 0, 0, 0, 0);
+    check_model("tiny-qwen3", 0, 0, 0, 0);
+    check_model("tiny-olmo2", 0, 0, 0, 0);
+    check_model("tiny-llama", 3, 2, 1, 0);
+    check_model("tiny-llama", 3, 2, 1, 1);
+    check_model("tiny-qwen3", 5, 1, 1, 1);
+    check_model("tiny-olmo2", 4, 0, 0, 1);
+    check_model("tiny-qwen2", 2, 2, 1, 1);
     return test_summary("test_train_fd");
 }

@@ -36,7 +36,12 @@ static size_t acts_layout(xd_trainer_model *tm, float *base) {
         a->q = take(base, &cur, BT * qd);
         a->k = take(base, &cur, BT * kvd);
         a->v = take(base, &cur, BT * kvd);
-        a->probs = take(base, &cur, (size_t)tm->B * c->n_head * tm->T * tm->T);
+        if (c->student) {
+            size_t nmx = xd_mixer_acts_layout(c, tm->B, tm->T, &a->mx, NULL);
+            float *mb = take(base, &cur, nmx);
+            if (base) xd_mixer_acts_layout(c, tm->B, tm->T, &a->mx, mb);
+        } else
+            a->probs = take(base, &cur, (size_t)tm->B * c->n_head * tm->T * tm->T);
         a->att = take(base, &cur, BT * qd);
         a->o_raw = take(base, &cur, BT * d);
         a->x_mid = take(base, &cur, BT * d);
@@ -60,6 +65,14 @@ static size_t acts_layout(xd_trainer_model *tm, float *base) {
     tm->du = take(base, &cur, BT * ff);
     tm->dsw = take(base, &cur, BT * ff);
     tm->dk_raw = take(base, &cur, BT * kvd);
+    if (c->student) {
+        tm->dqp = take(base, &cur, BT * qd);
+        tm->dkp = take(base, &cur, BT * kvd);
+        tm->dh_mix = take(base, &cur, BT * d);
+        size_t ns = xd_mixer_scratch_layout(c, tm->B, tm->T, &tm->mxs, NULL);
+        float *sb = take(base, &cur, ns);
+        if (base) xd_mixer_scratch_layout(c, tm->B, tm->T, &tm->mxs, sb);
+    }
     return cur;
 }
 
@@ -111,7 +124,11 @@ static void add_into(float *y, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
-static void layer_forward(xd_trainer_model *tm, int l) {
+static void add_inplace(float *y, const float *a, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a[i];
+}
+
+static int layer_forward(xd_trainer_model *tm, int l) {
     const xd_model *m = tm->m;
     const xd_config *c = &m->cfg;
     const xd_layer *L = &m->layers[l];
@@ -133,8 +150,17 @@ static void layer_forward(xd_trainer_model *tm, int l) {
         xd_rmsnorm(a->q, a->q_raw, L->q_norm, BT, qd, eps);
         xd_rmsnorm(a->k, a->k_raw, L->k_norm, BT, kvd, eps);
     }
+    if (c->student) { /* the mix gate reads q, k before RoPE */
+        memcpy(a->mx.qp, a->q, (size_t)BT * qd * sizeof(float));
+        memcpy(a->mx.kp, a->k, (size_t)BT * kvd * sizeof(float));
+    }
     xd_rope_pos(a->q, BT, c->n_head, hd, qd, tm->pos, m->rope_inv_freq);
     xd_rope_pos(a->k, BT, c->n_kv_head, hd, kvd, tm->pos, m->rope_inv_freq);
+    if (c->student) {
+        if (xd_mixer_train_forward(c, L, &a->mx, h, a->q, a->k, a->v, tm->doc_start, tm->B, T,
+                                   a->att))
+            return -1;
+    } else
     for (int b = 0; b < tm->B; b++) {
         size_t r = (size_t)b * T;
         xd_attn_train_forward(a->att + r * qd, a->probs + (size_t)b * c->n_head * T * T,
@@ -159,11 +185,12 @@ static void layer_forward(xd_trainer_model *tm, int l) {
         xd_rmsnorm(tm->dh, a->m_raw, L->post_ffn_norm, BT, d, eps);
         add_into(next_in, a->x_mid, tm->dh, nd);
     } else add_into(next_in, a->x_mid, a->m_raw, nd);
+    return 0;
 }
 
 /* Backward of one layer: tm->dx holds dL/d(layer output) on entry and
  * dL/d(layer input) on exit. */
-static void layer_backward(xd_trainer_model *tm, int l) {
+static int layer_backward(xd_trainer_model *tm, int l) {
     const xd_model *m = tm->m;
     const xd_config *c = &m->cfg;
     const xd_layer *L = &m->layers[l];
@@ -207,6 +234,16 @@ static void layer_backward(xd_trainer_model *tm, int l) {
     memset(tm->dq, 0, (size_t)BT * qd * sizeof(float));
     memset(tm->dk, 0, (size_t)BT * kvd * sizeof(float));
     memset(tm->dv, 0, (size_t)BT * kvd * sizeof(float));
+    const float *h1 = L->attn_norm ? a->h1 : a->x_in;
+    if (c->student) {
+        memset(tm->dqp, 0, (size_t)BT * qd * sizeof(float));
+        memset(tm->dkp, 0, (size_t)BT * kvd * sizeof(float));
+        memset(tm->dh_mix, 0, nd * sizeof(float));
+        xd_mixer_dinputs din = {tm->dh_mix, tm->dq, tm->dk, tm->dv, tm->dqp, tm->dkp};
+        if (xd_mixer_train_backward(c, L, G, &a->mx, &tm->mxs, &din, tm->datt, h1, a->q, a->k,
+                                    a->v, tm->doc_start, tm->B, T))
+            return -1;
+    } else
     for (int b = 0; b < tm->B; b++) {
         size_t r = (size_t)b * T;
         xd_attn_train_backward(tm->dq + r * qd, tm->dk + r * kvd, tm->dv + r * kvd,
@@ -216,6 +253,10 @@ static void layer_backward(xd_trainer_model *tm, int l) {
     }
     xd_rope_pos_backward(tm->dq, BT, c->n_head, hd, qd, tm->pos, m->rope_inv_freq);
     xd_rope_pos_backward(tm->dk, BT, c->n_kv_head, hd, kvd, tm->pos, m->rope_inv_freq);
+    if (c->student) { /* the mix gate's gradients are w.r.t. q, k before RoPE */
+        add_inplace(tm->dq, tm->dqp, (size_t)BT * qd);
+        add_inplace(tm->dk, tm->dkp, (size_t)BT * kvd);
+    }
     float *dq = tm->dq, *dk = tm->dk;
     if (c->qk_norm) {
         /* gradients w.r.t. the raw projections (datt is free again: reuse it) */
@@ -234,13 +275,14 @@ static void layer_backward(xd_trainer_model *tm, int l) {
     }
     /* dx = dL/d(x_in): residual path plus the q/k/v input path */
     memcpy(tm->dx, tm->dx2, nd * sizeof(float));
-    const float *h1 = L->attn_norm ? a->h1 : a->x_in;
     float *dh1 = L->attn_norm ? tm->dh : tm->dx;
     if (L->attn_norm) memset(tm->dh, 0, nd * sizeof(float));
+    if (c->student) add_inplace(dh1, tm->dh_mix, nd); /* the gates read h1 */
     xd_linear_backward(dh1, G->wq, G->bq, dq, h1, L->wq, BT, d, qd);
     xd_linear_backward(dh1, G->wk, G->bk, dk, h1, L->wk, BT, d, kvd);
     xd_linear_backward(dh1, G->wv, G->bv, tm->dv, h1, L->wv, BT, d, kvd);
     if (L->attn_norm) xd_rmsnorm_backward(tm->dx, G->attn_norm, tm->dh, a->x_in, L->attn_norm, BT, d, eps);
+    return 0;
 }
 
 static int tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targets,
@@ -262,7 +304,8 @@ static int tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *t
             tm->doc_start[i] = doc_start ? doc_start[i] : 0;
         }
     xd_embedding_forward(tm->acts[0].x_in, m->embed, tokens, BT, d);
-    for (int l = 0; l < c->n_layer; l++) layer_forward(tm, l);
+    for (int l = 0; l < c->n_layer; l++)
+        if (layer_forward(tm, l)) return xd_err_prefix("training forward, layer %d", l);
     xd_rmsnorm(tm->x_norm, tm->x_final, m->final_norm, BT, d, c->norm_eps);
     if (!targets) return 0;
     xd_linear(tm->logits, tm->x_norm, m->lm_head, NULL, BT, d, V);
@@ -279,7 +322,8 @@ static int tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *t
     memset(tm->dx, 0, nd * sizeof(float));
     xd_rmsnorm_backward(tm->dx, tm->grads.final_norm, tm->dh, tm->x_final, m->final_norm, BT, d,
                         c->norm_eps);
-    for (int l = c->n_layer - 1; l >= 0; l--) layer_backward(tm, l);
+    for (int l = c->n_layer - 1; l >= 0; l--)
+        if (layer_backward(tm, l)) return xd_err_prefix("training backward, layer %d", l);
     xd_embedding_backward(tm->grads.embed, tm->dx, tokens, BT, d);
     return 0;
 }

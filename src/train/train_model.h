@@ -5,6 +5,7 @@
 #ifndef XD_TRAIN_MODEL_H
 #define XD_TRAIN_MODEL_H
 
+#include "mixer_train.h"
 #include "model/model.h"
 
 /* Saved activations of one layer ([BT][...] unless noted). */
@@ -20,6 +21,7 @@ typedef struct {
     float *h2;           /* MLP-input norm (NULL for OLMo-2) */
     float *g, *u, *sw;   /* gate, up, silu(g)·u */
     float *m_raw;        /* W_down output (before the OLMo-2 post-norm) */
+    xd_mixer_acts mx;    /* student: the hybrid mixer's activations (probs unused) */
 } xd_layer_acts;
 
 typedef struct xd_trainer_model {
@@ -34,6 +36,8 @@ typedef struct xd_trainer_model {
     float *x_final, *x_norm, *logits; /* [BT][d], [BT][d], [BT][V] (logits reused as dlogits) */
     /* backward scratch */
     float *dx, *dx2, *dh, *dq, *dk, *dv, *datt, *dg, *du, *dsw, *dk_raw;
+    float *dqp, *dkp, *dh_mix;   /* student: mixer gradients w.r.t. pre-RoPE q, k and h1 */
+    xd_mixer_scratch mxs;        /* student: mixer backward scratch */
     /* per-batch inputs */
     int32_t *pos, *doc_start; /* [B][T] */
 } xd_trainer_model;
