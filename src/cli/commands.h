@@ -10,4 +10,6 @@ int cmd_pretrain(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_distill(int argc, char **argv);
+int cmd_teacher_logits(int argc, char **argv);
 #endif

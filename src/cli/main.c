@@ -15,14 +15,16 @@ static const struct {
     {"pretrain", cmd_pretrain, "--config C --tokenizer M --data D -o DIR  train from scratch"},
     {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune"},
     {"convert", cmd_convert, "TEACHER -o STUDENT [--window W --sinks S]  build the xLSTM hybrid student"},
+    {"distill", cmd_distill, "stage1|stage2 ...          distil the teacher into the student"},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
     {"data", cmd_data, "prep|info ...               pack text into token data for training"},
+    {"teacher-logits", cmd_teacher_logits, "TEACHER --data D --seq T --rows N -o F  top-k logits for Stage II"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: xdistill COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv) {

@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/error.h"
@@ -286,6 +287,15 @@ static int parse_student(const src *s, xd_config *c) {
     if (capv && json_is_number(capv) && json_number_value(capv) == 0) cap = 0;
     else if (get_pos(s, "gate_softcap", 0, 15.0, &cap)) return -1;
     if (eps >= 1) return xd_err("%s: mlstm_eps: %g is impossible (expected < 1)", s->path, eps);
+    const json_t *th = field(s->obj, "teacher_hash");
+    if (th) {
+        const char *hs = json_is_string(th) ? json_string_value(th) : "";
+        char *end = NULL;
+        unsigned long long v = strtoull(hs, &end, 16);
+        if (strncmp(hs, "0x", 2) || !end || *end || strlen(hs) != 18)
+            return xd_err("%s: teacher_hash: expected \"0x\" and 16 hex digits", s->path);
+        c->teacher_hash = (uint64_t)v;
+    }
     c->student = 1;
     c->mlstm_scale = (float)scale;
     c->mlstm_eps = (float)eps;

@@ -268,6 +268,11 @@ static json_t *config_json(const xd_config *c) {
         set(o, "mlstm_scale", real_f(c->mlstm_scale), &bad);
         set(o, "mlstm_eps", real_f(c->mlstm_eps), &bad);
         set(o, "gate_softcap", real_f(c->gate_softcap), &bad);
+        if (c->teacher_hash) {
+            char h[24];
+            snprintf(h, sizeof h, "0x%016llx", (unsigned long long)c->teacher_hash);
+            set(o, "teacher_hash", json_string(h), &bad);
+        }
     }
     if (bad) {
         json_decref(o);

@@ -30,8 +30,41 @@ typedef struct {
     const char *const *freeze; /* substrings of HF weight names that do not train */
     int n_freeze;
     int window, sinks;    /* attention mask for training (0 = causal) */
-    const char *kind;     /* "pretrain" / "finetune": recorded in the log */
+    const char *kind;     /* "pretrain" / "finetune" / "stage1" ...: recorded in the log */
+    const char *const *train_only; /* when n_train_only > 0: only weights whose HF name
+                                    * contains one of these train (then `freeze` applies) */
+    int n_train_only;
+    struct xd_objective *objective; /* what a step minimises; NULL: next-token CE */
 } xd_train_opts;
+
+/* One micro-batch of B rows × T tokens (inputs, targets, document starts,
+ * positions), as the trainer draws it from the token data. */
+typedef struct {
+    int32_t *row, *tok, *tgt, *ds, *pos;
+} xd_batch;
+
+struct xd_trainer_model;
+
+/* A training objective other than next-token cross-entropy (Stage I's
+ * per-layer MSE, Stage II's CE + KL). The trainer keeps the loop, the
+ * optimiser, clipping, checkpoints, resume, logging and progress. */
+typedef struct xd_objective {
+    void *ctx;
+    /* The number of loss terms of a micro-batch (the step's mean divides by
+     * their sum over the accumulated micro-batches). */
+    int64_t (*count)(struct xd_objective *ob, const xd_batch *bb, int B, int T);
+    /* Forward (+ backward) over one micro-batch whose first row is stream
+     * row `row0` of the train split (cursor / T): the summed loss, and the
+     * gradients of grad_scale · loss_sum accumulated into tm->grads. */
+    int (*step)(struct xd_objective *ob, struct xd_trainer_model *tm, const xd_batch *bb,
+                uint64_t row0, int backward, float grad_scale, double *loss_sum);
+    /* Validation: the mean loss over up to max_windows windows of the
+     * validation split, and extra JSON members for the log (",\"k\":v..."). */
+    int (*eval)(struct xd_objective *ob, struct xd_trainer_model *tm, const xd_tokdata *data,
+                int64_t max_windows, double *loss, char *json, size_t cap);
+    /* Extra JSON members for the log line of the last step (or NULL). */
+    void (*log_extra)(struct xd_objective *ob, char *json, size_t cap);
+} xd_objective;
 
 void xd_train_defaults(xd_train_opts *o);
 
@@ -47,8 +80,6 @@ typedef struct {
  * complete out_dir/ckpt-STEP directory) and finally out_dir/model. */
 int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_train_result *res);
 
-struct xd_trainer_model;
-
 /* Which weights train (not frozen by a name substring) and which decay
  * (matrices and embeddings; not norms or biases). */
 typedef struct {
@@ -58,6 +89,12 @@ typedef struct {
 } xd_param_groups;
 
 int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *freeze, int n_freeze);
+/* Same with o's train_only and freeze lists. */
+int xd_groups_from_opts(xd_param_groups *g, const xd_model *m, const xd_train_opts *o);
+/* Validation windows of the split as batches: window k0 + b in row b
+ * (targets −1 past a window's end and in rows past the last window).
+ * Returns the number of windows (nw). */
+int xd_val_batch(const xd_tokdata *data, int B, int T, uint64_t k0, uint64_t nw, xd_batch *bb);
 void xd_groups_free(xd_param_groups *g);
 
 /* One optimiser step on the accumulated gradients: global grad-norm clip

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "kernels/distill_loss.h"
 #include "kernels/kernels.h"
 #include "kernels/train_ops.h"
 
@@ -77,6 +78,10 @@ static size_t acts_layout(xd_trainer_model *tm, float *base) {
 }
 
 int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T) {
+    return xd_tm_init_ex(tm, m, B, T, 1);
+}
+
+int xd_tm_init_ex(xd_trainer_model *tm, xd_model *m, int B, int T, int with_grads) {
     memset(tm, 0, sizeof *tm);
     tm->m = m;
     tm->B = B;
@@ -84,7 +89,7 @@ int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T) {
     if (B <= 0 || T <= 0) return xd_err("training: batch %d x sequence %d must be positive", B, T);
     tm->grads = *m;
     tm->grads.layers = calloc((size_t)m->cfg.n_layer, sizeof(xd_layer));
-    tm->grad_arena = calloc(m->arena_floats, sizeof(float));
+    tm->grad_arena = calloc(with_grads ? m->arena_floats : 1, sizeof(float));
     tm->acts = calloc((size_t)m->cfg.n_layer, sizeof(xd_layer_acts));
     tm->pos = malloc((size_t)B * T * sizeof(int32_t));
     tm->doc_start = malloc((size_t)B * T * sizeof(int32_t));
@@ -92,7 +97,7 @@ int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T) {
         xd_tm_free(tm);
         return xd_err("training: out of memory for gradients");
     }
-    xd_model_layout(&m->cfg, &tm->grads, tm->grad_arena);
+    xd_model_layout(&m->cfg, &tm->grads, with_grads ? tm->grad_arena : NULL);
     tm->grads.arena = tm->grad_arena;
     tm->act_floats = acts_layout(tm, NULL);
     tm->act_arena = malloc(tm->act_floats * sizeof(float));
@@ -117,7 +122,7 @@ void xd_tm_free(xd_trainer_model *tm) {
 }
 
 void xd_tm_zero_grad(xd_trainer_model *tm) {
-    memset(tm->grad_arena, 0, tm->m->arena_floats * sizeof(float));
+    if (tm->grads.embed) memset(tm->grad_arena, 0, tm->m->arena_floats * sizeof(float));
 }
 
 static void add_into(float *y, const float *a, const float *b, size_t n) {
@@ -311,7 +316,11 @@ static int tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *t
     xd_linear(tm->logits, tm->x_norm, m->lm_head, NULL, BT, d, V);
     int64_t valid = 0;
     for (int i = 0; i < BT; i++) valid += targets[i] >= 0;
-    *loss_sum = xd_cross_entropy(tm->logits, tm->logits, targets, BT, V, grad_scale);
+    if (tm->kd_ids)
+        *loss_sum = xd_distill_loss(tm->logits, tm->logits, targets, tm->kd_ids, tm->kd_vals, BT,
+                                    V, tm->kd_k, tm->kd_w_ce, tm->kd_w_kl, grad_scale, &tm->kd_ce,
+                                    &tm->kd_kl);
+    else *loss_sum = xd_cross_entropy(tm->logits, tm->logits, targets, BT, V, grad_scale);
     *n_valid = valid;
     if (!backward) return 0;
 
@@ -332,6 +341,8 @@ int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targe
                const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
                double *loss_sum, int64_t *n_valid) {
     /* bf16 mode: one bf16 copy of each weight for this forward + backward */
+    if (backward && !tm->grads.embed)
+        return xd_err("training: backward asked of a forward-only trainer");
     int bf16 = xd_bf16_active();
     if (bf16) xd_bf16_cache_begin();
     int rc = tm_step(tm, tokens, targets, pos, doc_start, backward, grad_scale, loss_sum, n_valid);

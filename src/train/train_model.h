@@ -40,10 +40,21 @@ typedef struct xd_trainer_model {
     xd_mixer_scratch mxs;        /* student: mixer backward scratch */
     /* per-batch inputs */
     int32_t *pos, *doc_start; /* [B][T] */
+    /* Stage II: when kd_ids is set, the loss is w_ce·CE + w_kl·KL against the
+     * teacher's top-k (xd_distill_loss) instead of CE; kd_ce / kd_kl receive
+     * the last step's unweighted sums */
+    const int32_t *kd_ids;    /* [B·T][kd_k] */
+    const float *kd_vals;     /* [B·T][kd_k] */
+    int kd_k;
+    float kd_w_ce, kd_w_kl;
+    double kd_ce, kd_kl;
 } xd_trainer_model;
 
 /* Allocates gradients and activations for batches of B×T. */
 int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T);
+/* with_grads = 0: forward only (no gradient arena; the backward must not
+ * be asked for). */
+int xd_tm_init_ex(xd_trainer_model *tm, xd_model *m, int B, int T, int with_grads);
 void xd_tm_free(xd_trainer_model *tm);
 void xd_tm_zero_grad(xd_trainer_model *tm);
 

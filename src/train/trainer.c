@@ -37,7 +37,8 @@ void xd_train_defaults(xd_train_opts *o) {
     o->kind = "train";
 }
 
-int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *freeze, int n_freeze) {
+static int groups_init(xd_param_groups *g, const xd_model *m, const char *const *train_only,
+                       int n_train_only, const char *const *freeze, int n_freeze) {
     memset(g, 0, sizeof *g);
     if (xd_model_weights(m, &g->w, &g->n)) return -1;
     g->train = calloc((size_t)g->n, 1);
@@ -45,14 +46,28 @@ int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *fre
     if (!g->train || !g->decay) return xd_err("out of memory");
     int n_train = 0;
     for (int i = 0; i < g->n; i++) {
-        g->train[i] = 1;
+        g->train[i] = n_train_only == 0;
+        for (int f = 0; f < n_train_only; f++)
+            if (strstr(g->w[i].hf, train_only[f])) g->train[i] = 1;
         for (int f = 0; f < n_freeze; f++)
             if (strstr(g->w[i].hf, freeze[f])) g->train[i] = 0;
-        g->decay[i] = g->w[i].ndim == 2;
+        /* matrices and embeddings decay; not norms, biases or the feature
+         * maps (initialised to the identity, which decay would pull to 0) */
+        g->decay[i] = g->w[i].ndim == 2 && !strstr(g->w[i].hf, "feature_map");
         n_train += g->train[i];
     }
-    if (!n_train) return xd_err("--freeze: every parameter is frozen, nothing to train");
+    if (!n_train)
+        return xd_err(n_train_only ? "no parameter of the model is trainable (is it a student?)"
+                                   : "--freeze: every parameter is frozen, nothing to train");
     return 0;
+}
+
+int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *freeze, int n_freeze) {
+    return groups_init(g, m, NULL, 0, freeze, n_freeze);
+}
+
+int xd_groups_from_opts(xd_param_groups *g, const xd_model *m, const xd_train_opts *o) {
+    return groups_init(g, m, o->train_only, o->n_train_only, o->freeze, o->n_freeze);
 }
 
 void xd_groups_free(xd_param_groups *g) {
@@ -90,6 +105,40 @@ double xd_optimizer_step(xd_trainer_model *tm, const xd_param_groups *g, xd_adam
     return gn;
 }
 
+int xd_val_batch(const xd_tokdata *data, int B, int T, uint64_t k0, uint64_t nw, xd_batch *bb) {
+    for (int b = 0; b < B; b++) {
+        int32_t *tb = bb->tok + (size_t)b * T, *gb = bb->tgt + (size_t)b * T;
+        int32_t *db = bb->ds + (size_t)b * T, *pb = bb->pos + (size_t)b * T;
+        int n = k0 + (uint64_t)b < nw
+                    ? xd_tokdata_window(data, XD_SPLIT_VAL, T, k0 + (uint64_t)b, bb->row, db, pb)
+                    : 0;
+        if (n < 0) return -1;
+        for (int t = 0; t < T; t++) {
+            int ok = t + 1 < n;
+            tb[t] = ok ? bb->row[t] : 0;
+            gb[t] = ok ? bb->row[t + 1] : -1;
+            if (!ok) { db[t] = 0; pb[t] = t; }
+        }
+    }
+    return 0;
+}
+
+static int batch_alloc(xd_batch *bb, int B, int T) {
+    size_t BT = (size_t)B * T;
+    bb->row = malloc((size_t)B * (T + 1) * sizeof(int32_t));
+    bb->tok = malloc(BT * sizeof(int32_t));
+    bb->tgt = malloc(BT * sizeof(int32_t));
+    bb->ds = malloc(BT * sizeof(int32_t));
+    bb->pos = malloc(BT * sizeof(int32_t));
+    if (!bb->row || !bb->tok || !bb->tgt || !bb->ds || !bb->pos) return xd_err("out of memory");
+    return 0;
+}
+
+static void batch_free(xd_batch *bb) {
+    free(bb->row); free(bb->tok); free(bb->tgt); free(bb->ds); free(bb->pos);
+    memset(bb, 0, sizeof *bb);
+}
+
 int xd_eval_loss(xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windows, double *loss,
                  int64_t *n_tokens) {
     int B = tm->B, T = tm->T;
@@ -97,32 +146,16 @@ int xd_eval_loss(xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windo
     if (max_windows > 0 && (uint64_t)max_windows < nw) nw = (uint64_t)max_windows;
     if (nw == 0) return xd_err("%s: the validation split has fewer than 2 tokens",
                                xd_tokdata_path(data));
-    size_t BT = (size_t)B * T;
-    int32_t *row = malloc((size_t)(T + 1) * sizeof(int32_t));
-    int32_t *tok = malloc(BT * sizeof(int32_t)), *tgt = malloc(BT * sizeof(int32_t));
-    int32_t *ds = malloc(BT * sizeof(int32_t)), *pos = malloc(BT * sizeof(int32_t));
+    xd_batch bb = {0};
     int rc = -1;
     double sum = 0;
     int64_t cnt = 0;
-    if (!row || !tok || !tgt || !ds || !pos) { xd_err("out of memory"); goto done; }
+    if (batch_alloc(&bb, B, T)) goto done;
     for (uint64_t k0 = 0; k0 < nw; k0 += (uint64_t)B) {
-        for (int b = 0; b < B; b++) {
-            int32_t *tb = tok + (size_t)b * T, *gb = tgt + (size_t)b * T;
-            int32_t *db = ds + (size_t)b * T, *pb = pos + (size_t)b * T;
-            int n = k0 + (uint64_t)b < nw
-                        ? xd_tokdata_window(data, XD_SPLIT_VAL, T, k0 + (uint64_t)b, row, db, pb)
-                        : 0;
-            if (n < 0) goto done;
-            for (int t = 0; t < T; t++) {
-                int ok = t + 1 < n;
-                tb[t] = ok ? row[t] : 0;
-                gb[t] = ok ? row[t + 1] : -1;
-                if (!ok) { db[t] = 0; pb[t] = t; }
-            }
-        }
+        if (xd_val_batch(data, B, T, k0, nw, &bb)) goto done;
         double s;
         int64_t c;
-        if (xd_tm_step(tm, tok, tgt, pos, ds, 0, 0.0f, &s, &c)) goto done;
+        if (xd_tm_step(tm, bb.tok, bb.tgt, bb.pos, bb.ds, 0, 0.0f, &s, &c)) goto done;
         sum += s;
         cnt += c;
     }
@@ -130,7 +163,7 @@ int xd_eval_loss(xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windo
     *n_tokens = cnt;
     rc = 0;
 done:
-    free(row); free(tok); free(tgt); free(ds); free(pos);
+    batch_free(&bb);
     return rc;
 }
 
@@ -167,11 +200,7 @@ static int trim_log(const char *path, int64_t max_step) {
 }
 
 /* One training batch: B rows × (T+1) tokens from the train stream. */
-typedef struct {
-    int32_t *row, *tok, *tgt, *ds, *pos;
-} batch_buf;
-
-static int next_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, batch_buf *bb) {
+static int next_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, xd_batch *bb) {
     if (xd_tokdata_batch(data, XD_SPLIT_TRAIN, cursor, B, T, bb->row, bb->ds, bb->pos)) return -1;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -210,7 +239,8 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     xd_trainer_model tm;
     xd_param_groups g;
     xd_adamw opt = {0};
-    batch_buf bb = {0};
+    xd_batch bb = {0};
+    xd_objective *ob = o->objective;
     FILE *log = NULL;
     char log_path[1100];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", o->out_dir);
@@ -218,15 +248,10 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     if (xd_tm_init(&tm, m, B, T)) return -1;
     tm.window = o->window;
     tm.sinks = o->sinks;
-    if (xd_groups_init(&g, m, o->freeze, o->n_freeze) || xd_adamw_init(&opt, m->arena_floats, o->beta1, o->beta2, o->eps))
+    if (xd_groups_from_opts(&g, m, o) ||
+        xd_adamw_init(&opt, m->arena_floats, o->beta1, o->beta2, o->eps) || batch_alloc(&bb, B, T))
         goto done;
     size_t BT = (size_t)B * T;
-    bb.row = malloc((size_t)B * (T + 1) * sizeof(int32_t));
-    bb.tok = malloc(BT * sizeof(int32_t));
-    bb.tgt = malloc(BT * sizeof(int32_t));
-    bb.ds = malloc(BT * sizeof(int32_t));
-    bb.pos = malloc(BT * sizeof(int32_t));
-    if (!bb.row || !bb.tok || !bb.tgt || !bb.ds || !bb.pos) { xd_err("out of memory"); goto done; }
 
     xd_ckpt_state st = {0, 0, 0, 0, B, T, o->accum, o->steps};
     if (o->resume && xd_ckpt_exists(o->out_dir)) {
@@ -261,14 +286,18 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         uint64_t c0 = st.cursor;
         for (int a = 0; a < o->accum; a++) {
             if (next_batch(data, &st.cursor, B, T, &bb)) goto done;
-            for (size_t i = 0; i < BT; i++) valid += bb.tgt[i] >= 0;
+            if (ob) valid += ob->count(ob, &bb, B, T);
+            else
+                for (size_t i = 0; i < BT; i++) valid += bb.tgt[i] >= 0;
         }
         st.cursor = c0;
         for (int a = 0; a < o->accum; a++) {
             double s;
             int64_t c;
-            if (next_batch(data, &st.cursor, B, T, &bb) ||
-                xd_tm_step(&tm, bb.tok, bb.tgt, bb.pos, bb.ds, 1, 1.0f / (float)valid, &s, &c))
+            uint64_t row0 = st.cursor / (uint64_t)T;
+            if (next_batch(data, &st.cursor, B, T, &bb)) goto done;
+            if (ob ? ob->step(ob, &tm, &bb, row0, 1, 1.0f / (float)valid, &s)
+                   : xd_tm_step(&tm, bb.tok, bb.tgt, bb.pos, bb.ds, 1, 1.0f / (float)valid, &s, &c))
                 goto done;
             sum += s;
         }
@@ -289,16 +318,20 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         st.elapsed = now - t_start;
         int last = st.step == o->steps;
         int do_eval = last || (o->eval_every > 0 && st.step % o->eval_every == 0);
+        char ev_json[2048] = "", st_json[2048] = "";
         if (do_eval) {
             int64_t nv;
-            if (xd_eval_loss(&tm, data, o->eval_windows, &val, &nv)) goto done;
+            if (ob && ob->eval ? ob->eval(ob, &tm, data, o->eval_windows, &val, ev_json, sizeof ev_json)
+                               : xd_eval_loss(&tm, data, o->eval_windows, &val, &nv))
+                goto done;
         }
+        if (ob && ob->log_extra) ob->log_extra(ob, st_json, sizeof st_json);
         if (o->log_every > 0 && (st.step % o->log_every == 0 || last || do_eval)) {
             fprintf(log, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.6g,"
                          "\"tokens\":%lld,\"tok_s\":%.1f,\"elapsed\":%.2f",
                     (long long)st.step, loss, lr, gn, (long long)st.tokens_seen, tps, st.elapsed);
-            if (do_eval) fprintf(log, ",\"val_loss\":%.8g", val);
-            fputs("}\n", log);
+            if (do_eval) fprintf(log, ",\"val_loss\":%.8g%s", val, ev_json);
+            fprintf(log, "%s}\n", st_json);
             fflush(log);
         }
         char extra[160], vs[32] = "";
@@ -323,7 +356,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     rc = 0;
 done:
     if (log) fclose(log);
-    free(bb.row); free(bb.tok); free(bb.tgt); free(bb.ds); free(bb.pos);
+    batch_free(&bb);
     xd_adamw_free(&opt);
     xd_groups_free(&g);
     xd_tm_free(&tm);

@@ -1,0 +1,243 @@
+/* xdistill teacher-logits TEACHER --data DATA --seq T (--rows N | --tokens N) -o LOGITS
+ *                        [--topk K] [--batch B] [--flush-secs S] [--threads N] [--quiet]
+ * Runs the teacher's packed-document forward over the first N stream rows of
+ * the data's train split and stores its top-k logits per position for Stage II
+ * (format: src/io/topk_logits.h). Resumable: a killed run leaves LOGITS.partial,
+ * and the same command continues it; the result is byte-identical to an
+ * uninterrupted run. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "io/tokdata.h"
+#include "io/topk_logits.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "train/train_model.h"
+#include "xdistill.h"
+
+static const char USAGE[] =
+    "usage: xdistill teacher-logits TEACHER --data DATA --seq T (--rows N | --tokens N) -o LOGITS\n"
+    "                              [--topk K] [--batch B] [--flush-secs S] [--threads N] [--quiet]\n"
+    "  --topk K     logits kept per position (default 256)\n"
+    "  --seq T      tokens per row; Stage II must train with the same --seq\n"
+    "  --rows N     stream rows of the train split to cover (rows 0 .. N-1)\n"
+    "  --tokens N   or: enough rows for N tokens (ceil(N / T) rows)\n"
+    "  --batch B    rows per teacher forward (default 1); the last bits of the logits\n"
+    "               can depend on B, so a resumed run must use the same B\n"
+    "  --flush-secs S  commit the rows written (fsync) at most every S seconds\n"
+    "               (default 5; 0: after every batch); a kill loses at most that\n"
+    "A killed run leaves LOGITS.partial; rerun the same command to continue it.\n";
+
+typedef struct {
+    const char *teacher, *data, *out;
+    int k, T, B, threads, verbose;
+    uint64_t rows, tokens;
+    float flush_secs;
+} opts;
+
+/* Top-k of each of the n positions' logits [n][V] into ids / vals [n][k], in
+ * parallel. On a NaN, the error names the teacher, the row and the position. */
+static int select_all(const float *logits, int n, int V, int k, int T, uint64_t row0,
+                      const char *teacher, int32_t *ids, float *vals) {
+    long bad = -1;
+    char msg[256] = "";
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++)
+        if (xd_topk_select(logits + (size_t)i * V, V, k, ids + (size_t)i * k,
+                           vals + (size_t)i * k)) {
+#pragma omp critical(xd_teacher_logits_nan)
+            if (bad < 0 || i < bad) {
+                bad = i;
+                snprintf(msg, sizeof msg, "%s", xd_last_error());
+            }
+        }
+    if (bad >= 0)
+        return xd_err("%s: row %" PRIu64 ", position %ld: %s (the teacher's forward is broken)",
+                      teacher, row0 + (uint64_t)(bad / T), bad % T, msg);
+    return 0;
+}
+
+static int run(const opts *o) {
+    int rc = 1;
+    xd_model *m = NULL;
+    xd_tokdata *d = NULL;
+    xd_topk_writer *w = NULL;
+    xd_trainer_model tm;
+    int tm_ok = 0;
+    int32_t *row = NULL, *tok = NULL, *ds = NULL, *pos = NULL, *ids = NULL;
+    float *vals = NULL;
+
+    if (o->threads) xd_set_threads(o->threads);
+    if (!(m = xd_model_load(o->teacher))) goto done;
+    if (!xd_model_tokenizer(m)) {
+        xd_err("%s: the teacher has no tokenizer (needed to check the data)", o->teacher);
+        goto done;
+    }
+    if (!(d = xd_tokdata_open(o->data))) goto done;
+    if (xd_tokdata_check_tokenizer(d, xd_model_tokenizer(m))) goto done;
+    const xd_config *c = xd_model_config(m);
+    int V = c->vocab_size, T = o->T, B = o->B, k = o->k;
+    if (xd_tokdata_header_of(d)->vocab_size > (uint32_t)V) {
+        xd_err("%s: vocabulary of %u tokens exceeds the teacher's %d", o->data,
+               xd_tokdata_header_of(d)->vocab_size, V);
+        goto done;
+    }
+    if (k > V) {
+        xd_err("--topk %d exceeds the teacher's vocabulary of %d", k, V);
+        goto done;
+    }
+    if (T > c->max_ctx) {
+        xd_err("--seq %d exceeds the teacher's context length %d (%s)", T, c->max_ctx, o->teacher);
+        goto done;
+    }
+    uint64_t split = xd_tokdata_split_tokens(d, XD_SPLIT_TRAIN);
+    if (split < (uint64_t)T + 1) {
+        xd_err("%s: the train split has %" PRIu64 " tokens, fewer than --seq + 1 = %d", o->data,
+               split, T + 1);
+        goto done;
+    }
+    uint64_t rows = o->rows ? o->rows : (o->tokens + (uint64_t)T - 1) / (uint64_t)T;
+    if (rows > UINT64_MAX / (uint64_t)T / 4) {
+        xd_err("--rows %" PRIu64 " is too large", rows);
+        goto done;
+    }
+
+    xd_topk_header h;
+    xd_topk_header_init(&h, (uint32_t)k, (uint32_t)V, (uint32_t)T, (uint32_t)B, rows, xd_topk_teacher_hash(m),
+                        xd_topk_data_hash(d), xd_tokenizer_hash(xd_model_tokenizer(m)));
+    if (!(w = xd_topk_writer_open(o->out, &h))) goto done;
+    if (xd_topk_writer_done(w)) {
+        printf("%s: already complete (%" PRIu64 " rows of %d tokens, top-%d); nothing to do\n",
+               o->out, rows, T, k);
+        rc = 0;
+        goto done;
+    }
+    uint64_t r0 = xd_topk_writer_rows(w);
+    if (o->verbose) {
+        if (r0)
+            fprintf(stderr, "teacher-logits: resuming %s.partial at row %" PRIu64 " of %" PRIu64
+                            "\n", o->out, r0, rows);
+        fprintf(stderr, "teacher-logits: %" PRIu64 " rows x %d tokens, top-%d of %d, %.1f MB\n",
+                rows, T, k, V,
+                (double)rows * T * k * (h.id_bytes + 2) / 1e6);
+    }
+
+    if (xd_tm_init_ex(&tm, m, B, T, 0)) goto done;
+    tm_ok = 1;
+    size_t BT = (size_t)B * T;
+    row = malloc((BT + (size_t)B) * sizeof *row);
+    tok = malloc(BT * sizeof *tok);
+    ds = malloc(BT * sizeof *ds);
+    pos = malloc(BT * sizeof *pos);
+    ids = malloc(BT * (size_t)k * sizeof *ids);
+    vals = malloc(BT * (size_t)k * sizeof *vals);
+    if (!row || !tok || !ds || !pos || !ids || !vals) {
+        xd_err("out of memory");
+        goto done;
+    }
+    xd_progress pr;
+    xd_progress_start(&pr, "teacher-logits", (int64_t)r0, (int64_t)rows);
+    double t0 = xd_now(), last_flush = t0;
+    for (uint64_t r = r0; r < rows;) {
+        /* B stream rows from row r (the last batch may compute rows it does not keep) */
+        uint64_t cursor = r * (uint64_t)T;
+        if (xd_tokdata_batch(d, XD_SPLIT_TRAIN, &cursor, B, T, row, ds, pos)) goto done;
+        for (int b = 0; b < B; b++)
+            memcpy(tok + (size_t)b * T, row + (size_t)b * (T + 1), (size_t)T * sizeof *tok);
+        /* forward only; with targets == NULL xd_tm_step stops at the final
+         * norm (tm.x_norm), so the LM head is applied here */
+        if (xd_tm_step(&tm, tok, NULL, pos, ds, 0, 0.0f, NULL, NULL)) goto done;
+        xd_linear(tm.logits, tm.x_norm, m->lm_head, NULL, (int)BT, c->d_model, V);
+        uint64_t nw = rows - r < (uint64_t)B ? rows - r : (uint64_t)B;
+        if (select_all(tm.logits, (int)(nw * (uint64_t)T), V, k, T, r, o->teacher, ids, vals) ||
+            xd_topk_writer_append(w, ids, vals, nw))
+            goto done;
+        r += nw;
+        /* commits only ever follow whole batches, so a resume starts at a
+         * multiple of B and groups the rows as an uninterrupted run does */
+        if (o->flush_secs <= 0 || xd_now() - last_flush >= o->flush_secs) {
+            if (xd_topk_writer_flush(w)) goto done;
+            last_flush = xd_now();
+        }
+        if (o->verbose) {
+            char extra[64];
+            double dt = xd_now() - t0;
+            snprintf(extra, sizeof extra, "%.0f tok/s",
+                     dt > 0 ? (double)(r - r0) * T / dt : 0.0);
+            xd_progress_update(&pr, (int64_t)r, extra);
+        }
+    }
+    if (o->verbose) xd_progress_end(&pr);
+    if (xd_topk_writer_finish(w)) goto done;
+    printf("%s: %" PRIu64 " rows of %d tokens, top-%d logits of %d (teacher 0x%016" PRIx64
+           ", data 0x%016" PRIx64 ")\n",
+           o->out, rows, T, k, V, h.teacher_hash, h.data_hash);
+    rc = 0;
+done:
+    if (rc) cli_lib_error();
+    xd_topk_writer_close(w);
+    if (tm_ok) xd_tm_free(&tm);
+    free(row);
+    free(tok);
+    free(ds);
+    free(pos);
+    free(ids);
+    free(vals);
+    xd_tokdata_close(d);
+    xd_model_free(m);
+    return rc;
+}
+
+int cmd_teacher_logits(int argc, char **argv) {
+    opts o = {0};
+    o.k = 256;
+    o.B = 1;
+    o.verbose = 1;
+    o.flush_secs = 5;
+    const char *v;
+    int r;
+    for (int i = 1; i < argc; i++) {
+        if ((r = take_opt(argc, argv, &i, "--data", &v))) {
+            if (r < 0) return 2;
+            o.data = v;
+        } else if ((r = take_opt(argc, argv, &i, "-o", &v))) {
+            if (r < 0) return 2;
+            o.out = v;
+        } else if ((r = take_opt(argc, argv, &i, "--topk", &v))) {
+            if (r < 0 || parse_int("--topk", v, 1, 1 << 22, &o.k)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--seq", &v))) {
+            if (r < 0 || parse_int("--seq", v, 1, 1 << 20, &o.T)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--batch", &v))) {
+            if (r < 0 || parse_int("--batch", v, 1, 4096, &o.B)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--flush-secs", &v))) {
+            if (r < 0 || parse_float("--flush-secs", v, 0, 86400, &o.flush_secs)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
+            if (r < 0 || parse_int("--threads", v, 1, 1024, &o.threads)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--rows", &v))) {
+            if (r < 0 || parse_u64("--rows", v, &o.rows)) return 2;
+            if (!o.rows) return cli_error("--rows: expected at least 1"), 2;
+        } else if ((r = take_opt(argc, argv, &i, "--tokens", &v))) {
+            if (r < 0 || parse_u64("--tokens", v, &o.tokens)) return 2;
+            if (!o.tokens) return cli_error("--tokens: expected at least 1"), 2;
+        } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) o.verbose = 0;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (argv[i][0] == '-' && argv[i][1])
+            return cli_error("teacher-logits: unknown option '%s'", argv[i]), 2;
+        else if (!o.teacher) o.teacher = argv[i];
+        else return cli_error("teacher-logits: unexpected argument '%s'", argv[i]), 2;
+    }
+    if (o.rows && o.tokens) return cli_error("teacher-logits: give --rows or --tokens, not both"), 2;
+    if (!o.teacher || !o.data || !o.out || !o.T || (!o.rows && !o.tokens)) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    return run(&o);
+}

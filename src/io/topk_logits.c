@@ -1,0 +1,735 @@
+/* Teacher top-k logit files: fp16 conversion, hashes, top-k selection, the
+ * mmap reader and the resumable writer. Format: see topk_logits.h. */
+#include "topk_logits.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/error.h"
+#include "atomic.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "topk_logits.c reads and writes little-endian files with native loads; port it first"
+#endif
+
+typedef unsigned long long ull;
+
+/* ---- fp16 --------------------------------------------------------------------------
+ * binary16: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits. Normal
+ * halves are 1.m · 2^(e-15) for e in [1, 30]; subnormals m · 2^-24 (e = 0);
+ * e = 31 is inf (m = 0) or NaN. */
+
+static uint32_t f32_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static float bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+uint16_t xd_f32_to_f16(float x) {
+    uint32_t u = f32_bits(x);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) /* NaN: quiet, keep the top 9 payload bits */
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x1ffu));
+    if (a >= 0x477ff000u) /* >= 65520 = 65504 + half an ulp: the tie goes to even = inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a >= 0x38800000u) { /* >= 2^-14: a normal half */
+        uint32_t e = (a >> 23) - 127u + 15u, m = a & 0x7fffffu;
+        uint32_t h = (e << 10) | (m >> 13), rest = m & 0x1fffu;
+        /* round to nearest even; a carry out of the mantissa bumps the
+         * exponent, which is exactly right (at most to 0x7bff + 1 = 0x7c00,
+         * excluded by the inf test above) */
+        if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    if (a <= 0x33000000u) return sign; /* <= 2^-25: rounds to 0 (2^-25 is a tie, to even 0) */
+    /* subnormal half: round(|x| · 2^24) with |x| = m · 2^(e - 150), m with
+     * its implicit bit; |x| · 2^24 = m / 2^(126 - e), 14 <= 126 - e <= 24 */
+    uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, s = 126u - e;
+    uint32_t h = m >> s, rest = m & ((1u << s) - 1u), halfway = 1u << (s - 1u);
+    if (rest > halfway || (rest == halfway && (h & 1u))) h++; /* may reach 0x400: min normal */
+    return (uint16_t)(sign | h);
+}
+
+float xd_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0) { /* zero or subnormal: m · 2^-24, exact in float */
+        float v = (float)m * 0x1p-24f;
+        return bits_f32(f32_bits(v) | sign);
+    }
+    if (e == 31) return bits_f32(sign | 0x7f800000u | (m << 13)); /* inf, NaN (payload kept) */
+    return bits_f32(sign | ((e - 15u + 127u) << 23) | (m << 13));
+}
+
+/* ---- hashes --------------------------------------------------------------------------
+ * Four independent 64-bit lanes take the input's 8-byte words in turn (lane =
+ * (lane ^ w) · K, then rotated: a bijection of the lane for every word); the
+ * lanes and the length are folded together with the splitmix64 finaliser.
+ * Inputs are cut into 8 MB chunks hashed independently (in parallel) and
+ * chained in order, so the result does not depend on the thread count. */
+
+static uint64_t fmix(uint64_t z) {
+    z ^= z >> 30;
+    z *= 0xbf58476d1ce4e5b9ull;
+    z ^= z >> 27;
+    z *= 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static uint64_t hash_block(const uint8_t *p, size_t n, uint64_t seed) {
+    const uint64_t K = 0x9fb21c651e98df25ull;
+    uint64_t v[4] = {seed ^ 0x243f6a8885a308d3ull, seed ^ 0x13198a2e03707344ull,
+                     seed ^ 0xa4093822299f31d0ull, seed ^ 0x082efa98ec4e6c89ull};
+    size_t i = 0, w = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int l = 0; l < 4; l++) {
+            uint64_t x;
+            memcpy(&x, p + i + 8 * l, 8);
+            v[l] = rotl((v[l] ^ x) * K, 29);
+        }
+    for (; i < n; i += 8, w++) { /* tail: whole words, then one zero-padded word */
+        uint64_t x = 0;
+        memcpy(&x, p + i, n - i < 8 ? n - i : 8);
+        v[w & 3] = rotl((v[w & 3] ^ x) * K, 29);
+    }
+    uint64_t h = fmix(seed ^ ((uint64_t)n * 0xff51afd7ed558ccdull));
+    for (int l = 0; l < 4; l++) h = fmix(h ^ v[l]);
+    return h;
+}
+
+enum { HASH_CHUNK = 8 << 20 };
+
+uint64_t xd_topk_hash_bytes(const void *data, size_t n, uint64_t seed) {
+    const uint8_t *p = data;
+    size_t nc = n ? (n + HASH_CHUNK - 1) / HASH_CHUNK : 0;
+    uint64_t h = fmix(seed ^ 0x6a09e667f3bcc909ull ^ (uint64_t)n), *hc = NULL;
+    if (nc > 1) hc = malloc(nc * sizeof *hc);
+    if (hc) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (long c = 0; c < (long)nc; c++) {
+            size_t o = (size_t)c * HASH_CHUNK, len = n - o < HASH_CHUNK ? n - o : HASH_CHUNK;
+            hc[c] = hash_block(p + o, len, seed + (uint64_t)c);
+        }
+    }
+    for (size_t c = 0; c < nc; c++) {
+        size_t o = c * HASH_CHUNK, len = n - o < HASH_CHUNK ? n - o : HASH_CHUNK;
+        h = fmix(h ^ (hc ? hc[c] : hash_block(p + o, len, seed + (uint64_t)c)));
+    }
+    free(hc);
+    return h;
+}
+
+static uint64_t f2u(float x) { return f32_bits(x); }
+
+uint64_t xd_topk_teacher_hash(const xd_model *m) {
+    const xd_config *c = &m->cfg;
+    uint64_t w[] = {
+        0x3148434145545844ull, /* "DXTEACH1": a version tag of this definition */
+        (uint64_t)c->arch, (uint64_t)c->n_layer, (uint64_t)c->d_model, (uint64_t)c->n_head,
+        (uint64_t)c->n_kv_head, (uint64_t)c->head_dim, (uint64_t)c->d_ff,
+        (uint64_t)c->vocab_size, f2u(c->rope_theta), f2u(c->norm_eps),
+        (uint64_t)c->tied_embeddings, (uint64_t)c->qkv_bias, (uint64_t)c->qk_norm,
+        (uint64_t)c->post_norms, f2u(c->rope_scale_factor), f2u(c->rope_low_freq_factor),
+        f2u(c->rope_high_freq_factor), (uint64_t)c->rope_orig_ctx,
+    };
+    uint64_t h = xd_topk_hash_bytes(w, sizeof w, 0);
+    h = xd_topk_hash_bytes(m->arena, m->arena_floats * sizeof(float), h);
+    if (m->rope_inv_freq)
+        h = xd_topk_hash_bytes(m->rope_inv_freq, (size_t)(c->head_dim / 2) * sizeof(float), h);
+    return h;
+}
+
+/* Token ids [from, from + n) as u32, hashed in blocks of 4096 (a stack
+ * buffer, so nothing here can fail) chained in order. */
+static uint64_t hash_tokens(const xd_tokdata *d, uint64_t from, uint64_t n, uint64_t seed) {
+    enum { TB = 4096 };
+    int32_t buf[TB];
+    uint64_t h = seed;
+    for (uint64_t o = 0; o < n; o += TB) {
+        uint64_t len = n - o < TB ? n - o : TB;
+        xd_tokdata_copy(d, from + o, len, buf);
+        h = fmix(h ^ hash_block((const uint8_t *)buf, (size_t)len * 4, seed + o));
+    }
+    return h;
+}
+
+uint64_t xd_topk_data_hash(const xd_tokdata *d) {
+    const xd_tokdata_header *hd = xd_tokdata_header_of(d);
+    const uint64_t *off = xd_tokdata_doc_offsets(d);
+    uint64_t nd = hd->n_train_docs, begin = xd_tokdata_split_begin(d, XD_SPLIT_TRAIN);
+    uint64_t nt = xd_tokdata_split_tokens(d, XD_SPLIT_TRAIN);
+    uint64_t w[] = {0x3141544144445844ull /* "DXDDATA1" */, hd->vocab_size, hd->tokenizer_hash,
+                    nd, nt};
+    uint64_t h = xd_topk_hash_bytes(w, sizeof w, 0);
+    /* the train documents' offsets, relative to the split's start */
+    for (uint64_t i = 0; i <= nd; i++) h = fmix(h ^ (off[i] - begin)) + i;
+    /* the train ids, in chunks of 1M tokens hashed in parallel and chained in order */
+    enum { TC = 1 << 20 };
+    uint64_t nc = (nt + TC - 1) / TC, *hc = malloc((nc ? nc : 1) * sizeof *hc), h0 = h;
+    if (hc) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (long c = 0; c < (long)nc; c++) {
+            uint64_t o = (uint64_t)c * TC;
+            hc[c] = hash_tokens(d, begin + o, nt - o < TC ? nt - o : TC, h0 + (uint64_t)c);
+        }
+    }
+    for (uint64_t c = 0; c < nc; c++) { /* without hc (out of memory): the same, serially */
+        uint64_t o = c * TC;
+        h = fmix(h ^ (hc ? hc[c] : hash_tokens(d, begin + o, nt - o < TC ? nt - o : TC, h0 + c)));
+    }
+    free(hc);
+    return h;
+}
+
+/* ---- top-k selection ----------------------------------------------------------------
+ * A binary min-heap of the k best so far, its root the worst of them: lower
+ * value, or equal value and larger id. Ids are scanned in increasing order, so
+ * a later logit equal to the root is never better and only a strictly larger
+ * one replaces it. Popping the root k times leaves the array sorted best
+ * first. */
+
+static int worse(float va, int32_t ia, float vb, int32_t ib) {
+    return va < vb || (va == vb && ia > ib);
+}
+
+static void sift_down(float *v, int32_t *id, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && worse(v[l], id[l], v[w], id[w])) w = l;
+        if (r < n && worse(v[r], id[r], v[w], id[w])) w = r;
+        if (w == i) return;
+        float tv = v[i];
+        int32_t ti = id[i];
+        v[i] = v[w], id[i] = id[w];
+        v[w] = tv, id[w] = ti;
+        i = w;
+    }
+}
+
+int xd_topk_select(const float *logits, int V, int k, int32_t *ids, float *vals) {
+    if (k < 1 || k > V) return xd_err("top-k: k = %d, expected 1 <= k <= %d", k, V);
+    for (int j = 0; j < k; j++) {
+        if (isnan(logits[j])) return xd_err("logit %d of %d is NaN", j, V);
+        ids[j] = j;
+        vals[j] = logits[j];
+    }
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(vals, ids, k, i);
+    for (int j = k; j < V; j++) {
+        float x = logits[j];
+        if (x > vals[0]) {
+            vals[0] = x;
+            ids[0] = j;
+            sift_down(vals, ids, k, 0);
+        } else if (isnan(x)) return xd_err("logit %d of %d is NaN", j, V);
+    }
+    for (int n = k - 1; n > 0; n--) { /* heap sort: the worst goes to the back */
+        float tv = vals[0];
+        int32_t ti = ids[0];
+        vals[0] = vals[n], ids[0] = ids[n];
+        vals[n] = tv, ids[n] = ti;
+        sift_down(vals, ids, n, 0);
+    }
+    return 0;
+}
+
+/* ---- header -------------------------------------------------------------------------- */
+
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+static uint32_t id_bytes_for(uint32_t vocab) { return vocab <= 65536u ? 2u : 4u; }
+
+void xd_topk_header_init(xd_topk_header *h, uint32_t k, uint32_t vocab_size, uint32_t seq,
+                         uint32_t batch, uint64_t rows_total, uint64_t teacher_hash,
+                         uint64_t data_hash, uint64_t tokenizer_hash) {
+    memset(h, 0, sizeof *h);
+    h->version = XD_TOPK_VERSION;
+    h->k = k;
+    h->vocab_size = vocab_size;
+    h->seq = seq;
+    h->id_bytes = id_bytes_for(vocab_size);
+    h->batch = batch;
+    h->rows_total = rows_total;
+    h->teacher_hash = teacher_hash;
+    h->data_hash = data_hash;
+    h->tokenizer_hash = tokenizer_hash;
+}
+
+static void encode_header(uint8_t b[XD_TOPK_HEADER_BYTES], const xd_topk_header *h) {
+    memset(b, 0, XD_TOPK_HEADER_BYTES);
+    memcpy(b, XD_TOPK_MAGIC, 8);
+    put_u32(b + 8, h->version);
+    put_u32(b + 12, h->k);
+    put_u32(b + 16, h->vocab_size);
+    put_u32(b + 20, h->seq);
+    put_u32(b + 24, h->id_bytes);
+    put_u32(b + 28, h->batch);
+    put_u64(b + 32, h->n_rows);
+    put_u64(b + 40, h->rows_total);
+    put_u64(b + 48, h->teacher_hash);
+    put_u64(b + 56, h->data_hash);
+    put_u64(b + 64, h->tokenizer_hash);
+}
+
+/* Decodes and validates a header; errors name `path` and the field. Sets
+ * *row_bytes = seq · k · (id_bytes + 2) (checked against overflow). */
+static int decode_header(const uint8_t *b, xd_topk_header *h, const char *path,
+                         uint64_t *row_bytes) {
+    if (memcmp(b, XD_TOPK_MAGIC, 8)) {
+        char shown[9];
+        for (int i = 0; i < 8; i++) shown[i] = b[i] >= 32 && b[i] < 127 ? (char)b[i] : '?';
+        shown[8] = 0;
+        return xd_err("%s: magic: found \"%s\", expected \"XDTOPK\" + two NUL bytes (not a "
+                      "teacher top-k logits file; make one with `xdistill teacher-logits`)",
+                      path, shown);
+    }
+    h->version = get_u32(b + 8);
+    h->k = get_u32(b + 12);
+    h->vocab_size = get_u32(b + 16);
+    h->seq = get_u32(b + 20);
+    h->id_bytes = get_u32(b + 24);
+    h->batch = get_u32(b + 28);
+    h->n_rows = get_u64(b + 32);
+    h->rows_total = get_u64(b + 40);
+    h->teacher_hash = get_u64(b + 48);
+    h->data_hash = get_u64(b + 56);
+    h->tokenizer_hash = get_u64(b + 64);
+    if (h->version != XD_TOPK_VERSION)
+        return xd_err("%s: version: %u is not supported, expected %u", path, h->version,
+                      XD_TOPK_VERSION);
+    if (h->vocab_size == 0) return xd_err("%s: vocab_size: 0, expected > 0", path);
+    if (h->k == 0 || h->k > h->vocab_size)
+        return xd_err("%s: k: %u, expected 1 <= k <= vocab_size %u", path, h->k, h->vocab_size);
+    if (h->seq == 0) return xd_err("%s: seq: 0, expected >= 1", path);
+    if (h->id_bytes != id_bytes_for(h->vocab_size))
+        return xd_err("%s: id_bytes: %u, expected %u for vocab_size %u", path, h->id_bytes,
+                      id_bytes_for(h->vocab_size), h->vocab_size);
+    if (h->batch == 0) return xd_err("%s: batch: 0, expected >= 1", path);
+    for (unsigned i = 72; i < XD_TOPK_HEADER_BYTES; i++)
+        if (b[i]) return xd_err("%s: reserved byte %u is not 0 (corrupt)", path, i);
+    if (h->n_rows > h->rows_total)
+        return xd_err("%s: n_rows: %llu exceeds rows_total %llu (corrupt)", path, (ull)h->n_rows,
+                      (ull)h->rows_total);
+    uint64_t rec = (uint64_t)h->k * (h->id_bytes + 2u); /* < 2^35 */
+    if (rec > UINT64_MAX / h->seq) return xd_err("%s: seq x k: too large", path);
+    *row_bytes = rec * h->seq;
+    return 0;
+}
+
+static int same_header(const xd_topk_header *have, const xd_topk_header *want, const char *path,
+                       const char *hint, int check_batch) {
+#define HASH(f)                                                                                 \
+    if (have->f != want->f)                                                                     \
+        return xd_err("%s: " #f " 0x%016llx does not match this run's " #f " 0x%016llx (%s)",   \
+                      path, (ull)have->f, (ull)want->f, hint);
+#define NUM(f, opt)                                                                             \
+    if (have->f != want->f)                                                                     \
+        return xd_err("%s: " #f " %llu does not match this run's %llu" opt " (%s)", path,        \
+                      (ull)have->f, (ull)want->f, hint);
+    HASH(teacher_hash)
+    HASH(data_hash)
+    HASH(tokenizer_hash)
+    NUM(vocab_size, "")
+    NUM(k, " (--topk)")
+    NUM(seq, " (--seq)")
+    NUM(rows_total, " (--rows)")
+    if (check_batch) { NUM(batch, " (--batch)") }
+#undef HASH
+#undef NUM
+    return 0;
+}
+
+/* ---- reader ---------------------------------------------------------------------------- */
+
+struct xd_topk {
+    char *path;
+    uint8_t *map;
+    size_t size;
+    xd_topk_header h;
+    uint64_t row_bytes;
+};
+
+xd_topk *xd_topk_open(const char *path) {
+    if (!path) { xd_err("topk: open: no path"); return NULL; }
+    xd_topk *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        free(f);
+        xd_err("out of memory");
+        return NULL;
+    }
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0) { xd_err("%s: cannot open: %s", path, strerror(errno)); goto fail; }
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        xd_err("%s: not a regular file", path);
+        close(fd);
+        goto fail;
+    }
+    f->size = (size_t)st.st_size;
+    if (f->size < XD_TOPK_HEADER_BYTES) {
+        xd_err("%s: header: the file has %zu bytes, fewer than the %u-byte header (truncated, or "
+               "not a top-k logits file)", path, f->size, XD_TOPK_HEADER_BYTES);
+        close(fd);
+        goto fail;
+    }
+    void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) { xd_err("%s: mmap failed: %s", path, strerror(errno)); goto fail; }
+    f->map = m;
+    if (decode_header(f->map, &f->h, path, &f->row_bytes)) goto fail;
+    uint64_t body = f->size - XD_TOPK_HEADER_BYTES;
+    if (f->h.n_rows > body / f->row_bytes || f->h.n_rows * f->row_bytes != body) {
+        char want[32] = "more than 2^64";
+        if (f->h.n_rows <= (UINT64_MAX - XD_TOPK_HEADER_BYTES) / f->row_bytes)
+            snprintf(want, sizeof want, "%llu",
+                     (ull)(XD_TOPK_HEADER_BYTES + f->h.n_rows * f->row_bytes));
+        xd_err("%s: file size: %zu bytes, expected 128 + n_rows %llu x seq %u x k %u x (id_bytes "
+               "%u + 2) = %s (truncated or corrupt)",
+               path, f->size, (ull)f->h.n_rows, f->h.seq, f->h.k, f->h.id_bytes, want);
+        goto fail;
+    }
+    return f;
+fail:
+    xd_topk_close(f);
+    return NULL;
+}
+
+void xd_topk_close(xd_topk *f) {
+    if (!f) return;
+    if (f->map) munmap(f->map, f->size);
+    free(f->path);
+    free(f);
+}
+
+const xd_topk_header *xd_topk_header_of(const xd_topk *f) { return f ? &f->h : NULL; }
+const char *xd_topk_path(const xd_topk *f) { return f ? f->path : NULL; }
+
+int xd_topk_read_rows(const xd_topk *f, uint64_t row, uint64_t n, int32_t *ids, float *logits) {
+    if (!f || (n && (!ids || !logits))) return xd_err("topk: read_rows: invalid arguments");
+    if (row > f->h.n_rows || n > f->h.n_rows - row)
+        return xd_err("%s: rows [%llu, %llu) out of range: the file has %llu rows (make more with "
+                      "`xdistill teacher-logits --rows`)",
+                      f->path, (ull)row, (ull)(row + n), (ull)f->h.n_rows);
+    uint32_t k = f->h.k, T = f->h.seq, ib = f->h.id_bytes, V = f->h.vocab_size;
+    for (uint64_t r = 0; r < n; r++) {
+        const uint8_t *p = f->map + XD_TOPK_HEADER_BYTES + (row + r) * f->row_bytes;
+        for (uint32_t t = 0; t < T; t++) {
+            const uint8_t *pl = p + (size_t)k * ib;
+            size_t o = ((size_t)r * T + t) * k;
+            float prev = INFINITY;
+            for (uint32_t j = 0; j < k; j++) {
+                uint32_t id;
+                if (ib == 2) {
+                    uint16_t s;
+                    memcpy(&s, p + 2 * j, 2);
+                    id = s;
+                } else memcpy(&id, p + 4 * j, 4);
+                uint16_t hv;
+                memcpy(&hv, pl + 2 * j, 2);
+                float x = xd_f16_to_f32(hv);
+                if (id >= V)
+                    return xd_err("%s: row %llu, position %u, slot %u: id %u, expected < "
+                                  "vocab_size %u (corrupt file)",
+                                  f->path, (ull)(row + r), t, j, id, V);
+                if (!isfinite(x))
+                    return xd_err("%s: row %llu, position %u, slot %u: logit is %s, expected a "
+                                  "finite fp16 (corrupt file)",
+                                  f->path, (ull)(row + r), t, j, isnan(x) ? "NaN" : "infinite");
+                if (x > prev)
+                    return xd_err("%s: row %llu, position %u, slot %u: logit %g exceeds the "
+                                  "previous slot's %g; expected descending (corrupt file)",
+                                  f->path, (ull)(row + r), t, j, x, prev);
+                prev = x;
+                ids[o + j] = (int32_t)id;
+                logits[o + j] = x;
+            }
+            p += (size_t)k * (ib + 2u);
+        }
+    }
+    return 0;
+}
+
+int xd_topk_check_data(const xd_topk *f, const xd_tokdata *d) {
+    if (!f || !d) return xd_err("topk: check_data: invalid arguments");
+    uint64_t th = xd_tokdata_header_of(d)->tokenizer_hash;
+    if (f->h.tokenizer_hash != th)
+        return xd_err("%s: tokenizer_hash 0x%016llx does not match %s's tokenizer_hash 0x%016llx "
+                      "(the logits were made for data of another tokenizer)",
+                      f->path, (ull)f->h.tokenizer_hash, xd_tokdata_path(d), (ull)th);
+    uint64_t dh = xd_topk_data_hash(d);
+    if (f->h.data_hash != dh)
+        return xd_err("%s: data_hash 0x%016llx does not match %s's data_hash 0x%016llx (the "
+                      "logits were made from other token data; rerun teacher-logits on it)",
+                      f->path, (ull)f->h.data_hash, xd_tokdata_path(d), (ull)dh);
+    return 0;
+}
+
+int xd_topk_check_teacher(const xd_topk *f, const xd_model *m) {
+    if (!f || !m) return xd_err("topk: check_teacher: invalid arguments");
+    uint64_t h = xd_topk_teacher_hash(m);
+    if (f->h.teacher_hash != h)
+        return xd_err("%s: teacher_hash 0x%016llx does not match %s's teacher_hash 0x%016llx "
+                      "(the logits were made by another teacher)",
+                      f->path, (ull)f->h.teacher_hash, m->path, (ull)h);
+    return 0;
+}
+
+/* ---- writer ------------------------------------------------------------------------------ */
+
+struct xd_topk_writer {
+    char path[XD_APATH_MAX], partial[XD_APATH_MAX];
+    int fd; /* PATH.partial, locked; -1 when done */
+    xd_topk_header h;
+    uint64_t row_bytes;
+    uint64_t committed, written; /* rows counted in the header / in the file */
+    int done;
+    uint8_t *buf;
+    size_t buf_cap;
+    uint32_t *stamp, gen; /* duplicate-id check: stamp[id] == gen means seen */
+};
+
+static int pwrite_all(int fd, const void *data, size_t n, uint64_t off, const char *path) {
+    const uint8_t *p = data;
+    while (n) {
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return xd_err("%s: write failed: %s", path, strerror(errno));
+        }
+        p += k, n -= (size_t)k, off += (uint64_t)k;
+    }
+    return 0;
+}
+
+static int fsync_parent(const char *path) {
+    char tmp[XD_APATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    return xd_fsync_dir(dirname(tmp));
+}
+
+static const char HINT_DONE[] = "it holds logits made with other arguments; delete it or choose "
+                                "another -o to compute new ones";
+static const char HINT_PARTIAL[] = "the partial file was started with other arguments; rerun "
+                                   "with those, or delete it to start over";
+
+xd_topk_writer *xd_topk_writer_open(const char *path, const xd_topk_header *h) {
+    if (!path || !*path || !h) { xd_err("topk: writer_open: invalid arguments"); return NULL; }
+    xd_topk_header want = *h;
+    want.n_rows = 0;
+    want.version = XD_TOPK_VERSION;
+    if (want.vocab_size == 0 || want.k == 0 || want.k > want.vocab_size || want.seq == 0 ||
+        want.rows_total == 0 || want.batch == 0 || want.id_bytes != id_bytes_for(want.vocab_size)) {
+        xd_err("%s: invalid header: k %u, vocab_size %u, seq %u, batch %u, rows_total %llu, "
+               "id_bytes %u (expected 1 <= k <= vocab_size, seq, batch, rows_total >= 1)",
+               path, want.k, want.vocab_size, want.seq, want.batch, (ull)want.rows_total,
+               want.id_bytes);
+        return NULL;
+    }
+    xd_topk_writer *w = calloc(1, sizeof *w);
+    if (!w) { xd_err("out of memory"); return NULL; }
+    w->fd = -1;
+    w->h = want;
+    if (snprintf(w->path, sizeof w->path, "%s", path) >= (int)sizeof w->path ||
+        snprintf(w->partial, sizeof w->partial, "%s.partial", path) >= (int)sizeof w->partial) {
+        xd_err("%s: path too long", path);
+        goto fail;
+    }
+    uint64_t rec = (uint64_t)want.k * (want.id_bytes + 2u);
+    w->row_bytes = rec * want.seq;
+
+    /* 1. a finished file */
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        xd_topk *f = xd_topk_open(path);
+        if (!f) goto fail;
+        int rc = same_header(&f->h, &want, path, HINT_DONE, 0);
+        if (!rc && f->h.n_rows != f->h.rows_total)
+            rc = xd_err("%s: n_rows %llu < rows_total %llu: incomplete (%s)", path,
+                        (ull)f->h.n_rows, (ull)f->h.rows_total, HINT_DONE);
+        xd_topk_close(f);
+        if (rc) goto fail;
+        w->done = 1;
+        w->committed = w->written = want.rows_total;
+        w->h.n_rows = want.rows_total;
+        return w;
+    } else if (errno != ENOENT) {
+        xd_err("%s: cannot stat: %s", path, strerror(errno));
+        goto fail;
+    }
+
+    /* 2. a partial file to resume, or 3. a new one */
+    w->fd = open(w->partial, O_RDWR | O_CLOEXEC);
+    if (w->fd < 0 && errno == ENOENT) {
+        uint8_t hb[XD_TOPK_HEADER_BYTES];
+        encode_header(hb, &want);
+        if (xd_write_file_atomic(w->partial, hb, sizeof hb)) goto fail;
+        w->fd = open(w->partial, O_RDWR | O_CLOEXEC);
+    }
+    if (w->fd < 0) {
+        xd_err("%s: cannot open: %s", w->partial, strerror(errno));
+        goto fail;
+    }
+    if (flock(w->fd, LOCK_EX | LOCK_NB)) {
+        xd_err("%s: %s", w->partial,
+               errno == EWOULDBLOCK ? "another process is writing it (locked)" : strerror(errno));
+        goto fail;
+    }
+    struct stat sf, sp;
+    if (fstat(w->fd, &sf) || stat(w->partial, &sp) || sf.st_ino != sp.st_ino ||
+        sf.st_dev != sp.st_dev) {
+        xd_err("%s: was replaced while being opened (another process is writing it?)",
+               w->partial);
+        goto fail;
+    }
+    uint8_t hb[XD_TOPK_HEADER_BYTES];
+    ssize_t got = pread(w->fd, hb, sizeof hb, 0);
+    if (got != (ssize_t)sizeof hb) {
+        xd_err("%s: header: the file has %lld bytes, fewer than the %u-byte header (corrupt; "
+               "delete it to start over)", w->partial, (long long)sf.st_size,
+               XD_TOPK_HEADER_BYTES);
+        goto fail;
+    }
+    xd_topk_header have;
+    uint64_t rb;
+    if (decode_header(hb, &have, w->partial, &rb) ||
+        same_header(&have, &want, w->partial, HINT_PARTIAL, 1))
+        goto fail;
+    uint64_t need = XD_TOPK_HEADER_BYTES + have.n_rows * rb;
+    if ((uint64_t)sf.st_size < need) {
+        xd_err("%s: file size %lld is less than the %llu bytes its n_rows %llu need (truncated; "
+               "delete it to start over)", w->partial, (long long)sf.st_size, (ull)need,
+               (ull)have.n_rows);
+        goto fail;
+    }
+    /* rows written after the last flush were never counted: drop them */
+    if ((uint64_t)sf.st_size > need && ftruncate(w->fd, (off_t)need)) {
+        xd_err("%s: cannot truncate to %llu bytes: %s", w->partial, (ull)need, strerror(errno));
+        goto fail;
+    }
+    w->committed = w->written = have.n_rows;
+    w->h.n_rows = have.n_rows;
+    if (!(w->stamp = calloc(want.vocab_size, sizeof *w->stamp))) {
+        xd_err("out of memory");
+        goto fail;
+    }
+    return w;
+fail:
+    xd_topk_writer_close(w);
+    return NULL;
+}
+
+uint64_t xd_topk_writer_rows(const xd_topk_writer *w) { return w ? w->written : 0; }
+int xd_topk_writer_done(const xd_topk_writer *w) { return w ? w->done : 0; }
+
+int xd_topk_writer_append(xd_topk_writer *w, const int32_t *ids, const float *logits, uint64_t n) {
+    if (!w || (n && (!ids || !logits))) return xd_err("topk: append: invalid arguments");
+    if (w->done || w->fd < 0) return xd_err("%s: already complete; nothing to append", w->path);
+    if (n > w->h.rows_total - w->written)
+        return xd_err("%s: appending %llu rows after %llu would exceed rows_total %llu",
+                      w->partial, (ull)n, (ull)w->written, (ull)w->h.rows_total);
+    if (n == 0) return 0;
+    if (n > SIZE_MAX / w->row_bytes) return xd_err("%s: too many rows at once", w->partial);
+    size_t bytes = (size_t)(n * w->row_bytes);
+    if (bytes > w->buf_cap) {
+        uint8_t *b = realloc(w->buf, bytes);
+        if (!b) return xd_err("out of memory (%zu bytes)", bytes);
+        w->buf = b;
+        w->buf_cap = bytes;
+    }
+    uint32_t k = w->h.k, T = w->h.seq, ib = w->h.id_bytes, V = w->h.vocab_size;
+    uint8_t *p = w->buf;
+    for (uint64_t r = 0; r < n; r++)
+        for (uint32_t t = 0; t < T; t++) {
+            size_t o = ((size_t)r * T + t) * k;
+            uint8_t *pl = p + (size_t)k * ib;
+            if (++w->gen == 0) { /* wrapped: forget every stamp */
+                memset(w->stamp, 0, (size_t)V * sizeof *w->stamp);
+                w->gen = 1;
+            }
+            float prev = INFINITY;
+            for (uint32_t j = 0; j < k; j++) {
+                int32_t id = ids[o + j];
+                unsigned long long row = (ull)(w->written + r);
+                if (id < 0 || (uint32_t)id >= V)
+                    return xd_err("%s: row %llu, position %u, slot %u: id %d, expected 0 <= id < "
+                                  "vocab_size %u", w->partial, row, t, j, id, V);
+                if (w->stamp[id] == w->gen)
+                    return xd_err("%s: row %llu, position %u, slot %u: id %d appears twice",
+                                  w->partial, row, t, j, id);
+                w->stamp[id] = w->gen;
+                uint16_t hv = xd_f32_to_f16(logits[o + j]);
+                float x = xd_f16_to_f32(hv);
+                if (!isfinite(x))
+                    return xd_err("%s: row %llu, position %u, slot %u: logit %g does not fit fp16 "
+                                  "(NaN, or |x| >= 65520)", w->partial, row, t, j, logits[o + j]);
+                if (x > prev)
+                    return xd_err("%s: row %llu, position %u, slot %u: logit %g exceeds the "
+                                  "previous slot's %g; expected descending",
+                                  w->partial, row, t, j, logits[o + j], prev);
+                prev = x;
+                if (ib == 2) {
+                    uint16_t s = (uint16_t)id;
+                    memcpy(p + 2 * j, &s, 2);
+                } else {
+                    uint32_t s = (uint32_t)id;
+                    memcpy(p + 4 * j, &s, 4);
+                }
+                memcpy(pl + 2 * j, &hv, 2);
+            }
+            p += (size_t)k * (ib + 2u);
+        }
+    if (pwrite_all(w->fd, w->buf, bytes, XD_TOPK_HEADER_BYTES + w->written * w->row_bytes,
+                   w->partial))
+        return -1;
+    w->written += n;
+    return 0;
+}
+
+int xd_topk_writer_flush(xd_topk_writer *w) {
+    if (!w) return xd_err("topk: flush: invalid arguments");
+    if (w->done || w->written == w->committed) return 0;
+    uint8_t nb[8];
+    put_u64(nb, w->written);
+    /* the rows first, so the header never counts rows that are not on disk */
+    if (fdatasync(w->fd)) return xd_err("%s: fsync failed: %s", w->partial, strerror(errno));
+    if (pwrite_all(w->fd, nb, 8, 32, w->partial)) return -1;
+    if (fdatasync(w->fd)) return xd_err("%s: fsync failed: %s", w->partial, strerror(errno));
+    w->committed = w->written;
+    w->h.n_rows = w->written;
+    return 0;
+}
+
+int xd_topk_writer_finish(xd_topk_writer *w) {
+    if (!w) return xd_err("topk: finish: invalid arguments");
+    if (w->done) return 0;
+    if (w->written != w->h.rows_total)
+        return xd_err("%s: only %llu of %llu rows written; cannot finish", w->partial,
+                      (ull)w->written, (ull)w->h.rows_total);
+    if (xd_topk_writer_flush(w)) return -1;
+    if (fsync(w->fd)) return xd_err("%s: fsync failed: %s", w->partial, strerror(errno));
+    /* renamed while still locked, so no second writer can open it in between */
+    if (rename(w->partial, w->path))
+        return xd_err("%s: cannot rename to %s: %s", w->partial, w->path, strerror(errno));
+    int rc = fsync_parent(w->path);
+    close(w->fd);
+    w->fd = -1;
+    w->done = 1;
+    return rc;
+}
+
+void xd_topk_writer_close(xd_topk_writer *w) {
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    free(w->buf);
+    free(w->stamp);
+    free(w);
+}
