@@ -6,7 +6,7 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
 
-.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train clean
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill clean
 
 all: build
 
@@ -41,6 +41,14 @@ bench: teacher
 # Training tokens/s (forward + backward + AdamW) vs PyTorch CPU; writes bench/RESULTS.md.
 bench-train: teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/run_train.sh
+
+# Student decoding: constant memory, tokens/s at 16K context vs the teacher; writes bench/RESULTS.md.
+bench-student: teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/run_student.sh
+
+# SmolLM2 → student on the KJV: Stage I per-layer table, Stage II, passkey; writes bench/RESULTS.md.
+bench-distill: teacher
+	@XD_TEACHER=$(TEACHER) bench/distill_smollm2.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

@@ -64,6 +64,7 @@ typedef struct {
     float mlstm_scale;  /* s applied to φ(q) (default 1/√d_φ) */
     float mlstm_eps;    /* ε of the mLSTM normaliser (default 1e-6) */
     float gate_softcap; /* gate pre-activations g → c·tanh(g/c); 0 = off (default 15) */
+    uint64_t teacher_hash; /* the teacher it was converted from (xd_topk_teacher_hash); 0 = unknown */
 } xd_config;
 
 const char *xd_arch_name(xd_arch a);

@@ -1,0 +1,103 @@
+/* Helpers shared by the benchmarks: wall clock, RSS, the CPU other
+ * processes take (to flag disturbed runs), medians, whole-file reads. */
+#ifndef XD_BENCH_COMMON_H
+#define XD_BENCH_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline double bench_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Peak RSS (getrusage; Linux reports KiB). */
+static inline double bench_max_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+/* Current RSS (/proc/self/statm). */
+static inline double bench_cur_rss_mb(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = -1;
+    fclose(f);
+    return rss < 0 ? -1 : (double)rss * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
+}
+
+/* Busy CPU seconds of the whole machine (/proc/stat) and of this process. */
+static inline double bench_machine_busy_s(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0};
+    if (!f) return 0;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6], &v[7]) != 8)
+        v[0] = 0;
+    fclose(f);
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static inline double bench_self_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
+/* A mark to measure, later, the share of all cores that other processes took. */
+typedef struct { double wall, busy, self; } bench_cpu_mark;
+
+static inline void bench_mark(bench_cpu_mark *m) {
+    m->wall = bench_now();
+    m->busy = bench_machine_busy_s();
+    m->self = bench_self_cpu_s();
+}
+
+static inline double bench_others_frac(const bench_cpu_mark *a) {
+    bench_cpu_mark b;
+    bench_mark(&b);
+    double ncpu = (double)sysconf(_SC_NPROCESSORS_ONLN);
+    double fr = ((b.busy - a->busy) - (b.self - a->self)) / (ncpu * (b.wall - a->wall));
+    return fr < 0 ? 0 : fr;
+}
+
+static inline int bench_cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of x[0..n) (sorts x). */
+static inline double bench_median(double *x, int n) {
+    if (n <= 0) return 0;
+    qsort(x, (size_t)n, sizeof *x, bench_cmp_d);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* The whole file, NUL-terminated (malloc'ed), or NULL. */
+static inline char *bench_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        if (len) *len = (size_t)n;
+    }
+    return buf;
+}
+
+#endif

@@ -1,0 +1,165 @@
+/* bench_student — constant-memory decoding of the xLSTM hybrid student
+ * against its teacher (issue 5, criterion 4), in one process:
+ *
+ *   bench_student [--model GGUF] [--threads N] [--window W] [--sinks S]
+ *                 [--ctx 16384] [--gen 16384] [--decode 32] [--text FILE]
+ *
+ * 1. Teacher: prefill --ctx tokens (the tokenised --text, repeated) into its
+ *    KV cache in pieces of 512, then greedy-decode --decode tokens: its decode
+ *    tok/s at that context (median per-token time).
+ * 2. Student (converted in memory from the same teacher, --window/--sinks):
+ *    prefill 512 tokens, then greedy-generate token by token up to --gen
+ *    tokens in all, recording the current RSS (/proc/self/statm) at 512 and
+ *    at --gen tokens, and the per-token time of the last --decode tokens:
+ *    its decode tok/s at that context. The student's state stays
+ *    xd_student_kv_bytes whatever the length.
+ * The student's mixer parameters are the fresh conversion's (speed and
+ * memory do not depend on their values). One JSON object per line. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_common.h"
+#include "model/model.h"
+#include "model/student.h"
+#include "xdistill.h"
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_student: %s: %s\n", what, xd_last_error());
+    exit(1);
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Prefill ids[0..n) in pieces of 512; logits of the last position into out. */
+static void prefill(const xd_model *m, xd_kv *kv, const int32_t *ids, int n, float *out) {
+    for (int at = 0; at < n; at += 512) {
+        int len = n - at < 512 ? n - at : 512;
+        if (xd_forward(m, kv, ids + at, len, at + len == n ? out : NULL, 0)) die("prefill");
+    }
+}
+
+/* Greedy decoding of n tokens from `last` logits; per-token seconds into t. */
+static void decode(const xd_model *m, xd_kv *kv, float *logits, int n, double *t) {
+    int V = xd_model_config(m)->vocab_size;
+    for (int i = 0; i < n; i++) {
+        int32_t tok = argmax(logits, V);
+        double t0 = bench_now();
+        if (xd_forward(m, kv, &tok, 1, logits, 0)) die("decode");
+        if (t) t[i] = bench_now() - t0;
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *text = "/usr/share/common-licenses/GPL-3";
+    int threads = 2, ctx = 16384, gen = 16384, ndec = 32;
+    xd_student_opts so;
+    xd_student_defaults(&so);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) { fprintf(stderr, "bench_student: %s needs a value\n", a); return 2; }
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--threads")) threads = atoi(v);
+        else if (!strcmp(a, "--window")) so.window = atoi(v);
+        else if (!strcmp(a, "--sinks")) so.sinks = atoi(v);
+        else if (!strcmp(a, "--ctx")) ctx = atoi(v);
+        else if (!strcmp(a, "--gen")) gen = atoi(v);
+        else if (!strcmp(a, "--decode")) ndec = atoi(v);
+        else if (!strcmp(a, "--text")) text = v;
+        else { fprintf(stderr, "bench_student: unknown option %s\n", a); return 2; }
+        i++;
+    }
+    static char def[1024];
+    if (!model) {
+        snprintf(def, sizeof def, "%s/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 getenv("HOME") ? getenv("HOME") : ".");
+        model = def;
+    }
+    if (ctx < 1024 || gen < 1024 || ndec < 4 || ndec > 4096) {
+        fprintf(stderr, "bench_student: --ctx and --gen must be >= 1024, --decode 4..4096\n");
+        return 2;
+    }
+    xd_set_threads(threads);
+    xd_model *t = xd_model_load(model);
+    if (!t) die(model);
+    const xd_config *c = xd_model_config(t);
+    int V = c->vocab_size;
+    size_t len = 0;
+    char *txt = bench_read_file(text, &len);
+    if (!txt) { fprintf(stderr, "bench_student: cannot read %s\n", text); return 1; }
+    int32_t *base = NULL;
+    size_t nbs = 0;
+    if (xd_tokenizer_encode(xd_model_tokenizer(t), txt, len, 0, &base, &nbs) || nbs == 0)
+        die("tokenize");
+    int nb = (int)nbs;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)ctx);
+    for (int i = 0; i < ctx; i++) ids[i] = base[i % nb];
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    double *tt = malloc(sizeof(double) * (size_t)ndec);
+    printf("{\"bench\":\"student_setup\",\"model\":\"%s\",\"threads\":%d,\"window\":%d,\"sinks\":%d,"
+           "\"ctx\":%d,\"gen\":%d,\"decode\":%d,\"text\":\"%s\",\"text_tokens\":%d}\n",
+           model, threads, so.window, so.sinks, ctx, gen, ndec, text, nb);
+    fflush(stdout);
+
+    /* 1. teacher at ctx */
+    double rss0 = bench_cur_rss_mb();
+    xd_kv *kv = xd_kv_create(t, ctx + ndec + 1);
+    if (!kv) die("teacher cache");
+    double t0 = bench_now();
+    prefill(t, kv, ids, ctx, logits);
+    double t_pre = bench_now() - t0;
+    bench_cpu_mark mk;
+    bench_mark(&mk);
+    decode(t, kv, logits, ndec, tt);
+    double others = bench_others_frac(&mk), rss_t = bench_cur_rss_mb();
+    double med_t = bench_median(tt, ndec);
+    printf("{\"bench\":\"teacher_decode\",\"ctx\":%d,\"prefill_s\":%.2f,\"decode_tok_s\":%.2f,"
+           "\"rss_mb\":%.1f,\"kv_mb\":%.1f,\"others_cpu_frac\":%.4f}\n",
+           ctx, t_pre, 1.0 / med_t, rss_t, rss_t - rss0, others);
+    fflush(stdout);
+    xd_kv_free(kv);
+
+    /* 2. student: generate up to gen tokens */
+    xd_model *s = xd_student_convert(t, &so);
+    if (!s) die("convert");
+    xd_model_free(t);
+    kv = xd_kv_create(s, 1);
+    if (!kv) die("student state");
+    t0 = bench_now();
+    prefill(s, kv, ids, 512, logits);
+    double rss_512 = bench_cur_rss_mb(), t_gen0 = bench_now();
+    printf("{\"bench\":\"student_rss\",\"tokens\":512,\"rss_mb\":%.1f,\"state_mb\":%.3f}\n", rss_512,
+           (double)xd_student_kv_bytes(kv) / 1048576.0);
+    fflush(stdout);
+    for (int at = 512; at < gen - ndec;) {
+        int n = gen - ndec - at < 1024 ? gen - ndec - at : 1024;
+        decode(s, kv, logits, n, NULL);
+        at += n;
+        fprintf(stderr, "\rbench_student: student generated %d / %d tokens", at, gen);
+    }
+    fprintf(stderr, "\n");
+    bench_mark(&mk);
+    decode(s, kv, logits, ndec, tt);
+    others = bench_others_frac(&mk);
+    double rss_gen = bench_cur_rss_mb(), med_s = bench_median(tt, ndec);
+    printf("{\"bench\":\"student_rss\",\"tokens\":%d,\"rss_mb\":%.1f,\"state_mb\":%.3f,"
+           "\"generate_s\":%.1f}\n",
+           xd_kv_pos(kv), rss_gen, (double)xd_student_kv_bytes(kv) / 1048576.0,
+           bench_now() - t_gen0);
+    printf("{\"bench\":\"student_decode\",\"ctx\":%d,\"decode_tok_s\":%.2f,\"others_cpu_frac\":%.4f}\n",
+           xd_kv_pos(kv) - ndec, 1.0 / med_s, others);
+    printf("{\"bench\":\"student_summary\",\"rss_512_mb\":%.1f,\"rss_gen_mb\":%.1f,\"rss_change\":%.4f,"
+           "\"teacher_decode_tok_s\":%.2f,\"student_decode_tok_s\":%.2f,\"speedup\":%.2f,"
+           "\"peak_rss_mb\":%.1f}\n",
+           rss_512, rss_gen, (rss_gen - rss_512) / rss_512, 1.0 / med_t, 1.0 / med_s, med_t / med_s,
+           bench_max_rss_mb());
+    xd_kv_free(kv);
+    xd_model_free(s);
+    free(ids); free(base); free(txt); free(logits); free(tt);
+    return 0;
+}
