@@ -82,7 +82,7 @@ int main(void) {
 
     /* Stage I */
     snprintf(a, sizeof a, "distill stage1 --teacher " TEACHER " --student %s/S --data %s/d.tok -o %s/S1 "
-             "--steps 40 --seq 32 --batch 2 --warmup 4 --eval-windows 6", D, D, D);
+             "--steps 150 --seq 32 --batch 2 --warmup 10 --eval-windows 6", D, D, D);
     CHECK(test_cli_run(a, out, sizeof out, 0) == 0, "stage1: %s", out);
     json_t *r1 = load("S1/stage1.json");
     size_t li;
