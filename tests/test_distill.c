@@ -121,6 +121,8 @@ int main(void) {
     /* the student loads in the other commands */
     snprintf(a, sizeof a, "generate %s/S2/model -p \"the cat\" -n 8", D);
     CHECK(test_cli_run(a, out, sizeof out, 1) == 0, "generate with the student: %s", out);
+    snprintf(a, sizeof a, "ppl %s/S2/model %s/d.txt --ctx 64 --max-tokens 256", D, D);
+    CHECK(test_cli_run(a, out, sizeof out, 1) == 0 && strstr(out, "\"ppl\""), "ppl with the student: %s", out);
     snprintf(a, sizeof a, "inspect %s/S2/model", D);
     CHECK(test_cli_run(a, out, sizeof out, 1) == 0 && strstr(out, "xLSTM hybrid"), "inspect: %s", out);
 
