@@ -1,5 +1,5 @@
-/* Running the xdistill CLI from a test: the binary is $XD_CLI (set by CTest)
- * or the build directory's. */
+/* Helpers for tests that run the xdistill CLI: the binary is $XD_CLI (set
+ * by CTest) or the build directory's; and token data made from a text file. */
 #ifndef XD_TEST_CLI_UTIL_H
 #define XD_TEST_CLI_UTIL_H
 
@@ -7,8 +7,30 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include "io/tokdata.h"
+#include "xdistill.h"
+
 #ifndef XD_BINARY_DIR
 #define XD_BINARY_DIR "."
+/* Token data from the paragraphs of a text file (xd_tokdata_prep with blank-
+ * line document separators), tokenised by the model or tokenizer at
+ * tokenizer_path. Returns 0, or -1 with xd_last_error(). */
+static inline int test_prep_text(const char *tokenizer_path, const char *txt, const char *out,
+                                 double val_frac) {
+    xd_tokenizer *t = xd_tokenizer_load(tokenizer_path);
+    if (!t) return -1;
+    xd_prep_opts o;
+    xd_prep_defaults(&o);
+    const char *in[] = {txt};
+    o.inputs = in;
+    o.n_inputs = 1;
+    o.doc_sep = XD_DOCSEP_BLANK;
+    o.val_frac = val_frac;
+    int rc = xd_tokdata_prep(t, &o, out, NULL);
+    xd_tokenizer_free(t);
+    return rc;
+}
+
 #endif
 
 static inline const char *test_cli_path(void) {
@@ -16,11 +38,18 @@ static inline const char *test_cli_path(void) {
     return c ? c : XD_BINARY_DIR "/xdistill";
 }
 
-/* Runs `xdistill ARGS`; its stderr (stdout too when both) goes to out.
+enum { TEST_CLI_STDERR = 0, TEST_CLI_BOTH = 1, TEST_CLI_STDOUT = 2 };
+
+/* Runs `xdistill ARGS`; what it writes to stderr (mode TEST_CLI_STDERR),
+ * to both (TEST_CLI_BOTH) or to stdout (TEST_CLI_STDOUT) goes to out.
  * Returns the exit status (128 when it died by a signal). */
-static inline int test_cli_run(const char *args, char *out, size_t cap, int both) {
+static inline int test_cli_run(const char *args, char *out, size_t cap, int mode) {
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, both ? "%s %s 2>&1" : "%s %s 2>&1 >/dev/null", test_cli_path(), args);
+    snprintf(cmd, sizeof cmd,
+             mode == TEST_CLI_BOTH     ? "%s %s 2>&1"
+             : mode == TEST_CLI_STDOUT ? "%s %s 2>/dev/null"
+                                       : "%s %s 2>&1 >/dev/null",
+             test_cli_path(), args);
     FILE *p = popen(cmd, "r");
     size_t n = 0, k;
     while (p && n + 1 < cap && (k = fread(out + n, 1, cap - 1 - n, p)) > 0) n += k;
@@ -31,6 +60,25 @@ static inline int test_cli_run(const char *args, char *out, size_t cap, int both
     out[n] = 0;
     int st = p ? pclose(p) : -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Token data from the paragraphs of a text file (xd_tokdata_prep with blank-
+ * line document separators), tokenised by the model or tokenizer at
+ * tokenizer_path. Returns 0, or -1 with xd_last_error(). */
+static inline int test_prep_text(const char *tokenizer_path, const char *txt, const char *out,
+                                 double val_frac) {
+    xd_tokenizer *t = xd_tokenizer_load(tokenizer_path);
+    if (!t) return -1;
+    xd_prep_opts o;
+    xd_prep_defaults(&o);
+    const char *in[] = {txt};
+    o.inputs = in;
+    o.n_inputs = 1;
+    o.doc_sep = XD_DOCSEP_BLANK;
+    o.val_frac = val_frac;
+    int rc = xd_tokdata_prep(t, &o, out, NULL);
+    xd_tokenizer_free(t);
+    return rc;
 }
 
 #endif

@@ -4,25 +4,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_util.h"
 #include "test.h"
-
-static const char *cli(void) {
-    const char *c = getenv("XD_CLI");
-    return c ? c : XD_BINARY_DIR "/xdistill";
-}
 
 /* Runs `xdistill ARGS`, captures stderr; expects exit status `want_status`
  * and stderr containing every string in `want` (NULL-terminated). */
 static void expect(const char *args, int want_status, const char *const *want) {
-    char cmd[4096], err[8192] = {0};
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", cli(), args);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(err, 1, sizeof err - 1, p) : 0;
-    err[n] = 0;
-    int st = p ? pclose(p) : -1;
-    CHECK(WIFEXITED(st), "'%s' did not exit normally (signal?)", args);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == want_status, "'%s': status %d, expected %d: %s", args,
-          WIFEXITED(st) ? WEXITSTATUS(st) : -1, want_status, err);
+    char err[8192] = {0};
+    int st = test_cli_run(args, err, sizeof err, TEST_CLI_STDERR);
+    CHECK(st != 128, "'%s' did not exit normally (signal?)", args);
+    CHECK(st == want_status, "'%s': status %d, expected %d: %s", args, st, want_status, err);
     for (; want && *want; want++)
         CHECK(strstr(err, *want) != NULL, "'%s': stderr lacks '%s': %s", args, *want, err);
 }

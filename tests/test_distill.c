@@ -28,18 +28,8 @@ static void make_data(const char *name, int variant) {
                            : "the cat sat on the mat number %d and then the dog ran to the hat.\n\n",
                 i % 9);
     fclose(f);
-    xd_tokenizer *t = xd_tokenizer_load(TEACHER);
-    CHECK(t != NULL, "tokenizer: %s", xd_last_error());
-    xd_prep_opts o;
-    xd_prep_defaults(&o);
-    const char *in[] = {txt};
-    o.inputs = in;
-    o.n_inputs = 1;
-    o.doc_sep = XD_DOCSEP_BLANK;
-    o.val_frac = 0.15;
     snprintf(path, sizeof path, "%s/%s.tok", dir, name);
-    CHECK(xd_tokdata_prep(t, &o, path, NULL) == 0, "prep: %s", xd_last_error());
-    xd_tokenizer_free(t);
+    CHECK(test_prep_text(TEACHER, txt, path, 0.15) == 0, "prep: %s", xd_last_error());
 }
 
 static json_t *load(const char *sub) {

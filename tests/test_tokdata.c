@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "io/tokdata.h"
+#include "cli_util.h"
 #include "test.h"
 #include "xdistill.h"
 
@@ -781,20 +782,8 @@ static void test_corrupt(const xd_tokenizer *t) {
 
 /* ---- CLI ----------------------------------------------------------------------------- */
 
-static const char *cli(void) {
-    const char *c = getenv("XD_CLI");
-    return c ? c : XD_BINARY_DIR "/xdistill";
-}
-
 static int run_cli(const char *args, char *out, size_t cap, int want_stderr) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s %s", cli(), args,
-             want_stderr ? "2>&1 >/dev/null" : "2>/dev/null");
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
-    out[n] = 0;
-    int st = p ? pclose(p) : -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    return test_cli_run(args, out, cap, want_stderr ? TEST_CLI_STDERR : TEST_CLI_STDOUT);
 }
 
 static void test_cli(const xd_tokenizer *t) {

@@ -20,6 +20,7 @@
 
 #include "io/tokdata.h"
 #include "io/topk_logits.h"
+#include "cli_util.h"
 #include "test.h"
 #include "xdistill.h"
 
@@ -513,19 +514,8 @@ static void test_corrupt(void) {
 
 /* ---- the CLI ----------------------------------------------------------------------------- */
 
-static const char *cli(void) {
-    const char *c = getenv("XD_CLI");
-    return c ? c : XD_BINARY_DIR "/xdistill";
-}
-
 static int run(const char *args, char *out, size_t cap) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", cli(), args);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
-    out[n] = 0;
-    int st = p ? pclose(p) : -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    return test_cli_run(args, out, cap, TEST_CLI_BOTH);
 }
 
 static const char *TEACHER = XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf";
@@ -540,18 +530,8 @@ static void make_data(const char *name, int variant) {
                 variant ? "fox" : "dog");
     fprintf(f, "a short one.\n\n");
     fclose(f);
-    xd_tokenizer *t = xd_tokenizer_load(TEACHER);
-    CHECK(t != NULL, "tokenizer: %s", xd_last_error());
-    xd_prep_opts o;
-    xd_prep_defaults(&o);
-    const char *in[] = {txt};
-    o.inputs = in;
-    o.n_inputs = 1;
-    o.doc_sep = XD_DOCSEP_BLANK;
-    o.val_frac = 0.1;
     snprintf(out, sizeof out, "%s/%s.tok", dir, name);
-    CHECK(xd_tokdata_prep(t, &o, out, NULL) == 0, "prep: %s", xd_last_error());
-    xd_tokenizer_free(t);
+    CHECK(test_prep_text(TEACHER, txt, out, 0.1) == 0, "prep: %s", xd_last_error());
 }
 
 static const char *tl_args(const char *data, const char *out, int k, int B) {
@@ -596,7 +576,7 @@ static void test_cli_kill_resume(void) {
         pid_t pid = fork();
         if (pid == 0) {
             char cmd[4096];
-            snprintf(cmd, sizeof cmd, "exec %s %s >/dev/null 2>&1", cli(), tl_args("data", b, CK, CB));
+            snprintf(cmd, sizeof cmd, "exec %s %s >/dev/null 2>&1", test_cli_path(), tl_args("data", b, CK, CB));
             execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
             _exit(127);
         }
@@ -676,7 +656,7 @@ static void test_cli_mismatch(void) {
     pid_t pid = fork();
     if (pid == 0) {
         char cmd[4096];
-        snprintf(cmd, sizeof cmd, "exec %s %s >/dev/null 2>&1", cli(), tl_args("data", c, 8, CB));
+        snprintf(cmd, sizeof cmd, "exec %s %s >/dev/null 2>&1", test_cli_path(), tl_args("data", c, 8, CB));
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }

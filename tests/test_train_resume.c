@@ -18,24 +18,16 @@
 #include "io/tokdata.h"
 #include "model/model.h"
 #include "train/train.h"
+#include "cli_util.h"
 #include "test.h"
 #include "xdistill.h"
 
 static char dir[256];
 
-static const char *cli(void) {
-    const char *c = getenv("XD_CLI");
-    return c ? c : XD_BINARY_DIR "/xdistill";
-}
+static const char *cli(void) { return test_cli_path(); }
 
 static int run(const char *args, char *err, size_t cap) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", cli(), args);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(err, 1, cap - 1, p) : 0;
-    err[n] = 0;
-    int st = p ? pclose(p) : -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    return test_cli_run(args, err, cap, TEST_CLI_STDERR);
 }
 
 static char *slurp(const char *path, size_t *n) {
@@ -98,18 +90,9 @@ static void make_data(void) {
     for (int i = 0; i < 60; i++)
         fprintf(f, "the cat sat on the mat number %d and then the dog ran to the hat.\n\n", i % 7);
     fclose(f);
-    xd_tokenizer *t = xd_tokenizer_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf");
-    CHECK(t != NULL, "tokenizer: %s", xd_last_error());
-    xd_prep_opts o;
-    xd_prep_defaults(&o);
-    const char *in[] = {txt};
-    o.inputs = in;
-    o.n_inputs = 1;
-    o.doc_sep = XD_DOCSEP_BLANK;
-    o.val_frac = 0.1;
     snprintf(out, sizeof out, "%s/data.tok", dir);
-    CHECK(xd_tokdata_prep(t, &o, out, NULL) == 0, "prep: %s", xd_last_error());
-    xd_tokenizer_free(t);
+    CHECK(test_prep_text(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf", txt, out, 0.1) == 0,
+          "prep: %s", xd_last_error());
 }
 
 static void test_kill_resume(void) {
