@@ -22,84 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "xdistill.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Interference meter: CPU time the whole machine spent busy (including
- * hypervisor steal) minus this process's own CPU time, as a fraction of the
- * cores × wall time between mark() and foreign(). Another program computing
- * during a measurement shows up here. */
-typedef struct { double wall, busy, self; } cpu_mark;
-
-static void mark(cpu_mark *m) {
-    unsigned long long v[8] = {0};
-    FILE *f = fopen("/proc/stat", "r");
-    if (f) {
-        if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-                   &v[4], &v[5], &v[6], &v[7]) != 8)
-            memset(v, 0, sizeof v);
-        fclose(f);
-    }
-    double hz = (double)sysconf(_SC_CLK_TCK);
-    m->busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    m->self = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
-              (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
-    m->wall = now();
-}
-
-static double foreign(const cpu_mark *a) {
-    cpu_mark b;
-    mark(&b);
-    double ncpu = (double)sysconf(_SC_NPROCESSORS_ONLN);
-    double fr = ((b.busy - a->busy) - (b.self - a->self)) / (ncpu * (b.wall - a->wall));
-    return fr < 0 ? 0 : fr;
-}
-
-static double max_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0; /* Linux: KiB */
-}
-
-static double cur_rss_mb(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, rss = 0;
-    if (!f) return -1;
-    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = -1;
-    fclose(f);
-    return rss < 0 ? -1 : (double)rss * 4096.0 / 1048576.0;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = 0;
-        *len = (size_t)n;
-    }
-    return buf;
-}
 
 static void die(const char *what) {
     fprintf(stderr, "bench_infer: %s: %s\n", what, xd_last_error());
@@ -147,12 +71,12 @@ int main(int argc, char **argv) {
     int need = (max_ctx > prefill ? max_ctx : prefill) + decode;
 
     xd_set_threads(threads);
-    double rss_before = max_rss_mb();
-    double t0 = now();
+    double rss_before = bench_max_rss_mb();
+    double t0 = bench_now();
     xd_model *m = xd_model_load(model_path);
     if (!m) die("load");
-    double t_load = now() - t0;
-    double rss_load = max_rss_mb(), rss_load_cur = cur_rss_mb();
+    double t_load = bench_now() - t0;
+    double rss_load = bench_max_rss_mb(), rss_load_cur = bench_cur_rss_mb();
     const xd_config *c = xd_model_config(m);
     size_t n_params = xd_model_n_params(m);
     double weights_mb = (double)n_params * 4.0 / 1048576.0;
@@ -166,7 +90,7 @@ int main(int argc, char **argv) {
 
     /* token ids: the tokenised text, repeated until there are enough */
     size_t tlen = 0;
-    char *text = read_file(text_path, &tlen);
+    char *text = bench_read_file(text_path, &tlen);
     int32_t *ids = malloc((size_t)need * sizeof *ids);
     if (!ids) die("out of memory");
     int have = 0;
@@ -210,21 +134,21 @@ int main(int argc, char **argv) {
     if (!logits) die("out of memory");
 
     /* prefill (--reps 0: not measured) */
-    cpu_mark cm;
+    bench_cpu_mark cm;
     double fr;
     if (reps > 0) {
         xd_kv_reset(kv);
         if (xd_forward(m, kv, ids, prefill, logits, 0)) die("prefill warm-up");
         double *pt = malloc((size_t)reps * sizeof *pt);
-        mark(&cm);
+        bench_mark(&cm);
         for (int r = 0; r < reps; r++) {
             xd_kv_reset(kv);
-            double a = now();
+            double a = bench_now();
             if (xd_forward(m, kv, ids, prefill, logits, 0)) die("prefill");
-            pt[r] = now() - a;
+            pt[r] = bench_now() - a;
         }
-        fr = foreign(&cm);
-        qsort(pt, (size_t)reps, sizeof *pt, cmp_d);
+        fr = bench_others_frac(&cm);
+        qsort(pt, (size_t)reps, sizeof *pt, bench_cmp_d);
         printf("{\"bench\":\"xd_prefill\",\"tokens\":%d,\"reps\":%d,\"best_s\":%.4f,"
                "\"median_s\":%.4f,\"tok_s\":%.1f,\"tok_s_median\":%.1f,\"foreign_cpu\":%.3f}\n",
                prefill, reps, pt[0], pt[reps / 2], prefill / pt[0], prefill / pt[reps / 2], fr);
@@ -241,16 +165,16 @@ int main(int argc, char **argv) {
             int n = C - p < 512 ? C - p : 512;
             if (xd_forward(m, kv, ids + p, n, p + n == C ? logits : NULL, 0)) die("ctx prefill");
         }
-        mark(&cm);
-        double a = now();
+        bench_mark(&cm);
+        double a = bench_now();
         for (int i = 0; i < decode; i++) {
-            double b = now();
+            double b = bench_now();
             if (xd_forward(m, kv, ids + C + i, 1, logits, 0)) die("decode");
-            dt[i] = now() - b;
+            dt[i] = bench_now() - b;
         }
-        double total = now() - a;
-        fr = foreign(&cm);
-        qsort(dt, (size_t)decode, sizeof *dt, cmp_d);
+        double total = bench_now() - a;
+        fr = bench_others_frac(&cm);
+        qsort(dt, (size_t)decode, sizeof *dt, bench_cmp_d);
         printf("{\"bench\":\"xd_decode\",\"ctx\":%d,\"tokens\":%d,\"total_s\":%.4f,"
                "\"tok_s\":%.2f,\"ms_per_tok_median\":%.3f,\"tok_s_median\":%.2f,"
                "\"ms_per_tok_min\":%.3f,\"foreign_cpu\":%.3f}\n",
@@ -259,7 +183,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     free(dt);
-    printf("{\"bench\":\"xd_rss_end\",\"rss_peak_mb\":%.1f,\"kv_tokens\":%d}\n", max_rss_mb(),
+    printf("{\"bench\":\"xd_rss_end\",\"rss_peak_mb\":%.1f,\"kv_tokens\":%d}\n", bench_max_rss_mb(),
            need);
     free(logits);
     free(ids);

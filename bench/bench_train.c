@@ -17,7 +17,7 @@
  * own; tokens/s = B·T / median step time (after --warmup untimed steps).
  * The forward alone (xd_tm_step with backward = 0, loss included) is timed in
  * --fwd-reps extra runs after the training steps, so that
- * backward ≈ median(forward+backward) − median(forward). The grad-norm part
+ * backward ≈ bench_median(forward+backward) − bench_median(forward). The grad-norm part
  * of the optimiser step is timed apart as one xd_sumsq over the gradients.
  *
  * Token ids: the tokenisation of --text (repeated), B rows of T+1 ids
@@ -40,88 +40,13 @@
 #include "train/optim.h"
 #include "train/train.h"
 #include "train/train_model.h"
+#include "bench_common.h"
 #include "xdistill.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double max_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0; /* Linux: KiB */
-}
-
-static double cur_rss_mb(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, rss = 0;
-    if (!f) return -1;
-    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = -1;
-    fclose(f);
-    return rss < 0 ? -1 : (double)rss * 4096.0 / 1048576.0;
-}
-
-/* Busy CPU seconds of the whole machine (/proc/stat: user nice system irq
- * softirq steal) and of this process (getrusage): their difference over the
- * timed steps is the CPU other processes took from the benchmark. */
-static double machine_busy_s(void) {
-    FILE *f = fopen("/proc/stat", "r");
-    unsigned long long u = 0, ni = 0, sy = 0, id = 0, io = 0, irq = 0, sirq = 0, st = 0;
-    if (!f) return 0;
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &u, &ni, &sy, &id, &io, &irq,
-               &sirq, &st) != 8)
-        u = ni = sy = irq = sirq = st = 0;
-    fclose(f);
-    return (double)(u + ni + sy + irq + sirq + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu_s(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
-           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(const double *x, int n) {
-    double *s = malloc((size_t)n * sizeof *s);
-    if (!s) return x[0];
-    memcpy(s, x, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_d);
-    double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-    free(s);
-    return m;
-}
 
 static double min_of(const double *x, int n) {
     double m = x[0];
     for (int i = 1; i < n; i++) m = x[i] < m ? x[i] : m;
     return m;
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = 0;
-        *len = (size_t)n;
-    }
-    return buf;
 }
 
 static void die(const char *what) {
@@ -140,9 +65,9 @@ static int op_reps = 5;
 
 
 static double time_op_once(void (*fn)(void *), void *ctx) {
-    double a = now();
+    double a = bench_now();
     fn(ctx);
-    return now() - a;
+    return bench_now() - a;
 }
 
 static void report_op(const char *phase, const char *op, const char *shape, int calls,
@@ -151,7 +76,7 @@ static void report_op(const char *phase, const char *op, const char *shape, int 
     int r = op_reps < 64 ? op_reps : 64;
     fn(ctx);
     for (int i = 0; i < r; i++) t[i] = time_op_once(fn, ctx);
-    double med = median(t, r);
+    double med = bench_median(t, r);
     printf("{\"bench\":\"xd_op\",\"phase\":\"%s\",\"op\":\"%s\",\"shape\":\"%s\",\"calls\":%d,"
            "\"ms\":%.4f,\"ms_step\":%.2f,\"gflops\":%.1f}\n",
            phase, op, shape, calls, med * 1e3, med * 1e3 * calls,
@@ -288,7 +213,7 @@ static void run_ops(xd_trainer_model *tm, xd_adamw *opt, const int32_t *inp, con
     c.pa = m->arena, c.ga = tm->grad_arena, c.na = m->arena_floats, c.opt = opt;
     char sh[96];
     double N = n;
-    double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now();
+    double busy0 = bench_machine_busy_s(), self0 = bench_self_cpu_s(), wall0 = bench_now();
 #define LIN(name, IN, OUT, calls, Wp)                                                        \
     do {                                                                                    \
         c.in = IN, c.out = OUT, c.W = Wp;                                                   \
@@ -366,10 +291,10 @@ static void run_ops(xd_trainer_model *tm, xd_adamw *opt, const int32_t *inp, con
     report_op("optimizer", "AdamW update", sh, 1, 0, f_adamw, &c);
 #undef LIN
 #undef LINB
-    double others = (machine_busy_s() - busy0) - (self_cpu_s() - self0);
+    double others = (bench_machine_busy_s() - busy0) - (bench_self_cpu_s() - self0);
     printf("{\"bench\":\"xd_ops_done\",\"wall_s\":%.2f,\"others_cpu_frac\":%.4f}\n",
-           now() - wall0,
-           (others > 0 ? others : 0) / ((now() - wall0) * (double)sysconf(_SC_NPROCESSORS_ONLN)));
+           bench_now() - wall0,
+           (others > 0 ? others : 0) / ((bench_now() - wall0) * (double)sysconf(_SC_NPROCESSORS_ONLN)));
     fflush(stdout);
     for (int i = 0; i < NB; i++) free(buf[i]);
     free(dw);
@@ -413,12 +338,12 @@ int main(int argc, char **argv) {
     xd_set_threads(threads);
     if (bf16 && xd_set_compute(XD_COMPUTE_BF16)) die("--bf16");
     const char *compute = bf16 ? "bf16" : "fp32";
-    double rss_before = max_rss_mb();
-    double t0 = now();
+    double rss_before = bench_max_rss_mb();
+    double t0 = bench_now();
     xd_model *m = xd_model_load(model_path);
     if (!m) die("load");
-    double t_load = now() - t0;
-    double rss_load = max_rss_mb();
+    double t_load = bench_now() - t0;
+    double rss_load = bench_max_rss_mb();
     const xd_config *c = xd_model_config(m);
     size_t n_params = xd_model_n_params(m);
     printf("{\"bench\":\"xd_load\",\"model\":\"%s\",\"threads\":%d,\"n_params\":%zu,"
@@ -435,7 +360,7 @@ int main(int argc, char **argv) {
     int32_t *ids = malloc(need * sizeof *ids);
     if (!ids) die("out of memory");
     size_t tlen = 0, n_enc = 0, have = 0;
-    char *text = read_file(text_path, &tlen);
+    char *text = bench_read_file(text_path, &tlen);
     int32_t *enc = NULL;
     const xd_tokenizer *tok = xd_model_tokenizer(m);
     const char *source = "text";
@@ -480,7 +405,7 @@ int main(int argc, char **argv) {
            "\"rss_now_mb\":%.1f}\n",
            B, T, source, (double)m->arena_floats * 4 / 1048576.0,
            (double)m->arena_floats * 4 / 1048576.0, (double)m->arena_floats * 8 / 1048576.0,
-           (double)tm.act_floats * 4 / 1048576.0, cur_rss_mb());
+           (double)tm.act_floats * 4 / 1048576.0, bench_cur_rss_mb());
     fflush(stdout);
 
     const float lr = 1e-4f, wd = 0.1f, clip = 1.0f;
@@ -491,16 +416,16 @@ int main(int argc, char **argv) {
     if (!t_zero || !t_fb || !t_opt || !t_step || !t_fwd) die("out of memory");
     double busy0 = 0, self0 = 0, wall0 = 0;
     for (int s = 0; s < total; s++) {
-        if (s == warmup) busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now();
+        if (s == warmup) busy0 = bench_machine_busy_s(), self0 = bench_self_cpu_s(), wall0 = bench_now();
         double loss = 0, gn;
         int64_t nv = 0;
-        double a = now();
+        double a = bench_now();
         xd_tm_zero_grad(&tm);
-        double b = now();
+        double b = bench_now();
         if (xd_tm_step(&tm, inp, tgt, NULL, NULL, 1, 1.0f / (float)BT, &loss, &nv)) die("xd_tm_step");
-        double e = now();
+        double e = bench_now();
         gn = xd_optimizer_step(&tm, &g, &opt, lr, wd, clip);
-        double f = now();
+        double f = bench_now();
         t_zero[s] = b - a;
         t_fb[s] = e - b;
         t_opt[s] = f - e;
@@ -512,36 +437,36 @@ int main(int argc, char **argv) {
                (double)BT / t_step[s]);
         fflush(stdout);
     }
-    double wall_t = now() - wall0, others = (machine_busy_s() - busy0) - (self_cpu_s() - self0);
+    double wall_t = bench_now() - wall0, others = (bench_machine_busy_s() - busy0) - (bench_self_cpu_s() - self0);
     if (others < 0) others = 0;
     for (int r = 0; r < fwd_reps; r++) {
         double loss = 0;
         int64_t nv = 0;
-        double a = now();
+        double a = bench_now();
         if (xd_tm_step(&tm, inp, tgt, NULL, NULL, 0, 1.0f / (float)BT, &loss, &nv)) die("xd_tm_step");
-        t_fwd[r] = now() - a;
+        t_fwd[r] = bench_now() - a;
         printf("{\"bench\":\"xd_train_fwd\",\"rep\":%d,\"loss\":%.6f,\"fwd_s\":%.4f}\n", r,
                loss / (double)nv, t_fwd[r]);
         fflush(stdout);
     }
     /* the grad-norm reduction alone (one pass over every gradient) */
-    double a = now();
+    double a = bench_now();
     volatile double ss = xd_sumsq(tm.grad_arena, m->arena_floats);
-    double t_norm = now() - a;
+    double t_norm = bench_now() - a;
     (void)ss;
 
     const double *ts = t_step + warmup;
-    double med = median(ts, steps), best = min_of(ts, steps);
-    double fb = median(t_fb + warmup, steps), op = median(t_opt + warmup, steps);
-    double zg = median(t_zero + warmup, steps);
-    double fw = fwd_reps ? median(t_fwd, fwd_reps) : -1;
+    double med = bench_median(ts, steps), best = min_of(ts, steps);
+    double fb = bench_median(t_fb + warmup, steps), op = bench_median(t_opt + warmup, steps);
+    double zg = bench_median(t_zero + warmup, steps);
+    double fw = fwd_reps ? bench_median(t_fwd, fwd_reps) : -1;
     printf("{\"bench\":\"xd_train\",\"compute\":\"%s\",\"batch\":%d,\"seq\":%d,\"threads\":%d,\"steps\":%d,"
            "\"warmup\":%d,\"step_s_median\":%.4f,\"step_s_best\":%.4f,\"tok_s\":%.2f,"
            "\"tok_s_best\":%.2f,\"zero_grad_s\":%.4f,\"fwd_bwd_s\":%.4f,\"fwd_s\":%.4f,"
            "\"bwd_s\":%.4f,\"optim_s\":%.4f,\"grad_norm_pass_s\":%.4f,\"rss_peak_mb\":%.1f,"
            "\"rss_now_mb\":%.1f,\"others_cpu_s\":%.2f,\"others_cpu_frac\":%.4f}\n",
            compute, B, T, xd_get_threads(), steps, warmup, med, best, (double)BT / med, (double)BT / best,
-           zg, fb, fw, fw >= 0 ? fb - fw : -1, op, t_norm, max_rss_mb(), cur_rss_mb(), others,
+           zg, fb, fw, fw >= 0 ? fb - fw : -1, op, t_norm, bench_max_rss_mb(), bench_cur_rss_mb(), others,
            others / (wall_t * (double)sysconf(_SC_NPROCESSORS_ONLN)));
     fflush(stdout);
 

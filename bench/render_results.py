@@ -4,6 +4,7 @@ JSON lines that bench/run_infer.sh collected (sgemm.jsonl, xd_infer.jsonl,
 llama_infer.jsonl); any other section of the file is kept as it is."""
 import argparse
 import datetime
+from results_section import replace_section
 import json
 import os
 import re
@@ -326,23 +327,7 @@ def main():
              "is driven through its C API (`llama_decode` + `llama_synchronize`), timing only those calls. Raw JSON lines: "
              "bench/out/*.jsonl.")
     L.append("")
-    section = "\n".join(L)
-
-    old = ""
-    if os.path.exists(a.out):
-        with open(a.out) as f:
-            old = f.read()
-    if not old.strip():
-        text = "# Benchmarks\n\n" + section
-    elif SECTION in old:
-        start = old.index(SECTION)
-        m = re.search(r"^## ", old[start + len(SECTION):], re.M)
-        end = start + len(SECTION) + m.start() if m else len(old)
-        text = old[:start] + section + ("\n" + old[end:] if m else "")
-    else:
-        text = old.rstrip("\n") + "\n\n" + section
-    with open(a.out, "w") as f:
-        f.write(text.rstrip("\n") + "\n")
+    replace_section(a.out, SECTION, "\n".join(L))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ import re
 
 def replace_section(path, title, body):
     """title: the section's "## ..." heading line; body: the whole section text, heading included."""
-    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if title in old:
+    old = open(path).read() if os.path.exists(path) else ""
+    if not old.strip():
+        text = "# Benchmarks\n\n" + body
+    elif title in old:
         s = old.index(title)
         m = re.search(r"^## ", old[s + len(title):], re.M)
         e = s + len(title) + m.start() if m else len(old)

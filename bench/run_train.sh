@@ -477,18 +477,8 @@ L.append(f"- method: every run is a fresh process: load, {meta['warmup']} warm-u
          "bench/out/xd_train_bf16_b*.jsonl, bench/out/torch_train_b*.jsonl (the sweep), bench/out/xd_rounds_b*.jsonl, "
          "bench/out/torch_rounds_b*.jsonl (the rounds).")
 L.append("")
-section = "\n".join(L)
-
-old = open(out).read() if os.path.exists(out) else ""
-if not old.strip():
-    text = "# Benchmarks\n\n" + section
-elif SECTION in old:
-    start = old.index(SECTION)
-    m = re.search(r"^## ", old[start + len(SECTION):], re.M)
-    end = start + len(SECTION) + m.start() if m else len(old)
-    text = old[:start] + section + ("\n" + old[end:] if m else "")
-else:
-    text = old.rstrip("\n") + "\n\n" + section
-open(out, "w").write(text.rstrip("\n") + "\n")
+sys.path.insert(0, os.path.dirname(os.path.abspath(out)))  # bench/: results_section.py
+from results_section import replace_section
+replace_section(out, SECTION, "\n".join(L))
 EOF
 echo "run_train: wrote bench/RESULTS.md" >&2
