@@ -149,6 +149,8 @@ typedef struct {
     float gate_softcap; /* default 15; 0 = off */
     float mlstm_eps;    /* default 1e-6 */
     float mlstm_scale;  /* 0 = 1/√(2·head_dim) */
+    int swa_only;       /* mix bias −1e4: o == 0 exactly, the mLSTM branch is off (the
+                         * SWA-only baseline of the report) */
 } xd_student_opts;
 
 void xd_student_defaults(xd_student_opts *o);

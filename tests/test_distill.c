@@ -69,6 +69,14 @@ int main(void) {
           "student config.json");
     json_decref(cfg);
     expect(2, "--window", "convert " TEACHER " -o %s/bad --window 0", D, D);
+    /* the SWA-only baseline with a window covering the text generates what the teacher does */
+    expect(0, NULL, "convert " TEACHER " -o %s/SWA --window 128 --swa-only", D, D);
+    char g1[4096], g2[4096];
+    CHECK(test_cli_run("generate " TEACHER " -p \"the cat sat\" -n 12 --ignore-eos", g1, sizeof g1,
+                       TEST_CLI_STDOUT) == 0, "generate teacher");
+    snprintf(a, sizeof a, "generate %s/SWA -p \"the cat sat\" -n 12 --ignore-eos", D);
+    CHECK(test_cli_run(a, g2, sizeof g2, TEST_CLI_STDOUT) == 0, "generate SWA-only");
+    CHECK(strlen(g1) > 11 && !strcmp(g1, g2), "SWA-only student differs from the teacher: '%s' vs '%s'", g1, g2);
 
     /* Stage I */
     snprintf(a, sizeof a, "distill stage1 --teacher " TEACHER " --student %s/S --data %s/d.tok -o %s/S1 "

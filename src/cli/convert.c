@@ -1,5 +1,7 @@
 /* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
- *                  [--softcap C] [--threads N]
+ *                  [--softcap C] [--swa-only] [--threads N]
+ * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
+ * the "SWA-only" baseline, i.e. the student without its recurrent branch.
  * Builds the xLSTM hybrid student from a teacher (DESIGN §2) and saves it as
  * an HF-style directory (config.json with model_type "xdistill_hybrid",
  * model.safetensors, tokenizer.json). */
@@ -27,6 +29,8 @@ int cmd_convert(int argc, char **argv) {
             if (r < 0 || parse_int("--chunk", v, 1, 4096, &o.chunk)) return 2;
         } else if ((r = take_opt(argc, argv, &i, "--softcap", &v))) {
             if (r < 0 || parse_float("--softcap", v, 0, 1e6, &o.gate_softcap)) return 2;
+        } else if (!strcmp(argv[i], "--swa-only")) {
+            o.swa_only = 1;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -41,7 +45,7 @@ int cmd_convert(int argc, char **argv) {
     }
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C]");
+                  "[--chunk L] [--softcap C] [--swa-only]");
         return 2;
     }
     if (threads) xd_set_threads(threads);

@@ -19,7 +19,7 @@ void xd_student_defaults(xd_student_opts *o) {
 }
 
 /* The new parameters' initial values (see xdistill.h). */
-static void init_mixer(const xd_config *c, xd_layer *L) {
+static void init_mixer(const xd_config *c, xd_layer *L, int swa_only) {
     int nh = c->n_head, hd = c->head_dim, d = c->d_model;
     size_t A = (size_t)nh * hd * hd;
     memset(L->fmq_A, 0, A * sizeof(float));
@@ -37,7 +37,7 @@ static void init_mixer(const xd_config *c, xd_layer *L) {
         L->b_fg[h] = nh > 1 ? 3.0f + 3.0f * (float)h / (float)(nh - 1) : 3.0f;
     }
     memset(L->w_mix, 0, (size_t)nh * 3 * hd * sizeof(float));
-    memset(L->b_mix, 0, (size_t)nh * sizeof(float));
+    for (int h = 0; h < nh; h++) L->b_mix[h] = swa_only ? -1e4f : 0.0f;
 }
 
 xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
@@ -70,7 +70,7 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
         }
         memcpy(sw[j].ptr, tw[i].ptr, (size_t)(tw[i].rows * tw[i].cols) * sizeof(float));
     }
-    for (int l = 0; l < s->cfg.n_layer; l++) init_mixer(&s->cfg, &s->layers[l]);
+    for (int l = 0; l < s->cfg.n_layer; l++) init_mixer(&s->cfg, &s->layers[l], o->swa_only);
     if (xd_model_init_rope(s)) goto fail;
     s->tok = t->tok;
     t->tok = NULL;
