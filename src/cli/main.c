@@ -18,6 +18,7 @@ static const struct {
     {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune"},
     {"convert", cmd_convert, "TEACHER -o STUDENT [--window W --sinks S]  build the xLSTM hybrid student"},
     {"distill", cmd_distill, "stage1|stage2 ...          distil the teacher into the student"},
+    {"eval", cmd_eval, "MODEL --suite DIR -o RESULTS.json  score a teacher or student on a task suite"},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
     {"data", cmd_data, "prep|info ...               pack text into token data for training"},
     {"teacher-logits", cmd_teacher_logits, "TEACHER --data D --seq T --rows N -o F  top-k logits for Stage II"},
@@ -36,10 +37,10 @@ static void usage(FILE *f) {
  * user chose one (OMP_WAIT_POLICY or GOMP_SPINCOUNT), a training command
  * re-executes itself once with OMP_WAIT_POLICY=passive. */
 static void choose_wait_policy(int argc, char **argv) {
-    /* only the training commands: their parallel regions are long, while
+    /* only the training commands and eval (long prompts): their parallel regions are long, while
      * token-by-token decoding's many short ones lose a third of their speed
      * to sleeping waits (generate: 28.5 vs 44.0 tok/s) */
-    static const char *const training[] = {"pretrain", "finetune", "distill", "teacher-logits"};
+    static const char *const training[] = {"pretrain", "finetune", "distill", "teacher-logits", "eval"};
     int train = 0;
     for (size_t i = 0; argc > 1 && i < sizeof training / sizeof *training; i++)
         train |= !strcmp(argv[1], training[i]);

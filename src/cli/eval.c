@@ -1,0 +1,120 @@
+/* xdistill eval MODEL --suite DIR -o RESULTS.json [--tasks a,b] [--max-examples N]
+ *                [--no-bos] [--chat] [--fewshot K] [--ctx N] [--stride S] [--seed S]
+ *                [--bootstrap B] [--threads N]
+ * Scores a teacher or a student on a suite (DESIGN §4): writes the results
+ * JSON atomically and prints one line per task. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "eval/results.h"
+#include "eval/run.h"
+#include "eval/tasks.h"
+#include "xdistill.h"
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage: xdistill eval MODEL --suite DIR -o RESULTS.json [options]\n"
+            "  --tasks a,b        only these tasks of the suite\n"
+            "  --max-examples N   at most N examples per task (the first N)\n"
+            "  --no-bos           do not prepend BOS (default: prepend when the tokenizer has one)\n"
+            "  --chat             wrap contexts and prompts in the ChatML template\n"
+            "  --fewshot K        K solved examples of the same task before each (default 0)\n"
+            "  --ctx N            context window in tokens (default: the model's)\n"
+            "  --stride S         perplexity windows every S tokens (default ctx/2)\n"
+            "  --seed S           bootstrap and few-shot seed (default: the suite's)\n"
+            "  --bootstrap B      bootstrap resamples (default 1000)\n"
+            "  --threads N        compute threads\n");
+    return 2;
+}
+
+static void summary(const xd_eval_results *r) {
+    printf("%-24s %-10s %-8s %8s  %-19s %6s %7s %8s\n", "task", "type", "metric", "score",
+           "95% CI", "n", "chance", "seconds");
+    for (int i = 0; i < r->n_tasks; i++) {
+        const xd_task_result *t = &r->tasks[i];
+        char ci[40], ch[16];
+        snprintf(ci, sizeof ci, "[%.4f, %.4f]", t->ci_low, t->ci_high);
+        if (isnan(t->chance)) snprintf(ch, sizeof ch, "-");
+        else snprintf(ch, sizeof ch, "%.3f", t->chance);
+        printf("%-24s %-10s %-8s %8.4f  %-19s %6d %7s %8.1f", t->task->name,
+               xd_task_type_name(t->task->type), t->metric, t->score, ci, t->n, ch, t->seconds);
+        if (t->task->type == XD_TASK_CHOICE) printf("  acc_norm %.4f", t->acc_norm);
+        if (t->task->type == XD_TASK_PERPLEXITY) printf("  ppl %.4f", t->ppl);
+        if (t->truncated) printf("  (%d cut to --ctx)", t->truncated);
+        putchar('\n');
+    }
+    printf("total %.1f s\n", r->seconds);
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *suite_dir = NULL, *out = NULL, *only = NULL, *v;
+    int max_examples = 0, no_bos = 0, chat = 0, fewshot = 0, ctx = 0, stride = 0, threads = 0;
+    int bootstrap = 1000, have_seed = 0, r;
+    uint64_t seed = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((r = take_opt(argc, argv, &i, "--suite", &v))) { if (r < 0) return 2; suite_dir = v; }
+        else if ((r = take_opt(argc, argv, &i, "-o", &v))) { if (r < 0) return 2; out = v; }
+        else if ((r = take_opt(argc, argv, &i, "--tasks", &v))) { if (r < 0) return 2; only = v; }
+        else if ((r = take_opt(argc, argv, &i, "--max-examples", &v))) {
+            if (r < 0 || parse_int("--max-examples", v, 1, 1 << 30, &max_examples)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--fewshot", &v))) {
+            if (r < 0 || parse_int("--fewshot", v, 0, 1024, &fewshot)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--ctx", &v))) {
+            if (r < 0 || parse_int("--ctx", v, 2, 1 << 24, &ctx)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--stride", &v))) {
+            if (r < 0 || parse_int("--stride", v, 1, 1 << 24, &stride)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--bootstrap", &v))) {
+            if (r < 0 || parse_int("--bootstrap", v, 1, 1000000, &bootstrap)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--seed", &v))) {
+            if (r < 0 || parse_u64("--seed", v, &seed)) return 2;
+            if (seed > (uint64_t)INT64_MAX) return cli_error("--seed: at most %lld", (long long)INT64_MAX), 2;
+            have_seed = 1;
+        } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
+            if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
+        } else if (!strcmp(argv[i], "--no-bos")) no_bos = 1;
+        else if (!strcmp(argv[i], "--chat")) chat = 1;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(), 0;
+        else if (argv[i][0] == '-') return cli_error("eval: unknown option '%s'", argv[i]), usage();
+        else if (!model) model = argv[i];
+        else return cli_error("eval: unexpected argument '%s'", argv[i]), usage();
+    }
+    if (!model || !suite_dir || !out) return usage();
+    if (threads) xd_set_threads(threads);
+
+    xd_suite suite;
+    if (xd_suite_load(suite_dir, only, &suite)) return cli_lib_error();
+    xd_model *m = xd_model_load(model);
+    if (!m) { xd_suite_free(&suite); return cli_lib_error(); }
+    xd_eval_opts o;
+    xd_eval_opts_default(&o, m, &suite);
+    o.max_examples = max_examples;
+    o.bootstrap = bootstrap;
+    if (have_seed) o.seed = seed;
+    if (no_bos) o.settings.bos = 0;
+    o.settings.chat = chat;
+    o.settings.fewshot = fewshot;
+    if (ctx) o.settings.max_ctx = ctx;
+    o.settings.stride = stride ? stride : (o.settings.max_ctx / 2 > 0 ? o.settings.max_ctx / 2 : 1);
+    int rc = 1;
+    xd_eval_results res;
+    if (o.settings.stride > o.settings.max_ctx) {
+        cli_error("--stride %d must not exceed the context %d", o.settings.stride, o.settings.max_ctx);
+        rc = 2;
+        goto done;
+    }
+    if (xd_eval_suite(m, model, &suite, &o, &res)) { cli_lib_error(); goto done; }
+    if (xd_results_write(out, &res)) cli_lib_error();
+    else {
+        summary(&res);
+        rc = 0;
+    }
+    xd_eval_results_free(&res);
+done:
+    xd_model_free(m);
+    xd_suite_free(&suite);
+    return rc;
+}

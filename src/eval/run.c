@@ -1,0 +1,253 @@
+/* The suite runner: examples → per-task scores, confidence intervals, times. */
+#include "eval/run.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "eval/bootstrap.h"
+
+void xd_eval_opts_default(xd_eval_opts *o, const xd_model *m, const xd_suite *s) {
+    memset(o, 0, sizeof *o);
+    xd_eval_settings_default(&o->settings, m);
+    o->seed = s ? s->seed : 0;
+    o->bootstrap = 1000;
+    o->progress = 1;
+}
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+    return h;
+}
+
+/* ---- few-shot contexts ------------------------------------------------------- */
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+} str_buf;
+
+static int put(str_buf *b, const char *s) {
+    size_t k = strlen(s);
+    if (b->n + k + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 256;
+        while (nc < b->n + k + 1) nc *= 2;
+        char *ns = realloc(b->s, nc);
+        if (!ns) return xd_err("eval: out of memory");
+        b->s = ns;
+        b->cap = nc;
+    }
+    memcpy(b->s + b->n, s, k + 1);
+    b->n += k;
+    return 0;
+}
+
+/* The context (or prompt) of example i with K shots in front; returned in b. */
+static int with_shots(const xd_task *t, int i, int K, uint64_t seed, str_buf *b) {
+    b->n = 0;
+    if (put(b, "")) return -1;
+    if (K > 0 && t->type != XD_TASK_PERPLEXITY) {
+        if (K > t->n_ex - 1)
+            return xd_err("--fewshot %d needs at least %d examples in the task file (it has %d)",
+                          K, K + 1, t->n_ex);
+        int picks[64], *pk = K <= 64 ? picks : malloc((size_t)K * sizeof *pk);
+        if (!pk) return xd_err("eval: out of memory");
+        xd_rng r;
+        xd_rng_seed(&r, seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)));
+        for (int k = 0; k < K;) {
+            int j = (int)(xd_rng_u64(&r) % (uint64_t)t->n_ex), dup = j == i;
+            for (int q = 0; q < k && !dup; q++) dup = pk[q] == j;
+            if (!dup) pk[k++] = j;
+        }
+        int rc = 0;
+        for (int k = 0; k < K && !rc; k++) {
+            const xd_example *e = &t->ex[pk[k]];
+            rc = put(b, e->text) ||
+                 put(b, t->type == XD_TASK_CHOICE ? e->choices[e->answer] : e->target) ||
+                 put(b, "\n\n");
+        }
+        if (pk != picks) free(pk);
+        if (rc) return -1;
+    }
+    return put(b, t->ex[i].text);
+}
+
+/* ---- one task ------------------------------------------------------------------ */
+
+static int examples_to_run(const xd_task *t, const xd_eval_opts *o);
+
+static int argmax_d(const double *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task_result *r) {
+    memset(r, 0, sizeof *r);
+    r->task = t;
+    r->metric = xd_task_metric(t);
+    r->chance = t->chance;
+    r->acc_norm = r->acc_norm_ci_low = r->acc_norm_ci_high = r->ppl = NAN;
+    int n = examples_to_run(t, o);
+    r->n = n;
+    uint64_t seed = o->seed ^ fnv1a(t->name);
+    double t0 = xd_now();
+    double *num = calloc((size_t)n, sizeof *num), *den = calloc((size_t)n, sizeof *den);
+    double *norm = calloc((size_t)n, sizeof *norm);
+    int max_choices = 0;
+    for (int i = 0; i < n; i++)
+        if (t->ex[i].n_choices > max_choices) max_choices = t->ex[i].n_choices;
+    double *ll = malloc((size_t)(max_choices ? max_choices : 1) * sizeof *ll);
+    double *lln = malloc((size_t)(max_choices ? max_choices : 1) * sizeof *lln);
+    str_buf ctx = {0};
+    char *out = NULL;
+    int rc = -1;
+    if (!num || !den || !norm || !ll || !lln) { xd_err("eval: out of memory"); goto done; }
+    xd_progress pr = {0};
+    if (o->progress) xd_progress_start(&pr, t->name, 0, n);
+    double running = 0, running_nll = 0, inv_chance = 0;
+    for (int i = 0; i < n; i++) {
+        const xd_example *e = &t->ex[i];
+        int cut = 0;
+        if (with_shots(t, i, o->settings.fewshot, seed, &ctx)) goto fail_ex;
+        switch (t->type) {
+        case XD_TASK_CHOICE:
+            if (xd_score_choices(sc, ctx.s, (const char *const *)e->choices, e->n_choices, ll,
+                                 NULL, &cut))
+                goto fail_ex;
+            for (int c = 0; c < e->n_choices; c++)
+                lln[c] = ll[c] / (double)strlen(e->choices[c]);
+            num[i] = argmax_d(ll, e->n_choices) == e->answer;
+            norm[i] = argmax_d(lln, e->n_choices) == e->answer;
+            inv_chance += 1.0 / e->n_choices;
+            break;
+        case XD_TASK_GENERATE:
+            if (xd_score_generate(sc, ctx.s, e->max_tokens, (const char *const *)e->stop,
+                                  e->n_stop, &out, &cut))
+                goto fail_ex;
+            num[i] = xd_output_matches(out, e->target, e->match);
+            free(out);
+            out = NULL;
+            break;
+        case XD_TASK_PERPLEXITY: {
+            int64_t k;
+            if (xd_score_text(sc, ctx.s, &num[i], &k, &cut)) goto fail_ex;
+            den[i] = (double)k;
+            break;
+        }
+        }
+        r->truncated += cut;
+        if (o->progress) {
+            char extra[64];
+            if (t->type == XD_TASK_PERPLEXITY) {
+                running += den[i];
+                running_nll += num[i];
+                snprintf(extra, sizeof extra, "ppl %.3f", exp(running_nll / running));
+            } else {
+                running += num[i];
+                snprintf(extra, sizeof extra, "%s %.3f", r->metric, running / (i + 1));
+            }
+            xd_progress_update(&pr, i + 1, extra);
+        }
+        continue;
+    fail_ex:
+        if (o->progress) xd_progress_end(&pr);
+        xd_err_prefix("%s:%d: task '%s'", t->path, e->line, t->name);
+        goto done;
+    }
+    if (o->progress) xd_progress_end(&pr);
+    xd_boot_stat stat = t->type == XD_TASK_PERPLEXITY ? XD_BOOT_INV_PPL : XD_BOOT_MEAN;
+    r->score = xd_boot_point(num, den, n, stat);
+    if (xd_bootstrap_ci(num, den, n, stat, o->bootstrap, seed, 0.95, &r->ci_low, &r->ci_high))
+        goto done;
+    if (t->type == XD_TASK_CHOICE) {
+        r->acc_norm = xd_boot_point(norm, NULL, n, XD_BOOT_MEAN);
+        if (xd_bootstrap_ci(norm, NULL, n, XD_BOOT_MEAN, o->bootstrap, seed, 0.95,
+                            &r->acc_norm_ci_low, &r->acc_norm_ci_high))
+            goto done;
+        if (isnan(r->chance)) r->chance = inv_chance / n;
+    }
+    if (t->type == XD_TASK_PERPLEXITY) {
+        r->ppl = 1.0 / r->score;
+        for (int i = 0; i < n; i++) r->tokens += (int64_t)den[i];
+    }
+    r->seconds = xd_now() - t0;
+    rc = 0;
+done:
+    free(num);
+    free(den);
+    free(norm);
+    free(ll);
+    free(lln);
+    free(ctx.s);
+    free(out);
+    return rc;
+}
+
+/* ---- the suite ------------------------------------------------------------------ */
+
+void xd_eval_results_free(xd_eval_results *r) {
+    free(r->tasks);
+    r->tasks = NULL;
+    r->n_tasks = 0;
+}
+
+static int examples_to_run(const xd_task *t, const xd_eval_opts *o) {
+    int n = t->n_ex;
+    if (t->max_examples && t->max_examples < n) n = t->max_examples;
+    if (o->max_examples && o->max_examples < n) n = o->max_examples;
+    return n;
+}
+
+/* What would fail only when a task's turn comes: checked before the first one. */
+static int precheck(const xd_suite *s, const xd_eval_opts *o) {
+    for (int i = 0; i < s->n_tasks; i++) {
+        const xd_task *t = &s->tasks[i];
+        int K = o->settings.fewshot;
+        if (K > 0 && t->type != XD_TASK_PERPLEXITY && K > t->n_ex - 1)
+            return xd_err("%s:%d: task '%s': --fewshot %d needs at least %d examples in the task "
+                          "file (it has %d)", t->path, t->ex[0].line, t->name, K, K + 1, t->n_ex);
+        int n = examples_to_run(t, o);
+        for (int j = 0; t->type == XD_TASK_GENERATE && j < n; j++)
+            if (t->ex[j].max_tokens >= o->settings.max_ctx)
+                return xd_err("%s:%d: task '%s': max_tokens %d must be in [1, max_ctx %d) to "
+                              "leave room for the prompt", t->path, t->ex[j].line, t->name,
+                              t->ex[j].max_tokens, o->settings.max_ctx);
+    }
+    return 0;
+}
+
+int xd_eval_suite(const xd_model *m, const char *model_path, const xd_suite *s,
+                  const xd_eval_opts *o, xd_eval_results *r) {
+    memset(r, 0, sizeof *r);
+    if (precheck(s, o)) return -1;
+    const xd_config *c = xd_model_config(m);
+    r->model = model_path;
+    r->student = c->student;
+    r->window = c->window;
+    r->sinks = c->sinks;
+    r->tokenizer_hash = xd_model_tokenizer(m) ? xd_tokenizer_hash(xd_model_tokenizer(m)) : 0;
+    r->suite = s;
+    r->opts = *o;
+    if (!(r->tasks = calloc((size_t)s->n_tasks, sizeof *r->tasks))) return xd_err("eval: out of memory");
+    xd_scorer *sc = xd_scorer_create(m, &o->settings);
+    if (!sc) { xd_eval_results_free(r); return -1; }
+    double t0 = xd_now();
+    for (int i = 0; i < s->n_tasks; i++) {
+        if (xd_eval_task(sc, &s->tasks[i], o, &r->tasks[i])) {
+            xd_scorer_free(sc);
+            xd_eval_results_free(r);
+            return -1;
+        }
+        r->n_tasks++;
+    }
+    r->seconds = xd_now() - t0;
+    xd_scorer_free(sc);
+    return 0;
+}
