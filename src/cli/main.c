@@ -18,6 +18,7 @@ static const struct {
     {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune"},
     {"convert", cmd_convert, "TEACHER -o STUDENT [--window W --sinks S]  build the xLSTM hybrid student"},
     {"distill", cmd_distill, "stage1|stage2 ...          distil the teacher into the student"},
+    {"tasks", cmd_tasks, "make -o SUITE [--window W --n N]  write the built-in evaluation suite"},
     {"eval", cmd_eval, "MODEL --suite DIR -o RESULTS.json  score a teacher or student on a task suite"},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
     {"data", cmd_data, "prep|info ...               pack text into token data for training"},

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# make demo: the whole pipeline on SmolLM2-135M-Instruct, small budgets, about
+# 20 minutes on 2 cores: task suite → convert → Stage I → teacher logits →
+# Stage II → evaluation of the teacher, the student and the SWA-only baseline
+# → win-and-tie comparison → HTML report. Prints the verdict and the report's path.
+#
+# Environment: XD_TEACHER (the GGUF), WORK (~/.cache/xdistill/demo), BUILD (build),
+# WINDOW (64), SEQ (256), S1_STEPS (80), S2_STEPS (60), N (20 examples per task),
+# THREADS (all cores).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+T="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+WORK="${WORK:-$HOME/.cache/xdistill/demo}"
+X="$ROOT/${BUILD:-build}/xdistill"
+WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_STEPS="${S1_STEPS:-80}" S2_STEPS="${S2_STEPS:-60}" N="${N:-20}"
+TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
+mkdir -p "$WORK"
+say() { printf '\n== %s\n' "$*"; }
+now() { date +%s.%N; }
+LEDGER="$WORK/ledger.jsonl"; : > "$LEDGER"
+stage() { # name tokens start end
+    awk -v n="$1" -v k="$2" -v a="$3" -v b="$4" \
+        'BEGIN { printf "{\"name\":\"%s\",\"tokens\":%d,\"seconds\":%.1f}\n", n, k, b - a }' >> "$LEDGER"
+}
+T0=$(now)
+
+say "1/8 data: the King James Bible (Debian bible-kjv) as token data"
+t=$(now)
+[ -f "$WORK/kjv.tok" ] || { "$ROOT/scripts/kjv-corpus.sh" "$WORK/kjv.txt" &&
+    "$X" data prep --tokenizer "$T" "$WORK/kjv.txt" --doc-sep blank -o "$WORK/kjv.tok" "${TH[@]}"; }
+stage data 0 "$t" "$(now)"
+
+say "2/8 the built-in task suite (window $WINDOW)"
+t=$(now)
+rm -rf "$WORK/suite"
+"$X" tasks make -o "$WORK/suite" --window "$WINDOW" --n "$N"
+stage tasks 0 "$t" "$(now)"
+
+say "3/8 convert: the xLSTM hybrid student and the SWA-only baseline"
+t=$(now)
+rm -rf "$WORK/student" "$WORK/swa" "$WORK/s1" "$WORK/s2"
+"$X" convert "$T" -o "$WORK/student" --window "$WINDOW" --sinks 4 "${TH[@]}"
+"$X" convert "$T" -o "$WORK/swa" --window "$WINDOW" --sinks 4 --swa-only "${TH[@]}"
+stage convert 0 "$t" "$(now)"
+
+say "4/8 Stage I: per-layer alignment ($S1_STEPS steps x $SEQ tokens)"
+t=$(now)
+"$X" distill stage1 --teacher "$T" --student "$WORK/student" --data "$WORK/kjv.tok" -o "$WORK/s1" \
+    --steps "$S1_STEPS" --seq "$SEQ" --eval-windows 8 "${TH[@]}" >/dev/null
+stage "stage 1" $((S1_STEPS * SEQ)) "$t" "$(now)"
+
+say "5/8 teacher logits (top-256, $S2_STEPS rows of $SEQ tokens)"
+t=$(now)
+"$X" teacher-logits "$T" --data "$WORK/kjv.tok" --seq "$SEQ" --rows "$S2_STEPS" --topk 256 \
+    -o "$WORK/kjv-$SEQ-$S2_STEPS.topk" --quiet "${TH[@]}"
+stage "teacher logits" $((S2_STEPS * SEQ)) "$t" "$(now)"
+
+say "6/8 Stage II: 0.9 CE + 0.1 KL ($S2_STEPS steps x $SEQ tokens, mixer parameters)"
+t=$(now)
+"$X" distill stage2 --student "$WORK/s1/model" --logits "$WORK/kjv-$SEQ-$S2_STEPS.topk" \
+    --data "$WORK/kjv.tok" -o "$WORK/s2" --steps "$S2_STEPS" --trainable mixer --lr 1e-3 \
+    --eval-windows 8 "${TH[@]}" >/dev/null
+stage "stage 2" $((S2_STEPS * SEQ)) "$t" "$(now)"
+
+say "7/8 evaluation: teacher, student, SWA-only baseline"
+for who in teacher student swa; do
+    case $who in teacher) M="$T";; student) M="$WORK/s2/model";; swa) M="$WORK/swa";; esac
+    t=$(now)
+    "$X" eval "$M" --suite "$WORK/suite" -o "$WORK/$who.json" "${TH[@]}"
+    stage "eval $who" 0 "$t" "$(now)"
+done
+
+say "8/8 win-and-tie and the report"
+python3 -c 'import json,sys; print(json.dumps({"stages":[json.loads(l) for l in open(sys.argv[1])]}))' \
+    "$LEDGER" > "$WORK/ledger.json"
+"$X" compare "$WORK/teacher.json" "$WORK/student.json" --swa "$WORK/swa.json" \
+    --logs "$WORK/s1/log.jsonl" --logs "$WORK/s2/log.jsonl" --ledger "$WORK/ledger.json" \
+    -o "$WORK/wintie.json" --report "$WORK/report.html"
+awk -v r="$WORK/report.html" -v a="$T0" -v b="$(now)" 'BEGIN { printf "\nreport: %s\n(%.0f s in all)\n", r, b - a }'
