@@ -14,4 +14,5 @@ int cmd_distill(int argc, char **argv);
 int cmd_teacher_logits(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tasks(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 #endif
