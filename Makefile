@@ -29,10 +29,10 @@ test: build teacher asan
 	@cd $(BUILD) && XD_TEACHER=$(TEACHER) ctest --output-on-failure
 	@cd $(ASAN) && XD_TEACHER=$(TEACHER) ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -E teacher
 
+# The whole pipeline on SmolLM2 with small budgets (about 20 minutes on 2 cores):
+# tasks → convert → Stage I → teacher logits → Stage II → eval → compare → report.
 demo: build teacher
-	./$(BUILD)/xdistill inspect $(TEACHER) | head -16
-	./$(BUILD)/xdistill generate $(TEACHER) --chat -n 64 \
-	    -p "Explain in two sentences why the sky is blue."
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) scripts/demo.sh
 
 # Teacher inference vs llama.cpp and sgemm vs BLAS peak; writes bench/RESULTS.md.
 bench: teacher

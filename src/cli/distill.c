@@ -193,7 +193,8 @@ static int stage2(int argc, char **argv) {
         xd_tm_free(&tm);
         if (e) goto done;
     }
-    fprintf(stderr, "stage2: before: validation CE %.4f, KL to the teacher %.4f\n", ce0, kl0);
+    if (isfinite(kl0)) fprintf(stderr, "stage2: before: validation CE %.4f, KL to the teacher %.4f\n", ce0, kl0);
+    else fprintf(stderr, "stage2: before: validation CE %.4f (KL to the teacher: give --teacher)\n", ce0);
     if (xd_train(s, d, &o, &res)) goto done;
     {
         xd_trainer_model tm;
@@ -202,7 +203,8 @@ static int stage2(int argc, char **argv) {
         xd_tm_free(&tm);
         if (e) goto done;
     }
-    fprintf(stderr, "stage2: after:  validation CE %.4f, KL to the teacher %.4f\n", ce1, kl1);
+    if (isfinite(kl1)) fprintf(stderr, "stage2: after:  validation CE %.4f, KL to the teacher %.4f\n", ce1, kl1);
+    else fprintf(stderr, "stage2: after:  validation CE %.4f\n", ce1);
     char path[1100], buf[1024];
     snprintf(path, sizeof path, "%s/stage2.json", o.out_dir);
     int n = snprintf(buf, sizeof buf,

@@ -172,6 +172,11 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
                             &r->acc_norm_ci_low, &r->acc_norm_ci_high))
             goto done;
         if (isnan(r->chance)) r->chance = inv_chance / n;
+        if (t->acc_norm) { /* the task's score is the length-normalised accuracy */
+            r->score = r->acc_norm;
+            r->ci_low = r->acc_norm_ci_low;
+            r->ci_high = r->acc_norm_ci_high;
+        }
     }
     if (t->type == XD_TASK_PERPLEXITY) {
         r->ppl = 1.0 / r->score;

@@ -20,21 +20,22 @@ typedef struct {
     tg_gen_fn gen;
     int choices;      /* choice tasks: the number of choices (chance = 1 / choices) */
     int long_context; /* 1 / 0 by construction; -1: the texts are longer than W */
+    const char *metric; /* NULL: the type's; "acc_norm" where choices differ much in length */
 } task_spec;
 
 static const task_spec TASKS[] = {
-    {"wordnet_define", "wordnet_define.jsonl", "choice", tg_gen_wordnet_define, 4, 0},
-    {"wordnet_gloss", "wordnet_gloss.jsonl", "choice", tg_gen_wordnet_gloss, 4, 0},
-    {"kjv_cloze_near", "kjv_cloze_near.jsonl", "choice", tg_gen_cloze_near, 4, 0},
-    {"kjv_cloze_far", "kjv_cloze_far.jsonl", "choice", tg_gen_cloze_far, 4, 1},
-    {"ppl_kjv", "ppl_kjv.jsonl", "perplexity", tg_gen_ppl_kjv, 0, -1},
-    {"ppl_licenses", "ppl_licenses.jsonl", "perplexity", tg_gen_ppl_licenses, 0, -1},
-    {"passkey_0.5w", "passkey_0.5w.jsonl", "generate", tg_gen_passkey_half, 0, 0},
-    {"passkey_2w", "passkey_2w.jsonl", "generate", tg_gen_passkey_2w, 0, 1},
-    {"passkey_8w", "passkey_8w.jsonl", "generate", tg_gen_passkey_8w, 0, 1},
-    {"assoc_recall", "assoc_recall.jsonl", "generate", tg_gen_recall, 0, 1},
-    {"copy", "copy.jsonl", "generate", tg_gen_copy, 0, 1},
-    {"arithmetic", "arithmetic.jsonl", "generate", tg_gen_arith, 0, 0},
+    {"wordnet_define", "wordnet_define.jsonl", "choice", tg_gen_wordnet_define, 4, 0, NULL},
+    {"wordnet_gloss", "wordnet_gloss.jsonl", "choice", tg_gen_wordnet_gloss, 4, 0, "acc_norm"},
+    {"kjv_cloze_near", "kjv_cloze_near.jsonl", "choice", tg_gen_cloze_near, 4, 0, NULL},
+    {"kjv_cloze_far", "kjv_cloze_far.jsonl", "choice", tg_gen_cloze_far, 4, 1, NULL},
+    {"ppl_kjv", "ppl_kjv.jsonl", "perplexity", tg_gen_ppl_kjv, 0, -1, NULL},
+    {"ppl_licenses", "ppl_licenses.jsonl", "perplexity", tg_gen_ppl_licenses, 0, -1, NULL},
+    {"passkey_0.5w", "passkey_0.5w.jsonl", "generate", tg_gen_passkey_half, 0, 0, NULL},
+    {"passkey_2w", "passkey_2w.jsonl", "generate", tg_gen_passkey_2w, 0, 1, NULL},
+    {"passkey_8w", "passkey_8w.jsonl", "generate", tg_gen_passkey_8w, 0, 1, NULL},
+    {"assoc_recall", "assoc_recall.jsonl", "generate", tg_gen_recall, 0, 1, NULL},
+    {"copy", "copy.jsonl", "generate", tg_gen_copy, 0, 1, NULL},
+    {"arithmetic", "arithmetic.jsonl", "generate", tg_gen_arith, 0, 0, NULL},
 };
 #define N_TASKS (sizeof TASKS / sizeof *TASKS)
 
@@ -148,7 +149,8 @@ static json_t *suite_json(const xd_taskgen_opts *o, const xd_taskgen_info *info)
             json_object_set_new(t, "description", json_string(desc)) ||
             json_object_set_new(t, "approx_tokens",
                                 json_integer((json_int_t)(info[i].approx_tokens + 0.5))) ||
-            json_object_set_new(t, "examples", json_integer(info[i].examples)))
+            json_object_set_new(t, "examples", json_integer(info[i].examples)) ||
+            (TASKS[i].metric && json_object_set_new(t, "metric", json_string(TASKS[i].metric))))
             goto fail_root;
     }
     return root;

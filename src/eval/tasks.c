@@ -18,7 +18,7 @@ const char *xd_task_type_name(xd_task_type t) {
 
 const char *xd_task_metric(const xd_task *t) {
     switch (t->type) {
-    case XD_TASK_CHOICE: return "acc";
+    case XD_TASK_CHOICE: return t->acc_norm ? "acc_norm" : "acc";
     case XD_TASK_GENERATE:
         return t->n_ex && t->ex[0].match == XD_MATCH_CONTAINS ? "contains" : "exact";
     case XD_TASK_PERPLEXITY: return "inv_ppl";
@@ -282,6 +282,16 @@ static int parse_task_entry(const json_t *o, const char *sj, size_t i, const cha
         if (!json_is_boolean(v))
             return TASK_ERR("(\"%s\") field \"long_context\": expected true or false", t->name);
         t->long_context = json_is_true(v);
+    }
+    if ((v = json_object_get(o, "metric")) && !json_is_null(v)) {
+        const char *m = json_is_string(v) ? json_string_value(v) : "";
+        if (t->type == XD_TASK_CHOICE && (!strcmp(m, "acc") || !strcmp(m, "acc_norm")))
+            t->acc_norm = !strcmp(m, "acc_norm");
+        else if (t->type == XD_TASK_CHOICE)
+            return TASK_ERR("(\"%s\") field \"metric\": expected \"acc\" or \"acc_norm\"", t->name);
+        else
+            return TASK_ERR("(\"%s\") field \"metric\": only choice tasks choose a metric "
+                            "(\"acc\" or \"acc_norm\")", t->name);
     }
     return 0;
 }

@@ -50,6 +50,8 @@ typedef struct {
     double chance;            /* NAN if not given */
     int max_examples;         /* 0 = all */
     int long_context;
+    int acc_norm;        /* choice tasks: "metric": "acc_norm" — the length-normalised
+                          * accuracy is the task's score (choices of unequal length) */
     xd_example *ex;           /* every example of the file (the few-shot pool) */
     int n_ex;
 } xd_task;
