@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cli_util.h"
 #include "model/model.h"
 #include "test.h"
 #include "xdistill.h"
@@ -220,6 +221,62 @@ static void test_student_copy(xd_model *m) {
     xd_model_free(s);
 }
 
+/* Issue 6, criterion 2: the teacher scores above chance on every choice task
+ * of the built-in suite (20 examples each, the demo's window 64), and two
+ * evaluations give identical results (the fast tasks are run twice). */
+static json_t *eval_json(const char *suite, const char *tasks, const char *out) {
+    char args[2048], log[16384];
+    snprintf(args, sizeof args, "eval %s --suite %s --tasks %s -o %s", teacher_path(), suite, tasks, out);
+    int rc = test_cli_run(args, log, sizeof log, TEST_CLI_STDERR);
+    CHECK(rc == 0, "eval: %s", log);
+    json_error_t e;
+    return rc ? NULL : json_load_file(out, 0, &e);
+}
+
+static void strip_seconds(json_t *j) {
+    json_object_del(j, "seconds");
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(j, "tasks"), i, t) json_object_del(t, "seconds");
+}
+
+static void test_suite_teacher(void) {
+    char dir[] = "/tmp/xd_suite_XXXXXX", args[1024], log[16384], a[600], b[600];
+    if (!mkdtemp(dir)) return;
+    snprintf(args, sizeof args, "tasks make -o %s/suite --window 64 --n 20 --quiet", dir);
+    CHECK(test_cli_run(args, log, sizeof log, TEST_CLI_STDERR) == 0, "tasks make: %s", log);
+    snprintf(a, sizeof a, "%s/suite", dir);
+    snprintf(b, sizeof b, "%s/a.json", dir);
+    json_t *r1 = eval_json(a, "wordnet_define,wordnet_gloss,kjv_cloze_near,kjv_cloze_far", b);
+    size_t i;
+    json_t *t;
+    int n_choice = 0;
+    json_array_foreach(json_object_get(r1, "tasks"), i, t) {
+        double sc = json_number_value(json_object_get(t, "score"));
+        double ch = json_number_value(json_object_get(t, "chance"));
+        const char *name = json_string_value(json_object_get(t, "name"));
+        printf("teacher on %-16s %s %.3f (chance %.2f)\n", name,
+               json_string_value(json_object_get(t, "metric")), sc, ch);
+        CHECK(sc > ch, "teacher at or below chance on %s: %g vs %g", name, sc, ch);
+        n_choice++;
+    }
+    CHECK(n_choice == 4, "%d choice tasks scored", n_choice);
+    snprintf(b, sizeof b, "%s/b.json", dir);
+    json_t *r2 = eval_json(a, "wordnet_define,kjv_cloze_near", b);
+    snprintf(b, sizeof b, "%s/c.json", dir);
+    json_t *r3 = eval_json(a, "wordnet_define,kjv_cloze_near", b);
+    if (r2 && r3) {
+        strip_seconds(r2);
+        strip_seconds(r3);
+        CHECK(json_equal(r2, r3), "two evaluations of the teacher differ");
+    }
+    json_decref(r1);
+    json_decref(r2);
+    json_decref(r3);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    CHECK(system(args) == 0, "cleanup");
+}
+
 int main(void) {
     if (access(teacher_path(), R_OK)) {
         fprintf(stderr, "teacher %s is missing: run `make test` (it installs it) or set XD_TEACHER\n",
@@ -241,5 +298,6 @@ int main(void) {
     test_ppl_cli(m);
     test_student_copy(m);
     xd_model_free(m);
+    test_suite_teacher();
     return test_summary("test_teacher_smollm2");
 }
