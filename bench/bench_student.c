@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
     int threads = 2, ctx = 16384, gen = 16384, ndec = 32;
     xd_student_opts so;
     xd_student_defaults(&so);
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "bench_student: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--model")) model = v;
@@ -72,7 +72,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
         else if (!strcmp(a, "--text")) text = v;
         else { fprintf(stderr, "bench_student: unknown option %s\n", a); return 2; }
-        i++;
     }
     static char def[1024];
     if (!model) {
