@@ -2,6 +2,7 @@
  * the deterministic batch sampler. Format: see tokdata.h and docs/data.md. */
 #include "atomic.h"
 #include "tokdata.h"
+#include "mapfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -563,26 +564,7 @@ xd_tokdata *xd_tokdata_open(const char *path) {
         xd_err("out of memory");
         return NULL;
     }
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    if (fd < 0) { xd_err("%s: cannot open: %s", path, strerror(errno)); goto fail; }
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        xd_err("%s: not a regular file", path);
-        close(fd);
-        goto fail;
-    }
-    d->size = (size_t)st.st_size;
-    if (d->size < XD_TOKDATA_HEADER_BYTES) {
-        xd_err("%s: header: the file has %zu bytes, fewer than the %u-byte header (truncated, or "
-               "not a token file)",
-               path, d->size, XD_TOKDATA_HEADER_BYTES);
-        close(fd);
-        goto fail;
-    }
-    void *m = mmap(NULL, d->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) { xd_err("%s: mmap failed: %s", path, strerror(errno)); goto fail; }
-    d->map = m;
+    if (xd_map_file(path, XD_TOKDATA_HEADER_BYTES, "token file", &d->map, &d->size)) goto fail;
     if (memcmp(d->map, XD_TOKDATA_MAGIC, 8)) {
         char shown[9];
         for (int i = 0; i < 8; i++)

@@ -1,6 +1,7 @@
 /* Teacher top-k logit files: fp16 conversion, hashes, top-k selection, the
  * mmap reader and the resumable writer. Format: see topk_logits.h. */
 #include "topk_logits.h"
+#include "mapfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -366,25 +367,7 @@ xd_topk *xd_topk_open(const char *path) {
         xd_err("out of memory");
         return NULL;
     }
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    if (fd < 0) { xd_err("%s: cannot open: %s", path, strerror(errno)); goto fail; }
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        xd_err("%s: not a regular file", path);
-        close(fd);
-        goto fail;
-    }
-    f->size = (size_t)st.st_size;
-    if (f->size < XD_TOPK_HEADER_BYTES) {
-        xd_err("%s: header: the file has %zu bytes, fewer than the %u-byte header (truncated, or "
-               "not a top-k logits file)", path, f->size, XD_TOPK_HEADER_BYTES);
-        close(fd);
-        goto fail;
-    }
-    void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) { xd_err("%s: mmap failed: %s", path, strerror(errno)); goto fail; }
-    f->map = m;
+    if (xd_map_file(path, XD_TOPK_HEADER_BYTES, "top-k logits file", &f->map, &f->size)) goto fail;
     if (decode_header(f->map, &f->h, path, &f->row_bytes)) goto fail;
     uint64_t body = f->size - XD_TOPK_HEADER_BYTES;
     if (f->h.n_rows > body / f->row_bytes || f->h.n_rows * f->row_bytes != body) {
