@@ -116,6 +116,18 @@ int main(void) {
            num(r2, "val_kl_after"));
     CHECK(num(r2, "val_ce_after") < num(r2, "val_ce_before"), "stage 2 did not lower the CE");
     json_decref(r2);
+    /* Stage II records the Stage I checkpoint it started from (base_hash),
+     * the same for both runs from S1, and `merge` takes the two experts */
+    {
+        json_t *ka = load("S2k/model/config.json"), *kb = load("S2/model/config.json");
+        const char *ha = json_string_value(json_object_get(ka, "base_hash"));
+        const char *hb = json_string_value(json_object_get(kb, "base_hash"));
+        CHECK(ha && hb && !strcmp(ha, hb), "stage2 base_hash: %s vs %s", ha ? ha : "(none)", hb ? hb : "(none)");
+        json_decref(ka);
+        json_decref(kb);
+        snprintf(a, sizeof a, "merge -o %s/M %s/S2k/model:0.5 %s/S2/model:0.5", D, D, D);
+        CHECK(test_cli_run(a, out, sizeof out, 0) == 0, "merge of two stage2 experts: %s", out);
+    }
     /* the student loads in the other commands */
     snprintf(a, sizeof a, "generate %s/S2/model -p \"the cat\" -n 8", D);
     CHECK(test_cli_run(a, out, sizeof out, 1) == 0, "generate with the student: %s", out);

@@ -15,4 +15,5 @@ int cmd_teacher_logits(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tasks(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 #endif

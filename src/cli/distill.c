@@ -10,6 +10,8 @@
  *   Stage II: end-to-end 0.9·CE + 0.1·top-k KL against the teacher logits
  *   made by `xdistill teacher-logits` for the same data and --seq. With
  *   --teacher, validation also reports the KL to the teacher (computed live).
+ *   The saved student records base_hash (config.json): the hash of the weights
+ *   it started from, or the one the input already had (see `merge`).
  */
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +23,7 @@
 #include "cli/train_args.h"
 #include "core/error.h"
 #include "io/atomic.h"
+#include "io/topk_logits.h"
 #include "train/stage1.h"
 #include "train/stage2.h"
 #include "train/train_model.h"
@@ -184,6 +187,13 @@ static int stage2(int argc, char **argv) {
         xd_err("%s: not a student (convert a teacher first: xdistill convert)", student);
         goto done;
     }
+    /* base identity for `merge`: the hash of the weights Stage II starts from.
+     * A student that already has one (it came out of an earlier stage2, e.g. a
+     * continued run) keeps the original, so every expert trained from one
+     * Stage I checkpoint carries the same base_hash however often it is
+     * re-trained. */
+    if (!s->cfg.base_hash)
+        s->cfg.base_hash = xd_topk_hash_bytes(s->arena, s->arena_floats * sizeof(float), 0);
     if (!(s2 = xd_stage2_create(f, s, d, &o, &so))) goto done;
     o.objective = xd_stage2_objective(s2);
     {

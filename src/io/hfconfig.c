@@ -268,6 +268,19 @@ static int parse_sizes(const src *s, const arch_info *ai, xd_config *c) {
     return 0;
 }
 
+/* An optional "0x" + 16 hex digits field (teacher_hash, base_hash). */
+static int get_hash(const src *s, const char *name, uint64_t *out) {
+    const json_t *th = field(s->obj, name);
+    if (!th) return 0;
+    const char *hs = json_is_string(th) ? json_string_value(th) : "";
+    char *end = NULL;
+    unsigned long long v = strtoull(hs, &end, 16);
+    if (strncmp(hs, "0x", 2) || !end || *end || strlen(hs) != 18)
+        return xd_err("%s: %s: expected \"0x\" and 16 hex digits", s->path, name);
+    *out = (uint64_t)v;
+    return 0;
+}
+
 /* The student's own fields (DESIGN §2, §7): window, sinks, chunk_size and
  * feature_map are required; the mLSTM scale and ε and the gate soft-cap
  * have defaults. */
@@ -287,15 +300,8 @@ static int parse_student(const src *s, xd_config *c) {
     if (capv && json_is_number(capv) && json_number_value(capv) == 0) cap = 0;
     else if (get_pos(s, "gate_softcap", 0, 15.0, &cap)) return -1;
     if (eps >= 1) return xd_err("%s: mlstm_eps: %g is impossible (expected < 1)", s->path, eps);
-    const json_t *th = field(s->obj, "teacher_hash");
-    if (th) {
-        const char *hs = json_is_string(th) ? json_string_value(th) : "";
-        char *end = NULL;
-        unsigned long long v = strtoull(hs, &end, 16);
-        if (strncmp(hs, "0x", 2) || !end || *end || strlen(hs) != 18)
-            return xd_err("%s: teacher_hash: expected \"0x\" and 16 hex digits", s->path);
-        c->teacher_hash = (uint64_t)v;
-    }
+    if (get_hash(s, "teacher_hash", &c->teacher_hash) || get_hash(s, "base_hash", &c->base_hash))
+        return -1;
     c->student = 1;
     c->mlstm_scale = (float)scale;
     c->mlstm_eps = (float)eps;

@@ -273,6 +273,11 @@ static json_t *config_json(const xd_config *c) {
             snprintf(h, sizeof h, "0x%016llx", (unsigned long long)c->teacher_hash);
             set(o, "teacher_hash", json_string(h), &bad);
         }
+        if (c->base_hash) {
+            char h[24];
+            snprintf(h, sizeof h, "0x%016llx", (unsigned long long)c->base_hash);
+            set(o, "base_hash", json_string(h), &bad);
+        }
     }
     if (bad) {
         json_decref(o);

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "atomic.h"
+
 typedef enum { ST_F32 = 0, ST_F16, ST_BF16 } st_dtype;
 
 typedef struct {
@@ -59,5 +61,30 @@ typedef struct {
  * contiguous, wider dtypes first, then by name. Names must be unique and
  * non-empty. Errors name path and the tensor. */
 int st_write(const char *path, const st_write_tensor *ts, int n, const char *metadata_json);
+
+/* ---- streaming writer (safetensors_stream.c) ------------------------------ */
+
+/* Writes an F32-only .safetensors file one tensor at a time, so that only
+ * the tensor being written has to be in memory: st_stream_begin takes the
+ * names and shapes (data ignored; dtype must be ST_F32), writes the header
+ * (the same layout st_write makes: tensors sorted by name, header padded to
+ * 8 bytes) to PATH.tmp.<pid>; then st_stream_next gives the index (into the
+ * caller's array) of the tensor to write next, and st_stream_put writes its
+ * data; st_stream_end commits atomically once every tensor was put. On any
+ * error the temporary file is removed (st_stream_abort is safe to call
+ * again). */
+typedef struct {
+    xd_afile f;
+    int n, next;
+    int *order;      /* caller indices in name order */
+    uint64_t *bytes; /* by caller index */
+} st_stream;
+
+int st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, int n,
+                    const char *metadata_json);
+int st_stream_next(const st_stream *s); /* -1 when all are written */
+int st_stream_put(st_stream *s, const float *data);
+int st_stream_end(st_stream *s);
+void st_stream_abort(st_stream *s);
 
 #endif

@@ -1,0 +1,231 @@
+/* Issue 7: `xdistill merge` (Stage III) on tiny students of tests/fixtures/
+ * tiny-llama.gguf (window 4), built through the library: convert, perturb
+ * the mixer and MLP weights with an RNG, set one base_hash, xd_model_save.
+ *
+ * "Exact" here means: every merged fp32 element is bit-for-bit the value of
+ * the same fp32 expression in the same order, without FMA,
+ *     ref = λ_1 * t_1;  ref = ref + λ_i * t_i  (i = 2..K, input order),
+ * with λ_i = (float)w_i, or (float)(w_i / Σw) under --normalize (Σ in double,
+ * input order), computed here from the experts as loaded. As a second,
+ * independent check the result is within K·2^-23·Σ|λ_i t_i| of the double
+ * sum Σ λ_i t_i. Merging one expert with weight 1 gives its tensor bytes bit
+ * for bit. Refusals: another window, another architecture (tiny-qwen2),
+ * another or missing base_hash, negative / NaN weights, weights not summing
+ * to 1 without --normalize, a missing directory; the output directory is
+ * never created by a refused merge. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+#include <jansson.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli_util.h"
+#include "core/rng.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "test.h"
+#include "xdistill.h"
+
+static char dir[256], out[16384];
+#define TEACHER XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf"
+#define QWEN XD_SOURCE_DIR "/tests/fixtures/tiny-qwen2.gguf"
+
+static xd_model *student(const char *teacher, int window) {
+    xd_model *t = xd_model_load(teacher);
+    CHECK(t != NULL, "load %s: %s", teacher, xd_last_error());
+    if (!t) exit(1);
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    o.window = window;
+    o.sinks = 1;
+    o.chunk = 8;
+    xd_model *s = xd_student_convert(t, &o);
+    CHECK(s != NULL, "convert: %s", xd_last_error());
+    xd_model_free(t);
+    if (!s) exit(1);
+    return s;
+}
+
+/* Saves s (weights = base + noise on the mixer and MLP) as dir/name. */
+static void save_expert(xd_model *s, const float *base, uint64_t seed, uint64_t base_hash,
+                        const char *name) {
+    memcpy(s->arena, base, s->arena_floats * sizeof(float));
+    xd_weight *ws;
+    int nw;
+    CHECK(xd_model_weights(s, &ws, &nw) == 0, "weights");
+    xd_rng r;
+    xd_rng_seed(&r, seed);
+    for (int j = 0; j < nw; j++) {
+        if (!strstr(ws[j].hf, "mlp.") && !strstr(ws[j].hf, "feature_map") && !strstr(ws[j].hf, "gate.") &&
+            !strstr(ws[j].hf, "mix."))
+            continue;
+        for (int64_t e = 0; e < ws[j].rows * ws[j].cols; e++)
+            ws[j].ptr[e] += (float)(0.05 * xd_rng_normal(&r));
+    }
+    free(ws);
+    s->cfg.base_hash = base_hash;
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    CHECK(xd_model_save(s, p) == 0, "save %s: %s", p, xd_last_error());
+}
+
+static xd_model *load(const char *name) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    xd_model *m = xd_model_load(p);
+    CHECK(m != NULL, "load %s: %s", p, xd_last_error());
+    return m;
+}
+
+static int run(const char *fmt, const char *x) {
+    char args[4096], f2[2048];
+    /* every %s in fmt is the test directory, except a trailing extra */
+    snprintf(f2, sizeof f2, "%s", fmt);
+    snprintf(args, sizeof args, f2, dir, dir, dir, dir, dir, x ? x : "");
+    return test_cli_run(args, out, sizeof out, 0);
+}
+
+/* merged == the fp32 expression, bit for bit; and near the double sum */
+static void check_merge(const char *merged, const char *const *names, const float *lam, int k) {
+    xd_model *m = load(merged), *e[8];
+    for (int i = 0; i < k; i++) e[i] = load(names[i]);
+    if (!m) return;
+    size_t n = m->arena_floats, bad = 0, far = 0;
+    for (size_t j = 0; j < n; j++) {
+        float ref = lam[0] * e[0]->arena[j];
+        double dref = (double)lam[0] * e[0]->arena[j], mag = fabs(dref);
+        for (int i = 1; i < k; i++) {
+            ref = ref + lam[i] * e[i]->arena[j];
+            dref += (double)lam[i] * e[i]->arena[j];
+            mag += fabs((double)lam[i] * e[i]->arena[j]);
+        }
+        if (memcmp(&ref, &m->arena[j], sizeof ref)) bad++;
+        if (fabs(m->arena[j] - dref) > k * 0x1p-23 * mag + 1e-30) far++;
+    }
+    CHECK(bad == 0, "%s: %zu of %zu elements differ from the fp32 expression", merged, bad, n);
+    CHECK(far == 0, "%s: %zu of %zu elements far from the double sum", merged, far, n);
+    CHECK(m->cfg.base_hash == e[0]->cfg.base_hash, "%s: base_hash kept", merged);
+    CHECK(m->tok != NULL, "%s: tokenizer copied", merged);
+    printf("%s: %d experts, %zu elements, bit-exact %s\n", merged, k, n, bad ? "NO" : "yes");
+    xd_model_free(m);
+    for (int i = 0; i < k; i++) xd_model_free(e[i]);
+}
+
+static int exists(const char *name) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static void refuse(const char *args, const char *needle, int want) {
+    int rc = run(args, NULL);
+    CHECK(rc == want, "merge %s: exit %d (expected %d): %s", args, rc, want, out);
+    CHECK(strstr(out, needle) != NULL, "merge %s: no '%s' in: %s", args, needle, out);
+    CHECK(!exists("R"), "a refused merge created its output");
+    printf("refused as expected: %s", out);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/xd_merge_XXXXXX");
+    if (!mkdtemp(dir)) return 1;
+    const uint64_t B = 0x0123456789abcdefull;
+
+    xd_model *s = student(TEACHER, 4);
+    float *base = malloc(s->arena_floats * sizeof(float));
+    memcpy(base, s->arena, s->arena_floats * sizeof(float));
+    save_expert(s, base, 1, B, "E1");
+    save_expert(s, base, 2, B, "E2");
+    save_expert(s, base, 3, B, "E3");
+    save_expert(s, base, 4, B ^ 1, "Eother");
+    save_expert(s, base, 5, 0, "Enone");
+    xd_model_free(s);
+    free(base);
+    s = student(TEACHER, 8);
+    save_expert(s, s->arena, 6, B, "W8");
+    xd_model_free(s);
+    s = student(QWEN, 4);
+    save_expert(s, s->arena, 7, B, "Q");
+    xd_model_free(s);
+
+    /* base_hash survives config.json */
+    xd_model *e1 = load("E1");
+    CHECK(e1 && e1->cfg.base_hash == B, "base_hash read back");
+    xd_model_free(e1);
+
+    /* 2 experts, given weights */
+    CHECK(run("merge -o %s/M2 %s/E1:0.7 %s/E2:0.3", NULL) == 0, "merge 2: %s", out);
+    const char *n2[] = {"E1", "E2"};
+    float l2[] = {(float)0.7, (float)0.3};
+    check_merge("M2", n2, l2, 2);
+    /* 3 experts, --normalize */
+    CHECK(run("merge --normalize -o %s/M3 %s/E1:2 %s/E2:1 %s/E3:1", NULL) == 0, "merge 3: %s", out);
+    const char *n3[] = {"E1", "E2", "E3"};
+    float l3[] = {(float)(2 / 4.0), (float)(1 / 4.0), (float)(1 / 4.0)};
+    check_merge("M3", n3, l3, 3);
+    /* 3 experts, uniform default (order matters: E3 first) */
+    CHECK(run("merge -o %s/MU %s/E3 %s/E1 %s/E2", NULL) == 0, "merge uniform: %s", out);
+    const char *nu[] = {"E3", "E1", "E2"};
+    float lu[] = {(float)(1 / 3.0), (float)(1 / 3.0), (float)(1 / 3.0)};
+    check_merge("MU", nu, lu, 3);
+    /* merge.json */
+    {
+        char p[512];
+        snprintf(p, sizeof p, "%s/M3/merge.json", dir);
+        json_error_t je;
+        json_t *j = json_load_file(p, 0, &je);
+        json_t *ins = json_object_get(j, "inputs");
+        CHECK(j && json_array_size(ins) == 3 &&
+                  json_real_value(json_object_get(json_array_get(ins, 0), "lambda")) == 0.5 &&
+                  json_real_value(json_object_get(json_array_get(ins, 0), "weight")) == 2 &&
+                  json_is_string(json_object_get(j, "weights_hash")),
+              "merge.json: %s", j ? "fields" : je.text);
+        json_decref(j);
+    }
+
+    /* one expert with weight 1: its tensor bytes bit for bit */
+    CHECK(run("merge -o %s/M1 %s/E2:1", NULL) == 0, "merge 1: %s", out);
+    {
+        char pa[512], pb[512];
+        snprintf(pa, sizeof pa, "%s/E2/model.safetensors", dir);
+        snprintf(pb, sizeof pb, "%s/M1/model.safetensors", dir);
+        st_set *a = st_open(pa), *b = st_open(pb);
+        CHECK(a && b && a->n_tensors == b->n_tensors, "tensor counts");
+        int same = 0;
+        for (int t = 0; a && b && t < a->n_tensors; t++) {
+            const st_tensor *x = &a->tensors[t], *y = st_find(b, x->name);
+            same += y && x->nbytes == y->nbytes && x->dtype == y->dtype && !memcmp(x->data, y->data, x->nbytes);
+        }
+        CHECK(a && same == a->n_tensors, "weight 1: %d of %d tensors bit for bit", same, a ? a->n_tensors : 0);
+        printf("weight 1: %d of %d tensors bit for bit\n", same, a ? a->n_tensors : 0);
+        st_close(a);
+        st_close(b);
+    }
+
+    /* refusals */
+    refuse("merge -o %s/R %s/E1 %s/W8", "window", 1);
+    refuse("merge -o %s/R %s/E1 %s/Q", "architecture", 1);
+    refuse("merge -o %s/R %s/E1 %s/Eother", "different Stage I checkpoints", 1);
+    refuse("merge -o %s/R %s/E1 %s/Eother", "--allow-unrelated", 1);
+    refuse("merge -o %s/R %s/E1 %s/Enone", "no base_hash", 1);
+    refuse("merge -o %s/R %s/E1:-0.5 %s/E2:1.5", "finite and >= 0", 1);
+    refuse("merge -o %s/R %s/E1:nan %s/E2:0.5", "finite and >= 0", 1);
+    refuse("merge -o %s/R %s/E1:0.5 %s/E2:0.6", "--normalize", 1);
+    refuse("merge -o %s/R %s/E1 %s/nonexistent", "no such directory", 1);
+    refuse("merge -o %s/R %s/E1:0.5 %s/E2", "every expert or to none", 2);
+    refuse("merge -o %s/R %s/E1:abc", "not a number", 2);
+    refuse("merge -o %s/R " TEACHER, "not a model directory", 1);
+    /* --allow-unrelated: merges, and the output claims no base */
+    CHECK(run("merge --allow-unrelated -o %s/MX %s/E1 %s/Eother", NULL) == 0, "allow-unrelated: %s", out);
+    xd_model *mx = load("MX");
+    CHECK(mx && mx->cfg.base_hash == 0, "unrelated merge has no base_hash");
+    xd_model_free(mx);
+
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+    return test_summary("test_merge");
+}
