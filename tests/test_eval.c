@@ -325,7 +325,10 @@ static void check_library(xd_eval_results *res, xd_suite *suite) {
               !xd_output_matches("Paris is", "Paris", XD_MATCH_EXACT) &&
               xd_output_matches("Paris is", "Paris", XD_MATCH_CONTAINS) &&
               !xd_output_matches("paris", "Paris", XD_MATCH_CONTAINS) &&
-              xd_output_matches("\t", "", XD_MATCH_EXACT),
+              xd_output_matches("\t", "", XD_MATCH_EXACT) &&
+              xd_output_matches(" 6\n\nThe final", "6", XD_MATCH_EXACT) && /* first line */
+              !xd_output_matches(" 6 7\n", "6", XD_MATCH_EXACT) &&
+              !xd_output_matches("\n\n6", "7", XD_MATCH_EXACT),
           "match rules");
 
     /* perplexity: independent NLL of the one-window texts, xd_perplexity for the long one */

@@ -315,7 +315,10 @@ static int is_space(char c) {
 
 int xd_output_matches(const char *output, const char *target, xd_match match) {
     if (match == XD_MATCH_CONTAINS) return strstr(output, target) != NULL;
-    size_t a = strlen(output), b = strlen(target);
+    /* exact: the output's first line (after leading white space), trimmed —
+     * a model that answers and then goes on to the next line still matches */
+    while (*output && is_space(*output)) output++;
+    size_t a = strcspn(output, "\n"), b = strlen(target);
     while (a && is_space(output[a - 1])) a--;
     while (b && is_space(target[b - 1])) b--;
     while (a && is_space(*output)) output++, a--;

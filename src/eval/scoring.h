@@ -70,8 +70,9 @@ int xd_score_generate(xd_scorer *s, const char *prompt, int max_tokens,
  * more than one window. */
 int xd_score_text(xd_scorer *s, const char *text, double *nll, int64_t *n_tokens, int *windowed);
 
-/* exact: output and target equal after trimming leading and trailing white
- * space (space, \t, \n, \r, \v, \f); contains: target occurs in output. */
+/* exact: the output's first line (after leading white space) and the target
+ * are equal after trimming white space (space, \t, \n, \r, \v, \f) at both
+ * ends; contains: target occurs in output. */
 int xd_output_matches(const char *output, const char *target, xd_match match);
 
 #endif
