@@ -12,25 +12,6 @@
 
 #ifndef XD_BINARY_DIR
 #define XD_BINARY_DIR "."
-/* Token data from the paragraphs of a text file (xd_tokdata_prep with blank-
- * line document separators), tokenised by the model or tokenizer at
- * tokenizer_path. Returns 0, or -1 with xd_last_error(). */
-static inline int test_prep_text(const char *tokenizer_path, const char *txt, const char *out,
-                                 double val_frac) {
-    xd_tokenizer *t = xd_tokenizer_load(tokenizer_path);
-    if (!t) return -1;
-    xd_prep_opts o;
-    xd_prep_defaults(&o);
-    const char *in[] = {txt};
-    o.inputs = in;
-    o.n_inputs = 1;
-    o.doc_sep = XD_DOCSEP_BLANK;
-    o.val_frac = val_frac;
-    int rc = xd_tokdata_prep(t, &o, out, NULL);
-    xd_tokenizer_free(t);
-    return rc;
-}
-
 #endif
 
 static inline const char *test_cli_path(void) {
