@@ -144,12 +144,30 @@ xd_mlstm_cfg xd_student_mlstm_cfg(const xd_config *c) {
     return mc;
 }
 
+void xd_student_mlstm_inputs(const xd_config *c, const xd_layer *L, int n, const float *h,
+                             const float *q, const float *k, const float *v, float *phq,
+                             float *phk, float *ve, float *ig_raw, float *fg_raw, float *ig,
+                             float *fg) {
+    int nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim, d = c->d_model;
+    int qd = nh * hd, kvd = nkv * hd, group = nh / nkv;
+    xd_hedgehog_forward(phq, q, qd, L->fmq_A, L->fmq_b, n, nh, nh, hd);
+    xd_hedgehog_forward(phk, k, kvd, L->fmk_A, L->fmk_b, n, nh, nkv, hd);
+    for (size_t t = 0; t < (size_t)n; t++)
+        for (int hh = 0; hh < nh; hh++)
+            memcpy(ve + (t * nh + hh) * hd, v + t * kvd + (size_t)(hh / group) * hd,
+                   (size_t)hd * sizeof(float));
+    xd_linear(ig_raw, h, L->w_ig, L->b_ig, n, d, nh);
+    xd_linear(fg_raw, h, L->w_fg, L->b_fg, n, d, nh);
+    xd_softcap_forward(ig, ig_raw, (int64_t)n * nh, c->gate_softcap);
+    xd_softcap_forward(fg, fg_raw, (int64_t)n * nh, c->gate_softcap);
+}
+
 int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
                      const xd_student_plan *p, const float *h, const float *q, const float *k,
                      const float *v, const float *qp, const float *kp, float *att) {
     const xd_config *c = &m->cfg;
-    int n = p->n, nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim, d = c->d_model;
-    int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd, group = nh / nkv;
+    int n = p->n, nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd;
     size_t N = (size_t)n;
     float *hs = malloc(N * qd * sizeof(float)), *hm = malloc(N * qd * sizeof(float));
     float *phq = malloc(N * nh * dphi * sizeof(float)), *phk = malloc(N * nh * dphi * sizeof(float));
@@ -162,17 +180,8 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     }
     if (swa_branch(c, kv, l, p, q, k, v, hs)) goto done;
 
-    /* mLSTM branch: φ(q), φ(k) per query head, values per query head, gates */
-    xd_hedgehog_forward(phq, q, qd, L->fmq_A, L->fmq_b, n, nh, nh, hd);
-    xd_hedgehog_forward(phk, k, kvd, L->fmk_A, L->fmk_b, n, nh, nkv, hd);
-    for (size_t t = 0; t < N; t++)
-        for (int hh = 0; hh < nh; hh++)
-            memcpy(ve + (t * nh + hh) * hd, v + t * kvd + (size_t)(hh / group) * hd,
-                   (size_t)hd * sizeof(float));
-    xd_linear(ig, h, L->w_ig, L->b_ig, n, d, nh);
-    xd_linear(fg, h, L->w_fg, L->b_fg, n, d, nh);
-    xd_softcap_forward(ig, ig, (int64_t)N * nh, c->gate_softcap);
-    xd_softcap_forward(fg, fg, (int64_t)N * nh, c->gate_softcap);
+    /* mLSTM branch (gates capped in place: no backward follows) */
+    xd_student_mlstm_inputs(c, L, n, h, q, k, v, phq, phk, ve, ig, fg, ig, fg);
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
     size_t sl = (size_t)l;
     xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};

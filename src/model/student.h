@@ -29,6 +29,16 @@ typedef struct {
 void xd_student_plan_make(xd_student_plan *p, const xd_kv *kv, int n);
 void xd_student_kv_commit(xd_kv *kv, const xd_student_plan *p);
 
+/* The mLSTM branch's inputs for n tokens, shared by inference and training:
+ * φq, φk [n][nh][2hd] (Hedgehog maps of the post-RoPE q [n][nh·hd] and
+ * k [n][nkv·hd]), ve [n][nh][hd] (each query head's KV-group value), and the
+ * gate pre-activations ig_raw, fg_raw = W·h + b [n][nh] and their soft-capped
+ * ig, fg (ig may be ig_raw, fg may be fg_raw: capped in place). */
+void xd_student_mlstm_inputs(const xd_config *c, const xd_layer *L, int n, const float *h,
+                             const float *q, const float *k, const float *v, float *phq,
+                             float *phk, float *ve, float *ig_raw, float *fg_raw, float *ig,
+                             float *fg);
+
 /* The hybrid mixer of layer l for n tokens at positions p->pos0 …:
  *   h [n][d]            the normalised layer input (gates)
  *   q [n][nh·hd], k, v [n][nkv·hd]   after q/k norm and RoPE

@@ -54,8 +54,8 @@ size_t xd_mixer_scratch_layout(const xd_config *c, int B, int T, xd_mixer_scratc
 int xd_mixer_train_forward(const xd_config *c, const xd_layer *L, xd_mixer_acts *a,
                            const float *h1, const float *q, const float *k, const float *v,
                            const int32_t *doc_start, int B, int T, float *att) {
-    int nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim, d = c->d_model;
-    int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd, group = nh / nkv, BT = B * T;
+    int nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd, BT = B * T;
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
     int64_t cf = xd_mlstm_cache_floats(T, &mc);
     for (int b = 0; b < B; b++) { /* SWA branch */
@@ -64,16 +64,8 @@ int xd_mixer_train_forward(const xd_config *c, const xd_layer *L, xd_mixer_acts 
                               k + r * kvd, v + r * kvd, T, nh, nkv, hd,
                               doc_start ? doc_start + r : NULL, c->window, c->sinks);
     }
-    xd_hedgehog_forward(a->phq, q, qd, L->fmq_A, L->fmq_b, BT, nh, nh, hd);
-    xd_hedgehog_forward(a->phk, k, kvd, L->fmk_A, L->fmk_b, BT, nh, nkv, hd);
-    for (size_t t = 0; t < (size_t)BT; t++)
-        for (int h = 0; h < nh; h++)
-            memcpy(a->ve + (t * nh + h) * hd, v + t * kvd + (size_t)(h / group) * hd,
-                   (size_t)hd * sizeof(float));
-    xd_linear(a->ig_raw, h1, L->w_ig, L->b_ig, BT, d, nh);
-    xd_linear(a->fg_raw, h1, L->w_fg, L->b_fg, BT, d, nh);
-    xd_softcap_forward(a->ig, a->ig_raw, (int64_t)BT * nh, c->gate_softcap);
-    xd_softcap_forward(a->fg, a->fg_raw, (int64_t)BT * nh, c->gate_softcap);
+    xd_student_mlstm_inputs(c, L, BT, h1, q, k, v, a->phq, a->phk, a->ve, a->ig_raw, a->fg_raw,
+                            a->ig, a->fg);
     for (int b = 0; b < B; b++) { /* mLSTM branch */
         size_t r = (size_t)b * T;
         xd_mlstm_in in = {a->phq + r * nh * dphi, a->phk + r * nh * dphi, a->ve + r * qd,
