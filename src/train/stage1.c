@@ -96,19 +96,12 @@ static int ob_step(xd_objective *ob, xd_trainer_model *tm, const xd_batch *bb, u
 int xd_stage1_eval(xd_stage1 *s1, xd_trainer_model *tm, const xd_tokdata *data,
                    int64_t max_windows, double *mse, double *mean) {
     int B = tm->B, T = tm->T, L = s1->n_layer;
-    uint64_t nw = xd_tokdata_n_windows(data, XD_SPLIT_VAL, T);
-    if (max_windows > 0 && (uint64_t)max_windows < nw) nw = (uint64_t)max_windows;
-    if (nw == 0) return xd_err("%s: the validation split has fewer than 2 tokens", xd_tokdata_path(data));
+    uint64_t nw;
+    if (xd_val_windows(data, T, max_windows, &nw)) return -1;
     xd_batch bb = {0};
-    size_t BT = (size_t)B * T;
-    bb.row = malloc((size_t)(T + 1) * sizeof(int32_t));
-    bb.tok = malloc(BT * sizeof(int32_t));
-    bb.tgt = malloc(BT * sizeof(int32_t));
-    bb.ds = malloc(BT * sizeof(int32_t));
-    bb.pos = malloc(BT * sizeof(int32_t));
     double *m = calloc((size_t)L, sizeof(double));
     int rc = -1;
-    if (!bb.row || !bb.tok || !bb.tgt || !bb.ds || !bb.pos || !m) { xd_err("out of memory"); goto done; }
+    if (xd_batch_alloc(&bb, B, T) || !m) { xd_err("out of memory"); goto done; }
     for (int l = 0; l < L; l++) mse[l] = 0;
     uint64_t batches = 0;
     for (uint64_t k0 = 0; k0 < nw; k0 += (uint64_t)B, batches++) {
@@ -125,7 +118,7 @@ int xd_stage1_eval(xd_stage1 *s1, xd_trainer_model *tm, const xd_tokdata *data,
     }
     rc = 0;
 done:
-    free(bb.row); free(bb.tok); free(bb.tgt); free(bb.ds); free(bb.pos);
+    xd_batch_free(&bb);
     free(m);
     return rc;
 }

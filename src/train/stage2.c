@@ -57,19 +57,14 @@ int xd_stage2_eval(xd_stage2 *s2, xd_trainer_model *tm, const xd_tokdata *data,
     *kl = NAN;
     if (!s2->teacher) return 0;
     int B = tm->B, T = tm->T, V = tm->m->cfg.vocab_size, d = tm->m->cfg.d_model, k = s2->k;
-    uint64_t nw = xd_tokdata_n_windows(data, XD_SPLIT_VAL, T);
-    if (max_windows > 0 && (uint64_t)max_windows < nw) nw = (uint64_t)max_windows;
+    uint64_t nw;
+    if (xd_val_windows(data, T, max_windows, &nw)) return -1;
     size_t BT = (size_t)B * T;
     xd_batch bb = {0};
-    bb.row = malloc((size_t)(T + 1) * sizeof(int32_t));
-    bb.tok = malloc(BT * sizeof(int32_t));
-    bb.tgt = malloc(BT * sizeof(int32_t));
-    bb.ds = malloc(BT * sizeof(int32_t));
-    bb.pos = malloc(BT * sizeof(int32_t));
     int rc = -1;
     double kl_sum = 0;
     int64_t rows = 0;
-    if (!bb.row || !bb.tok || !bb.tgt || !bb.ds || !bb.pos) { xd_err("out of memory"); goto done; }
+    if (xd_batch_alloc(&bb, B, T)) goto done;
     for (uint64_t k0 = 0; k0 < nw; k0 += (uint64_t)B) {
         double s;
         int64_t c;
@@ -103,7 +98,7 @@ int xd_stage2_eval(xd_stage2 *s2, xd_trainer_model *tm, const xd_tokdata *data,
     *kl = rows ? kl_sum / (double)rows : NAN;
     rc = 0;
 done:
-    free(bb.row); free(bb.tok); free(bb.tgt); free(bb.ds); free(bb.pos);
+    xd_batch_free(&bb);
     return rc;
 }
 

@@ -91,6 +91,12 @@ typedef struct {
 int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *freeze, int n_freeze);
 /* Same with o's train_only and freeze lists. */
 int xd_groups_from_opts(xd_param_groups *g, const xd_model *m, const xd_train_opts *o);
+/* Buffers of a micro-batch of B rows × T tokens (xd_batch_free releases them). */
+int xd_batch_alloc(xd_batch *bb, int B, int T);
+void xd_batch_free(xd_batch *bb);
+/* The number of validation windows of T tokens to evaluate: all of them, or
+ * max_windows (> 0) when fewer; -1 naming the file when there are none. */
+int xd_val_windows(const xd_tokdata *data, int T, int64_t max_windows, uint64_t *nw);
 /* Validation windows of the split as batches: window k0 + b in row b
  * (targets −1 past a window's end and in rows past the last window).
  * Returns the number of windows (nw). */

@@ -123,7 +123,7 @@ int xd_val_batch(const xd_tokdata *data, int B, int T, uint64_t k0, uint64_t nw,
     return 0;
 }
 
-static int batch_alloc(xd_batch *bb, int B, int T) {
+int xd_batch_alloc(xd_batch *bb, int B, int T) {
     size_t BT = (size_t)B * T;
     bb->row = malloc((size_t)B * (T + 1) * sizeof(int32_t));
     bb->tok = malloc(BT * sizeof(int32_t));
@@ -134,23 +134,29 @@ static int batch_alloc(xd_batch *bb, int B, int T) {
     return 0;
 }
 
-static void batch_free(xd_batch *bb) {
+void xd_batch_free(xd_batch *bb) {
     free(bb->row); free(bb->tok); free(bb->tgt); free(bb->ds); free(bb->pos);
     memset(bb, 0, sizeof *bb);
+}
+
+int xd_val_windows(const xd_tokdata *data, int T, int64_t max_windows, uint64_t *nw) {
+    *nw = xd_tokdata_n_windows(data, XD_SPLIT_VAL, T);
+    if (max_windows > 0 && (uint64_t)max_windows < *nw) *nw = (uint64_t)max_windows;
+    if (*nw == 0)
+        return xd_err("%s: the validation split has fewer than 2 tokens", xd_tokdata_path(data));
+    return 0;
 }
 
 int xd_eval_loss(xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windows, double *loss,
                  int64_t *n_tokens) {
     int B = tm->B, T = tm->T;
-    uint64_t nw = xd_tokdata_n_windows(data, XD_SPLIT_VAL, T);
-    if (max_windows > 0 && (uint64_t)max_windows < nw) nw = (uint64_t)max_windows;
-    if (nw == 0) return xd_err("%s: the validation split has fewer than 2 tokens",
-                               xd_tokdata_path(data));
+    uint64_t nw;
+    if (xd_val_windows(data, T, max_windows, &nw)) return -1;
     xd_batch bb = {0};
     int rc = -1;
     double sum = 0;
     int64_t cnt = 0;
-    if (batch_alloc(&bb, B, T)) goto done;
+    if (xd_batch_alloc(&bb, B, T)) goto done;
     for (uint64_t k0 = 0; k0 < nw; k0 += (uint64_t)B) {
         if (xd_val_batch(data, B, T, k0, nw, &bb)) goto done;
         double s;
@@ -163,7 +169,7 @@ int xd_eval_loss(xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windo
     *n_tokens = cnt;
     rc = 0;
 done:
-    batch_free(&bb);
+    xd_batch_free(&bb);
     return rc;
 }
 
@@ -249,7 +255,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     tm.window = o->window;
     tm.sinks = o->sinks;
     if (xd_groups_from_opts(&g, m, o) ||
-        xd_adamw_init(&opt, m->arena_floats, o->beta1, o->beta2, o->eps) || batch_alloc(&bb, B, T))
+        xd_adamw_init(&opt, m->arena_floats, o->beta1, o->beta2, o->eps) || xd_batch_alloc(&bb, B, T))
         goto done;
     size_t BT = (size_t)B * T;
 
@@ -356,7 +362,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     rc = 0;
 done:
     if (log) fclose(log);
-    batch_free(&bb);
+    xd_batch_free(&bb);
     xd_adamw_free(&opt);
     xd_groups_free(&g);
     xd_tm_free(&tm);
