@@ -9,6 +9,16 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The default teacher: $XD_TEACHER, else the one `make teacher` installs. */
+static inline const char *bench_teacher_path(void) {
+    static char path[4096];
+    const char *env = getenv("XD_TEACHER"), *home = getenv("HOME");
+    if (env && *env) return env;
+    snprintf(path, sizeof path, "%s/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+             home ? home : ".");
+    return path;
+}
+
 static inline double bench_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -31,18 +31,11 @@ static void die(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    const char *model_path = getenv("XD_TEACHER");
+    const char *model_path = bench_teacher_path();
     const char *text_path = "/usr/share/common-licenses/GPL-3";
     const char *tokens_out = NULL;
     const char *ctx_list = "128,1024,4096";
     int threads = 2, prefill = 512, decode = 64, reps = 3;
-    static char defpath[4096];
-    if (!model_path) {
-        const char *home = getenv("HOME");
-        snprintf(defpath, sizeof defpath, "%s/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : "/root");
-        model_path = defpath;
-    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) goto usage;

@@ -56,7 +56,7 @@ static void decode(const xd_model *m, xd_kv *kv, float *logits, int n, double *t
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL, *text = "/usr/share/common-licenses/GPL-3";
+    const char *model = bench_teacher_path(), *text = "/usr/share/common-licenses/GPL-3";
     int threads = 2, ctx = 16384, gen = 16384, ndec = 32;
     xd_student_opts so;
     xd_student_defaults(&so);
@@ -72,12 +72,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
         else if (!strcmp(a, "--text")) text = v;
         else { fprintf(stderr, "bench_student: unknown option %s\n", a); return 2; }
-    }
-    static char def[1024];
-    if (!model) {
-        snprintf(def, sizeof def, "%s/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 getenv("HOME") ? getenv("HOME") : ".");
-        model = def;
     }
     if (ctx < 1024 || gen < 1024 || ndec < 4 || ndec > 4096) {
         fprintf(stderr, "bench_student: --ctx and --gen must be >= 1024, --decode 4..4096\n");

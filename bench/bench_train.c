@@ -302,17 +302,10 @@ static void run_ops(xd_trainer_model *tm, xd_adamw *opt, const int32_t *inp, con
 }
 
 int main(int argc, char **argv) {
-    const char *model_path = getenv("XD_TEACHER");
+    const char *model_path = bench_teacher_path();
     const char *text_path = "/usr/share/common-licenses/GPL-3";
     const char *tokens_out = NULL;
     int threads = 2, B = 1, T = 512, steps = 5, warmup = 1, fwd_reps = 3, ops = 0, bf16 = 0;
-    static char defpath[4096];
-    if (!model_path) {
-        const char *home = getenv("HOME");
-        snprintf(defpath, sizeof defpath, "%s/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : "/root");
-        model_path = defpath;
-    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--bf16")) {
