@@ -50,6 +50,8 @@ struct xd_kv {
                            * to the front (amortised: one row copy per token) */
     int64_t wcount, wstart; /* window buffer: entries [0, wcount) hold positions wstart … */
     float *C, *n, *m;     /* mLSTM state [n_layer][nh][dphi][hd], [n_layer][nh][dphi], [n_layer][nh] */
+    float *mx_scratch;    /* the mixer's scratch, grown to the largest call (mx_cap floats) */
+    size_t mx_cap;
 };
 
 /* Element counts of every weight, computed from the config (so loaders and

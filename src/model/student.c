@@ -48,6 +48,7 @@ int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
 void xd_student_kv_free(xd_kv *kv) {
     free(kv->sk); free(kv->sv); free(kv->rk); free(kv->rv);
     free(kv->C); free(kv->n); free(kv->m);
+    free(kv->mx_scratch);
 }
 
 void xd_student_kv_reset(xd_kv *kv) {
@@ -168,16 +169,18 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     const xd_config *c = &m->cfg;
     int n = p->n, nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd;
-    size_t N = (size_t)n;
-    float *hs = malloc(N * qd * sizeof(float)), *hm = malloc(N * qd * sizeof(float));
-    float *phq = malloc(N * nh * dphi * sizeof(float)), *phk = malloc(N * nh * dphi * sizeof(float));
-    float *ve = malloc(N * qd * sizeof(float));
-    float *ig = malloc(N * nh * sizeof(float)), *fg = malloc(N * nh * sizeof(float));
-    int rc = -1;
-    if (!hs || !hm || !phq || !phk || !ve || !ig || !fg) {
-        xd_err("student mixer: out of memory for %d tokens", n);
-        goto done;
+    /* scratch kept in the state and grown to the largest call: decoding
+     * allocates nothing per token */
+    size_t N = (size_t)n, need = N * (3 * (size_t)qd + 2 * (size_t)nh * dphi + 2 * (size_t)nh);
+    if (need > kv->mx_cap) {
+        float *b = realloc(kv->mx_scratch, need * sizeof(float));
+        if (!b) return xd_err("student mixer: out of memory for %d tokens", n);
+        kv->mx_scratch = b;
+        kv->mx_cap = need;
     }
+    float *hs = kv->mx_scratch, *hm = hs + N * qd, *ve = hm + N * qd, *phq = ve + N * qd;
+    float *phk = phq + N * nh * dphi, *ig = phk + N * nh * dphi, *fg = ig + N * nh;
+    int rc = -1;
     if (swa_branch(c, kv, l, p, q, k, v, hs)) goto done;
 
     /* mLSTM branch (gates capped in place: no backward follows) */
@@ -195,6 +198,5 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     xd_mix_forward(att, NULL, hm, hs, qp, qd, kp, kvd, v, kvd, L->w_mix, L->b_mix, n, nh, nkv, hd);
     rc = 0;
 done:
-    free(hs); free(hm); free(phq); free(phk); free(ve); free(ig); free(fg);
     return rc;
 }
