@@ -1,8 +1,10 @@
 /* xdistill data prep --tokenizer MODEL IN... -o DATA [--jsonl] [--field NAME]
  *                    [--doc-sep file|blank|line] [--seed N] [--val-frac F] [--special]
- *                    [--threads N] [--quiet]
+ *                    [--domain file|field:NAME|rule:FILE] [--threads N] [--quiet]
  * xdistill data info DATA [--tokenizer MODEL]
- * Packs text or JSONL into one token file for training (format: docs/data.md). */
+ * xdistill data split DATA -o DIR [--domains a,b,...]
+ * Packs text or JSONL into one token file for training, and splits a file
+ * with domains into one file per domain (format: docs/data.md). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +18,10 @@
 
 static const char PREP_USAGE[] =
     "usage: xdistill data prep --tokenizer MODEL IN... -o DATA [--jsonl] [--field NAME] "
-    "[--doc-sep file|blank|line] [--seed N] [--val-frac F] [--special] [--threads N] [--quiet]";
+    "[--doc-sep file|blank|line] [--seed N] [--val-frac F] [--special] "
+    "[--domain file|field:NAME|rule:FILE] [--threads N] [--quiet]";
 static const char INFO_USAGE[] = "usage: xdistill data info DATA [--tokenizer MODEL]";
+static const char SPLIT_USAGE[] = "usage: xdistill data split DATA -o DIR [--domains a,b,...]";
 
 static void print_summary(const xd_tokdata *d) {
     const xd_tokdata_header *h = xd_tokdata_header_of(d);
@@ -43,6 +47,34 @@ static void print_summary(const xd_tokdata *d) {
            xd_tokdata_split_tokens(d, XD_SPLIT_TRAIN), xd_tokdata_split_tokens(d, XD_SPLIT_VAL));
     printf("doc tokens      min %" PRIu64 ", mean %.1f, max %" PRIu64 "\n", mn,
            (double)h->n_tokens / (double)h->n_docs, mx);
+    uint32_t nd = xd_tokdata_n_domains(d);
+    if (!nd) return;
+    uint64_t *c = calloc(4 * (size_t)nd, sizeof *c); /* docs train/val, tokens train/val */
+    if (!c) return;
+    for (uint64_t i = 0; i < h->n_docs; i++) {
+        uint64_t *x = c + 4 * (size_t)xd_tokdata_doc_domain(d, i);
+        int val = i >= h->n_train_docs;
+        x[val]++;
+        x[2 + val] += off[i + 1] - off[i];
+    }
+    printf("domains         %u\n", nd);
+    printf("  %-24s %10s %10s %12s %12s\n", "domain", "train docs", "val docs", "train tokens",
+           "val tokens");
+    for (uint32_t k = 0; k < nd; k++)
+        printf("  %-24s %10" PRIu64 " %10" PRIu64 " %12" PRIu64 " %12" PRIu64 "\n",
+               xd_tokdata_domain_name(d, k), c[4 * k], c[4 * k + 1], c[4 * k + 2], c[4 * k + 3]);
+    free(c);
+}
+
+/* --domain file | field:NAME | rule:FILE */
+static int parse_domain(const char *v, xd_prep_opts *o) {
+    if (!strcmp(v, "file")) o->domain_by = XD_DOMAIN_FILE;
+    else if (!strncmp(v, "field:", 6) && v[6]) o->domain_by = XD_DOMAIN_FIELD, o->domain_arg = v + 6;
+    else if (!strncmp(v, "rule:", 5) && v[5]) o->domain_by = XD_DOMAIN_RULE, o->domain_arg = v + 5;
+    else
+        return cli_error("--domain: '%s' is not one of file, field:NAME (a JSONL field), "
+                         "rule:FILE (a rules file)", v), -1;
+    return 0;
 }
 
 static int data_prep(int argc, char **argv) {
@@ -78,6 +110,8 @@ static int data_prep(int argc, char **argv) {
             o.val_frac = vf;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &o.threads)) goto done;
+        } else if ((r = take_opt(argc, argv, &i, "--domain", &v))) {
+            if (r < 0 || parse_domain(v, &o)) goto done;
         } else if (!strcmp(argv[i], "--jsonl")) o.jsonl = 1;
         else if (!strcmp(argv[i], "--special")) o.parse_special = 1;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) o.verbose = 0;
@@ -155,15 +189,79 @@ static int data_info(int argc, char **argv) {
     return rc;
 }
 
+/* One token file per domain, each with its documents and train/validation
+ * assignment; prints each output's summary line. */
+static int data_split(int argc, char **argv) {
+    const char *path = NULL, *dir = NULL, *domains = NULL, *v;
+    int r;
+    for (int i = 1; i < argc; i++) {
+        if ((r = take_opt(argc, argv, &i, "-o", &v))) {
+            if (r < 0) return 2;
+            dir = v;
+        } else if ((r = take_opt(argc, argv, &i, "--domains", &v))) {
+            if (r < 0) return 2;
+            domains = v;
+        } else if (argv[i][0] == '-')
+            return cli_error("data split: unknown option '%s'", argv[i]), 2;
+        else if (!path) path = argv[i];
+        else return cli_error("data split: unexpected argument '%s'", argv[i]), 2;
+    }
+    if (!path || !dir) return cli_error("%s", SPLIT_USAGE), 2;
+    char *list = domains ? strdup(domains) : NULL;
+    const char **only = NULL;
+    int n_only = 0, rc = 1;
+    if (domains) {
+        only = calloc(strlen(domains) + 1, sizeof *only);
+        if (!list || !only) { free(list); free(only); return cli_error("out of memory"); }
+        for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save))
+            only[n_only++] = tok;
+        if (!n_only) {
+            free(list);
+            free(only);
+            return cli_error("--domains: no domain names in '%s'", domains), 2;
+        }
+    }
+    xd_tokdata *d = xd_tokdata_open(path);
+    if (!d || xd_tokdata_split_domains(d, dir, only, n_only)) {
+        rc = cli_lib_error();
+        goto done;
+    }
+    uint32_t nd = n_only ? (uint32_t)n_only : xd_tokdata_n_domains(d);
+    for (uint32_t k = 0; k < nd; k++) {
+        const char *name = n_only ? only[k] : xd_tokdata_domain_name(d, k);
+        char out[4096];
+        snprintf(out, sizeof out, "%s/%s.tok", dir, name);
+        xd_tokdata *e = xd_tokdata_open(out);
+        if (!e) { rc = cli_lib_error(); goto done; }
+        printf("%-24s %s: %" PRIu64 " documents (train %" PRIu64 ", validation %" PRIu64
+               "), %" PRIu64 " tokens (train %" PRIu64 ", validation %" PRIu64 ")\n",
+               name, out, xd_tokdata_header_of(e)->n_docs, xd_tokdata_split_docs(e, XD_SPLIT_TRAIN),
+               xd_tokdata_split_docs(e, XD_SPLIT_VAL), xd_tokdata_header_of(e)->n_tokens,
+               xd_tokdata_split_tokens(e, XD_SPLIT_TRAIN), xd_tokdata_split_tokens(e, XD_SPLIT_VAL));
+        if (xd_tokdata_split_docs(e, XD_SPLIT_VAL) == 0)
+            fprintf(stderr, "data split: warning: domain \"%s\" has no validation documents\n",
+                    name);
+        xd_tokdata_close(e);
+    }
+    rc = 0;
+done:
+    xd_tokdata_close(d);
+    free(list);
+    free(only);
+    return rc;
+}
+
 int cmd_data(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "prep")) return data_prep(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "info")) return data_info(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "split")) return data_split(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        printf("%s\n%s\n", PREP_USAGE, INFO_USAGE);
+        printf("%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE);
         return 0;
     }
-    if (argc >= 2) cli_error("data: unknown subcommand '%s' (expected prep or info)", argv[1]);
-    else cli_error("data: expected a subcommand, prep or info");
-    fprintf(stderr, "%s\n%s\n", PREP_USAGE, INFO_USAGE);
+    if (argc >= 2) cli_error("data: unknown subcommand '%s' (expected prep, info or split)", argv[1]);
+    else cli_error("data: expected a subcommand, prep, info or split");
+    fprintf(stderr, "%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE);
     return 2;
 }

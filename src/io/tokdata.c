@@ -2,6 +2,7 @@
  * the deterministic batch sampler. Format: see tokdata.h and docs/data.md. */
 #include "atomic.h"
 #include "tokdata.h"
+#include "tokdata_internal.h"
 #include "mapfile.h"
 
 #include <errno.h>
@@ -81,18 +82,35 @@ static void decode_header(const uint8_t *h, xd_tokdata_header *x) {
 
 /* ---- atomic writer -------------------------------------------------------------- */
 
-/* The documents to write: doc order[d] (identity if order is NULL) of a
- * source token array (u16, or u32/int32 when src_bytes is 4) whose doc i is
- * [src_off[i], src_off[i+1]). */
-typedef struct {
-    const void *src;
-    unsigned src_bytes;
-    const uint64_t *src_off;
-    const uint64_t *order;
-} doc_source;
+/* The domain table after the tokens (tokdata.h): pad to 8, n_domains,
+ * reserved, the names, pad to 4, one u32 per document. */
+static int write_domain_table(xd_afile *f, const xd_tokdata_header *h, const xd_doc_source *s,
+                              uint32_t *buf, size_t chunk) {
+    static const uint8_t zeros[8] = {0};
+    uint64_t pos = XD_TOKDATA_HEADER_BYTES + 8 * (h->n_docs + 1) + h->token_bytes * h->n_tokens;
+    if (xd_afile_write(f, zeros, (size_t)((8 - pos % 8) % 8))) return -1;
+    uint32_t head[2] = {s->n_names, 0};
+    if (xd_afile_write(f, head, sizeof head)) return -1;
+    size_t names_bytes = 0;
+    for (uint32_t i = 0; i < s->n_names; i++) {
+        uint32_t len = (uint32_t)strlen(s->names[i]);
+        if (xd_afile_write(f, &len, 4) || xd_afile_write(f, s->names[i], len)) return -1;
+        names_bytes += 4 + len;
+    }
+    if (xd_afile_write(f, zeros, (4 - names_bytes % 4) % 4)) return -1;
+    size_t k = 0;
+    for (uint64_t d = 0; d < h->n_docs; d++) {
+        uint64_t i = s->order ? s->order[d] : d;
+        buf[k++] = s->src_dom ? s->src_dom[i] : 0;
+        if (k == chunk) {
+            if (xd_afile_write(f, buf, k * 4)) return -1;
+            k = 0;
+        }
+    }
+    return xd_afile_write(f, buf, k * 4);
+}
 
-/* Writes the file atomically (io/atomic.h: PATH.tmp.<pid>, fsync, rename). */
-static int write_file(const char *path, const xd_tokdata_header *h, const doc_source *s) {
+int xd_tokdata_write_docs(const char *path, const xd_tokdata_header *h, const xd_doc_source *s) {
     xd_afile f;
     if (xd_afile_open(&f, path)) return -1;
     enum { CHUNK = 1 << 16 };
@@ -135,6 +153,9 @@ static int write_file(const char *path, const xd_tokdata_header *h, const doc_so
         }
     }
     if (xd_afile_write(&f, tbuf, k * h->token_bytes)) goto done;
+    if ((h->flags & XD_TOKDATA_FLAG_DOMAINS) &&
+        write_domain_table(&f, h, s, (uint32_t *)tbuf, CHUNK))
+        goto done;
     rc = xd_afile_commit(&f);
 done:
     if (rc) xd_afile_abort(&f);
@@ -153,7 +174,9 @@ int xd_tokdata_write(const char *path, uint32_t vocab_size, uint64_t tokenizer_h
     if (n_train_docs > n_docs)
         return xd_err("%s: n_train_docs: %llu exceeds n_docs %llu", path, (ull)n_train_docs,
                       (ull)n_docs);
-    if (flags & ~XD_TOKDATA_FLAG_EOS) return xd_err("%s: flags: unknown bits 0x%x", path, flags);
+    if (flags & ~XD_TOKDATA_FLAG_EOS)
+        return xd_err("%s: flags: unknown bits 0x%x (xd_tokdata_write writes no domain table)", path,
+                      flags);
     if (doc_offsets[0] != 0)
         return xd_err("%s: doc_offsets[0]: %llu, expected 0", path, (ull)doc_offsets[0]);
     for (uint64_t d = 0; d < n_docs; d++)
@@ -168,8 +191,8 @@ int xd_tokdata_write(const char *path, uint32_t vocab_size, uint64_t tokenizer_h
                           ids[i], vocab_size);
     xd_tokdata_header h = {XD_TOKDATA_VERSION, vocab_size, token_bytes_for(vocab_size), flags,
                            tokenizer_hash, n_docs, n_train_docs, n_tokens, shuffle_seed};
-    doc_source s = {ids, 4, doc_offsets, NULL};
-    return write_file(path, &h, &s);
+    xd_doc_source s = {ids, 4, doc_offsets, NULL, NULL, NULL, 0};
+    return xd_tokdata_write_docs(path, &h, &s);
 }
 
 /* ---- prep: reading the inputs ------------------------------------------------------ */
@@ -201,13 +224,17 @@ typedef struct {
     /* pending documents: text copied into one arena */
     char *text;
     size_t text_len, text_cap;
-    struct { size_t off, len; } *pend;
+    struct { size_t off, len; uint32_t dom; } *pend;
     size_t n_pending, cap_pending;
     /* corpus */
     uint8_t *tok;          /* tb bytes per token */
     size_t n_tok, cap_tok; /* in tokens */
     uint64_t *off;         /* off[0..n_docs] */
     size_t n_docs, cap_off;
+    uint32_t *dom;         /* dom[0..n_docs): domain ids (domain_by != NONE) */
+    size_t cap_dom;
+    xd_domain_set domains;
+    xd_domain_rules *rules; /* domain_by RULE */
     uint64_t n_empty, bytes_in;
     /* progress */
     double t0, last_print;
@@ -261,7 +288,8 @@ static int flush_pending(prep_state *p) {
         if (m == 0) { p->n_empty++; continue; }
         size_t need = p->n_tok + m + (p->eos >= 0);
         if (grow((void **)&p->tok, &p->cap_tok, need, p->tb) ||
-            grow((void **)&p->off, &p->cap_off, p->n_docs + 2, sizeof *p->off)) {
+            grow((void **)&p->off, &p->cap_off, p->n_docs + 2, sizeof *p->off) ||
+            grow((void **)&p->dom, &p->cap_dom, p->n_docs + 1, sizeof *p->dom)) {
             rc = -1;
             break;
         }
@@ -280,6 +308,7 @@ static int flush_pending(prep_state *p) {
             if (p->tb == 2) ((uint16_t *)p->tok)[p->n_tok++] = (uint16_t)p->eos;
             else ((uint32_t *)p->tok)[p->n_tok++] = (uint32_t)p->eos;
         }
+        p->dom[p->n_docs] = p->pend[i].dom;
         p->off[++p->n_docs] = p->n_tok;
     }
     for (size_t i = 0; i < n; i++) free(ids[i]);
@@ -291,17 +320,27 @@ static int flush_pending(prep_state *p) {
     return rc;
 }
 
-/* Queues one document (copied). Whitespace-only documents are skipped. */
-static int add_doc(prep_state *p, const char *s, size_t n) {
+/* Queues one document (copied) of domain dname[0 .. dlen) (a valid name;
+ * ignored without --domain; with rules, the rules decide). Whitespace-only
+ * documents are skipped. */
+static int add_doc(prep_state *p, const char *s, size_t n, const char *dname, size_t dlen) {
     if (is_blank(s, n)) {
         p->n_empty++;
         return 0;
     }
+    uint32_t dom = 0;
+    if (p->o->domain_by == XD_DOMAIN_RULE) {
+        if (xd_domain_rules_match(p->rules, s, n, &dname)) return -1;
+        dlen = strlen(dname);
+    }
+    if (p->o->domain_by != XD_DOMAIN_NONE && xd_domain_set_intern(&p->domains, dname, dlen, &dom))
+        return -1;
     if (grow((void **)&p->text, &p->text_cap, p->text_len + n + 1, 1) ||
         grow((void **)&p->pend, &p->cap_pending, p->n_pending + 1, sizeof *p->pend))
         return -1;
     memcpy(p->text + p->text_len, s, n);
     p->pend[p->n_pending].off = p->text_len;
+    p->pend[p->n_pending].dom = dom;
     p->pend[p->n_pending++].len = n;
     p->text_len += n;
     p->bytes_in += n;
@@ -332,15 +371,34 @@ static int read_whole(const char *path, char **buf, size_t *len) {
     return 0;
 }
 
+/* --domain file: the file's name without its directory and last extension
+ * ("corpus/kjv.txt" -> "kjv"; "GPL-3" stays). */
+static int file_domain(const xd_prep_opts *o, const char *path, const char **name, size_t *len) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    const char *dot = strrchr(b, '.');
+    *name = b;
+    *len = dot && dot > b ? (size_t)(dot - b) : strlen(b);
+    if (o->domain_by != XD_DOMAIN_FILE) return 0;
+    const char *why = xd_domain_name_problem(*name, *len);
+    if (why)
+        return xd_err("%s: domain name \"%.*s\" (from the file name, --domain file) %s; rename "
+                      "the file or use --domain rule:FILE",
+                      path, (int)(*len > 80 ? 80 : *len), *name, why);
+    return 0;
+}
+
 static int prep_text(prep_state *p, const char *path) {
     char *buf = NULL;
-    size_t len = 0;
+    size_t len = 0, dlen;
+    const char *dname;
+    if (file_domain(p->o, path, &dname, &dlen)) return -1;
     if (read_whole(path, &buf, &len)) return -1;
     int rc = 0;
     const char *text = buf;
     if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) text += 3, len -= 3; /* UTF-8 BOM */
     if (p->o->doc_sep == XD_DOCSEP_FILE) {
-        rc = add_doc(p, text, len);
+        rc = add_doc(p, text, len, dname, dlen);
     } else {
         /* par_begin/par_end: the paragraph being collected (BLANK mode) */
         size_t i = 0, par_begin = 0, par_end = 0;
@@ -351,9 +409,9 @@ static int prep_text(prep_state *p, const char *path) {
             if (le > i && text[le - 1] == '\r') le--;
             int blank = is_blank(text + i, le - i);
             if (p->o->doc_sep == XD_DOCSEP_LINE) {
-                if (!blank) rc = add_doc(p, text + i, le - i);
+                if (!blank) rc = add_doc(p, text + i, le - i, dname, dlen);
             } else if (blank) {
-                if (in_par) rc = add_doc(p, text + par_begin, par_end - par_begin);
+                if (in_par) rc = add_doc(p, text + par_begin, par_end - par_begin, dname, dlen);
                 in_par = 0;
             } else {
                 if (!in_par) par_begin = i;
@@ -362,7 +420,8 @@ static int prep_text(prep_state *p, const char *path) {
             }
             i = e + 1;
         }
-        if (rc == 0 && in_par) rc = add_doc(p, text + par_begin, par_end - par_begin);
+        if (rc == 0 && in_par)
+            rc = add_doc(p, text + par_begin, par_end - par_begin, dname, dlen);
     }
     free(buf);
     return rc;
@@ -384,6 +443,13 @@ static int prep_jsonl(prep_state *p, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return xd_err("%s: cannot open: %s", path, strerror(errno));
     const char *field = p->o->field && *p->o->field ? p->o->field : "text";
+    const char *dfield = p->o->domain_by == XD_DOMAIN_FIELD ? p->o->domain_arg : NULL;
+    const char *fname;
+    size_t flen;
+    if (file_domain(p->o, path, &fname, &flen)) {
+        fclose(f);
+        return -1;
+    }
     char *line = NULL;
     size_t cap = 0;
     ssize_t got;
@@ -413,8 +479,23 @@ static int prep_jsonl(prep_state *p, const char *path) {
         else if (!json_is_string(v))
             rc = xd_err("%s: line %lu: field \"%s\" is %s, expected a string", path, lineno, field,
                         json_type_name(v));
-        else
-            rc = add_doc(p, json_string_value(v), json_string_length(v));
+        else if (dfield) {
+            json_t *dv = json_object_get(o, dfield);
+            const char *why = NULL;
+            if (!dv)
+                rc = xd_err("%s: line %lu: domain field \"%s\" is missing (--domain field:%s)", path,
+                            lineno, dfield, dfield);
+            else if (!json_is_string(dv))
+                rc = xd_err("%s: line %lu: domain field \"%s\" is %s, expected a string", path,
+                            lineno, dfield, json_type_name(dv));
+            else if ((why = xd_domain_name_problem(json_string_value(dv), json_string_length(dv))))
+                rc = xd_err("%s: line %lu: domain field \"%s\": \"%.80s\" %s", path, lineno, dfield,
+                            json_string_value(dv), why);
+            else
+                rc = add_doc(p, json_string_value(v), json_string_length(v), json_string_value(dv),
+                             json_string_length(dv));
+        } else
+            rc = add_doc(p, json_string_value(v), json_string_length(v), fname, flen);
         json_decref(o);
     }
     if (rc == 0 && ferror(f)) rc = xd_err("%s: read error after line %lu", path, lineno);
@@ -454,6 +535,63 @@ static uint64_t val_docs(uint64_t n_docs, double frac) {
     return v;
 }
 
+/* Domains whose documents were all empty after tokenization are removed
+ * (ids renumbered, order of first appearance kept). */
+static int drop_empty_domains(prep_state *p) {
+    uint32_t n = p->domains.n, k = 0;
+    uint32_t *map = calloc(n ? n : 1, sizeof *map);
+    if (!map) return xd_err("out of memory");
+    for (size_t d = 0; d < p->n_docs; d++) map[p->dom[d]] = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (map[i]) {
+            p->domains.names[k] = p->domains.names[i];
+            map[i] = k++;
+        } else free(p->domains.names[i]);
+    }
+    p->domains.n = k;
+    for (size_t d = 0; d < p->n_docs; d++) p->dom[d] = map[p->dom[d]];
+    free(map);
+    return 0;
+}
+
+/* The validation split per domain: each domain's last val_docs(n_d) documents
+ * of the shuffled order. Reorders order[] to train documents then validation
+ * documents, each in shuffled order (with one domain this is the plain
+ * "last n_val of the shuffle"). */
+static int stratify(prep_state *p, uint64_t *order, uint64_t *n_val_out) {
+    size_t n = p->n_docs;
+    uint32_t nd = p->o->domain_by == XD_DOMAIN_NONE ? 1 : p->domains.n;
+    uint64_t *count = calloc(nd, sizeof *count), *want = calloc(nd, sizeof *want);
+    uint64_t *tmp = malloc(n * sizeof *tmp);
+    uint8_t *is_val = calloc(n, 1);
+    int rc = -1;
+    if (!count || !want || !tmp || !is_val) { xd_err("out of memory"); goto done; }
+#define DOM_OF(i) (p->o->domain_by == XD_DOMAIN_NONE ? 0u : p->dom[i])
+    for (size_t d = 0; d < n; d++) count[DOM_OF(d)]++;
+    for (uint32_t k = 0; k < nd; k++) want[k] = val_docs(count[k], p->o->val_frac);
+    uint64_t n_val = 0;
+    for (size_t d = n; d-- > 0;) {
+        uint32_t k = DOM_OF(order[d]);
+        if (want[k]) {
+            want[k]--;
+            is_val[d] = 1;
+            n_val++;
+        }
+    }
+#undef DOM_OF
+    size_t a = 0, b = n - n_val;
+    for (size_t d = 0; d < n; d++) tmp[is_val[d] ? b++ : a++] = order[d];
+    memcpy(order, tmp, n * sizeof *tmp);
+    *n_val_out = n_val;
+    rc = 0;
+done:
+    free(count);
+    free(want);
+    free(tmp);
+    free(is_val);
+    return rc;
+}
+
 int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *out_path,
                     xd_prep_stats *stats) {
     if (!t || !o || !out_path || !*out_path) return xd_err("data prep: invalid arguments");
@@ -462,6 +600,19 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
         return xd_err("data prep: val_frac: %g, expected 0 <= val_frac < 1", o->val_frac);
     if (o->doc_sep < XD_DOCSEP_FILE || o->doc_sep > XD_DOCSEP_LINE)
         return xd_err("data prep: doc_sep: %d is not one of file, blank, line", (int)o->doc_sep);
+    if (o->domain_by < XD_DOMAIN_NONE || o->domain_by > XD_DOMAIN_RULE)
+        return xd_err("data prep: domain_by: %d is not one of none, file, field, rule",
+                      (int)o->domain_by);
+    if ((o->domain_by == XD_DOMAIN_FIELD || o->domain_by == XD_DOMAIN_RULE) &&
+        !(o->domain_arg && *o->domain_arg))
+        return xd_err("data prep: --domain %s needs a %s", o->domain_by == XD_DOMAIN_FIELD ? "field" : "rule",
+                      o->domain_by == XD_DOMAIN_FIELD ? "field name (field:NAME)" : "rules file (rule:FILE)");
+    if (o->domain_by == XD_DOMAIN_FIELD)
+        for (int i = 0; i < o->n_inputs; i++)
+            if (!o->jsonl && !ends_with(o->inputs[i], ".jsonl"))
+                return xd_err("%s: --domain field:%s needs JSONL records, but this input is read as "
+                              "text (name it *.jsonl or pass --jsonl)",
+                              o->inputs[i], o->domain_arg);
     int vocab = xd_tokenizer_n_tokens(t);
     if (vocab <= 0) return xd_err("data prep: the tokenizer has no tokens");
     /* refuse to overwrite an input with the output */
@@ -488,6 +639,8 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
     p.tty = isatty(STDERR_FILENO);
     uint64_t *order = NULL;
     int rc = -1;
+    if (o->domain_by == XD_DOMAIN_RULE && !(p.rules = xd_domain_rules_load(o->domain_arg)))
+        goto done;
     if (grow((void **)&p.off, &p.cap_off, 1, sizeof *p.off)) goto done;
     p.off[0] = 0;
     if (o->verbose && p.eos < 0)
@@ -516,12 +669,16 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
         order[i] = order[j];
         order[j] = tmp;
     }
-    uint64_t n_val = val_docs(p.n_docs, o->val_frac);
-    xd_tokdata_header h = {XD_TOKDATA_VERSION, p.vocab, p.tb,
-                           p.eos >= 0 ? XD_TOKDATA_FLAG_EOS : 0u, xd_tokenizer_hash(t),
+    if (o->domain_by != XD_DOMAIN_NONE && drop_empty_domains(&p)) goto done;
+    uint64_t n_val;
+    if (stratify(&p, order, &n_val)) goto done;
+    uint32_t flags = (p.eos >= 0 ? XD_TOKDATA_FLAG_EOS : 0u) |
+                     (o->domain_by != XD_DOMAIN_NONE ? XD_TOKDATA_FLAG_DOMAINS : 0u);
+    xd_tokdata_header h = {XD_TOKDATA_VERSION, p.vocab, p.tb, flags, xd_tokenizer_hash(t),
                            p.n_docs, p.n_docs - n_val, p.n_tok, o->seed};
-    doc_source src = {p.tok, p.tb, p.off, order};
-    if (write_file(out_path, &h, &src)) goto done;
+    xd_doc_source src = {p.tok, p.tb, p.off, order, p.dom, (const char *const *)p.domains.names,
+                         p.domains.n};
+    if (xd_tokdata_write_docs(out_path, &h, &src)) goto done;
     if (stats) {
         memset(stats, 0, sizeof *stats);
         stats->n_docs = h.n_docs;
@@ -542,6 +699,9 @@ done:
     free(p.pend);
     free(p.tok);
     free(p.off);
+    free(p.dom);
+    xd_domain_set_free(&p.domains);
+    xd_domain_rules_free(p.rules);
     return rc;
 }
 
@@ -554,7 +714,63 @@ struct xd_tokdata {
     xd_tokdata_header h;
     const uint64_t *off;
     const void *tok; /* u16 or u32 */
+    uint32_t n_dom;  /* 0: no domain table */
+    char **dom_names;
+    const uint32_t *doc_dom;
 };
+
+/* Reads the domain table that starts at byte pos (the end of the tokens) and
+ * must end the file. Errors: "DATA: domain table: ...". */
+static int parse_domain_table(xd_tokdata *d, uint64_t pos) {
+    const char *path = d->path;
+    uint64_t size = d->size;
+    pos += (8 - pos % 8) % 8;
+    if (size < pos || size - pos < 8)
+        return xd_err("%s: domain table: the file ends at byte %llu, before the table's header at "
+                      "%llu (truncated or corrupt)", path, (ull)size, (ull)pos);
+    uint32_t n = get_u32(d->map + pos), reserved = get_u32(d->map + pos + 4);
+    if (n < 1 || n > XD_TOKDATA_MAX_DOMAINS)
+        return xd_err("%s: domain table: n_domains %u, expected 1 ... %u", path, n,
+                      XD_TOKDATA_MAX_DOMAINS);
+    if (reserved) return xd_err("%s: domain table: reserved field %u, expected 0", path, reserved);
+    pos += 8;
+    if (!(d->dom_names = calloc(n, sizeof *d->dom_names))) return xd_err("out of memory");
+    d->n_dom = n;
+    uint64_t names_begin = pos;
+    for (uint32_t i = 0; i < n; i++) {
+        if (size - pos < 4)
+            return xd_err("%s: domain table: name %u is cut off by the end of the file (truncated "
+                          "or corrupt)", path, i);
+        uint32_t len = get_u32(d->map + pos);
+        pos += 4;
+        const char *name = (const char *)d->map + pos;
+        if (len > size - pos)
+            return xd_err("%s: domain table: name %u has length %u, past the end of the file "
+                          "(truncated or corrupt)", path, i, len);
+        const char *why = xd_domain_name_problem(name, len);
+        if (why) return xd_err("%s: domain table: name %u %s", path, i, why);
+        if (!(d->dom_names[i] = malloc(len + 1))) return xd_err("out of memory");
+        memcpy(d->dom_names[i], name, len);
+        d->dom_names[i][len] = 0;
+        for (uint32_t j = 0; j < i; j++)
+            if (!strcmp(d->dom_names[j], d->dom_names[i]))
+                return xd_err("%s: domain table: name %u \"%s\" repeats name %u", path, i,
+                              d->dom_names[i], j);
+        pos += len;
+    }
+    pos += (4 - (pos - names_begin) % 4) % 4;
+    uint64_t need = 4 * d->h.n_docs;
+    if (size < pos || size - pos != need)
+        return xd_err("%s: domain table: %llu bytes of document domains after the names, expected "
+                      "4 * n_docs = %llu (truncated or corrupt)",
+                      path, size < pos ? 0ull : (ull)(size - pos), (ull)need);
+    d->doc_dom = (const uint32_t *)(d->map + pos);
+    for (uint64_t i = 0; i < d->h.n_docs; i++)
+        if (d->doc_dom[i] >= n)
+            return xd_err("%s: domain table: document %llu has domain %u, expected < n_domains %u",
+                          path, (ull)i, d->doc_dom[i], n);
+    return 0;
+}
 
 xd_tokdata *xd_tokdata_open(const char *path) {
     if (!path) { xd_err("tokdata: open: no path"); return NULL; }
@@ -588,8 +804,8 @@ xd_tokdata *xd_tokdata_open(const char *path) {
                token_bytes_for(h->vocab_size), h->vocab_size);
         goto fail;
     }
-    if (h->flags & ~XD_TOKDATA_FLAG_EOS) {
-        xd_err("%s: flags: unknown bits 0x%x (expected only bit 0)", path, h->flags);
+    if (h->flags & ~(XD_TOKDATA_FLAG_EOS | XD_TOKDATA_FLAG_DOMAINS)) {
+        xd_err("%s: flags: unknown bits 0x%x (expected only bits 0 and 1)", path, h->flags);
         goto fail;
     }
     if (h->n_docs == 0) {
@@ -611,16 +827,22 @@ xd_tokdata *xd_tokdata_open(const char *path) {
         goto fail;
     }
     uint64_t off_bytes = 8 * (h->n_docs + 1), rest = body - off_bytes;
-    if (h->n_tokens > rest / h->token_bytes || h->n_tokens * h->token_bytes != rest) {
+    int has_dom = (h->flags & XD_TOKDATA_FLAG_DOMAINS) != 0;
+    if (h->n_tokens > rest / h->token_bytes ||
+        (!has_dom && h->n_tokens * h->token_bytes != rest)) {
         char want[32] = "more than 2^64";
         if (h->n_tokens <= (UINT64_MAX - off_bytes - 64) / h->token_bytes)
             snprintf(want, sizeof want, "%llu",
                      (ull)(64 + off_bytes + h->n_tokens * (uint64_t)h->token_bytes));
-        xd_err("%s: file size: %zu bytes, expected 64 + 8 * (n_docs + 1) + %u * n_tokens = %s "
+        xd_err("%s: file size: %zu bytes, expected %s64 + 8 * (n_docs + 1) + %u * n_tokens = %s "
                "for n_docs %llu, n_tokens %llu (truncated or corrupt)",
-               path, d->size, h->token_bytes, want, (ull)h->n_docs, (ull)h->n_tokens);
+               path, d->size, has_dom ? "more than " : "", h->token_bytes, want, (ull)h->n_docs,
+               (ull)h->n_tokens);
         goto fail;
     }
+    if (has_dom && parse_domain_table(d, XD_TOKDATA_HEADER_BYTES + off_bytes +
+                                             h->n_tokens * h->token_bytes))
+        goto fail;
     d->off = (const uint64_t *)(d->map + XD_TOKDATA_HEADER_BYTES);
     d->tok = d->map + XD_TOKDATA_HEADER_BYTES + off_bytes;
     if (d->off[0] != 0) {
@@ -665,6 +887,8 @@ fail:
 void xd_tokdata_close(xd_tokdata *d) {
     if (!d) return;
     if (d->map) munmap(d->map, d->size);
+    for (uint32_t i = 0; d->dom_names && i < d->n_dom; i++) free(d->dom_names[i]);
+    free(d->dom_names);
     free(d->path);
     free(d);
 }
@@ -672,6 +896,14 @@ void xd_tokdata_close(xd_tokdata *d) {
 const xd_tokdata_header *xd_tokdata_header_of(const xd_tokdata *d) { return d ? &d->h : NULL; }
 const char *xd_tokdata_path(const xd_tokdata *d) { return d ? d->path : NULL; }
 const uint64_t *xd_tokdata_doc_offsets(const xd_tokdata *d) { return d ? d->off : NULL; }
+const void *xd_tokdata_raw_tokens(const xd_tokdata *d) { return d ? d->tok : NULL; }
+uint32_t xd_tokdata_n_domains(const xd_tokdata *d) { return d ? d->n_dom : 0; }
+const char *xd_tokdata_domain_name(const xd_tokdata *d, uint32_t i) {
+    return d && i < d->n_dom ? d->dom_names[i] : NULL;
+}
+uint32_t xd_tokdata_doc_domain(const xd_tokdata *d, uint64_t doc) {
+    return d && d->doc_dom && doc < d->h.n_docs ? d->doc_dom[doc] : 0;
+}
 
 int32_t xd_tokdata_token(const xd_tokdata *d, uint64_t i) {
     return d->h.token_bytes == 2 ? (int32_t)((const uint16_t *)d->tok)[i]

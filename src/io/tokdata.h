@@ -17,9 +17,18 @@
  *                                     off[0] = 0, strictly increasing, off[n_docs] = n_tokens
  *        …  token_bytes * n_tokens    the token ids (u16 or u32)
  *
- * The file size is exactly 64 + 8 (n_docs + 1) + token_bytes n_tokens. Each
- * split is a contiguous range of the token array: train = tokens
- * [0, off[n_train_docs]), validation = [off[n_train_docs], n_tokens). */
+ * Optional domain table (flags bit 1), right after the tokens:
+ *        …  0-7  zero bytes up to a multiple of 8
+ *        …     8  u32 n_domains (1 … 65536), u32 reserved (0)
+ *        …     …  n_domains names: u32 length (1 … 64), the bytes
+ *                 ([A-Za-z0-9._-], not starting with '.'; distinct)
+ *        …  0-3  zero bytes up to a multiple of 4
+ *        …  4 n_docs  u32 doc_domain: document d belongs to domain doc_domain[d]
+ *
+ * Without the table the file size is exactly 64 + 8 (n_docs + 1) +
+ * token_bytes n_tokens; with it, the table ends the file. Each split is a
+ * contiguous range of the token array: train = tokens [0, off[n_train_docs]),
+ * validation = [off[n_train_docs], n_tokens). */
 #ifndef XD_TOKDATA_H
 #define XD_TOKDATA_H
 
@@ -31,7 +40,10 @@
 #define XD_TOKDATA_MAGIC "XDTOKENS"
 #define XD_TOKDATA_VERSION 1u
 #define XD_TOKDATA_HEADER_BYTES 64u
-#define XD_TOKDATA_FLAG_EOS 1u /* documents end with the tokenizer's EOS token */
+#define XD_TOKDATA_FLAG_EOS 1u     /* documents end with the tokenizer's EOS token */
+#define XD_TOKDATA_FLAG_DOMAINS 2u /* a domain table follows the tokens */
+#define XD_TOKDATA_MAX_DOMAINS 65536u
+#define XD_TOKDATA_MAX_DOMAIN_NAME 64u
 
 /* ---- writing: data prep ----------------------------------------------------- */
 
@@ -40,6 +52,14 @@ typedef enum {
     XD_DOCSEP_BLANK,    /* paragraphs: runs of non-blank lines, split at blank lines */
     XD_DOCSEP_LINE,     /* each non-blank line is one document */
 } xd_docsep;
+
+/* Where a document's domain comes from (data prep --domain). */
+typedef enum {
+    XD_DOMAIN_NONE = 0, /* no domain table */
+    XD_DOMAIN_FILE,     /* the input file's name without directory and last extension */
+    XD_DOMAIN_FIELD,    /* a string field of the JSONL record (domain_arg) */
+    XD_DOMAIN_RULE,     /* the first rule of the file domain_arg whose regex matches the text */
+} xd_domain_by;
 
 typedef struct {
     const char *const *inputs; /* text files, or JSONL (one JSON object per line) */
@@ -52,6 +72,8 @@ typedef struct {
     int parse_special;   /* match control-token text in documents (xd_tokenizer_encode) */
     int threads;         /* tokenizer threads; 0: xd_get_threads() */
     int verbose;         /* progress on stderr */
+    xd_domain_by domain_by;
+    const char *domain_arg; /* FIELD: the field name; RULE: the rules file */
 } xd_prep_opts;
 
 typedef struct {
@@ -66,9 +88,11 @@ typedef struct {
 void xd_prep_defaults(xd_prep_opts *o);
 
 /* Tokenizes every document (no BOS; followed by EOS if the tokenizer has
- * one), shuffles the documents deterministically with o->seed, puts
- * round(val_frac n_docs) of them (at least 1 when val_frac > 0 and there are
- * >= 2 documents; never all) last as the validation split, and writes out_path
+ * one), shuffles the documents deterministically with o->seed, and puts
+ * round(val_frac n_d) of each domain's n_d documents (at least 1 when
+ * val_frac > 0 and n_d >= 2; never all) — its last ones in the shuffled
+ * order — last as the validation split (without domains: one domain of all
+ * documents). With o->domain_by the domain table is written. Writes out_path
  * atomically (out_path.tmp.<pid>, fsync, rename). The output does not depend on the
  * thread count. On error nothing is left at out_path.tmp.<pid> and an existing
  * out_path is untouched. stats may be NULL. */
@@ -107,6 +131,21 @@ const uint64_t *xd_tokdata_doc_offsets(const xd_tokdata *d);
 int32_t xd_tokdata_token(const xd_tokdata *d, uint64_t i);
 /* Copies tokens [from, from + n) into out; -1 if out of range. */
 int xd_tokdata_copy(const xd_tokdata *d, uint64_t from, uint64_t n, int32_t *out);
+
+/* The domain table: 0 domains when the file has none; names are
+ * NUL-terminated; xd_tokdata_doc_domain is 0 for every document without one. */
+uint32_t xd_tokdata_n_domains(const xd_tokdata *d);
+const char *xd_tokdata_domain_name(const xd_tokdata *d, uint32_t i);
+uint32_t xd_tokdata_doc_domain(const xd_tokdata *d, uint64_t doc);
+
+/* data split: writes DIR/NAME.tok for each domain (all of them, or the n_only
+ * names given), holding that domain's documents in the same order and the
+ * same train/validation assignment, with a one-entry domain table. The
+ * header fields other than the counts are copied. DIR is created if needed;
+ * every file is written atomically. Fails if d has no domain table or a
+ * name in only is not one of its domains. */
+int xd_tokdata_split_domains(const xd_tokdata *d, const char *dir, const char *const *only,
+                             int n_only);
 
 /* First token index, token count and document count of a split. */
 uint64_t xd_tokdata_split_begin(const xd_tokdata *d, xd_split s);
