@@ -6,7 +6,7 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
 
-.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill clean
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 clean
 
 all: build
 
@@ -49,6 +49,10 @@ bench-student: teacher
 # SmolLM2 → student on the KJV: Stage I per-layer table, Stage II, passkey; writes bench/RESULTS.md.
 bench-distill: teacher
 	@XD_TEACHER=$(TEACHER) bench/distill_smollm2.sh
+
+# Stage III: three domain experts merged vs a generalist on the same tokens; writes bench/RESULTS.md.
+bench-stage3: build teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/stage3_smollm2.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
