@@ -3,9 +3,12 @@
 #ifndef XD_TEST_CLI_UTIL_H
 #define XD_TEST_CLI_UTIL_H
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "io/tokdata.h"
 #include "xdistill.h"
@@ -41,6 +44,33 @@ static inline int test_cli_run(const char *args, char *out, size_t cap, int mode
     out[n] = 0;
     int st = p ? pclose(p) : -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Starts `xdistill ARGS` in the background, ARGS split at spaces (at most
+ * 63 of them), stdout and stderr to log (NULL: /dev/null). Returns the
+ * child's pid (wait for it with waitpid or wait4), or -1. */
+static inline pid_t test_cli_spawn(const char *args, const char *log) {
+    char buf[8192], *argv[64];
+    int n = 0;
+    snprintf(buf, sizeof buf, "%s", args);
+    argv[n++] = (char *)test_cli_path();
+    for (char *save = NULL, *t = strtok_r(buf, " ", &save); t && n < 63; t = strtok_r(NULL, " ", &save))
+        argv[n++] = t;
+    argv[n] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log ? log : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
 }
 
 /* Token data from the paragraphs of a text file (xd_tokdata_prep with blank-

@@ -21,7 +21,7 @@ static const struct {
     {"tasks", cmd_tasks, "make -o SUITE [--window W --n N]  write the built-in evaluation suite"},
     {"eval", cmd_eval, "MODEL --suite DIR -o RESULTS.json  score a teacher or student on a task suite"},
     {"compare", cmd_compare, "TEACHER.json STUDENT.json -o WINTIE.json [--report R.html]  win-and-tie verdict"},
-    {"merge", cmd_merge, "-o OUT A[:w] B[:w] ... [--normalize]  weighted merge of Stage II experts"},
+    {"merge", cmd_merge, "-o OUT A[:w] B[:w] ... [--normalize] [--search SUITE]  weighted merge of Stage II experts"},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
     {"data", cmd_data, "prep|info|split ...         pack text into token data; split it by domain"},
     {"teacher-logits", cmd_teacher_logits, "TEACHER --data D --seq T --rows N -o F  top-k logits for Stage II"},
@@ -40,10 +40,12 @@ static void usage(FILE *f) {
  * user chose one (OMP_WAIT_POLICY or GOMP_SPINCOUNT), a training command
  * re-executes itself once with OMP_WAIT_POLICY=passive. */
 static void choose_wait_policy(int argc, char **argv) {
-    /* only the training commands and eval (long prompts): their parallel regions are long, while
-     * token-by-token decoding's many short ones lose a third of their speed
-     * to sleeping waits (generate: 28.5 vs 44.0 tok/s) */
-    static const char *const training[] = {"pretrain", "finetune", "distill", "teacher-logits", "eval"};
+    /* only the training commands, eval (long prompts) and merge (--search evaluates, between
+     * serial merges: spinning workers stalled it for seconds per candidate on 2 shared cores):
+     * their parallel regions are long, while token-by-token decoding's many short ones lose a
+     * third of their speed to sleeping waits (generate: 28.5 vs 44.0 tok/s) */
+    static const char *const training[] = {"pretrain", "finetune", "distill", "teacher-logits", "eval",
+                                           "merge"};
     int train = 0;
     for (size_t i = 0; argc > 1 && i < sizeof training / sizeof *training; i++)
         train |= !strcmp(argv[1], training[i]);

@@ -134,11 +134,21 @@ static int lambdas(const char *const *in, const double *w, int k, const xd_merge
     return 0;
 }
 
-int xd_merge(const char *const *in, const double *weights, int k, const xd_merge_opts *opts,
-             const char *out_dir) {
-    xd_merge_opts o0 = {0, 0, 0};
+/* Sort of tensor indices by name: the order st_stream writes them in. */
+static const st_write_tensor *g_sort_ts;
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(g_sort_ts[*(const int *)a].name, g_sort_ts[*(const int *)b].name);
+}
+
+/* xd_merge, or with out_dir == NULL (xd_merge_check) the same checks and the
+ * inputs' weights hashes (hashes_out) without writing anything. */
+static int merge_run(const char *const *in, const double *weights, int k, const xd_merge_opts *opts,
+                     const char *out_dir, uint64_t *hashes_out) {
+    xd_merge_opts o0;
+    memset(&o0, 0, sizeof o0);
     const xd_merge_opts *o = opts ? opts : &o0;
-    if (k < 1 || !in || !out_dir) return xd_err("merge: no inputs or no output directory");
+    const int dry = !out_dir;
+    if (k < 1 || !in) return xd_err("merge: no inputs");
     xd_config *cfg = calloc((size_t)k, sizeof *cfg);
     st_set **st = calloc((size_t)k, sizeof *st);
     float *lam = calloc((size_t)k, sizeof *lam), *acc = NULL, *buf = NULL;
@@ -148,6 +158,7 @@ int xd_merge(const char *const *in, const double *weights, int k, const xd_merge
     memset(&m0, 0, sizeof m0);
     xd_weight *ws = NULL;
     st_write_tensor *ts = NULL;
+    int *order = NULL;
     json_t *cj = NULL, *mj = NULL;
     xd_adir dir;
     st_stream ss;
@@ -233,13 +244,21 @@ int xd_merge(const char *const *in, const double *weights, int k, const xd_merge
         xd_err("merge: out of memory for two buffers of %zu floats", maxel);
         goto done;
     }
-    if (xd_adir_begin(&dir, out_dir)) goto done;
-    dir_open = 1;
-    if (join(path, sizeof path, dir.tmp, "model.safetensors") ||
-        st_stream_begin(&ss, path, ts, nw, "{\"format\": \"pt\"}"))
-        goto done;
-    stream_open = 1;
-    for (int j; (j = st_stream_next(&ss)) >= 0;) {
+    if (dry) { /* the order st_stream would write the tensors in */
+        if (!(order = malloc((size_t)nw * sizeof *order))) { xd_err("out of memory"); goto done; }
+        for (int j = 0; j < nw; j++) order[j] = j;
+        g_sort_ts = ts;
+        qsort(order, (size_t)nw, sizeof *order, cmp_name);
+        g_sort_ts = NULL;
+    } else {
+        if (xd_adir_begin(&dir, out_dir)) goto done;
+        dir_open = 1;
+        if (join(path, sizeof path, dir.tmp, "model.safetensors") ||
+            st_stream_begin(&ss, path, ts, nw, "{\"format\": \"pt\"}"))
+            goto done;
+        stream_open = 1;
+    }
+    for (int q = 0, j; (j = dry ? (q < nw ? order[q] : -1) : st_stream_next(&ss)) >= 0; q++) {
         size_t el = (size_t)(ws[j].rows * ws[j].cols);
         for (int i = 0; i < k; i++) {
             const st_tensor *t = st_find(st[i], ws[j].hf);
@@ -247,14 +266,21 @@ int xd_merge(const char *const *in, const double *weights, int k, const xd_merge
             if (st_to_f32(st[i], t, dst)) goto done;
             drop_pages(t);
             hin[i] = xd_topk_hash_bytes(dst, el * sizeof(float), hin[i]);
+            if (dry) continue;
             const float l = lam[i];
             if (!i)
                 for (size_t e = 0; e < el; e++) acc[e] = l * acc[e];
             else
                 for (size_t e = 0; e < el; e++) acc[e] = acc[e] + l * buf[e];
         }
+        if (dry) continue;
         hout = xd_topk_hash_bytes(acc, el * sizeof(float), hout);
         if (st_stream_put(&ss, acc)) { stream_open = 0; goto done; }
+    }
+    if (dry) {
+        memcpy(hashes_out, hin, (size_t)k * sizeof *hin);
+        rc = 0;
+        goto done;
     }
     stream_open = 0;
     if (st_stream_end(&ss)) goto done;
@@ -267,6 +293,10 @@ int xd_merge(const char *const *in, const double *weights, int k, const xd_merge
     if (join(path, sizeof path, dir.tmp, "config.json") || write_json(cj, path)) goto done;
     if (copy_if_present(in[0], dir.tmp, "tokenizer.json") ||
         copy_if_present(in[0], dir.tmp, "tokenizer_config.json"))
+        goto done;
+    if (o->extra_name && o->extra_text &&
+        (join(path, sizeof path, dir.tmp, o->extra_name) ||
+         xd_write_file_atomic(path, o->extra_text, strlen(o->extra_text))))
         goto done;
 
     mj = json_object();
@@ -306,6 +336,7 @@ done:
     free(m0.layers);
     free(ws);
     free(ts);
+    free(order);
     free(acc);
     free(buf);
     free(cfg);
@@ -314,4 +345,15 @@ done:
     free(given);
     free(hin);
     return rc;
+}
+
+int xd_merge(const char *const *in, const double *weights, int k, const xd_merge_opts *o,
+             const char *out_dir) {
+    if (!out_dir) return xd_err("merge: no output directory");
+    return merge_run(in, weights, k, o, out_dir, NULL);
+}
+
+int xd_merge_check(const char *const *in, int k, const xd_merge_opts *o, uint64_t *hashes) {
+    if (!hashes) return xd_err("merge: no place for the hashes");
+    return merge_run(in, NULL, k, o, NULL, hashes);
 }

@@ -28,17 +28,29 @@
  * OUT/tokenizer.json and tokenizer_config.json copied from the first expert
  * when present, and OUT/merge.json (inputs, weights given and λ used, each
  * input's base/teacher hash and the hash of its fp32 weights, the output's
- * weights hash). The directory is committed atomically (io/atomic.h). */
+ * weights hash), and opts->extra_name when given. The directory is
+ * committed atomically (io/atomic.h). */
 #ifndef XD_MERGE_H
 #define XD_MERGE_H
+
+#include <stdint.h>
 
 typedef struct {
     int normalize;       /* divide the weights by their sum instead of refusing */
     int allow_unrelated; /* skip the base_hash check */
     int verbose;
+    /* optional: one more file, OUT/extra_name with extra_text, committed with
+     * the rest (merge --search writes search.json this way) */
+    const char *extra_name, *extra_text;
 } xd_merge_opts;
 
 int xd_merge(const char *const *inputs, const double *weights, int k, const xd_merge_opts *o,
              const char *out_dir);
+
+/* Every check xd_merge makes of the inputs (directories, configs, base_hash,
+ * tensors and shapes; not the weights), and each input's weights hash as
+ * merge.json records it (hashes[k]), reading every tensor once; writes
+ * nothing. */
+int xd_merge_check(const char *const *inputs, int k, const xd_merge_opts *o, uint64_t *hashes);
 
 #endif
