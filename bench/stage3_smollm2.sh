@@ -18,7 +18,7 @@
 #
 # Environment: XD_TEACHER, WORK (~/.cache/xdistill/stage3), BUILD (build), WINDOW (64),
 # SEQ (256), S1_STEPS (80), E_STEPS (60), N (20 test examples per task), DEV_N (10),
-# GRID (4), EVAL_EXPERTS (1), THREADS.
+# GRID (4), DEV_TASKS (the in-window and perplexity tasks), EVAL_EXPERTS (1), THREADS.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 T="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -26,6 +26,8 @@ WORK="${WORK:-$HOME/.cache/xdistill/stage3}"
 X="$ROOT/${BUILD:-build}/xdistill"
 WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_STEPS="${S1_STEPS:-80}" E_STEPS="${E_STEPS:-60}"
 N="${N:-20}" DEV_N="${DEV_N:-10}" GRID="${GRID:-4}" EVAL_EXPERTS="${EVAL_EXPERTS:-1}"
+# the search scores these dev tasks: every one within the window, and the two perplexities
+DEV_TASKS="${DEV_TASKS:-wordnet_define,wordnet_gloss,kjv_cloze_near,ppl_kjv,ppl_licenses}"
 G_STEPS=$((3 * E_STEPS))
 DOMAINS=(bible legal glosses)
 TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
@@ -126,21 +128,21 @@ if [ ! -d "$WORK/merged-uniform" ]; then
     stage "merge uniform" 0 "$t" "$(now)"
 fi
 
-evaluate() { # NAME MODEL SUITE
+evaluate() { # NAME MODEL SUITE [eval options]
     local out="$WORK/eval-$3-$1.json" t
     [ -s "$out" ] && return 0
     t=$(now)
-    "$X" eval "$2" --suite "$WORK/$3" -o "$out" "${TH[@]}" >&2
+    "$X" eval "$2" --suite "$WORK/$3" -o "$out" "${@:4}" "${TH[@]}" >&2
     stage "eval $3 $1" 0 "$t" "$(now)"
 }
 evaluate teacher "$T" suite
 if "$X" merge --help 2>&1 | grep -q -- --search; then
     say "merge: λ searched on the dev suite (grid 1/$GRID, mean recovery vs the teacher)"
-    evaluate teacher "$T" dev
+    evaluate teacher "$T" dev --tasks "$DEV_TASKS"
     if [ ! -d "$WORK/merged-search" ]; then
         t=$(now)
         "$X" merge -o "$WORK/merged-search" --search "$WORK/dev" --grid "$GRID" --objective recovery \
-            --teacher-results "$WORK/eval-dev-teacher.json" "${EXPERTS[@]}" >&2
+            --tasks "$DEV_TASKS" --teacher-results "$WORK/eval-dev-teacher.json" "${EXPERTS[@]}" >&2
         stage "merge search" 0 "$t" "$(now)"
     fi
     evaluate merged-search "$WORK/merged-search" suite
@@ -189,8 +191,8 @@ L.append("Command: `bench/stage3_smollm2.sh` (`make bench-stage3`); "
          f"0.9 CE + 0.1 top-256 KL) from that one checkpoint: each expert {e_steps} × {seq} "
          f"tokens of its domain; the generalist {g_steps} × {seq} tokens of the mixed data — the "
          "experts' total. Merges: uniform λ = 1/3, and λ searched on a dev suite "
-         f"(`merge --search`, grid 1/{grid}, objective mean recovery against the teacher; the dev "
-         "suite is made with another seed than the test suite). Test suite: the built-in 12 tasks, "
+         f"(`merge --search`, grid 1/{grid}, objective mean recovery against the teacher on the dev "
+         "suite's in-window and perplexity tasks; the dev suite is made with another seed than the test suite). Test suite: the built-in 12 tasks, "
          f"{res['teacher']['tasks'][0]['n']} examples each.\n")
 if have("merged-search/search.json"):
     s = J("merged-search/search.json")
