@@ -7,6 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* UNDER_SANITIZER: built with AddressSanitizer (timings and RSS are not meaningful) */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+
 static int t_pass, t_fail;
 
 #define CHECK(cond, ...)                                                        \

@@ -38,14 +38,6 @@
 #include "test.h"
 #include "xdistill.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-
 static char dir[256], out[16384];
 #define TEACHER XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf"
 #define QWEN XD_SOURCE_DIR "/tests/fixtures/tiny-qwen2.gguf"

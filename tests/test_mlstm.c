@@ -43,14 +43,6 @@
 #include "kernels/mlstm.h"
 #include "test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-
 /* ---- helpers ------------------------------------------------------------------- */
 
 static uint64_t g_rng = 0x6A09E667F3BCC908ull;

@@ -14,14 +14,6 @@
 #include "kernels/train_ops.h"
 #include "test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-
 /* the scratch-free fallback of the attention backward (train_attention.c) */
 void xd_attn_train_backward_loops(float *dq, float *dk, float *dv, const float *dout,
                                   const float *probs, const float *q, const float *k,
