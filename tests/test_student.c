@@ -22,6 +22,7 @@
 #include "kernels/train_ops.h"
 #include "model/model.h"
 #include "model/student.h"
+#include "student_util.h"
 #include "test.h"
 
 static double max_abs_diff(const float *a, const float *b, size_t n) {
@@ -120,23 +121,6 @@ static void swa_kernel(int T, int nh, int nkv, int hd, int window, int sinks) {
 }
 
 /* ---- 3. decoding state --------------------------------------------------------- */
-static void randomise_mixer(xd_model *s, uint64_t seed) {
-    xd_rng r;
-    xd_rng_seed(&r, seed);
-    const xd_config *c = &s->cfg;
-    int nh = c->n_head, hd = c->head_dim, d = c->d_model;
-    for (int l = 0; l < c->n_layer; l++) {
-        xd_layer *L = &s->layers[l];
-        for (size_t i = 0; i < (size_t)nh * hd * hd; i++) {
-            L->fmq_A[i] += (float)(0.3 * (xd_rng_uniform(&r) - 0.5));
-            L->fmk_A[i] += (float)(0.3 * (xd_rng_uniform(&r) - 0.5));
-        }
-        for (size_t i = 0; i < (size_t)2 * nh * d; i++) L->w_ig[i] = (float)(0.5 * (xd_rng_uniform(&r) - 0.5));
-        for (int h = 0; h < 2 * nh; h++) L->b_ig[h] += (float)(2 * (xd_rng_uniform(&r) - 0.5));
-        for (size_t i = 0; i < (size_t)nh * 3 * hd; i++) L->w_mix[i] = (float)(0.5 * (xd_rng_uniform(&r) - 0.5));
-    }
-}
-
 static void decode_state(const char *name, int window, int sinks, int chunk) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
@@ -150,7 +134,7 @@ static void decode_state(const char *name, int window, int sinks, int chunk) {
     xd_model *s = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!s) { CHECK(0, "convert: %s", xd_last_error()); return; }
-    randomise_mixer(s, 11);
+    test_randomise_mixer(s, 11);
     int n = 90, V = s->cfg.vocab_size;
     int32_t ids[90];
     rand_ids(ids, n, V, 3);
@@ -192,7 +176,7 @@ static void save_load(void) {
     xd_model *s = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!s) { CHECK(0, "convert: %s", xd_last_error()); return; }
-    randomise_mixer(s, 5);
+    test_randomise_mixer(s, 5);
     char dir[] = "/tmp/xd_student_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char path[600];

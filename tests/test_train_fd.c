@@ -21,6 +21,7 @@
 #include "kernels/kernels.h"
 #include "xdistill.h"
 #include "model/model.h"
+#include "student_util.h"
 #include "test.h"
 #include "train/train_model.h"
 
@@ -50,25 +51,7 @@ static xd_model *student_of(const char *name, int window, int sinks, int chunk) 
     xd_model *m = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!m) return NULL;
-    xd_rng r;
-    xd_rng_seed(&r, 7);
-    const xd_config *c = &m->cfg;
-    int nh = c->n_head, hd = c->head_dim, d = c->d_model;
-    for (int l = 0; l < c->n_layer; l++) {
-        xd_layer *L = &m->layers[l];
-        for (size_t i = 0; i < (size_t)nh * hd * hd; i++) {
-            L->fmq_A[i] += (float)(0.4 * (xd_rng_uniform(&r) - 0.5));
-            L->fmk_A[i] += (float)(0.4 * (xd_rng_uniform(&r) - 0.5));
-        }
-        for (size_t i = 0; i < (size_t)nh * hd; i++) {
-            L->fmq_b[i] = (float)(0.2 * (xd_rng_uniform(&r) - 0.5));
-            L->fmk_b[i] = (float)(0.2 * (xd_rng_uniform(&r) - 0.5));
-        }
-        for (size_t i = 0; i < (size_t)2 * nh * d; i++) L->w_ig[i] = (float)(0.6 * (xd_rng_uniform(&r) - 0.5));
-        for (int h = 0; h < 2 * nh; h++) L->b_ig[h] += (float)(xd_rng_uniform(&r) - 0.5);
-        for (size_t i = 0; i < (size_t)nh * 3 * hd; i++) L->w_mix[i] = (float)(0.6 * (xd_rng_uniform(&r) - 0.5));
-        for (int h = 0; h < nh; h++) L->b_mix[h] = (float)(xd_rng_uniform(&r) - 0.5);
-    }
+    test_randomise_mixer(m, 7);
     return m;
 }
 
