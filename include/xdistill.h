@@ -174,6 +174,10 @@ xd_kv *xd_kv_create(const xd_model *m, int max_tokens);
 void xd_kv_free(xd_kv *kv);
 void xd_kv_reset(xd_kv *kv);
 int xd_kv_pos(const xd_kv *kv);
+/* dst becomes the state src holds (both made for the same model; a
+ * teacher's dst needs max_tokens >= src's position): continuing either with
+ * the same tokens gives the same results bit for bit. */
+int xd_kv_copy(xd_kv *dst, const xd_kv *src);
 
 /* Run n tokens starting at the cache's position, appending to it. If logits
  * is non-NULL it receives n*vocab floats when all_logits, else the last

@@ -271,6 +271,18 @@ static void check_library(xd_eval_results *res, xd_suite *suite) {
         int cut;
         CHECK(xd_score_choices(sc, ctx, ch, 3, got, NULL, &cut) == 0, "score: %s", xd_last_error());
         CHECK(cut == (i == N_CHOICE), "example %d truncated = %d", i, cut);
+        /* the choices share the context's state; scored alone (a fresh scorer each) they
+         * must come out the same bit for bit */
+        for (int c = 0; c < 3; c++) {
+            xd_scorer *one = xd_scorer_create(M, &o.settings);
+            double solo = NAN;
+            int cut1;
+            CHECK(one && xd_score_choices(one, ctx, ch + c, 1, &solo, NULL, &cut1) == 0,
+                  "score alone: %s", xd_last_error());
+            CHECK(solo == got[c], "example %d choice %d: %.17g alone, %.17g after the others", i, c,
+                  solo, got[c]);
+            xd_scorer_free(one);
+        }
         for (int c = 0; c < 3; c++) {
             ll[c] = ref_choice(ctx, ch[c], 128);
             lln[c] = ll[c] / (double)strlen(ch[c]);

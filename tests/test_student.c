@@ -121,6 +121,29 @@ static void swa_kernel(int T, int nh, int nkv, int hd, int window, int sinks) {
 }
 
 /* ---- 3. decoding state --------------------------------------------------------- */
+/* The teacher's cache copied into a cache of another capacity continues
+ * exactly like the original; a too small target is refused. */
+static void teacher_kv_copy(const xd_model *t) {
+    int n = 40, np = 17, V = t->cfg.vocab_size;
+    int32_t ids[40];
+    rand_ids(ids, n, V, 8);
+    float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
+    xd_kv *orig = xd_kv_create(t, 64), *copy = xd_kv_create(t, 48), *small = xd_kv_create(t, 8);
+    CHECK(xd_forward(t, orig, ids, np, NULL, 0) == 0, "teacher prefix: %s", xd_last_error());
+    CHECK(xd_kv_copy(copy, orig) == 0 && xd_kv_pos(copy) == np, "teacher copy: %s", xd_last_error());
+    CHECK(xd_forward(t, orig, ids + np, n - np, a, 1) == 0 &&
+              xd_forward(t, copy, ids + np, n - np, b, 1) == 0,
+          "teacher continue");
+    CHECK(max_abs_diff(a, b, (size_t)(n - np) * V) == 0, "the teacher's copied cache continues differently");
+    CHECK(xd_kv_copy(small, orig) == -1 && strstr(xd_last_error(), "do not fit"),
+          "40 positions into a cache of 8: %s", xd_last_error());
+    xd_kv_free(orig);
+    xd_kv_free(copy);
+    xd_kv_free(small);
+    free(a);
+    free(b);
+}
+
 static void decode_state(const char *name, int window, int sinks, int chunk) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
@@ -131,6 +154,7 @@ static void decode_state(const char *name, int window, int sinks, int chunk) {
     o.window = window;
     o.sinks = sinks;
     o.chunk = chunk;
+    teacher_kv_copy(t);
     xd_model *s = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!s) { CHECK(0, "convert: %s", xd_last_error()); return; }
@@ -153,6 +177,21 @@ static void decode_state(const char *name, int window, int sinks, int chunk) {
         /* tolerance: chunkwise vs recurrent mLSTM (agree to ~1e-6 relative) */
         CHECK(e <= 1e-4, "%s %s: %g", name, what[i], e);
     }
+    /* a copied state continues exactly like the original (eval reuses a choice
+     * context's state this way): prefix, copy, the same rest in both */
+    int np = n / 3, nr = n - np;
+    xd_kv *orig = xd_kv_create(s, 1), *copy = xd_kv_create(s, 1), *junk = xd_kv_create(s, 1);
+    CHECK(xd_forward(s, orig, ids, np, NULL, 0) == 0, "prefix: %s", xd_last_error());
+    CHECK(xd_forward(s, copy, ids + np, 7, NULL, 0) == 0, "unrelated state in the copy target");
+    CHECK(xd_kv_copy(copy, orig) == 0 && xd_kv_pos(copy) == np, "copy: %s", xd_last_error());
+    CHECK(xd_forward(s, orig, ids + np, nr, a, 1) == 0 && xd_forward(s, copy, ids + np, nr, b, 1) == 0,
+          "continue");
+    CHECK(max_abs_diff(a, b, (size_t)nr * V) == 0, "%s: the copied state continues differently",
+          name);
+    CHECK(xd_kv_copy(junk, copy) == 0 && xd_kv_pos(junk) == n, "copy of a long state");
+    xd_kv_free(orig);
+    xd_kv_free(copy);
+    xd_kv_free(junk);
     /* the state does not grow */
     xd_kv *kv = xd_kv_create(s, 1);
     size_t b0 = xd_student_kv_bytes(kv);

@@ -19,6 +19,11 @@ struct xd_scorer {
     int bos_id, eos_id;
     xd_kv *kv;
     int kv_cap;
+    /* the state after the last choice context (choices of one example share it) */
+    xd_kv *ctx_kv;
+    int ctx_cap;
+    int32_t *ctx_ids;
+    int ctx_n; /* tokens in ctx_kv; 0: none */
     float *logits; /* LOGIT_ROWS × V */
     double row_nll[LOGIT_ROWS];
     int32_t *head, *tail; /* ChatML wrapper ids */
@@ -38,6 +43,8 @@ void xd_eval_settings_default(xd_eval_settings *st, const xd_model *m) {
 void xd_scorer_free(xd_scorer *s) {
     if (!s) return;
     xd_kv_free(s->kv);
+    xd_kv_free(s->ctx_kv);
+    free(s->ctx_ids);
     free(s->logits);
     free(s->head);
     free(s->tail);
@@ -109,12 +116,38 @@ static int kv_fresh(xd_scorer *s, int need) {
     return s->kv ? 0 : -1;
 }
 
+/* s->kv (fresh, room for `need` positions) gets the state after ids[0..np).
+ * With share, the state is kept in s->ctx_kv and the next call with the
+ * same np ids copies it instead of running them again: the same forward
+ * calls in the same order, so the same numbers bit for bit. */
+static int prefix_state(xd_scorer *s, const int32_t *ids, int np, int need, int share) {
+    if (kv_fresh(s, need)) return -1;
+    if (np == 0) return 0;
+    if (share && s->ctx_n == np && !memcmp(s->ctx_ids, ids, (size_t)np * sizeof *ids))
+        return xd_kv_copy(s->kv, s->ctx_kv);
+    if (xd_forward(s->m, s->kv, ids, np, NULL, 0)) return -1;
+    if (!share) return 0;
+    s->ctx_n = 0;
+    if (!s->ctx_kv || (!s->student && s->ctx_cap < np)) {
+        xd_kv_free(s->ctx_kv);
+        s->ctx_cap = s->student ? 1 : s->kv_cap;
+        if (!(s->ctx_kv = xd_kv_create(s->m, s->ctx_cap))) return -1;
+    }
+    int32_t *ci = realloc(s->ctx_ids, (size_t)np * sizeof *ci);
+    if (!ci) return xd_err("eval: out of memory");
+    s->ctx_ids = ci;
+    if (xd_kv_copy(s->ctx_kv, s->kv)) return -1;
+    memcpy(s->ctx_ids, ids, (size_t)np * sizeof *ids);
+    s->ctx_n = np;
+    return 0;
+}
+
 /* Runs ids[0..n−1) through a fresh cache and returns in *nll the sum of
- * −log p(ids[j] | ids[<j]) over j in [first, n), 1 <= first < n. */
-static int nll_range(xd_scorer *s, const int32_t *ids, int n, int first, double *nll) {
+ * −log p(ids[j] | ids[<j]) over j in [first, n), 1 <= first < n. With share,
+ * the state after ids[0..first−1) is reused across calls (prefix_state). */
+static int nll_range(xd_scorer *s, const int32_t *ids, int n, int first, int share, double *nll) {
     if (first < 1 || first >= n) return xd_err("eval: internal: bad scoring range %d of %d", first, n);
-    if (kv_fresh(s, n - 1)) return -1;
-    if (first > 1 && xd_forward(s->m, s->kv, ids, first - 1, NULL, 0)) return -1;
+    if (prefix_state(s, ids, first - 1, n - 1, share)) return -1;
     double sum = 0;
     for (int p = first - 1; p < n - 1;) {
         int rows = n - 1 - p < LOGIT_ROWS ? n - 1 - p : LOGIT_ROWS;
@@ -230,7 +263,7 @@ int xd_score_choices(xd_scorer *s, const char *context, const char *const *choic
             *truncated = 1;
         }
         double nll;
-        if (nll_range(s, b.ids, (int)b.n, first, &nll)) goto done;
+        if (nll_range(s, b.ids, (int)b.n, first, 1, &nll)) goto done;
         loglik[i] = -nll;
         if (n_tok) n_tok[i] = m;
     }
@@ -343,7 +376,7 @@ int xd_score_text(xd_scorer *s, const char *text, double *nll_out, int64_t *n_to
         size_t n = end - begin, fresh = end - prev_end;
         size_t j0 = n - fresh < 1 ? 1 : n - fresh;
         double w = 0;
-        if (j0 < n && nll_range(s, b.ids + begin, (int)n, (int)j0, &w)) goto done;
+        if (j0 < n && nll_range(s, b.ids + begin, (int)n, (int)j0, 0, &w)) goto done;
         if (j0 < n) scored += (int64_t)(n - j0);
         nll += w;
         prev_end = end;

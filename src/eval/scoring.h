@@ -53,7 +53,10 @@ void xd_eval_settings_default(xd_eval_settings *st, const xd_model *m);
 typedef struct xd_scorer xd_scorer;
 
 /* Checks the settings against m (BOS / ChatML tokens exist, ranges). The
- * scorer keeps one KV cache and one logits buffer across examples. */
+ * scorer keeps one KV cache and one logits buffer across examples, and the
+ * state after the last choice context (xd_kv_copy), reused by the choices
+ * whose context tokens are the same: the same forward calls, so the same
+ * log-likelihoods bit for bit as scoring each choice alone. */
 xd_scorer *xd_scorer_create(const xd_model *m, const xd_eval_settings *st);
 void xd_scorer_free(xd_scorer *s);
 

@@ -51,6 +51,28 @@ void xd_kv_reset(xd_kv *kv) {
 }
 int xd_kv_pos(const xd_kv *kv) { return kv->pos; }
 
+int xd_kv_copy(xd_kv *dst, const xd_kv *src) {
+    if (!dst || !src || dst->student != src->student || dst->n_layer != src->n_layer ||
+        dst->kv_dim != src->kv_dim)
+        return xd_err("KV cache copy: the two caches belong to different models");
+    if (src->student) {
+        if (xd_student_kv_copy(dst, src)) return -1;
+    } else {
+        if (dst->max_tokens < src->pos)
+            return xd_err("KV cache copy: %d positions do not fit a cache of %d", src->pos,
+                          dst->max_tokens);
+        size_t row = (size_t)src->kv_dim, n = (size_t)src->pos * row;
+        for (int l = 0; l < src->n_layer; l++) { /* the caches' strides may differ */
+            memcpy(dst->k + (size_t)l * (size_t)dst->max_tokens * row,
+                   src->k + (size_t)l * (size_t)src->max_tokens * row, n * sizeof(float));
+            memcpy(dst->v + (size_t)l * (size_t)dst->max_tokens * row,
+                   src->v + (size_t)l * (size_t)src->max_tokens * row, n * sizeof(float));
+        }
+    }
+    dst->pos = src->pos;
+    return 0;
+}
+
 /* Activations for n tokens. */
 typedef struct {
     float *x, *h, *q, *k, *v, *att, *o, *g, *u;

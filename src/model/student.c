@@ -60,6 +60,25 @@ void xd_student_kv_reset(xd_kv *kv) {
     kv->wstart = kv->sinks;
 }
 
+int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
+    if (dst->window != src->window || dst->sinks != src->sinks || dst->n_head != src->n_head ||
+        dst->dphi != src->dphi || dst->head_dim != src->head_dim)
+        return xd_err("student state copy: the two states belong to different students");
+    size_t L = (size_t)src->n_layer, kvd = (size_t)src->kv_dim, nh = (size_t)src->n_head;
+    size_t ns = L * (size_t)src->sinks * kvd, nw = L * 2 * (size_t)src->window * kvd;
+    size_t dphi = (size_t)src->dphi, hd = (size_t)src->head_dim;
+    memcpy(dst->sk, src->sk, ns * sizeof(float));
+    memcpy(dst->sv, src->sv, ns * sizeof(float));
+    memcpy(dst->rk, src->rk, nw * sizeof(float));
+    memcpy(dst->rv, src->rv, nw * sizeof(float));
+    memcpy(dst->C, src->C, L * nh * dphi * hd * sizeof(float));
+    memcpy(dst->n, src->n, L * nh * dphi * sizeof(float));
+    memcpy(dst->m, src->m, L * nh * sizeof(float));
+    dst->wcount = src->wcount;
+    dst->wstart = src->wstart;
+    return 0;
+}
+
 size_t xd_student_kv_bytes(const xd_kv *kv) {
     size_t L = (size_t)kv->n_layer, kvd = (size_t)kv->kv_dim;
     return 4 * L * (2 * (size_t)kv->sinks * kvd + 4 * (size_t)kv->window * kvd +

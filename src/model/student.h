@@ -14,6 +14,8 @@ xd_mlstm_cfg xd_student_mlstm_cfg(const xd_config *c);
 int xd_student_kv_alloc(xd_kv *kv, const xd_model *m);
 void xd_student_kv_free(xd_kv *kv);
 void xd_student_kv_reset(xd_kv *kv);
+/* dst = src (same model): sinks, window buffer, mLSTM state (not pos). */
+int xd_student_kv_copy(xd_kv *dst, const xd_kv *src);
 /* Bytes of the student's decoding state (constant in the sequence length). */
 size_t xd_student_kv_bytes(const xd_kv *kv);
 
