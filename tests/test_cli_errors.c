@@ -20,6 +20,24 @@ static void expect(const char *args, int want_status, const char *const *want) {
 
 #define W(...) ((const char *const[]){__VA_ARGS__, NULL})
 
+/* Writes a copy of tiny-kquant.gguf to `out` with blk.1.ffn_down.weight's
+ * ggml type set to `type` (its tensor info: name, u32 n_dims = 2, u64 ne[2],
+ * u32 type, u64 offset). */
+static int kquant_with_type(const char *out, uint32_t type) {
+    FILE *f = fopen(XD_SOURCE_DIR "/tests/fixtures/tiny-kquant.gguf", "rb");
+    static unsigned char b[1 << 17];
+    size_t n = f ? fread(b, 1, sizeof b, f) : 0;
+    if (f) fclose(f);
+    const char *name = "blk.1.ffn_down.weight";
+    unsigned char *p = n ? memmem(b, n, name, strlen(name)) : NULL;
+    if (!p || n == sizeof b) return -1;
+    memcpy(p + strlen(name) + 4 + 16, &type, 4);
+    f = fopen(out, "wb");
+    if (!f) return -1;
+    int ok = fwrite(b, 1, n, f) == n;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
 int main(void) {
     char tiny[1024], args[4096], tmp[256];
     snprintf(tiny, sizeof tiny, "%s/tests/fixtures/tiny-llama.gguf", XD_SOURCE_DIR);
@@ -42,6 +60,12 @@ int main(void) {
     CHECK(system(args) == 0, "printf");
     snprintf(args, sizeof args, "inspect %s.gguf", tmp);
     expect(args, 1, W("xdistill: error:", "magic"));
+    /* a ggml type we do not read (IQ2_XXS = 16) is named, with the tensor and what we read */
+    snprintf(args, sizeof args, "%s.gguf", tmp);
+    CHECK(kquant_with_type(args, 16) == 0, "cannot write %s", args);
+    snprintf(args, sizeof args, "inspect %s.gguf", tmp);
+    expect(args, 1, W("xdistill: error:", ".gguf", "blk.1.ffn_down.weight",
+                      "unsupported ggml type 16 (IQ2_XXS)", "Q3_K"));
     snprintf(args, sizeof args, "rm -f %s.gguf", tmp);
     CHECK(system(args) == 0, "rm");
 
@@ -68,6 +92,18 @@ int main(void) {
     /* and the happy paths on the tiny model work */
     snprintf(args, sizeof args, "inspect %s", tiny);
     expect(args, 0, NULL);
+    /* k-quant and IQ4 tensors are listed by type (the loading is checked in test_gguf) */
+    char out[16384];
+    snprintf(args, sizeof args, "inspect %s/tests/fixtures/tiny-kquant.gguf", XD_SOURCE_DIR);
+    CHECK(test_cli_run(args, out, sizeof out, TEST_CLI_STDOUT) == 0, "inspect tiny-kquant");
+    const char *kq[][2] = {{"blk.0.ffn_down.weight", "Q2_K"}, {"blk.1.ffn_down.weight", "Q3_K"},
+                           {"blk.2.ffn_down.weight", "IQ4_XS"}, {"token_embd.weight", "IQ4_NL"}};
+    for (int i = 0; i < 4; i++) {
+        const char *line = strstr(out, kq[i][0]);
+        char ty[16] = "";
+        if (line) sscanf(line + strlen(kq[i][0]), "%15s", ty);
+        CHECK(strcmp(ty, kq[i][1]) == 0, "inspect: %s is '%s', expected %s", kq[i][0], ty, kq[i][1]);
+    }
     snprintf(args, sizeof args, "generate %s -p \"the cat\" -n 5 --temp 0.7 --top-k 5 --seed 3", tiny);
     expect(args, 0, W("generated"));
     return test_summary("test_cli_errors");

@@ -17,7 +17,7 @@ static int list_gguf(const char *path) {
     printf("tensors (%llu, GGUF v%u):\n", (unsigned long long)g->n_tensors, g->version);
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor *t = &g->tensors[i];
-        printf("  %-40s %-5s [", t->name, ggml_type_name(t->type));
+        printf("  %-40s %-7s [", t->name, ggml_type_name(t->type));
         for (int d = (int)t->n_dims - 1; d >= 0; d--) /* PyTorch order: outermost first */
             printf("%lld%s", (long long)t->ne[d], d ? ", " : "");
         printf("]\n");

@@ -158,8 +158,9 @@ static int rd_tensor(cursor *c, gguf_tensor *t, uint64_t idx) {
     if (rd_u32(c, &t->type) || rd_u64(c, &t->offset)) return -1;
     size_t be, bb;
     if (ggml_type_block(t->type, &be, &bb))
-        return xd_err("%s: tensor '%s': unsupported ggml type %u (%s)", c->g->path, t->name,
-                      t->type, ggml_type_name(t->type));
+        return xd_err("%s: tensor '%s': unsupported ggml type %u (%s), expected one of %s",
+                      c->g->path, t->name, t->type, ggml_type_name(t->type),
+                      ggml_supported_types());
     if (t->ne[0] % (int64_t)be)
         return xd_err("%s: tensor '%s': row length %lld is not a multiple of the %s block (%zu)",
                       c->g->path, t->name, (long long)t->ne[0], ggml_type_name(t->type), be);
