@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline on SmolLM2-135M-Instruct, small budgets, about
-# 20 minutes on 2 cores: task suite → convert → Stage I → teacher logits →
+# 10 minutes on 2 cores: task suite → convert → Stage I → teacher logits →
 # Stage II → evaluation of the teacher, the student and the SWA-only baseline
 # → win-and-tie comparison → HTML report. Prints the verdict and the report's path.
 #
