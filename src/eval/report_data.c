@@ -63,6 +63,16 @@ static int opt_str(const char *path, const char *field, const json_t *o, const c
     return *out ? 0 : xd_err("out of memory");
 }
 
+/* A whole JSON file; `what` names it in the errors ("the results file"). */
+static json_t *load_json(const char *path, const char *what) {
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je);
+    if (o) return o;
+    if (je.line < 0) xd_err("%s: cannot read %s (%s)", path, what, je.text);
+    else xd_err("%s: not valid JSON at line %d, column %d: %s", path, je.line, je.column, je.text);
+    return NULL;
+}
+
 /* ---- results files -------------------------------------------------------- */
 
 void xd_cmp_results_free(xd_cmp_results *r) {
@@ -117,12 +127,8 @@ static int load_task(xd_cmp_task *t, const char *path, size_t i, const json_t *o
 
 int xd_cmp_results_load(xd_cmp_results *r, const char *path) {
     memset(r, 0, sizeof *r);
-    json_error_t je;
-    json_t *o = json_load_file(path, 0, &je);
-    if (!o) {
-        if (je.line < 0) return xd_err("%s: cannot read the results file (%s)", path, je.text);
-        return xd_err("%s: not valid JSON at line %d, column %d: %s", path, je.line, je.column, je.text);
-    }
+    json_t *o = load_json(path, "the results file");
+    if (!o) return -1;
     int rc = -1;
     if (!(r->path = dupstr(path))) { xd_err("out of memory"); goto done; }
     json_t *ver = json_object_get(o, "xdistill_results");
@@ -366,12 +372,8 @@ void xd_cmp_ledger_free(xd_cmp_ledger *g) {
 
 int xd_cmp_ledger_load(xd_cmp_ledger *g, const char *path) {
     memset(g, 0, sizeof *g);
-    json_error_t je;
-    json_t *o = json_load_file(path, 0, &je);
-    if (!o) {
-        if (je.line < 0) return xd_err("%s: cannot read the ledger (%s)", path, je.text);
-        return xd_err("%s: not valid JSON at line %d, column %d: %s", path, je.line, je.column, je.text);
-    }
+    json_t *o = load_json(path, "the ledger");
+    if (!o) return -1;
     int rc = -1;
     json_t *st = json_object_get(o, "stages");
     if (!(g->path = dupstr(path))) { xd_err("out of memory"); goto done; }

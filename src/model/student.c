@@ -19,6 +19,12 @@ static size_t layer_mlstm_floats(const xd_kv *kv) {
     return nh * dphi * hd + nh * dphi + nh;
 }
 
+/* One write per 4 KiB page. */
+static void touch_pages(float *p, size_t bytes) {
+    volatile char *c = (volatile char *)p;
+    for (size_t i = 0; i < bytes; i += 4096) c[i] = 0;
+}
+
 int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
     const xd_config *c = &m->cfg;
     kv->student = 1;
@@ -41,6 +47,13 @@ int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
         return xd_err("student state: cannot allocate %.1f MB (window %d, sinks %d)",
                       (double)(2 * ns + 2 * nw + L * layer_mlstm_floats(kv)) * 4 / 1e6, c->window,
                       c->sinks);
+    /* take the state's memory in full now, so the process does not grow while the window
+     * buffers fill (RSS stays flat); volatile writes, as a memset(0) after malloc may be
+     * turned into a calloc that touches nothing */
+    touch_pages(kv->sk, (ns ? ns : 1) * sizeof(float));
+    touch_pages(kv->sv, (ns ? ns : 1) * sizeof(float));
+    touch_pages(kv->rk, nw * sizeof(float));
+    touch_pages(kv->rv, nw * sizeof(float));
     xd_student_kv_reset(kv);
     return 0;
 }
