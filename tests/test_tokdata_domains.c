@@ -279,7 +279,8 @@ static void test_one_domain_is_plain(const xd_tokenizer *t) {
 /* ---- JSONL fields and rules --------------------------------------------------------- */
 
 static void test_field_and_rules(const xd_tokenizer *t, const ref_docs *r) {
-    const char *out = path_in("field.tok");
+    char out[512]; /* path_in's buffers are reused */
+    snprintf(out, sizeof out, "%s", path_in("field.tok"));
     const char *const jsonl[1] = {path_in("gamma.jsonl")};
     xd_prep_opts o;
     xd_prep_defaults(&o);
@@ -312,6 +313,45 @@ static void test_field_and_rules(const xd_tokenizer *t, const ref_docs *r) {
         CHECK(xd_tokdata_prep(t, &o, out, NULL) == -1 && contains(xd_last_error(), cases[i][0]) &&
                   contains(xd_last_error(), cases[i][1]),
               "%s: %s", cases[i][0], xd_last_error());
+    }
+    /* many domains: 3000 distinct field values in 6000 records, each value twice */
+    {
+        FILE *f = fopen(path_in("many.jsonl"), "wb");
+        for (int i = 0; i < 6000; i++)
+            fprintf(f, "{\"text\":\"record %d\",\"src\":\"d%d\"}\n", i, (i * 7) % 3000);
+        fclose(f);
+        const char *const many[1] = {path_in("many.jsonl")};
+        o.inputs = many;
+        CHECK(xd_tokdata_prep(t, &o, out, NULL) == 0, "many domains: %s", xd_last_error());
+        xd_tokdata *m = xd_tokdata_open(out);
+        CHECK(m && xd_tokdata_n_domains(m) == 3000, "3000 domains, got %u", m ? xd_tokdata_n_domains(m) : 0);
+        int ok = m != NULL;
+        /* domain ids in order of first appearance: record i < 3000 introduces d((7 i) mod 3000) */
+        for (uint32_t k = 0; m && k < 3000; k++) {
+            char want[16];
+            snprintf(want, sizeof want, "d%u", (7u * k) % 3000u);
+            ok &= !strcmp(xd_tokdata_domain_name(m, k), want);
+        }
+        /* every document's label is its record's field (the text names the record) */
+        for (uint64_t k = 0; m && k < xd_tokdata_header_of(m)->n_docs; k++) {
+            const uint64_t *off = xd_tokdata_doc_offsets(m);
+            int32_t buf[64];
+            size_t n = (size_t)(off[k + 1] - off[k]);
+            char *text = NULL;
+            if (n > 64 || xd_tokdata_copy(m, off[k], n, buf) ||
+                xd_tokenizer_decode(t, buf, n - (xd_tokenizer_eos(t) >= 0), &text, NULL)) {
+                ok = 0;
+                break;
+            }
+            int rec = -1;
+            sscanf(text, "record %d", &rec);
+            char want[16];
+            snprintf(want, sizeof want, "d%d", (rec * 7) % 3000);
+            ok &= rec >= 0 && !strcmp(xd_tokdata_domain_name(m, xd_tokdata_doc_domain(m, k)), want);
+            free(text);
+        }
+        CHECK(ok, "3000 domains: names in order of first appearance, every document labelled");
+        xd_tokdata_close(m);
     }
     const char *const txt[1] = {path_in("alpha.txt")};
     o.inputs = txt;

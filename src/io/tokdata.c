@@ -549,6 +549,11 @@ static int drop_empty_domains(prep_state *p) {
         } else free(p->domains.names[i]);
     }
     p->domains.n = k;
+    /* the hash index is stale now: drop it (a later intern would rebuild it, as n == cap) */
+    free(p->domains.slot);
+    p->domains.slot = NULL;
+    p->domains.n_slot = 0;
+    p->domains.cap = k;
     for (size_t d = 0; d < p->n_docs; d++) p->dom[d] = map[p->dom[d]];
     free(map);
     return 0;

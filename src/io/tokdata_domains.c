@@ -27,38 +27,64 @@ const char *xd_domain_name_problem(const char *name, size_t len) {
     return NULL;
 }
 
-int xd_domain_set_intern(xd_domain_set *s, const char *name, size_t len, uint32_t *id) {
-    if (s->n && s->last < s->n && strlen(s->names[s->last]) == len &&
-        !memcmp(s->names[s->last], name, len)) {
-        *id = s->last;
-        return 0;
+static uint32_t name_hash(const char *name, size_t len) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)name[i]) * 16777619u;
+    return h;
+}
+
+/* The slot holding name, or the empty slot where it would go. */
+static uint32_t find_slot(const xd_domain_set *s, const char *name, size_t len) {
+    uint32_t mask = s->n_slot - 1, at = name_hash(name, len) & mask;
+    while (s->slot[at]) {
+        const char *x = s->names[s->slot[at] - 1];
+        if (strlen(x) == len && !memcmp(x, name, len)) break;
+        at = (at + 1) & mask;
     }
+    return at;
+}
+
+/* Room for cap names; the index is rebuilt at twice that many slots. */
+static int grow_set(xd_domain_set *s, uint32_t cap) {
+    char **q = realloc(s->names, cap * sizeof *q);
+    if (!q) return xd_err("out of memory");
+    s->names = q;
+    s->cap = cap;
+    uint32_t *slot = calloc(2 * (size_t)cap, sizeof *slot);
+    if (!slot) return xd_err("out of memory");
+    free(s->slot);
+    s->slot = slot;
+    s->n_slot = 2 * cap;
     for (uint32_t i = 0; i < s->n; i++)
-        if (strlen(s->names[i]) == len && !memcmp(s->names[i], name, len)) {
-            *id = s->last = i;
+        s->slot[find_slot(s, s->names[i], strlen(s->names[i]))] = i + 1;
+    return 0;
+}
+
+int xd_domain_set_intern(xd_domain_set *s, const char *name, size_t len, uint32_t *id) {
+    if (s->n_slot) {
+        uint32_t at = find_slot(s, name, len);
+        if (s->slot[at]) {
+            *id = s->slot[at] - 1;
             return 0;
         }
+    }
     if (s->n == XD_TOKDATA_MAX_DOMAINS)
         return xd_err("data prep: more than %u domains", XD_TOKDATA_MAX_DOMAINS);
-    if (s->n == s->cap) {
-        uint32_t c = s->cap ? 2 * s->cap : 16;
-        char **q = realloc(s->names, c * sizeof *q);
-        if (!q) return xd_err("out of memory");
-        s->names = q;
-        s->cap = c;
-    }
+    if (s->n == s->cap && grow_set(s, s->cap ? 2 * s->cap : 16)) return -1;
     char *copy = malloc(len + 1);
     if (!copy) return xd_err("out of memory");
     memcpy(copy, name, len);
     copy[len] = 0;
     s->names[s->n] = copy;
-    *id = s->last = s->n++;
+    s->slot[find_slot(s, name, len)] = s->n + 1;
+    *id = s->n++;
     return 0;
 }
 
 void xd_domain_set_free(xd_domain_set *s) {
     for (uint32_t i = 0; i < s->n; i++) free(s->names[i]);
     free(s->names);
+    free(s->slot);
     memset(s, 0, sizeof *s);
 }
 

@@ -30,11 +30,14 @@ int xd_tokdata_write_docs(const char *path, const xd_tokdata_header *h, const xd
 /* The token array of an open file (u16 or u32 per its header). */
 const void *xd_tokdata_raw_tokens(const xd_tokdata *d);
 
-/* Domain names in order of first appearance. */
+/* Domain names in order of first appearance, with an open-addressing hash
+ * index (FNV-1a, linear probing) so that interning is O(1) however many
+ * domains there are. */
 typedef struct {
     char **names;
     uint32_t n, cap;
-    uint32_t last; /* the id found last (documents in a row often share one) */
+    uint32_t *slot;   /* [n_slot]: id + 1, 0 = empty; n_slot a power of two >= 2 cap */
+    uint32_t n_slot;
 } xd_domain_set;
 
 /* NULL if name[0 .. len) is a valid domain name (1 … 64 bytes of
