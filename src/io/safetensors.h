@@ -83,6 +83,8 @@ typedef struct {
 int st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, int n,
                     const char *metadata_json);
 int st_stream_next(const st_stream *s); /* -1 when all are written */
+/* order[0 .. n): the indices of ts in the order st_stream writes them (by name). */
+void st_stream_order(const st_write_tensor *ts, int n, int *order);
 int st_stream_put(st_stream *s, const float *data);
 int st_stream_end(st_stream *s);
 void st_stream_abort(st_stream *s);

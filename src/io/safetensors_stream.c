@@ -14,6 +14,13 @@ static int cmp_idx(const void *a, const void *b) {
     return strcmp(g_sort_ts[*(const int *)a].name, g_sort_ts[*(const int *)b].name);
 }
 
+void st_stream_order(const st_write_tensor *ts, int n, int *order) {
+    for (int i = 0; i < n; i++) order[i] = i;
+    g_sort_ts = ts;
+    qsort(order, (size_t)n, sizeof *order, cmp_idx);
+    g_sort_ts = NULL;
+}
+
 void st_stream_abort(st_stream *s) {
     xd_afile_abort(&s->f);
     free(s->order);
@@ -48,11 +55,8 @@ int st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, i
             nel *= (uint64_t)t->shape[d];
         }
         s->bytes[i] = nel * 4;
-        s->order[i] = i;
     }
-    g_sort_ts = ts;
-    qsort(s->order, (size_t)n, sizeof *s->order, cmp_idx);
-    g_sort_ts = NULL;
+    st_stream_order(ts, n, s->order);
     uint64_t off = 0;
     for (int k = 0; k < n; k++) {
         const st_write_tensor *t = &ts[s->order[k]];

@@ -134,12 +134,6 @@ static int lambdas(const char *const *in, const double *w, int k, const xd_merge
     return 0;
 }
 
-/* Sort of tensor indices by name: the order st_stream writes them in. */
-static const st_write_tensor *g_sort_ts;
-static int cmp_name(const void *a, const void *b) {
-    return strcmp(g_sort_ts[*(const int *)a].name, g_sort_ts[*(const int *)b].name);
-}
-
 /* xd_merge, or with out_dir == NULL (xd_merge_check) the same checks and the
  * inputs' weights hashes (hashes_out) without writing anything. */
 static int merge_run(const char *const *in, const double *weights, int k, const xd_merge_opts *opts,
@@ -246,10 +240,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
     }
     if (dry) { /* the order st_stream would write the tensors in */
         if (!(order = malloc((size_t)nw * sizeof *order))) { xd_err("out of memory"); goto done; }
-        for (int j = 0; j < nw; j++) order[j] = j;
-        g_sort_ts = ts;
-        qsort(order, (size_t)nw, sizeof *order, cmp_name);
-        g_sort_ts = NULL;
+        st_stream_order(ts, nw, order);
     } else {
         if (xd_adir_begin(&dir, out_dir)) goto done;
         dir_open = 1;
