@@ -79,13 +79,7 @@ static int search_opts(const search_args *a, int k, int n_weighted, xd_msearch_o
     o->objective = a->teacher ? XD_MSEARCH_RECOVERY : XD_MSEARCH_MEAN;
     if (a->objective && xd_msearch_parse_objective(a->objective, &o->objective, &o->alpha))
         return cli_lib_error(), 2;
-    if (o->objective != XD_MSEARCH_MEAN && !a->teacher)
-        return cli_error("merge: --objective %s compares with the teacher: give --teacher-results "
-                         "T.json (the teacher's `xdistill eval` results on the suite)", a->objective), 2;
-    double n = xd_msearch_count(k, o->grid);
-    if (n > XD_MSEARCH_MAX)
-        return cli_error("merge: %d experts on grid %d make %.0f candidates; at most %d are searched "
-                         "(use a smaller --grid)", k, o->grid, n, XD_MSEARCH_MAX), 2;
+    if (xd_msearch_check_opts(k, o)) return cli_lib_error(), 2; /* usage errors, all of them */
     return 0;
 }
 

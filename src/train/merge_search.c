@@ -174,17 +174,16 @@ static int better(const cand *a, const cand *b) {
 
 /* ---- preparation -------------------------------------------------------------- */
 
-static int check_opts(const search *s) {
-    const xd_msearch_opts *o = s->o;
-    if (s->k < 1 || !s->in) return xd_err("merge --search: no experts");
+int xd_msearch_check_opts(int k, const xd_msearch_opts *o) {
+    if (k < 1) return xd_err("merge --search: no experts");
     if (!o->suite_dir) return xd_err("merge --search: no dev suite");
     if (o->grid < 1 || o->grid > XD_MSEARCH_GRID_MAX)
         return xd_err("merge --search: --grid %d: expected 1 to %d", o->grid, XD_MSEARCH_GRID_MAX);
-    double n = xd_msearch_count(s->k, o->grid);
+    double n = xd_msearch_count(k, o->grid);
     if (n > XD_MSEARCH_MAX)
         return xd_err("merge --search: %d experts on grid %d make %.0f candidates (C(%d, %d)); at "
-                      "most %d are searched: use a smaller --grid", s->k, o->grid, n,
-                      o->grid + s->k - 1, s->k - 1, XD_MSEARCH_MAX);
+                      "most %d are searched: use a smaller --grid", k, o->grid, n,
+                      o->grid + k - 1, k - 1, XD_MSEARCH_MAX);
     if (o->objective == XD_MSEARCH_C && !(o->alpha >= 0 && o->alpha <= XD_WT_ALPHA_MAX))
         return xd_err("merge --search: c:%g: ALPHA must be in [0, %g]", o->alpha, XD_WT_ALPHA_MAX);
     if (o->objective != XD_MSEARCH_MEAN && !o->teacher_results)
@@ -592,8 +591,8 @@ int xd_merge_search(const char *const *in, int k, const xd_msearch_opts *o, cons
     double t0 = xd_now(), *w = NULL;
     char *text = NULL;
     int rc = -1, made_tmp = 0;
-    if (!o || !out_dir) { xd_err("merge --search: no options or no output directory"); goto done; }
-    if (check_opts(&s) || name_paths(&s, out_dir)) goto done;
+    if (!o || !out_dir || !in) { xd_err("merge --search: no experts, options or output directory"); goto done; }
+    if (xd_msearch_check_opts(k, o) || name_paths(&s, out_dir)) goto done;
     made_tmp = 1; /* prepare creates it */
     if (prepare(&s) || alloc_candidates(&s)) goto done;
     if (!(s.key = make_key(&s)) || resume_open(&s, &info)) goto done;

@@ -96,6 +96,9 @@ int xd_msearch_parse_objective(const char *s, xd_msearch_objective *obj, double 
 
 /* C(N+K−1, K−1) for k experts and grid N, as a double (exact below 2^53). */
 double xd_msearch_count(int k, int grid);
+/* The checks xd_merge_search makes of its options for k experts (grid, the
+ * candidate count, α, a teacher for recovery and c): 0, or -1 with the error. */
+int xd_msearch_check_opts(int k, const xd_msearch_opts *o);
 
 /* The search (above). info may be NULL. */
 int xd_merge_search(const char *const *inputs, int k, const xd_msearch_opts *o,
