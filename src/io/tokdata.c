@@ -571,19 +571,18 @@ static int stratify(prep_state *p, uint64_t *order, uint64_t *n_val_out) {
     uint8_t *is_val = calloc(n, 1);
     int rc = -1;
     if (!count || !want || !tmp || !is_val) { xd_err("out of memory"); goto done; }
-#define DOM_OF(i) (p->o->domain_by == XD_DOMAIN_NONE ? 0u : p->dom[i])
-    for (size_t d = 0; d < n; d++) count[DOM_OF(d)]++;
+    /* without --domain every document's id is 0 (add_doc), one domain */
+    for (size_t d = 0; d < n; d++) count[p->dom[d]]++;
     for (uint32_t k = 0; k < nd; k++) want[k] = val_docs(count[k], p->o->val_frac);
     uint64_t n_val = 0;
     for (size_t d = n; d-- > 0;) {
-        uint32_t k = DOM_OF(order[d]);
+        uint32_t k = p->dom[order[d]];
         if (want[k]) {
             want[k]--;
             is_val[d] = 1;
             n_val++;
         }
     }
-#undef DOM_OF
     size_t a = 0, b = n - n_val;
     for (size_t d = 0; d < n; d++) tmp[is_val[d] ? b++ : a++] = order[d];
     memcpy(order, tmp, n * sizeof *tmp);
