@@ -37,14 +37,14 @@ static void test_quant_blocks(void) {
         int n = (int)json_integer_value(json_object_get(e, "n"));
         const char *hex = json_string_value(json_object_get(e, "hex"));
         size_t nb = strlen(hex) / 2, be, bb;
-        CHECK(ggml_type_block((uint32_t)type, &be, &bb) == 0 && nb == (size_t)n / be * bb,
+        CHECK(xd_ggml_type_block((uint32_t)type, &be, &bb) == 0 && nb == (size_t)n / be * bb,
               "%s: %zu bytes for %d elements", name, nb, n);
-        CHECK(strcmp(ggml_type_name((uint32_t)type), name) == 0, "%s named %s", name,
-              ggml_type_name((uint32_t)type));
+        CHECK(strcmp(xd_ggml_type_name((uint32_t)type), name) == 0, "%s named %s", name,
+              xd_ggml_type_name((uint32_t)type));
         unsigned char *raw = malloc(nb);
         for (size_t i = 0; i < nb; i++) sscanf(hex + 2 * i, "%2hhx", &raw[i]);
         float *out = malloc((size_t)n * sizeof(float));
-        CHECK(ggml_dequantize((uint32_t)type, raw, out, n) == 0, "%s: %s", name, xd_last_error());
+        CHECK(xd_ggml_dequantize((uint32_t)type, raw, out, n) == 0, "%s: %s", name, xd_last_error());
         json_t *vals = json_object_get(e, "values");
         double worst = 0;
         int differ = 0;
@@ -62,10 +62,10 @@ static void test_quant_blocks(void) {
     CHECK(n_types == 15, "%d types in quant_blocks.json", n_types);
     json_decref(root);
     float tmp[32];
-    CHECK(ggml_dequantize(GGML_Q4_0, tmp, tmp, 31) == -1, "partial block accepted");
-    CHECK(ggml_dequantize(99, tmp, tmp, 32) == -1, "unknown type accepted");
+    CHECK(xd_ggml_dequantize(GGML_Q4_0, tmp, tmp, 31) == -1, "partial block accepted");
+    CHECK(xd_ggml_dequantize(99, tmp, tmp, 32) == -1, "unknown type accepted");
     /* a type ggml has but we do not read: named, with what we do read */
-    CHECK(ggml_dequantize(GGML_IQ2_XXS, tmp, tmp, 32) == -1 &&
+    CHECK(xd_ggml_dequantize(GGML_IQ2_XXS, tmp, tmp, 32) == -1 &&
               strstr(xd_last_error(), "IQ2_XXS") && strstr(xd_last_error(), "Q3_K"),
           "IQ2_XXS: %s", xd_last_error());
 }
@@ -127,17 +127,17 @@ static void test_tiny_gguf(const char *gguf, const char *hf) {
 static void test_tiny_kquant(void) {
     const char *path = FIXTURE("tiny-kquant.gguf");
     json_t *r = json_load_file(FIXTURE("tiny-kquant.json"), 0, NULL);
-    gguf_file *g = gguf_open(path);
+    gguf_file *g = xd_gguf_open(path);
     xd_model *m = xd_model_load(path);
     CHECK(r && g && m, "tiny-kquant: %s", xd_last_error());
-    if (!r || !g || !m) { json_decref(r); gguf_close(g); xd_model_free(m); return; }
+    if (!r || !g || !m) { json_decref(r); xd_gguf_close(g); xd_model_free(m); return; }
     const char *name;
     json_t *ty;
     int seen[64] = {0}, n_new = 0;
     json_object_foreach(json_object_get(r, "types"), name, ty) {
-        const gguf_tensor *t = gguf_find_tensor(g, name);
-        CHECK(t && strcmp(ggml_type_name(t->type), json_string_value(ty)) == 0,
-              "%s: stored as %s, expected %s", name, t ? ggml_type_name(t->type) : "(missing)",
+        const gguf_tensor *t = xd_gguf_find_tensor(g, name);
+        CHECK(t && strcmp(xd_ggml_type_name(t->type), json_string_value(ty)) == 0,
+              "%s: stored as %s, expected %s", name, t ? xd_ggml_type_name(t->type) : "(missing)",
               json_string_value(ty));
         if (t && t->type < 64) seen[t->type] = 1;
     }
@@ -173,7 +173,7 @@ static void test_tiny_kquant(void) {
     check_logits(m, "tiny-kquant.gguf", r);
     free(ws);
     xd_model_free(m);
-    gguf_close(g);
+    xd_gguf_close(g);
     json_decref(r);
 }
 

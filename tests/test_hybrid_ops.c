@@ -570,13 +570,13 @@ static void test_semantics(void) {
 /* ---- 7. PyTorch ---------------------------------------------------------------------------- */
 
 static float *st_get(const st_set *s, const char *name, size_t n) {
-    const st_tensor *t = st_find(s, name);
+    const st_tensor *t = xd_st_find(s, name);
     if (!t) return NULL;
     int64_t cnt = 1;
     for (int i = 0; i < t->n_dims; i++) cnt *= t->shape[i];
     if ((size_t)cnt != n) return NULL;
     float *x = fbuf(n);
-    st_to_f32(s, t, x);
+    xd_st_to_f32(s, t, x);
     return x;
 }
 
@@ -594,7 +594,7 @@ static void test_torch(void) {
     const int n = 24, nmap = 4, nu = 2, hd = 8, nh = 4, nkv = 2, ng = 64;
     printf("PyTorch float64 autograd (tests/fixtures/hybrid_ref.safetensors), tol 1e-5 "
            "(max|a−r|/max|r| per tensor)\n");
-    st_set *s = st_open(FIXTURE("hybrid_ref.safetensors"));
+    st_set *s = xd_st_open(FIXTURE("hybrid_ref.safetensors"));
     CHECK(s != NULL, "fixture: %s", xd_last_error());
     if (!s) return;
     size_t nuu = (size_t)n * nu * hd, nA = (size_t)nmap * hd * hd, na = (size_t)nmap * hd;
@@ -615,7 +615,7 @@ static void test_torch(void) {
         CHECK(T[i] != NULL, "fixture tensor %s", names[i]);
         ok &= T[i] != NULL;
     }
-    st_close(s);
+    xd_st_close(s);
     if (ok) {
         float *phi = fbuf(nphi), *du = fbuf(nuu), *dA = fbuf(nA), *da = fbuf(na);
         xd_hedgehog_forward(phi, T[0], nu * hd, T[1], T[2], n, nmap, nu, hd);

@@ -217,18 +217,18 @@ static void check_peak_rss(void) {
     /* and it merged: one tensor against the fp32 expression, λ = (float)0.25 */
     st_set *e[4], *m;
     snprintf(p, sizeof p, "%s/BIGM/model.safetensors", dir);
-    m = st_open(p);
+    m = xd_st_open(p);
     int ok = m != NULL;
     for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s/BIG%d/model.safetensors", dir, i);
-        e[i] = st_open(p);
+        e[i] = xd_st_open(p);
         ok &= e[i] != NULL;
     }
     const char *name = "model.layers.1.mlp.down_proj.weight";
     size_t bad = 0, n = 0;
     if (ok) {
-        const st_tensor *t = st_find(m, name), *ti[4];
-        for (int i = 0; i < 4; i++) ti[i] = st_find(e[i], name);
+        const st_tensor *t = xd_st_find(m, name), *ti[4];
+        for (int i = 0; i < 4; i++) ti[i] = xd_st_find(e[i], name);
         ok = t && ti[0] && ti[1] && ti[2] && ti[3] && t->dtype == ST_F32;
         n = ok ? t->nbytes / 4 : 0;
         const float l = (float)0.25;
@@ -242,8 +242,8 @@ static void check_peak_rss(void) {
         }
     }
     CHECK(ok && n == 512 * 2048 && bad == 0, "big merge: %s: %zu of %zu elements differ", name, bad, n);
-    st_close(m);
-    for (int i = 0; i < 4; i++) st_close(e[i]);
+    xd_st_close(m);
+    for (int i = 0; i < 4; i++) xd_st_close(e[i]);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s/BIG*", dir);
     if (system(cmd)) {}
@@ -313,17 +313,17 @@ int main(void) {
         char pa[512], pb[512];
         snprintf(pa, sizeof pa, "%s/E2/model.safetensors", dir);
         snprintf(pb, sizeof pb, "%s/M1/model.safetensors", dir);
-        st_set *a = st_open(pa), *b = st_open(pb);
+        st_set *a = xd_st_open(pa), *b = xd_st_open(pb);
         CHECK(a && b && a->n_tensors == b->n_tensors, "tensor counts");
         int same = 0;
         for (int t = 0; a && b && t < a->n_tensors; t++) {
-            const st_tensor *x = &a->tensors[t], *y = st_find(b, x->name);
+            const st_tensor *x = &a->tensors[t], *y = xd_st_find(b, x->name);
             same += y && x->nbytes == y->nbytes && x->dtype == y->dtype && !memcmp(x->data, y->data, x->nbytes);
         }
         CHECK(a && same == a->n_tensors, "weight 1: %d of %d tensors bit for bit", same, a ? a->n_tensors : 0);
         printf("weight 1: %d of %d tensors bit for bit\n", same, a ? a->n_tensors : 0);
-        st_close(a);
-        st_close(b);
+        xd_st_close(a);
+        xd_st_close(b);
     }
 
     /* refusals */

@@ -528,13 +528,13 @@ static void test_fd(void) {
 /* ---- 4. PyTorch --------------------------------------------------------------------- */
 
 static float *st_get(const st_set *s, const char *name, int64_t n) {
-    const st_tensor *t = st_find(s, name);
+    const st_tensor *t = xd_st_find(s, name);
     if (!t) return NULL;
     int64_t cnt = 1;
     for (int i = 0; i < t->n_dims; i++) cnt *= t->shape[i];
     if (cnt != n) return NULL;
     float *x = fbuf((size_t)n);
-    st_to_f32(s, t, x);
+    xd_st_to_f32(s, t, x);
     return x;
 }
 
@@ -612,13 +612,13 @@ static void torch_case(const st_set *s, const char *cs, int has_init) {
 static void test_torch(void) {
     printf("PyTorch float64 parallel form + autograd (T=70, H=2, d_φ=16, d_v=8; chunk 16), "
            "tolerance 1e-4:\n");
-    st_set *s = st_open(FIXTURE("mlstm_ref.safetensors"));
+    st_set *s = xd_st_open(FIXTURE("mlstm_ref.safetensors"));
     CHECK(s != NULL, "fixture: %s", xd_last_error());
     if (!s) return;
     torch_case(s, "A", 0);
     torch_case(s, "B", 1);
     torch_case(s, "C", 1);
-    st_close(s);
+    xd_st_close(s);
 }
 
 /* ---- 5. accumulation, NULL gradients, threads ------------------------------------------ */

@@ -106,10 +106,10 @@ static int64_t n_elems(const st_tensor *t) {
 }
 
 static float *tensor_f32(const st_set *s, const char *name) {
-    const st_tensor *t = st_find(s, name);
+    const st_tensor *t = xd_st_find(s, name);
     if (!t) return NULL;
     float *v = malloc((size_t)n_elems(t) * sizeof *v + 1);
-    if (st_to_f32(s, t, v)) { free(v); return NULL; }
+    if (xd_st_to_f32(s, t, v)) { free(v); return NULL; }
     return v;
 }
 
@@ -120,20 +120,20 @@ static void check_model_tensors(const char *model) {
     json_error_t jerr;
     json_t *rows = json_load_file(list, 0, &jerr);
     CHECK(json_is_array(rows), "%s: %s", list, jerr.text);
-    st_set *s = st_open_dir(dir);
-    CHECK(s != NULL, "st_open_dir(%s): %s", dir, xd_last_error());
-    if (!s || !rows) { st_close(s); json_decref(rows); return; }
+    st_set *s = xd_st_open_dir(dir);
+    CHECK(s != NULL, "xd_st_open_dir(%s): %s", dir, xd_last_error());
+    if (!s || !rows) { xd_st_close(s); json_decref(rows); return; }
     CHECK(s->n_tensors == (int)json_array_size(rows), "%s: %d tensors, tensors.json lists %zu",
           model, s->n_tensors, json_array_size(rows));
     size_t i;
     json_t *r;
     json_array_foreach(rows, i, r) {
         const char *name = json_string_value(json_object_get(r, "name"));
-        const st_tensor *t = st_find(s, name);
+        const st_tensor *t = xd_st_find(s, name);
         CHECK(t != NULL, "%s: tensor %s not found", model, name);
         if (!t) continue;
         CHECK(t->dtype == dtype_of(json_string_value(json_object_get(r, "dtype"))),
-              "%s: %s: dtype %s", model, name, st_dtype_name(t->dtype));
+              "%s: %s: dtype %s", model, name, xd_st_dtype_name(t->dtype));
         const char *file = json_string_value(json_object_get(r, "file"));
         const char *path = s->paths[t->file];
         CHECK(strlen(path) >= strlen(file) && !strcmp(path + strlen(path) - strlen(file), file),
@@ -145,7 +145,7 @@ static void check_model_tensors(const char *model) {
             CHECK(t->shape[d] == json_integer_value(json_array_get(shape, d)),
                   "%s: %s: shape[%d] = %lld", model, name, d, (long long)t->shape[d]);
         float *v = tensor_f32(s, name);
-        CHECK(v != NULL, "%s: %s: st_to_f32: %s", model, name, xd_last_error());
+        CHECK(v != NULL, "%s: %s: xd_st_to_f32: %s", model, name, xd_last_error());
         json_t *first = json_object_get(r, "first");
         for (size_t k = 0; v && k < json_array_size(first); k++)
             CHECK(v[k] == (float)json_number_value(json_array_get(first, k)),
@@ -153,7 +153,7 @@ static void check_model_tensors(const char *model) {
                   json_number_value(json_array_get(first, k)));
         free(v);
     }
-    st_close(s);
+    xd_st_close(s);
     json_decref(rows);
 }
 
@@ -162,15 +162,15 @@ static void check_same_weights(const char *a, const char *b, float rel) {
     char da[512], db[512];
     snprintf(da, sizeof da, FIXTURE("%s"), a);
     snprintf(db, sizeof db, FIXTURE("%s"), b);
-    st_set *sa = st_open_dir(da);
-    st_set *sb = st_open_dir(db);
+    st_set *sa = xd_st_open_dir(da);
+    st_set *sb = xd_st_open_dir(db);
     CHECK(sa && sb, "open %s / %s: %s", a, b, xd_last_error());
     if (sa && sb) {
         CHECK(sa->n_tensors == sb->n_tensors, "%s has %d tensors, %s %d", a, sa->n_tensors, b,
               sb->n_tensors);
         int bad = 0;
         for (int i = 0; i < sa->n_tensors; i++) {
-            const st_tensor *ta = &sa->tensors[i], *tb = st_find(sb, ta->name);
+            const st_tensor *ta = &sa->tensors[i], *tb = xd_st_find(sb, ta->name);
             if (!tb || n_elems(ta) != n_elems(tb)) { bad++; continue; }
             float *va = tensor_f32(sa, ta->name), *vb = tensor_f32(sb, ta->name);
             for (int64_t k = 0; va && vb && k < n_elems(ta); k++)
@@ -180,8 +180,8 @@ static void check_same_weights(const char *a, const char *b, float rel) {
         }
         CHECK(bad == 0, "%s vs %s: %d tensors differ", a, b, bad);
     }
-    st_close(sa);
-    st_close(sb);
+    xd_st_close(sa);
+    xd_st_close(sb);
 }
 
 /* ---- config.json --------------------------------------------------------- */
@@ -189,8 +189,8 @@ static void check_same_weights(const char *a, const char *b, float rel) {
 static int load_cfg(const char *model, xd_config *c) {
     char p[512];
     snprintf(p, sizeof p, FIXTURE("%s/config.json"), model);
-    int rc = hf_config_load(p, c);
-    CHECK(rc == 0, "hf_config_load(%s): %s", p, xd_last_error());
+    int rc = xd_hf_config_load(p, c);
+    CHECK(rc == 0, "xd_hf_config_load(%s): %s", p, xd_last_error());
     return rc;
 }
 
@@ -254,7 +254,7 @@ static void test_synthetic_configs(void) {
                   "\"high_freq_factor\":4.0,\"low_freq_factor\":1.0,"
                   "\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"},"
                   "\"tie_word_embeddings\":true,\"head_dim\":64}");
-    CHECK(hf_config_load(p, &c) == 0, "llama3.2: %s", xd_last_error());
+    CHECK(xd_hf_config_load(p, &c) == 0, "llama3.2: %s", xd_last_error());
     CHECK(c.rope_theta == 500000.0f && c.rope_scale_factor == 32 && c.rope_orig_ctx == 8192 &&
           c.head_dim == 64 && c.n_kv_head == 8 && c.tied_embeddings && c.max_ctx == 131072,
           "llama3.2 fields");
@@ -263,7 +263,7 @@ static void test_synthetic_configs(void) {
     write_text(p, "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,"
                   "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"intermediate_size\":96,"
                   "\"vocab_size\":300,\"rope_scaling\":null,\"head_dim\":null}");
-    CHECK(hf_config_load(p, &c) == 0, "llama defaults: %s", xd_last_error());
+    CHECK(xd_hf_config_load(p, &c) == 0, "llama defaults: %s", xd_last_error());
     CHECK(c.n_kv_head == 4 && c.head_dim == 16 && c.rope_theta == 10000.0f &&
           c.norm_eps == 1e-6f && c.tied_embeddings == 0 && c.max_ctx == 2048 &&
           c.rope_scale_factor == 0, "llama defaults: kv %d hd %d theta %g eps %g", c.n_kv_head,
@@ -272,12 +272,12 @@ static void test_synthetic_configs(void) {
                   "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"intermediate_size\":96,"
                   "\"vocab_size\":300,\"rope_parameters\":{\"rope_type\":\"default\","
                   "\"rope_theta\":1000000.0}}");
-    CHECK(hf_config_load(p, &c) == 0, "qwen3 defaults: %s", xd_last_error());
+    CHECK(xd_hf_config_load(p, &c) == 0, "qwen3 defaults: %s", xd_last_error());
     CHECK(c.head_dim == 128 && c.rope_theta == 1e6f && c.max_ctx == 32768, "qwen3 defaults");
     write_text(p, "{\"model_type\":\"olmo2\",\"hidden_size\":64,\"num_hidden_layers\":2,"
                   "\"num_attention_heads\":4,\"intermediate_size\":96,\"vocab_size\":300,"
                   "\"rope_theta\":500000}");
-    CHECK(hf_config_load(p, &c) == 0, "olmo2 by model_type: %s", xd_last_error());
+    CHECK(xd_hf_config_load(p, &c) == 0, "olmo2 by model_type: %s", xd_last_error());
     CHECK(c.arch == XD_ARCH_OLMO2 && c.norm_eps == 1e-5f && c.rope_theta == 500000.0f,
           "olmo2 defaults");
 }
@@ -291,7 +291,7 @@ static void bad_config(const char *json, const char *what) {
     write_text(p, json);
     xd_config c;
     xd_err_clear();
-    CHECK(hf_config_load(p, &c) == -1, "config should fail (%s): %s", what, json);
+    CHECK(xd_hf_config_load(p, &c) == -1, "config should fail (%s): %s", what, json);
     CHECK_ERR(p, what);
 }
 
@@ -336,7 +336,7 @@ static void test_bad_configs(void) {
     bad_config("", "malformed JSON");
     xd_config c;
     const char *missing = join(tmp_root, "no-such-dir/config.json");
-    CHECK(hf_config_load(missing, &c) == -1, "missing config.json should fail");
+    CHECK(xd_hf_config_load(missing, &c) == -1, "missing config.json should fail");
     CHECK_ERR(missing, "cannot open");
 }
 
@@ -350,15 +350,15 @@ static uint64_t orig_hlen;
 static void expect_fail(const char *dir, const char *what) {
     const char *p = join(dir, "model.safetensors");
     xd_err_clear();
-    st_set *s = st_open(p);
-    CHECK(s == NULL, "%s: st_open should fail (%s)", p, what);
+    st_set *s = xd_st_open(p);
+    CHECK(s == NULL, "%s: xd_st_open should fail (%s)", p, what);
     CHECK_ERR(p, what);
-    st_close(s);
+    xd_st_close(s);
     xd_err_clear();
-    s = st_open_dir(dir);
-    CHECK(s == NULL, "%s: st_open_dir should fail (%s)", dir, what);
+    s = xd_st_open_dir(dir);
+    CHECK(s == NULL, "%s: xd_st_open_dir should fail (%s)", dir, what);
     CHECK_ERR("model.safetensors", what);
-    st_close(s);
+    xd_st_close(s);
 }
 
 static void bad_bytes(const void *b, size_t n, const char *what) {
@@ -450,7 +450,7 @@ static void test_bad_files(void) {
 
     const char *empty = new_dir("st-empty");
     xd_err_clear();
-    CHECK(st_open_dir(empty) == NULL, "empty dir should fail");
+    CHECK(xd_st_open_dir(empty) == NULL, "empty dir should fail");
     CHECK_ERR(empty, "no model.safetensors");
 }
 
@@ -474,29 +474,29 @@ static void test_synthetic_files(void) {
     CHECK(strlen(hdr) % 2 == 1, "header length should be odd");
     const char *p = join(d, "model.safetensors");
     write_st(p, hdr, data, sizeof data);
-    st_set *s = st_open_dir(d);
+    st_set *s = xd_st_open_dir(d);
     CHECK(s != NULL, "synthetic: %s", xd_last_error());
     if (s) {
-        CHECK(s->n_tensors == 4 && !st_find(s, "__metadata__"), "synthetic: %d tensors",
+        CHECK(s->n_tensors == 4 && !xd_st_find(s, "__metadata__"), "synthetic: %d tensors",
               s->n_tensors);
         float v[4] = {0};
-        const st_tensor *t = st_find(s, "h");
+        const st_tensor *t = xd_st_find(s, "h");
         CHECK(t && t->dtype == ST_F16 && t->nbytes == 8, "h");
-        if (t && !st_to_f32(s, t, v))
+        if (t && !xd_st_to_f32(s, t, v))
             CHECK(v[0] == 1 && v[1] == -2 && v[2] == 0.5f && v[3] == 65504, "f16 %g %g %g %g",
                   v[0], v[1], v[2], v[3]);
-        t = st_find(s, "b");
-        if (t && !st_to_f32(s, t, v))
+        t = xd_st_find(s, "b");
+        if (t && !xd_st_to_f32(s, t, v))
             CHECK(v[0] == 3 && v[1] == -0.15625f, "bf16 %g %g", v[0], v[1]);
-        t = st_find(s, "s");
+        t = xd_st_find(s, "s");
         CHECK(t && t->n_dims == 0, "scalar");
-        if (t && !st_to_f32(s, t, v)) CHECK(v[0] == 7.25f, "scalar %g", v[0]);
-        t = st_find(s, "z");
+        if (t && !xd_st_to_f32(s, t, v)) CHECK(v[0] == 7.25f, "scalar %g", v[0]);
+        t = xd_st_find(s, "z");
         CHECK(t && t->n_dims == 2 && t->shape[0] == 0 && t->nbytes == 0, "empty tensor");
-        CHECK(!st_find(s, "nope") && !st_find(s, ""), "st_find of an absent name");
-        CHECK(!strcmp(st_dtype_name(ST_BF16), "BF16"), "dtype name");
+        CHECK(!xd_st_find(s, "nope") && !xd_st_find(s, ""), "xd_st_find of an absent name");
+        CHECK(!strcmp(xd_st_dtype_name(ST_BF16), "BF16"), "dtype name");
     }
-    st_close(s);
+    xd_st_close(s);
 
     /* two shards both holding "w" */
     const char *d2 = new_dir("st-dup-shards");
@@ -508,7 +508,7 @@ static void test_synthetic_files(void) {
     write_text(join(d2, "model.safetensors.index.json"),
                "{\"weight_map\":{\"w\":\"a.safetensors\",\"v\":\"b.safetensors\"}}");
     xd_err_clear();
-    CHECK(st_open_dir(d2) == NULL, "duplicate across shards should fail");
+    CHECK(xd_st_open_dir(d2) == NULL, "duplicate across shards should fail");
     CHECK_ERR("b.safetensors", "duplicate");
 }
 
@@ -549,17 +549,17 @@ static const char *sharded_copy(int skip, const char *index) {
 
 static void bad_shards(const char *d, const char *file, const char *what) {
     xd_err_clear();
-    st_set *s = st_open_dir(d);
+    st_set *s = xd_st_open_dir(d);
     CHECK(s == NULL, "%s should fail (%s)", d, what);
     CHECK_ERR(file, what);
-    st_close(s);
+    xd_st_close(s);
 }
 
 static void test_bad_shards(void) {
     const char *d = sharded_copy(-1, NULL);
-    st_set *s = st_open_dir(d);
+    st_set *s = xd_st_open_dir(d);
     CHECK(s && s->n_files == 4, "sharded copy opens: %s", xd_last_error());
-    st_close(s);
+    xd_st_close(s);
 
     bad_shards(sharded_copy(1, NULL), shards[1], "missing");
     bad_shards(sharded_copy(-1, "{\"weight_map\":{\"model.norm.weight\":\"../x.safetensors\"}}"),

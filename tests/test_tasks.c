@@ -66,11 +66,11 @@ static void check_passkey(const char *task, json_t *ex, int mult2 /* 2 x multipl
     size_t total = approx(p);
     /* at most mult2/2 W tokens, unless the key sentence, the question and (long
      * variants) 1.5 W tokens between them need more */
-    size_t least = mult2 > 2 ? (size_t)tg_far_gap(WIN) + 20 : 30;
+    size_t least = mult2 > 2 ? (size_t)xd_tg_far_gap(WIN) + 20 : 30;
     CHECK(total * 2 <= (size_t)mult2 * WIN || total <= least, "%s: %zu tokens for %d/2 W", task,
           total, mult2);
     if (mult2 > 2 && at) {
-        CHECK(approx(at + strlen(key)) >= (size_t)tg_far_gap(WIN),
+        CHECK(approx(at + strlen(key)) >= (size_t)xd_tg_far_gap(WIN),
               "%s: the key is only %zu tokens before the end", task, approx(at + strlen(key)));
         CHECK(total * 4 >= (size_t)mult2 * WIN, "%s: %zu tokens, too short for %d/2 W", task, total,
               mult2);
@@ -107,7 +107,7 @@ static void check_copy(json_t *ex) {
     for (const char *c = t; *c; c++) words += *c == ' ';
     CHECK(words == 8, "copy: %d words", words);
     if (end)
-        CHECK(approx(end + 2) >= (size_t)tg_far_gap(WIN), "copy: list only %zu tokens back",
+        CHECK(approx(end + 2) >= (size_t)xd_tg_far_gap(WIN), "copy: list only %zu tokens back",
               approx(end + 2));
 }
 
@@ -129,7 +129,7 @@ static void check_recall(json_t *ex) {
     unsigned v = 0;
     sscanf(pair + strlen(pat), "%u", &v);
     CHECK(v == (unsigned)atoi(t), "assoc_recall: %s is %u, target %s", key, v, t);
-    CHECK(approx(strchr(pair + 1, '\n') + 1) >= (size_t)tg_far_gap(WIN),
+    CHECK(approx(strchr(pair + 1, '\n') + 1) >= (size_t)xd_tg_far_gap(WIN),
           "assoc_recall: pair too near");
     /* the answered queries are right */
     for (const char *l = ask + strlen("Now the words again, with their numbers.\n"); l < last;
@@ -199,12 +199,12 @@ static void check_cloze(const char *task, json_t *ex, int far) {
     CHECK(m != NULL, "%s: '%s' is not in the context", task, name);
     /* the generator counts the space before the answer too: allow 1 token */
     if (m && far)
-        CHECK(approx(m + k - 1) + 1 >= (size_t)tg_far_gap(WIN) &&
-                  approx(ctx) <= (size_t)tg_cloze_far_cap(WIN),
+        CHECK(approx(m + k - 1) + 1 >= (size_t)xd_tg_far_gap(WIN) &&
+                  approx(ctx) <= (size_t)xd_tg_cloze_far_cap(WIN),
               "%s: last mention %zu tokens back, context %zu", task, approx(m + k - 1),
               approx(ctx));
     if (!far)
-        CHECK(approx(ctx) <= (size_t)tg_cloze_near_cap(WIN), "%s: context of %zu tokens", task,
+        CHECK(approx(ctx) <= (size_t)xd_tg_cloze_near_cap(WIN), "%s: context of %zu tokens", task,
               approx(ctx));
     free(want);
 }
@@ -212,7 +212,7 @@ static void check_cloze(const char *task, json_t *ex, int far) {
 static void check_ppl(const char *task, json_t *ex, const tg_corpus *c) {
     const char *t = str(ex, "text");
     CHECK(strstr(c->s, t) != NULL, "%s: passage is not source text: %.60s", task, t);
-    CHECK(approx(t) >= (size_t)tg_ppl_len(WIN), "%s: passage of %zu tokens", task, approx(t));
+    CHECK(approx(t) >= (size_t)xd_tg_ppl_len(WIN), "%s: passage of %zu tokens", task, approx(t));
 }
 
 /* ---- the suite's format -------------------------------------------------------- */
@@ -316,7 +316,7 @@ static void check_suite(const char *dir) {
         CHECK(file_exists(p), "%s: %s missing", name, p);
         char *data;
         size_t len;
-        if (tg_read_file(p, &data, &len)) continue;
+        if (xd_tg_read_file(p, &data, &len)) continue;
         CHECK(len && data[len - 1] == '\n', "%s: last line unterminated", name);
         size_t lines = 0;
         for (char *l = data; *l;) {
@@ -353,7 +353,7 @@ static int same_files(const char *a, const char *b, int *n_differ, int *n_files)
         size_t la = 0, lb = 0;
         snprintf(pa, sizeof pa, "%s/%s", a, name);
         snprintf(pb, sizeof pb, "%s/%s", b, name);
-        int ok = !tg_read_file(pa, &da, &la) && !tg_read_file(pb, &db, &lb) && la == lb &&
+        int ok = !xd_tg_read_file(pa, &da, &la) && !xd_tg_read_file(pb, &db, &lb) && la == lb &&
                  !memcmp(da, db, la);
         (*n_files)++;
         if (!ok) {
@@ -391,7 +391,7 @@ int main(void) {
     snprintf(c, sizeof c, "%s/c", root);
     snprintf(d, sizeof d, "%s/d", root);
     snprintf(src, sizeof src, "%s/src", root);
-    CHECK(!tg_load_kjv(&kjv, NULL) && !tg_load_licenses(&lic, NULL) && !tg_load_wordnet(&wn, NULL),
+    CHECK(!xd_tg_load_kjv(&kjv, NULL) && !xd_tg_load_licenses(&lic, NULL) && !xd_tg_load_wordnet(&wn, NULL),
           "loading the sources: %s", xd_last_error());
 
     /* a suite; its format and answers */
@@ -474,9 +474,9 @@ int main(void) {
     snprintf(args, sizeof args, "%s/x", root);
     CHECK(!path_exists(args), "a failed run left %s", args);
 
-    tg_corpus_free(&kjv);
-    tg_corpus_free(&lic);
-    tg_wordnet_free(&wn);
+    xd_tg_corpus_free(&kjv);
+    xd_tg_corpus_free(&lic);
+    xd_tg_wordnet_free(&wn);
     xd_rmtree(root);
     return test_summary("test_tasks");
 }

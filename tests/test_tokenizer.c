@@ -146,7 +146,7 @@ static void test_gguf_fixture(const gguf_file *g, const xd_tokenizer *base) {
             while (v < n_vars && strcmp(vars[v].pre, f.pre)) v++;
             if (v == n_vars && n_vars < 8) {
                 snprintf(vars[v].pre, sizeof vars[v].pre, "%s", f.pre);
-                vars[v].t = tokenizer_from_gguf_pre(g, f.pre);
+                vars[v].t = xd_tokenizer_from_gguf_pre(g, f.pre);
                 CHECK(vars[v].t != NULL, "pre '%s': %s", f.pre, xd_last_error());
                 n_vars++;
             }
@@ -192,7 +192,7 @@ static void test_api(const xd_tokenizer *t, const gguf_file *g) {
     free(ids);
 
     /* the hash: stable across loads, sensitive to the pre-tokenizer */
-    xd_tokenizer *t2 = tokenizer_from_gguf(g), *t3 = tokenizer_from_gguf_pre(g, "gpt2");
+    xd_tokenizer *t2 = xd_tokenizer_from_gguf(g), *t3 = xd_tokenizer_from_gguf_pre(g, "gpt2");
     CHECK(t2 && t3, "reload: %s", xd_last_error());
     if (t2 && t3) {
         CHECK(xd_tokenizer_hash(t) == xd_tokenizer_hash(t2) && xd_tokenizer_hash(t) != 0, "hash unstable");
@@ -587,10 +587,10 @@ static const char *write_gguf(const char *name, const char *model, const char *p
 }
 
 static void expect_gguf(const char *path, const char *what, const char *needle) {
-    gguf_file *g = gguf_open(path);
-    CHECK(g != NULL, "%s: gguf_open: %s", what, xd_last_error());
+    gguf_file *g = xd_gguf_open(path);
+    CHECK(g != NULL, "%s: xd_gguf_open: %s", what, xd_last_error());
     if (!g) return;
-    xd_tokenizer *t = tokenizer_from_gguf(g);
+    xd_tokenizer *t = xd_tokenizer_from_gguf(g);
     if (!needle) {
         CHECK(t != NULL, "%s: %s", what, xd_last_error());
         if (t) {
@@ -607,7 +607,7 @@ static void expect_gguf(const char *path, const char *what, const char *needle) 
               t ? "(loaded)" : xd_last_error());
     }
     xd_tokenizer_free(t);
-    gguf_close(g);
+    xd_gguf_close(g);
 }
 
 static void test_gguf_errors(void) {
@@ -630,14 +630,14 @@ int main(void) {
     test_json();
 
     const char *teacher = teacher_path();
-    gguf_file *g = gguf_open(teacher);
+    gguf_file *g = xd_gguf_open(teacher);
     if (!g) {
         fprintf(stderr, "test_tokenizer: teacher model %s not found (%s); `make test` installs it, or "
                 "set XD_TEACHER\n", teacher, xd_last_error());
         CHECK(0, "teacher model missing");
     } else {
-        xd_tokenizer *t = tokenizer_from_gguf(g);
-        CHECK(t != NULL, "tokenizer_from_gguf: %s", xd_last_error());
+        xd_tokenizer *t = xd_tokenizer_from_gguf(g);
+        CHECK(t != NULL, "xd_tokenizer_from_gguf: %s", xd_last_error());
         if (t) {
             test_api(t, g);
             test_gguf_fixture(g, t);
@@ -645,7 +645,7 @@ int main(void) {
             test_speed(t);
         }
         xd_tokenizer_free(t);
-        gguf_close(g);
+        xd_gguf_close(g);
     }
 
     char cmd[300];

@@ -225,7 +225,7 @@ static void test_accum_freeze_finetune(void) {
     snprintf(pa, sizeof pa, "%s/model", b);
     xd_model *mb = xd_model_load(pa);
     xd_config cfg;
-    CHECK(hf_config_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama/config.json", &cfg) == 0, "cfg");
+    CHECK(xd_hf_config_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama/config.json", &cfg) == 0, "cfg");
     xd_model *init = xd_model_create(&cfg, 9);
     CHECK(mb && init, "load: %s", xd_last_error());
     if (mb && init) {

@@ -35,10 +35,10 @@ static void get_batch(int k, int32_t *tok, int32_t *tgt) {
 
 /* max |a − ref| / max |ref| over one tensor */
 static double tensor_rel(const float *a, const st_set *s, const char *name, int64_t n) {
-    const st_tensor *t = st_find(s, name);
+    const st_tensor *t = xd_st_find(s, name);
     if (!t) return 1e9;
     float *ref = malloc((size_t)n * sizeof(float));
-    st_to_f32(s, t, ref);
+    xd_st_to_f32(s, t, ref);
     double md = 0, mr = 0;
     for (int64_t i = 0; i < n; i++) {
         double d = fabs(a[i] - ref[i]);
@@ -72,7 +72,7 @@ int main(void) {
     CHECK(n == 32, "valid targets %lld", (long long)n);
     CHECK(fabs(sum / 32 - ref_loss) <= 1e-5 * ref_loss, "loss %.8f vs torch %.8f", sum / 32, ref_loss);
     printf("step-1 loss %.8f vs torch %.8f\n", sum / 32, ref_loss);
-    st_set *gs = st_open(DIR "grads.safetensors");
+    st_set *gs = xd_st_open(DIR "grads.safetensors");
     CHECK(gs != NULL, "grads.safetensors: %s", xd_last_error());
     xd_weight *ws;
     int nw;
@@ -85,7 +85,7 @@ int main(void) {
         if (r > worst) worst = r;
     }
     printf("gradients: %d tensors, worst rel err %.2e\n", nw, worst);
-    st_close(gs);
+    xd_st_close(gs);
 
     /* ---- 2. ten AdamW steps with clipping and the LR schedule */
     xd_model_free(m);
@@ -118,7 +118,7 @@ int main(void) {
     double rv = json_real_value(json_object_get(steps_json, "val_loss_after"));
     if (rv == 0) rv = json_real_value(json_object_get(steps_json, "val_loss"));
     CHECK(fabs(sum / 32 - rv) <= 1e-4 * rv, "val loss %.8f vs torch %.8f", sum / 32, rv);
-    st_set *fs = st_open(DIR "final_params.safetensors");
+    st_set *fs = xd_st_open(DIR "final_params.safetensors");
     CHECK(fs != NULL, "final_params.safetensors: %s", xd_last_error());
     worst = 0;
     /* ws pointed into the first model's arena, which is freed: list again */
@@ -130,7 +130,7 @@ int main(void) {
         if (r > worst) worst = r;
     }
     printf("after 10 steps: worst rel err of the parameters %.2e\n", worst);
-    st_close(fs);
+    xd_st_close(fs);
     free(ws);
     xd_groups_free(&g);
     xd_adamw_free(&opt);

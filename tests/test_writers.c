@@ -93,7 +93,7 @@ static void test_safetensors(void) {
         {"empty", ST_F32, 2, {0, 4}, NULL},
     };
     const char *p = tmp_path("t.safetensors");
-    CHECK(st_write(p, ts, 5, "{\"format\": \"pt\", \"note\": \"x\"}") == 0, "st_write: %s", xd_last_error());
+    CHECK(xd_st_write(p, ts, 5, "{\"format\": \"pt\", \"note\": \"x\"}") == 0, "xd_st_write: %s", xd_last_error());
     size_t len = 0;
     char *raw = slurp(p, &len);
     CHECK(raw && len >= 8, "read back %s", p);
@@ -113,66 +113,66 @@ static void test_safetensors(void) {
         CHECK(h[hl - 1] == ' ' || h[hl - 1] == '}', "header padding");
     }
     free(raw);
-    st_set *st = st_open(p);
-    CHECK(st != NULL, "st_open: %s", xd_last_error());
+    st_set *st = xd_st_open(p);
+    CHECK(st != NULL, "xd_st_open: %s", xd_last_error());
     if (st) {
         CHECK(st->n_tensors == 5, "%d tensors", st->n_tensors);
-        const st_tensor *t = st_find(st, "z.f32");
+        const st_tensor *t = xd_st_find(st, "z.f32");
         float out[16];
         CHECK(t && t->dtype == ST_F32 && t->n_dims == 2 && t->shape[0] == 3 && t->shape[1] == 5, "z.f32 meta");
         if (t) {
-            st_to_f32(st, t, out);
+            xd_st_to_f32(st, t, out);
             CHECK(memcmp(out, a, sizeof a) == 0, "z.f32 data");
             CHECK(((const uint8_t *)t->data - st->maps[0]) % 4 == 0, "f32 data not 4-aligned");
         }
-        t = st_find(st, "b.half");
+        t = xd_st_find(st, "b.half");
         CHECK(t && t->dtype == ST_F16 && t->n_dims == 1 && t->shape[0] == 7, "b.half meta");
         if (t) {
-            st_to_f32(st, t, out);
+            xd_st_to_f32(st, t, out);
             int ok = 1;
             for (int i = 0; i < 7; i++) ok &= out[i] == xd_fp16_to_fp32(xd_fp32_to_fp16(b[i]));
             CHECK(ok, "f16 data");
         }
-        t = st_find(st, "a.bf16");
+        t = xd_st_find(st, "a.bf16");
         CHECK(t && t->dtype == ST_BF16 && t->shape[0] == 2 && t->shape[1] == 3, "a.bf16 meta");
         if (t) {
-            st_to_f32(st, t, out);
+            xd_st_to_f32(st, t, out);
             int ok = 1;
             for (int i = 0; i < 6; i++) ok &= fabsf(out[i] - c[i]) <= fabsf(c[i]) * (1.0f / 256);
             CHECK(ok && out[5] == 1.0f, "bf16 data (rounded to nearest even): %g", (double)out[5]);
         }
-        t = st_find(st, "scalar");
+        t = xd_st_find(st, "scalar");
         CHECK(t && t->n_dims == 0 && t->nbytes == 4, "scalar meta");
         if (t) {
-            st_to_f32(st, t, out);
+            xd_st_to_f32(st, t, out);
             CHECK(out[0] == 3.25f, "scalar value");
         }
-        t = st_find(st, "empty");
+        t = xd_st_find(st, "empty");
         CHECK(t && t->nbytes == 0 && t->shape[0] == 0 && t->shape[1] == 4, "empty tensor");
-        st_close(st);
+        xd_st_close(st);
     }
-    CHECK(leftovers(g_tmp) == 0, "leftovers after st_write");
+    CHECK(leftovers(g_tmp) == 0, "leftovers after xd_st_write");
 
     /* bad input: nothing written, the old file stays */
     size_t before_len = 0;
     char *before = slurp(p, &before_len);
     st_write_tensor dup[] = {{"x", ST_F32, 1, {1}, a}, {"x", ST_F32, 1, {1}, b}};
-    CHECK(st_write(p, dup, 2, NULL) == -1 && strstr(xd_last_error(), "'x' is given twice") &&
+    CHECK(xd_st_write(p, dup, 2, NULL) == -1 && strstr(xd_last_error(), "'x' is given twice") &&
               strstr(xd_last_error(), p), "duplicate: %s", xd_last_error());
     st_write_tensor bad[] = {{"", ST_F32, 1, {1}, a}};
-    CHECK(st_write(p, bad, 1, NULL) == -1 && strstr(xd_last_error(), "empty name"), "empty name: %s", xd_last_error());
+    CHECK(xd_st_write(p, bad, 1, NULL) == -1 && strstr(xd_last_error(), "empty name"), "empty name: %s", xd_last_error());
     bad[0] = (st_write_tensor){"n", ST_F32, 1, {4}, NULL};
-    CHECK(st_write(p, bad, 1, NULL) == -1 && strstr(xd_last_error(), "no data"), "no data: %s", xd_last_error());
+    CHECK(xd_st_write(p, bad, 1, NULL) == -1 && strstr(xd_last_error(), "no data"), "no data: %s", xd_last_error());
     bad[0] = (st_write_tensor){"n", ST_F32, 2, {4, -1}, a};
-    CHECK(st_write(p, bad, 1, NULL) == -1 && strstr(xd_last_error(), "negative"), "negative: %s", xd_last_error());
+    CHECK(xd_st_write(p, bad, 1, NULL) == -1 && strstr(xd_last_error(), "negative"), "negative: %s", xd_last_error());
     bad[0] = (st_write_tensor){"n", ST_F32, 1, {1}, a};
-    CHECK(st_write(p, bad, 1, "{\"n\": 3}") == -1 && strstr(xd_last_error(), "__metadata__.n"),
+    CHECK(xd_st_write(p, bad, 1, "{\"n\": 3}") == -1 && strstr(xd_last_error(), "__metadata__.n"),
           "metadata value: %s", xd_last_error());
-    CHECK(st_write(p, bad, 1, "[1]") == -1 && strstr(xd_last_error(), "__metadata__"), "metadata array: %s",
+    CHECK(xd_st_write(p, bad, 1, "[1]") == -1 && strstr(xd_last_error(), "__metadata__"), "metadata array: %s",
           xd_last_error());
     /* an injected ENOSPC while writing the data */
     xd_atomic_inject_fault(3, ENOSPC);
-    CHECK(st_write(p, ts, 5, NULL) == -1 && strstr(xd_last_error(), "No space left on device") &&
+    CHECK(xd_st_write(p, ts, 5, NULL) == -1 && strstr(xd_last_error(), "No space left on device") &&
               strstr(xd_last_error(), p), "ENOSPC: %s", xd_last_error());
     xd_atomic_inject_fault(0, 0);
     size_t after_len = 0;
@@ -181,10 +181,10 @@ static void test_safetensors(void) {
           "failed writes changed %s", p);
     free(before);
     free(after);
-    CHECK(leftovers(g_tmp) == 0, "leftovers after failed st_write");
+    CHECK(leftovers(g_tmp) == 0, "leftovers after failed xd_st_write");
     /* missing directory */
     const char *nodir = tmp_path("no/such/dir/x.safetensors");
-    CHECK(st_write(nodir, ts, 1, NULL) == -1 && strstr(xd_last_error(), nodir) &&
+    CHECK(xd_st_write(nodir, ts, 1, NULL) == -1 && strstr(xd_last_error(), nodir) &&
               strstr(xd_last_error(), "No such file or directory"), "missing dir: %s", xd_last_error());
 }
 
@@ -216,9 +216,9 @@ static void test_config(void) {
         memset(&a, 0, sizeof a);
         memset(&b, 0, sizeof b);
         const char *out = tmp_path("config.json");
-        CHECK(hf_config_load(src, &a) == 0, "%s: %s", src, xd_last_error());
-        CHECK(hf_config_save(&a, out) == 0, "save %s: %s", TINY[i], xd_last_error());
-        CHECK(hf_config_load(out, &b) == 0, "reload %s: %s", TINY[i], xd_last_error());
+        CHECK(xd_hf_config_load(src, &a) == 0, "%s: %s", src, xd_last_error());
+        CHECK(xd_hf_config_save(&a, out) == 0, "save %s: %s", TINY[i], xd_last_error());
+        CHECK(xd_hf_config_load(out, &b) == 0, "reload %s: %s", TINY[i], xd_last_error());
         CHECK(cfg_same(&a, &b, TINY[i]), "%s: config changed in the round trip", TINY[i]);
         char *text = slurp(out, NULL);
         CHECK(text && strstr(text, "\"rms_norm_eps\": 1e-0"), "%s: eps not in shortest form", TINY[i]);
@@ -233,11 +233,11 @@ static void test_config(void) {
 
     /* extra fields override and add */
     xd_config c;
-    CHECK(hf_config_load(FIXTURE("tiny-qwen3/config.json"), &c) == 0, "load: %s", xd_last_error());
+    CHECK(xd_hf_config_load(FIXTURE("tiny-qwen3/config.json"), &c) == 0, "load: %s", xd_last_error());
     json_t *extra = json_pack("{s:s, s:[s], s:f, s:{s:i}}", "model_type", "xd_student", "architectures",
                               "XdStudentForCausalLM", "slstm_ratio", 0.25, "student", "n_mlstm", 3);
     const char *out = tmp_path("student.json");
-    CHECK(hf_config_save_ex(&c, extra, out) == 0, "save_ex: %s", xd_last_error());
+    CHECK(xd_hf_config_save_ex(&c, extra, out) == 0, "save_ex: %s", xd_last_error());
     json_t *j = json_load_file(out, 0, NULL);
     CHECK(j && !strcmp(json_string_value(json_object_get(j, "model_type")), "xd_student"), "model_type override");
     CHECK(j && !strcmp(json_string_value(json_array_get(json_object_get(j, "architectures"), 0)),
@@ -247,29 +247,29 @@ static void test_config(void) {
     CHECK(j && json_integer_value(json_object_get(j, "hidden_size")) == c.d_model, "base fields kept");
     json_decref(j);
     json_t *notobj = json_integer(3);
-    CHECK(hf_config_save_ex(&c, notobj, out) == -1 && strstr(xd_last_error(), "extra"), "extra not an object");
+    CHECK(xd_hf_config_save_ex(&c, notobj, out) == -1 && strstr(xd_last_error(), "extra"), "extra not an object");
     json_decref(notobj);
     json_decref(extra);
 
     /* what config.json cannot say */
     xd_config bad = c;
     bad.arch = XD_ARCH_LLAMA;
-    CHECK(hf_config_save(&bad, out) == -1 && strstr(xd_last_error(), "qk_norm") && strstr(xd_last_error(), out),
+    CHECK(xd_hf_config_save(&bad, out) == -1 && strstr(xd_last_error(), "qk_norm") && strstr(xd_last_error(), out),
           "qk_norm on llama: %s", xd_last_error());
     bad = c;
     bad.qkv_bias = 1;
-    CHECK(hf_config_save(&bad, out) == -1 && strstr(xd_last_error(), "qkv_bias"), "bias on qwen3: %s", xd_last_error());
+    CHECK(xd_hf_config_save(&bad, out) == -1 && strstr(xd_last_error(), "qkv_bias"), "bias on qwen3: %s", xd_last_error());
     bad = c;
     bad.n_kv_head = 3;
-    CHECK(hf_config_save(&bad, out) == -1 && strstr(xd_last_error(), "n_kv_head"), "kv heads: %s", xd_last_error());
-    CHECK(hf_config_save(&c, tmp_path("nodir/config.json")) == -1 &&
+    CHECK(xd_hf_config_save(&bad, out) == -1 && strstr(xd_last_error(), "n_kv_head"), "kv heads: %s", xd_last_error());
+    CHECK(xd_hf_config_save(&c, tmp_path("nodir/config.json")) == -1 &&
               strstr(xd_last_error(), "nodir/config.json") && strstr(xd_last_error(), "No such file"),
           "missing dir: %s", xd_last_error());
 
     /* shortest reals, Python's layout */
     json_t *r = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:[]}", "a", 1e-6, "b", 10000.0, "c", 0.1,
                           "d", 1.5e-5, "e", 1e16, "f", -0.0, "g");
-    char *txt = hf_json_pretty(r);
+    char *txt = xd_hf_json_pretty(r);
     CHECK(txt && !strcmp(txt, "{\n  \"a\": 1e-06,\n  \"b\": 10000.0,\n  \"c\": 0.1,\n  \"d\": 1.5e-05,\n"
                               "  \"e\": 1e+16,\n  \"f\": -0.0,\n  \"g\": []\n}\n"),
           "pretty JSON:\n%s", txt ? txt : "(null)");
@@ -369,11 +369,11 @@ static void test_tokenizer_json(void) {
         printf("SKIP SmolLM2 tokenizer round trip: %s not found\n", tp);
         return;
     }
-    gguf_file *g = gguf_open(tp);
+    gguf_file *g = xd_gguf_open(tp);
     CHECK(g != NULL, "%s: %s", tp, xd_last_error());
     if (!g) return;
     const char *jsonl = FIXTURE("tokenizer_smollm2.jsonl");
-    t = tokenizer_from_gguf(g);
+    t = xd_tokenizer_from_gguf(g);
     CHECK(t != NULL, "SmolLM2 tokenizer: %s", xd_last_error());
     if (t) {
         xd_tokenizer *u = tok_round_trip(t, "tok_smollm2");
@@ -392,7 +392,7 @@ static void test_tokenizer_json(void) {
     /* variants: aliases come back under the name they behave as */
     static const char *const VAR[][2] = {{"gpt-2", "gpt2"}, {"llama-bpe", "llama3"}, {"dbrx", "dbrx"}, {"qwen2", "qwen2"}};
     for (int v = 0; v < 4; v++) {
-        xd_tokenizer *a = tokenizer_from_gguf_pre(g, VAR[v][0]), *canon = tokenizer_from_gguf_pre(g, VAR[v][1]);
+        xd_tokenizer *a = xd_tokenizer_from_gguf_pre(g, VAR[v][0]), *canon = xd_tokenizer_from_gguf_pre(g, VAR[v][1]);
         CHECK(a && canon, "pre %s: %s", VAR[v][0], xd_last_error());
         char name[64];
         snprintf(name, sizeof name, "tok_%s", VAR[v][1]);
@@ -408,7 +408,7 @@ static void test_tokenizer_json(void) {
         xd_tokenizer_free(a);
         xd_tokenizer_free(canon);
     }
-    xd_tokenizer *d = tokenizer_from_gguf_pre(g, "default");
+    xd_tokenizer *d = xd_tokenizer_from_gguf_pre(g, "default");
     if (d) {
         const char *p = tmp_path("tok_default.json");
         CHECK(xd_tokenizer_save_json(d, p) == -1 && strstr(xd_last_error(), "'default'") && strstr(xd_last_error(), p),
@@ -416,7 +416,7 @@ static void test_tokenizer_json(void) {
         CHECK(!exists(p), "refused tokenizer left a file");
     }
     xd_tokenizer_free(d);
-    gguf_close(g);
+    xd_gguf_close(g);
 }
 
 /* ---- models ------------------------------------------------------------------- */
@@ -493,7 +493,7 @@ static int saved_arch(const char *dir) {
     char p[1200];
     snprintf(p, sizeof p, "%s/config.json", dir);
     xd_config c;
-    if (hf_config_load(p, &c)) return -1;
+    if (xd_hf_config_load(p, &c)) return -1;
     xd_model *m = xd_model_load(dir);
     if (!m) return -1;
     xd_model_free(m);

@@ -12,33 +12,33 @@
 #include "xdistill.h"
 
 static int list_gguf(const char *path) {
-    gguf_file *g = gguf_open(path);
+    gguf_file *g = xd_gguf_open(path);
     if (!g) return cli_lib_error();
     printf("tensors (%llu, GGUF v%u):\n", (unsigned long long)g->n_tensors, g->version);
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor *t = &g->tensors[i];
-        printf("  %-40s %-7s [", t->name, ggml_type_name(t->type));
+        printf("  %-40s %-7s [", t->name, xd_ggml_type_name(t->type));
         for (int d = (int)t->n_dims - 1; d >= 0; d--) /* PyTorch order: outermost first */
             printf("%lld%s", (long long)t->ne[d], d ? ", " : "");
         printf("]\n");
     }
-    gguf_close(g);
+    xd_gguf_close(g);
     return 0;
 }
 
 static int list_safetensors(const char *dir) {
-    st_set *s = st_open_dir(dir);
+    st_set *s = xd_st_open_dir(dir);
     if (!s) return cli_lib_error();
     printf("tensors (%d, %d safetensors file%s):\n", s->n_tensors, s->n_files,
            s->n_files == 1 ? "" : "s");
     for (int i = 0; i < s->n_tensors; i++) {
         const st_tensor *t = &s->tensors[i];
-        printf("  %-50s %-5s [", t->name, st_dtype_name(t->dtype));
+        printf("  %-50s %-5s [", t->name, xd_st_dtype_name(t->dtype));
         for (int d = 0; d < t->n_dims; d++)
             printf("%lld%s", (long long)t->shape[d], d + 1 < t->n_dims ? ", " : "");
         printf("]\n");
     }
-    st_close(s);
+    xd_st_close(s);
     return 0;
 }
 

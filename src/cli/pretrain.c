@@ -33,7 +33,7 @@ int cmd_pretrain(int argc, char **argv) {
     }
     if (threads) xd_set_threads(threads);
     xd_config cfg;
-    if (hf_config_load(config, &cfg)) return cli_lib_error();
+    if (xd_hf_config_load(config, &cfg)) return cli_lib_error();
     xd_tokenizer *tok = xd_tokenizer_load(tok_path);
     if (!tok) return cli_lib_error();
     int n_tok = xd_tokenizer_n_tokens(tok);

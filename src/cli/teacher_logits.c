@@ -51,7 +51,7 @@ static int select_all(const float *logits, int n, int V, int k, int T, uint64_t 
     for (long i = 0; i < n; i++)
         if (xd_topk_select(logits + (size_t)i * V, V, k, ids + (size_t)i * k,
                            vals + (size_t)i * k)) {
-#pragma omp critical(xd_teacher_logits_nan)
+#pragma omp critical
             if (bad < 0 || i < bad) {
                 bad = i;
                 snprintf(msg, sizeof msg, "%s", xd_last_error());

@@ -24,24 +24,24 @@ typedef struct {
 } task_spec;
 
 static const task_spec TASKS[] = {
-    {"wordnet_define", "wordnet_define.jsonl", "choice", tg_gen_wordnet_define, 4, 0, NULL},
-    {"wordnet_gloss", "wordnet_gloss.jsonl", "choice", tg_gen_wordnet_gloss, 4, 0, "acc_norm"},
-    {"kjv_cloze_near", "kjv_cloze_near.jsonl", "choice", tg_gen_cloze_near, 4, 0, NULL},
-    {"kjv_cloze_far", "kjv_cloze_far.jsonl", "choice", tg_gen_cloze_far, 4, 1, NULL},
-    {"ppl_kjv", "ppl_kjv.jsonl", "perplexity", tg_gen_ppl_kjv, 0, -1, NULL},
-    {"ppl_licenses", "ppl_licenses.jsonl", "perplexity", tg_gen_ppl_licenses, 0, -1, NULL},
-    {"passkey_0.5w", "passkey_0.5w.jsonl", "generate", tg_gen_passkey_half, 0, 0, NULL},
-    {"passkey_2w", "passkey_2w.jsonl", "generate", tg_gen_passkey_2w, 0, 1, NULL},
-    {"passkey_8w", "passkey_8w.jsonl", "generate", tg_gen_passkey_8w, 0, 1, NULL},
-    {"assoc_recall", "assoc_recall.jsonl", "generate", tg_gen_recall, 0, 1, NULL},
-    {"copy", "copy.jsonl", "generate", tg_gen_copy, 0, 1, NULL},
-    {"arithmetic", "arithmetic.jsonl", "generate", tg_gen_arith, 0, 0, NULL},
+    {"wordnet_define", "wordnet_define.jsonl", "choice", xd_tg_gen_wordnet_define, 4, 0, NULL},
+    {"wordnet_gloss", "wordnet_gloss.jsonl", "choice", xd_tg_gen_wordnet_gloss, 4, 0, "acc_norm"},
+    {"kjv_cloze_near", "kjv_cloze_near.jsonl", "choice", xd_tg_gen_cloze_near, 4, 0, NULL},
+    {"kjv_cloze_far", "kjv_cloze_far.jsonl", "choice", xd_tg_gen_cloze_far, 4, 1, NULL},
+    {"ppl_kjv", "ppl_kjv.jsonl", "perplexity", xd_tg_gen_ppl_kjv, 0, -1, NULL},
+    {"ppl_licenses", "ppl_licenses.jsonl", "perplexity", xd_tg_gen_ppl_licenses, 0, -1, NULL},
+    {"passkey_0.5w", "passkey_0.5w.jsonl", "generate", xd_tg_gen_passkey_half, 0, 0, NULL},
+    {"passkey_2w", "passkey_2w.jsonl", "generate", xd_tg_gen_passkey_2w, 0, 1, NULL},
+    {"passkey_8w", "passkey_8w.jsonl", "generate", xd_tg_gen_passkey_8w, 0, 1, NULL},
+    {"assoc_recall", "assoc_recall.jsonl", "generate", xd_tg_gen_recall, 0, 1, NULL},
+    {"copy", "copy.jsonl", "generate", xd_tg_gen_copy, 0, 1, NULL},
+    {"arithmetic", "arithmetic.jsonl", "generate", xd_tg_gen_arith, 0, 0, NULL},
 };
 #define N_TASKS (sizeof TASKS / sizeof *TASKS)
 
 /* One line on what the task measures, with its sizes for this window. */
 static void describe(const char *name, int w, char *out, size_t cap) {
-    int gap = tg_far_gap(w);
+    int gap = xd_tg_far_gap(w);
     if (!strcmp(name, "wordnet_define"))
         snprintf(out, cap,
                  "WordNet: which of 4 words has this definition (most frequent sense "
@@ -52,23 +52,23 @@ static void describe(const char *name, int w, char *out, size_t cap) {
         snprintf(out, cap,
                  "King James Bible: which of 4 names comes next; the name was mentioned "
                  "earlier in a context of at most %d tokens (inside the window)",
-                 tg_cloze_near_cap(w));
+                 xd_tg_cloze_near_cap(w));
     else if (!strcmp(name, "kjv_cloze_far"))
         snprintf(out, cap,
                  "King James Bible: which of 4 names comes next; its previous mention "
                  "is at least %d tokens back (beyond the window of %d), in a context "
                  "of at most %d tokens from the chapter's start",
-                 gap, w, tg_cloze_far_cap(w));
+                 gap, w, xd_tg_cloze_far_cap(w));
     else if (!strcmp(name, "ppl_kjv"))
         snprintf(out, cap,
                  "perplexity (score 1/PPL) on King James Bible passages of ~%d tokens "
                  "(in-domain if the student was distilled on the KJV)",
-                 tg_ppl_len(w));
+                 xd_tg_ppl_len(w));
     else if (!strcmp(name, "ppl_licenses"))
         snprintf(out, cap,
                  "perplexity (score 1/PPL) on ~%d-token passages of the license texts "
                  "in /usr/share/common-licenses (out of domain)",
-                 tg_ppl_len(w));
+                 xd_tg_ppl_len(w));
     else if (!strcmp(name, "passkey_0.5w"))
         snprintf(out, cap,
                  "pass key retrieval: a 5-digit key in ~%d tokens of filler (0.5 W), "
@@ -176,14 +176,14 @@ static int write_suite(const char *out_dir, const xd_taskgen_opts *o, const tg_t
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     json_decref(root);
     tg_buf b = {0};
-    int rc = !text || tg_buf_puts(&b, text) || tg_buf_add(&b, "\n", 1);
+    int rc = !text || xd_tg_buf_puts(&b, text) || xd_tg_buf_add(&b, "\n", 1);
     free(text);
     snprintf(p, sizeof p, "%s/suite.json", d.tmp);
     if (rc)
         xd_err("out of memory (suite.json)");
     else
         rc = xd_write_file_atomic(p, b.s, b.n);
-    tg_buf_free(&b);
+    xd_tg_buf_free(&b);
     if (rc) goto fail;
     return xd_adir_commit(&d);
 fail:
@@ -200,7 +200,7 @@ int xd_tasks_make(const char *out_dir, const xd_taskgen_opts *o, xd_taskgen_info
     if (o->seed > (uint64_t)INT64_MAX)
         return xd_err("seed %llu is above 2^63 - 1", (unsigned long long)o->seed);
     if (strlen(out_dir) + 64 >= XD_APATH_MAX) return xd_err("%s: path too long", out_dir);
-    if (check_out_dir(out_dir) || tg_check_sources(o->sources)) return -1;
+    if (check_out_dir(out_dir) || xd_tg_check_sources(o->sources)) return -1;
 
     tg_corpus kjv = {0}, lic = {0};
     tg_wordnet wn = {0};
@@ -208,14 +208,14 @@ int xd_tasks_make(const char *out_dir, const xd_taskgen_opts *o, xd_taskgen_info
     xd_taskgen_info info[N_TASKS];
     memset(tasks, 0, sizeof tasks);
     int rc = -1;
-    if (tg_load_kjv(&kjv, o->sources) || tg_load_licenses(&lic, o->sources) ||
-        tg_load_wordnet(&wn, o->sources))
+    if (xd_tg_load_kjv(&kjv, o->sources) || xd_tg_load_licenses(&lic, o->sources) ||
+        xd_tg_load_wordnet(&wn, o->sources))
         goto done;
     tg_ctx c = {o->window, o->n, &kjv, &lic, &wn};
     for (size_t i = 0; i < N_TASKS; i++) {
         const task_spec *s = &TASKS[i];
         xd_rng r;
-        xd_rng_seed(&r, o->seed ^ tg_hash(s->name));
+        xd_rng_seed(&r, o->seed ^ xd_tg_hash(s->name));
         if (s->gen(&c, &r, &tasks[i])) {
             xd_err_prefix("task %s", s->name);
             goto done;
@@ -236,9 +236,9 @@ int xd_tasks_make(const char *out_dir, const xd_taskgen_opts *o, xd_taskgen_info
     if (n_info) *n_info = (int)N_TASKS;
     rc = 0;
 done:
-    for (size_t i = 0; i < N_TASKS; i++) tg_buf_free(&tasks[i].jsonl);
-    tg_corpus_free(&kjv);
-    tg_corpus_free(&lic);
-    tg_wordnet_free(&wn);
+    for (size_t i = 0; i < N_TASKS; i++) xd_tg_buf_free(&tasks[i].jsonl);
+    xd_tg_corpus_free(&kjv);
+    xd_tg_corpus_free(&lic);
+    xd_tg_wordnet_free(&wn);
     return rc;
 }

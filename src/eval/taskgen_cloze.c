@@ -204,7 +204,7 @@ static size_t line_start(const char *s, size_t p) {
     return p;
 }
 
-static size_t approx(const char *s, size_t a, size_t b) { return tg_approx_tokens(s + a, b - a); }
+static size_t approx(const char *s, size_t a, size_t b) { return xd_tg_approx_tokens(s + a, b - a); }
 
 /* Context start for occurrence j of chapter ch, or (size_t)-1 if j is not a
  * valid target. */
@@ -215,7 +215,7 @@ static size_t context_start(const names *nm, size_t ch, size_t j, int far, int w
     if (p <= beg || s[p - 1] != ' ' || o->prev < 0) return none;
     size_t q = nm->o[o->prev].pos, qend = q + nm->o[o->prev].len;
     if (far) {
-        size_t gap = (size_t)tg_far_gap(window), cap = (size_t)tg_cloze_far_cap(window);
+        size_t gap = (size_t)xd_tg_far_gap(window), cap = (size_t)xd_tg_cloze_far_cap(window);
         /* approx(a, b) is at least (b - a) / 4: skip the exact count when far enough */
         if ((p - qend) / 4 < gap && approx(s, qend, p) < gap) return none;
         size_t lq = line_start(s, q);
@@ -231,7 +231,7 @@ static size_t context_start(const names *nm, size_t ch, size_t j, int far, int w
         }
         return best;
     }
-    size_t cap = (size_t)tg_cloze_near_cap(window);
+    size_t cap = (size_t)xd_tg_cloze_near_cap(window);
     if (q < beg || approx(s, q, p) > cap) return none;
     size_t x = p > beg + 4 * cap ? p - 4 * cap : beg;
     for (; x < q; x++)
@@ -262,13 +262,13 @@ static int pick_distractors(const names *nm, xd_rng *r, size_t ch, size_t j, siz
             int in_ctx = nm->o[k].pos >= s0 && k < j;
             if (in_ctx == (pass == 0) && nm->o[k].id != target) cand[cand_n++] = k;
         }
-        tg_shuffle(r, cand, cand_n);
+        xd_tg_shuffle(r, cand, cand_n);
         for (size_t k = 0; k < cand_n && got < 3; k++)
             if (!has(out, got, nm->o[cand[k]].id)) out[got++] = nm->o[cand[k]].id;
         free(cand);
     }
     for (int tries = 0; got < 3 && tries < 100000; tries++) {
-        int id = (int)tg_below(r, (uint64_t)nm->n_names);
+        int id = (int)xd_tg_below(r, (uint64_t)nm->n_names);
         if (id != target && nm->name_count[id] >= 3 && !has(out, got, id)) out[got++] = id;
     }
     return got == 3 ? 0 : xd_err("KJV: too few names for distractors");
@@ -285,7 +285,7 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
     tg_buf ctx = {0}, ch[4] = {{0}};
     int rc = order && used ? 0 : xd_err("out of memory");
     for (size_t i = 0; !rc && i < kc->n_doc; i++) order[i] = i;
-    if (!rc) tg_shuffle(r, order, kc->n_doc);
+    if (!rc) xd_tg_shuffle(r, order, kc->n_doc);
     for (size_t made = 1; !rc && made && t->n < (size_t)c->n;) { /* rounds */
         made = 0;
         for (size_t k = 0; !rc && k < kc->n_doc && t->n < (size_t)c->n; k++) {
@@ -302,23 +302,23 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
                 if (!used[j] && context_start(&nm, chap, j, far, c->window) != (size_t)-1)
                     cand[n_cand++] = j;
             if (!n_cand) continue;
-            size_t j = cand[tg_below(r, n_cand)];
+            size_t j = cand[xd_tg_below(r, n_cand)];
             size_t s0 = context_start(&nm, chap, j, far, c->window), p = nm.o[j].pos;
             used[j] = 1;
             made++;
             int d[3];
             if ((rc = pick_distractors(&nm, r, chap, j, s0, d))) break;
-            int answer = (int)tg_below(r, 4);
+            int answer = (int)xd_tg_below(r, 4);
             const char *choices[4];
             for (int i = 0, m = 0; i < 4 && !rc; i++) {
                 int id = i == answer ? nm.o[j].id : d[m++];
-                tg_buf_clear(&ch[i]);
-                rc = tg_buf_printf(&ch[i], " %.*s", (int)nm.name_len[id], nm.name_w[id]);
+                xd_tg_buf_clear(&ch[i]);
+                rc = xd_tg_buf_printf(&ch[i], " %.*s", (int)nm.name_len[id], nm.name_w[id]);
                 choices[i] = ch[i].s;
             }
-            tg_buf_clear(&ctx);
-            if (!rc) rc = tg_buf_add(&ctx, kc->s + s0, p - 1 - s0);
-            if (!rc) rc = tg_emit_choice(t, ctx.s, choices, 4, answer);
+            xd_tg_buf_clear(&ctx);
+            if (!rc) rc = xd_tg_buf_add(&ctx, kc->s + s0, p - 1 - s0);
+            if (!rc) rc = xd_tg_emit_choice(t, ctx.s, choices, 4, answer);
         }
     }
     if (!rc && t->n < (size_t)c->n)
@@ -328,11 +328,11 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
     free(cand);
     free(order);
     free(used);
-    tg_buf_free(&ctx);
-    for (int i = 0; i < 4; i++) tg_buf_free(&ch[i]);
+    xd_tg_buf_free(&ctx);
+    for (int i = 0; i < 4; i++) xd_tg_buf_free(&ch[i]);
     names_free(&nm);
     return rc;
 }
 
-int tg_gen_cloze_near(const tg_ctx *c, xd_rng *r, tg_task *t) { return gen_cloze(c, r, t, 0); }
-int tg_gen_cloze_far(const tg_ctx *c, xd_rng *r, tg_task *t) { return gen_cloze(c, r, t, 1); }
+int xd_tg_gen_cloze_near(const tg_ctx *c, xd_rng *r, tg_task *t) { return gen_cloze(c, r, t, 0); }
+int xd_tg_gen_cloze_far(const tg_ctx *c, xd_rng *r, tg_task *t) { return gen_cloze(c, r, t, 1); }

@@ -19,17 +19,17 @@ typedef struct {
     int oom;
 } tg_buf;
 
-int tg_buf_add(tg_buf *b, const char *s, size_t n);
-int tg_buf_puts(tg_buf *b, const char *s);
-int tg_buf_printf(tg_buf *b, const char *fmt, ...) XD_PRINTF(2, 3);
-void tg_buf_clear(tg_buf *b); /* empties it, keeps the memory */
-void tg_buf_free(tg_buf *b);
+int xd_tg_buf_add(tg_buf *b, const char *s, size_t n);
+int xd_tg_buf_puts(tg_buf *b, const char *s);
+int xd_tg_buf_printf(tg_buf *b, const char *fmt, ...) XD_PRINTF(2, 3);
+void xd_tg_buf_clear(tg_buf *b); /* empties it, keeps the memory */
+void xd_tg_buf_free(tg_buf *b);
 
 /* Approximate token count of text: every ASCII digit is one token (as in
  * SmolLM2's and Llama-3's tokenizers, which split numbers into digits) and the
  * other bytes count 4 to a token (rounded up). On SmolLM2 this is within ±20%
  * of the real count on the suite's texts (docs/tasks.md). */
-size_t tg_approx_tokens(const char *s, size_t n);
+size_t xd_tg_approx_tokens(const char *s, size_t n);
 static inline size_t tg_approx_str(const char *s);
 
 /* The same estimate for text assembled from pieces: count the pieces' digits
@@ -49,11 +49,11 @@ static inline void tg_len_add(tg_len *l, const char *s) {
 static inline size_t tg_len_tokens(tg_len l) { return l.digits + (l.other + 3) / 4; }
 
 /* Uniform integer in [0, n) (n >= 1), without modulo bias. */
-uint64_t tg_below(xd_rng *r, uint64_t n);
+uint64_t xd_tg_below(xd_rng *r, uint64_t n);
 /* Fisher–Yates shuffle of a[0..n). */
-void tg_shuffle(xd_rng *r, size_t *a, size_t n);
+void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n);
 /* Stable 64-bit hash of a string (FNV-1a), to derive a seed per task. */
-uint64_t tg_hash(const char *s);
+uint64_t xd_tg_hash(const char *s);
 
 /* ---- one task's examples, as JSONL in memory ------------------------------ */
 typedef struct {
@@ -63,10 +63,10 @@ typedef struct {
 } tg_task;
 
 /* Each appends one line; strings must be valid UTF-8. Return 0 or -1. */
-int tg_emit_choice(tg_task *t, const char *context, const char *const *choices, int k, int answer);
-int tg_emit_generate(tg_task *t, const char *prompt, const char *target, int max_tokens,
+int xd_tg_emit_choice(tg_task *t, const char *context, const char *const *choices, int k, int answer);
+int xd_tg_emit_generate(tg_task *t, const char *prompt, const char *target, int max_tokens,
                      const char *match);
-int tg_emit_perplexity(tg_task *t, const char *text, size_t len);
+int xd_tg_emit_perplexity(tg_task *t, const char *text, size_t len);
 
 /* ---- sources (taskgen_sources.c, taskgen_wordnet.c) -----------------------
  * A corpus is a list of documents inside one NUL-terminated string; document
@@ -94,23 +94,23 @@ typedef struct {
 /* The King James Bible: one document per chapter, one line per verse. The
  * default source is Debian's `bible` program (packages bible-kjv and
  * bible-kjv-text); with sources, SOURCES/kjv.txt (scripts/kjv-corpus.sh). */
-int tg_load_kjv(tg_corpus *c, const char *sources);
+int xd_tg_load_kjv(tg_corpus *c, const char *sources);
 /* License texts: one document per regular file of /usr/share/common-licenses
  * (base-files) or SOURCES/licenses/, in name order; paragraphs with their
  * white space collapsed, separated by "\n\n". */
-int tg_load_licenses(tg_corpus *c, const char *sources);
+int xd_tg_load_licenses(tg_corpus *c, const char *sources);
 /* WordNet 3.0 nouns, verbs and adjectives from /usr/share/wordnet
  * (wordnet-base) or SOURCES/wordnet/: index.* and data.* files. */
-int tg_load_wordnet(tg_wordnet *w, const char *sources);
+int xd_tg_load_wordnet(tg_wordnet *w, const char *sources);
 /* Checks that every source exists before any work; the error names each
  * missing one and the Debian package that provides it. */
-int tg_check_sources(const char *sources);
+int xd_tg_check_sources(const char *sources);
 
 /* Reads a whole file (NUL-terminated). */
-int tg_read_file(const char *path, char **data, size_t *len);
+int xd_tg_read_file(const char *path, char **data, size_t *len);
 
-void tg_corpus_free(tg_corpus *c);
-void tg_wordnet_free(tg_wordnet *w);
+void xd_tg_corpus_free(tg_corpus *c);
+void xd_tg_wordnet_free(tg_wordnet *w);
 
 /* ---- generators ------------------------------------------------------------ */
 typedef struct {
@@ -122,30 +122,30 @@ typedef struct {
 /* Each writes c->n examples into t from r, or fails (-1) saying why. */
 typedef int (*tg_gen_fn)(const tg_ctx *c, xd_rng *r, tg_task *t);
 
-int tg_gen_wordnet_define(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_wordnet_gloss(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_cloze_near(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_cloze_far(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_ppl_kjv(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_ppl_licenses(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_passkey_half(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_passkey_2w(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_passkey_8w(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_recall(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_copy(const tg_ctx *c, xd_rng *r, tg_task *t);
-int tg_gen_arith(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_wordnet_define(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_wordnet_gloss(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_cloze_near(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_cloze_far(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_ppl_kjv(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_ppl_licenses(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_passkey_half(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_passkey_2w(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_passkey_8w(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_recall(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_copy(const tg_ctx *c, xd_rng *r, tg_task *t);
+int xd_tg_gen_arith(const tg_ctx *c, xd_rng *r, tg_task *t);
 
 /* Sizes shared by the generators and the task descriptions (in approximate
  * tokens, W = the window). */
-int tg_far_gap(int window);        /* distance a "far" fact lies back: 1.5 W */
-int tg_cloze_far_cap(int window);  /* far cloze context at most: 8 W */
-int tg_cloze_near_cap(int window); /* near cloze context at most: 3/4 W */
-int tg_ppl_len(int window);        /* perplexity text: 4 W in [128, 1024] */
+int xd_tg_far_gap(int window);        /* distance a "far" fact lies back: 1.5 W */
+int xd_tg_cloze_far_cap(int window);  /* far cloze context at most: 8 W */
+int xd_tg_cloze_near_cap(int window); /* near cloze context at most: 3/4 W */
+int xd_tg_ppl_len(int window);        /* perplexity text: 4 W in [128, 1024] */
 
 static inline size_t tg_approx_str(const char *s) {
     size_t n = 0;
     while (s[n]) n++;
-    return tg_approx_tokens(s, n);
+    return xd_tg_approx_tokens(s, n);
 }
 
 #endif

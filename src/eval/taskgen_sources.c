@@ -52,7 +52,7 @@ static void XD_PRINTF(3, 4) add_missing(char *buf, size_t cap, const char *fmt, 
     va_end(ap);
 }
 
-int tg_check_sources(const char *src) {
+int xd_tg_check_sources(const char *src) {
     char p[4096], miss[2048] = "";
     if (!src) {
         if (find_program("bible", p, sizeof p))
@@ -130,7 +130,7 @@ static int read_stream(FILE *f, const char *what, char **data, size_t *len) {
     return 0;
 }
 
-int tg_read_file(const char *path, char **data, size_t *len) {
+int xd_tg_read_file(const char *path, char **data, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return xd_err("%s: cannot open: %s", path, strerror(errno));
     int rc = read_stream(f, path, data, len);
@@ -172,14 +172,14 @@ static int b_add_line(builder *b, const char *s, size_t n, const char *sep) {
     while (n && (unsigned char)s[n - 1] <= ' ') n--;
     if (!n) return 0;
     if (b->open) {
-        if (tg_buf_puts(&b->text, sep)) return -1;
+        if (xd_tg_buf_puts(&b->text, sep)) return -1;
     } else {
-        if (b_grow(b) || (b->n && tg_buf_add(&b->text, "\n\n", 2))) return -1;
+        if (b_grow(b) || (b->n && xd_tg_buf_add(&b->text, "\n\n", 2))) return -1;
         b->beg[b->n] = b->text.n;
         b->open = 1;
     }
     size_t at = b->text.n;
-    if (tg_buf_add(&b->text, s, n)) return -1;
+    if (xd_tg_buf_add(&b->text, s, n)) return -1;
     for (size_t i = at; i < b->text.n; i++)
         if ((unsigned char)b->text.s[i] < ' ' || b->text.s[i] == 0x7f) b->text.s[i] = ' ';
     return 0;
@@ -198,19 +198,19 @@ static int b_finish(builder *b, tg_corpus *c, const char *what) {
     c->n_doc = b->n;
     return 0;
 fail:
-    tg_buf_free(&b->text);
+    xd_tg_buf_free(&b->text);
     free(b->beg);
     free(b->end);
     return -1;
 }
 
 static void b_free(builder *b) {
-    tg_buf_free(&b->text);
+    xd_tg_buf_free(&b->text);
     free(b->beg);
     free(b->end);
 }
 
-void tg_corpus_free(tg_corpus *c) {
+void xd_tg_corpus_free(tg_corpus *c) {
     free(c->s);
     free(c->doc_beg);
     free(c->doc_end);
@@ -266,13 +266,13 @@ static int parse_bible_output(builder *b, const char *s, size_t n) {
     return 0;
 }
 
-int tg_load_kjv(tg_corpus *c, const char *src) {
+int xd_tg_load_kjv(tg_corpus *c, const char *src) {
     builder b = {0};
     char *data = NULL, path[4096];
     size_t len;
     if (src) {
         snprintf(path, sizeof path, "%s/kjv.txt", src);
-        if (tg_read_file(path, &data, &len) || parse_paragraphs(&b, data, len)) goto fail;
+        if (xd_tg_read_file(path, &data, &len) || parse_paragraphs(&b, data, len)) goto fail;
         free(data);
         return b_finish(&b, c, path);
     }
@@ -318,22 +318,22 @@ static int add_license(builder *b, const char *s, size_t n) {
         while (k < e && (unsigned char)s[k] <= ' ') k++;
         if (k == e) { /* blank line (or the end): the paragraph is complete */
             if (para.n) rc = b_add_line(b, para.s, para.n, "\n\n");
-            tg_buf_clear(&para);
+            xd_tg_buf_clear(&para);
         } else {
             for (size_t j = i; j < e && !rc; j++) {
                 int ws = (unsigned char)s[j] <= ' ';
                 if (ws && (!para.n || para.s[para.n - 1] == ' ')) continue;
-                rc = tg_buf_add(&para, ws ? " " : s + j, 1);
+                rc = xd_tg_buf_add(&para, ws ? " " : s + j, 1);
             }
-            if (para.n && para.s[para.n - 1] != ' ') rc = rc ? rc : tg_buf_add(&para, " ", 1);
+            if (para.n && para.s[para.n - 1] != ' ') rc = rc ? rc : xd_tg_buf_add(&para, " ", 1);
         }
         i = e + 1;
     }
-    tg_buf_free(&para);
+    xd_tg_buf_free(&para);
     return rc ? rc : b_end_doc(b);
 }
 
-int tg_load_licenses(tg_corpus *c, const char *src) {
+int xd_tg_load_licenses(tg_corpus *c, const char *src) {
     char dir[4096], path[8192];
     if (src)
         snprintf(dir, sizeof dir, "%s/licenses", src);
@@ -351,7 +351,7 @@ int tg_load_licenses(tg_corpus *c, const char *src) {
         if (!rc && ents[i]->d_name[0] != '.' && !lstat(path, &st) && S_ISREG(st.st_mode)) {
             char *data;
             size_t len;
-            rc = tg_read_file(path, &data, &len);
+            rc = xd_tg_read_file(path, &data, &len);
             if (!rc) {
                 rc = add_license(&b, data, len);
                 free(data);

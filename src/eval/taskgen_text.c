@@ -1,6 +1,6 @@
 /* Perplexity tasks on real text (ppl_kjv, ppl_licenses): each document is cut
  * into consecutive passages of whole sentences or verses of at least
- * tg_ppl_len(W) approximate tokens (a document's short remainder is
+ * xd_tg_ppl_len(W) approximate tokens (a document's short remainder is
  * dropped), and the examples are n of these passages drawn without
  * replacement, so no two overlap. */
 #include <stdlib.h>
@@ -65,11 +65,11 @@ static int gen_ppl(const tg_ctx *c, const tg_corpus *corp, const char *what, xd_
                    tg_task *t) {
     span *v = NULL;
     size_t n = 0;
-    if (passages(corp, (size_t)tg_ppl_len(c->window), &v, &n)) return -1;
+    if (passages(corp, (size_t)xd_tg_ppl_len(c->window), &v, &n)) return -1;
     if (n < (size_t)c->n) {
         free(v);
         return xd_err("%s gave only %zu passages of %d tokens, fewer than --n %d", what, n,
-                      tg_ppl_len(c->window), c->n);
+                      xd_tg_ppl_len(c->window), c->n);
     }
     size_t *idx = malloc(n * sizeof *idx);
     if (!idx) {
@@ -77,21 +77,21 @@ static int gen_ppl(const tg_ctx *c, const tg_corpus *corp, const char *what, xd_
         return xd_err("out of memory");
     }
     for (size_t i = 0; i < n; i++) idx[i] = i;
-    tg_shuffle(r, idx, n);
+    xd_tg_shuffle(r, idx, n);
     int rc = 0;
     for (int e = 0; e < c->n && !rc; e++) {
         span p = v[idx[e]];
-        rc = tg_emit_perplexity(t, corp->s + p.a, p.b - p.a);
+        rc = xd_tg_emit_perplexity(t, corp->s + p.a, p.b - p.a);
     }
     free(idx);
     free(v);
     return rc;
 }
 
-int tg_gen_ppl_kjv(const tg_ctx *c, xd_rng *r, tg_task *t) {
+int xd_tg_gen_ppl_kjv(const tg_ctx *c, xd_rng *r, tg_task *t) {
     return gen_ppl(c, c->kjv, "the King James Bible", r, t);
 }
 
-int tg_gen_ppl_licenses(const tg_ctx *c, xd_rng *r, tg_task *t) {
+int xd_tg_gen_ppl_licenses(const tg_ctx *c, xd_rng *r, tg_task *t) {
     return gen_ppl(c, c->lic, "the license texts", r, t);
 }

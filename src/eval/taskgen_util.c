@@ -25,7 +25,7 @@ static int buf_reserve(tg_buf *b, size_t extra) {
     return 0;
 }
 
-int tg_buf_add(tg_buf *b, const char *s, size_t n) {
+int xd_tg_buf_add(tg_buf *b, const char *s, size_t n) {
     if (buf_reserve(b, n)) return -1;
     memcpy(b->s + b->n, s, n);
     b->n += n;
@@ -33,9 +33,9 @@ int tg_buf_add(tg_buf *b, const char *s, size_t n) {
     return 0;
 }
 
-int tg_buf_puts(tg_buf *b, const char *s) { return tg_buf_add(b, s, strlen(s)); }
+int xd_tg_buf_puts(tg_buf *b, const char *s) { return xd_tg_buf_add(b, s, strlen(s)); }
 
-int tg_buf_printf(tg_buf *b, const char *fmt, ...) {
+int xd_tg_buf_printf(tg_buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     int k = vsnprintf(NULL, 0, fmt, ap);
@@ -49,25 +49,25 @@ int tg_buf_printf(tg_buf *b, const char *fmt, ...) {
     return 0;
 }
 
-void tg_buf_clear(tg_buf *b) {
+void xd_tg_buf_clear(tg_buf *b) {
     b->n = 0;
     if (b->s) b->s[0] = 0;
 }
 
-void tg_buf_free(tg_buf *b) {
+void xd_tg_buf_free(tg_buf *b) {
     free(b->s);
     memset(b, 0, sizeof *b);
 }
 
 /* ---- estimates, RNG, sizes -------------------------------------------------- */
 
-size_t tg_approx_tokens(const char *s, size_t n) {
+size_t xd_tg_approx_tokens(const char *s, size_t n) {
     size_t digits = 0;
     for (size_t i = 0; i < n; i++) digits += s[i] >= '0' && s[i] <= '9';
     return digits + (n - digits + 3) / 4;
 }
 
-uint64_t tg_below(xd_rng *r, uint64_t n) {
+uint64_t xd_tg_below(xd_rng *r, uint64_t n) {
     if (n <= 1) return 0;
     uint64_t lim = UINT64_MAX - UINT64_MAX % n; /* accept [0, lim) */
     uint64_t x;
@@ -76,24 +76,24 @@ uint64_t tg_below(xd_rng *r, uint64_t n) {
     return x % n;
 }
 
-void tg_shuffle(xd_rng *r, size_t *a, size_t n) {
+void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n) {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)tg_below(r, i), t = a[i - 1];
+        size_t j = (size_t)xd_tg_below(r, i), t = a[i - 1];
         a[i - 1] = a[j];
         a[j] = t;
     }
 }
 
-uint64_t tg_hash(const char *s) {
+uint64_t xd_tg_hash(const char *s) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
     return h;
 }
 
-int tg_far_gap(int w) { return w + (w + 1) / 2; }
-int tg_cloze_far_cap(int w) { return 8 * w > 64 ? 8 * w : 64; }
-int tg_cloze_near_cap(int w) { return 3 * w / 4 > 8 ? 3 * w / 4 : 8; }
-int tg_ppl_len(int w) {
+int xd_tg_far_gap(int w) { return w + (w + 1) / 2; }
+int xd_tg_cloze_far_cap(int w) { return 8 * w > 64 ? 8 * w : 64; }
+int xd_tg_cloze_near_cap(int w) { return 3 * w / 4 > 8 ? 3 * w / 4 : 8; }
+int xd_tg_ppl_len(int w) {
     int n = 4 * w;
     return n < 128 ? 128 : n > 1024 ? 1024 : n;
 }
@@ -110,15 +110,15 @@ static int append_line(tg_task *t, json_t *o, size_t tokens) {
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!line) return xd_err("out of memory (JSON line)");
-    int rc = tg_buf_puts(&t->jsonl, line);
+    int rc = xd_tg_buf_puts(&t->jsonl, line);
     free(line);
-    if (rc || tg_buf_add(&t->jsonl, "\n", 1)) return -1;
+    if (rc || xd_tg_buf_add(&t->jsonl, "\n", 1)) return -1;
     t->n++;
     t->tokens += (double)tokens;
     return 0;
 }
 
-int tg_emit_choice(tg_task *t, const char *context, const char *const *choices, int k, int answer) {
+int xd_tg_emit_choice(tg_task *t, const char *context, const char *const *choices, int k, int answer) {
     json_t *o = json_object(), *arr = json_array();
     size_t longest = 0;
     if (!o || !arr) goto oom;
@@ -149,7 +149,7 @@ fail:
     return -1;
 }
 
-int tg_emit_generate(tg_task *t, const char *prompt, const char *target, int max_tokens,
+int xd_tg_emit_generate(tg_task *t, const char *prompt, const char *target, int max_tokens,
                      const char *match) {
     json_t *o = json_object();
     if (!o) return xd_err("out of memory (JSON)");
@@ -163,12 +163,12 @@ int tg_emit_generate(tg_task *t, const char *prompt, const char *target, int max
     return append_line(t, o, tg_approx_str(prompt) + tg_approx_str(target));
 }
 
-int tg_emit_perplexity(tg_task *t, const char *text, size_t len) {
+int xd_tg_emit_perplexity(tg_task *t, const char *text, size_t len) {
     json_t *o = json_object();
     if (!o) return xd_err("out of memory (JSON)");
     if (set_str(o, "type", "perplexity", 10) || set_str(o, "text", text, len)) {
         json_decref(o);
         return -1;
     }
-    return append_line(t, o, tg_approx_tokens(text, len));
+    return append_line(t, o, xd_tg_approx_tokens(text, len));
 }

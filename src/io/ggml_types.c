@@ -93,7 +93,7 @@ static float f16_at(const uint8_t *p) {
     return xd_fp16_to_fp32(h);
 }
 
-int ggml_type_block(uint32_t type, size_t *be, size_t *bb) {
+int xd_ggml_type_block(uint32_t type, size_t *be, size_t *bb) {
     switch (type) {
     case GGML_F32: *be = 1; *bb = 4; return 0;
     case GGML_F16: case GGML_BF16: *be = 1; *bb = 2; return 0;
@@ -114,7 +114,7 @@ int ggml_type_block(uint32_t type, size_t *be, size_t *bb) {
     }
 }
 
-const char *ggml_type_name(uint32_t type) {
+const char *xd_ggml_type_name(uint32_t type) {
     /* every id ggml has defined, readable or not, so that errors can name it */
     static const char *const names[] = {
         [0] = "F32", [1] = "F16", [2] = "Q4_0", [3] = "Q4_1", [6] = "Q5_0", [7] = "Q5_1",
@@ -127,7 +127,7 @@ const char *ggml_type_name(uint32_t type) {
     return "unknown";
 }
 
-const char *ggml_supported_types(void) {
+const char *xd_ggml_supported_types(void) {
     return "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, "
            "Q6_K, Q8_K, IQ4_XS";
 }
@@ -305,14 +305,14 @@ static void deq_q6_k(const uint8_t *b, float *y) {
     }
 }
 
-int ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n) {
+int xd_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n) {
     size_t be, bb;
-    if (ggml_type_block(type, &be, &bb))
+    if (xd_ggml_type_block(type, &be, &bb))
         return xd_err("cannot dequantise ggml type %u (%s): supported are %s", type,
-                      ggml_type_name(type), ggml_supported_types());
+                      xd_ggml_type_name(type), xd_ggml_supported_types());
     if (n % (int64_t)be)
         return xd_err("dequantise %s: %lld elements is not a multiple of the block size %zu",
-                      ggml_type_name(type), (long long)n, be);
+                      xd_ggml_type_name(type), (long long)n, be);
     const uint8_t *p = src;
     int64_t nb = n / (int64_t)be;
     switch (type) {

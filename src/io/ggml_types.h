@@ -13,12 +13,12 @@ enum {
 };
 
 /* Elements per block and bytes per block; 0/0 for types we cannot read. */
-int ggml_type_block(uint32_t type, size_t *block_elems, size_t *block_bytes);
-const char *ggml_type_name(uint32_t type); /* "IQ2_XXS", ...; "unknown" past ggml's ids */
-const char *ggml_supported_types(void);    /* the readable types, for error messages */
+int xd_ggml_type_block(uint32_t type, size_t *block_elems, size_t *block_bytes);
+const char *xd_ggml_type_name(uint32_t type); /* "IQ2_XXS", ...; "unknown" past ggml's ids */
+const char *xd_ggml_supported_types(void);    /* the readable types, for error messages */
 
 /* Dequantise n elements (a multiple of the block size) of `type` to fp32. */
-int ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
+int xd_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
 
 float xd_fp16_to_fp32(uint16_t h);
 uint16_t xd_fp32_to_fp16(float f);

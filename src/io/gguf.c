@@ -70,7 +70,7 @@ static const char *kv_type_names[GGUF_T_COUNT] = {"uint8", "int8",  "uint16", "i
                                                    "int32", "float32", "bool", "string", "array",
                                                    "uint64", "int64", "float64"};
 
-const char *gguf_type_name(uint32_t t) { return t < GGUF_T_COUNT ? kv_type_names[t] : "invalid"; }
+const char *xd_gguf_type_name(uint32_t t) { return t < GGUF_T_COUNT ? kv_type_names[t] : "invalid"; }
 
 /* Reads one scalar of type t into kv->v (integers widened, floats to double). */
 static int rd_scalar(cursor *c, uint32_t t, gguf_kv *kv) {
@@ -97,7 +97,7 @@ static int rd_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
     char key[128];
     snprintf(c->what, sizeof c->what, "metadata entry %llu key", (unsigned long long)idx);
     if (rd_str(c, &kv->key)) return -1;
-    gguf_str_copy(kv->key, key, sizeof key);
+    xd_gguf_str_copy(kv->key, key, sizeof key);
     set_what(c, "metadata '%s'", key);
     if (rd_u32(c, &kv->type)) return -1;
     if (kv->type == GGUF_T_STRING) return rd_str(c, &kv->v.s);
@@ -138,7 +138,7 @@ static int rd_tensor(cursor *c, gguf_tensor *t, uint64_t idx) {
     if (name.len >= sizeof t->name)
         return xd_err("%s: tensor %llu: name of %llu bytes is too long (max %zu)", c->g->path,
                       (unsigned long long)idx, (unsigned long long)name.len, sizeof t->name - 1);
-    gguf_str_copy(name, t->name, sizeof t->name);
+    xd_gguf_str_copy(name, t->name, sizeof t->name);
     set_what(c, "tensor '%s'", t->name);
     if (rd_u32(c, &t->n_dims)) return -1;
     if (t->n_dims < 1 || t->n_dims > 4)
@@ -157,18 +157,18 @@ static int rd_tensor(cursor *c, gguf_tensor *t, uint64_t idx) {
     }
     if (rd_u32(c, &t->type) || rd_u64(c, &t->offset)) return -1;
     size_t be, bb;
-    if (ggml_type_block(t->type, &be, &bb))
+    if (xd_ggml_type_block(t->type, &be, &bb))
         return xd_err("%s: tensor '%s': unsupported ggml type %u (%s), expected one of %s",
-                      c->g->path, t->name, t->type, ggml_type_name(t->type),
-                      ggml_supported_types());
+                      c->g->path, t->name, t->type, xd_ggml_type_name(t->type),
+                      xd_ggml_supported_types());
     if (t->ne[0] % (int64_t)be)
         return xd_err("%s: tensor '%s': row length %lld is not a multiple of the %s block (%zu)",
-                      c->g->path, t->name, (long long)t->ne[0], ggml_type_name(t->type), be);
+                      c->g->path, t->name, (long long)t->ne[0], xd_ggml_type_name(t->type), be);
     t->nbytes = nel / be * bb;
     return 0;
 }
 
-gguf_file *gguf_open(const char *path) {
+gguf_file *xd_gguf_open(const char *path) {
     gguf_file *g = calloc(1, sizeof *g);
     if (!g) { xd_err("out of memory"); return NULL; }
     snprintf(g->path, sizeof g->path, "%s", path);
@@ -219,7 +219,7 @@ gguf_file *gguf_open(const char *path) {
         if (rd_tensor(&c, &g->tensors[i], i)) goto fail;
 
     g->alignment = 32;
-    const gguf_kv *al = gguf_find(g, "general.alignment");
+    const gguf_kv *al = xd_gguf_find(g, "general.alignment");
     if (al) {
         if (al->type != GGUF_T_UINT32 || al->v.u == 0 || (al->v.u & (al->v.u - 1))) {
             xd_err("%s: general.alignment must be a power-of-two uint32", path);
@@ -252,11 +252,11 @@ gguf_file *gguf_open(const char *path) {
     }
     return g;
 fail:
-    gguf_close(g);
+    xd_gguf_close(g);
     return NULL;
 }
 
-void gguf_close(gguf_file *g) {
+void xd_gguf_close(gguf_file *g) {
     if (!g) return;
     if (g->kv)
         for (uint64_t i = 0; i < g->n_kv; i++) free(g->kv[i].arr_strs);
@@ -266,24 +266,24 @@ void gguf_close(gguf_file *g) {
     free(g);
 }
 
-int gguf_str_eq(gguf_str s, const char *c) {
+int xd_gguf_str_eq(gguf_str s, const char *c) {
     size_t n = strlen(c);
     return s.len == n && memcmp(s.ptr, c, n) == 0;
 }
 
-void gguf_str_copy(gguf_str s, char *buf, size_t cap) {
+void xd_gguf_str_copy(gguf_str s, char *buf, size_t cap) {
     size_t n = s.len < cap - 1 ? (size_t)s.len : cap - 1;
     memcpy(buf, s.ptr, n);
     buf[n] = 0;
 }
 
-const gguf_kv *gguf_find(const gguf_file *g, const char *key) {
+const gguf_kv *xd_gguf_find(const gguf_file *g, const char *key) {
     for (uint64_t i = 0; i < g->n_kv; i++)
-        if (gguf_str_eq(g->kv[i].key, key)) return &g->kv[i];
+        if (xd_gguf_str_eq(g->kv[i].key, key)) return &g->kv[i];
     return NULL;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name) {
+const gguf_tensor *xd_gguf_find_tensor(const gguf_file *g, const char *name) {
     for (uint64_t i = 0; i < g->n_tensors; i++)
         if (!strcmp(g->tensors[i].name, name)) return &g->tensors[i];
     return NULL;
@@ -296,40 +296,40 @@ static int is_signed(uint32_t t) {
     return t == GGUF_T_INT8 || t == GGUF_T_INT16 || t == GGUF_T_INT32 || t == GGUF_T_INT64;
 }
 
-int gguf_get_u64(const gguf_file *g, const char *key, uint64_t *out) {
-    const gguf_kv *kv = gguf_find(g, key);
+int xd_gguf_get_u64(const gguf_file *g, const char *key, uint64_t *out) {
+    const gguf_kv *kv = xd_gguf_find(g, key);
     if (!kv) return xd_err("%s: missing metadata '%s' (expected an integer)", g->path, key);
     if (!is_int(kv->type) || (is_signed(kv->type) && kv->v.i < 0))
         return xd_err("%s: metadata '%s' is %s, expected a non-negative integer", g->path, key,
-                      gguf_type_name(kv->type));
+                      xd_gguf_type_name(kv->type));
     *out = kv->v.u;
     return 0;
 }
 
-int gguf_get_f64(const gguf_file *g, const char *key, double *out) {
-    const gguf_kv *kv = gguf_find(g, key);
+int xd_gguf_get_f64(const gguf_file *g, const char *key, double *out) {
+    const gguf_kv *kv = xd_gguf_find(g, key);
     if (!kv) return xd_err("%s: missing metadata '%s' (expected a number)", g->path, key);
     if (kv->type == GGUF_T_FLOAT32 || kv->type == GGUF_T_FLOAT64) *out = kv->v.f;
     else if (is_int(kv->type)) *out = is_signed(kv->type) ? (double)kv->v.i : (double)kv->v.u;
     else return xd_err("%s: metadata '%s' is %s, expected a number", g->path, key,
-                       gguf_type_name(kv->type));
+                       xd_gguf_type_name(kv->type));
     return 0;
 }
 
-int gguf_get_str(const gguf_file *g, const char *key, gguf_str *out) {
-    const gguf_kv *kv = gguf_find(g, key);
+int xd_gguf_get_str(const gguf_file *g, const char *key, gguf_str *out) {
+    const gguf_kv *kv = xd_gguf_find(g, key);
     if (!kv) return xd_err("%s: missing metadata '%s' (expected a string)", g->path, key);
     if (kv->type != GGUF_T_STRING)
         return xd_err("%s: metadata '%s' is %s, expected a string", g->path, key,
-                      gguf_type_name(kv->type));
+                      xd_gguf_type_name(kv->type));
     *out = kv->v.s;
     return 0;
 }
 
-int gguf_opt_u64(const gguf_file *g, const char *key, uint64_t *out) {
-    return gguf_find(g, key) ? gguf_get_u64(g, key, out) : 0;
+int xd_gguf_opt_u64(const gguf_file *g, const char *key, uint64_t *out) {
+    return xd_gguf_find(g, key) ? xd_gguf_get_u64(g, key, out) : 0;
 }
 
-int gguf_opt_f64(const gguf_file *g, const char *key, double *out) {
-    return gguf_find(g, key) ? gguf_get_f64(g, key, out) : 0;
+int xd_gguf_opt_f64(const gguf_file *g, const char *key, double *out) {
+    return xd_gguf_find(g, key) ? xd_gguf_get_f64(g, key, out) : 0;
 }

@@ -57,24 +57,24 @@ typedef struct {
 } gguf_file;
 
 /* Maps and parses path; returns NULL with xd_last_error() set on failure. */
-gguf_file *gguf_open(const char *path);
-void gguf_close(gguf_file *g);
+gguf_file *xd_gguf_open(const char *path);
+void xd_gguf_close(gguf_file *g);
 
-const gguf_kv *gguf_find(const gguf_file *g, const char *key);
-const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name);
+const gguf_kv *xd_gguf_find(const gguf_file *g, const char *key);
+const gguf_tensor *xd_gguf_find_tensor(const gguf_file *g, const char *name);
 
 /* Typed getters. Return 0 on success; -1 (with an error naming the file and
  * the key) if missing or of a type that cannot be converted. */
-int gguf_get_u64(const gguf_file *g, const char *key, uint64_t *out);
-int gguf_get_f64(const gguf_file *g, const char *key, double *out);
-int gguf_get_str(const gguf_file *g, const char *key, gguf_str *out);
+int xd_gguf_get_u64(const gguf_file *g, const char *key, uint64_t *out);
+int xd_gguf_get_f64(const gguf_file *g, const char *key, double *out);
+int xd_gguf_get_str(const gguf_file *g, const char *key, gguf_str *out);
 /* Same, but leave *out unchanged and return 0 if the key is missing. */
-int gguf_opt_u64(const gguf_file *g, const char *key, uint64_t *out);
-int gguf_opt_f64(const gguf_file *g, const char *key, double *out);
+int xd_gguf_opt_u64(const gguf_file *g, const char *key, uint64_t *out);
+int xd_gguf_opt_f64(const gguf_file *g, const char *key, double *out);
 
 /* Copies a gguf_str to a NUL-terminated buffer (truncating). */
-void gguf_str_copy(gguf_str s, char *buf, size_t cap);
-int gguf_str_eq(gguf_str s, const char *c);
-const char *gguf_type_name(uint32_t t);
+void xd_gguf_str_copy(gguf_str s, char *buf, size_t cap);
+int xd_gguf_str_eq(gguf_str s, const char *c);
+const char *xd_gguf_type_name(uint32_t t);
 
 #endif

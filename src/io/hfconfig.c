@@ -309,7 +309,7 @@ static int parse_student(const src *s, xd_config *c) {
     return 0;
 }
 
-int hf_config_load(const char *path, xd_config *cfg) {
+int xd_hf_config_load(const char *path, xd_config *cfg) {
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     if (!root) {

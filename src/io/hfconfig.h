@@ -8,28 +8,28 @@
 #include "xdistill.h"
 
 /* Parses path (a config.json). Errors name the file and the field. */
-int hf_config_load(const char *path, xd_config *cfg);
+int xd_hf_config_load(const char *path, xd_config *cfg);
 
 /* ---- writer (hfconfig_write.c) ------------------------------------------- */
 
 /* Writes c as a config.json that HF transformers (4.4x and 5.x) loads for
- * its architecture and hf_config_load reads back to the same xd_config:
+ * its architecture and xd_hf_config_load reads back to the same xd_config:
  * architectures, model_type, the sizes, head_dim, rms_norm_eps, rope_theta
  * (top level and in rope_parameters; Llama-3 scaling also as rope_scaling),
  * tie_word_embeddings, attention_bias = false except for Qwen2 (whose q/k/v
  * bias is built into the model class), hidden_act, dtype float32. Floats are
  * written in their shortest round-trip form. The write is atomic. A config
  * the files cannot express (e.g. qkv_bias on a Llama) is an error. */
-int hf_config_save(const xd_config *c, const char *path);
+int xd_hf_config_save(const xd_config *c, const char *path);
 /* Same, with the members of `extra` (a JSON object, or NULL) merged in last,
  * replacing fields of the same name (a student sets its own model_type,
  * architectures and fields this way). */
-int hf_config_save_ex(const xd_config *c, const json_t *extra, const char *path);
+int xd_hf_config_save_ex(const xd_config *c, const json_t *extra, const char *path);
 
 /* JSON text the way Python's json.dumps(obj, indent=2, sort_keys=True)
  * writes it (reals in shortest round-trip form, "1e-06", "10000.0"), with a
  * final newline; malloc'ed, NULL when out of memory or j holds a value JSON
  * cannot express. */
-char *hf_json_pretty(const json_t *j);
+char *xd_hf_json_pretty(const json_t *j);
 
 #endif

@@ -1,5 +1,5 @@
 /* xd_config → HF config.json (the reader is hfconfig.c). The file carries
- * every field hf_config_load reads, explicitly, so nothing depends on a
+ * every field xd_hf_config_load reads, explicitly, so nothing depends on a
  * default that differs between the reader, transformers 4.x and 5.x. */
 #include <jansson.h>
 #include <math.h>
@@ -133,7 +133,7 @@ static void dump(buf *b, const json_t *j, int ind) {
     }
 }
 
-char *hf_json_pretty(const json_t *j) {
+char *xd_hf_json_pretty(const json_t *j) {
     buf b = {0};
     if (!j) return NULL;
     dump(&b, j, 0);
@@ -161,7 +161,7 @@ static const char *const HF_NAMES[] = {"LlamaForCausalLM", "Qwen2ForCausalLM", "
                                        "Olmo2ForCausalLM"};
 
 /* What config.json can say: the per-architecture features are implied by the
- * architecture, and the numbers must be ones hf_config_load accepts. */
+ * architecture, and the numbers must be ones xd_hf_config_load accepts. */
 static int check_expressible(const xd_config *c, const char *path) {
     if ((unsigned)c->arch > XD_ARCH_OLMO2)
         return xd_err("%s: arch: %d is not a known architecture", path, (int)c->arch);
@@ -286,8 +286,8 @@ static json_t *config_json(const xd_config *c) {
     return o;
 }
 
-int hf_config_save_ex(const xd_config *c, const json_t *extra, const char *path) {
-    if (!c || !path) return xd_err("hf_config_save: no config or path");
+int xd_hf_config_save_ex(const xd_config *c, const json_t *extra, const char *path) {
+    if (!c || !path) return xd_err("xd_hf_config_save: no config or path");
     if (extra && !json_is_object(extra))
         return xd_err("%s: extra fields: expected a JSON object", path);
     if (check_expressible(c, path)) return -1;
@@ -303,7 +303,7 @@ int hf_config_save_ex(const xd_config *c, const json_t *extra, const char *path)
         }
         json_decref(copy);
     }
-    char *text = hf_json_pretty(o);
+    char *text = xd_hf_json_pretty(o);
     if (!text) {
         xd_err("%s: cannot format config.json (out of memory, or a non-finite number in the "
                "extra fields)", path);
@@ -316,4 +316,4 @@ done:
     return rc;
 }
 
-int hf_config_save(const xd_config *c, const char *path) { return hf_config_save_ex(c, NULL, path); }
+int xd_hf_config_save(const xd_config *c, const char *path) { return xd_hf_config_save_ex(c, NULL, path); }

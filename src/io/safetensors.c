@@ -25,7 +25,7 @@
 static const char *dtype_names[] = {"F32", "F16", "BF16"};
 static const size_t dtype_sizes[] = {4, 2, 2};
 
-const char *st_dtype_name(st_dtype d) {
+const char *xd_st_dtype_name(st_dtype d) {
     return (unsigned)d < sizeof dtype_names / sizeof *dtype_names ? dtype_names[d] : "invalid";
 }
 
@@ -43,7 +43,7 @@ static st_set *set_new(void) {
     return s;
 }
 
-void st_close(st_set *s) {
+void xd_st_close(st_set *s) {
     if (!s) return;
     for (int i = 0; i < s->n_files; i++) {
         if (s->maps && s->maps[i]) munmap((void *)s->maps[i], s->sizes[i]);
@@ -173,7 +173,7 @@ static int parse_tensor(const char *path, const char *name, const json_t *e, con
     if (end - begin != want)
         return xd_err("%s: tensor '%s': data_offsets span %llu bytes but shape and dtype %s "
                       "need %llu", path, name, (unsigned long long)(end - begin),
-                      st_dtype_name(t->dtype), (unsigned long long)want);
+                      xd_st_dtype_name(t->dtype), (unsigned long long)want);
     t->data = data + begin;
     t->nbytes = want;
     return 0;
@@ -228,7 +228,7 @@ static int cmp_tensor(const void *a, const void *b) {
     return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
 }
 
-/* Sorts the tensors by name (st_find bisects) and rejects a name that occurs twice. */
+/* Sorts the tensors by name (xd_st_find bisects) and rejects a name that occurs twice. */
 static int finish(st_set *s) {
     if (s->n_tensors > 1) qsort(s->tensors, s->n_tensors, sizeof *s->tensors, cmp_tensor);
     for (int i = 1; i < s->n_tensors; i++)
@@ -239,12 +239,12 @@ static int finish(st_set *s) {
     return 0;
 }
 
-st_set *st_open(const char *path) {
+st_set *xd_st_open(const char *path) {
     st_set *s = set_new();
     int cap = 0;
     if (!s) return NULL;
     if (add_file(s, &cap, path) || finish(s)) {
-        st_close(s);
+        xd_st_close(s);
         return NULL;
     }
     return s;
@@ -317,7 +317,7 @@ static st_set *open_index(const char *dir, const char *ipath) {
     if (finish(s)) goto fail;
     /* every tensor of the map must be in the shard the map names */
     json_object_foreach(wm, name, v) {
-        const st_tensor *t = st_find(s, name);
+        const st_tensor *t = xd_st_find(s, name);
         const char *f = json_string_value(v);
         const char *got = t ? strrchr(s->paths[t->file], '/') + 1 : NULL;
         if (!t || strcmp(got, f)) {
@@ -329,18 +329,18 @@ static st_set *open_index(const char *dir, const char *ipath) {
     json_decref(root);
     return s;
 fail:
-    st_close(s);
+    xd_st_close(s);
     json_decref(root);
     return NULL;
 }
 
-st_set *st_open_dir(const char *dir) {
+st_set *xd_st_open_dir(const char *dir) {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/model.safetensors", dir) >= sizeof path) {
         xd_err("%s: directory path too long", dir);
         return NULL;
     }
-    if (file_exists(path)) return st_open(path);
+    if (file_exists(path)) return xd_st_open(path);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     if (file_exists(path)) return open_index(dir, path);
     xd_err("%s: no model.safetensors or model.safetensors.index.json in this directory", dir);
@@ -349,7 +349,7 @@ st_set *st_open_dir(const char *dir) {
 
 /* ---- access -------------------------------------------------------------- */
 
-const st_tensor *st_find(const st_set *s, const char *name) {
+const st_tensor *xd_st_find(const st_set *s, const char *name) {
     int lo = 0, hi = s->n_tensors - 1;
     while (lo <= hi) {
         int mid = lo + (hi - lo) / 2;
@@ -361,7 +361,7 @@ const st_tensor *st_find(const st_set *s, const char *name) {
     return NULL;
 }
 
-int st_to_f32(const st_set *s, const st_tensor *t, float *dst) {
+int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst) {
     const char *path = (t->file >= 0 && t->file < s->n_files) ? s->paths[t->file] : "?";
     if ((unsigned)t->dtype >= sizeof dtype_sizes / sizeof *dtype_sizes)
         return xd_err("%s: tensor '%s': invalid dtype %d", path, t->name, (int)t->dtype);

@@ -32,15 +32,15 @@ typedef struct {
 } st_set;
 
 /* Opens a single .safetensors file. NULL + xd_last_error() on failure. */
-st_set *st_open(const char *path);
+st_set *xd_st_open(const char *path);
 /* Opens a HF model directory: model.safetensors, or the shards listed in
  * model.safetensors.index.json. */
-st_set *st_open_dir(const char *dir);
-void st_close(st_set *s);
-const st_tensor *st_find(const st_set *s, const char *name);
+st_set *xd_st_open_dir(const char *dir);
+void xd_st_close(st_set *s);
+const st_tensor *xd_st_find(const st_set *s, const char *name);
 /* Converts a tensor to fp32 into dst (n elements = product of shape). */
-int st_to_f32(const st_set *s, const st_tensor *t, float *dst);
-const char *st_dtype_name(st_dtype d);
+int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst);
+const char *xd_st_dtype_name(st_dtype d);
 
 /* ---- writer (safetensors_write.c) ---------------------------------------- */
 
@@ -60,18 +60,18 @@ typedef struct {
  * padded with spaces so the data section starts 8-byte aligned; the data are
  * contiguous, wider dtypes first, then by name. Names must be unique and
  * non-empty. Errors name path and the tensor. */
-int st_write(const char *path, const st_write_tensor *ts, int n, const char *metadata_json);
+int xd_st_write(const char *path, const st_write_tensor *ts, int n, const char *metadata_json);
 
 /* ---- streaming writer (safetensors_stream.c) ------------------------------ */
 
 /* Writes an F32-only .safetensors file one tensor at a time, so that only
- * the tensor being written has to be in memory: st_stream_begin takes the
+ * the tensor being written has to be in memory: xd_st_stream_begin takes the
  * names and shapes (data ignored; dtype must be ST_F32), writes the header
- * (the same layout st_write makes: tensors sorted by name, header padded to
- * 8 bytes) to PATH.tmp.<pid>; then st_stream_next gives the index (into the
- * caller's array) of the tensor to write next, and st_stream_put writes its
- * data; st_stream_end commits atomically once every tensor was put. On any
- * error the temporary file is removed (st_stream_abort is safe to call
+ * (the same layout xd_st_write makes: tensors sorted by name, header padded to
+ * 8 bytes) to PATH.tmp.<pid>; then xd_st_stream_next gives the index (into the
+ * caller's array) of the tensor to write next, and xd_st_stream_put writes its
+ * data; xd_st_stream_end commits atomically once every tensor was put. On any
+ * error the temporary file is removed (xd_st_stream_abort is safe to call
  * again). */
 typedef struct {
     xd_afile f;
@@ -80,13 +80,13 @@ typedef struct {
     uint64_t *bytes; /* by caller index */
 } st_stream;
 
-int st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, int n,
+int xd_st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, int n,
                     const char *metadata_json);
-int st_stream_next(const st_stream *s); /* -1 when all are written */
+int xd_st_stream_next(const st_stream *s); /* -1 when all are written */
 /* order[0 .. n): the indices of ts in the order st_stream writes them (by name). */
-void st_stream_order(const st_write_tensor *ts, int n, int *order);
-int st_stream_put(st_stream *s, const float *data);
-int st_stream_end(st_stream *s);
-void st_stream_abort(st_stream *s);
+void xd_st_stream_order(const st_write_tensor *ts, int n, int *order);
+int xd_st_stream_put(st_stream *s, const float *data);
+int xd_st_stream_end(st_stream *s);
+void xd_st_stream_abort(st_stream *s);
 
 #endif

@@ -14,14 +14,14 @@ static int cmp_idx(const void *a, const void *b) {
     return strcmp(g_sort_ts[*(const int *)a].name, g_sort_ts[*(const int *)b].name);
 }
 
-void st_stream_order(const st_write_tensor *ts, int n, int *order) {
+void xd_st_stream_order(const st_write_tensor *ts, int n, int *order) {
     for (int i = 0; i < n; i++) order[i] = i;
     g_sort_ts = ts;
     qsort(order, (size_t)n, sizeof *order, cmp_idx);
     g_sort_ts = NULL;
 }
 
-void st_stream_abort(st_stream *s) {
+void xd_st_stream_abort(st_stream *s) {
     xd_afile_abort(&s->f);
     free(s->order);
     free(s->bytes);
@@ -29,7 +29,7 @@ void st_stream_abort(st_stream *s) {
     s->bytes = NULL;
 }
 
-int st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, int n,
+int xd_st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, int n,
                     const char *metadata_json) {
     memset(s, 0, sizeof *s);
     if (n < 1 || !ts) return xd_err("%s: streaming writer: no tensors", path);
@@ -56,7 +56,7 @@ int st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, i
         }
         s->bytes[i] = nel * 4;
     }
-    st_stream_order(ts, n, s->order);
+    xd_st_stream_order(ts, n, s->order);
     uint64_t off = 0;
     for (int k = 0; k < n; k++) {
         const st_write_tensor *t = &ts[s->order[k]];
@@ -96,27 +96,27 @@ int st_stream_begin(st_stream *s, const char *path, const st_write_tensor *ts, i
 fail:
     free(text);
     json_decref(h);
-    st_stream_abort(s);
+    xd_st_stream_abort(s);
     return -1;
 }
 
-int st_stream_next(const st_stream *s) { return s->next < s->n ? s->order[s->next] : -1; }
+int xd_st_stream_next(const st_stream *s) { return s->next < s->n ? s->order[s->next] : -1; }
 
-int st_stream_put(st_stream *s, const float *data) {
+int xd_st_stream_put(st_stream *s, const float *data) {
     if (s->next >= s->n) return xd_err("%s: every tensor was already written", s->f.path);
     uint64_t nb = s->bytes[s->order[s->next]];
     if (nb && xd_afile_write(&s->f, data, (size_t)nb)) {
-        st_stream_abort(s);
+        xd_st_stream_abort(s);
         return -1;
     }
     s->next++;
     return 0;
 }
 
-int st_stream_end(st_stream *s) {
+int xd_st_stream_end(st_stream *s) {
     if (s->next != s->n) {
         xd_err("%s: only %d of %d tensors were written", s->f.path, s->next, s->n);
-        st_stream_abort(s);
+        xd_st_stream_abort(s);
         return -1;
     }
     int rc = xd_afile_commit(&s->f);

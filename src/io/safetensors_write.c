@@ -159,9 +159,9 @@ static int write_data(xd_afile *a, const st_write_tensor *t, uint64_t nbytes) {
     return 0;
 }
 
-int st_write(const char *path, const st_write_tensor *ts, int n, const char *metadata_json) {
-    if (!path) return xd_err("st_write: no path");
-    if (n < 0 || (n > 0 && !ts)) return xd_err("%s: st_write: invalid tensor list (%d)", path, n);
+int xd_st_write(const char *path, const st_write_tensor *ts, int n, const char *metadata_json) {
+    if (!path) return xd_err("xd_st_write: no path");
+    if (n < 0 || (n > 0 && !ts)) return xd_err("%s: xd_st_write: invalid tensor list (%d)", path, n);
     entry *es = calloc((size_t)(n ? n : 1), sizeof *es);
     char *meta = NULL;
     sbuf h = {0};
@@ -198,7 +198,7 @@ int st_write(const char *path, const st_write_tensor *ts, int n, const char *met
         if (i || meta) sb_str(&h, ",");
         sb_json_string(&h, t->name);
         sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, st_dtype_name(t->dtype));
+        sb_str(&h, xd_st_dtype_name(t->dtype));
         sb_str(&h, "\",\"shape\":[");
         for (int d = 0; d < t->n_dims; d++) {
             if (d) sb_str(&h, ",");

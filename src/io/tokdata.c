@@ -274,7 +274,7 @@ static int flush_pending(prep_state *p) {
     for (long i = 0; i < (long)n; i++) {
         if (xd_tokenizer_encode(p->t, p->text + p->pend[i].off, p->pend[i].len,
                                 p->o->parse_special, &ids[i], &n_ids[i])) {
-#pragma omp critical(xd_tokdata_fail)
+#pragma omp critical
             if (first_fail < 0 || i < first_fail) {
                 first_fail = i;
                 snprintf(fail_msg, sizeof fail_msg, "%s", xd_last_error());

@@ -23,7 +23,7 @@ static void str_table_free(str_table *s) {
 /* Looks up a string array; on a missing key returns 0 with *n = 0 when
  * optional, else fails. */
 static int get_str_array(const gguf_file *g, const char *key, int optional, str_table *out, int *n) {
-    const gguf_kv *kv = gguf_find(g, key);
+    const gguf_kv *kv = xd_gguf_find(g, key);
     *n = 0;
     if (!kv) {
         if (optional) return 0;
@@ -31,8 +31,8 @@ static int get_str_array(const gguf_file *g, const char *key, int optional, str_
     }
     if (kv->type != GGUF_T_ARRAY || kv->arr_type != GGUF_T_STRING)
         return xd_err("%s: %s: is %s%s%s, expected an array of strings", g->path, key,
-                      gguf_type_name(kv->type), kv->type == GGUF_T_ARRAY ? " of " : "",
-                      kv->type == GGUF_T_ARRAY ? gguf_type_name(kv->arr_type) : "");
+                      xd_gguf_type_name(kv->type), kv->type == GGUF_T_ARRAY ? " of " : "",
+                      kv->type == GGUF_T_ARRAY ? xd_gguf_type_name(kv->arr_type) : "");
     if (kv->arr_n > (uint64_t)(INT32_MAX / 4))
         return xd_err("%s: %s: %llu entries, too many", g->path, key, (unsigned long long)kv->arr_n);
     uint64_t total = 0;
@@ -63,12 +63,12 @@ static int get_str_array(const gguf_file *g, const char *key, int optional, str_
 /* tokenizer.ggml.token_type: int32 per token, 0..6. */
 static int get_token_types(const gguf_file *g, int n_tokens, int **out) {
     const char *key = "tokenizer.ggml.token_type";
-    const gguf_kv *kv = gguf_find(g, key);
+    const gguf_kv *kv = xd_gguf_find(g, key);
     *out = NULL;
     if (!kv) return 0; /* all normal */
     if (kv->type != GGUF_T_ARRAY || (kv->arr_type != GGUF_T_INT32 && kv->arr_type != GGUF_T_UINT32))
         return xd_err("%s: %s: is %s, expected an array of int32", g->path, key,
-                      kv->type == GGUF_T_ARRAY ? gguf_type_name(kv->arr_type) : gguf_type_name(kv->type));
+                      kv->type == GGUF_T_ARRAY ? xd_gguf_type_name(kv->arr_type) : xd_gguf_type_name(kv->type));
     if (kv->arr_n < (uint64_t)n_tokens)
         return xd_err("%s: %s: %llu entries, expected one per token (%d)", g->path, key,
                       (unsigned long long)kv->arr_n, n_tokens);
@@ -91,7 +91,7 @@ static int get_token_types(const gguf_file *g, int n_tokens, int **out) {
 static int get_token_id(const gguf_file *g, const char *key, int n_tokens, int *out) {
     uint64_t v = UINT64_MAX;
     *out = -1;
-    if (gguf_opt_u64(g, key, &v)) return -1;
+    if (xd_gguf_opt_u64(g, key, &v)) return -1;
     if (v == UINT64_MAX) return 0;
     if (v >= (uint64_t)n_tokens)
         return xd_err("%s: %s: token id %llu out of range [0, %d)", g->path, key,
@@ -100,7 +100,7 @@ static int get_token_id(const gguf_file *g, const char *key, int n_tokens, int *
     return 0;
 }
 
-xd_tokenizer *tokenizer_from_gguf_pre(const gguf_file *g, const char *pre_override) {
+xd_tokenizer *xd_tokenizer_from_gguf_pre(const gguf_file *g, const char *pre_override) {
     gguf_str model, pre_s;
     char pre[128] = "default";
     str_table tokens = {0}, merges = {0};
@@ -108,17 +108,17 @@ xd_tokenizer *tokenizer_from_gguf_pre(const gguf_file *g, const char *pre_overri
     uint64_t add_bos = 0;
     xd_tokenizer *t = NULL;
 
-    if (gguf_get_str(g, "tokenizer.ggml.model", &model)) return NULL;
-    if (!gguf_str_eq(model, "gpt2")) {
+    if (xd_gguf_get_str(g, "tokenizer.ggml.model", &model)) return NULL;
+    if (!xd_gguf_str_eq(model, "gpt2")) {
         char m[64];
-        gguf_str_copy(model, m, sizeof m);
+        xd_gguf_str_copy(model, m, sizeof m);
         xd_err("%s: tokenizer.ggml.model: '%s' is not supported (expected \"gpt2\", a byte-level BPE)",
                g->path, m);
         return NULL;
     }
-    if (gguf_find(g, "tokenizer.ggml.pre")) {
-        if (gguf_get_str(g, "tokenizer.ggml.pre", &pre_s)) return NULL;
-        gguf_str_copy(pre_s, pre, sizeof pre);
+    if (xd_gguf_find(g, "tokenizer.ggml.pre")) {
+        if (xd_gguf_get_str(g, "tokenizer.ggml.pre", &pre_s)) return NULL;
+        xd_gguf_str_copy(pre_s, pre, sizeof pre);
     }
     if (pre_override) snprintf(pre, sizeof pre, "%s", pre_override);
 
@@ -131,7 +131,7 @@ xd_tokenizer *tokenizer_from_gguf_pre(const gguf_file *g, const char *pre_overri
     if (get_str_array(g, "tokenizer.ggml.merges", 0, &merges, &n_merges)) goto done;
     if (get_token_id(g, "tokenizer.ggml.bos_token_id", n_tokens, &bos) ||
         get_token_id(g, "tokenizer.ggml.eos_token_id", n_tokens, &eos) ||
-        gguf_opt_u64(g, "tokenizer.ggml.add_bos_token", &add_bos))
+        xd_gguf_opt_u64(g, "tokenizer.ggml.add_bos_token", &add_bos))
         goto done;
 
     xd_tokenizer_spec spec = {
@@ -147,4 +147,4 @@ done:
     return t;
 }
 
-xd_tokenizer *tokenizer_from_gguf(const gguf_file *g) { return tokenizer_from_gguf_pre(g, NULL); }
+xd_tokenizer *xd_tokenizer_from_gguf(const gguf_file *g) { return xd_tokenizer_from_gguf_pre(g, NULL); }

@@ -13,9 +13,9 @@ xd_tokenizer *xd_tokenizer_load(const char *path) {
         snprintf(p, sizeof p, "%s/tokenizer.json", path);
         return xd_tokenizer_load_json(p);
     }
-    gguf_file *g = gguf_open(path);
+    gguf_file *g = xd_gguf_open(path);
     if (!g) return NULL;
-    xd_tokenizer *t = tokenizer_from_gguf(g);
-    gguf_close(g);
+    xd_tokenizer *t = xd_tokenizer_from_gguf(g);
+    xd_gguf_close(g);
     return t;
 }

@@ -15,9 +15,9 @@ static int arch_from_name(const gguf_file *g, gguf_str s, xd_arch *a) {
         {"llama", XD_ARCH_LLAMA}, {"qwen2", XD_ARCH_QWEN2}, {"qwen3", XD_ARCH_QWEN3},
         {"olmo2", XD_ARCH_OLMO2}};
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (gguf_str_eq(s, known[i].name)) { *a = known[i].arch; return 0; }
+        if (xd_gguf_str_eq(s, known[i].name)) { *a = known[i].arch; return 0; }
     char buf[64];
-    gguf_str_copy(s, buf, sizeof buf);
+    xd_gguf_str_copy(s, buf, sizeof buf);
     return xd_err("%s: general.architecture: '%s' is not supported (expected llama, qwen2, "
                   "qwen3 or olmo2)", g->path, buf);
 }
@@ -27,7 +27,7 @@ static int get_int(const gguf_file *g, const char *arch, const char *key, int *o
     char full[128];
     uint64_t v = (uint64_t)*out;
     snprintf(full, sizeof full, "%s.%s", arch, key);
-    if (opt ? gguf_opt_u64(g, full, &v) : gguf_get_u64(g, full, &v)) return -1;
+    if (opt ? xd_gguf_opt_u64(g, full, &v) : xd_gguf_get_u64(g, full, &v)) return -1;
     if (v == 0 || v > (1u << 30))
         return xd_err("%s: metadata '%s' = %llu is out of range", g->path, full,
                       (unsigned long long)v);
@@ -39,7 +39,7 @@ static int get_float(const gguf_file *g, const char *arch, const char *key, floa
     char full[128];
     double v = *out;
     snprintf(full, sizeof full, "%s.%s", arch, key);
-    if (opt ? gguf_opt_f64(g, full, &v) : gguf_get_f64(g, full, &v)) return -1;
+    if (opt ? xd_gguf_opt_f64(g, full, &v) : xd_gguf_get_f64(g, full, &v)) return -1;
     *out = (float)v;
     return 0;
 }
@@ -48,8 +48,8 @@ static int config_from_gguf(const gguf_file *g, xd_config *c) {
     gguf_str as;
     char arch[32];
     memset(c, 0, sizeof *c);
-    if (gguf_get_str(g, "general.architecture", &as) || arch_from_name(g, as, &c->arch)) return -1;
-    gguf_str_copy(as, arch, sizeof arch);
+    if (xd_gguf_get_str(g, "general.architecture", &as) || arch_from_name(g, as, &c->arch)) return -1;
+    xd_gguf_str_copy(as, arch, sizeof arch);
     c->rope_theta = 10000.0f;
     c->max_ctx = 2048;
     if (get_int(g, arch, "block_count", &c->n_layer, 0) ||
@@ -65,14 +65,14 @@ static int config_from_gguf(const gguf_file *g, xd_config *c) {
     if (get_int(g, arch, "attention.head_count_kv", &c->n_kv_head, 1) ||
         get_int(g, arch, "attention.key_length", &c->head_dim, 1))
         return -1;
-    const gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
+    const gguf_tensor *emb = xd_gguf_find_tensor(g, "token_embd.weight");
     if (!emb) return xd_err("%s: missing tensor 'token_embd.weight'", g->path);
     if (emb->n_dims != 2 || emb->ne[0] != c->d_model)
         return xd_err("%s: tensor 'token_embd.weight' has shape [%lld, %lld], expected [%d, vocab]",
                       g->path, (long long)emb->ne[0], (long long)emb->ne[1], c->d_model);
     c->vocab_size = (int)emb->ne[1];
-    c->tied_embeddings = gguf_find_tensor(g, "output.weight") == NULL;
-    c->qkv_bias = gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    c->tied_embeddings = xd_gguf_find_tensor(g, "output.weight") == NULL;
+    c->qkv_bias = xd_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
     c->qk_norm = c->arch == XD_ARCH_QWEN3 ? XD_QKNORM_HEAD
                : c->arch == XD_ARCH_OLMO2 ? XD_QKNORM_FULL : XD_QKNORM_NONE;
     c->post_norms = c->arch == XD_ARCH_OLMO2;
@@ -91,7 +91,7 @@ static void unpermute_rows(float *w, const float *src, int64_t n_heads, int64_t 
 }
 
 static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w) {
-    const gguf_tensor *t = gguf_find_tensor(g, w->gguf);
+    const gguf_tensor *t = xd_gguf_find_tensor(g, w->gguf);
     if (!t) return xd_err("%s: missing tensor '%s'", g->path, w->gguf);
     int ok = w->ndim == 1 ? (t->n_dims == 1 && t->ne[0] == w->cols)
                           : (t->n_dims == 2 && t->ne[0] == w->cols && t->ne[1] == w->rows);
@@ -102,10 +102,10 @@ static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w
     int64_t n = w->rows * w->cols;
     int permute = m->cfg.arch == XD_ARCH_LLAMA && w->ndim == 2 &&
                   (strstr(w->gguf, "attn_q.") || strstr(w->gguf, "attn_k."));
-    if (!permute) return ggml_dequantize(t->type, t->data, w->ptr, n) ? xd_err_prefix("%s: tensor '%s'", g->path, w->gguf) : 0;
+    if (!permute) return xd_ggml_dequantize(t->type, t->data, w->ptr, n) ? xd_err_prefix("%s: tensor '%s'", g->path, w->gguf) : 0;
     float *tmp = malloc((size_t)n * sizeof(float));
     if (!tmp) return xd_err("out of memory");
-    int rc = ggml_dequantize(t->type, t->data, tmp, n);
+    int rc = xd_ggml_dequantize(t->type, t->data, tmp, n);
     if (!rc) unpermute_rows(w->ptr, tmp, w->rows / m->cfg.head_dim, m->cfg.head_dim, w->cols);
     free(tmp);
     return rc ? xd_err_prefix("%s: tensor '%s'", g->path, w->gguf) : 0;
@@ -113,7 +113,7 @@ static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w
 
 /* Llama-3 GGUFs carry rope_freqs.weight: per-frequency divisors. */
 static int apply_rope_freqs(const gguf_file *g, xd_model *m) {
-    const gguf_tensor *t = gguf_find_tensor(g, "rope_freqs.weight");
+    const gguf_tensor *t = xd_gguf_find_tensor(g, "rope_freqs.weight");
     if (!t) return 0;
     int half = m->cfg.head_dim / 2;
     if (t->n_dims != 1 || t->ne[0] != half || t->type != GGML_F32)
@@ -128,12 +128,12 @@ static int apply_rope_freqs(const gguf_file *g, xd_model *m) {
 }
 
 int xd_model_load_gguf(xd_model *m, const char *path) {
-    gguf_file *g = gguf_open(path);
+    gguf_file *g = xd_gguf_open(path);
     if (!g) return -1;
     xd_weight *ws = NULL;
     int nw = 0, rc = -1;
     if (config_from_gguf(g, &m->cfg)) goto done;
-    if (!(m->tok = tokenizer_from_gguf(g))) goto done;
+    if (!(m->tok = xd_tokenizer_from_gguf(g))) goto done;
     if (xd_model_alloc(m) || xd_model_weights(m, &ws, &nw)) goto done;
     for (int i = 0; i < nw; i++)
         if (load_tensor(g, m, &ws[i])) goto done;
@@ -141,6 +141,6 @@ int xd_model_load_gguf(xd_model *m, const char *path) {
     rc = 0;
 done:
     free(ws);
-    gguf_close(g);
+    xd_gguf_close(g);
     return rc;
 }

@@ -11,7 +11,7 @@
 #include "model.h"
 
 static int load_weight(const st_set *s, const char *dir, const xd_weight *w) {
-    const st_tensor *t = st_find(s, w->hf);
+    const st_tensor *t = xd_st_find(s, w->hf);
     if (!t) return xd_err("%s: missing tensor '%s'", dir, w->hf);
     int ok = w->ndim == 1 ? (t->n_dims == 1 && t->shape[0] == w->cols)
                           : (t->n_dims == 2 && t->shape[0] == w->rows && t->shape[1] == w->cols);
@@ -21,16 +21,16 @@ static int load_weight(const st_set *s, const char *dir, const xd_weight *w) {
                       t->n_dims > 1 ? (long long)t->shape[1] : 0LL,
                       (long long)(w->ndim == 1 ? w->cols : w->rows), w->ndim > 1 ? ", " : "",
                       w->ndim > 1 ? (long long)w->cols : 0LL);
-    return st_to_f32(s, t, w->ptr);
+    return xd_st_to_f32(s, t, w->ptr);
 }
 
 int xd_model_load_hf(xd_model *m, const char *dir) {
     char path[1024];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    if (hf_config_load(path, &m->cfg) || xd_config_validate(&m->cfg, path)) return -1;
+    if (xd_hf_config_load(path, &m->cfg) || xd_config_validate(&m->cfg, path)) return -1;
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (access(path, F_OK) == 0 && !(m->tok = xd_tokenizer_load_json(path))) return -1;
-    st_set *s = st_open_dir(dir);
+    st_set *s = xd_st_open_dir(dir);
     if (!s) return -1;
     xd_weight *ws = NULL;
     int nw = 0, rc = -1;
@@ -40,6 +40,6 @@ int xd_model_load_hf(xd_model *m, const char *dir) {
     rc = 0;
 done:
     free(ws);
-    st_close(s);
+    xd_st_close(s);
     return rc;
 }

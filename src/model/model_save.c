@@ -36,7 +36,7 @@ static int write_files(const xd_model *m, const char *tmp) {
     int nw = 0, rc = -1;
     if (join(path, sizeof path, tmp, "config.json")) goto done;
     if (!(extra = config_extra(m))) { xd_err("out of memory"); goto done; }
-    if (hf_config_save_ex(&m->cfg, extra, path)) goto done;
+    if (xd_hf_config_save_ex(&m->cfg, extra, path)) goto done;
 
     if (xd_model_weights(m, &ws, &nw)) goto done;
     if (!(ts = calloc((size_t)nw, sizeof *ts))) { xd_err("out of memory"); goto done; }
@@ -52,7 +52,7 @@ static int write_files(const xd_model *m, const char *tmp) {
         ts[i].data = ws[i].ptr;
     }
     if (join(path, sizeof path, tmp, "model.safetensors") ||
-        st_write(path, ts, nw, "{\"format\": \"pt\"}"))
+        xd_st_write(path, ts, nw, "{\"format\": \"pt\"}"))
         goto done;
 
     if (m->tok && (join(path, sizeof path, tmp, "tokenizer.json") ||

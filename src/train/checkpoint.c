@@ -43,7 +43,7 @@ static int save_optimizer(const char *path, const xd_model *m, const xd_adamw *o
     }
     char meta[64];
     snprintf(meta, sizeof meta, "{\"adam_step\": \"%lld\"}", (long long)opt->t);
-    rc = st_write(path, ts, 2 * n, meta);
+    rc = xd_st_write(path, ts, 2 * n, meta);
 done:
     free(ts);
     free(names);
@@ -111,18 +111,18 @@ fail:
 }
 
 static int load_optimizer(const char *path, const xd_model *m, xd_adamw *opt) {
-    st_set *s = st_open(path);
+    st_set *s = xd_st_open(path);
     if (!s) return -1;
     xd_weight *ws;
     int n, rc = -1;
-    if (xd_model_weights(m, &ws, &n)) { st_close(s); return -1; }
+    if (xd_model_weights(m, &ws, &n)) { xd_st_close(s); return -1; }
     for (int i = 0; i < n; i++) {
         size_t off = (size_t)(ws[i].ptr - m->arena);
         int64_t count = ws[i].rows * ws[i].cols;
         for (int k = 0; k < 2; k++) {
             char nm[128];
             snprintf(nm, sizeof nm, "%s.%s", ws[i].hf, k ? "exp_avg_sq" : "exp_avg");
-            const st_tensor *t = st_find(s, nm);
+            const st_tensor *t = xd_st_find(s, nm);
             int64_t have = 1;
             if (t) for (int j = 0; j < t->n_dims; j++) have *= t->shape[j];
             if (!t || have != count) {
@@ -130,13 +130,13 @@ static int load_optimizer(const char *path, const xd_model *m, xd_adamw *opt) {
                        (long long)(t ? have : 0), (long long)count);
                 goto done;
             }
-            if (st_to_f32(s, t, (k ? opt->v : opt->m) + off)) goto done;
+            if (xd_st_to_f32(s, t, (k ? opt->v : opt->m) + off)) goto done;
         }
     }
     rc = 0;
 done:
     free(ws);
-    st_close(s);
+    xd_st_close(s);
     return rc;
 }
 

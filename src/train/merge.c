@@ -111,7 +111,7 @@ static json_t *hex(uint64_t h) {
 }
 
 static int write_json(json_t *j, const char *path) {
-    char *text = j ? hf_json_pretty(j) : NULL;
+    char *text = j ? xd_hf_json_pretty(j) : NULL;
     int rc = text ? xd_write_file_atomic(path, text, strlen(text)) : xd_err("%s: out of memory", path);
     free(text);
     return rc;
@@ -171,7 +171,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
                                          "config.json + model.safetensors)");
             goto done;
         }
-        if (join(path, sizeof path, in[i], "config.json") || hf_config_load(path, &cfg[i]) ||
+        if (join(path, sizeof path, in[i], "config.json") || xd_hf_config_load(path, &cfg[i]) ||
             xd_config_validate(&cfg[i], path))
             goto done;
         if (i && compare_configs(&cfg[0], in[0], &cfg[i], in[i])) goto done;
@@ -211,13 +211,13 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
         if (el > maxel) maxel = el;
     }
     for (int i = 0; i < k; i++) {
-        if (!(st[i] = st_open_dir(in[i]))) goto done;
+        if (!(st[i] = xd_st_open_dir(in[i]))) goto done;
         if (st[i]->n_tensors != nw) {
             xd_err("merge: %s holds %d tensors, but its config implies %d", in[i], st[i]->n_tensors, nw);
             goto done;
         }
         for (int j = 0; j < nw; j++) {
-            const st_tensor *t = st_find(st[i], ws[j].hf);
+            const st_tensor *t = xd_st_find(st[i], ws[j].hf);
             int ok = t && t->n_dims == ts[j].n_dims;
             for (int d = 0; ok && d < t->n_dims; d++) ok = t->shape[d] == ts[j].shape[d];
             if (!ok) {
@@ -240,21 +240,21 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
     }
     if (dry) { /* the order st_stream would write the tensors in */
         if (!(order = malloc((size_t)nw * sizeof *order))) { xd_err("out of memory"); goto done; }
-        st_stream_order(ts, nw, order);
+        xd_st_stream_order(ts, nw, order);
     } else {
         if (xd_adir_begin(&dir, out_dir)) goto done;
         dir_open = 1;
         if (join(path, sizeof path, dir.tmp, "model.safetensors") ||
-            st_stream_begin(&ss, path, ts, nw, "{\"format\": \"pt\"}"))
+            xd_st_stream_begin(&ss, path, ts, nw, "{\"format\": \"pt\"}"))
             goto done;
         stream_open = 1;
     }
-    for (int q = 0, j; (j = dry ? (q < nw ? order[q] : -1) : st_stream_next(&ss)) >= 0; q++) {
+    for (int q = 0, j; (j = dry ? (q < nw ? order[q] : -1) : xd_st_stream_next(&ss)) >= 0; q++) {
         size_t el = (size_t)(ws[j].rows * ws[j].cols);
         for (int i = 0; i < k; i++) {
-            const st_tensor *t = st_find(st[i], ws[j].hf);
+            const st_tensor *t = xd_st_find(st[i], ws[j].hf);
             float *dst = i ? buf : acc;
-            if (st_to_f32(st[i], t, dst)) goto done;
+            if (xd_st_to_f32(st[i], t, dst)) goto done;
             drop_pages(t);
             hin[i] = xd_topk_hash_bytes(dst, el * sizeof(float), hin[i]);
             if (dry) continue;
@@ -266,7 +266,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
         }
         if (dry) continue;
         hout = xd_topk_hash_bytes(acc, el * sizeof(float), hout);
-        if (st_stream_put(&ss, acc)) { stream_open = 0; goto done; }
+        if (xd_st_stream_put(&ss, acc)) { stream_open = 0; goto done; }
     }
     if (dry) {
         memcpy(hashes_out, hin, (size_t)k * sizeof *hin);
@@ -274,7 +274,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
         goto done;
     }
     stream_open = 0;
-    if (st_stream_end(&ss)) goto done;
+    if (xd_st_stream_end(&ss)) goto done;
 
     /* config.json of the first expert; tokenizer files copied */
     json_error_t je;
@@ -315,12 +315,12 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
                 out_dir, (ull)hout);
     rc = 0;
 done:
-    if (stream_open) st_stream_abort(&ss);
+    if (stream_open) xd_st_stream_abort(&ss);
     if (dir_open) {
         xd_adir_abort(&dir);
         xd_err_prefix("merging into %s", out_dir);
     }
-    for (int i = 0; st && i < k; i++) st_close(st[i]);
+    for (int i = 0; st && i < k; i++) xd_st_close(st[i]);
     json_decref(cj);
     json_decref(mj);
     free(m0.arena);
