@@ -14,6 +14,13 @@
 extern "C" {
 #endif
 
+/* Every function declared in this header is the public API and is exported from
+ * libxdistill.so; the library is compiled with hidden visibility, so nothing
+ * else is (tests/check_exports.sh checks both). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 /* ---- errors -------------------------------------------------------------- */
 
 /* Text of the most recent error on this thread ("" if none). */
@@ -208,8 +215,13 @@ int xd_sample(const xd_sampler *s, float *logits, int vocab, uint64_t *rng_state
 
 /* ---- threads ------------------------------------------------------------- */
 
-/* Number of threads used by BLAS and OpenMP (0 = all cores). */
-void xd_set_threads(int n);
+/* Number of threads used by BLAS and OpenMP (0 = all cores). Fails (-1,
+ * xd_last_error() says which package to install) when the OpenBLAS loaded at
+ * run time is not the OpenMP build: the threading relies on one OpenMP pool. */
+int xd_set_threads(int n);
+/* 0 when the OpenBLAS loaded at run time is the OpenMP build, else -1 with
+ * the reason (the pthreads or serial build, and the package to install). */
+int xd_check_blas(void);
 int xd_get_threads(void);
 
 /* ---- compute precision --------------------------------------------------- */
@@ -228,6 +240,10 @@ typedef enum {
  * stale across optimiser steps. */
 int xd_set_compute(xd_compute mode);
 xd_compute xd_get_compute(void);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "xdistill.h"
 
 static const struct {
     const char *name;
@@ -60,6 +61,11 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    /* the threading relies on the OpenMP build of OpenBLAS: refuse any other before work starts */
+    if (xd_check_blas()) {
+        fprintf(stderr, "xdistill: error: %s\n", xd_last_error());
+        return 1;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
