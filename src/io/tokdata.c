@@ -267,22 +267,32 @@ static int flush_pending(prep_state *p) {
         return xd_err("out of memory");
     }
     /* Each document is tokenized on its own, so the result does not depend on
-     * the threads; the first failure (lowest index) is reported. */
-    long first_fail = -1;
-    char fail_msg[512] = "";
+     * the threads. A failure leaves its slot marked; the first one (lowest
+     * index) is encoded again on this thread for its message (xd_last_error is
+     * per thread), so no lock is needed. */
+    char *failed = calloc(n, 1);
+    if (!failed) {
+        free(ids);
+        free(n_ids);
+        return xd_err("out of memory");
+    }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p->threads)
-    for (long i = 0; i < (long)n; i++) {
-        if (xd_tokenizer_encode(p->t, p->text + p->pend[i].off, p->pend[i].len,
-                                p->o->parse_special, &ids[i], &n_ids[i])) {
-#pragma omp critical
-            if (first_fail < 0 || i < first_fail) {
-                first_fail = i;
-                snprintf(fail_msg, sizeof fail_msg, "%s", xd_last_error());
+    for (long i = 0; i < (long)n; i++)
+        failed[i] = xd_tokenizer_encode(p->t, p->text + p->pend[i].off, p->pend[i].len,
+                                        p->o->parse_special, &ids[i], &n_ids[i]) != 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (failed[i]) {
+            int32_t *again = NULL;
+            size_t n_again = 0;
+            rc = -1;
+            if (xd_tokenizer_encode(p->t, p->text + p->pend[i].off, p->pend[i].len,
+                                    p->o->parse_special, &again, &n_again) == 0) {
+                free(again); /* cannot happen: encoding is deterministic */
+                rc = xd_err("document %zu failed to tokenize on a worker thread", i);
             }
         }
-    }
-    int rc = 0;
-    if (first_fail >= 0) rc = xd_err("%s", fail_msg);
+    free(failed);
     for (size_t i = 0; i < n && rc == 0; i++) {
         size_t m = n_ids[i];
         if (m == 0) { p->n_empty++; continue; }
