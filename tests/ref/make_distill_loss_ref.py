@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds tests/fixtures/distill_loss_ref.json: the Stage II loss (DESIGN.md §3)
+"""Builds tests/fixtures/distill_loss_ref.json: the Stage II loss (docs/design.md, "Stage II")
 and its gradient in PyTorch float64, for tests/test_distill_loss.c.
 
 Per row r with student logits z (V values), target y, teacher top-k ids/logits:
