@@ -17,7 +17,7 @@ a teacher, a target without a teacher (all ids -1), neither, padding slots,
 large logits (|z| ~ 60), and a near-one-hot teacher.
 
 Run with the reference venv:
-    /root/xd-ref/bin/python tests/ref/make_distill_loss_ref.py
+    ~/xd-ref/bin/python tests/ref/make_distill_loss_ref.py
 """
 import json
 import os

@@ -16,7 +16,7 @@ every tensor is stored as float32 (6e-8 relative rounding, far below the
 test's 1e-5).
 
 Run with the reference venv:
-    /root/xd-ref/bin/python tests/ref/make_hybrid_ref.py [out_dir]
+    ~/xd-ref/bin/python tests/ref/make_hybrid_ref.py [out_dir]
 """
 import os
 import sys

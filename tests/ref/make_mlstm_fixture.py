@@ -37,7 +37,7 @@ every tensor is stored as float32 (the gradients' rounding, 6e-8 relative, is
 far below the test's 1e-4).
 
 Run with the reference venv:
-    /root/xd-ref/bin/python tests/ref/make_mlstm_fixture.py [out_dir]
+    ~/xd-ref/bin/python tests/ref/make_mlstm_fixture.py [out_dir]
 """
 import json
 import os
