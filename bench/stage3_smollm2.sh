@@ -227,7 +227,8 @@ for name, f in [("generalist vs teacher", "wintie-generalist.json"),
              f"{zero} | {sum(rec) / len(rec):.3f} ({len(rec)} tasks) | "
              f"{'none' if a is None else f'{a:.3f}'} | {w['verdict']} |")
 L.append("")
-L.append("Reading the table: a task where both score 0 counts as a tie (DESIGN §4), so the "
+L.append("Reading the table: a task where both score 0 counts as a tie (docs/design.md, "
+         "\"Win-and-tie\"), so the "
          "comparisons with the generalist as reference count the long-context tasks that every "
          "student fails (beyond its 64-token window after this small budget) as ties; the column "
          "\"of which 0 = 0\" says how many, and the mean recovery is taken over the tasks where "

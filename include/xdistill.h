@@ -60,7 +60,7 @@ typedef struct {
     /* Llama-3 rope scaling; factor == 0 means none */
     float rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_ctx;
-    /* xLSTM hybrid student (DESIGN.md §2); student == 0: a plain transformer.
+    /* xLSTM hybrid student (docs/design.md, "Student layer"); student == 0: a plain transformer.
      * Every attention layer is then the hybrid mixer: sliding-window + sink
      * attention and an mLSTM on Hedgehog feature maps (d_φ = 2·head_dim),
      * mixed per head by a sigmoid gate. */
@@ -165,7 +165,7 @@ typedef struct {
 
 void xd_student_defaults(xd_student_opts *o);
 
-/* Builds a student from a teacher (DESIGN §2): every teacher weight copied,
+/* Builds a student from a teacher (docs/design.md, "Conversion"): every teacher weight copied,
  * the mixer's new parameters initialised (feature maps A = I, a = 0; gate
  * projections 0, input-gate bias 0, forget-gate biases linspace(3, 6) over
  * the heads; mix weights 0 and bias 0, i.e. o = ½). The student takes over

@@ -1,4 +1,4 @@
-/* The evaluation engine and `xdistill eval` (DESIGN §4) on the tiny teacher
+/* The evaluation engine and `xdistill eval` (docs/design.md, "Evaluation") on the tiny teacher
  * (tests/fixtures/tiny-llama.gguf: byte-level tokenizer, BOS = EOS, random
  * weights, max_ctx 128):
  *  - choice: log-likelihoods recomputed here from one plain xd_forward with

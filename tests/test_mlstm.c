@@ -7,7 +7,7 @@
  *     carried equals one piece (forward and backward: dinit of a piece feeds
  *     dfinal of the one before); chunkwise prefill + recurrent decode equals
  *     the parallel form;
- *  3. finite differences of a float64 re-implementation of DESIGN's parallel
+ *  3. finite differences of a float64 re-implementation of the mLSTM's parallel
  *     form (written here, independently of the library) against the
  *     chunkwise backward, for every input, gates in [−8, 8], with documents,
  *     an initial state and a loss on the final state;
@@ -342,7 +342,7 @@ static void test_pieces(void) {
 }
 
 /* ---- 3. finite differences against a float64 parallel form ---------------------------
- * ref_loss: DESIGN's parallel form in double, built differently from the
+ * ref_loss: the mLSTM's parallel form in double, built differently from the
  * library's (prefix sums b_t and the full log D matrix), and the loss
  * L = Σ h·Rh + Σ C_T·RC + Σ n_T·Rn + Σ m_T·Rm.
  * Central differences in double on each input coordinate, step 1e-4: the

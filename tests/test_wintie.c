@@ -162,7 +162,8 @@ static void test_float_edge(void) {
 }
 
 /* On random scores: α* is the smallest α with C_α >= 0.5, checked against the
- * DESIGN formula A_S >= (1 − α)·A_T evaluated directly just above and below it. */
+ * formula A_S >= (1 − α)·A_T (docs/design.md, "Win-and-tie") evaluated directly just
+ * above and below it. */
 static void test_random(void) {
     unsigned long long r = 12345;
     for (int trial = 0; trial < 300; trial++) {

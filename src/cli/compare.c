@@ -1,6 +1,6 @@
 /* xdistill compare TEACHER.json STUDENT.json -o WINTIE.json [--report REPORT.html]
  *                  [--logs LOG.jsonl ...] [--swa SWA.json] [--ledger LEDGER.json]
- * Win-and-tie of a student against its teacher (DESIGN.md §4; formats in
+ * Win-and-tie of a student against its teacher (docs/design.md, "Win-and-tie"; formats in
  * docs/compare.md): prints the verdict, writes WINTIE.json and the HTML report. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  *                  [--softcap C] [--swa-only] [--threads N]
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
- * Builds the xLSTM hybrid student from a teacher (DESIGN §2) and saves it as
+ * Builds the xLSTM hybrid student from a teacher (docs/design.md, "Conversion") and saves it as
  * an HF-style directory (config.json with model_type "xdistill_hybrid",
  * model.safetensors, tokenizer.json). */
 #include <stdio.h>

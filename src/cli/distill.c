@@ -1,5 +1,5 @@
 /* xdistill distill stage1 --teacher T --student S --data DATA -o DIR [options]
- *   Stage I (DESIGN §3): per-layer MSE alignment of the student's new mixer
+ *   Stage I (docs/design.md, "Stage I"): per-layer MSE alignment of the student's new mixer
  *   parameters to the teacher's attention outputs; one teacher forward per
  *   micro-batch feeds all layers. Writes DIR/model (the aligned student),
  *   DIR/log.jsonl (per-layer MSE) and DIR/stage1.json (per-layer validation

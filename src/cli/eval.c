@@ -1,7 +1,7 @@
 /* xdistill eval MODEL --suite DIR -o RESULTS.json [--tasks a,b] [--max-examples N]
  *                [--no-bos] [--chat] [--fewshot K] [--ctx N] [--stride S] [--seed S]
  *                [--bootstrap B] [--threads N]
- * Scores a teacher or a student on a suite (DESIGN §4): writes the results
+ * Scores a teacher or a student on a suite (docs/design.md, "Evaluation"): writes the results
  * JSON atomically and prints one line per task. */
 #include <math.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* xdistill merge -o OUT [--normalize] [--allow-unrelated] A[:w] B[:w] ...
- *   Stage III (DESIGN §3): θ = Σ λ_i θ_i over K experts trained by
+ *   Stage III (docs/design.md, "Stage III"): θ = Σ λ_i θ_i over K experts trained by
  *   `distill stage2` from one Stage I checkpoint, streamed tensor by tensor
  *   (train/merge.h says what is checked and how the sum is formed). Weights
  *   default to 1/K; given weights must be finite, ≥ 0 and sum to 1 (within

@@ -1,4 +1,4 @@
-/* Evaluation suites and task files (DESIGN §4).
+/* Evaluation suites and task files (docs/design.md, "Evaluation"; docs/eval.md).
  *
  * A suite is a directory holding suite.json:
  *   {"name": "S", "seed": 1234,

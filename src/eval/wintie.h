@@ -1,4 +1,4 @@
-/* Win-and-tie (DESIGN.md §4): is the student as good as the teacher, task by
+/* Win-and-tie (docs/design.md, "Win-and-tie"): is the student as good as the teacher, task by
  * task?
  *
  * Scores are higher-is-better and must be finite and >= 0 (accuracy, exact

@@ -95,7 +95,7 @@ static int get_bool(const src *s, const char *key, int def, int *out) {
     return 0;
 }
 
-/* A student (DESIGN §7: its own model_type and fields) names the teacher
+/* A student (docs/design.md, "File formats": its own model_type and fields) names the teacher
  * architecture it was converted from in "base_architecture"; everything
  * else about the transformer is read as for that architecture. */
 #define STUDENT_TYPE "xdistill_hybrid"
@@ -281,7 +281,7 @@ static int get_hash(const src *s, const char *name, uint64_t *out) {
     return 0;
 }
 
-/* The student's own fields (DESIGN §2, §7): window, sinks, chunk_size and
+/* The student's own fields (docs/design.md, "File formats"): window, sinks, chunk_size and
  * feature_map are required; the mLSTM scale and ε and the gate soft-cap
  * have defaults. */
 static int parse_student(const src *s, xd_config *c) {

@@ -1,5 +1,5 @@
-/* A teacher's top-k logits for the train split of a token file (DESIGN.md §3,
- * Stage II): `xdistill teacher-logits` writes it once, offline; Stage II reads
+/* A teacher's top-k logits for the train split of a token file (docs/design.md,
+ * "Stage II"): `xdistill teacher-logits` writes it once, offline; Stage II reads
  * the rows of its batches from it.
  *
  * Layout (all integers little-endian; fp16 = IEEE 754 binary16):

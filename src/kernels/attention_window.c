@@ -1,4 +1,4 @@
-/* Sliding-window + sink attention for student inference (DESIGN §2, "SWA
+/* Sliding-window + sink attention for student inference (docs/design.md, "SWA
  * branch"): each query sees the sink keys (positions 0 … S−1) and the keys
  * of the last W positions up to its own, with the teacher's scale 1/√hd.
  * Keys come in two segments so that a decoding state of constant size can

@@ -1,4 +1,4 @@
-/* Stage II distillation loss (DESIGN.md §3), fused with its gradient.
+/* Stage II distillation loss (docs/design.md, "Stage II"), fused with its gradient.
  *
  * Per token row r with student logits z = logits[r][0..V):
  *   p_S      = softmax(z) over the full vocabulary

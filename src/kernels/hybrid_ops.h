@@ -1,4 +1,4 @@
-/* Small ops of the hybrid mixer (DESIGN.md §2): the Hedgehog feature map,
+/* Small ops of the hybrid mixer (docs/design.md, "Student layer"): the Hedgehog feature map,
  * the gate soft-cap and the output mix of the mLSTM and SWA branches.
  *
  * Conventions (as train_ops.h): each op is a plain forward and a backward
@@ -50,7 +50,7 @@ int xd_hedgehog_backward(float *du, float *dA, float *da, const float *dphi, con
                          const float *u, int ldu, const float *A, int n, int nmap, int nu, int hd);
 
 /* ---- gate soft-cap -------------------------------------------------------------
- * y = c·tanh(g/c) elementwise (DESIGN: c = 15); c ≤ 0: identity (y = g).
+ * y = c·tanh(g/c) elementwise (c = 15 by default); c ≤ 0: identity (y = g).
  * Forward: y may alias g. Backward: dg += dy · (1 − tanh²(g/c)) =
  * dy / cosh²(g/c) (dg += dy for c ≤ 0); g is the forward's input. Computed
  * in double, rounded once. */

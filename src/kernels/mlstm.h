@@ -1,6 +1,6 @@
-/* The mLSTM cell (DESIGN.md §2, "mLSTM branch") in three forms:
+/* The mLSTM cell (docs/design.md, "mLSTM branch") in three forms:
  *
- *   parallel    O(T²) reference, literally DESIGN's parallel form (double inside)
+ *   parallel    O(T²) reference, the parallel form written literally (double inside)
  *   chunkwise   the training form: inter-chunk states by the recurrence,
  *               intra-chunk by the parallel form; memory linear in T; backward
  *   recurrent   one token at a time from a state (decoding)
@@ -12,7 +12,7 @@
  *                                                    log weight, see below)
  *   C̃_ts     = s·(φq_t·φk_s)·exp(log D_ts − m_t)
  *   h_t      = Σ_s C̃_ts v_s / (max(|Σ_s C̃_ts|, exp(−m_t)) + ε)
- * Recurrent form (DESIGN): m_t = max(lf_t + m_{t−1}, ĩ_t),
+ * Recurrent form (docs/design.md): m_t = max(lf_t + m_{t−1}, ĩ_t),
  *   C_t = f'C_{t−1} + i' φk_t v_tᵀ, n_t = f'n_{t−1} + i' φk_t,
  *   f' = exp(lf_t + m_{t−1} − m_t), i' = exp(ĩ_t − m_t),
  *   h_t = s·φq_tᵀC_t / (max(|s·φq_t·n_t|, exp(−m_t)) + ε).
@@ -23,8 +23,8 @@
  * document, with log weight Σ_{r≤t} lf_r + m (it decays by the forget gates
  * like any earlier token) and contents (C, n). With no initial state (NULL)
  * the chunkwise and parallel forms start empty: m_t is the max over the
- * tokens only, exactly DESIGN's parallel form. The recurrent form starts from
- * xd_mlstm_state_zero (C = 0, n = 0, m = 0: DESIGN's m_0 = 0), which differs
+ * tokens only, exactly the parallel form above. The recurrent form starts from
+ * xd_mlstm_state_zero (C = 0, n = 0, m = 0: the recurrence's m_0 = 0), which differs
  * from "empty" only in m_t = max(Σ lf, …), and h does not depend on m except
  * through ε (see "Agreement" below).
  *
@@ -120,7 +120,7 @@ int xd_mlstm_chunk_backward(const xd_mlstm_grads *g, xd_mlstm_state *dinit, cons
                             const xd_mlstm_cfg *cfg);
 
 /* ---- parallel form (reference) --------------------------------------------
- * DESIGN's parallel form, O(T²·H·(dphi+dv)), computed in double; init and
+ * The parallel form above, O(T²·H·(dphi+dv)), computed in double; init and
  * final as in the chunkwise form (final's m is the last token's m_t). */
 int xd_mlstm_parallel_forward(float *h, xd_mlstm_state *final, const xd_mlstm_in *in,
                               const xd_mlstm_state *init, int64_t T, const xd_mlstm_cfg *cfg);

@@ -13,7 +13,7 @@
  *   S_ij = s·q_i·k_j,  P_ij = S_ij·W_ij
  *   num_i = Σ_j P_ij v_j + wˢ_i·s·q_iᵀC_c,  Z_i = Σ_j P_ij + wˢ_i·s·q_i·n_c
  *   den_i = max(|Z_i|, e^{−m_i}) + ε,  h_i = num_i / den_i
- * This is DESIGN's parallel form with all earlier tokens folded into the
+ * This is the parallel form (mlstm.h) with all earlier tokens folded into the
  * state. The state leaving the chunk is that of its last row e, with
  * m_{c+1} = fl32(m_e) (the value stored; any m is exact up to ε, and using
  * the stored value everywhere keeps the chunks consistent):

@@ -1,4 +1,4 @@
-/* Teacher → student conversion (DESIGN §1 "convert", §2). */
+/* Teacher → student conversion (docs/design.md, "Conversion"). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -15,7 +15,7 @@ typedef struct {
     float *ffn_norm;              /* [d] pre-MLP norm (absent for OLMo-2) */
     float *w_gate, *w_up, *w_down; /* [ff][d], [ff][d], [d][ff] */
     float *post_ffn_norm;         /* OLMo-2: norm of the MLP output */
-    /* student (cfg.student): the hybrid mixer's new parameters (DESIGN §2) */
+    /* student (cfg.student): the hybrid mixer's new parameters (docs/design.md, "Conversion") */
     float *fmq_A, *fmq_b;         /* Hedgehog map of q: A [nh][hd][hd] (z = u·A), bias [nh][hd] */
     float *fmk_A, *fmk_b;         /* Hedgehog map of k, one per query head (each reads its
                                    * KV group's key): [nh][hd][hd], [nh][hd] */
@@ -42,7 +42,7 @@ struct xd_kv {
     int max_tokens, pos;
     int n_layer, kv_dim;
     float *k, *v; /* [n_layer][max_tokens][kv_dim] (teacher) */
-    /* student: a state of constant size, whatever the length (DESIGN §2) */
+    /* student: a state of constant size, whatever the length (docs/design.md, "Decoding state") */
     int student, window, sinks, n_head, dphi, head_dim;
     float *sk, *sv;       /* sink keys/values [n_layer][sinks][kv_dim] (positions 0..S−1) */
     float *rk, *rv;       /* window buffers [n_layer][2·window][kv_dim]: the last keys/values

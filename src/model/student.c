@@ -1,4 +1,5 @@
-/* Student inference: the hybrid mixer (DESIGN §2) and its decoding state.
+/* Student inference: the hybrid mixer and its decoding state (docs/design.md,
+ * "Student layer", "Decoding state").
  *
  * State per layer, constant in the sequence length: the sink keys/values
  * (positions 0 … S−1), a window buffer of 2W rows holding the most recent

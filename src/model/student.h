@@ -1,4 +1,4 @@
-/* The xLSTM hybrid student at inference (DESIGN §2): the mixer that replaces
+/* The xLSTM hybrid student at inference (docs/design.md, "Student layer"): the mixer that replaces
  * each attention layer, its constant-size decoding state, and conversion of
  * a teacher into a student. */
 #ifndef XD_STUDENT_H

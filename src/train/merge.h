@@ -1,4 +1,4 @@
-/* Stage III (DESIGN §3): the weighted merge of K experts,
+/* Stage III (docs/design.md, "Stage III"): the weighted merge of K experts,
  * θ = Σ_i λ_i θ_i, streaming one tensor at a time.
  *
  * Inputs are HF model directories (config.json + safetensors) of one

@@ -1,4 +1,4 @@
-/* Stage III (DESIGN §3): choosing the merge weights λ on a dev suite
+/* Stage III (docs/design.md, "Stage III"): choosing the merge weights λ on a dev suite
  * (`xdistill merge --search`), then writing the merge with the best λ.
  *
  * Candidates: every λ with λ_i = k_i / N, k_i ≥ 0 integers, Σ k_i = N

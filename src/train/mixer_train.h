@@ -1,4 +1,4 @@
-/* Training forward/backward of the student's hybrid mixer (DESIGN §2) over
+/* Training forward/backward of the student's hybrid mixer (docs/design.md, "Student layer") over
  * B packed rows of T tokens: the same math as the inference mixer
  * (src/model/student.c), with every activation the backward needs kept.
  * Used per layer by Stage I (alignment to the teacher's attention output)

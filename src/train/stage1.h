@@ -1,4 +1,4 @@
-/* Stage I of the distillation (DESIGN §3): per-layer alignment of the
+/* Stage I of the distillation (docs/design.md, "Stage I"): per-layer alignment of the
  * student's new mixer parameters to the teacher. For every layer
  * independently: input = the teacher's hidden state entering the layer
  * (its normalised form and its q, k, v — the student shares W_Q, W_K, W_V

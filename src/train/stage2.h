@@ -1,4 +1,4 @@
-/* Stage II of the distillation (DESIGN §3): end-to-end training of the
+/* Stage II of the distillation (docs/design.md, "Stage II"): end-to-end training of the
  * student on 0.9·CE(next token) + 0.1·KL(teacher top-k ‖ student), the
  * teacher's top-k logits read from a file `xdistill teacher-logits` made
  * offline for the same token data and sequence length. */

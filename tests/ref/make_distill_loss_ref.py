@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds tests/fixtures/distill_loss_ref.json: the Stage II loss (DESIGN.md §3)
+"""Builds tests/fixtures/distill_loss_ref.json: the Stage II loss (docs/design.md, "Stage II")
 and its gradient in PyTorch float64, for tests/test_distill_loss.c.
 
 Per row r with student logits z (V values), target y, teacher top-k ids/logits:
@@ -17,7 +17,7 @@ a teacher, a target without a teacher (all ids -1), neither, padding slots,
 large logits (|z| ~ 60), and a near-one-hot teacher.
 
 Run with the reference venv:
-    /root/xd-ref/bin/python tests/ref/make_distill_loss_ref.py
+    ~/xd-ref/bin/python tests/ref/make_distill_loss_ref.py
 """
 import json
 import os

@@ -25,7 +25,7 @@ Python package), independent of our C code.
                                     and sampled weights (HF layout) of every tensor
 
 ggml's C code is the one llama-cpp-python ships (libggml-base), called with ctypes.
-Run with the reference venv: /root/xd-ref/bin/python tests/ref/make_gguf_fixtures.py
+Run with the reference venv: ~/xd-ref/bin/python tests/ref/make_gguf_fixtures.py
 """
 import ctypes
 import importlib.metadata

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Builds tests/fixtures/hybrid_ref.safetensors: the small ops of the hybrid
-mixer (DESIGN.md §2, src/kernels/hybrid_ops.h) in PyTorch float64 with
+mixer (docs/design.md, "Student layer"; src/kernels/hybrid_ops.h) in PyTorch float64 with
 autograd, for tests/test_hybrid_ops.c.
 
   Hedgehog  (n=24, 4 maps on 2 heads of u (map h reads head h // 2), hd=8):
@@ -16,7 +16,7 @@ every tensor is stored as float32 (6e-8 relative rounding, far below the
 test's 1e-5).
 
 Run with the reference venv:
-    /root/xd-ref/bin/python tests/ref/make_hybrid_ref.py [out_dir]
+    ~/xd-ref/bin/python tests/ref/make_hybrid_ref.py [out_dir]
 """
 import os
 import sys

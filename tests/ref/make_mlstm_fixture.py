@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Builds tests/fixtures/mlstm_ref.safetensors (+ mlstm_ref.json): the mLSTM cell
-(DESIGN.md §2) in PyTorch float64, for tests/test_mlstm.c.
+(docs/design.md, "mLSTM branch") in PyTorch float64, for tests/test_mlstm.c.
 
-The reference is DESIGN's parallel form written literally, with autograd for the
+The reference is the parallel form written literally, with autograd for the
 gradients. Nothing is detached: m_t = max_s log D_ts is differentiated through
 the max (torch's max(dim).values sends the gradient to the argmax), and
 max(|Σ C̃|, exp(−m)) follows the branch taken — the C chunkwise backward
@@ -37,7 +37,7 @@ every tensor is stored as float32 (the gradients' rounding, 6e-8 relative, is
 far below the test's 1e-4).
 
 Run with the reference venv:
-    /root/xd-ref/bin/python tests/ref/make_mlstm_fixture.py [out_dir]
+    ~/xd-ref/bin/python tests/ref/make_mlstm_fixture.py [out_dir]
 """
 import json
 import os
@@ -56,7 +56,7 @@ SEED = 20240605
 
 
 def mlstm_parallel(q, k, v, ig, fg, doc_start, init, scale, eps, detach_m=False):
-    """DESIGN's parallel form. q, k [T,H,D], v [T,H,Dv], ig, fg [T,H],
+    """The parallel form. q, k [T,H,D], v [T,H,Dv], ig, fg [T,H],
     doc_start [T] (long), init = (C0 [H,D,Dv], n0 [H,D], m0 [H]) or None.
     Returns h [T,H,Dv] and the final state (C, n, m)."""
     T = q.shape[0]

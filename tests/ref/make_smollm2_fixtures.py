@@ -14,8 +14,8 @@ Outputs (in --out, default tests/fixtures next to this script's parent):
   smollm2_ppl.json                           perplexity on a prefix of GPL-3
 
 Usage:
-  /root/xd-ref/bin/python tests/ref/make_smollm2_fixtures.py \
-      [--model /root/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf] \
+  ~/xd-ref/bin/python tests/ref/make_smollm2_fixtures.py \
+      [--model ~/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf] \
       [--out tests/fixtures] [--tokenizer auto|llama_cpp|hf]
 
 Deterministic: no sampling, fixed thread count, no timestamps in the outputs.
@@ -34,7 +34,8 @@ import numpy as np
 
 T0 = time.time()
 
-DEFAULT_MODEL = "/root/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL = os.environ.get("XD_TEACHER") or os.path.expanduser(
+    "~/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.normpath(os.path.join(HERE, "..", "fixtures"))
 

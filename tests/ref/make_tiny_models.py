@@ -10,7 +10,7 @@ save_pretrained (config.json + safetensors), plus:
                   the safetensors reader can be checked against what was written.
 
 Deterministic: fixed seeds, CPU only. Run with the reference venv:
-    /root/xd-ref/bin/python tests/ref/make_tiny_models.py [out_dir]
+    ~/xd-ref/bin/python tests/ref/make_tiny_models.py [out_dir]
 """
 import copy
 import json

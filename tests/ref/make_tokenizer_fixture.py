@@ -10,7 +10,7 @@
       a tiny byte-level BPE trained with the `tokenizers` library, and its
       encodings of some strings.
 
-Run with the reference venv:  /root/xd-ref/bin/python tests/ref/make_tokenizer_fixture.py
+Run with the reference venv:  ~/xd-ref/bin/python tests/ref/make_tokenizer_fixture.py
 Deterministic: fixed strings plus strings from a seeded generator.
 """
 import json

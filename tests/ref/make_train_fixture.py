@@ -19,7 +19,7 @@ Outputs (all float32 tensors, HF parameter names):
 
 Deterministic: fixed data seed, CPU only, 2 threads, deterministic algorithms.
 Run with the reference venv:
-    /root/xd-ref/bin/python tests/ref/make_train_fixture.py [out_dir]
+    ~/xd-ref/bin/python tests/ref/make_train_fixture.py [out_dir]
 """
 import json
 import math
