@@ -162,7 +162,12 @@ int xd_tokenizer_eos(const xd_tokenizer *t);
 const char *xd_tokenizer_pre(const xd_tokenizer *t);
 uint64_t xd_tokenizer_hash(const xd_tokenizer *t);
 
-/* tokenizer.json (HF) front-end */
+/* tokenizer.json (HF) front-end. bos / eos / add_bos come from
+ * tokenizer_config.json in the same directory (bos_token, eos_token: a token
+ * string, {"content": string, ...} or null; add_bos_token: true, false or
+ * null); without that file there are none. A config that cannot be read, is
+ * not valid JSON, has another type there, or names a token the vocabulary
+ * lacks is an error naming the config file and the field. */
 xd_tokenizer *xd_tokenizer_load_json(const char *path);
 /* The tokenizer of a model: GGUF metadata, or DIR/tokenizer.json. */
 xd_tokenizer *xd_tokenizer_load(const char *model_path);
