@@ -727,6 +727,22 @@ struct xd_tokdata {
     const uint32_t *doc_dom;
 };
 
+/* No domain name twice: each is interned in a hash set (tokdata_domains.c),
+ * O(n) for n names; a name whose id is not its index repeats an earlier one. */
+static int check_unique_names(const xd_tokdata *d) {
+    xd_domain_set seen = {0};
+    int rc = 0;
+    for (uint32_t i = 0; i < d->n_dom && !rc; i++) {
+        uint32_t id;
+        if (xd_domain_set_intern(&seen, d->dom_names[i], strlen(d->dom_names[i]), &id)) rc = -1;
+        else if (id != i)
+            rc = xd_err("%s: domain table: name %u \"%s\" repeats name %u", d->path, i,
+                        d->dom_names[i], id);
+    }
+    xd_domain_set_free(&seen);
+    return rc;
+}
+
 /* Reads the domain table that starts at byte pos (the end of the tokens) and
  * must end the file. Errors: "DATA: domain table: ...". */
 static int parse_domain_table(xd_tokdata *d, uint64_t pos) {
@@ -760,12 +776,9 @@ static int parse_domain_table(xd_tokdata *d, uint64_t pos) {
         if (!(d->dom_names[i] = malloc(len + 1))) return xd_err("out of memory");
         memcpy(d->dom_names[i], name, len);
         d->dom_names[i][len] = 0;
-        for (uint32_t j = 0; j < i; j++)
-            if (!strcmp(d->dom_names[j], d->dom_names[i]))
-                return xd_err("%s: domain table: name %u \"%s\" repeats name %u", path, i,
-                              d->dom_names[i], j);
         pos += len;
     }
+    if (check_unique_names(d)) return -1;
     pos += (4 - (pos - names_begin) % 4) % 4;
     uint64_t need = 4 * d->h.n_docs;
     if (size < pos || size - pos != need)
