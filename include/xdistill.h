@@ -26,6 +26,57 @@ extern "C" {
 /* Text of the most recent error on this thread ("" if none). */
 const char *xd_last_error(void);
 
+/* ---- logging ------------------------------------------------------------- */
+
+/* The library writes nothing to stdout or stderr by itself: every message it
+ * has for a person (progress of long work, notices, warnings) goes to the
+ * callback installed with xd_set_log, and without one it is dropped. Errors
+ * are not logged: they are returned (xd_last_error). */
+typedef enum {
+    XD_LOG_PROGRESS = 1, /* the state of long work (training, data prep, perplexity,
+                          * evaluation), reported again and again as it advances;
+                          * `progress` describes it */
+    XD_LOG_INFO = 2,     /* a notice: what was done or decided ("resuming from step 40",
+                          * "merge: 2 experts ... -> DIR", one line per merge candidate) */
+    XD_LOG_WARN = 3,     /* something worth a look; the work goes on ("the tokenizer has no
+                          * EOS token", lines of a resume log that were dropped) */
+} xd_log_level;
+
+/* One report of long work (level XD_LOG_PROGRESS). A run of reports for one
+ * piece of work shares the label and ends with a report with done = 1. */
+typedef struct {
+    const char *label;   /* the work: "pretrain", "stage2", "data prep", "ppl", an eval task */
+    int64_t step, total; /* done so far, of total (steps, examples, tokens); total 0: not known */
+    int64_t first;       /* the step this run began at (> 0 when it resumed) */
+    double elapsed;      /* seconds since this run began */
+    double eta;          /* estimated seconds to go; < 0 when not known */
+    const char *detail;  /* the numbers of the moment, e.g. "loss 3.2100 | lr 1.00e-03 |
+                          * 1234 tok/s"; "" when none */
+    const char *status;  /* the whole state as one line for a display redrawn in place
+                          * (e.g. with a bar): no newline, no control characters */
+    int done;            /* 1: the last report of this work (a line redrawn in place can
+                          * be ended now) */
+} xd_progress_info;
+
+/* level: an xd_log_level. msg: the message as one self-contained log line,
+ * without a trailing newline (for XD_LOG_PROGRESS the plain form of the
+ * state, e.g. "pretrain: step 10/100 (10%) loss 3.2100 | ... | elapsed 0:05,
+ * ETA 0:45"). progress: the report for XD_LOG_PROGRESS, NULL for the other
+ * levels. Both pointers are valid only during the call.
+ *
+ * The callback runs on the thread that called the library function that
+ * logs (never on an OpenMP worker), synchronously: the work waits for it. It
+ * must not call back into the library. Progress is reported at most about
+ * ten times a second per piece of work, plus its done report; a callback
+ * that writes a log file may keep fewer (the CLI keeps one every 5 s when
+ * stderr is not a terminal). */
+typedef void (*xd_log_fn)(void *user, int level, const char *msg, const xd_progress_info *progress);
+
+/* Installs fn (called with user) for every later message of the process;
+ * NULL (the default) drops them all. Not synchronised with work already
+ * running on other threads: set it before starting any. */
+void xd_set_log(xd_log_fn fn, void *user);
+
 /* ---- model configuration ------------------------------------------------- */
 
 typedef enum {
@@ -118,7 +169,12 @@ int xd_tokenizer_eos(const xd_tokenizer *t);
 const char *xd_tokenizer_pre(const xd_tokenizer *t);
 uint64_t xd_tokenizer_hash(const xd_tokenizer *t);
 
-/* tokenizer.json (HF) front-end */
+/* tokenizer.json (HF) front-end. bos / eos / add_bos come from
+ * tokenizer_config.json in the same directory (bos_token, eos_token: a token
+ * string, {"content": string, ...} or null; add_bos_token: true, false or
+ * null); without that file there are none. A config that cannot be read, is
+ * not valid JSON, has another type there, or names a token the vocabulary
+ * lacks is an error naming the config file and the field. */
 xd_tokenizer *xd_tokenizer_load_json(const char *path);
 /* The tokenizer of a model: GGUF metadata, or DIR/tokenizer.json. */
 xd_tokenizer *xd_tokenizer_load(const char *model_path);
@@ -198,7 +254,8 @@ int xd_forward(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float
 double xd_token_nll(const float *logits, int vocab, int target);
 /* Sliding-window perplexity (HF convention): windows of ctx tokens every
  * stride tokens, each scoring the tokens the previous window did not.
- * Outputs the summed NLL and the number of scored tokens; ppl = exp(nll/n). */
+ * Outputs the summed NLL and the number of scored tokens; ppl = exp(nll/n).
+ * verbose: progress reports (XD_LOG_PROGRESS, label "ppl"). */
 int xd_perplexity(const xd_model *m, const int32_t *ids, size_t n_ids, int ctx, int stride,
                   int verbose, double *nll, size_t *scored);
 

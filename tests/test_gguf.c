@@ -13,7 +13,9 @@
  * - corrupt files (truncated anywhere, bad magic/version, absurd counts,
  *   lengths, dims, offsets, types, unknown architecture, missing keys) fail
  *   with a message naming the file, and never crash (run under ASan+UBSan);
- *   a ggml type we do not read (IQ2_XXS) is named in the error. */
+ *   a ggml type we do not read (IQ2_XXS) is named in the error.
+ * - general.alignment = 1 with tensors at odd addresses loads the same
+ *   weights, without a misaligned read (UBSan). */
 #include <jansson.h>
 #include <string.h>
 #include <unistd.h>
@@ -289,6 +291,129 @@ static void test_corrupt(void) {
     free(orig);
 }
 
+/* ---- general.alignment = 1 ------------------------------------------------ */
+
+typedef struct {
+    unsigned char *b;
+    size_t n, cap;
+} gbuf;
+
+static void gb_put(gbuf *g, const void *p, size_t n) {
+    if (g->n + n > g->cap) {
+        g->cap = 2 * (g->n + n);
+        g->b = realloc(g->b, g->cap);
+    }
+    memcpy(g->b + g->n, p, n);
+    g->n += n;
+}
+static void gb_u32(gbuf *g, uint32_t v) { gb_put(g, &v, 4); }
+static void gb_u64(gbuf *g, uint64_t v) { gb_put(g, &v, 8); }
+static void gb_str(gbuf *g, const char *s, size_t n) {
+    gb_u64(g, n);
+    gb_put(g, s, n);
+}
+
+/* tiny-llama.gguf rewritten with general.alignment = 1, an odd data offset,
+ * every tensor at an odd address and an extra F32 rope_freqs.weight: the
+ * tensors' bytes are not aligned for their types. It loads (under UBSan:
+ * without a misaligned read) to exactly the weights of the original file,
+ * and the rope frequencies are divided by the stored values. */
+static void test_alignment_1(void) {
+    const char *src = FIXTURE("tiny-llama.gguf");
+    size_t n;
+    unsigned char *orig = slurp(src, &n);
+    gguf_file *g = xd_gguf_open(src);
+    xd_model *m0 = xd_model_load(src);
+    CHECK(orig && g && m0, "tiny-llama.gguf: %s", xd_last_error());
+    if (!orig || !g || !m0) goto out;
+    CHECK(!xd_gguf_find(g, "general.alignment") && !xd_gguf_find_tensor(g, "rope_freqs.weight"),
+          "tiny-llama.gguf already has general.alignment or rope_freqs");
+    int half = xd_model_config(m0)->head_dim / 2;
+    /* the key/value section is copied as it is: it ends where the first tensor's info begins */
+    const char *t0 = g->tensors[0].name;
+    unsigned char pat[8 + 128];
+    uint64_t l0 = strlen(t0);
+    memcpy(pat, &l0, 8);
+    memcpy(pat + 8, t0, l0);
+    const unsigned char *info0 = memmem(orig + 24, n - 24, pat, 8 + l0);
+    CHECK(info0 != NULL, "first tensor info not found");
+    if (!info0) goto out;
+
+    float *freqs = malloc((size_t)half * sizeof *freqs);
+    for (int i = 0; i < half; i++) freqs[i] = 1.0f + 0.25f * (float)i;
+    size_t infos = 0; /* bytes of the tensor infos, rope_freqs' included */
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        infos += 8 + strlen(g->tensors[i].name) + 4 + 8 * g->tensors[i].n_dims + 4 + 8;
+    infos += 8 + strlen("rope_freqs.weight") + 4 + 8 + 4 + 8;
+    static const char key_al[] = "general.alignment", key_pad[] = "test.pad";
+    size_t head = 24 + (size_t)(info0 - (orig + 24)) + (8 + strlen(key_al) + 4 + 4) +
+                  (8 + strlen(key_pad) + 4 + 8);
+    size_t pad = (head + 1 + infos) % 2 ? 1 : 2; /* the data section starts at an odd offset */
+
+    gbuf o = {0};
+    uint64_t n_tensors = g->n_tensors + 1, n_kv = g->n_kv + 2;
+    gb_put(&o, orig, 8); /* magic, version */
+    gb_u64(&o, n_tensors);
+    gb_u64(&o, n_kv);
+    gb_put(&o, orig + 24, (size_t)(info0 - (orig + 24)));
+    gb_str(&o, key_al, strlen(key_al));
+    gb_u32(&o, 4); /* uint32 */
+    gb_u32(&o, 1);
+    gb_str(&o, key_pad, strlen(key_pad));
+    gb_u32(&o, 8); /* string */
+    gb_str(&o, "xx", pad);
+    uint64_t off = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const gguf_tensor *t = &g->tensors[i];
+        gb_str(&o, t->name, strlen(t->name));
+        gb_u32(&o, t->n_dims);
+        for (uint32_t d = 0; d < t->n_dims; d++) gb_u64(&o, (uint64_t)t->ne[d]);
+        gb_u32(&o, t->type);
+        gb_u64(&o, off);
+        off += t->nbytes;
+    }
+    gb_str(&o, "rope_freqs.weight", strlen("rope_freqs.weight"));
+    gb_u32(&o, 1);
+    gb_u64(&o, (uint64_t)half);
+    gb_u32(&o, GGML_F32);
+    gb_u64(&o, off);
+    size_t data_offset = o.n;
+    CHECK(data_offset % 2 == 1, "data offset %zu is even", data_offset);
+    for (uint64_t i = 0; i < g->n_tensors; i++) gb_put(&o, g->tensors[i].data, g->tensors[i].nbytes);
+    gb_put(&o, freqs, (size_t)half * sizeof *freqs);
+    snprintf(tmp_path, sizeof tmp_path, "/tmp/xd_test_gguf_al1_%d.gguf", (int)getpid());
+    write_file(o.b, o.n);
+
+    gguf_file *g1 = xd_gguf_open(tmp_path);
+    CHECK(g1 != NULL, "alignment 1: %s", xd_last_error());
+    if (g1) {
+        CHECK(g1->alignment == 1 && g1->data_offset == data_offset, "alignment %llu, data offset %llu",
+              (unsigned long long)g1->alignment, (unsigned long long)g1->data_offset);
+        const gguf_tensor *rf = xd_gguf_find_tensor(g1, "rope_freqs.weight");
+        CHECK(rf && (uintptr_t)rf->data % 4 != 0, "rope_freqs.weight is aligned after all");
+        xd_gguf_close(g1);
+    }
+    xd_model *m1 = xd_model_load(tmp_path);
+    CHECK(m1 != NULL, "alignment 1: %s", xd_last_error());
+    if (m1) {
+        CHECK(m1->arena_floats == m0->arena_floats &&
+                  !memcmp(m1->arena, m0->arena, m0->arena_floats * sizeof(float)),
+              "alignment 1: the weights differ from the original file's");
+        int bad = 0;
+        for (int i = 0; i < half; i++) bad += m1->rope_inv_freq[i] != m0->rope_inv_freq[i] / freqs[i];
+        CHECK(bad == 0, "alignment 1: %d of %d rope frequencies are not the original / rope_freqs", bad,
+              half);
+    }
+    xd_model_free(m1);
+    unlink(tmp_path);
+    free(o.b);
+    free(freqs);
+out:
+    xd_model_free(m0);
+    xd_gguf_close(g);
+    free(orig);
+}
+
 int main(void) {
     test_fp16();
     test_quant_blocks();
@@ -296,5 +421,6 @@ int main(void) {
     test_tiny_gguf("tiny-qwen2.gguf", "tiny-qwen2");
     test_tiny_kquant();
     test_corrupt();
+    test_alignment_1();
     return test_summary("test_gguf");
 }

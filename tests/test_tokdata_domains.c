@@ -1,6 +1,6 @@
 /* Domains of token data: `data prep --domain file|field:NAME|rule:FILE`, the
  * domain table, the per-domain validation split and `data split`
- * (docs/data.md "Domains").
+ * (docs/data.md "Domains"), and a table of 65536 domains opens fast.
  *
  * The references are independent of the domain code: the documents are
  * tokenized one by one with xd_tokenizer_encode, and the shuffle order is
@@ -9,10 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli_util.h"
 #include "io/tokdata.h"
+#include "io/tokdata_internal.h"
 #include "test.h"
 #include "xdistill.h"
 
@@ -470,6 +472,67 @@ static void test_corrupt(void) {
     free(b);
 }
 
+/* ---- many domains ---------------------------------------------------------------------- */
+
+/* A file with the most domains a table may hold (65536, one document each)
+ * opens in well under a second: the repeated-name check is a hash lookup
+ * per name, not a comparison with every earlier one (that took seconds).
+ * A repeated name among them is still refused, naming both indices. */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void test_many_domains(void) {
+    enum { ND = 65536 };
+    char **names = malloc(ND * sizeof *names);
+    uint16_t *tok = malloc(2 * ND * sizeof *tok);
+    uint64_t *off = malloc((ND + 1) * sizeof *off);
+    uint32_t *dom = malloc(ND * sizeof *dom);
+    off[0] = 0;
+    for (uint32_t i = 0; i < ND; i++) {
+        names[i] = malloc(16);
+        snprintf(names[i], 16, "dom-%05u", i);
+        tok[2 * i] = (uint16_t)(i % 250);
+        tok[2 * i + 1] = 7;
+        off[i + 1] = 2 * (uint64_t)(i + 1);
+        dom[i] = i;
+    }
+    xd_tokdata_header h = {XD_TOKDATA_VERSION, 300, 2, XD_TOKDATA_FLAG_DOMAINS, 0x1234, ND, ND - 100,
+                           2 * (uint64_t)ND, 1};
+    xd_doc_source src = {tok, 2, off, NULL, dom, (const char *const *)names, ND};
+    const char *path = path_in("many.tok");
+    CHECK(xd_tokdata_write_docs(path, &h, &src) == 0, "write %s: %s", path, xd_last_error());
+    double t0 = now_s();
+    xd_tokdata *d = xd_tokdata_open(path);
+    double dt = now_s() - t0;
+    CHECK(d != NULL, "open %s: %s", path, xd_last_error());
+    CHECK(d && xd_tokdata_n_domains(d) == ND && !strcmp(xd_tokdata_domain_name(d, ND - 1), "dom-65535") &&
+              xd_tokdata_doc_domain(d, 4321) == 4321,
+          "%u domains read back", d ? xd_tokdata_n_domains(d) : 0);
+    xd_tokdata_close(d);
+    printf("%u domains: open in %.3f s\n", (unsigned)ND, dt);
+    CHECK(dt < 1.0, "opening a file with %u domains took %.2f s (quadratic name check?)", (unsigned)ND, dt);
+
+    /* the last name repeats one in the middle */
+    snprintf(names[ND - 1], 16, "dom-%05u", 12345);
+    CHECK(xd_tokdata_write_docs(path, &h, &src) == 0, "write %s: %s", path, xd_last_error());
+    t0 = now_s();
+    d = xd_tokdata_open(path);
+    dt = now_s() - t0;
+    CHECK(!d && contains(xd_last_error(), path) &&
+              contains(xd_last_error(), "domain table: name 65535 \"dom-12345\" repeats name 12345"),
+          "repeated name: %s", d ? "(opened)" : xd_last_error());
+    CHECK(dt < 1.0, "refusing a file with %u domains took %.2f s", (unsigned)ND, dt);
+    xd_tokdata_close(d);
+    for (uint32_t i = 0; i < ND; i++) free(names[i]);
+    free(names);
+    free(tok);
+    free(off);
+    free(dom);
+}
+
 /* ---- CLI ------------------------------------------------------------------------------ */
 
 static void test_cli(void) {
@@ -523,6 +586,7 @@ int main(void) {
     test_one_domain_is_plain(t);
     test_field_and_rules(t, &r);
     test_corrupt();
+    test_many_domains();
     test_cli();
     for (int i = 0; i < N_DOCS; i++) free(r.ids[i]);
     xd_tokenizer_free(t);

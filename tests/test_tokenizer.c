@@ -5,11 +5,13 @@
 #include <jansson.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "io/gguf.h"
 #include "io/tokenizer_gguf.h"
+#include "io/tokenizer_internal.h"
 #include "test.h"
 #include "xdistill.h"
 
@@ -465,6 +467,74 @@ static void test_json(void) {
     expect_json_error(write_variant("bad_added.json", edit_bad_added), "bad added", "added_tokens[0].id");
 }
 
+/* tokenizer_config.json beside tokenizer.json: absent is fine (no bos/eos);
+ * present, it must be valid, and bos_token / eos_token / add_bos_token of the
+ * right types naming tokens that exist, else an error naming the config file
+ * and the field. */
+static void test_json_config(void) {
+    char dir[600], tok[700], cfg[700];
+    snprintf(dir, sizeof dir, "%s/cfg", g_tmpdir);
+    snprintf(tok, sizeof tok, "%s/tokenizer.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    CHECK(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+    json_t *root = json_load_file(FIXTURE("tiny_tokenizer/tokenizer.json"), 0, NULL);
+    CHECK(root && json_dump_file(root, tok, 0) == 0, "cannot write %s", tok);
+    json_decref(root);
+
+    /* valid: null bos, an object eos, add_bos true */
+    write_file(cfg, "{\"bos_token\": null, \"eos_token\": {\"content\": \"<|im_end|>\", \"lstrip\": false},"
+                    " \"add_bos_token\": true, \"add_eos_token\": null}");
+    xd_tokenizer *t = xd_tokenizer_load_json(tok);
+    CHECK(t && xd_tokenizer_bos(t) == -1 && xd_tokenizer_eos(t) == 2 && xd_tokenizer_add_bos(t) == 1,
+          "valid config: %s", t ? "wrong bos/eos/add_bos" : xd_last_error());
+    xd_tokenizer_free(t);
+    /* the keys absent: as no config */
+    write_file(cfg, "{\"model_max_length\": 2048}");
+    t = xd_tokenizer_load_json(tok);
+    CHECK(t && xd_tokenizer_bos(t) == -1 && xd_tokenizer_eos(t) == -1 && xd_tokenizer_add_bos(t) == 0,
+          "config without the keys: %s", t ? "wrong bos/eos/add_bos" : xd_last_error());
+    xd_tokenizer_free(t);
+
+    static const struct { const char *text, *want; } bad[] = {
+        {"{\"bos_token\": \"<|im_start|>\",\n \"eos_token\": }", ":2:"},      /* malformed JSON */
+        {"", "malformed JSON"},
+        {"[\"<|im_start|>\"]", "expected an object"},
+        {"{\"bos_token\": 1}", "bos_token: expected"},
+        {"{\"eos_token\": [\"<|im_end|>\"]}", "eos_token: expected"},
+        {"{\"eos_token\": {\"content\": 2}}", "eos_token.content: expected"},
+        {"{\"bos_token\": {\"lstrip\": true}}", "bos_token.content: expected"},
+        {"{\"add_bos_token\": \"yes\"}", "add_bos_token: expected true or false"},
+        {"{\"add_bos_token\": 1}", "add_bos_token: expected true or false"},
+        {"{\"bos_token\": \"<s>\"}", "bos_token: \"<s>\" is not a token"},
+        {"{\"eos_token\": {\"content\": \"</s>\"}}", "eos_token: \"</s>\" is not a token"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        write_file(cfg, bad[i].text);
+        t = xd_tokenizer_load_json(tok);
+        CHECK(!t && strstr(xd_last_error(), cfg) && strstr(xd_last_error(), bad[i].want),
+              "config '%s': expected an error naming %s and '%s', got '%s'", bad[i].text, cfg,
+              bad[i].want, t ? "(loaded)" : xd_last_error());
+        xd_tokenizer_free(t);
+    }
+    /* the same through xd_tokenizer_load of the directory */
+    t = xd_tokenizer_load(dir);
+    CHECK(!t && strstr(xd_last_error(), cfg), "model dir with a bad config: %s",
+          t ? "(loaded)" : xd_last_error());
+    xd_tokenizer_free(t);
+    /* unreadable (a directory in its place) */
+    unlink(cfg);
+    CHECK(mkdir(cfg, 0755) == 0, "mkdir %s", cfg);
+    t = xd_tokenizer_load_json(tok);
+    CHECK(!t && strstr(xd_last_error(), cfg), "config is a directory: %s", t ? "(loaded)" : xd_last_error());
+    xd_tokenizer_free(t);
+    rmdir(cfg);
+    /* absent: fine */
+    t = xd_tokenizer_load_json(tok);
+    CHECK(t && xd_tokenizer_bos(t) == -1 && xd_tokenizer_eos(t) == -1, "no config: %s",
+          t ? "bos/eos set" : xd_last_error());
+    xd_tokenizer_free(t);
+}
+
 /* ---- spec and GGUF errors -------------------------------------------------- */
 
 static void test_spec(void) {
@@ -628,6 +698,7 @@ int main(void) {
     test_spec();
     test_gguf_errors();
     test_json();
+    test_json_config();
 
     const char *teacher = teacher_path();
     gguf_file *g = xd_gguf_open(teacher);

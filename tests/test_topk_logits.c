@@ -498,6 +498,25 @@ static void test_corrupt(void) {
     CHECK(f && xd_topk_read_rows(f, 0, 1, ids, v) == -1 && contains(xd_last_error(), "descending"),
           "order: %s", xd_last_error());
     xd_topk_close(f);
+    /* an id twice at one position (logits still descending): refused, naming both slots */
+    memcpy(c, b, n);
+    uint16_t id1;
+    memcpy(&id1, c + 128 + row + rec * 1 + 2 * 1, 2); /* row 1, position 1, slot 1 */
+    memcpy(c + 128 + row + rec * 1 + 2 * 3, &id1, 2); /* ... its slot 3 */
+    spit(bad, c, n);
+    f = xd_topk_open(bad);
+    char want[96];
+    snprintf(want, sizeof want, "row 1, position 1, slot 3: id %u repeats slot 1", (unsigned)id1);
+    CHECK(f && xd_topk_read_rows(f, 0, 1, ids, v) == 0, "row 0 is fine: %s", xd_last_error());
+    int32_t ids2[2 * FT * FK];
+    float v2[2 * FT * FK];
+    CHECK(f && xd_topk_read_rows(f, 0, 2, ids2, v2) == -1 && contains(xd_last_error(), bad) &&
+              contains(xd_last_error(), want),
+          "repeated id: %s", xd_last_error());
+    /* the next read of good rows is not disturbed by what the failed one saw */
+    CHECK(f && xd_topk_read_rows(f, 2, 2, ids2, v2) == 0, "rows 2-3 after the failure: %s",
+          xd_last_error());
+    xd_topk_close(f);
     /* a truncated partial file cannot be resumed */
     char p[600];
     snprintf(p, sizeof p, "%s/trunc.topk.partial", dir);

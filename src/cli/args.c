@@ -13,6 +13,7 @@
 int cli_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
+    cli_log_break();
     fputs("xdistill: error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);

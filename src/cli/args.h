@@ -9,6 +9,12 @@ int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the library's last error as above; returns 1. */
 int cli_lib_error(void);
 
+/* Installs the library's log callback (main.c): messages and progress to
+ * stderr, a status line redrawn in place when stderr is a terminal. */
+void cli_log_install(void);
+/* Ends a status line left open on the terminal (before other output). */
+void cli_log_break(void);
+
 /* Parse option values with range checks; print an error naming the option and
  * return -1 on failure. */
 int parse_int(const char *opt, const char *s, long lo, long hi, int *out);

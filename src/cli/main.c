@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "xdistill.h"
 
@@ -56,8 +57,48 @@ static void choose_wait_policy(int argc, char **argv) {
     /* exec failed: carry on with the default policy */
 }
 
+/* The library's messages (xd_set_log) go to stderr, one line each. Progress:
+ * on a terminal one status line redrawn in place (\r … ESC[K), ended at the
+ * work's done report; otherwise plain lines, at most one every 5 s plus the
+ * first and the done one. */
+static int g_tty;     /* stderr is a terminal */
+static int g_open;    /* a status line is on the terminal, not yet ended */
+static double g_last; /* when the last plain progress line was written; 0: none since done */
+
+void cli_log_break(void) {
+    if (!g_open) return;
+    fputc('\n', stderr);
+    g_open = 0;
+}
+
+static void cli_log(void *user, int level, const char *msg, const xd_progress_info *p) {
+    (void)user;
+    if (level == XD_LOG_PROGRESS && p) {
+        if (g_tty) {
+            fprintf(stderr, "\r%s\033[K%s", p->status, p->done ? "\n" : "");
+            g_open = !p->done;
+        } else {
+            double now = now_s();
+            if (p->done || g_last == 0 || now - g_last >= 5.0) {
+                fprintf(stderr, "%s\n", msg);
+                g_last = p->done ? 0 : now;
+            }
+        }
+    } else {
+        cli_log_break();
+        fprintf(stderr, "%s\n", msg);
+    }
+    fflush(stderr);
+}
+
+void cli_log_install(void) {
+    g_tty = isatty(STDERR_FILENO);
+    xd_set_log(cli_log, NULL);
+}
+
 int main(int argc, char **argv) {
     choose_wait_policy(argc, argv);
+    cli_log_install();
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "core/log.h"
+#include "core/progress.h"
 #include "xdistill.h"
 
 double xd_token_nll(const float *logits, int V, int target) {
@@ -28,6 +30,8 @@ int xd_perplexity(const xd_model *m, const int32_t *ids, size_t L, int ctx, int 
     int rc = -1;
     double nll = 0;
     size_t scored = 0, prev_end = 0;
+    double t0 = xd_now(), last_report = 0;
+    verbose = verbose && xd_log_enabled();
     if (!kv || !logits) { if (kv) xd_err("perplexity: out of memory"); goto done; }
     for (size_t begin = 0; begin < L; begin += (size_t)stride) {
         size_t end = begin + (size_t)ctx < L ? begin + (size_t)ctx : L;
@@ -39,12 +43,20 @@ int xd_perplexity(const xd_model *m, const int32_t *ids, size_t L, int ctx, int 
             nll += xd_token_nll(logits + (j - 1) * (size_t)V, V, ids[begin + j]);
         scored += n - j0;
         prev_end = end;
-        if (verbose)
-            fprintf(stderr, "\rppl: %zu/%zu tokens, running ppl %.4f", end, L,
-                    exp(nll / (double)scored));
+        double now = xd_now();
+        if (verbose && (end == L || now - last_report >= 0.1)) {
+            /* one line without a bar, as the CLI has always shown it */
+            char msg[128], detail[64];
+            snprintf(detail, sizeof detail, "running ppl %.4f", exp(nll / (double)scored));
+            snprintf(msg, sizeof msg, "ppl: %zu/%zu tokens, %s", end, L, detail);
+            double el = now - t0;
+            xd_progress_info p = {"ppl", (int64_t)end, (int64_t)L, 0, el,
+                                  el * (double)(L - end) / (double)end, detail, msg, end == L};
+            xd_log_progress(&p, msg);
+            last_report = now;
+        }
         if (end == L) break;
     }
-    if (verbose) fputc('\n', stderr);
     *nll_out = nll;
     *scored_out = scored;
     rc = 0;

@@ -1,6 +1,6 @@
 /* Running a suite's tasks on one model: per-example scoring (scoring.h),
  * few-shot contexts, per-task scores with bootstrap confidence intervals
- * (bootstrap.h), wall time, progress on stderr. */
+ * (bootstrap.h), wall time, progress (XD_LOG_PROGRESS, xd_set_log). */
 #ifndef XD_EVAL_RUN_H
 #define XD_EVAL_RUN_H
 
@@ -15,7 +15,7 @@ typedef struct {
     uint64_t seed;    /* bootstrap resamples and few-shot picks (default: the suite's) */
     int bootstrap;    /* resamples B (default 1000) */
     int max_examples; /* at most this many examples per task; 0 = the suite's limits only */
-    int progress;     /* progress bar / log lines on stderr */
+    int progress;     /* progress reports (XD_LOG_PROGRESS), one run per task */
 } xd_eval_opts;
 
 void xd_eval_opts_default(xd_eval_opts *o, const xd_model *m, const xd_suite *s);

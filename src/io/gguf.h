@@ -40,7 +40,9 @@ typedef struct {
     int64_t ne[4];   /* ne[0] is the innermost (row length) dimension, as in ggml */
     uint32_t type;   /* ggml type id */
     uint64_t offset; /* relative to the data section */
-    const void *data;
+    const void *data; /* map + data_offset + offset: with a small general.alignment (1, 2)
+                       * not aligned for the tensor's type; read it with memcpy, never
+                       * through a float / uint16_t pointer */
     uint64_t nbytes;
 } gguf_tensor;
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "../core/error.h"
+#include "../core/log.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tokdata.c reads and writes little-endian files with native loads; port it first"
@@ -238,22 +239,26 @@ typedef struct {
     uint64_t n_empty, bytes_in;
     /* progress */
     double t0, last_print;
-    int tty;
+    int open; /* progress was reported, not yet the final report */
 } prep_state;
 
 enum { PENDING_BYTES = 1 << 20, PENDING_DOCS = 4096 };
 
-/* On a terminal one line redrawn every 0.5 s; otherwise a line every 10 s. */
+/* A progress report (no known total, no bar) at most every 0.5 s, and the
+ * final one. */
 static void progress(prep_state *p, int final) {
-    if (!p->o->verbose) return;
+    if (!p->o->verbose || !xd_log_enabled()) return;
     double now = wall_s();
-    if (!final && now - p->last_print < (p->tty ? 0.5 : 10.0)) return;
+    if (!final && now - p->last_print < 0.5) return;
     p->last_print = now;
+    p->open = !final;
     double dt = now - p->t0;
-    fprintf(stderr, "%sdata prep: %zu documents, %zu tokens, %.2f MB of text, %.0f tokens/s%s",
-            p->tty ? "\r" : "", p->n_docs, p->n_tok, (double)p->bytes_in / 1e6,
-            dt > 0 ? (double)p->n_tok / dt : 0.0, p->tty && !final ? "   " : "\n");
-    fflush(stderr);
+    char detail[160], msg[192];
+    snprintf(detail, sizeof detail, "%zu documents, %zu tokens, %.2f MB of text, %.0f tokens/s",
+             p->n_docs, p->n_tok, (double)p->bytes_in / 1e6, dt > 0 ? (double)p->n_tok / dt : 0.0);
+    snprintf(msg, sizeof msg, "data prep: %s", detail);
+    xd_progress_info info = {"data prep", (int64_t)p->n_tok, 0, 0, dt, -1, detail, msg, final};
+    xd_log_progress(&info, msg);
 }
 
 static int flush_pending(prep_state *p) {
@@ -650,7 +655,6 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
     p.vocab = (uint32_t)vocab;
     p.tb = token_bytes_for(p.vocab);
     p.t0 = p.last_print = wall_s();
-    p.tty = isatty(STDERR_FILENO);
     uint64_t *order = NULL;
     int rc = -1;
     if (o->domain_by == XD_DOMAIN_RULE && !(p.rules = xd_domain_rules_load(o->domain_arg)))
@@ -658,8 +662,8 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
     if (grow((void **)&p.off, &p.cap_off, 1, sizeof *p.off)) goto done;
     p.off[0] = 0;
     if (o->verbose && p.eos < 0)
-        fprintf(stderr, "data prep: warning: the tokenizer has no EOS token; documents are "
-                        "concatenated without a separator\n");
+        xd_log(XD_LOG_WARN, "data prep: warning: the tokenizer has no EOS token; documents are "
+                            "concatenated without a separator");
     for (int i = 0; i < o->n_inputs; i++) {
         const char *in = o->inputs[i];
         int r = o->jsonl || ends_with(in, ".jsonl") ? prep_jsonl(&p, in) : prep_text(&p, in);
@@ -707,7 +711,7 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
     }
     rc = 0;
 done:
-    if (rc && o->verbose && p.tty && p.n_tok) fputc('\n', stderr);
+    if (rc && p.open) progress(&p, 1); /* the final report, ending a line redrawn in place */
     free(order);
     free(p.text);
     free(p.pend);
@@ -732,6 +736,22 @@ struct xd_tokdata {
     char **dom_names;
     const uint32_t *doc_dom;
 };
+
+/* No domain name twice: each is interned in a hash set (tokdata_domains.c),
+ * O(n) for n names; a name whose id is not its index repeats an earlier one. */
+static int check_unique_names(const xd_tokdata *d) {
+    xd_domain_set seen = {0};
+    int rc = 0;
+    for (uint32_t i = 0; i < d->n_dom && !rc; i++) {
+        uint32_t id;
+        if (xd_domain_set_intern(&seen, d->dom_names[i], strlen(d->dom_names[i]), &id)) rc = -1;
+        else if (id != i)
+            rc = xd_err("%s: domain table: name %u \"%s\" repeats name %u", d->path, i,
+                        d->dom_names[i], id);
+    }
+    xd_domain_set_free(&seen);
+    return rc;
+}
 
 /* Reads the domain table that starts at byte pos (the end of the tokens) and
  * must end the file. Errors: "DATA: domain table: ...". */
@@ -766,12 +786,9 @@ static int parse_domain_table(xd_tokdata *d, uint64_t pos) {
         if (!(d->dom_names[i] = malloc(len + 1))) return xd_err("out of memory");
         memcpy(d->dom_names[i], name, len);
         d->dom_names[i][len] = 0;
-        for (uint32_t j = 0; j < i; j++)
-            if (!strcmp(d->dom_names[j], d->dom_names[i]))
-                return xd_err("%s: domain table: name %u \"%s\" repeats name %u", path, i,
-                              d->dom_names[i], j);
         pos += len;
     }
+    if (check_unique_names(d)) return -1;
     pos += (4 - (pos - names_begin) % 4) % 4;
     uint64_t need = 4 * d->h.n_docs;
     if (size < pos || size - pos != need)

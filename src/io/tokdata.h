@@ -71,7 +71,7 @@ typedef struct {
     double val_frac;     /* fraction of documents for validation, in [0, 1) */
     int parse_special;   /* match control-token text in documents (xd_tokenizer_encode) */
     int threads;         /* tokenizer threads; 0: xd_get_threads() */
-    int verbose;         /* progress on stderr */
+    int verbose;         /* progress (XD_LOG_PROGRESS) and warnings (XD_LOG_WARN) */
     xd_domain_by domain_by;
     const char *domain_arg; /* FIELD: the field name; RULE: the rules file */
 } xd_prep_opts;

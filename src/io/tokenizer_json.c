@@ -1,10 +1,13 @@
 /* Hugging Face tokenizer.json front-end: a byte-level BPE model, its added
  * tokens and a pre-tokenizer we recognise (see pre_from_json). Special token
- * ids come from tokenizer_config.json beside it when there is one. */
+ * ids come from tokenizer_config.json beside it when there is one (a
+ * malformed one is an error). */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 #include "xdistill.h"
@@ -198,34 +201,64 @@ static int fill_merges(json_vocab *jv, const json_t *merges) {
     return 0;
 }
 
-/* Looks up the id of a special token named in tokenizer_config.json
- * ("bos_token": "<s>" or {"content": "<s>", ...}); -1 when not found. */
-static int config_token(const json_t *cfg, const char *key, const json_vocab *jv) {
+/* The id of the special token named by key in tokenizer_config.json
+ * ("bos_token": "<s>", or {"content": "<s>", ...} as transformers writes
+ * AddedToken; absent or null: -1). Another type, or a name that is not a
+ * token of the vocabulary, is an error naming the file and the key. */
+static int config_token(const json_t *cfg, const char *key, const json_vocab *jv, const char *cfg_path,
+                        int *id) {
     const json_t *v = json_object_get(cfg, key);
-    const char *s = json_is_object(v) ? json_string_value(json_object_get(v, "content"))
-                                      : json_string_value(v);
-    if (!s) return -1;
+    *id = -1;
+    if (!v || json_is_null(v)) return 0;
+    const char *s = json_string_value(v);
+    if (json_is_object(v) && !(s = json_string_value(json_object_get(v, "content"))))
+        return xd_err("%s: %s.content: expected the token's text (a string)", cfg_path, key);
+    if (!s)
+        return xd_err("%s: %s: expected a token (a string, {\"content\": string, ...} or null), "
+                      "got %s", cfg_path, key, json_is_array(v) ? "an array"
+                                                : json_is_boolean(v) ? "a boolean" : "a number");
     for (int i = jv->n_tokens - 1; i >= 0; i--)
-        if (strcmp(jv->tokens[i], s) == 0) return i;
-    return -1;
+        if (strcmp(jv->tokens[i], s) == 0) {
+            *id = i;
+            return 0;
+        }
+    return xd_err("%s: %s: \"%.64s\" is not a token of %s (neither in model.vocab nor in "
+                  "added_tokens)", cfg_path, key, s, jv->path);
 }
 
-/* bos / eos / add_bos from tokenizer_config.json next to path, if present. */
-static void read_config(const char *path, const json_vocab *jv, int *bos, int *eos, int *add_bos) {
+/* bos / eos / add_bos from tokenizer_config.json next to path. No such file:
+ * none (-1, -1, 0); one that cannot be read or is malformed: an error naming
+ * it and the field. */
+static int read_config(const char *path, const json_vocab *jv, int *bos, int *eos, int *add_bos) {
     char cfg_path[4096];
     const char *slash = strrchr(path, '/');
     int dir = slash ? (int)(slash - path + 1) : 0;
     *bos = *eos = -1;
     *add_bos = 0;
     if (snprintf(cfg_path, sizeof cfg_path, "%.*stokenizer_config.json", dir, path) >= (int)sizeof cfg_path)
-        return;
+        return xd_err("%s: path too long", path);
+    struct stat st;
+    if (stat(cfg_path, &st) && errno == ENOENT) return 0; /* optional */
     /* as reals: model_max_length is often 1e30, too big for json_int_t */
-    json_t *cfg = json_load_file(cfg_path, JSON_DECODE_INT_AS_REAL, NULL);
-    if (!cfg) return; /* optional */
-    *bos = config_token(cfg, "bos_token", jv);
-    *eos = config_token(cfg, "eos_token", jv);
-    *add_bos = get_flag(cfg, "add_bos_token", 0);
+    json_error_t jerr;
+    json_t *cfg = json_load_file(cfg_path, JSON_DECODE_INT_AS_REAL, &jerr);
+    if (!cfg) {
+        if (jerr.line < 0) return xd_err("%s: cannot read: %s", cfg_path, jerr.text);
+        return xd_err("%s:%d:%d: malformed JSON: %s", cfg_path, jerr.line, jerr.column, jerr.text);
+    }
+    int rc = 0;
+    const json_t *ab = json_object_get(cfg, "add_bos_token");
+    if (!json_is_object(cfg))
+        rc = xd_err("%s: top level: expected an object", cfg_path);
+    else if (ab && !json_is_boolean(ab) && !json_is_null(ab))
+        rc = xd_err("%s: add_bos_token: expected true or false (or null)", cfg_path);
+    else if (config_token(cfg, "bos_token", jv, cfg_path, bos) ||
+             config_token(cfg, "eos_token", jv, cfg_path, eos))
+        rc = -1;
+    else
+        *add_bos = json_is_true(ab);
     json_decref(cfg);
+    return rc;
 }
 
 xd_tokenizer *xd_tokenizer_load_json(const char *path) {
@@ -275,7 +308,7 @@ xd_tokenizer *xd_tokenizer_load_json(const char *path) {
         goto done;
 
     int bos, eos, add_bos;
-    read_config(path, &jv, &bos, &eos, &add_bos);
+    if (read_config(path, &jv, &bos, &eos, &add_bos)) goto done;
     xd_tokenizer_spec spec = {
         .n_tokens = jv.n_tokens, .tokens = jv.tokens, .token_types = jv.types,
         .n_merges = jv.n_merges, .merges = (const char *const *)jv.merges, .pre = pre,

@@ -403,13 +403,18 @@ int xd_topk_read_rows(const xd_topk *f, uint64_t row, uint64_t n, int32_t *ids, 
                       "`xdistill teacher-logits --rows`)",
                       f->path, (ull)row, (ull)(row + n), (ull)f->h.n_rows);
     uint32_t k = f->h.k, T = f->h.seq, ib = f->h.id_bytes, V = f->h.vocab_size;
-    for (uint64_t r = 0; r < n; r++) {
+    /* the ids seen at the current position: one bit per id, cleared again after each
+     * position (O(k) per position whatever k and V; local, so reads stay thread-safe) */
+    uint64_t *seen = n ? calloc(((size_t)V + 63) / 64, sizeof *seen) : NULL;
+    if (n && !seen) return xd_err("%s: out of memory", f->path);
+    int rc = 0;
+    for (uint64_t r = 0; r < n && !rc; r++) {
         const uint8_t *p = f->map + XD_TOPK_HEADER_BYTES + (row + r) * f->row_bytes;
-        for (uint32_t t = 0; t < T; t++) {
+        for (uint32_t t = 0; t < T && !rc; t++) {
             const uint8_t *pl = p + (size_t)k * ib;
             size_t o = ((size_t)r * T + t) * k;
             float prev = INFINITY;
-            for (uint32_t j = 0; j < k; j++) {
+            for (uint32_t j = 0; j < k && !rc; j++) {
                 uint32_t id;
                 if (ib == 2) {
                     uint16_t s;
@@ -419,26 +424,38 @@ int xd_topk_read_rows(const xd_topk *f, uint64_t row, uint64_t n, int32_t *ids, 
                 uint16_t hv;
                 memcpy(&hv, pl + 2 * j, 2);
                 float x = xd_f16_to_f32(hv);
-                if (id >= V)
-                    return xd_err("%s: row %llu, position %u, slot %u: id %u, expected < "
-                                  "vocab_size %u (corrupt file)",
-                                  f->path, (ull)(row + r), t, j, id, V);
-                if (!isfinite(x))
-                    return xd_err("%s: row %llu, position %u, slot %u: logit is %s, expected a "
-                                  "finite fp16 (corrupt file)",
-                                  f->path, (ull)(row + r), t, j, isnan(x) ? "NaN" : "infinite");
-                if (x > prev)
-                    return xd_err("%s: row %llu, position %u, slot %u: logit %g exceeds the "
-                                  "previous slot's %g; expected descending (corrupt file)",
-                                  f->path, (ull)(row + r), t, j, x, prev);
-                prev = x;
-                ids[o + j] = (int32_t)id;
-                logits[o + j] = x;
+                if (id >= V) {
+                    rc = xd_err("%s: row %llu, position %u, slot %u: id %u, expected < "
+                                "vocab_size %u (corrupt file)",
+                                f->path, (ull)(row + r), t, j, id, V);
+                } else if ((seen[id / 64] >> (id % 64)) & 1) {
+                    uint32_t first = 0;
+                    while (first < j && ids[o + first] != (int32_t)id) first++;
+                    rc = xd_err("%s: row %llu, position %u, slot %u: id %u repeats slot %u; "
+                                "expected k distinct ids (corrupt file)",
+                                f->path, (ull)(row + r), t, j, id, first);
+                } else if (!isfinite(x)) {
+                    rc = xd_err("%s: row %llu, position %u, slot %u: logit is %s, expected a "
+                                "finite fp16 (corrupt file)",
+                                f->path, (ull)(row + r), t, j, isnan(x) ? "NaN" : "infinite");
+                } else if (x > prev) {
+                    rc = xd_err("%s: row %llu, position %u, slot %u: logit %g exceeds the "
+                                "previous slot's %g; expected descending (corrupt file)",
+                                f->path, (ull)(row + r), t, j, x, prev);
+                } else {
+                    seen[id / 64] |= 1ull << (id % 64);
+                    prev = x;
+                    ids[o + j] = (int32_t)id;
+                    logits[o + j] = x;
+                }
             }
+            for (uint32_t j = 0; j < k && !rc; j++) /* only this position's bits are set */
+                seen[(uint32_t)ids[o + j] / 64] = 0;
             p += (size_t)k * (ib + 2u);
         }
     }
-    return 0;
+    free(seen);
+    return rc;
 }
 
 int xd_topk_check_data(const xd_topk *f, const xd_tokdata *d) {

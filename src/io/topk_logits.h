@@ -118,8 +118,8 @@ const xd_topk_header *xd_topk_header_of(const xd_topk *f);
 const char *xd_topk_path(const xd_topk *f);
 
 /* Decodes rows [row, row + n) into ids / logits, each [n][T][k] (row-major).
- * Checks every record: id < vocab_size, logit finite (not NaN or inf), logits
- * non-increasing.
+ * Checks every record: id < vocab_size, no id twice at one position, logit
+ * finite (not NaN or inf), logits non-increasing.
  * -1 (naming the file, row, position and slot) if a check fails or the rows
  * are out of range (row + n > n_rows). Thread-safe (read-only). */
 int xd_topk_read_rows(const xd_topk *f, uint64_t row, uint64_t n, int32_t *ids, float *logits);

@@ -119,10 +119,12 @@ static int apply_rope_freqs(const gguf_file *g, xd_model *m) {
     if (t->n_dims != 1 || t->ne[0] != half || t->type != GGML_F32)
         return xd_err("%s: tensor 'rope_freqs.weight' must be F32 [%d]", g->path, half);
     if (xd_model_init_rope(m)) return -1;
-    const float *f = t->data;
+    const unsigned char *p = t->data; /* general.alignment may leave it unaligned for float */
     for (int i = 0; i < half; i++) {
-        if (!(f[i] > 0)) return xd_err("%s: rope_freqs.weight[%d] = %g must be > 0", g->path, i, f[i]);
-        m->rope_inv_freq[i] /= f[i];
+        float f;
+        memcpy(&f, p + 4 * (size_t)i, 4);
+        if (!(f > 0)) return xd_err("%s: rope_freqs.weight[%d] = %g must be > 0", g->path, i, f);
+        m->rope_inv_freq[i] /= f;
     }
     return 0;
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "io/atomic.h"
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
@@ -311,7 +312,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
     dir_open = 0;
     if (xd_adir_commit(&dir)) goto done;
     if (o->verbose)
-        fprintf(stderr, "merge: %d experts, %d tensors -> %s (weights_hash 0x%016llx)\n", k, nw,
+        xd_log(XD_LOG_INFO, "merge: %d experts, %d tensors -> %s (weights_hash 0x%016llx)", k, nw,
                 out_dir, (ull)hout);
     rc = 0;
 done:

@@ -38,7 +38,7 @@
 typedef struct {
     int normalize;       /* divide the weights by their sum instead of refusing */
     int allow_unrelated; /* skip the base_hash check */
-    int verbose;
+    int verbose;         /* an XD_LOG_INFO line for the merge made */
     /* optional: one more file, OUT/extra_name with extra_text, committed with
      * the rest (merge --search writes search.json this way) */
     const char *extra_name, *extra_text;

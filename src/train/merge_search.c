@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/progress.h"
 #include "eval/report.h"
 #include "eval/results.h"
@@ -373,8 +374,8 @@ static int resume_open(search *s, xd_msearch_info *info) {
         if (!same) {
             info->restarted = 1;
             if (s->o->progress)
-                fprintf(stderr, "merge --search: %s was made by another search (other experts, "
-                        "suite or options): starting over\n", s->jsonl);
+                xd_log(XD_LOG_WARN, "merge --search: %s was made by another search (other experts, "
+                       "suite or options): starting over", s->jsonl);
         }
         while (same && (n = getline(&line, &lcap, f)) > 0) {
             int whole = line[n - 1] == '\n';
@@ -391,7 +392,7 @@ static int resume_open(search *s, xd_msearch_info *info) {
         }
         fclose(f);
         if (dropped && s->o->progress)
-            fprintf(stderr, "merge --search: %s: %ld unreadable line(s) dropped\n", s->jsonl, dropped);
+            xd_log(XD_LOG_WARN, "merge --search: %s: %ld unreadable line(s) dropped", s->jsonl, dropped);
     } else if (errno != ENOENT) {
         free(keep);
         return xd_err("%s: %s", s->jsonl, strerror(errno));
@@ -458,13 +459,18 @@ static void progress_line(const search *s, long i, long best) {
     const cand *c = &s->c[i];
     char obj[64];
     objective_name(s->o, obj, sizeof obj);
-    fprintf(stderr, "merge --search: %ld/%ld λ=(", i + 1, s->n);
-    for (int e = 0; e < s->k; e++) fprintf(stderr, "%s%.4g", e ? ", " : "", (double)c->kv[e] / s->o->grid);
-    fprintf(stderr, ") %s %.6g", obj, c->obj);
-    if (s->o->objective == XD_MSEARCH_C) fprintf(stderr, " (recovery %.6g)", c->rec);
-    if (best >= 0) fprintf(stderr, "  best %.6g (#%ld)", s->c[best].obj, best + 1);
-    if (c->resumed) fprintf(stderr, "  resumed\n");
-    else fprintf(stderr, "  %.2f s\n", c->seconds);
+    char line[1024];
+    size_t n = 0;
+#define ADD(...) (void)(n < sizeof line && (n += (size_t)snprintf(line + n, sizeof line - n, __VA_ARGS__)))
+    ADD("merge --search: %ld/%ld λ=(", i + 1, s->n);
+    for (int e = 0; e < s->k; e++) ADD("%s%.4g", e ? ", " : "", (double)c->kv[e] / s->o->grid);
+    ADD(") %s %.6g", obj, c->obj);
+    if (s->o->objective == XD_MSEARCH_C) ADD(" (recovery %.6g)", c->rec);
+    if (best >= 0) ADD("  best %.6g (#%ld)", s->c[best].obj, best + 1);
+    if (c->resumed) ADD("  resumed");
+    else ADD("  %.2f s", c->seconds);
+#undef ADD
+    xd_log(XD_LOG_INFO, "%s", line);
 }
 
 /* ---- search.json ---------------------------------------------------------------- */

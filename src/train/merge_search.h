@@ -55,7 +55,7 @@
  * fsync'ed. A rerun whose key equals the header's skips those candidates
  * (their scores are read back; the objective is recomputed from them); a
  * different key, or a file that cannot be read as one, starts over (said on
- * stderr with o->progress). A torn last line is dropped. The file is deleted
+ * XD_LOG_WARN with o->progress). A torn last line is dropped. The file is deleted
  * once OUT is committed. */
 #ifndef XD_MERGE_SEARCH_H
 #define XD_MERGE_SEARCH_H
@@ -77,7 +77,7 @@ typedef struct {
     xd_msearch_objective objective;
     double alpha;                       /* c: α in [0, 0.5] */
     const char *teacher_results;        /* needed by recovery and c; NULL = none */
-    int progress;                       /* one line per candidate on stderr */
+    int progress;                       /* one XD_LOG_INFO line per candidate */
     int stop_after;                     /* tests: fail once this many candidates were evaluated
                                          * by this run, as an interrupted search would (0: never) */
 } xd_msearch_opts;

@@ -12,6 +12,7 @@
 
 #include "checkpoint.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/progress.h"
 #include "model/model.h"
 #include "optim.h"
@@ -271,9 +272,9 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         }
         st = old;
         if (trim_log(log_path, st.step)) goto done;
-        fprintf(stderr, "%s: resuming from step %lld\n", o->kind, (long long)st.step);
+        xd_log(XD_LOG_INFO, "%s: resuming from step %lld", o->kind, (long long)st.step);
     } else if (o->resume) {
-        fprintf(stderr, "%s: no checkpoint in %s, starting from step 0\n", o->kind, o->out_dir);
+        xd_log(XD_LOG_INFO, "%s: no checkpoint in %s, starting from step 0", o->kind, o->out_dir);
     }
     log = fopen(log_path, st.step ? "a" : "w");
     if (!log) { xd_err("%s: cannot write: %s", log_path, strerror(errno)); goto done; }
