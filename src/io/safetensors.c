@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "../core/error.h"
-#include "ggml_types.h"
+#include "../core/f16.h"
 
 #define ST_MAX_HEADER (100u << 20) /* the format's own limit: 100 MB of JSON */
 #define ST_MAX_DIM (1ull << 40)    /* larger dimensions or element counts are absurd */
@@ -372,18 +372,10 @@ int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst) {
         memcpy(dst, src, n * 4);
         break;
     case ST_F16:
-        for (uint64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = xd_fp16_to_fp32(h);
-        }
+        xd_fp16_to_fp32_n(dst, src, (size_t)n);
         break;
     case ST_BF16:
-        for (uint64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = xd_bf16_to_fp32(h);
-        }
+        xd_bf16_to_fp32_n(dst, src, (size_t)n);
         break;
     }
     return 0;

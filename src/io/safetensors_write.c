@@ -11,21 +11,13 @@
 
 #include "../core/error.h"
 #include "atomic.h"
-#include "ggml_types.h"
+#include "../core/f16.h"
 #include "safetensors.h"
 
 #define ST_MAX_HEADER (100u << 20)
 #define ST_MAX_ELEMS (1ull << 40)
 
 static size_t dtype_bytes(st_dtype d) { return d == ST_F32 ? 4 : 2; }
-
-static uint16_t fp32_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
-    x += 0x7fffu + ((x >> 16) & 1); /* round to nearest even */
-    return (uint16_t)(x >> 16);
-}
 
 /* ---- a growable text buffer ------------------------------------------------ */
 
@@ -148,8 +140,8 @@ static int write_data(xd_afile *a, const st_write_tensor *t, uint64_t nbytes) {
     }
     for (uint64_t i = 0; i < n; i += CHUNK) {
         size_t m = n - i < CHUNK ? (size_t)(n - i) : CHUNK;
-        for (size_t k = 0; k < m; k++)
-            buf[k] = t->dtype == ST_F16 ? xd_fp32_to_fp16(t->data[i + k]) : fp32_to_bf16(t->data[i + k]);
+        if (t->dtype == ST_F16) xd_fp32_to_fp16_n(buf, t->data + i, m);
+        else xd_fp32_to_bf16_n(buf, t->data + i, m);
         if (xd_afile_write(a, buf, m * 2)) {
             free(buf);
             return -1;

@@ -1,4 +1,4 @@
-/* Teacher top-k logit files: fp16 conversion, hashes, top-k selection, the
+/* Teacher top-k logit files: hashes, top-k selection, the
  * mmap reader and the resumable writer. Format: see topk_logits.h. */
 #include "topk_logits.h"
 #include "mapfile.h"
@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../core/error.h"
+#include "../core/f16.h"
 #include "atomic.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -23,50 +24,6 @@
 #endif
 
 typedef unsigned long long ull;
-
-/* ---- fp16 --------------------------------------------------------------------------
- * binary16: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits. Normal
- * halves are 1.m · 2^(e-15) for e in [1, 30]; subnormals m · 2^-24 (e = 0);
- * e = 31 is inf (m = 0) or NaN. */
-
-static uint32_t f32_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
-static float bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
-
-uint16_t xd_f32_to_f16(float x) {
-    uint32_t u = f32_bits(x);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) /* NaN: quiet, keep the top 9 payload bits */
-        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x1ffu));
-    if (a >= 0x477ff000u) /* >= 65520 = 65504 + half an ulp: the tie goes to even = inf */
-        return (uint16_t)(sign | 0x7c00u);
-    if (a >= 0x38800000u) { /* >= 2^-14: a normal half */
-        uint32_t e = (a >> 23) - 127u + 15u, m = a & 0x7fffffu;
-        uint32_t h = (e << 10) | (m >> 13), rest = m & 0x1fffu;
-        /* round to nearest even; a carry out of the mantissa bumps the
-         * exponent, which is exactly right (at most to 0x7bff + 1 = 0x7c00,
-         * excluded by the inf test above) */
-        if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
-        return (uint16_t)(sign | h);
-    }
-    if (a <= 0x33000000u) return sign; /* <= 2^-25: rounds to 0 (2^-25 is a tie, to even 0) */
-    /* subnormal half: round(|x| · 2^24) with |x| = m · 2^(e - 150), m with
-     * its implicit bit; |x| · 2^24 = m / 2^(126 - e), 14 <= 126 - e <= 24 */
-    uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, s = 126u - e;
-    uint32_t h = m >> s, rest = m & ((1u << s) - 1u), halfway = 1u << (s - 1u);
-    if (rest > halfway || (rest == halfway && (h & 1u))) h++; /* may reach 0x400: min normal */
-    return (uint16_t)(sign | h);
-}
-
-float xd_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0) { /* zero or subnormal: m · 2^-24, exact in float */
-        float v = (float)m * 0x1p-24f;
-        return bits_f32(f32_bits(v) | sign);
-    }
-    if (e == 31) return bits_f32(sign | 0x7f800000u | (m << 13)); /* inf, NaN (payload kept) */
-    return bits_f32(sign | ((e - 15u + 127u) << 23) | (m << 13));
-}
 
 /* ---- hashes --------------------------------------------------------------------------
  * Four independent 64-bit lanes take the input's 8-byte words in turn (lane =
@@ -127,7 +84,7 @@ uint64_t xd_topk_hash_bytes(const void *data, size_t n, uint64_t seed) {
     return h;
 }
 
-static uint64_t f2u(float x) { return f32_bits(x); }
+static uint64_t f2u(float x) { return xd_f32_bits(x); }
 
 uint64_t xd_topk_teacher_hash(const xd_model *m) {
     const xd_config *c = &m->cfg;
@@ -418,7 +375,7 @@ int xd_topk_read_rows(const xd_topk *f, uint64_t row, uint64_t n, int32_t *ids, 
                 } else memcpy(&id, p + 4 * j, 4);
                 uint16_t hv;
                 memcpy(&hv, pl + 2 * j, 2);
-                float x = xd_f16_to_f32(hv);
+                float x = xd_fp16_to_fp32(hv);
                 if (id >= V)
                     return xd_err("%s: row %llu, position %u, slot %u: id %u, expected < "
                                   "vocab_size %u (corrupt file)",
@@ -649,8 +606,8 @@ int xd_topk_writer_append(xd_topk_writer *w, const int32_t *ids, const float *lo
                     return xd_err("%s: row %llu, position %u, slot %u: id %d appears twice",
                                   w->partial, row, t, j, id);
                 w->stamp[id] = w->gen;
-                uint16_t hv = xd_f32_to_f16(logits[o + j]);
-                float x = xd_f16_to_f32(hv);
+                uint16_t hv = xd_fp32_to_fp16(logits[o + j]);
+                float x = xd_fp16_to_fp32(hv);
                 if (!isfinite(x))
                     return xd_err("%s: row %llu, position %u, slot %u: logit %g does not fit fp16 "
                                   "(NaN, or |x| >= 65520)", w->partial, row, t, j, logits[o + j]);

@@ -28,7 +28,7 @@
  *     ids[k]     (u16 or u32)  the teacher's k largest logits at t, i.e. its
  *                              prediction of stream token r T + t + 1, sorted by
  *                              logit descending (equal logits: smaller id first)
- *     logits[k]  (fp16)        those logits, rounded to nearest even; finite
+ *     logits[k]  (fp16)        those logits, rounded to nearest even (core/f16.h); finite
  * so the file size is exactly 128 + n_rows · T · k · (id_bytes + 2). The logits
  * are those of the packed-document training forward (xd_tm_step, then the LM
  * head: attention never crosses a document boundary, positions restart at
@@ -73,15 +73,6 @@ typedef struct {
     uint64_t n_rows, rows_total;
     uint64_t teacher_hash, data_hash, tokenizer_hash;
 } xd_topk_header;
-
-/* ---- fp16 (IEEE binary16) ------------------------------------------------------ */
-
-/* Round to nearest, ties to even. |x| >= 65520 (and ±inf) gives ±inf; values
- * below the smallest subnormal's half (2^-25) give ±0 (2^-25 itself ties to
- * 0); NaN gives a quiet NaN of the same sign (payload's top bits kept). */
-uint16_t xd_f32_to_f16(float x);
-/* Exact (every half is a float). */
-float xd_f16_to_f32(uint16_t h);
 
 /* ---- hashes ------------------------------------------------------------------------ */
 
