@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 #include "core/f16.h"
+#include "core/hash.h"
 #include "io/tokdata.h"
 #include "io/topk_logits.h"
+#include "model/model.h"
 #include "cli_util.h"
 #include "test.h"
 #include "xdistill.h"
@@ -39,22 +41,22 @@ static void test_hash(void) {
     size_t n = (20u << 20) + 13; /* several 8 MB chunks and a ragged tail */
     uint8_t *b = malloc(n);
     for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(i * 2654435761u >> 13);
-    uint64_t h1 = xd_topk_hash_bytes(b, n, 7), h2 = xd_topk_hash_bytes(b, n, 7);
+    uint64_t h1 = xd_hash64(b, n, 7), h2 = xd_hash64(b, n, 7);
     CHECK(h1 == h2, "hash not deterministic");
     b[n - 1] ^= 1;
-    CHECK(xd_topk_hash_bytes(b, n, 7) != h1, "a flipped bit in the tail was not seen");
+    CHECK(xd_hash64(b, n, 7) != h1, "a flipped bit in the tail was not seen");
     b[n - 1] ^= 1;
     b[9 << 20] ^= 0x80;
-    CHECK(xd_topk_hash_bytes(b, n, 7) != h1, "a flipped bit in chunk 1 was not seen");
+    CHECK(xd_hash64(b, n, 7) != h1, "a flipped bit in chunk 1 was not seen");
     b[9 << 20] ^= 0x80;
-    CHECK(xd_topk_hash_bytes(b, n, 8) != h1, "the seed does not matter");
+    CHECK(xd_hash64(b, n, 8) != h1, "the seed does not matter");
     uint8_t z[16] = {0};
-    CHECK(xd_topk_hash_bytes(z, 15, 0) != xd_topk_hash_bytes(z, 16, 0), "length not hashed");
-    CHECK(xd_topk_hash_bytes(z, 0, 0) != xd_topk_hash_bytes(z, 1, 0), "length 0 vs 1");
+    CHECK(xd_hash64(z, 15, 0) != xd_hash64(z, 16, 0), "length not hashed");
+    CHECK(xd_hash64(z, 0, 0) != xd_hash64(z, 1, 0), "length 0 vs 1");
     /* the thread count does not matter */
     int th = xd_get_threads();
     xd_set_threads(1);
-    uint64_t h_one = xd_topk_hash_bytes(b, n, 7);
+    uint64_t h_one = xd_hash64(b, n, 7);
     xd_set_threads(th);
     CHECK(h_one == h1, "hash differs with 1 thread");
     free(b);
@@ -533,7 +535,7 @@ static void test_cli_mismatch(void) {
               contains(xd_last_error(), want),
           "check_data other: %s", xd_last_error());
     xd_model *m = xd_model_load(TEACHER);
-    CHECK(f && m && xd_topk_check_teacher(f, m) == 0, "check_teacher: %s", xd_last_error());
+    CHECK(f && m && xd_topk_check_teacher(f, xd_model_teacher_hash(m), TEACHER) == 0, "check_teacher: %s", xd_last_error());
     xd_model_free(m);
     xd_topk_close(f);
     xd_tokdata_close(d1);
@@ -619,13 +621,13 @@ static void test_cli_vs_forward(void) {
     if (!m || !d || !f) return;
     const int V = xd_model_config(m)->vocab_size;
     CHECK(xd_topk_header_of(f)->vocab_size == (uint32_t)V, "vocab");
-    CHECK(xd_topk_check_teacher(f, m) == 0, "teacher hash: %s", xd_last_error());
+    CHECK(xd_topk_check_teacher(f, xd_model_teacher_hash(m), TEACHER) == 0, "teacher hash: %s", xd_last_error());
     xd_model *hf = xd_model_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama");
     if (hf) {
         printf("teacher hash: tiny-llama.gguf 0x%016llx, tiny-llama (HF) 0x%016llx%s\n",
-               (unsigned long long)xd_topk_teacher_hash(m),
-               (unsigned long long)xd_topk_teacher_hash(hf),
-               xd_topk_teacher_hash(m) == xd_topk_teacher_hash(hf) ? " (same fp32 weights)" : "");
+               (unsigned long long)xd_model_teacher_hash(m),
+               (unsigned long long)xd_model_teacher_hash(hf),
+               xd_model_teacher_hash(m) == xd_model_teacher_hash(hf) ? " (same fp32 weights)" : "");
         xd_model_free(hf);
     }
     xd_kv *kv = xd_kv_create(m, CT);

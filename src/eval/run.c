@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "eval/bootstrap.h"
@@ -17,12 +18,6 @@ void xd_eval_opts_default(xd_eval_opts *o, const xd_model *m, const xd_suite *s)
     o->seed = s ? s->seed : 0;
     o->bootstrap = 1000;
     o->progress = 1;
-}
-
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-    return h;
 }
 
 /* ---- few-shot contexts ------------------------------------------------------- */
@@ -96,7 +91,7 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
     r->acc_norm = r->acc_norm_ci_low = r->acc_norm_ci_high = r->ppl = NAN;
     int n = examples_to_run(t, o);
     r->n = n;
-    uint64_t seed = o->seed ^ fnv1a(t->name);
+    uint64_t seed = o->seed ^ xd_fnv1a64_str(t->name);
     double t0 = xd_now();
     double *num = calloc((size_t)n, sizeof *num), *den = calloc((size_t)n, sizeof *den);
     double *norm = calloc((size_t)n, sizeof *norm);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/hash.h"
 #include "eval/taskgen.h"
 #include "eval/taskgen_int.h"
 #include "io/atomic.h"
@@ -215,7 +216,7 @@ int xd_tasks_make(const char *out_dir, const xd_taskgen_opts *o, xd_taskgen_info
     for (size_t i = 0; i < N_TASKS; i++) {
         const task_spec *s = &TASKS[i];
         xd_rng r;
-        xd_rng_seed(&r, o->seed ^ xd_tg_hash(s->name));
+        xd_rng_seed(&r, o->seed ^ xd_fnv1a64_str(s->name));
         if (s->gen(&c, &r, &tasks[i])) {
             xd_err_prefix("task %s", s->name);
             goto done;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
 #include "eval/taskgen_int.h"
 
 #define IS_UP(c) ((c) >= 'A' && (c) <= 'Z')
@@ -52,9 +53,13 @@ typedef struct {
     size_t *ch_lo; /* occurrences of chapter i: [ch_lo[i], ch_lo[i + 1]) */
 } names;
 
+/* FNV-1a 64 of the bytes with bit 0x20 set (ASCII letters lower-cased; eq_fold's equality). */
 static uint64_t hash_fold(const char *s, unsigned n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (unsigned i = 0; i < n; i++) h = (h ^ (unsigned char)(s[i] | 0x20)) * 0x100000001b3ull;
+    uint64_t h = XD_FNV1A64_INIT;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t c = (uint8_t)(s[i] | 0x20);
+        h = xd_fnv1a64(h, &c, 1);
+    }
     return h;
 }
 

@@ -52,8 +52,6 @@ static inline size_t tg_len_tokens(tg_len l) { return l.digits + (l.other + 3) /
 uint64_t xd_tg_below(xd_rng *r, uint64_t n);
 /* Fisher–Yates shuffle of a[0..n). */
 void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n);
-/* Stable 64-bit hash of a string (FNV-1a), to derive a seed per task. */
-uint64_t xd_tg_hash(const char *s);
 
 /* ---- one task's examples, as JSONL in memory ------------------------------ */
 typedef struct {

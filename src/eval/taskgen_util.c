@@ -84,12 +84,6 @@ void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n) {
     }
 }
 
-uint64_t xd_tg_hash(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
-
 int xd_tg_far_gap(int w) { return w + (w + 1) / 2; }
 int xd_tg_cloze_far_cap(int w) { return 8 * w > 64 ? 8 * w : 64; }
 int xd_tg_cloze_near_cap(int w) { return 3 * w / 4 > 8 ? 3 * w / 4 : 8; }

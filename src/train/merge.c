@@ -18,10 +18,10 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "io/atomic.h"
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
-#include "io/topk_logits.h"
 #include "model/model.h"
 
 typedef unsigned long long ull;
@@ -256,7 +256,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
             float *dst = i ? buf : acc;
             if (xd_st_to_f32(st[i], t, dst)) goto done;
             drop_pages(t);
-            hin[i] = xd_topk_hash_bytes(dst, el * sizeof(float), hin[i]);
+            hin[i] = xd_hash64(dst, el * sizeof(float), hin[i]);
             if (dry) continue;
             const float l = lam[i];
             if (!i)
@@ -265,7 +265,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
                 for (size_t e = 0; e < el; e++) acc[e] = acc[e] + l * buf[e];
         }
         if (dry) continue;
-        hout = xd_topk_hash_bytes(acc, el * sizeof(float), hout);
+        hout = xd_hash64(acc, el * sizeof(float), hout);
         if (xd_st_stream_put(&ss, acc)) { stream_open = 0; goto done; }
     }
     if (dry) {
