@@ -273,7 +273,7 @@ static int pick_distractors(const names *nm, xd_rng *r, size_t ch, size_t j, siz
         free(cand);
     }
     for (int tries = 0; got < 3 && tries < 100000; tries++) {
-        int id = (int)xd_tg_below(r, (uint64_t)nm->n_names);
+        int id = (int)xd_rng_below(r, (uint64_t)nm->n_names);
         if (id != target && nm->name_count[id] >= 3 && !has(out, got, id)) out[got++] = id;
     }
     return got == 3 ? 0 : xd_err("KJV: too few names for distractors");
@@ -307,13 +307,13 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
                 if (!used[j] && context_start(&nm, chap, j, far, c->window) != (size_t)-1)
                     cand[n_cand++] = j;
             if (!n_cand) continue;
-            size_t j = cand[xd_tg_below(r, n_cand)];
+            size_t j = cand[xd_rng_below(r, n_cand)];
             size_t s0 = context_start(&nm, chap, j, far, c->window), p = nm.o[j].pos;
             used[j] = 1;
             made++;
             int d[3];
             if ((rc = pick_distractors(&nm, r, chap, j, s0, d))) break;
-            int answer = (int)xd_tg_below(r, 4);
+            int answer = (int)xd_rng_below(r, 4);
             const char *choices[4];
             for (int i = 0, m = 0; i < 4 && !rc; i++) {
                 int id = i == answer ? nm.o[j].id : d[m++];

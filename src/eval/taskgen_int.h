@@ -48,8 +48,6 @@ static inline void tg_len_add(tg_len *l, const char *s) {
 }
 static inline size_t tg_len_tokens(tg_len l) { return l.digits + (l.other + 3) / 4; }
 
-/* Uniform integer in [0, n) (n >= 1), without modulo bias. */
-uint64_t xd_tg_below(xd_rng *r, uint64_t n);
 /* Fisher–Yates shuffle of a[0..n). */
 void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n);
 

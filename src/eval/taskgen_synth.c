@@ -77,7 +77,7 @@ static int gen_passkey(const tg_ctx *c, xd_rng *r, tg_task *t, int num, int den)
     size_t *ok = NULL;
     int rc = 0;
     for (int e = 0; e < c->n && !rc; e++) {
-        unsigned key = 10000u + (unsigned)xd_tg_below(r, 90000);
+        unsigned key = 10000u + (unsigned)xd_rng_below(r, 90000);
         xd_tg_buf_clear(&key_s);
         xd_tg_buf_clear(&target);
         if ((rc = xd_tg_buf_printf(&key_s, "The pass key is %u. Remember it.", key)) ||
@@ -99,7 +99,7 @@ static int gen_passkey(const tg_ctx *c, xd_rng *r, tg_task *t, int num, int den)
             if (toks(after) >= need_after) ok[n_ok++] = j;
             if (j < n_fill) after -= fill_len(j) + 1;
         }
-        size_t j = ok[xd_tg_below(r, n_ok)];
+        size_t j = ok[xd_rng_below(r, n_ok)];
         xd_tg_buf_clear(&p);
         rc = add_fill(&p, 0, j);
         if (!rc && p.n) rc = xd_tg_buf_add(&p, " ", 1);
@@ -155,7 +155,7 @@ int xd_tg_gen_recall(const tg_ctx *c, xd_rng *r, tg_task *t) {
         while (k < RECALL_MAX_PAIRS && (k < 8 || tg_len_tokens(pairs) < 2 * (size_t)c->window)) {
             int dup;
             do { /* distinct 3-digit values */
-                val[k] = 100u + (unsigned)xd_tg_below(r, 900);
+                val[k] = 100u + (unsigned)xd_rng_below(r, 900);
                 dup = 0;
                 for (size_t i = 0; i < k; i++) dup |= val[i] == val[k];
             } while (dup);
@@ -193,7 +193,7 @@ int xd_tg_gen_recall(const tg_ctx *c, xd_rng *r, tg_task *t) {
         size_t cand[RECALL_MAX_PAIRS], n_cand = 0;
         for (size_t i = 0; i < k; i++)
             if (!answered[i] && tg_len_tokens(len_sum(after[i], fill)) >= gap) cand[n_cand++] = i;
-        size_t q = cand[xd_tg_below(r, n_cand)];
+        size_t q = cand[xd_rng_below(r, n_cand)];
         xd_tg_buf_clear(&p);
         rc = xd_tg_buf_puts(&p, HEAD);
         for (size_t i = 0; i < k && !rc; i++)
@@ -229,7 +229,7 @@ int xd_tg_gen_copy(const tg_ctx *c, xd_rng *r, tg_task *t) {
         xd_tg_buf_clear(&target);
         for (int i = 0; i < COPY_WORDS && !rc; i++)
             rc = xd_tg_buf_printf(&target, i ? " %s" : "%s", WORDS[w[i]]);
-        size_t start = (size_t)xd_tg_below(r, N_FILL); /* where the filler cycle starts */
+        size_t start = (size_t)xd_rng_below(r, N_FILL); /* where the filler cycle starts */
         size_t n_fill = fill_for(start, strlen(ASK), (size_t)xd_tg_far_gap(c->window));
         xd_tg_buf_clear(&p);
         if (!rc) rc = xd_tg_buf_printf(&p, "Remember this list of words: %s.\n", target.s);
@@ -248,8 +248,8 @@ int xd_tg_gen_copy(const tg_ctx *c, xd_rng *r, tg_task *t) {
 
 /* Small sums (a in 1..30, b in 1..9): within reach of a 135M teacher with
  * three shots (2–3 digit sums were not: SmolLM2-135M scored 0 of 20). */
-static unsigned operand_a(xd_rng *r) { return 1u + (unsigned)xd_tg_below(r, 30); }
-static unsigned operand_b(xd_rng *r) { return 1u + (unsigned)xd_tg_below(r, 9); }
+static unsigned operand_a(xd_rng *r) { return 1u + (unsigned)xd_rng_below(r, 30); }
+static unsigned operand_b(xd_rng *r) { return 1u + (unsigned)xd_rng_below(r, 9); }
 
 int xd_tg_gen_arith(const tg_ctx *c, xd_rng *r, tg_task *t) {
     tg_buf p = {0}, target = {0};

@@ -67,18 +67,9 @@ size_t xd_tg_approx_tokens(const char *s, size_t n) {
     return digits + (n - digits + 3) / 4;
 }
 
-uint64_t xd_tg_below(xd_rng *r, uint64_t n) {
-    if (n <= 1) return 0;
-    uint64_t lim = UINT64_MAX - UINT64_MAX % n; /* accept [0, lim) */
-    uint64_t x;
-    do x = xd_rng_u64(r);
-    while (x >= lim);
-    return x % n;
-}
-
 void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n) {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)xd_tg_below(r, i), t = a[i - 1];
+        size_t j = (size_t)xd_rng_below(r, i), t = a[i - 1];
         a[i - 1] = a[j];
         a[j] = t;
     }

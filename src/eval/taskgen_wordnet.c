@@ -206,7 +206,7 @@ static int distractors(const tg_wordnet *w, xd_rng *r, size_t tgt, int by_gloss,
     const tg_sense *t = &w->v[tgt];
     int got = 0;
     for (int tries = 0; got < 3 && tries < 100000; tries++) {
-        size_t j = (size_t)xd_tg_below(r, w->n);
+        size_t j = (size_t)xd_rng_below(r, w->n);
         const tg_sense *d = &w->v[j];
         if (d->pos != t->pos || in_synset(t->synset, d->lemma) || in_synset(d->synset, t->lemma))
             continue;
@@ -232,7 +232,7 @@ static int gen_wordnet(const tg_ctx *c, xd_rng *r, tg_task *t, int by_gloss) {
     for (int e = 0; e < c->n && !rc; e++) {
         size_t tgt = order[e], d[3];
         if ((rc = distractors(w, r, tgt, by_gloss, d))) break;
-        int answer = (int)xd_tg_below(r, 4);
+        int answer = (int)xd_rng_below(r, 4);
         const char *choices[4];
         for (int i = 0, k = 0; i < 4; i++) {
             const tg_sense *s = &w->v[i == answer ? tgt : d[k++]];
