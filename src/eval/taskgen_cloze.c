@@ -287,7 +287,7 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
     const tg_corpus *kc = c->kjv;
     size_t *order = malloc(kc->n_doc * sizeof *order), *cand = NULL, cand_cap = 0;
     unsigned char *used = calloc(nm.n_occ + 1, 1);
-    tg_buf ctx = {0}, ch[4] = {{0}};
+    xd_sbuf ctx = {0}, ch[4] = {{0}};
     int rc = order && used ? 0 : xd_err("out of memory");
     for (size_t i = 0; !rc && i < kc->n_doc; i++) order[i] = i;
     if (!rc) xd_tg_shuffle(r, order, kc->n_doc);
@@ -317,12 +317,12 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
             const char *choices[4];
             for (int i = 0, m = 0; i < 4 && !rc; i++) {
                 int id = i == answer ? nm.o[j].id : d[m++];
-                xd_tg_buf_clear(&ch[i]);
-                rc = xd_tg_buf_printf(&ch[i], " %.*s", (int)nm.name_len[id], nm.name_w[id]);
+                xd_sb_clear(&ch[i]);
+                rc = xd_sb_printf(&ch[i], " %.*s", (int)nm.name_len[id], nm.name_w[id]);
                 choices[i] = ch[i].s;
             }
-            xd_tg_buf_clear(&ctx);
-            if (!rc) rc = xd_tg_buf_add(&ctx, kc->s + s0, p - 1 - s0);
+            xd_sb_clear(&ctx);
+            if (!rc) rc = xd_sb_add(&ctx, kc->s + s0, p - 1 - s0);
             if (!rc) rc = xd_tg_emit_choice(t, ctx.s, choices, 4, answer);
         }
     }
@@ -333,8 +333,8 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
     free(cand);
     free(order);
     free(used);
-    xd_tg_buf_free(&ctx);
-    for (int i = 0; i < 4; i++) xd_tg_buf_free(&ch[i]);
+    xd_sb_free(&ctx);
+    for (int i = 0; i < 4; i++) xd_sb_free(&ch[i]);
     names_free(&nm);
     return rc;
 }

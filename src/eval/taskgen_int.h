@@ -9,21 +9,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
-
-/* ---- growable text buffer (taskgen_util.c) --------------------------------
- * Always NUL-terminated once anything was added; an allocation failure
- * latches b->oom and makes every later call a no-op returning -1. */
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int oom;
-} tg_buf;
-
-int xd_tg_buf_add(tg_buf *b, const char *s, size_t n);
-int xd_tg_buf_puts(tg_buf *b, const char *s);
-int xd_tg_buf_printf(tg_buf *b, const char *fmt, ...) XD_PRINTF(2, 3);
-void xd_tg_buf_clear(tg_buf *b); /* empties it, keeps the memory */
-void xd_tg_buf_free(tg_buf *b);
+#include "core/strbuf.h" /* the text buffers (xd_sbuf) */
 
 /* Approximate token count of text: every ASCII digit is one token (as in
  * SmolLM2's and Llama-3's tokenizers, which split numbers into digits) and the
@@ -53,7 +39,7 @@ void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n);
 
 /* ---- one task's examples, as JSONL in memory ------------------------------ */
 typedef struct {
-    tg_buf jsonl;
+    xd_sbuf jsonl;
     size_t n;      /* examples written */
     double tokens; /* sum of approximate tokens over the examples */
 } tg_task;

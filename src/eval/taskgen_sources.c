@@ -141,7 +141,7 @@ int xd_tg_read_file(const char *path, char **data, size_t *len) {
 /* ---- corpus building ---------------------------------------------------------- */
 
 typedef struct {
-    tg_buf text;
+    xd_sbuf text;
     size_t *beg, *end, n, cap;
     int open; /* a document has lines */
 } builder;
@@ -172,14 +172,14 @@ static int b_add_line(builder *b, const char *s, size_t n, const char *sep) {
     while (n && (unsigned char)s[n - 1] <= ' ') n--;
     if (!n) return 0;
     if (b->open) {
-        if (xd_tg_buf_puts(&b->text, sep)) return -1;
+        if (xd_sb_puts(&b->text, sep)) return -1;
     } else {
-        if (b_grow(b) || (b->n && xd_tg_buf_add(&b->text, "\n\n", 2))) return -1;
+        if (b_grow(b) || (b->n && xd_sb_add(&b->text, "\n\n", 2))) return -1;
         b->beg[b->n] = b->text.n;
         b->open = 1;
     }
     size_t at = b->text.n;
-    if (xd_tg_buf_add(&b->text, s, n)) return -1;
+    if (xd_sb_add(&b->text, s, n)) return -1;
     for (size_t i = at; i < b->text.n; i++)
         if ((unsigned char)b->text.s[i] < ' ' || b->text.s[i] == 0x7f) b->text.s[i] = ' ';
     return 0;
@@ -198,14 +198,14 @@ static int b_finish(builder *b, tg_corpus *c, const char *what) {
     c->n_doc = b->n;
     return 0;
 fail:
-    xd_tg_buf_free(&b->text);
+    xd_sb_free(&b->text);
     free(b->beg);
     free(b->end);
     return -1;
 }
 
 static void b_free(builder *b) {
-    xd_tg_buf_free(&b->text);
+    xd_sb_free(&b->text);
     free(b->beg);
     free(b->end);
 }
@@ -308,7 +308,7 @@ static int by_name(const struct dirent **a, const struct dirent **b) {
 
 /* One document per file: paragraphs with white space collapsed. */
 static int add_license(builder *b, const char *s, size_t n) {
-    tg_buf para = {0};
+    xd_sbuf para = {0};
     int rc = 0;
     size_t i = 0;
     while (i <= n && !rc) {
@@ -318,18 +318,18 @@ static int add_license(builder *b, const char *s, size_t n) {
         while (k < e && (unsigned char)s[k] <= ' ') k++;
         if (k == e) { /* blank line (or the end): the paragraph is complete */
             if (para.n) rc = b_add_line(b, para.s, para.n, "\n\n");
-            xd_tg_buf_clear(&para);
+            xd_sb_clear(&para);
         } else {
             for (size_t j = i; j < e && !rc; j++) {
                 int ws = (unsigned char)s[j] <= ' ';
                 if (ws && (!para.n || para.s[para.n - 1] == ' ')) continue;
-                rc = xd_tg_buf_add(&para, ws ? " " : s + j, 1);
+                rc = xd_sb_add(&para, ws ? " " : s + j, 1);
             }
-            if (para.n && para.s[para.n - 1] != ' ') rc = rc ? rc : xd_tg_buf_add(&para, " ", 1);
+            if (para.n && para.s[para.n - 1] != ' ') rc = rc ? rc : xd_sb_add(&para, " ", 1);
         }
         i = e + 1;
     }
-    xd_tg_buf_free(&para);
+    xd_sb_free(&para);
     return rc ? rc : b_end_doc(b);
 }
 
