@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/file.h" /* xd_read_file, xd_is_dir, xd_is_file */
 #include "core/rng.h"
 #include "core/strbuf.h" /* the text buffers (xd_sbuf) */
 
@@ -87,9 +88,6 @@ int xd_tg_load_wordnet(tg_wordnet *w, const char *sources);
 /* Checks that every source exists before any work; the error names each
  * missing one and the Debian package that provides it. */
 int xd_tg_check_sources(const char *sources);
-
-/* Reads a whole file (NUL-terminated). */
-int xd_tg_read_file(const char *path, char **data, size_t *len);
 
 void xd_tg_corpus_free(tg_corpus *c);
 void xd_tg_wordnet_free(tg_wordnet *w);

@@ -108,9 +108,9 @@ static int load_pos(const char *dir, const char *pos, char code, xd_sbuf *pool, 
     size_t ilen, dlen;
     int rc = -1;
     snprintf(path, sizeof path, "%s/index.%s", dir, pos);
-    if (xd_tg_read_file(path, &index, &ilen)) goto done;
+    if (xd_read_file(path, &index, &ilen)) goto done;
     snprintf(path, sizeof path, "%s/data.%s", dir, pos);
-    if (xd_tg_read_file(path, &data, &dlen)) goto done;
+    if (xd_read_file(path, &data, &dlen)) goto done;
     for (char *line = index; *line;) {
         char *eol = strchr(line, '\n');
         if (eol) *eol = 0;

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "core/hash.h"
 #include "io/atomic.h"
 #include "io/hfconfig.h"
@@ -25,11 +25,6 @@
 #include "model/model.h"
 
 typedef unsigned long long ull;
-
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 /* First field in which b differs from a (the reference), as an error. Keep
  * in step with xd_config: a difference no named field explains is still
@@ -164,7 +159,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
 
     /* configs: every field agrees; base_hash names one Stage I checkpoint */
     for (int i = 0; i < k; i++) {
-        if (!is_dir(in[i])) {
+        if (!xd_is_dir(in[i])) {
             xd_err("merge: %s: %s", in[i],
                    access(in[i], F_OK) ? "no such directory"
                                        : "not a model directory (merge reads HF directories: "
