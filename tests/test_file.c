@@ -1,5 +1,6 @@
 /* core/file.h: whole-file reads (binary content, NUL-terminated, sizes
- * around the first buffer's), errors naming the file, and the stat tests. */
+ * around the first buffer's), errors naming the file, path joining and the
+ * stat tests. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,6 +38,11 @@ int main(void) {
     snprintf(p, sizeof p, "%s/f.bin", dir);
     CHECK(xd_is_file(p) && !xd_is_dir(p), "a file");
     CHECK(!xd_is_file("/nonexistent/x") && !xd_is_dir("/nonexistent/x"), "nothing");
+    char small[8];
+    CHECK(xd_path_join(small, sizeof small, "ab", "cde") == 0 && !strcmp(small, "ab/cde"), "join");
+    CHECK(xd_path_join(small, sizeof small, "abc", "defg") == -1 &&
+              strstr(xd_last_error(), "abc/defg: path too long"),
+          "join too long: %s", xd_last_error());
     unlink(p);
     rmdir(dir);
     return test_summary("test_file");

@@ -42,6 +42,12 @@ int xd_read_file(const char *path, char **data, size_t *len) {
     return rc;
 }
 
+int xd_path_join(char *out, size_t cap, const char *dir, const char *name) {
+    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap)
+        return xd_err("%s/%s: path too long", dir, name);
+    return 0;
+}
+
 int xd_is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);

@@ -1,4 +1,5 @@
-/* Small file helpers, the one copy of each: whole-file reads and stat tests.
+/* Small file helpers, the one copy of each: whole-file reads, path joining
+ * and stat tests.
  * (Whole binary files are memory-mapped instead: io/mapfile.h; files are
  * written atomically through io/atomic.h.) */
 #ifndef XD_FILE_H
@@ -15,6 +16,10 @@ int xd_read_file(const char *path, char **data, size_t *len);
 /* The same for the rest of an open stream (a pipe, say); `what` names it in
  * errors. The stream is not closed. */
 int xd_read_stream(FILE *f, const char *what, char **data, size_t *len);
+
+/* dir + "/" + name into out[cap]; -1 with "DIR/NAME: path too long" if it
+ * does not fit. */
+int xd_path_join(char *out, size_t cap, const char *dir, const char *name);
 
 /* 1 if path exists (after following links) and is a directory / a regular
  * file, else 0. */

@@ -67,15 +67,10 @@ static void drop_pages(const st_tensor *t) {
     madvise((void *)b, e - b, MADV_DONTNEED);
 }
 
-static int join(char *out, size_t cap, const char *dir, const char *name) {
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap) return xd_err("%s/%s: path too long", dir, name);
-    return 0;
-}
-
 /* Copies dir/name to tmp/name (atomically) when it exists. */
 static int copy_if_present(const char *dir, const char *tmp, const char *name) {
     char src[XD_APATH_MAX], dst[XD_APATH_MAX];
-    if (join(src, sizeof src, dir, name) || join(dst, sizeof dst, tmp, name)) return -1;
+    if (xd_path_join(src, sizeof src, dir, name) || xd_path_join(dst, sizeof dst, tmp, name)) return -1;
     FILE *f = fopen(src, "rb");
     if (!f) return errno == ENOENT ? 0 : xd_err("%s: %s", src, strerror(errno));
     xd_afile a;
@@ -166,7 +161,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
                                          "config.json + model.safetensors)");
             goto done;
         }
-        if (join(path, sizeof path, in[i], "config.json") || xd_hf_config_load(path, &cfg[i]) ||
+        if (xd_path_join(path, sizeof path, in[i], "config.json") || xd_hf_config_load(path, &cfg[i]) ||
             xd_config_validate(&cfg[i], path))
             goto done;
         if (i && compare_configs(&cfg[0], in[0], &cfg[i], in[i])) goto done;
@@ -239,7 +234,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
     } else {
         if (xd_adir_begin(&dir, out_dir)) goto done;
         dir_open = 1;
-        if (join(path, sizeof path, dir.tmp, "model.safetensors") ||
+        if (xd_path_join(path, sizeof path, dir.tmp, "model.safetensors") ||
             xd_st_stream_begin(&ss, path, ts, nw, "{\"format\": \"pt\"}"))
             goto done;
         stream_open = 1;
@@ -273,15 +268,15 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
 
     /* config.json of the first expert; tokenizer files copied */
     json_error_t je;
-    if (join(path, sizeof path, in[0], "config.json")) goto done;
+    if (xd_path_join(path, sizeof path, in[0], "config.json")) goto done;
     if (!(cj = json_load_file(path, 0, &je))) { xd_err("%s: %s", path, je.text); goto done; }
     if (!same_base) json_object_del(cj, "base_hash");
-    if (join(path, sizeof path, dir.tmp, "config.json") || write_json(cj, path)) goto done;
+    if (xd_path_join(path, sizeof path, dir.tmp, "config.json") || write_json(cj, path)) goto done;
     if (copy_if_present(in[0], dir.tmp, "tokenizer.json") ||
         copy_if_present(in[0], dir.tmp, "tokenizer_config.json"))
         goto done;
     if (o->extra_name && o->extra_text &&
-        (join(path, sizeof path, dir.tmp, o->extra_name) ||
+        (xd_path_join(path, sizeof path, dir.tmp, o->extra_name) ||
          xd_write_file_atomic(path, o->extra_text, strlen(o->extra_text))))
         goto done;
 
@@ -302,7 +297,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
                                     "lambda_i*t_i for i = 2..K in input order"));
     json_object_set_new(mj, "weights_hash_definition",
                         json_string("h = 0; per tensor in name order h = hash(fp32 bytes, seed h)"));
-    if (join(path, sizeof path, dir.tmp, "merge.json") || write_json(mj, path)) goto done;
+    if (xd_path_join(path, sizeof path, dir.tmp, "merge.json") || write_json(mj, path)) goto done;
     dir_open = 0;
     if (xd_adir_commit(&dir)) goto done;
     if (o->verbose)
