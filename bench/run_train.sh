@@ -363,7 +363,7 @@ for B in map(str, batches):
         L.append("")
         L.append("The same step with `xd_set_compute(XD_COMPUTE_BF16)`: every matrix product of the forward and "
                  "backward (projections, MLP, LM head; not attention) takes bf16 operands, rounded on the fly "
-                 "(AVX512-BF16 `vcvtne2ps2bf16`; each weight once per step), and accumulates in fp32 (oneDNN "
+                 "(to nearest even, as torch rounds; each weight once per step), and accumulates in fp32 (oneDNN "
                  f"{meta['dnnl']} matmul); weights, gradients, the clip and AdamW stay fp32. The headline "
                  "compares it with PyTorch fp32 (the criterion's baseline; different precisions); PyTorch's own "
                  "mixed precision, `torch.autocast(\"cpu\", dtype=torch.bfloat16)` over the forward (fp32 master "

@@ -122,7 +122,7 @@ typedef struct {
     float mlstm_scale;  /* s applied to φ(q) (default 1/√d_φ) */
     float mlstm_eps;    /* ε of the mLSTM normaliser (default 1e-6) */
     float gate_softcap; /* gate pre-activations g → c·tanh(g/c); 0 = off (default 15) */
-    uint64_t teacher_hash; /* the teacher it was converted from (xd_topk_teacher_hash); 0 = unknown */
+    uint64_t teacher_hash; /* the teacher it was converted from (xd_model_teacher_hash); 0 = unknown */
     uint64_t base_hash;    /* the Stage I checkpoint its Stage II started from (hash of that
                             * student's weight arena, set by `distill stage2`); 0 = none.
                             * `merge` only averages experts of one base. */

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/f16.h"
 #include "io/ggml_types.h"
 #include "io/gguf.h"
 #include "model/model.h"

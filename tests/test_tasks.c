@@ -316,7 +316,7 @@ static void check_suite(const char *dir) {
         CHECK(file_exists(p), "%s: %s missing", name, p);
         char *data;
         size_t len;
-        if (xd_tg_read_file(p, &data, &len)) continue;
+        if (xd_read_file(p, &data, &len)) continue;
         CHECK(len && data[len - 1] == '\n', "%s: last line unterminated", name);
         size_t lines = 0;
         for (char *l = data; *l;) {
@@ -353,7 +353,7 @@ static int same_files(const char *a, const char *b, int *n_differ, int *n_files)
         size_t la = 0, lb = 0;
         snprintf(pa, sizeof pa, "%s/%s", a, name);
         snprintf(pb, sizeof pb, "%s/%s", b, name);
-        int ok = !xd_tg_read_file(pa, &da, &la) && !xd_tg_read_file(pb, &db, &lb) && la == lb &&
+        int ok = !xd_read_file(pa, &da, &la) && !xd_read_file(pb, &db, &lb) && la == lb &&
                  !memcmp(da, db, la);
         (*n_files)++;
         if (!ok) {

@@ -1,8 +1,5 @@
-/* Teacher top-k logit files (src/io/topk_logits.h) and `xdistill teacher-logits`:
- *  - fp16 conversion: edge values (±0, subnormals, 65504, overflow to inf,
- *    NaN, ties to even), every half round-tripped, and random floats checked
- *    to round to the nearest half (and against the compiler's _Float16 where
- *    it has one);
+/* Teacher top-k logit files (src/io/topk_logits.h) and `xdistill teacher-logits`
+ * (the fp16 conversion they store with is tests/test_f16.c's):
  *  - hashes and the top-k selection (against a full sort, ties included);
  *  - the format: round trip, resume at the library level (unflushed rows
  *    dropped), mismatching headers naming both values, corrupt and truncated
@@ -18,8 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/f16.h"
+#include "core/hash.h"
 #include "io/tokdata.h"
 #include "io/topk_logits.h"
+#include "model/model.h"
 #include "cli_util.h"
 #include "test.h"
 #include "xdistill.h"
@@ -35,137 +35,28 @@ static double now_s(void) {
 }
 
 
-/* ---- fp16 ---------------------------------------------------------------------------- */
-
-static void test_f16_edges(void) {
-    const struct { float x; uint16_t h; const char *what; } c[] = {
-        {0.0f, 0x0000, "+0"},
-        {-0.0f, 0x8000, "-0"},
-        {1.0f, 0x3c00, "1"},
-        {-2.0f, 0xc000, "-2"},
-        {0.1f, 0x2e66, "0.1"},
-        {65504.0f, 0x7bff, "max half 65504"},
-        {-65504.0f, 0xfbff, "-65504"},
-        {65519.99609375f, 0x7bff, "just below 65520 rounds down to 65504"},
-        {65520.0f, 0x7c00, "65520: the tie goes to even = inf"},
-        {1e6f, 0x7c00, "overflow -> inf"},
-        {-1e6f, 0xfc00, "overflow -> -inf"},
-        {INFINITY, 0x7c00, "inf"},
-        {-INFINITY, 0xfc00, "-inf"},
-        {0x1p-14f, 0x0400, "min normal 2^-14"},
-        {0x1p-24f, 0x0001, "min subnormal 2^-24"},
-        {-0x1p-24f, 0x8001, "-2^-24"},
-        {1023 * 0x1p-24f, 0x03ff, "max subnormal"},
-        {1023.5f * 0x1p-24f, 0x0400, "tie max subnormal / min normal -> even (0x400)"},
-        {0x1p-25f, 0x0000, "2^-25: tie between 0 and 2^-24 -> even 0"},
-        {0x1.000002p-25f, 0x0001, "just above 2^-25"},
-        {3 * 0x1p-25f, 0x0002, "1.5 * 2^-24: tie -> even 2"},
-        {5 * 0x1p-25f, 0x0002, "2.5 * 2^-24: tie -> even 2"},
-        {1e-45f, 0x0000, "float subnormal -> 0"},
-        {-1e-45f, 0x8000, "-float subnormal -> -0"},
-        {1.0f + 0x1p-11f, 0x3c00, "1 + half ulp: tie -> even 1"},
-        {1.0f + 3 * 0x1p-11f, 0x3c02, "1 + 1.5 ulp: tie -> even"},
-        {0x1.002002p+0f, 0x3c01, "just above the tie"},
-        {2047.0f, 0x67ff, "2047 exact"},
-        {2049.0f, 0x6800, "2049: tie between 2048 and 2050 -> 2048"},
-        {2051.0f, 0x6802, "2051: tie -> 2052"},
-    };
-    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
-        uint16_t h = xd_f32_to_f16(c[i].x);
-        CHECK(h == c[i].h, "f32_to_f16(%a) = 0x%04x, expected 0x%04x (%s)", (double)c[i].x, h,
-              c[i].h, c[i].what);
-    }
-    /* NaN keeps its sign and stays NaN */
-    uint16_t hn = xd_f32_to_f16(NAN), hm = xd_f32_to_f16(-NAN);
-    CHECK((hn & 0x7c00) == 0x7c00 && (hn & 0x3ff) && !(hn & 0x8000), "NaN -> 0x%04x", hn);
-    CHECK((hm & 0x7c00) == 0x7c00 && (hm & 0x3ff) && (hm & 0x8000), "-NaN -> 0x%04x", hm);
-    /* a signalling NaN with only low payload bits must still give a NaN (quiet) */
-    float snan;
-    uint32_t sb = 0x7f800001u;
-    memcpy(&snan, &sb, 4);
-    CHECK(xd_f32_to_f16(snan) == 0x7e00, "sNaN -> 0x%04x", xd_f32_to_f16(snan));
-    /* half -> float */
-    CHECK(xd_f16_to_f32(0x0001) == 0x1p-24f, "0x0001");
-    CHECK(xd_f16_to_f32(0x03ff) == 1023 * 0x1p-24f, "0x03ff");
-    CHECK(xd_f16_to_f32(0x7bff) == 65504.0f, "0x7bff");
-    CHECK(xd_f16_to_f32(0x3555) == 0.333251953125f, "0x3555");
-    CHECK(isinf(xd_f16_to_f32(0x7c00)) && xd_f16_to_f32(0x7c00) > 0, "0x7c00");
-    CHECK(isinf(xd_f16_to_f32(0xfc00)) && xd_f16_to_f32(0xfc00) < 0, "0xfc00");
-    CHECK(isnan(xd_f16_to_f32(0x7e00)) && isnan(xd_f16_to_f32(0xfe01)), "NaN halves");
-    CHECK(xd_f16_to_f32(0x8000) == 0 && signbit(xd_f16_to_f32(0x8000)), "-0");
-    /* every half round-trips */
-    int bad = 0;
-    for (uint32_t h = 0; h < 65536; h++) {
-        float f = xd_f16_to_f32((uint16_t)h);
-        uint16_t back = xd_f32_to_f16(f);
-        int nan = ((h & 0x7c00) == 0x7c00) && (h & 0x3ff);
-        if (nan ? !((back & 0x7c00) == 0x7c00 && (back & 0x3ff) && (back & 0x8000) == (h & 0x8000))
-                : back != h)
-            bad++;
-    }
-    CHECK(bad == 0, "%d halves do not round-trip", bad);
-}
-
-/* Random finite floats below 65520 in magnitude: the half is the nearest (ties
- * to an even mantissa), checked in double against its neighbours. */
-static void test_f16_nearest(void) {
-    uint64_t s = 88172645463325252ull;
-    int bad = 0, n = 0, cmp = 0, bad_cmp = 0;
-    for (int i = 0; i < 400000; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        uint32_t u = (uint32_t)s;
-        /* exponents spread over the half range and a bit beyond */
-        uint32_t e = 96 + (uint32_t)((s >> 40) % 48); /* 2^-31 .. 2^16 */
-        u = (u & 0x807fffffu) | (e << 23);
-        if (i % 16 == 0) u = (u & 0xffffe000u) | 0x1000u; /* exact ties in the normal range */
-        float x;
-        memcpy(&x, &u, 4);
-        if (!(fabsf(x) < 65520.0f)) continue;
-        n++;
-        uint16_t h = xd_f32_to_f16(x);
-        double d = fabs((double)x - xd_f16_to_f32(h));
-        for (int dd = -1; dd <= 1; dd += 2) {
-            int nb = (int)(h & 0x7fff) + dd;
-            if (nb < 0 || nb > 0x7bff) continue;
-            double dn = fabs((double)x - xd_f16_to_f32((uint16_t)((h & 0x8000) | nb)));
-            if (dn < d || (dn == d && (h & 1))) bad++;
-        }
-#if defined(__FLT16_MAX__)
-        _Float16 ref = (_Float16)x;
-        uint16_t rb;
-        memcpy(&rb, &ref, 2);
-        cmp++;
-        bad_cmp += rb != h;
-#endif
-    }
-    CHECK(bad == 0, "%d of %d random floats not rounded to the nearest half (ties to even)", bad, n);
-    CHECK(bad_cmp == 0, "%d of %d differ from the compiler's _Float16", bad_cmp, cmp);
-    printf("fp16: %d random floats rounded to nearest-even; %d compared with _Float16%s\n", n, cmp,
-           cmp ? "" : " (the compiler has none)");
-}
-
 /* ---- hashes and top-k ------------------------------------------------------------------ */
 
 static void test_hash(void) {
     size_t n = (20u << 20) + 13; /* several 8 MB chunks and a ragged tail */
     uint8_t *b = malloc(n);
     for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(i * 2654435761u >> 13);
-    uint64_t h1 = xd_topk_hash_bytes(b, n, 7), h2 = xd_topk_hash_bytes(b, n, 7);
+    uint64_t h1 = xd_hash64(b, n, 7), h2 = xd_hash64(b, n, 7);
     CHECK(h1 == h2, "hash not deterministic");
     b[n - 1] ^= 1;
-    CHECK(xd_topk_hash_bytes(b, n, 7) != h1, "a flipped bit in the tail was not seen");
+    CHECK(xd_hash64(b, n, 7) != h1, "a flipped bit in the tail was not seen");
     b[n - 1] ^= 1;
     b[9 << 20] ^= 0x80;
-    CHECK(xd_topk_hash_bytes(b, n, 7) != h1, "a flipped bit in chunk 1 was not seen");
+    CHECK(xd_hash64(b, n, 7) != h1, "a flipped bit in chunk 1 was not seen");
     b[9 << 20] ^= 0x80;
-    CHECK(xd_topk_hash_bytes(b, n, 8) != h1, "the seed does not matter");
+    CHECK(xd_hash64(b, n, 8) != h1, "the seed does not matter");
     uint8_t z[16] = {0};
-    CHECK(xd_topk_hash_bytes(z, 15, 0) != xd_topk_hash_bytes(z, 16, 0), "length not hashed");
-    CHECK(xd_topk_hash_bytes(z, 0, 0) != xd_topk_hash_bytes(z, 1, 0), "length 0 vs 1");
+    CHECK(xd_hash64(z, 15, 0) != xd_hash64(z, 16, 0), "length not hashed");
+    CHECK(xd_hash64(z, 0, 0) != xd_hash64(z, 1, 0), "length 0 vs 1");
     /* the thread count does not matter */
     int th = xd_get_threads();
     xd_set_threads(1);
-    uint64_t h_one = xd_topk_hash_bytes(b, n, 7);
+    uint64_t h_one = xd_hash64(b, n, 7);
     xd_set_threads(th);
     CHECK(h_one == h1, "hash differs with 1 thread");
     free(b);
@@ -321,7 +212,7 @@ static void test_round_trip(uint32_t vocab) {
         synth_row((uint64_t)r, vocab, want_ids, want_v);
         for (int i = 0; i < FT * FK; i++)
             ok &= ids[r * FT * FK + i] == want_ids[i] &&
-                  v[r * FT * FK + i] == xd_f16_to_f32(xd_f32_to_f16(want_v[i]));
+                  v[r * FT * FK + i] == xd_fp16_to_fp32(xd_fp32_to_fp16(want_v[i]));
     }
     CHECK(ok, "rows differ after the round trip (vocab %u)", vocab);
     CHECK(xd_topk_read_rows(f, 3, 1, ids, v) == 0 && ids[0] == (int32_t)((3 * 7) % vocab),
@@ -491,7 +382,7 @@ static void test_corrupt(void) {
           "NaN: %s", xd_last_error());
     xd_topk_close(f);
     memcpy(c, b, n);
-    uint16_t hi = xd_f32_to_f16(1000.0f);
+    uint16_t hi = xd_fp32_to_fp16(1000.0f);
     memcpy(c + 128 + FK * 2 + 2 * 4, &hi, 2); /* slot 4 above slot 3 */
     spit(bad, c, n);
     f = xd_topk_open(bad);
@@ -663,7 +554,7 @@ static void test_cli_mismatch(void) {
               contains(xd_last_error(), want),
           "check_data other: %s", xd_last_error());
     xd_model *m = xd_model_load(TEACHER);
-    CHECK(f && m && xd_topk_check_teacher(f, m) == 0, "check_teacher: %s", xd_last_error());
+    CHECK(f && m && xd_topk_check_teacher(f, xd_model_teacher_hash(m), TEACHER) == 0, "check_teacher: %s", xd_last_error());
     xd_model_free(m);
     xd_topk_close(f);
     xd_tokdata_close(d1);
@@ -749,13 +640,13 @@ static void test_cli_vs_forward(void) {
     if (!m || !d || !f) return;
     const int V = xd_model_config(m)->vocab_size;
     CHECK(xd_topk_header_of(f)->vocab_size == (uint32_t)V, "vocab");
-    CHECK(xd_topk_check_teacher(f, m) == 0, "teacher hash: %s", xd_last_error());
+    CHECK(xd_topk_check_teacher(f, xd_model_teacher_hash(m), TEACHER) == 0, "teacher hash: %s", xd_last_error());
     xd_model *hf = xd_model_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama");
     if (hf) {
         printf("teacher hash: tiny-llama.gguf 0x%016llx, tiny-llama (HF) 0x%016llx%s\n",
-               (unsigned long long)xd_topk_teacher_hash(m),
-               (unsigned long long)xd_topk_teacher_hash(hf),
-               xd_topk_teacher_hash(m) == xd_topk_teacher_hash(hf) ? " (same fp32 weights)" : "");
+               (unsigned long long)xd_model_teacher_hash(m),
+               (unsigned long long)xd_model_teacher_hash(hf),
+               xd_model_teacher_hash(m) == xd_model_teacher_hash(hf) ? " (same fp32 weights)" : "");
         xd_model_free(hf);
     }
     xd_kv *kv = xd_kv_create(m, CT);
@@ -818,8 +709,6 @@ static void test_cli_vs_forward(void) {
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/xd_topk_%d", (int)getpid());
     mkdir(dir, 0755);
-    test_f16_edges();
-    test_f16_nearest();
     test_hash();
     test_select();
     test_round_trip(300);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "io/atomic.h"
+#include "core/f16.h"
 #include "io/ggml_types.h"
 #include "io/gguf.h"
 #include "io/hfconfig.h"

@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "cli/train_args.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "io/atomic.h"
 #include "io/topk_logits.h"
 #include "train/stage1.h"
@@ -193,7 +194,7 @@ static int stage2(int argc, char **argv) {
      * Stage I checkpoint carries the same base_hash however often it is
      * re-trained. */
     if (!s->cfg.base_hash)
-        s->cfg.base_hash = xd_topk_hash_bytes(s->arena, s->arena_floats * sizeof(float), 0);
+        s->cfg.base_hash = xd_hash64(s->arena, s->arena_floats * sizeof(float), 0);
     if (!(s2 = xd_stage2_create(f, s, d, &o, &so))) goto done;
     o.objective = xd_stage2_objective(s2);
     {

@@ -2,10 +2,10 @@
  * tensors (dtype and shape as stored) and a tokenizer summary. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/file.h"
 #include "io/ggml_types.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
@@ -76,7 +76,5 @@ int cmd_inspect(int argc, char **argv) {
     else
         printf("tokenizer:    none\n");
     xd_model_free(m);
-    struct stat st;
-    int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-    return is_dir ? list_safetensors(path) : list_gguf(path);
+    return xd_is_dir(path) ? list_safetensors(path) : list_gguf(path);
 }

@@ -8,26 +8,8 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/file.h"
 #include "xdistill.h"
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t k;
-    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) { free(buf); buf = NULL; }
-            else buf = nb;
-        }
-    }
-    fclose(f);
-    if (buf) { buf[n < cap ? n : cap - 1] = 0; *len = n; }
-    return buf;
-}
 
 int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *file = NULL, *v;
@@ -54,8 +36,8 @@ int cmd_ppl(int argc, char **argv) {
     if (stride > ctx) return cli_error("--stride %d must not exceed --ctx %d", stride, ctx), 2;
     if (threads) xd_set_threads(threads);
     size_t len;
-    char *text = read_file(file, &len);
-    if (!text) return cli_error("%s: cannot read the text file", file);
+    char *text;
+    if (xd_read_file(file, &text, &len)) return cli_lib_error();
     xd_model *m = xd_model_load(model);
     if (!m) { free(text); return cli_lib_error(); }
     const xd_tokenizer *t = xd_model_tokenizer(m);

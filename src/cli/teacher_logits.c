@@ -109,7 +109,7 @@ static int run(const opts *o) {
     }
 
     xd_topk_header h;
-    xd_topk_header_init(&h, (uint32_t)k, (uint32_t)V, (uint32_t)T, (uint32_t)B, rows, xd_topk_teacher_hash(m),
+    xd_topk_header_init(&h, (uint32_t)k, (uint32_t)V, (uint32_t)T, (uint32_t)B, rows, xd_model_teacher_hash(m),
                         xd_topk_data_hash(d), xd_tokenizer_hash(xd_model_tokenizer(m)));
     if (!(w = xd_topk_writer_open(o->out, &h))) goto done;
     if (xd_topk_writer_done(w)) {

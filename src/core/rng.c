@@ -2,13 +2,11 @@
 
 #include <math.h>
 
-void xd_rng_seed(xd_rng *r, uint64_t seed) {
-    /* splitmix64 scrambles small seeds into a well-mixed non-zero state */
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    r->s = (z ^ (z >> 31)) | 1;
-}
+#include "hash.h"
+
+#define GOLDEN 0x9E3779B97F4A7C15ull
+
+void xd_rng_seed(xd_rng *r, uint64_t seed) { r->s = xd_mix64(seed + GOLDEN) | 1; }
 
 uint64_t xd_rng_u64(xd_rng *r) {
     uint64_t x = r->s;
@@ -26,3 +24,21 @@ double xd_rng_normal(xd_rng *r) {
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
 }
+
+uint64_t xd_splitmix64(uint64_t *state) { return xd_mix64(*state += GOLDEN); }
+
+/* [0, n) by rejection from next(st): accept x below lim = 2^64 - (2^64 mod n) */
+static uint64_t below(uint64_t n, uint64_t (*next)(void *), void *st) {
+    if (n <= 1) return 0;
+    uint64_t lim = UINT64_MAX - UINT64_MAX % n, x;
+    do x = next(st);
+    while (x >= lim);
+    return x % n;
+}
+
+static uint64_t next_rng(void *st) { return xd_rng_u64(st); }
+static uint64_t next_splitmix(void *st) { return xd_splitmix64(st); }
+
+uint64_t xd_rng_below(xd_rng *r, uint64_t n) { return below(n, next_rng, r); }
+
+uint64_t xd_splitmix64_below(uint64_t *state, uint64_t n) { return below(n, next_splitmix, state); }

@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "core/strbuf.h"
 #include "eval/bootstrap.h"
 
 void xd_eval_opts_default(xd_eval_opts *o, const xd_model *m, const xd_suite *s) {
@@ -19,38 +21,12 @@ void xd_eval_opts_default(xd_eval_opts *o, const xd_model *m, const xd_suite *s)
     o->progress = 1;
 }
 
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-    return h;
-}
-
 /* ---- few-shot contexts ------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} str_buf;
-
-static int put(str_buf *b, const char *s) {
-    size_t k = strlen(s);
-    if (b->n + k + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->n + k + 1) nc *= 2;
-        char *ns = realloc(b->s, nc);
-        if (!ns) return xd_err("eval: out of memory");
-        b->s = ns;
-        b->cap = nc;
-    }
-    memcpy(b->s + b->n, s, k + 1);
-    b->n += k;
-    return 0;
-}
-
 /* The context (or prompt) of example i with K shots in front; returned in b. */
-static int with_shots(const xd_task *t, int i, int K, uint64_t seed, str_buf *b) {
-    b->n = 0;
-    if (put(b, "")) return -1;
+static int with_shots(const xd_task *t, int i, int K, uint64_t seed, xd_sbuf *b) {
+    xd_sb_clear(b);
+    if (xd_sb_puts(b, "")) return -1;
     if (K > 0 && t->type != XD_TASK_PERPLEXITY) {
         if (K > t->n_ex - 1)
             return xd_err("--fewshot %d needs at least %d examples in the task file (it has %d)",
@@ -67,14 +43,14 @@ static int with_shots(const xd_task *t, int i, int K, uint64_t seed, str_buf *b)
         int rc = 0;
         for (int k = 0; k < K && !rc; k++) {
             const xd_example *e = &t->ex[pk[k]];
-            rc = put(b, e->text) ||
-                 put(b, t->type == XD_TASK_CHOICE ? e->choices[e->answer] : e->target) ||
-                 put(b, "\n\n");
+            rc = xd_sb_puts(b, e->text) ||
+                 xd_sb_puts(b, t->type == XD_TASK_CHOICE ? e->choices[e->answer] : e->target) ||
+                 xd_sb_puts(b, "\n\n");
         }
         if (pk != picks) free(pk);
         if (rc) return -1;
     }
-    return put(b, t->ex[i].text);
+    return xd_sb_puts(b, t->ex[i].text);
 }
 
 /* ---- one task ------------------------------------------------------------------ */
@@ -96,7 +72,7 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
     r->acc_norm = r->acc_norm_ci_low = r->acc_norm_ci_high = r->ppl = NAN;
     int n = examples_to_run(t, o);
     r->n = n;
-    uint64_t seed = o->seed ^ fnv1a(t->name);
+    uint64_t seed = o->seed ^ xd_fnv1a64_str(t->name);
     double t0 = xd_now();
     double *num = calloc((size_t)n, sizeof *num), *den = calloc((size_t)n, sizeof *den);
     double *norm = calloc((size_t)n, sizeof *norm);
@@ -105,7 +81,7 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
         if (t->ex[i].n_choices > max_choices) max_choices = t->ex[i].n_choices;
     double *ll = malloc((size_t)(max_choices ? max_choices : 1) * sizeof *ll);
     double *lln = malloc((size_t)(max_choices ? max_choices : 1) * sizeof *lln);
-    str_buf ctx = {0};
+    xd_sbuf ctx = {0};
     char *out = NULL;
     int rc = -1;
     if (!num || !den || !norm || !ll || !lln) { xd_err("eval: out of memory"); goto done; }
@@ -190,7 +166,7 @@ done:
     free(norm);
     free(ll);
     free(lln);
-    free(ctx.s);
+    xd_sb_free(&ctx);
     free(out);
     return rc;
 }

@@ -2,45 +2,11 @@
 #include "svg.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- text buffer ---------------------------------------------------------- */
-
-static int sb_reserve(xd_sbuf *b, size_t extra) {
-    if (b->oom) return -1;
-    if (b->n + extra + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *s = realloc(b->s, cap);
-    if (!s) { b->oom = 1; return -1; }
-    b->s = s;
-    b->cap = cap;
-    return 0;
-}
-
-static void sb_putn(xd_sbuf *b, const char *s, size_t n) {
-    if (sb_reserve(b, n)) return;
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
-void xd_sb_puts(xd_sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
-
-void xd_sb_printf(xd_sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (k < 0 || sb_reserve(b, (size_t)k)) return;
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->n, (size_t)k + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)k;
-}
+/* ---- text ------------------------------------------------------------------- */
 
 void xd_sb_esc(xd_sbuf *b, const char *s) {
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
@@ -52,22 +18,9 @@ void xd_sb_esc(xd_sbuf *b, const char *s) {
         case '\'': xd_sb_puts(b, "&#39;"); break;
         default:
             if ((*c < 0x20 && *c != '\t' && *c != '\n') || *c == 0x7f) xd_sb_puts(b, "\xef\xbf\xbd");
-            else sb_putn(b, (const char *)c, 1);
+            else xd_sb_add(b, (const char *)c, 1);
         }
     }
-}
-
-char *xd_sb_take(xd_sbuf *b) {
-    char *s = b->oom ? NULL : b->s;
-    if (!s && !b->oom) s = calloc(1, 1);
-    if (b->oom) free(b->s);
-    memset(b, 0, sizeof *b);
-    return s;
-}
-
-void xd_sb_free(xd_sbuf *b) {
-    free(b->s);
-    memset(b, 0, sizeof *b);
 }
 
 /* ---- plots ---------------------------------------------------------------- */

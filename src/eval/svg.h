@@ -1,5 +1,5 @@
-/* A small SVG plotting module for the HTML report (report.h): a growable text
- * buffer, and plots made of axes with "nice" ticks, polylines, points, bars
+/* A small SVG plotting module for the HTML report (report.h): HTML escaping
+ * into a text buffer (core/strbuf.h), and plots made of axes with "nice" ticks, polylines, points, bars
  * with error whiskers, reference lines and a legend. Everything is written as
  * inline SVG (no scripts, no external fonts or styles), so the page works
  * offline.
@@ -11,24 +11,14 @@
 
 #include <stddef.h>
 
-/* ---- text buffer ---------------------------------------------------------- */
+#include "core/strbuf.h"
 
-typedef struct {
-    char *s;     /* NUL-terminated text (NULL while empty) */
-    size_t n, cap;
-    int oom;     /* an allocation failed: the text is incomplete */
-} xd_sbuf;
+/* ---- text ------------------------------------------------------------------- */
 
-void xd_sb_puts(xd_sbuf *b, const char *s);
-void xd_sb_printf(xd_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s escaped for HTML/XML text and quoted attribute values
  * (& < > " ' become entities; other bytes, UTF-8 included, pass unchanged;
  * control characters other than tab and newline become U+FFFD). */
 void xd_sb_esc(xd_sbuf *b, const char *s);
-/* Takes the text (caller frees); NULL after an allocation failure. The buffer
- * is left empty. */
-char *xd_sb_take(xd_sbuf *b);
-void xd_sb_free(xd_sbuf *b);
 
 /* ---- plots ---------------------------------------------------------------- */
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/hash.h"
 #include "eval/taskgen.h"
 #include "eval/taskgen_int.h"
 #include "io/atomic.h"
@@ -175,15 +176,15 @@ static int write_suite(const char *out_dir, const xd_taskgen_opts *o, const tg_t
     if (!root) goto fail;
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     json_decref(root);
-    tg_buf b = {0};
-    int rc = !text || xd_tg_buf_puts(&b, text) || xd_tg_buf_add(&b, "\n", 1);
+    xd_sbuf b = {0};
+    int rc = !text || xd_sb_puts(&b, text) || xd_sb_add(&b, "\n", 1);
     free(text);
     snprintf(p, sizeof p, "%s/suite.json", d.tmp);
     if (rc)
         xd_err("out of memory (suite.json)");
     else
         rc = xd_write_file_atomic(p, b.s, b.n);
-    xd_tg_buf_free(&b);
+    xd_sb_free(&b);
     if (rc) goto fail;
     return xd_adir_commit(&d);
 fail:
@@ -215,7 +216,7 @@ int xd_tasks_make(const char *out_dir, const xd_taskgen_opts *o, xd_taskgen_info
     for (size_t i = 0; i < N_TASKS; i++) {
         const task_spec *s = &TASKS[i];
         xd_rng r;
-        xd_rng_seed(&r, o->seed ^ xd_tg_hash(s->name));
+        xd_rng_seed(&r, o->seed ^ xd_fnv1a64_str(s->name));
         if (s->gen(&c, &r, &tasks[i])) {
             xd_err_prefix("task %s", s->name);
             goto done;
@@ -236,7 +237,7 @@ int xd_tasks_make(const char *out_dir, const xd_taskgen_opts *o, xd_taskgen_info
     if (n_info) *n_info = (int)N_TASKS;
     rc = 0;
 done:
-    for (size_t i = 0; i < N_TASKS; i++) xd_tg_buf_free(&tasks[i].jsonl);
+    for (size_t i = 0; i < N_TASKS; i++) xd_sb_free(&tasks[i].jsonl);
     xd_tg_corpus_free(&kjv);
     xd_tg_corpus_free(&lic);
     xd_tg_wordnet_free(&wn);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
 #include "eval/taskgen_int.h"
 
 #define IS_UP(c) ((c) >= 'A' && (c) <= 'Z')
@@ -52,9 +53,13 @@ typedef struct {
     size_t *ch_lo; /* occurrences of chapter i: [ch_lo[i], ch_lo[i + 1]) */
 } names;
 
+/* FNV-1a 64 of the bytes with bit 0x20 set (ASCII letters lower-cased; eq_fold's equality). */
 static uint64_t hash_fold(const char *s, unsigned n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (unsigned i = 0; i < n; i++) h = (h ^ (unsigned char)(s[i] | 0x20)) * 0x100000001b3ull;
+    uint64_t h = XD_FNV1A64_INIT;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t c = (uint8_t)(s[i] | 0x20);
+        h = xd_fnv1a64(h, &c, 1);
+    }
     return h;
 }
 
@@ -268,7 +273,7 @@ static int pick_distractors(const names *nm, xd_rng *r, size_t ch, size_t j, siz
         free(cand);
     }
     for (int tries = 0; got < 3 && tries < 100000; tries++) {
-        int id = (int)xd_tg_below(r, (uint64_t)nm->n_names);
+        int id = (int)xd_rng_below(r, (uint64_t)nm->n_names);
         if (id != target && nm->name_count[id] >= 3 && !has(out, got, id)) out[got++] = id;
     }
     return got == 3 ? 0 : xd_err("KJV: too few names for distractors");
@@ -282,7 +287,7 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
     const tg_corpus *kc = c->kjv;
     size_t *order = malloc(kc->n_doc * sizeof *order), *cand = NULL, cand_cap = 0;
     unsigned char *used = calloc(nm.n_occ + 1, 1);
-    tg_buf ctx = {0}, ch[4] = {{0}};
+    xd_sbuf ctx = {0}, ch[4] = {{0}};
     int rc = order && used ? 0 : xd_err("out of memory");
     for (size_t i = 0; !rc && i < kc->n_doc; i++) order[i] = i;
     if (!rc) xd_tg_shuffle(r, order, kc->n_doc);
@@ -302,22 +307,22 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
                 if (!used[j] && context_start(&nm, chap, j, far, c->window) != (size_t)-1)
                     cand[n_cand++] = j;
             if (!n_cand) continue;
-            size_t j = cand[xd_tg_below(r, n_cand)];
+            size_t j = cand[xd_rng_below(r, n_cand)];
             size_t s0 = context_start(&nm, chap, j, far, c->window), p = nm.o[j].pos;
             used[j] = 1;
             made++;
             int d[3];
             if ((rc = pick_distractors(&nm, r, chap, j, s0, d))) break;
-            int answer = (int)xd_tg_below(r, 4);
+            int answer = (int)xd_rng_below(r, 4);
             const char *choices[4];
             for (int i = 0, m = 0; i < 4 && !rc; i++) {
                 int id = i == answer ? nm.o[j].id : d[m++];
-                xd_tg_buf_clear(&ch[i]);
-                rc = xd_tg_buf_printf(&ch[i], " %.*s", (int)nm.name_len[id], nm.name_w[id]);
+                xd_sb_clear(&ch[i]);
+                rc = xd_sb_printf(&ch[i], " %.*s", (int)nm.name_len[id], nm.name_w[id]);
                 choices[i] = ch[i].s;
             }
-            xd_tg_buf_clear(&ctx);
-            if (!rc) rc = xd_tg_buf_add(&ctx, kc->s + s0, p - 1 - s0);
+            xd_sb_clear(&ctx);
+            if (!rc) rc = xd_sb_add(&ctx, kc->s + s0, p - 1 - s0);
             if (!rc) rc = xd_tg_emit_choice(t, ctx.s, choices, 4, answer);
         }
     }
@@ -328,8 +333,8 @@ static int gen_cloze(const tg_ctx *c, xd_rng *r, tg_task *t, int far) {
     free(cand);
     free(order);
     free(used);
-    xd_tg_buf_free(&ctx);
-    for (int i = 0; i < 4; i++) xd_tg_buf_free(&ch[i]);
+    xd_sb_free(&ctx);
+    for (int i = 0; i < 4; i++) xd_sb_free(&ch[i]);
     names_free(&nm);
     return rc;
 }

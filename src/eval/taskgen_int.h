@@ -8,22 +8,9 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/file.h" /* xd_read_file, xd_is_dir, xd_is_file */
 #include "core/rng.h"
-
-/* ---- growable text buffer (taskgen_util.c) --------------------------------
- * Always NUL-terminated once anything was added; an allocation failure
- * latches b->oom and makes every later call a no-op returning -1. */
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int oom;
-} tg_buf;
-
-int xd_tg_buf_add(tg_buf *b, const char *s, size_t n);
-int xd_tg_buf_puts(tg_buf *b, const char *s);
-int xd_tg_buf_printf(tg_buf *b, const char *fmt, ...) XD_PRINTF(2, 3);
-void xd_tg_buf_clear(tg_buf *b); /* empties it, keeps the memory */
-void xd_tg_buf_free(tg_buf *b);
+#include "core/strbuf.h" /* the text buffers (xd_sbuf) */
 
 /* Approximate token count of text: every ASCII digit is one token (as in
  * SmolLM2's and Llama-3's tokenizers, which split numbers into digits) and the
@@ -48,16 +35,12 @@ static inline void tg_len_add(tg_len *l, const char *s) {
 }
 static inline size_t tg_len_tokens(tg_len l) { return l.digits + (l.other + 3) / 4; }
 
-/* Uniform integer in [0, n) (n >= 1), without modulo bias. */
-uint64_t xd_tg_below(xd_rng *r, uint64_t n);
 /* Fisher–Yates shuffle of a[0..n). */
 void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n);
-/* Stable 64-bit hash of a string (FNV-1a), to derive a seed per task. */
-uint64_t xd_tg_hash(const char *s);
 
 /* ---- one task's examples, as JSONL in memory ------------------------------ */
 typedef struct {
-    tg_buf jsonl;
+    xd_sbuf jsonl;
     size_t n;      /* examples written */
     double tokens; /* sum of approximate tokens over the examples */
 } tg_task;
@@ -105,9 +88,6 @@ int xd_tg_load_wordnet(tg_wordnet *w, const char *sources);
 /* Checks that every source exists before any work; the error names each
  * missing one and the Debian package that provides it. */
 int xd_tg_check_sources(const char *sources);
-
-/* Reads a whole file (NUL-terminated). */
-int xd_tg_read_file(const char *path, char **data, size_t *len);
 
 void xd_tg_corpus_free(tg_corpus *c);
 void xd_tg_wordnet_free(tg_wordnet *w);

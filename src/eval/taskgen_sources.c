@@ -19,23 +19,13 @@
 static const char *const WN_FILES[] = {"index.noun", "data.noun", "index.verb",
                                        "data.verb",  "index.adj", "data.adj"};
 
-static int is_file(const char *p) {
-    struct stat st;
-    return !stat(p, &st) && S_ISREG(st.st_mode);
-}
-
-static int is_dir(const char *p) {
-    struct stat st;
-    return !stat(p, &st) && S_ISDIR(st.st_mode);
-}
-
 /* Finds an executable on $PATH; 0 and its path in out, or -1. */
 static int find_program(const char *name, char *out, size_t cap) {
     const char *path = getenv("PATH");
     if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
     while (*path) {
         size_t k = strcspn(path, ":");
-        if (k && (size_t)snprintf(out, cap, "%.*s/%s", (int)k, path, name) < cap && is_file(out) &&
+        if (k && (size_t)snprintf(out, cap, "%.*s/%s", (int)k, path, name) < cap && xd_is_file(out) &&
             !access(out, X_OK))
             return 0;
         path += k + (path[k] == ':');
@@ -57,16 +47,16 @@ int xd_tg_check_sources(const char *src) {
     if (!src) {
         if (find_program("bible", p, sizeof p))
             add_missing(miss, sizeof miss, "\n  the `bible` program (Debian package bible-kjv)");
-        if (!is_file(KJV_DATA))
+        if (!xd_is_file(KJV_DATA))
             add_missing(miss, sizeof miss, "\n  " KJV_DATA " (Debian package bible-kjv-text)");
         for (size_t i = 0; i < sizeof WN_FILES / sizeof *WN_FILES; i++) {
             snprintf(p, sizeof p, SYS_WORDNET "/%s", WN_FILES[i]);
-            if (!is_file(p)) {
+            if (!xd_is_file(p)) {
                 add_missing(miss, sizeof miss, "\n  %s (Debian package wordnet-base)", p);
                 break;
             }
         }
-        if (!is_dir(SYS_LICENSES))
+        if (!xd_is_dir(SYS_LICENSES))
             add_missing(miss, sizeof miss, "\n  " SYS_LICENSES "/ (Debian package base-files)");
         if (!*miss) return 0;
         return xd_err("task sources are missing:%s\ninstall them with `apt-get install -y "
@@ -74,9 +64,9 @@ int xd_tg_check_sources(const char *src) {
                       "see docs/tasks.md)",
                       miss);
     }
-    if (!is_dir(src)) return xd_err("--sources %s: no such directory", src);
+    if (!xd_is_dir(src)) return xd_err("--sources %s: no such directory", src);
     snprintf(p, sizeof p, "%s/kjv.txt", src);
-    if (!is_file(p))
+    if (!xd_is_file(p))
         add_missing(
             miss, sizeof miss,
             "\n  %s: the King James Bible, one chapter a paragraph "
@@ -85,7 +75,7 @@ int xd_tg_check_sources(const char *src) {
             p, p);
     for (size_t i = 0; i < sizeof WN_FILES / sizeof *WN_FILES; i++) {
         snprintf(p, sizeof p, "%s/wordnet/%s", src, WN_FILES[i]);
-        if (!is_file(p)) {
+        if (!xd_is_file(p)) {
             add_missing(miss, sizeof miss,
                         "\n  %s: WordNet 3.0 (link or copy " SYS_WORDNET
                         " from the Debian package wordnet-base to %s/wordnet)",
@@ -94,7 +84,7 @@ int xd_tg_check_sources(const char *src) {
         }
     }
     snprintf(p, sizeof p, "%s/licenses", src);
-    if (!is_dir(p))
+    if (!xd_is_dir(p))
         add_missing(miss, sizeof miss,
                     "\n  %s/: a directory of plain-text files for perplexity "
                     "(e.g. a link to " SYS_LICENSES ")",
@@ -103,45 +93,10 @@ int xd_tg_check_sources(const char *src) {
     return xd_err("--sources %s lacks:%s", src, miss);
 }
 
-/* ---- reading ------------------------------------------------------------------ */
-
-static int read_stream(FILE *f, const char *what, char **data, size_t *len) {
-    size_t cap = 1 << 16, n = 0, k;
-    char *buf = malloc(cap);
-    if (!buf) return xd_err("out of memory reading %s", what);
-    while ((k = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += k;
-        if (n + 1 == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) {
-                free(buf);
-                return xd_err("out of memory reading %s (%zu bytes)", what, cap);
-            }
-            buf = nb;
-        }
-    }
-    if (ferror(f)) {
-        free(buf);
-        return xd_err("%s: read error", what);
-    }
-    buf[n] = 0;
-    *data = buf;
-    *len = n;
-    return 0;
-}
-
-int xd_tg_read_file(const char *path, char **data, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return xd_err("%s: cannot open: %s", path, strerror(errno));
-    int rc = read_stream(f, path, data, len);
-    fclose(f);
-    return rc;
-}
-
 /* ---- corpus building ---------------------------------------------------------- */
 
 typedef struct {
-    tg_buf text;
+    xd_sbuf text;
     size_t *beg, *end, n, cap;
     int open; /* a document has lines */
 } builder;
@@ -172,14 +127,14 @@ static int b_add_line(builder *b, const char *s, size_t n, const char *sep) {
     while (n && (unsigned char)s[n - 1] <= ' ') n--;
     if (!n) return 0;
     if (b->open) {
-        if (xd_tg_buf_puts(&b->text, sep)) return -1;
+        if (xd_sb_puts(&b->text, sep)) return -1;
     } else {
-        if (b_grow(b) || (b->n && xd_tg_buf_add(&b->text, "\n\n", 2))) return -1;
+        if (b_grow(b) || (b->n && xd_sb_add(&b->text, "\n\n", 2))) return -1;
         b->beg[b->n] = b->text.n;
         b->open = 1;
     }
     size_t at = b->text.n;
-    if (xd_tg_buf_add(&b->text, s, n)) return -1;
+    if (xd_sb_add(&b->text, s, n)) return -1;
     for (size_t i = at; i < b->text.n; i++)
         if ((unsigned char)b->text.s[i] < ' ' || b->text.s[i] == 0x7f) b->text.s[i] = ' ';
     return 0;
@@ -198,14 +153,14 @@ static int b_finish(builder *b, tg_corpus *c, const char *what) {
     c->n_doc = b->n;
     return 0;
 fail:
-    xd_tg_buf_free(&b->text);
+    xd_sb_free(&b->text);
     free(b->beg);
     free(b->end);
     return -1;
 }
 
 static void b_free(builder *b) {
-    xd_tg_buf_free(&b->text);
+    xd_sb_free(&b->text);
     free(b->beg);
     free(b->end);
 }
@@ -272,7 +227,7 @@ int xd_tg_load_kjv(tg_corpus *c, const char *src) {
     size_t len;
     if (src) {
         snprintf(path, sizeof path, "%s/kjv.txt", src);
-        if (xd_tg_read_file(path, &data, &len) || parse_paragraphs(&b, data, len)) goto fail;
+        if (xd_read_file(path, &data, &len) || parse_paragraphs(&b, data, len)) goto fail;
         free(data);
         return b_finish(&b, c, path);
     }
@@ -282,7 +237,7 @@ int xd_tg_load_kjv(tg_corpus *c, const char *src) {
     snprintf(cmd, sizeof cmd, "'%s' -f gen1:1-rev22:21 </dev/null 2>/dev/null", prog);
     FILE *p = popen(cmd, "r");
     if (!p) return xd_err("cannot run %s: %s", prog, strerror(errno));
-    int rc = read_stream(p, "the output of `bible`", &data, &len);
+    int rc = xd_read_stream(p, "the output of `bible`", &data, &len);
     int st = pclose(p);
     if (rc) goto fail;
     if (st) {
@@ -308,7 +263,7 @@ static int by_name(const struct dirent **a, const struct dirent **b) {
 
 /* One document per file: paragraphs with white space collapsed. */
 static int add_license(builder *b, const char *s, size_t n) {
-    tg_buf para = {0};
+    xd_sbuf para = {0};
     int rc = 0;
     size_t i = 0;
     while (i <= n && !rc) {
@@ -318,18 +273,18 @@ static int add_license(builder *b, const char *s, size_t n) {
         while (k < e && (unsigned char)s[k] <= ' ') k++;
         if (k == e) { /* blank line (or the end): the paragraph is complete */
             if (para.n) rc = b_add_line(b, para.s, para.n, "\n\n");
-            xd_tg_buf_clear(&para);
+            xd_sb_clear(&para);
         } else {
             for (size_t j = i; j < e && !rc; j++) {
                 int ws = (unsigned char)s[j] <= ' ';
                 if (ws && (!para.n || para.s[para.n - 1] == ' ')) continue;
-                rc = xd_tg_buf_add(&para, ws ? " " : s + j, 1);
+                rc = xd_sb_add(&para, ws ? " " : s + j, 1);
             }
-            if (para.n && para.s[para.n - 1] != ' ') rc = rc ? rc : xd_tg_buf_add(&para, " ", 1);
+            if (para.n && para.s[para.n - 1] != ' ') rc = rc ? rc : xd_sb_add(&para, " ", 1);
         }
         i = e + 1;
     }
-    xd_tg_buf_free(&para);
+    xd_sb_free(&para);
     return rc ? rc : b_end_doc(b);
 }
 
@@ -351,7 +306,7 @@ int xd_tg_load_licenses(tg_corpus *c, const char *src) {
         if (!rc && ents[i]->d_name[0] != '.' && !lstat(path, &st) && S_ISREG(st.st_mode)) {
             char *data;
             size_t len;
-            rc = xd_tg_read_file(path, &data, &len);
+            rc = xd_read_file(path, &data, &len);
             if (!rc) {
                 rc = add_license(&b, data, len);
                 free(data);

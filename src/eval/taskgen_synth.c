@@ -45,10 +45,10 @@ static size_t toks(size_t n) { return (n + 3) / 4; }
 
 /* Appends filler sentences [from, to) of the cycle, each after a space
  * unless the buffer is empty or ends a line. */
-static int add_fill(tg_buf *b, size_t from, size_t to) {
+static int add_fill(xd_sbuf *b, size_t from, size_t to) {
     for (size_t i = from; i < to; i++) {
-        if (b->n && b->s[b->n - 1] != '\n' && xd_tg_buf_add(b, " ", 1)) return -1;
-        if (xd_tg_buf_puts(b, FILL[i % N_FILL])) return -1;
+        if (b->n && b->s[b->n - 1] != '\n' && xd_sb_add(b, " ", 1)) return -1;
+        if (xd_sb_puts(b, FILL[i % N_FILL])) return -1;
     }
     return 0;
 }
@@ -73,15 +73,15 @@ static int gen_passkey(const tg_ctx *c, xd_rng *r, tg_task *t, int num, int den)
     size_t budget = (size_t)c->window * (size_t)num / (size_t)den;
     size_t need_after = num > den ? (size_t)xd_tg_far_gap(c->window) : 0;
     static const char Q[] = "What is the pass key? The pass key is";
-    tg_buf p = {0}, key_s = {0}, target = {0};
+    xd_sbuf p = {0}, key_s = {0}, target = {0};
     size_t *ok = NULL;
     int rc = 0;
     for (int e = 0; e < c->n && !rc; e++) {
-        unsigned key = 10000u + (unsigned)xd_tg_below(r, 90000);
-        xd_tg_buf_clear(&key_s);
-        xd_tg_buf_clear(&target);
-        if ((rc = xd_tg_buf_printf(&key_s, "The pass key is %u. Remember it.", key)) ||
-            (rc = xd_tg_buf_printf(&target, "%u", key)))
+        unsigned key = 10000u + (unsigned)xd_rng_below(r, 90000);
+        xd_sb_clear(&key_s);
+        xd_sb_clear(&target);
+        if ((rc = xd_sb_printf(&key_s, "The pass key is %u. Remember it.", key)) ||
+            (rc = xd_sb_printf(&target, "%u", key)))
             break;
         size_t key_other = key_s.n - 5, q_bytes = 1 + strlen(Q); /* " " + Q */
         size_t n_fill = 0, fill_bytes = 0;                       /* with a space each */
@@ -99,19 +99,19 @@ static int gen_passkey(const tg_ctx *c, xd_rng *r, tg_task *t, int num, int den)
             if (toks(after) >= need_after) ok[n_ok++] = j;
             if (j < n_fill) after -= fill_len(j) + 1;
         }
-        size_t j = ok[xd_tg_below(r, n_ok)];
-        xd_tg_buf_clear(&p);
+        size_t j = ok[xd_rng_below(r, n_ok)];
+        xd_sb_clear(&p);
         rc = add_fill(&p, 0, j);
-        if (!rc && p.n) rc = xd_tg_buf_add(&p, " ", 1);
-        if (!rc) rc = xd_tg_buf_puts(&p, key_s.s);
+        if (!rc && p.n) rc = xd_sb_add(&p, " ", 1);
+        if (!rc) rc = xd_sb_puts(&p, key_s.s);
         if (!rc) rc = add_fill(&p, j, n_fill);
-        if (!rc) rc = xd_tg_buf_printf(&p, " %s", Q);
+        if (!rc) rc = xd_sb_printf(&p, " %s", Q);
         if (!rc) rc = xd_tg_emit_generate(t, p.s, target.s, 8, "contains");
     }
     free(ok);
-    xd_tg_buf_free(&p);
-    xd_tg_buf_free(&key_s);
-    xd_tg_buf_free(&target);
+    xd_sb_free(&p);
+    xd_sb_free(&key_s);
+    xd_sb_free(&target);
     return rc;
 }
 
@@ -145,7 +145,7 @@ int xd_tg_gen_recall(const tg_ctx *c, xd_rng *r, tg_task *t) {
     static const char HEAD[] = "Remember the number that goes with each word.\n";
     static const char ASK[] = "Now the words again, with their numbers.\n";
     size_t gap = (size_t)xd_tg_far_gap(c->window);
-    tg_buf p = {0}, line = {0}, target = {0};
+    xd_sbuf p = {0}, line = {0}, target = {0};
     int rc = 0;
     for (int e = 0; e < c->n && !rc; e++) {
         size_t w[RECALL_MAX_PAIRS], k = 0;
@@ -155,12 +155,12 @@ int xd_tg_gen_recall(const tg_ctx *c, xd_rng *r, tg_task *t) {
         while (k < RECALL_MAX_PAIRS && (k < 8 || tg_len_tokens(pairs) < 2 * (size_t)c->window)) {
             int dup;
             do { /* distinct 3-digit values */
-                val[k] = 100u + (unsigned)xd_tg_below(r, 900);
+                val[k] = 100u + (unsigned)xd_rng_below(r, 900);
                 dup = 0;
                 for (size_t i = 0; i < k; i++) dup |= val[i] == val[k];
             } while (dup);
-            xd_tg_buf_clear(&line);
-            if ((rc = xd_tg_buf_printf(&line, "%s: %u\n", WORDS[w[k]], val[k]))) break;
+            xd_sb_clear(&line);
+            if ((rc = xd_sb_printf(&line, "%s: %u\n", WORDS[w[k]], val[k]))) break;
             len[k] = (tg_len){0, 0};
             tg_len_add(&len[k], line.s);
             pairs = len_sum(pairs, len[k++]);
@@ -193,23 +193,23 @@ int xd_tg_gen_recall(const tg_ctx *c, xd_rng *r, tg_task *t) {
         size_t cand[RECALL_MAX_PAIRS], n_cand = 0;
         for (size_t i = 0; i < k; i++)
             if (!answered[i] && tg_len_tokens(len_sum(after[i], fill)) >= gap) cand[n_cand++] = i;
-        size_t q = cand[xd_tg_below(r, n_cand)];
-        xd_tg_buf_clear(&p);
-        rc = xd_tg_buf_puts(&p, HEAD);
+        size_t q = cand[xd_rng_below(r, n_cand)];
+        xd_sb_clear(&p);
+        rc = xd_sb_puts(&p, HEAD);
         for (size_t i = 0; i < k && !rc; i++)
-            rc = xd_tg_buf_printf(&p, "%s: %u\n", WORDS[w[i]], val[i]);
-        if (!rc && n_fill) rc = add_fill(&p, 0, n_fill) || xd_tg_buf_add(&p, "\n", 1) ? -1 : 0;
-        if (!rc) rc = xd_tg_buf_puts(&p, ASK);
+            rc = xd_sb_printf(&p, "%s: %u\n", WORDS[w[i]], val[i]);
+        if (!rc && n_fill) rc = add_fill(&p, 0, n_fill) || xd_sb_add(&p, "\n", 1) ? -1 : 0;
+        if (!rc) rc = xd_sb_puts(&p, ASK);
         for (int i = 0; i < RECALL_ANSWERED && !rc; i++)
-            rc = xd_tg_buf_printf(&p, "%s: %u\n", WORDS[w[ans[i]]], val[ans[i]]);
-        if (!rc) rc = xd_tg_buf_printf(&p, "%s:", WORDS[w[q]]);
-        xd_tg_buf_clear(&target);
-        if (!rc) rc = xd_tg_buf_printf(&target, "%u", val[q]);
+            rc = xd_sb_printf(&p, "%s: %u\n", WORDS[w[ans[i]]], val[ans[i]]);
+        if (!rc) rc = xd_sb_printf(&p, "%s:", WORDS[w[q]]);
+        xd_sb_clear(&target);
+        if (!rc) rc = xd_sb_printf(&target, "%u", val[q]);
         if (!rc) rc = xd_tg_emit_generate(t, p.s, target.s, 5, "contains");
     }
-    xd_tg_buf_free(&p);
-    xd_tg_buf_free(&line);
-    xd_tg_buf_free(&target);
+    xd_sb_free(&p);
+    xd_sb_free(&line);
+    xd_sb_free(&target);
     return rc;
 }
 
@@ -221,24 +221,24 @@ int xd_tg_gen_recall(const tg_ctx *c, xd_rng *r, tg_task *t) {
  * with "\nRepeat the list of words:", which the model continues. */
 int xd_tg_gen_copy(const tg_ctx *c, xd_rng *r, tg_task *t) {
     static const char ASK[] = "\nRepeat the list of words:";
-    tg_buf p = {0}, target = {0};
+    xd_sbuf p = {0}, target = {0};
     int rc = 0;
     for (int e = 0; e < c->n && !rc; e++) {
         size_t w[COPY_WORDS];
         pick_words(r, w, COPY_WORDS);
-        xd_tg_buf_clear(&target);
+        xd_sb_clear(&target);
         for (int i = 0; i < COPY_WORDS && !rc; i++)
-            rc = xd_tg_buf_printf(&target, i ? " %s" : "%s", WORDS[w[i]]);
-        size_t start = (size_t)xd_tg_below(r, N_FILL); /* where the filler cycle starts */
+            rc = xd_sb_printf(&target, i ? " %s" : "%s", WORDS[w[i]]);
+        size_t start = (size_t)xd_rng_below(r, N_FILL); /* where the filler cycle starts */
         size_t n_fill = fill_for(start, strlen(ASK), (size_t)xd_tg_far_gap(c->window));
-        xd_tg_buf_clear(&p);
-        if (!rc) rc = xd_tg_buf_printf(&p, "Remember this list of words: %s.\n", target.s);
+        xd_sb_clear(&p);
+        if (!rc) rc = xd_sb_printf(&p, "Remember this list of words: %s.\n", target.s);
         if (!rc) rc = add_fill(&p, start, start + n_fill);
-        if (!rc) rc = xd_tg_buf_puts(&p, ASK);
+        if (!rc) rc = xd_sb_puts(&p, ASK);
         if (!rc) rc = xd_tg_emit_generate(t, p.s, target.s, 2 * COPY_WORDS + 6, "contains");
     }
-    xd_tg_buf_free(&p);
-    xd_tg_buf_free(&target);
+    xd_sb_free(&p);
+    xd_sb_free(&target);
     return rc;
 }
 
@@ -248,26 +248,26 @@ int xd_tg_gen_copy(const tg_ctx *c, xd_rng *r, tg_task *t) {
 
 /* Small sums (a in 1..30, b in 1..9): within reach of a 135M teacher with
  * three shots (2–3 digit sums were not: SmolLM2-135M scored 0 of 20). */
-static unsigned operand_a(xd_rng *r) { return 1u + (unsigned)xd_tg_below(r, 30); }
-static unsigned operand_b(xd_rng *r) { return 1u + (unsigned)xd_tg_below(r, 9); }
+static unsigned operand_a(xd_rng *r) { return 1u + (unsigned)xd_rng_below(r, 30); }
+static unsigned operand_b(xd_rng *r) { return 1u + (unsigned)xd_rng_below(r, 9); }
 
 int xd_tg_gen_arith(const tg_ctx *c, xd_rng *r, tg_task *t) {
-    tg_buf p = {0}, target = {0};
+    xd_sbuf p = {0}, target = {0};
     int rc = 0;
     for (int e = 0; e < c->n && !rc; e++) {
-        xd_tg_buf_clear(&p);
-        rc = xd_tg_buf_puts(&p, "Add the numbers.\n");
+        xd_sb_clear(&p);
+        rc = xd_sb_puts(&p, "Add the numbers.\n");
         for (int i = 0; i < ARITH_SHOTS && !rc; i++) {
             unsigned a = operand_a(r), b = operand_b(r);
-            rc = xd_tg_buf_printf(&p, "%u + %u = %u\n", a, b, a + b);
+            rc = xd_sb_printf(&p, "%u + %u = %u\n", a, b, a + b);
         }
         unsigned a = operand_a(r), b = operand_b(r);
-        xd_tg_buf_clear(&target);
-        if (!rc) rc = xd_tg_buf_printf(&p, "%u + %u =", a, b);
-        if (!rc) rc = xd_tg_buf_printf(&target, "%u", a + b);
+        xd_sb_clear(&target);
+        if (!rc) rc = xd_sb_printf(&p, "%u + %u =", a, b);
+        if (!rc) rc = xd_sb_printf(&target, "%u", a + b);
         if (!rc) rc = xd_tg_emit_generate(t, p.s, target.s, 6, "exact");
     }
-    xd_tg_buf_free(&p);
-    xd_tg_buf_free(&target);
+    xd_sb_free(&p);
+    xd_sb_free(&target);
     return rc;
 }

@@ -1,63 +1,11 @@
-/* Task generator helpers: text buffer, token estimate, RNG helpers, sizes,
+/* Task generator helpers: token estimate, shuffle, sizes,
  * and the writers of one JSONL example per line. */
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "eval/taskgen_int.h"
-
-/* ---- buffer ---------------------------------------------------------------- */
-
-static int buf_reserve(tg_buf *b, size_t extra) {
-    if (b->oom) return -1;
-    if (b->n + extra + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *s = realloc(b->s, cap);
-    if (!s) {
-        b->oom = 1;
-        return xd_err("out of memory (text buffer of %zu bytes)", cap);
-    }
-    b->s = s;
-    b->cap = cap;
-    return 0;
-}
-
-int xd_tg_buf_add(tg_buf *b, const char *s, size_t n) {
-    if (buf_reserve(b, n)) return -1;
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-    return 0;
-}
-
-int xd_tg_buf_puts(tg_buf *b, const char *s) { return xd_tg_buf_add(b, s, strlen(s)); }
-
-int xd_tg_buf_printf(tg_buf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) return xd_err("formatting failed");
-    if (buf_reserve(b, (size_t)k)) return -1;
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->n, (size_t)k + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)k;
-    return 0;
-}
-
-void xd_tg_buf_clear(tg_buf *b) {
-    b->n = 0;
-    if (b->s) b->s[0] = 0;
-}
-
-void xd_tg_buf_free(tg_buf *b) {
-    free(b->s);
-    memset(b, 0, sizeof *b);
-}
 
 /* ---- estimates, RNG, sizes -------------------------------------------------- */
 
@@ -67,27 +15,12 @@ size_t xd_tg_approx_tokens(const char *s, size_t n) {
     return digits + (n - digits + 3) / 4;
 }
 
-uint64_t xd_tg_below(xd_rng *r, uint64_t n) {
-    if (n <= 1) return 0;
-    uint64_t lim = UINT64_MAX - UINT64_MAX % n; /* accept [0, lim) */
-    uint64_t x;
-    do x = xd_rng_u64(r);
-    while (x >= lim);
-    return x % n;
-}
-
 void xd_tg_shuffle(xd_rng *r, size_t *a, size_t n) {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)xd_tg_below(r, i), t = a[i - 1];
+        size_t j = (size_t)xd_rng_below(r, i), t = a[i - 1];
         a[i - 1] = a[j];
         a[j] = t;
     }
-}
-
-uint64_t xd_tg_hash(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
 }
 
 int xd_tg_far_gap(int w) { return w + (w + 1) / 2; }
@@ -110,9 +43,9 @@ static int append_line(tg_task *t, json_t *o, size_t tokens) {
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!line) return xd_err("out of memory (JSON line)");
-    int rc = xd_tg_buf_puts(&t->jsonl, line);
+    int rc = xd_sb_puts(&t->jsonl, line);
     free(line);
-    if (rc || xd_tg_buf_add(&t->jsonl, "\n", 1)) return -1;
+    if (rc || xd_sb_add(&t->jsonl, "\n", 1)) return -1;
     t->n++;
     t->tokens += (double)tokens;
     return 0;

@@ -67,7 +67,7 @@ static int gloss_leaks(const char *gloss, size_t glen, const char *lemma, size_t
  * "|w1|w2|" (lower case, '_' as ' ', adjective markers dropped) and the
  * definition part of the gloss. 0 if usable, 1 if skipped, -1 on error. */
 static int parse_synset(const char *data, size_t dlen, long off, const char *lemma, size_t llen,
-                        tg_buf *pool, entry_off *e) {
+                        xd_sbuf *pool, entry_off *e) {
     if (off < 0 || (size_t)off >= dlen || (off && data[off - 1] != '\n')) return 1;
     const char *line = data + off;
     size_t k;
@@ -85,32 +85,32 @@ static int parse_synset(const char *data, size_t dlen, long off, const char *lem
     size_t glen = (size_t)(ge - g);
     if (glen < WN_MIN_GLOSS || glen > WN_MAX_GLOSS || gloss_leaks(g, glen, lemma, llen)) return 1;
     e->synset = pool->n;
-    if (xd_tg_buf_add(pool, "|", 1)) return -1;
+    if (xd_sb_add(pool, "|", 1)) return -1;
     for (int i = 0; i < w_cnt; i++) {
         const char *w = field(line, 4 + 2 * i, &k);
         if (!w) return 1;
         for (size_t j = 0; j < k && w[j] != '('; j++) {
             char ch = w[j] == '_' ? ' ' : (char)tolower((unsigned char)w[j]);
-            if (xd_tg_buf_add(pool, &ch, 1)) return -1;
+            if (xd_sb_add(pool, &ch, 1)) return -1;
         }
-        if (xd_tg_buf_add(pool, "|", 1)) return -1;
+        if (xd_sb_add(pool, "|", 1)) return -1;
     }
-    if (xd_tg_buf_add(pool, "", 1)) return -1; /* the string's NUL */
+    if (xd_sb_add(pool, "", 1)) return -1; /* the string's NUL */
     e->gloss = pool->n;
-    if (xd_tg_buf_add(pool, g, glen) || xd_tg_buf_add(pool, "", 1)) return -1;
+    if (xd_sb_add(pool, g, glen) || xd_sb_add(pool, "", 1)) return -1;
     return 0;
 }
 
-static int load_pos(const char *dir, const char *pos, char code, tg_buf *pool, entry_off **v,
+static int load_pos(const char *dir, const char *pos, char code, xd_sbuf *pool, entry_off **v,
                     size_t *n, size_t *cap) {
     char path[4200];
     char *index = NULL, *data = NULL;
     size_t ilen, dlen;
     int rc = -1;
     snprintf(path, sizeof path, "%s/index.%s", dir, pos);
-    if (xd_tg_read_file(path, &index, &ilen)) goto done;
+    if (xd_read_file(path, &index, &ilen)) goto done;
     snprintf(path, sizeof path, "%s/data.%s", dir, pos);
-    if (xd_tg_read_file(path, &data, &dlen)) goto done;
+    if (xd_read_file(path, &data, &dlen)) goto done;
     for (char *line = index; *line;) {
         char *eol = strchr(line, '\n');
         if (eol) *eol = 0;
@@ -125,7 +125,7 @@ static int load_pos(const char *dir, const char *pos, char code, tg_buf *pool, e
                 if (r < 0) goto done;
                 if (!r) {
                     e.lemma = pool->n;
-                    if (xd_tg_buf_add(pool, lemma, llen) || xd_tg_buf_add(pool, "", 1)) goto done;
+                    if (xd_sb_add(pool, lemma, llen) || xd_sb_add(pool, "", 1)) goto done;
                     if (*n == *cap) {
                         size_t nc = *cap ? 2 * *cap : 4096;
                         entry_off *nv = realloc(*v, nc * sizeof *nv);
@@ -158,7 +158,7 @@ int xd_tg_load_wordnet(tg_wordnet *w, const char *src) {
         snprintf(dir, sizeof dir, "/usr/share/wordnet");
     static const char *const pos[] = {"noun", "verb", "adj"};
     static const char code[] = {'n', 'v', 'a'};
-    tg_buf pool = {0};
+    xd_sbuf pool = {0};
     entry_off *v = NULL;
     size_t n = 0, cap = 0;
     memset(w, 0, sizeof *w);
@@ -181,7 +181,7 @@ int xd_tg_load_wordnet(tg_wordnet *w, const char *src) {
     return 0;
 fail:
     free(v);
-    xd_tg_buf_free(&pool);
+    xd_sb_free(&pool);
     return -1;
 }
 
@@ -206,7 +206,7 @@ static int distractors(const tg_wordnet *w, xd_rng *r, size_t tgt, int by_gloss,
     const tg_sense *t = &w->v[tgt];
     int got = 0;
     for (int tries = 0; got < 3 && tries < 100000; tries++) {
-        size_t j = (size_t)xd_tg_below(r, w->n);
+        size_t j = (size_t)xd_rng_below(r, w->n);
         const tg_sense *d = &w->v[j];
         if (d->pos != t->pos || in_synset(t->synset, d->lemma) || in_synset(d->synset, t->lemma))
             continue;
@@ -227,28 +227,28 @@ static int gen_wordnet(const tg_ctx *c, xd_rng *r, tg_task *t, int by_gloss) {
     if (!order) return xd_err("out of memory");
     for (size_t i = 0; i < w->n; i++) order[i] = i;
     xd_tg_shuffle(r, order, w->n);
-    tg_buf ctx = {0}, ch[4] = {{0}};
+    xd_sbuf ctx = {0}, ch[4] = {{0}};
     int rc = 0;
     for (int e = 0; e < c->n && !rc; e++) {
         size_t tgt = order[e], d[3];
         if ((rc = distractors(w, r, tgt, by_gloss, d))) break;
-        int answer = (int)xd_tg_below(r, 4);
+        int answer = (int)xd_rng_below(r, 4);
         const char *choices[4];
         for (int i = 0, k = 0; i < 4; i++) {
             const tg_sense *s = &w->v[i == answer ? tgt : d[k++]];
-            xd_tg_buf_clear(&ch[i]);
-            rc = rc ? rc : xd_tg_buf_printf(&ch[i], " %s", by_gloss ? s->gloss : s->lemma);
+            xd_sb_clear(&ch[i]);
+            rc = rc ? rc : xd_sb_printf(&ch[i], " %s", by_gloss ? s->gloss : s->lemma);
             choices[i] = ch[i].s;
         }
-        xd_tg_buf_clear(&ctx);
+        xd_sb_clear(&ctx);
         const tg_sense *s = &w->v[tgt];
         rc = rc         ? rc
-             : by_gloss ? xd_tg_buf_printf(&ctx, "What does the word \"%s\" mean?\nAnswer:", s->lemma)
-                        : xd_tg_buf_printf(&ctx, "Which word means \"%s\"?\nAnswer:", s->gloss);
+             : by_gloss ? xd_sb_printf(&ctx, "What does the word \"%s\" mean?\nAnswer:", s->lemma)
+                        : xd_sb_printf(&ctx, "Which word means \"%s\"?\nAnswer:", s->gloss);
         if (!rc) rc = xd_tg_emit_choice(t, ctx.s, choices, 4, answer);
     }
-    xd_tg_buf_free(&ctx);
-    for (int i = 0; i < 4; i++) xd_tg_buf_free(&ch[i]);
+    xd_sb_free(&ctx);
+    for (int i = 0; i < 4; i++) xd_sb_free(&ch[i]);
     free(order);
     return rc;
 }

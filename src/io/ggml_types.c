@@ -40,52 +40,7 @@
 #include <string.h>
 
 #include "../core/error.h"
-
-float xd_fp16_to_fp32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (mant == 0) bits = sign;
-        else { /* subnormal: normalise */
-            int e = -1;
-            do { e++; mant <<= 1; } while (!(mant & 0x400));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ff) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7f800000 | (mant << 13);
-    else bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-uint16_t xd_fp32_to_fp16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000;
-    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
-    uint32_t mant = x & 0x7fffff;
-    if (((x >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0));
-    if (exp >= 31) return (uint16_t)(sign | 0x7c00);
-    if (exp <= 0) {
-        if (exp < -10) return (uint16_t)sign;
-        mant |= 0x800000;
-        uint32_t shift = (uint32_t)(14 - exp);
-        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = sign | ((uint32_t)exp << 10) | (mant >> 13);
-    uint32_t rem = mant & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* round to nearest even */
-    return (uint16_t)h;
-}
-
-float xd_bf16_to_fp32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+#include "../core/f16.h"
 
 static float f16_at(const uint8_t *p) {
     uint16_t h;
@@ -317,16 +272,8 @@ int xd_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n) {
     int64_t nb = n / (int64_t)be;
     switch (type) {
     case GGML_F32: memcpy(dst, src, (size_t)n * 4); return 0;
-    case GGML_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = f16_at(p + 2 * i);
-        return 0;
-    case GGML_BF16:
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            dst[i] = xd_bf16_to_fp32(h);
-        }
-        return 0;
+    case GGML_F16: xd_fp16_to_fp32_n(dst, src, (size_t)n); return 0;
+    case GGML_BF16: xd_bf16_to_fp32_n(dst, src, (size_t)n); return 0;
     default: break;
     }
     for (int64_t i = 0; i < nb; i++) {

@@ -1,4 +1,5 @@
-/* ggml tensor element types and their block layouts, and conversion to fp32. */
+/* ggml tensor element types and their block layouts, and conversion to fp32
+ * (the fp16 / bf16 scalar conversions are core/f16.h's). */
 #ifndef XD_GGML_TYPES_H
 #define XD_GGML_TYPES_H
 
@@ -19,9 +20,5 @@ const char *xd_ggml_supported_types(void);    /* the readable types, for error m
 
 /* Dequantise n elements (a multiple of the block size) of `type` to fp32. */
 int xd_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
-
-float xd_fp16_to_fp32(uint16_t h);
-uint16_t xd_fp32_to_fp16(float f);
-float xd_bf16_to_fp32(uint16_t h);
 
 #endif

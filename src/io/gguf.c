@@ -6,17 +6,14 @@
  * A string is u64 length + bytes; an array is u32 elem type + u64 count + elements. */
 #include "gguf.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "../core/error.h"
 #include "ggml_types.h"
+#include "mapfile.h"
 
 typedef struct {
     const gguf_file *g;
@@ -172,21 +169,8 @@ gguf_file *xd_gguf_open(const char *path) {
     gguf_file *g = calloc(1, sizeof *g);
     if (!g) { xd_err("out of memory"); return NULL; }
     snprintf(g->path, sizeof g->path, "%s", path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) { xd_err("%s: cannot open: %s", path, strerror(errno)); free(g); return NULL; }
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        xd_err("%s: not a regular file", path);
-        close(fd); free(g); return NULL;
-    }
-    g->size = (size_t)st.st_size;
-    if (g->size < 24) {
-        xd_err("%s: file of %zu bytes is too small for a GGUF header (24 bytes)", path, g->size);
-        close(fd); free(g); return NULL;
-    }
-    void *map = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) { xd_err("%s: mmap failed: %s", path, strerror(errno)); free(g); return NULL; }
+    uint8_t *map;
+    if (xd_map_file(path, 24, "GGUF file", &map, &g->size)) { free(g); return NULL; }
     g->map = map;
 
     cursor c = {g, 0, "header"};

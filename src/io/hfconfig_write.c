@@ -8,46 +8,27 @@
 #include <string.h>
 
 #include "../core/error.h"
+#include "../core/strbuf.h"
 #include "atomic.h"
 #include "hfconfig.h"
 
 /* ---- pretty JSON --------------------------------------------------------- */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int bad;
-} buf;
+/* Built in an xd_sbuf; b->err (set by a failed append, or here for a
+ * non-finite number or a jansson failure) abandons the text. */
 
-static void put(buf *b, const char *s, size_t n) {
-    if (b->bad) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 1024;
-        while (c < b->n + n + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) { b->bad = 1; return; }
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
-
-static void indent(buf *b, int n) {
+static void indent(xd_sbuf *b, int n) {
     static const char sp[] = "                                ";
     while (n > 0) {
         int k = n < 32 ? n : 32;
-        put(b, sp, (size_t)k);
+        xd_sb_add(b, sp, (size_t)k);
         n -= k;
     }
 }
 
 /* The shortest decimal that reads back as v, laid out as Python's repr. */
-static void put_real(buf *b, double v) {
-    if (!isfinite(v)) { b->bad = 1; return; }
+static void put_real(xd_sbuf *b, double v) {
+    if (!isfinite(v)) { b->err = 1; return; }
     char e[40], out[64];
     int p = 1;
     for (; p < 17; p++) {
@@ -66,14 +47,14 @@ static void put_real(buf *b, double v) {
         *x = 0;
         snprintf(out, sizeof out, "%se%c%02d", m, exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
     }
-    puts_(b, out);
+    xd_sb_puts(b, out);
 }
 
-static void put_string(buf *b, const char *s, size_t len) {
+static void put_string(xd_sbuf *b, const char *s, size_t len) {
     json_t *j = json_stringn(s, len);
     char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    if (d) puts_(b, d);
-    else b->bad = 1;
+    if (d) xd_sb_puts(b, d);
+    else b->err = 1;
     free(d);
     json_decref(j);
 }
@@ -82,67 +63,63 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static void dump(buf *b, const json_t *j, int ind) {
+static void dump(xd_sbuf *b, const json_t *j, int ind) {
     switch (json_typeof(j)) {
     case JSON_OBJECT: {
         size_t n = json_object_size(j), i = 0;
-        if (!n) { puts_(b, "{}"); return; }
+        if (!n) { xd_sb_puts(b, "{}"); return; }
         const char **keys = malloc(n * sizeof *keys);
-        if (!keys) { b->bad = 1; return; }
+        if (!keys) { b->err = 1; return; }
         const char *k;
         json_t *v;
         json_object_foreach((json_t *)j, k, v) keys[i++] = k;
         qsort(keys, n, sizeof *keys, cmp_str);
-        puts_(b, "{\n");
+        xd_sb_puts(b, "{\n");
         for (i = 0; i < n; i++) {
             indent(b, ind + 2);
             put_string(b, keys[i], strlen(keys[i]));
-            puts_(b, ": ");
+            xd_sb_puts(b, ": ");
             dump(b, json_object_get(j, keys[i]), ind + 2);
-            puts_(b, i + 1 < n ? ",\n" : "\n");
+            xd_sb_puts(b, i + 1 < n ? ",\n" : "\n");
         }
         free(keys);
         indent(b, ind);
-        puts_(b, "}");
+        xd_sb_puts(b, "}");
         return;
     }
     case JSON_ARRAY: {
         size_t n = json_array_size(j);
-        if (!n) { puts_(b, "[]"); return; }
-        puts_(b, "[\n");
+        if (!n) { xd_sb_puts(b, "[]"); return; }
+        xd_sb_puts(b, "[\n");
         for (size_t i = 0; i < n; i++) {
             indent(b, ind + 2);
             dump(b, json_array_get(j, i), ind + 2);
-            puts_(b, i + 1 < n ? ",\n" : "\n");
+            xd_sb_puts(b, i + 1 < n ? ",\n" : "\n");
         }
         indent(b, ind);
-        puts_(b, "]");
+        xd_sb_puts(b, "]");
         return;
     }
     case JSON_STRING: put_string(b, json_string_value(j), json_string_length(j)); return;
     case JSON_INTEGER: {
         char t[32];
         snprintf(t, sizeof t, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
-        puts_(b, t);
+        xd_sb_puts(b, t);
         return;
     }
     case JSON_REAL: put_real(b, json_real_value(j)); return;
-    case JSON_TRUE: puts_(b, "true"); return;
-    case JSON_FALSE: puts_(b, "false"); return;
-    case JSON_NULL: puts_(b, "null"); return;
+    case JSON_TRUE: xd_sb_puts(b, "true"); return;
+    case JSON_FALSE: xd_sb_puts(b, "false"); return;
+    case JSON_NULL: xd_sb_puts(b, "null"); return;
     }
 }
 
 char *xd_hf_json_pretty(const json_t *j) {
-    buf b = {0};
+    xd_sbuf b = {0};
     if (!j) return NULL;
     dump(&b, j, 0);
-    puts_(&b, "\n");
-    if (b.bad) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    xd_sb_puts(&b, "\n");
+    return xd_sb_take(&b); /* NULL if b.err */
 }
 
 /* ---- config.json ------------------------------------------------------------ */

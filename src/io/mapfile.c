@@ -23,7 +23,7 @@ int xd_map_file(const char *path, size_t min_bytes, const char *what, uint8_t **
     size_t n = (size_t)st.st_size;
     if (n < min_bytes) {
         close(fd);
-        return xd_err("%s: header: the file has %zu bytes, fewer than the %zu-byte header "
+        return xd_err("%s: header: the file has %zu bytes, too small for the %zu-byte header "
                       "(truncated, or not a %s)", path, n, min_bytes, what);
     }
     void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);

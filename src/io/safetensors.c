@@ -6,7 +6,6 @@
 #include "safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +15,8 @@
 #include <unistd.h>
 
 #include "../core/error.h"
-#include "ggml_types.h"
+#include "../core/f16.h"
+#include "mapfile.h"
 
 #define ST_MAX_HEADER (100u << 20) /* the format's own limit: 100 MB of JSON */
 #define ST_MAX_DIM (1ull << 40)    /* larger dimensions or element counts are absurd */
@@ -90,27 +90,6 @@ static st_tensor *set_add_tensor(st_set *s, int *cap, const char *path) {
 
 /* ---- one file ------------------------------------------------------------ */
 
-static int map_file(const char *path, const uint8_t **map, size_t *size) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return xd_err("%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return xd_err("%s: not a regular file", path);
-    }
-    *size = (size_t)st.st_size;
-    if (*size < 8) {
-        close(fd);
-        return xd_err("%s: file of %zu bytes is too small for the 8-byte header length", path,
-                      *size);
-    }
-    void *m = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) return xd_err("%s: mmap failed: %s", path, strerror(errno));
-    *map = m;
-    return 0;
-}
-
 /* A JSON integer in [0, max]. */
 static int get_u64(const json_t *v, uint64_t max, uint64_t *out) {
     if (!json_is_integer(v)) return -1;
@@ -183,8 +162,10 @@ static int parse_tensor(const char *path, const char *name, const json_t *e, con
 static int add_file(st_set *s, int *cap, const char *path) {
     int fi = set_add_file(s, path);
     if (fi < 0) return -1;
-    if (map_file(path, &s->maps[fi], &s->sizes[fi])) return -1;
-    const uint8_t *map = s->maps[fi];
+    uint8_t *m;
+    if (xd_map_file(path, 8, "safetensors file", &m, &s->sizes[fi])) return -1;
+    s->maps[fi] = m;
+    const uint8_t *map = m;
     size_t size = s->sizes[fi];
 
     uint64_t hlen;
@@ -372,18 +353,10 @@ int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst) {
         memcpy(dst, src, n * 4);
         break;
     case ST_F16:
-        for (uint64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = xd_fp16_to_fp32(h);
-        }
+        xd_fp16_to_fp32_n(dst, src, (size_t)n);
         break;
     case ST_BF16:
-        for (uint64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = xd_bf16_to_fp32(h);
-        }
+        xd_bf16_to_fp32_n(dst, src, (size_t)n);
         break;
     }
     return 0;

@@ -11,7 +11,8 @@
 
 #include "../core/error.h"
 #include "atomic.h"
-#include "ggml_types.h"
+#include "../core/f16.h"
+#include "../core/strbuf.h"
 #include "safetensors.h"
 
 #define ST_MAX_HEADER (100u << 20)
@@ -19,51 +20,12 @@
 
 static size_t dtype_bytes(st_dtype d) { return d == ST_F32 ? 4 : 2; }
 
-static uint16_t fp32_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
-    x += 0x7fffu + ((x >> 16) & 1); /* round to nearest even */
-    return (uint16_t)(x >> 16);
-}
-
-/* ---- a growable text buffer ------------------------------------------------ */
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 4096;
-        while (c < b->n + n + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) { b->oom = 1; return; }
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_fmt_u64(sbuf *b, unsigned long long v) {
-    char tmp[32];
-    int k = snprintf(tmp, sizeof tmp, "%llu", v);
-    sb_put(b, tmp, (size_t)k);
-}
-
 /* s as a JSON string literal. */
-static void sb_json_string(sbuf *b, const char *s) {
+static void sb_json_string(xd_sbuf *b, const char *s) {
     json_t *j = json_string(s);
     char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    if (d) sb_str(b, d);
-    else b->oom = 1;
+    if (d) xd_sb_puts(b, d);
+    else b->err = 1;
     free(d);
     json_decref(j);
 }
@@ -148,8 +110,8 @@ static int write_data(xd_afile *a, const st_write_tensor *t, uint64_t nbytes) {
     }
     for (uint64_t i = 0; i < n; i += CHUNK) {
         size_t m = n - i < CHUNK ? (size_t)(n - i) : CHUNK;
-        for (size_t k = 0; k < m; k++)
-            buf[k] = t->dtype == ST_F16 ? xd_fp32_to_fp16(t->data[i + k]) : fp32_to_bf16(t->data[i + k]);
+        if (t->dtype == ST_F16) xd_fp32_to_fp16_n(buf, t->data + i, m);
+        else xd_fp32_to_bf16_n(buf, t->data + i, m);
         if (xd_afile_write(a, buf, m * 2)) {
             free(buf);
             return -1;
@@ -164,7 +126,7 @@ int xd_st_write(const char *path, const st_write_tensor *ts, int n, const char *
     if (n < 0 || (n > 0 && !ts)) return xd_err("%s: xd_st_write: invalid tensor list (%d)", path, n);
     entry *es = calloc((size_t)(n ? n : 1), sizeof *es);
     char *meta = NULL;
-    sbuf h = {0};
+    xd_sbuf h = {0};
     int rc = -1;
     if (!es) { xd_err("%s: out of memory", path); goto done; }
     for (int i = 0; i < n; i++) {
@@ -188,31 +150,31 @@ int xd_st_write(const char *path, const st_write_tensor *ts, int n, const char *
     }
     /* header in name order */
     qsort(es, (size_t)n, sizeof *es, cmp_name);
-    sb_str(&h, "{");
+    xd_sb_puts(&h, "{");
     if (meta) {
-        sb_str(&h, "\"__metadata__\":");
-        sb_str(&h, meta);
+        xd_sb_puts(&h, "\"__metadata__\":");
+        xd_sb_puts(&h, meta);
     }
     for (int i = 0; i < n; i++) {
         const st_write_tensor *t = es[i].t;
-        if (i || meta) sb_str(&h, ",");
+        if (i || meta) xd_sb_puts(&h, ",");
         sb_json_string(&h, t->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, xd_st_dtype_name(t->dtype));
-        sb_str(&h, "\",\"shape\":[");
+        xd_sb_puts(&h, ":{\"dtype\":\"");
+        xd_sb_puts(&h, xd_st_dtype_name(t->dtype));
+        xd_sb_puts(&h, "\",\"shape\":[");
         for (int d = 0; d < t->n_dims; d++) {
-            if (d) sb_str(&h, ",");
-            sb_fmt_u64(&h, (unsigned long long)t->shape[d]);
+            if (d) xd_sb_puts(&h, ",");
+            xd_sb_printf(&h, "%llu", (unsigned long long)t->shape[d]);
         }
-        sb_str(&h, "],\"data_offsets\":[");
-        sb_fmt_u64(&h, es[i].begin);
-        sb_str(&h, ",");
-        sb_fmt_u64(&h, es[i].begin + es[i].nbytes);
-        sb_str(&h, "]}");
+        xd_sb_puts(&h, "],\"data_offsets\":[");
+        xd_sb_printf(&h, "%llu", (unsigned long long)es[i].begin);
+        xd_sb_puts(&h, ",");
+        xd_sb_printf(&h, "%llu", (unsigned long long)(es[i].begin + es[i].nbytes));
+        xd_sb_puts(&h, "]}");
     }
-    sb_str(&h, "}");
-    while ((8 + h.n) % 8) sb_str(&h, " ");
-    if (h.oom) { xd_err("%s: out of memory building the header", path); goto done; }
+    xd_sb_puts(&h, "}");
+    while (!h.err && (8 + h.n) % 8) xd_sb_puts(&h, " "); /* (a failed append adds nothing) */
+    if (h.err) { xd_err("%s: out of memory building the header", path); goto done; }
     if (h.n > ST_MAX_HEADER) {
         xd_err("%s: header of %zu bytes exceeds the format's 100 MB limit", path, h.n);
         goto done;
@@ -222,7 +184,7 @@ int xd_st_write(const char *path, const st_write_tensor *ts, int n, const char *
     if (xd_afile_open(&a, path)) goto done;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
-    if (xd_afile_write(&a, len8, 8) || xd_afile_write(&a, h.p, h.n)) goto done;
+    if (xd_afile_write(&a, len8, 8) || xd_afile_write(&a, h.s, h.n)) goto done;
     qsort(es, (size_t)n, sizeof *es, cmp_layout);
     for (int i = 0; i < n; i++)
         if (write_data(&a, es[i].t, es[i].nbytes)) goto done; /* a is aborted on failure */
@@ -230,6 +192,6 @@ int xd_st_write(const char *path, const st_write_tensor *ts, int n, const char *
 done:
     free(es);
     free(meta);
-    free(h.p);
+    xd_sb_free(&h);
     return rc;
 }

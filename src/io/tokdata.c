@@ -19,6 +19,7 @@
 
 #include "../core/error.h"
 #include "../core/log.h"
+#include "../core/rng.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tokdata.c reads and writes little-endian files with native loads; port it first"
@@ -526,21 +527,6 @@ static int ends_with(const char *s, const char *suf) {
 
 /* ---- prep: shuffle and write ------------------------------------------------------ */
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [0, n), n >= 1, by rejection (no modulo bias). */
-static uint64_t uniform_below(uint64_t *s, uint64_t n) {
-    uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
-    do x = splitmix64(s);
-    while (x >= limit);
-    return x % n;
-}
-
 static uint64_t val_docs(uint64_t n_docs, double frac) {
     if (frac <= 0 || n_docs < 2) return 0;
     double want = floor(frac * (double)n_docs + 0.5);
@@ -678,12 +664,12 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
         goto done;
     }
 
-    /* Fisher-Yates with splitmix64(seed): documents in shuffled order */
+    /* Fisher-Yates with splitmix64(seed) (core/rng.h): documents in shuffled order */
     if (!(order = malloc(p.n_docs * sizeof *order))) { xd_err("out of memory"); goto done; }
     for (size_t i = 0; i < p.n_docs; i++) order[i] = i;
     uint64_t rng = o->seed;
     for (size_t i = p.n_docs - 1; i > 0; i--) {
-        uint64_t j = uniform_below(&rng, (uint64_t)i + 1), tmp = order[i];
+        uint64_t j = xd_splitmix64_below(&rng, (uint64_t)i + 1), tmp = order[i];
         order[i] = order[j];
         order[j] = tmp;
     }

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "xdistill.h"
 #include "io/tokenizer_internal.h"
 
@@ -147,15 +148,6 @@ struct xd_tokenizer {
 
 /* ---- hashing --------------------------------------------------------------- */
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
-
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * FNV_PRIME;
-    return h;
-}
-
 static uint32_t mix_pair(int32_t a, int32_t b) {
     uint64_t x = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
     x ^= x >> 33;
@@ -176,7 +168,7 @@ static const char *sym_text(const xd_tokenizer *t, int32_t s) { return t->arena 
 
 /* Slot holding string s[0..n) or the empty slot where it would go. */
 static uint32_t str_slot(const xd_tokenizer *t, const char *s, size_t n) {
-    uint32_t i = (uint32_t)fnv1a(FNV_OFFSET, s, n) & t->str_mask;
+    uint32_t i = (uint32_t)xd_fnv1a64(XD_FNV1A64_INIT, s, n) & t->str_mask;
     for (;;) {
         int32_t id = t->str_slots[i];
         if (id < 0) return i;
@@ -450,14 +442,14 @@ static int validate_spec(const xd_tokenizer_spec *s, const char *src) {
 }
 
 static uint64_t spec_hash(const xd_tokenizer_spec *s, const char *pre) {
-    uint64_t h = FNV_OFFSET;
-    for (int i = 0; i < s->n_tokens; i++) h = fnv1a(h, s->tokens[i], strlen(s->tokens[i]) + 1);
+    uint64_t h = XD_FNV1A64_INIT;
+    for (int i = 0; i < s->n_tokens; i++) h = xd_fnv1a64(h, s->tokens[i], strlen(s->tokens[i]) + 1);
     for (int i = 0; i < s->n_tokens; i++) {
         uint8_t ty = s->token_types ? (uint8_t)s->token_types[i] : XD_TOKEN_NORMAL;
-        h = fnv1a(h, &ty, 1);
+        h = xd_fnv1a64(h, &ty, 1);
     }
-    for (int i = 0; i < s->n_merges; i++) h = fnv1a(h, s->merges[i], strlen(s->merges[i]) + 1);
-    return fnv1a(h, pre, strlen(pre) + 1);
+    for (int i = 0; i < s->n_merges; i++) h = xd_fnv1a64(h, s->merges[i], strlen(s->merges[i]) + 1);
+    return xd_fnv1a64(h, pre, strlen(pre) + 1);
 }
 
 /* Interns the vocabulary: token i gets symbol id i; for duplicate texts the

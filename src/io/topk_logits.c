@@ -1,4 +1,4 @@
-/* Teacher top-k logit files: fp16 conversion, hashes, top-k selection, the
+/* Teacher top-k logit files: the data hash, top-k selection, the
  * mmap reader and the resumable writer. Format: see topk_logits.h. */
 #include "topk_logits.h"
 #include "mapfile.h"
@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "../core/error.h"
+#include "../core/f16.h"
+#include "../core/hash.h"
 #include "atomic.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -24,128 +26,7 @@
 
 typedef unsigned long long ull;
 
-/* ---- fp16 --------------------------------------------------------------------------
- * binary16: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits. Normal
- * halves are 1.m · 2^(e-15) for e in [1, 30]; subnormals m · 2^-24 (e = 0);
- * e = 31 is inf (m = 0) or NaN. */
-
-static uint32_t f32_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
-static float bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
-
-uint16_t xd_f32_to_f16(float x) {
-    uint32_t u = f32_bits(x);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) /* NaN: quiet, keep the top 9 payload bits */
-        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x1ffu));
-    if (a >= 0x477ff000u) /* >= 65520 = 65504 + half an ulp: the tie goes to even = inf */
-        return (uint16_t)(sign | 0x7c00u);
-    if (a >= 0x38800000u) { /* >= 2^-14: a normal half */
-        uint32_t e = (a >> 23) - 127u + 15u, m = a & 0x7fffffu;
-        uint32_t h = (e << 10) | (m >> 13), rest = m & 0x1fffu;
-        /* round to nearest even; a carry out of the mantissa bumps the
-         * exponent, which is exactly right (at most to 0x7bff + 1 = 0x7c00,
-         * excluded by the inf test above) */
-        if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
-        return (uint16_t)(sign | h);
-    }
-    if (a <= 0x33000000u) return sign; /* <= 2^-25: rounds to 0 (2^-25 is a tie, to even 0) */
-    /* subnormal half: round(|x| · 2^24) with |x| = m · 2^(e - 150), m with
-     * its implicit bit; |x| · 2^24 = m / 2^(126 - e), 14 <= 126 - e <= 24 */
-    uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, s = 126u - e;
-    uint32_t h = m >> s, rest = m & ((1u << s) - 1u), halfway = 1u << (s - 1u);
-    if (rest > halfway || (rest == halfway && (h & 1u))) h++; /* may reach 0x400: min normal */
-    return (uint16_t)(sign | h);
-}
-
-float xd_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0) { /* zero or subnormal: m · 2^-24, exact in float */
-        float v = (float)m * 0x1p-24f;
-        return bits_f32(f32_bits(v) | sign);
-    }
-    if (e == 31) return bits_f32(sign | 0x7f800000u | (m << 13)); /* inf, NaN (payload kept) */
-    return bits_f32(sign | ((e - 15u + 127u) << 23) | (m << 13));
-}
-
-/* ---- hashes --------------------------------------------------------------------------
- * Four independent 64-bit lanes take the input's 8-byte words in turn (lane =
- * (lane ^ w) · K, then rotated: a bijection of the lane for every word); the
- * lanes and the length are folded together with the splitmix64 finaliser.
- * Inputs are cut into 8 MB chunks hashed independently (in parallel) and
- * chained in order, so the result does not depend on the thread count. */
-
-static uint64_t fmix(uint64_t z) {
-    z ^= z >> 30;
-    z *= 0xbf58476d1ce4e5b9ull;
-    z ^= z >> 27;
-    z *= 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-
-static uint64_t hash_block(const uint8_t *p, size_t n, uint64_t seed) {
-    const uint64_t K = 0x9fb21c651e98df25ull;
-    uint64_t v[4] = {seed ^ 0x243f6a8885a308d3ull, seed ^ 0x13198a2e03707344ull,
-                     seed ^ 0xa4093822299f31d0ull, seed ^ 0x082efa98ec4e6c89ull};
-    size_t i = 0, w = 0;
-    for (; i + 32 <= n; i += 32)
-        for (int l = 0; l < 4; l++) {
-            uint64_t x;
-            memcpy(&x, p + i + 8 * l, 8);
-            v[l] = rotl((v[l] ^ x) * K, 29);
-        }
-    for (; i < n; i += 8, w++) { /* tail: whole words, then one zero-padded word */
-        uint64_t x = 0;
-        memcpy(&x, p + i, n - i < 8 ? n - i : 8);
-        v[w & 3] = rotl((v[w & 3] ^ x) * K, 29);
-    }
-    uint64_t h = fmix(seed ^ ((uint64_t)n * 0xff51afd7ed558ccdull));
-    for (int l = 0; l < 4; l++) h = fmix(h ^ v[l]);
-    return h;
-}
-
-enum { HASH_CHUNK = 8 << 20 };
-
-uint64_t xd_topk_hash_bytes(const void *data, size_t n, uint64_t seed) {
-    const uint8_t *p = data;
-    size_t nc = n ? (n + HASH_CHUNK - 1) / HASH_CHUNK : 0;
-    uint64_t h = fmix(seed ^ 0x6a09e667f3bcc909ull ^ (uint64_t)n), *hc = NULL;
-    if (nc > 1) hc = malloc(nc * sizeof *hc);
-    if (hc) {
-#pragma omp parallel for schedule(dynamic, 1)
-        for (long c = 0; c < (long)nc; c++) {
-            size_t o = (size_t)c * HASH_CHUNK, len = n - o < HASH_CHUNK ? n - o : HASH_CHUNK;
-            hc[c] = hash_block(p + o, len, seed + (uint64_t)c);
-        }
-    }
-    for (size_t c = 0; c < nc; c++) {
-        size_t o = c * HASH_CHUNK, len = n - o < HASH_CHUNK ? n - o : HASH_CHUNK;
-        h = fmix(h ^ (hc ? hc[c] : hash_block(p + o, len, seed + (uint64_t)c)));
-    }
-    free(hc);
-    return h;
-}
-
-static uint64_t f2u(float x) { return f32_bits(x); }
-
-uint64_t xd_topk_teacher_hash(const xd_model *m) {
-    const xd_config *c = &m->cfg;
-    uint64_t w[] = {
-        0x3148434145545844ull, /* "DXTEACH1": a version tag of this definition */
-        (uint64_t)c->arch, (uint64_t)c->n_layer, (uint64_t)c->d_model, (uint64_t)c->n_head,
-        (uint64_t)c->n_kv_head, (uint64_t)c->head_dim, (uint64_t)c->d_ff,
-        (uint64_t)c->vocab_size, f2u(c->rope_theta), f2u(c->norm_eps),
-        (uint64_t)c->tied_embeddings, (uint64_t)c->qkv_bias, (uint64_t)c->qk_norm,
-        (uint64_t)c->post_norms, f2u(c->rope_scale_factor), f2u(c->rope_low_freq_factor),
-        f2u(c->rope_high_freq_factor), (uint64_t)c->rope_orig_ctx,
-    };
-    uint64_t h = xd_topk_hash_bytes(w, sizeof w, 0);
-    h = xd_topk_hash_bytes(m->arena, m->arena_floats * sizeof(float), h);
-    if (m->rope_inv_freq)
-        h = xd_topk_hash_bytes(m->rope_inv_freq, (size_t)(c->head_dim / 2) * sizeof(float), h);
-    return h;
-}
+/* ---- the data hash ------------------------------------------------------------------ */
 
 /* Token ids [from, from + n) as u32, hashed in blocks of 4096 (a stack
  * buffer, so nothing here can fail) chained in order. */
@@ -156,7 +37,7 @@ static uint64_t hash_tokens(const xd_tokdata *d, uint64_t from, uint64_t n, uint
     for (uint64_t o = 0; o < n; o += TB) {
         uint64_t len = n - o < TB ? n - o : TB;
         xd_tokdata_copy(d, from + o, len, buf);
-        h = fmix(h ^ hash_block((const uint8_t *)buf, (size_t)len * 4, seed + o));
+        h = xd_mix64(h ^ xd_hash64_block(buf, (size_t)len * 4, seed + o));
     }
     return h;
 }
@@ -168,9 +49,9 @@ uint64_t xd_topk_data_hash(const xd_tokdata *d) {
     uint64_t nt = xd_tokdata_split_tokens(d, XD_SPLIT_TRAIN);
     uint64_t w[] = {0x3141544144445844ull /* "DXDDATA1" */, hd->vocab_size, hd->tokenizer_hash,
                     nd, nt};
-    uint64_t h = xd_topk_hash_bytes(w, sizeof w, 0);
+    uint64_t h = xd_hash64(w, sizeof w, 0);
     /* the train documents' offsets, relative to the split's start */
-    for (uint64_t i = 0; i <= nd; i++) h = fmix(h ^ (off[i] - begin)) + i;
+    for (uint64_t i = 0; i <= nd; i++) h = xd_mix64(h ^ (off[i] - begin)) + i;
     /* the train ids, in chunks of 1M tokens hashed in parallel and chained in order */
     enum { TC = 1 << 20 };
     uint64_t nc = (nt + TC - 1) / TC, *hc = malloc((nc ? nc : 1) * sizeof *hc), h0 = h;
@@ -183,7 +64,7 @@ uint64_t xd_topk_data_hash(const xd_tokdata *d) {
     }
     for (uint64_t c = 0; c < nc; c++) { /* without hc (out of memory): the same, serially */
         uint64_t o = c * TC;
-        h = fmix(h ^ (hc ? hc[c] : hash_tokens(d, begin + o, nt - o < TC ? nt - o : TC, h0 + c)));
+        h = xd_mix64(h ^ (hc ? hc[c] : hash_tokens(d, begin + o, nt - o < TC ? nt - o : TC, h0 + c)));
     }
     free(hc);
     return h;
@@ -423,7 +304,7 @@ int xd_topk_read_rows(const xd_topk *f, uint64_t row, uint64_t n, int32_t *ids, 
                 } else memcpy(&id, p + 4 * j, 4);
                 uint16_t hv;
                 memcpy(&hv, pl + 2 * j, 2);
-                float x = xd_f16_to_f32(hv);
+                float x = xd_fp16_to_fp32(hv);
                 if (id >= V) {
                     rc = xd_err("%s: row %llu, position %u, slot %u: id %u, expected < "
                                 "vocab_size %u (corrupt file)",
@@ -473,13 +354,12 @@ int xd_topk_check_data(const xd_topk *f, const xd_tokdata *d) {
     return 0;
 }
 
-int xd_topk_check_teacher(const xd_topk *f, const xd_model *m) {
-    if (!f || !m) return xd_err("topk: check_teacher: invalid arguments");
-    uint64_t h = xd_topk_teacher_hash(m);
-    if (f->h.teacher_hash != h)
+int xd_topk_check_teacher(const xd_topk *f, uint64_t teacher_hash, const char *teacher) {
+    if (!f || !teacher) return xd_err("topk: check_teacher: invalid arguments");
+    if (f->h.teacher_hash != teacher_hash)
         return xd_err("%s: teacher_hash 0x%016llx does not match %s's teacher_hash 0x%016llx "
                       "(the logits were made by another teacher)",
-                      f->path, (ull)f->h.teacher_hash, m->path, (ull)h);
+                      f->path, (ull)f->h.teacher_hash, teacher, (ull)teacher_hash);
     return 0;
 }
 
@@ -666,8 +546,8 @@ int xd_topk_writer_append(xd_topk_writer *w, const int32_t *ids, const float *lo
                     return xd_err("%s: row %llu, position %u, slot %u: id %d appears twice",
                                   w->partial, row, t, j, id);
                 w->stamp[id] = w->gen;
-                uint16_t hv = xd_f32_to_f16(logits[o + j]);
-                float x = xd_f16_to_f32(hv);
+                uint16_t hv = xd_fp32_to_fp16(logits[o + j]);
+                float x = xd_fp16_to_fp32(hv);
                 if (!isfinite(x))
                     return xd_err("%s: row %llu, position %u, slot %u: logit %g does not fit fp16 "
                                   "(NaN, or |x| >= 65520)", w->partial, row, t, j, logits[o + j]);

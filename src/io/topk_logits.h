@@ -14,7 +14,7 @@
  *       28     4  u32 batch           rows per teacher forward (--batch) of the run that wrote it
  *       32     8  u64 n_rows          rows stored (a complete file: n_rows == rows_total)
  *       40     8  u64 rows_total      rows asked for (--rows, or ceil(--tokens / T))
- *       48     8  u64 teacher_hash    xd_topk_teacher_hash() of the teacher
+ *       48     8  u64 teacher_hash    xd_model_teacher_hash() of the teacher (src/model)
  *       56     8  u64 data_hash       xd_topk_data_hash() of the token file
  *       64     8  u64 tokenizer_hash  xd_tokenizer_hash() of the teacher's tokenizer (= the data's)
  *       72    56  reserved            0
@@ -28,7 +28,7 @@
  *     ids[k]     (u16 or u32)  the teacher's k largest logits at t, i.e. its
  *                              prediction of stream token r T + t + 1, sorted by
  *                              logit descending (equal logits: smaller id first)
- *     logits[k]  (fp16)        those logits, rounded to nearest even; finite
+ *     logits[k]  (fp16)        those logits, rounded to nearest even (core/f16.h); finite
  * so the file size is exactly 128 + n_rows · T · k · (id_bytes + 2). The logits
  * are those of the packed-document training forward (xd_tm_step, then the LM
  * head: attention never crosses a document boundary, positions restart at
@@ -59,7 +59,6 @@
 #include <stdint.h>
 
 #include "io/tokdata.h"
-#include "model/model.h"
 
 #define XD_TOPK_MAGIC "XDTOPK\0\0" /* 8 bytes with the two NULs */
 #define XD_TOPK_VERSION 1u
@@ -74,22 +73,11 @@ typedef struct {
     uint64_t teacher_hash, data_hash, tokenizer_hash;
 } xd_topk_header;
 
-/* ---- fp16 (IEEE binary16) ------------------------------------------------------ */
+/* ---- the data hash ----------------------------------------------------------------- */
 
-/* Round to nearest, ties to even. |x| >= 65520 (and ±inf) gives ±inf; values
- * below the smallest subnormal's half (2^-25) give ±0 (2^-25 itself ties to
- * 0); NaN gives a quiet NaN of the same sign (payload's top bits kept). */
-uint16_t xd_f32_to_f16(float x);
-/* Exact (every half is a float). */
-float xd_f16_to_f32(uint16_t h);
-
-/* ---- hashes ------------------------------------------------------------------------ */
-
-/* 64-bit hash of n bytes (seeded). Independent of the thread count. */
-uint64_t xd_topk_hash_bytes(const void *data, size_t n, uint64_t seed);
-/* See the top of this file for what they cover. xd_topk_data_hash reads the
- * whole train split once. */
-uint64_t xd_topk_teacher_hash(const xd_model *m);
+/* See the top of this file for what it covers (built on core/hash.h's
+ * xd_hash64). Reads the whole train split once; independent of the thread
+ * count. The teacher hash is xd_model_teacher_hash (src/model: it hashes a model). */
 uint64_t xd_topk_data_hash(const xd_tokdata *d);
 
 /* ---- top-k selection -------------------------------------------------------------- */
@@ -127,8 +115,9 @@ int xd_topk_read_rows(const xd_topk *f, uint64_t row, uint64_t n, int32_t *ids, 
 /* 0 if the file was made from this token file (data_hash and tokenizer_hash
  * match; computes xd_topk_data_hash(d)), else -1 naming both hashes. */
 int xd_topk_check_data(const xd_topk *f, const xd_tokdata *d);
-/* 0 if the file was made by this teacher (teacher_hash), else -1 naming both. */
-int xd_topk_check_teacher(const xd_topk *f, const xd_model *m);
+/* 0 if the file was made by the teacher whose xd_model_teacher_hash is
+ * teacher_hash, else -1 naming both hashes, the file and `teacher` (its path). */
+int xd_topk_check_teacher(const xd_topk *f, uint64_t teacher_hash, const char *teacher);
 
 /* ---- writing (resumable) ------------------------------------------------------------- */
 

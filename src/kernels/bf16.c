@@ -1,7 +1,9 @@
 /* Optional bf16 compute for the batched matrix products (xd_linear with
  * n > 1 and xd_linear_backward), on oneDNN's matmul (built with
- * XD_HAVE_DNNL). The operands are rounded to bf16 on the fly (round to
- * nearest even, as AVX512-BF16's vcvtne2ps2bf16); the products are
+ * XD_HAVE_DNNL). The operands are rounded to bf16 on the fly by core/f16.h's
+ * xd_fp32_to_bf16_n (round to nearest even, subnormals kept: torch's
+ * rounding; not AVX512-BF16's vcvtne2ps2bf16, which flushes denormal inputs
+ * to zero, so the result does not depend on the CPU); the products are
  * accumulated in fp32 and written (or added, for gradients) into fp32
  * outputs. Weights stay fp32: they are the masters the optimiser updates.
  *
@@ -18,6 +20,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/f16.h"
 #include "kernels.h"
 
 #ifdef XD_HAVE_DNNL
@@ -26,74 +29,19 @@
 
 /* ---- fp32 → bf16 --------------------------------------------------------- */
 
-/* One value, exactly as vcvtne2ps2bf16 does it: denormal inputs count as
- * zero, NaNs become quiet NaNs, everything else rounds to nearest even. */
-static inline uint16_t bf16_round(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static void bf16_scalar(uint16_t *dst, const float *src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define XD_BF16_VEC 1
-__attribute__((target("avx512f,avx512bf16"))) static void bf16_avx512(uint16_t *dst,
-                                                                      const float *src,
-                                                                      int64_t n) {
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m512 lo = _mm512_loadu_ps(src + i), hi = _mm512_loadu_ps(src + i + 16);
-        __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
-        _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
-    }
-    bf16_scalar(dst + i, src + i, n - i);
-}
-
-static int has_avx512bf16(void) {
-    static int known = -1;
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx512bf16") ? 1 : 0;
-    }
-    return known;
-}
-#endif
-
-static void bf16_serial(uint16_t *dst, const float *src, int64_t n) {
-#ifdef XD_BF16_VEC
-    if (has_avx512bf16()) {
-        bf16_avx512(dst, src, n);
-        return;
-    }
-#endif
-    bf16_scalar(dst, src, n);
-}
-
+/* xd_fp32_to_bf16_n, split into chunks over the threads when n is large (the
+ * result is the same for any thread count: each value is rounded alone). */
 void xd_bf16_from_f32(uint16_t *dst, const float *src, int64_t n) {
-    enum { CHUNK = 1 << 15 }; /* a multiple of 32: chunks convert whole vectors */
+    enum { CHUNK = 1 << 15 };
     if (n < 2 * CHUNK) {
-        bf16_serial(dst, src, n);
+        xd_fp32_to_bf16_n(dst, src, (size_t)n);
         return;
     }
     int64_t nchunk = (n + CHUNK - 1) / CHUNK;
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < nchunk; c++) {
         int64_t i0 = c * CHUNK, len = n - i0 < CHUNK ? n - i0 : CHUNK;
-        bf16_serial(dst + i0, src + i0, len);
-    }
-}
-
-void xd_bf16_to_f32(float *dst, const uint16_t *src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)src[i] << 16;
-        memcpy(dst + i, &u, sizeof u);
+        xd_fp32_to_bf16_n(dst + i0, src + i0, (size_t)len);
     }
 }
 

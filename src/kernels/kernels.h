@@ -48,9 +48,9 @@ void xd_softmax(float *x, int n);
 
 /* ---- bf16 compute (bf16.c; the matrix products need oneDNN: XD_HAVE_DNNL) */
 
-/* Round to bf16, nearest even (denormals to zero, like vcvtne2ps2bf16); and back. */
+/* xd_fp32_to_bf16_n (core/f16.h: round to nearest even, subnormals kept),
+ * parallel over the threads for large n. Back to fp32: xd_bf16_to_fp32_n. */
 void xd_bf16_from_f32(uint16_t *dst, const float *src, int64_t n);
-void xd_bf16_to_f32(float *dst, const uint16_t *src, int64_t n);
 /* 1 when xd_set_compute(XD_COMPUTE_BF16) is in force. */
 int xd_bf16_active(void);
 /* y (+)= x · Wᵀ with bf16 operands and fp32 accumulation (accumulate != 0:

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "io/topk_logits.h"
 #include "model.h"
 #include "student.h"
 
@@ -53,7 +52,7 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
     s->cfg.chunk = o->chunk;
     s->cfg.gate_softcap = o->gate_softcap;
     s->cfg.mlstm_eps = o->mlstm_eps;
-    s->cfg.teacher_hash = xd_topk_teacher_hash(t); /* Stage II checks its logits against it */
+    s->cfg.teacher_hash = xd_model_teacher_hash(t); /* Stage II checks its logits against it */
     s->cfg.mlstm_scale = o->mlstm_scale > 0 ? o->mlstm_scale
                                             : 1.0f / sqrtf(2.0f * (float)t->cfg.head_dim);
     xd_weight *tw = NULL, *sw = NULL;

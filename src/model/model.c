@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/file.h"
 
 const char *xd_arch_name(xd_arch a) {
     switch (a) {
@@ -144,16 +144,11 @@ int xd_model_init_rope(xd_model *m) {
     return 0;
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 xd_model *xd_model_load(const char *path) {
     xd_model *m = calloc(1, sizeof *m);
     if (!m) { xd_err("out of memory"); return NULL; }
     snprintf(m->path, sizeof m->path, "%s", path);
-    int rc = is_dir(path) ? xd_model_load_hf(m, path) : xd_model_load_gguf(m, path);
+    int rc = xd_is_dir(path) ? xd_model_load_hf(m, path) : xd_model_load_gguf(m, path);
     if (!rc) rc = xd_model_init_rope(m);
     if (rc) {
         xd_model_free(m);

@@ -84,4 +84,14 @@ int xd_model_load_hf(xd_model *m, const char *dir);
 /* Computes rope_inv_freq from cfg (theta, Llama-3 scaling) unless set. */
 int xd_model_init_rope(xd_model *m);
 
+/* The teacher hash (model_hash.c): core/hash.h's xd_hash64 over a tag and the
+ * config fields that change the logits (architecture, shapes, RoPE theta and
+ * scaling, norm eps, tied head, biases, q/k norm, post norms; not max_ctx),
+ * chained over the weight arena as loaded in fp32 (every weight, the untied
+ * LM head included) and the RoPE frequencies. So the same weights give the
+ * same hash whether read from an HF directory or an F32 GGUF; another
+ * quantisation gives another one. Top-k logit files (io/topk_logits.h) and
+ * students (cfg.teacher_hash) store it; its value must never change. */
+uint64_t xd_model_teacher_hash(const xd_model *m);
+
 #endif

@@ -6,18 +6,13 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "io/atomic.h"
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
 #include "model.h"
 
 /* DIR/name into out; -1 when too long. */
-static int join(char *out, size_t cap, const char *dir, const char *name) {
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap)
-        return xd_err("%s/%s: path too long", dir, name);
-    return 0;
-}
-
 /* bos/eos ids for config.json (generation uses them), when known. */
 static json_t *config_extra(const xd_model *m) {
     json_t *o = json_object();
@@ -34,7 +29,7 @@ static int write_files(const xd_model *m, const char *tmp) {
     st_write_tensor *ts = NULL;
     json_t *extra = NULL;
     int nw = 0, rc = -1;
-    if (join(path, sizeof path, tmp, "config.json")) goto done;
+    if (xd_path_join(path, sizeof path, tmp, "config.json")) goto done;
     if (!(extra = config_extra(m))) { xd_err("out of memory"); goto done; }
     if (xd_hf_config_save_ex(&m->cfg, extra, path)) goto done;
 
@@ -51,11 +46,11 @@ static int write_files(const xd_model *m, const char *tmp) {
         }
         ts[i].data = ws[i].ptr;
     }
-    if (join(path, sizeof path, tmp, "model.safetensors") ||
+    if (xd_path_join(path, sizeof path, tmp, "model.safetensors") ||
         xd_st_write(path, ts, nw, "{\"format\": \"pt\"}"))
         goto done;
 
-    if (m->tok && (join(path, sizeof path, tmp, "tokenizer.json") ||
+    if (m->tok && (xd_path_join(path, sizeof path, tmp, "tokenizer.json") ||
                    xd_tokenizer_save_json(m->tok, path)))
         goto done;
     rc = 0;

@@ -3,19 +3,18 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "xdistill.h"
 
-/* xorshift64* — small, fast and good enough for sampling. */
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
+/* [0, 1) from the top 24 bits of one xorshift64* step (core/rng.h) on the
+ * caller's raw state (generate starts it at --seed); a zero state, which
+ * xorshift could not leave, starts at 0x9E3779B97F4A7C15 instead. */
+static float rng_uniform(uint64_t *s) {
+    xd_rng r = {*s ? *s : 0x9E3779B97F4A7C15ull};
+    uint64_t x = xd_rng_u64(&r);
+    *s = r.s;
+    return (float)(x >> 40) / (float)(1 << 24);
 }
-
-static float rng_uniform(uint64_t *s) { return (float)(rng_next(s) >> 40) / (float)(1 << 24); }
 
 typedef struct {
     float p;

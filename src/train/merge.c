@@ -14,23 +14,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/file.h"
+#include "core/hash.h"
 #include "io/atomic.h"
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
-#include "io/topk_logits.h"
 #include "model/model.h"
 
 typedef unsigned long long ull;
-
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 /* First field in which b differs from a (the reference), as an error. Keep
  * in step with xd_config: a difference no named field explains is still
@@ -73,15 +68,10 @@ static void drop_pages(const st_tensor *t) {
     madvise((void *)b, e - b, MADV_DONTNEED);
 }
 
-static int join(char *out, size_t cap, const char *dir, const char *name) {
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap) return xd_err("%s/%s: path too long", dir, name);
-    return 0;
-}
-
 /* Copies dir/name to tmp/name (atomically) when it exists. */
 static int copy_if_present(const char *dir, const char *tmp, const char *name) {
     char src[XD_APATH_MAX], dst[XD_APATH_MAX];
-    if (join(src, sizeof src, dir, name) || join(dst, sizeof dst, tmp, name)) return -1;
+    if (xd_path_join(src, sizeof src, dir, name) || xd_path_join(dst, sizeof dst, tmp, name)) return -1;
     FILE *f = fopen(src, "rb");
     if (!f) return errno == ENOENT ? 0 : xd_err("%s: %s", src, strerror(errno));
     xd_afile a;
@@ -165,14 +155,14 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
 
     /* configs: every field agrees; base_hash names one Stage I checkpoint */
     for (int i = 0; i < k; i++) {
-        if (!is_dir(in[i])) {
+        if (!xd_is_dir(in[i])) {
             xd_err("merge: %s: %s", in[i],
                    access(in[i], F_OK) ? "no such directory"
                                        : "not a model directory (merge reads HF directories: "
                                          "config.json + model.safetensors)");
             goto done;
         }
-        if (join(path, sizeof path, in[i], "config.json") || xd_hf_config_load(path, &cfg[i]) ||
+        if (xd_path_join(path, sizeof path, in[i], "config.json") || xd_hf_config_load(path, &cfg[i]) ||
             xd_config_validate(&cfg[i], path))
             goto done;
         if (i && compare_configs(&cfg[0], in[0], &cfg[i], in[i])) goto done;
@@ -245,7 +235,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
     } else {
         if (xd_adir_begin(&dir, out_dir)) goto done;
         dir_open = 1;
-        if (join(path, sizeof path, dir.tmp, "model.safetensors") ||
+        if (xd_path_join(path, sizeof path, dir.tmp, "model.safetensors") ||
             xd_st_stream_begin(&ss, path, ts, nw, "{\"format\": \"pt\"}"))
             goto done;
         stream_open = 1;
@@ -257,7 +247,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
             float *dst = i ? buf : acc;
             if (xd_st_to_f32(st[i], t, dst)) goto done;
             drop_pages(t);
-            hin[i] = xd_topk_hash_bytes(dst, el * sizeof(float), hin[i]);
+            hin[i] = xd_hash64(dst, el * sizeof(float), hin[i]);
             if (dry) continue;
             const float l = lam[i];
             if (!i)
@@ -266,7 +256,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
                 for (size_t e = 0; e < el; e++) acc[e] = acc[e] + l * buf[e];
         }
         if (dry) continue;
-        hout = xd_topk_hash_bytes(acc, el * sizeof(float), hout);
+        hout = xd_hash64(acc, el * sizeof(float), hout);
         if (xd_st_stream_put(&ss, acc)) { stream_open = 0; goto done; }
     }
     if (dry) {
@@ -279,15 +269,15 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
 
     /* config.json of the first expert; tokenizer files copied */
     json_error_t je;
-    if (join(path, sizeof path, in[0], "config.json")) goto done;
+    if (xd_path_join(path, sizeof path, in[0], "config.json")) goto done;
     if (!(cj = json_load_file(path, 0, &je))) { xd_err("%s: %s", path, je.text); goto done; }
     if (!same_base) json_object_del(cj, "base_hash");
-    if (join(path, sizeof path, dir.tmp, "config.json") || write_json(cj, path)) goto done;
+    if (xd_path_join(path, sizeof path, dir.tmp, "config.json") || write_json(cj, path)) goto done;
     if (copy_if_present(in[0], dir.tmp, "tokenizer.json") ||
         copy_if_present(in[0], dir.tmp, "tokenizer_config.json"))
         goto done;
     if (o->extra_name && o->extra_text &&
-        (join(path, sizeof path, dir.tmp, o->extra_name) ||
+        (xd_path_join(path, sizeof path, dir.tmp, o->extra_name) ||
          xd_write_file_atomic(path, o->extra_text, strlen(o->extra_text))))
         goto done;
 
@@ -308,7 +298,7 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
                                     "lambda_i*t_i for i = 2..K in input order"));
     json_object_set_new(mj, "weights_hash_definition",
                         json_string("h = 0; per tensor in name order h = hash(fp32 bytes, seed h)"));
-    if (join(path, sizeof path, dir.tmp, "merge.json") || write_json(mj, path)) goto done;
+    if (xd_path_join(path, sizeof path, dir.tmp, "merge.json") || write_json(mj, path)) goto done;
     dir_open = 0;
     if (xd_adir_commit(&dir)) goto done;
     if (o->verbose)

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/hash.h"
 #include "core/progress.h"
 #include "eval/report.h"
 #include "eval/results.h"
@@ -19,7 +20,6 @@
 #include "eval/tasks.h"
 #include "eval/wintie.h"
 #include "io/atomic.h"
-#include "io/topk_logits.h"
 #include "xdistill.h"
 
 typedef unsigned long long ull;
@@ -77,7 +77,7 @@ static int hash_file(const char *path, uint64_t *h) {
     if (!f) return xd_err("%s: %s", path, strerror(errno));
     char buf[1 << 16];
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) *h = xd_topk_hash_bytes(buf, n, *h);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) *h = xd_hash64(buf, n, *h);
     int bad = ferror(f);
     fclose(f);
     return bad ? xd_err("%s: read error", path) : 0;

@@ -135,7 +135,8 @@ xd_stage2 *xd_stage2_create(const xd_topk *f, const xd_model *student, const xd_
                (unsigned long long)student->cfg.teacher_hash, student->path);
         return NULL;
     }
-    if (so->teacher && xd_topk_check_teacher(f, so->teacher)) return NULL;
+    if (so->teacher && xd_topk_check_teacher(f, xd_model_teacher_hash(so->teacher), so->teacher->path))
+        return NULL;
     if (xd_topk_check_data(f, data)) return NULL;
     if ((int)h->seq != o->seq) {
         xd_err("%s: seq %u: the logits were made for rows of %u tokens, stage 2 asks --seq %d",
