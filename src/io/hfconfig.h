@@ -31,5 +31,8 @@ int xd_hf_config_save_ex(const xd_config *c, const json_t *extra, const char *pa
  * final newline; malloc'ed, NULL when out of memory or j holds a value JSON
  * cannot express. */
 char *xd_hf_json_pretty(const json_t *j);
+/* A 64-bit hash as JSON: the string "0x" + 16 lower-case hex digits (what
+ * config.json, merge.json and search files hold; xd_hf_config_load reads it). */
+json_t *xd_json_hex64(uint64_t h);
 
 #endif

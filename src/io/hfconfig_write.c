@@ -245,16 +245,8 @@ static json_t *config_json(const xd_config *c) {
         set(o, "mlstm_scale", real_f(c->mlstm_scale), &bad);
         set(o, "mlstm_eps", real_f(c->mlstm_eps), &bad);
         set(o, "gate_softcap", real_f(c->gate_softcap), &bad);
-        if (c->teacher_hash) {
-            char h[24];
-            snprintf(h, sizeof h, "0x%016llx", (unsigned long long)c->teacher_hash);
-            set(o, "teacher_hash", json_string(h), &bad);
-        }
-        if (c->base_hash) {
-            char h[24];
-            snprintf(h, sizeof h, "0x%016llx", (unsigned long long)c->base_hash);
-            set(o, "base_hash", json_string(h), &bad);
-        }
+        if (c->teacher_hash) set(o, "teacher_hash", xd_json_hex64(c->teacher_hash), &bad);
+        if (c->base_hash) set(o, "base_hash", xd_json_hex64(c->base_hash), &bad);
     }
     if (bad) {
         json_decref(o);
@@ -294,3 +286,9 @@ done:
 }
 
 int xd_hf_config_save(const xd_config *c, const char *path) { return xd_hf_config_save_ex(c, NULL, path); }
+
+json_t *xd_json_hex64(uint64_t h) {
+    char s[24];
+    snprintf(s, sizeof s, "0x%016llx", (unsigned long long)h);
+    return json_string(s);
+}

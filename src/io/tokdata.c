@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include "../core/error.h"
+#include "../core/file.h"
 #include "../core/log.h"
+#include "../core/mem.h"
 #include "../core/rng.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -33,53 +35,35 @@ static double wall_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) {
-        if (c > SIZE_MAX / 2 / elem) return xd_err("out of memory");
-        c *= 2;
-    }
-    void *q = realloc(*p, c * elem);
-    if (!q) return xd_err("out of memory (%zu bytes)", c * elem);
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static unsigned token_bytes_for(uint32_t vocab) { return vocab <= 65536u ? 2u : 4u; }
 
 /* ---- header ------------------------------------------------------------------ */
 
-static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 static void encode_header(uint8_t h[XD_TOKDATA_HEADER_BYTES], const xd_tokdata_header *x) {
     memset(h, 0, XD_TOKDATA_HEADER_BYTES);
     memcpy(h, XD_TOKDATA_MAGIC, 8);
-    put_u32(h + 8, x->version);
-    put_u32(h + 12, x->vocab_size);
-    put_u64(h + 16, x->tokenizer_hash);
-    put_u64(h + 24, x->n_docs);
-    put_u64(h + 32, x->n_train_docs);
-    put_u64(h + 40, x->n_tokens);
-    put_u32(h + 48, x->token_bytes);
-    put_u32(h + 52, x->flags);
-    put_u64(h + 56, x->shuffle_seed);
+    xd_put_u32(h + 8, x->version);
+    xd_put_u32(h + 12, x->vocab_size);
+    xd_put_u64(h + 16, x->tokenizer_hash);
+    xd_put_u64(h + 24, x->n_docs);
+    xd_put_u64(h + 32, x->n_train_docs);
+    xd_put_u64(h + 40, x->n_tokens);
+    xd_put_u32(h + 48, x->token_bytes);
+    xd_put_u32(h + 52, x->flags);
+    xd_put_u64(h + 56, x->shuffle_seed);
 }
 
 static void decode_header(const uint8_t *h, xd_tokdata_header *x) {
-    x->version = get_u32(h + 8);
-    x->vocab_size = get_u32(h + 12);
-    x->tokenizer_hash = get_u64(h + 16);
-    x->n_docs = get_u64(h + 24);
-    x->n_train_docs = get_u64(h + 32);
-    x->n_tokens = get_u64(h + 40);
-    x->token_bytes = get_u32(h + 48);
-    x->flags = get_u32(h + 52);
-    x->shuffle_seed = get_u64(h + 56);
+    x->version = xd_get_u32(h + 8);
+    x->vocab_size = xd_get_u32(h + 12);
+    x->tokenizer_hash = xd_get_u64(h + 16);
+    x->n_docs = xd_get_u64(h + 24);
+    x->n_train_docs = xd_get_u64(h + 32);
+    x->n_tokens = xd_get_u64(h + 40);
+    x->token_bytes = xd_get_u32(h + 48);
+    x->flags = xd_get_u32(h + 52);
+    x->shuffle_seed = xd_get_u64(h + 56);
 }
 
 /* ---- atomic writer -------------------------------------------------------------- */
@@ -303,9 +287,9 @@ static int flush_pending(prep_state *p) {
         size_t m = n_ids[i];
         if (m == 0) { p->n_empty++; continue; }
         size_t need = p->n_tok + m + (p->eos >= 0);
-        if (grow((void **)&p->tok, &p->cap_tok, need, p->tb) ||
-            grow((void **)&p->off, &p->cap_off, p->n_docs + 2, sizeof *p->off) ||
-            grow((void **)&p->dom, &p->cap_dom, p->n_docs + 1, sizeof *p->dom)) {
+        if (xd_grow((void **)&p->tok, &p->cap_tok, need, p->tb) ||
+            xd_grow((void **)&p->off, &p->cap_off, p->n_docs + 2, sizeof *p->off) ||
+            xd_grow((void **)&p->dom, &p->cap_dom, p->n_docs + 1, sizeof *p->dom)) {
             rc = -1;
             break;
         }
@@ -351,8 +335,8 @@ static int add_doc(prep_state *p, const char *s, size_t n, const char *dname, si
     }
     if (p->o->domain_by != XD_DOMAIN_NONE && xd_domain_set_intern(&p->domains, dname, dlen, &dom))
         return -1;
-    if (grow((void **)&p->text, &p->text_cap, p->text_len + n + 1, 1) ||
-        grow((void **)&p->pend, &p->cap_pending, p->n_pending + 1, sizeof *p->pend))
+    if (xd_grow((void **)&p->text, &p->text_cap, p->text_len + n + 1, 1) ||
+        xd_grow((void **)&p->pend, &p->cap_pending, p->n_pending + 1, sizeof *p->pend))
         return -1;
     memcpy(p->text + p->text_len, s, n);
     p->pend[p->n_pending].off = p->text_len;
@@ -361,29 +345,6 @@ static int add_doc(prep_state *p, const char *s, size_t n, const char *dname, si
     p->text_len += n;
     p->bytes_in += n;
     if (p->text_len >= PENDING_BYTES || p->n_pending >= PENDING_DOCS) return flush_pending(p);
-    return 0;
-}
-
-static int read_whole(const char *path, char **buf, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return xd_err("%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, k;
-    char *b = malloc(cap);
-    if (!b) { fclose(f); return xd_err("out of memory"); }
-    while ((k = fread(b + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(b, cap * 2);
-            if (!nb) { free(b); fclose(f); return xd_err("%s: out of memory reading it", path); }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) { free(b); return xd_err("%s: read error", path); }
-    *buf = b;
-    *len = n;
     return 0;
 }
 
@@ -409,7 +370,7 @@ static int prep_text(prep_state *p, const char *path) {
     size_t len = 0, dlen;
     const char *dname;
     if (file_domain(p->o, path, &dname, &dlen)) return -1;
-    if (read_whole(path, &buf, &len)) return -1;
+    if (xd_read_file(path, &buf, &len)) return -1;
     int rc = 0;
     const char *text = buf;
     if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) text += 3, len -= 3; /* UTF-8 BOM */
@@ -645,7 +606,7 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
     int rc = -1;
     if (o->domain_by == XD_DOMAIN_RULE && !(p.rules = xd_domain_rules_load(o->domain_arg)))
         goto done;
-    if (grow((void **)&p.off, &p.cap_off, 1, sizeof *p.off)) goto done;
+    if (xd_grow((void **)&p.off, &p.cap_off, 1, sizeof *p.off)) goto done;
     p.off[0] = 0;
     if (o->verbose && p.eos < 0)
         xd_log(XD_LOG_WARN, "data prep: warning: the tokenizer has no EOS token; documents are "
@@ -748,7 +709,7 @@ static int parse_domain_table(xd_tokdata *d, uint64_t pos) {
     if (size < pos || size - pos < 8)
         return xd_err("%s: domain table: the file ends at byte %llu, before the table's header at "
                       "%llu (truncated or corrupt)", path, (ull)size, (ull)pos);
-    uint32_t n = get_u32(d->map + pos), reserved = get_u32(d->map + pos + 4);
+    uint32_t n = xd_get_u32(d->map + pos), reserved = xd_get_u32(d->map + pos + 4);
     if (n < 1 || n > XD_TOKDATA_MAX_DOMAINS)
         return xd_err("%s: domain table: n_domains %u, expected 1 ... %u", path, n,
                       XD_TOKDATA_MAX_DOMAINS);
@@ -761,7 +722,7 @@ static int parse_domain_table(xd_tokdata *d, uint64_t pos) {
         if (size - pos < 4)
             return xd_err("%s: domain table: name %u is cut off by the end of the file (truncated "
                           "or corrupt)", path, i);
-        uint32_t len = get_u32(d->map + pos);
+        uint32_t len = xd_get_u32(d->map + pos);
         pos += 4;
         const char *name = (const char *)d->map + pos;
         if (len > size - pos)

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "../core/error.h"
+#include "../core/hash.h"
 #include "tokdata_internal.h"
 
 typedef unsigned long long ull;
@@ -27,10 +28,9 @@ const char *xd_domain_name_problem(const char *name, size_t len) {
     return NULL;
 }
 
+/* slot index of a name: FNV-1a 64 (core/hash.h), low bits (in memory only) */
 static uint32_t name_hash(const char *name, size_t len) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)name[i]) * 16777619u;
-    return h;
+    return (uint32_t)xd_fnv1a64(XD_FNV1A64_INIT, name, len);
 }
 
 /* The slot holding name, or the empty slot where it would go. */

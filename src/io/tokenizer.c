@@ -26,6 +26,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/mem.h"
 #include "xdistill.h"
 #include "io/tokenizer_internal.h"
 
@@ -591,19 +592,8 @@ typedef struct {
     pcre2_match_data *md;
 } encoder;
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q) return xd_err("tokenizer: out of memory (%zu elements)", need);
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int push_id(encoder *e, int32_t id) {
-    if (e->n_ids == e->cap_ids && grow((void **)&e->ids, &e->cap_ids, e->n_ids + 1, sizeof(int32_t)))
+    if (e->n_ids == e->cap_ids && xd_grow((void **)&e->ids, &e->cap_ids, e->n_ids + 1, sizeof(int32_t)))
         return -1;
     e->ids[e->n_ids++] = id;
     return 0;
@@ -615,7 +605,7 @@ static int pair_less(const bpe_pair *a, const bpe_pair *b) {
 }
 
 static int heap_push(encoder *e, bpe_pair p) {
-    if (grow((void **)&e->heap, &e->cap_heap, e->n_heap + 1, sizeof(bpe_pair))) return -1;
+    if (xd_grow((void **)&e->heap, &e->cap_heap, e->n_heap + 1, sizeof(bpe_pair))) return -1;
     size_t i = e->n_heap++;
     while (i > 0) {
         size_t up = (i - 1) / 2;
@@ -669,7 +659,7 @@ static int bpe_word(const xd_tokenizer *t, encoder *e, const uint8_t *w, size_t 
     if (n == 1) return emit_symbol(t, e, t->byte_sym[w[0]], w, 1);
     if (n > INT32_MAX / 2) return xd_err("tokenizer: word of %zu bytes is too long", n);
     if (t->ignore_merges) {
-        if (grow((void **)&e->buf, &e->cap_buf, 2 * n, 1)) return -1;
+        if (xd_grow((void **)&e->buf, &e->cap_buf, 2 * n, 1)) return -1;
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
             memcpy(e->buf + m, t->byte_chr[w[i]], t->byte_chr_len[w[i]]);
@@ -678,7 +668,7 @@ static int bpe_word(const xd_tokenizer *t, encoder *e, const uint8_t *w, size_t 
         int32_t s = str_find(t, e->buf, m);
         if (s >= 0 && s < t->n_tokens) return push_id(e, s);
     }
-    if (grow((void **)&e->syms, &e->cap_syms, n, sizeof(bpe_symbol))) return -1;
+    if (xd_grow((void **)&e->syms, &e->cap_syms, n, sizeof(bpe_symbol))) return -1;
     for (size_t i = 0; i < n; i++)
         e->syms[i] = (bpe_symbol){t->byte_sym[w[i]], (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1,
                                   (uint32_t)i, (uint32_t)i + 1};
@@ -781,12 +771,12 @@ static int split_special(const xd_tokenizer *t, const char *text, fragment **fra
         const char *hit;
         while (f.tok < 0 && pos < end && (hit = memmem(text + pos, end - pos, tok, tl))) {
             size_t at = (size_t)(hit - text);
-            if (grow((void **)tmp, tmp_cap, m + 2, sizeof(fragment))) return -1;
+            if (xd_grow((void **)tmp, tmp_cap, m + 2, sizeof(fragment))) return -1;
             if (at > pos) (*tmp)[m++] = (fragment){pos, at - pos, -1};
             (*tmp)[m++] = (fragment){at, tl, id};
             pos = at + tl;
         }
-        if (grow((void **)tmp, tmp_cap, m + 1, sizeof(fragment))) return -1;
+        if (xd_grow((void **)tmp, tmp_cap, m + 1, sizeof(fragment))) return -1;
         if (f.tok >= 0) (*tmp)[m++] = f;
         else if (end > pos) (*tmp)[m++] = (fragment){pos, end - pos, -1};
     }
@@ -815,7 +805,7 @@ int xd_tokenizer_encode(const xd_tokenizer *t, const char *text, size_t len, int
         xd_err("tokenizer: out of memory");
         goto done;
     }
-    if (grow((void **)&frags, &cap_frags, 1, sizeof(fragment))) goto done;
+    if (xd_grow((void **)&frags, &cap_frags, 1, sizeof(fragment))) goto done;
     if (len) frags[n_frags++] = (fragment){0, len, -1};
 
     for (int i = 0; i < t->n_specials && n_frags; i++) {
@@ -828,7 +818,7 @@ int xd_tokenizer_encode(const xd_tokenizer *t, const char *text, size_t len, int
                               : encode_fragment(t, &e, text + frags[i].off, frags[i].len))
             goto done;
     }
-    if (!e.ids && grow((void **)&e.ids, &e.cap_ids, 1, sizeof(int32_t))) goto done;
+    if (!e.ids && xd_grow((void **)&e.ids, &e.cap_ids, 1, sizeof(int32_t))) goto done;
     *ids = e.ids;
     *n_ids = e.n_ids;
     e.ids = NULL;

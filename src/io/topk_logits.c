@@ -18,6 +18,7 @@
 #include "../core/error.h"
 #include "../core/f16.h"
 #include "../core/hash.h"
+#include "../core/mem.h"
 #include "atomic.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -123,10 +124,6 @@ int xd_topk_select(const float *logits, int V, int k, int32_t *ids, float *vals)
 
 /* ---- header -------------------------------------------------------------------------- */
 
-static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 static uint32_t id_bytes_for(uint32_t vocab) { return vocab <= 65536u ? 2u : 4u; }
 
@@ -149,17 +146,17 @@ void xd_topk_header_init(xd_topk_header *h, uint32_t k, uint32_t vocab_size, uin
 static void encode_header(uint8_t b[XD_TOPK_HEADER_BYTES], const xd_topk_header *h) {
     memset(b, 0, XD_TOPK_HEADER_BYTES);
     memcpy(b, XD_TOPK_MAGIC, 8);
-    put_u32(b + 8, h->version);
-    put_u32(b + 12, h->k);
-    put_u32(b + 16, h->vocab_size);
-    put_u32(b + 20, h->seq);
-    put_u32(b + 24, h->id_bytes);
-    put_u32(b + 28, h->batch);
-    put_u64(b + 32, h->n_rows);
-    put_u64(b + 40, h->rows_total);
-    put_u64(b + 48, h->teacher_hash);
-    put_u64(b + 56, h->data_hash);
-    put_u64(b + 64, h->tokenizer_hash);
+    xd_put_u32(b + 8, h->version);
+    xd_put_u32(b + 12, h->k);
+    xd_put_u32(b + 16, h->vocab_size);
+    xd_put_u32(b + 20, h->seq);
+    xd_put_u32(b + 24, h->id_bytes);
+    xd_put_u32(b + 28, h->batch);
+    xd_put_u64(b + 32, h->n_rows);
+    xd_put_u64(b + 40, h->rows_total);
+    xd_put_u64(b + 48, h->teacher_hash);
+    xd_put_u64(b + 56, h->data_hash);
+    xd_put_u64(b + 64, h->tokenizer_hash);
 }
 
 /* Decodes and validates a header; errors name `path` and the field. Sets
@@ -174,17 +171,17 @@ static int decode_header(const uint8_t *b, xd_topk_header *h, const char *path,
                       "teacher top-k logits file; make one with `xdistill teacher-logits`)",
                       path, shown);
     }
-    h->version = get_u32(b + 8);
-    h->k = get_u32(b + 12);
-    h->vocab_size = get_u32(b + 16);
-    h->seq = get_u32(b + 20);
-    h->id_bytes = get_u32(b + 24);
-    h->batch = get_u32(b + 28);
-    h->n_rows = get_u64(b + 32);
-    h->rows_total = get_u64(b + 40);
-    h->teacher_hash = get_u64(b + 48);
-    h->data_hash = get_u64(b + 56);
-    h->tokenizer_hash = get_u64(b + 64);
+    h->version = xd_get_u32(b + 8);
+    h->k = xd_get_u32(b + 12);
+    h->vocab_size = xd_get_u32(b + 16);
+    h->seq = xd_get_u32(b + 20);
+    h->id_bytes = xd_get_u32(b + 24);
+    h->batch = xd_get_u32(b + 28);
+    h->n_rows = xd_get_u64(b + 32);
+    h->rows_total = xd_get_u64(b + 40);
+    h->teacher_hash = xd_get_u64(b + 48);
+    h->data_hash = xd_get_u64(b + 56);
+    h->tokenizer_hash = xd_get_u64(b + 64);
     if (h->version != XD_TOPK_VERSION)
         return xd_err("%s: version: %u is not supported, expected %u", path, h->version,
                       XD_TOPK_VERSION);
@@ -578,7 +575,7 @@ int xd_topk_writer_flush(xd_topk_writer *w) {
     if (!w) return xd_err("topk: flush: invalid arguments");
     if (w->done || w->written == w->committed) return 0;
     uint8_t nb[8];
-    put_u64(nb, w->written);
+    xd_put_u64(nb, w->written);
     /* the rows first, so the header never counts rows that are not on disk */
     if (fdatasync(w->fd)) return xd_err("%s: fsync failed: %s", w->partial, strerror(errno));
     if (pwrite_all(w->fd, nb, 8, 32, w->partial)) return -1;

@@ -95,12 +95,6 @@ static int copy_if_present(const char *dir, const char *tmp, const char *name) {
     return xd_afile_commit(&a);
 }
 
-static json_t *hex(uint64_t h) {
-    char s[24];
-    snprintf(s, sizeof s, "0x%016llx", (ull)h);
-    return json_string(s);
-}
-
 static int write_json(json_t *j, const char *path) {
     char *text = j ? xd_hf_json_pretty(j) : NULL;
     int rc = text ? xd_write_file_atomic(path, text, strlen(text)) : xd_err("%s: out of memory", path);
@@ -287,12 +281,12 @@ static int merge_run(const char *const *in, const double *weights, int k, const 
     for (int i = 0; i < k; i++)
         json_array_append_new(arr, json_pack("{s:s, s:f, s:f, s:o, s:o, s:o}", "path", in[i],
                                              "weight", given[i], "lambda", (double)lam[i],
-                                             "base_hash", hex(cfg[i].base_hash), "teacher_hash",
-                                             hex(cfg[i].teacher_hash), "weights_hash", hex(hin[i])));
+                                             "base_hash", xd_json_hex64(cfg[i].base_hash), "teacher_hash",
+                                             xd_json_hex64(cfg[i].teacher_hash), "weights_hash", xd_json_hex64(hin[i])));
     json_object_set_new(mj, "normalized", json_boolean(o->normalize));
     json_object_set_new(mj, "allow_unrelated", json_boolean(o->allow_unrelated));
-    json_object_set_new(mj, "base_hash", hex(same_base ? cfg[0].base_hash : 0));
-    json_object_set_new(mj, "weights_hash", hex(hout));
+    json_object_set_new(mj, "base_hash", xd_json_hex64(same_base ? cfg[0].base_hash : 0));
+    json_object_set_new(mj, "weights_hash", xd_json_hex64(hout));
     json_object_set_new(mj, "arithmetic",
                         json_string("fp32 per element, no FMA: acc = lambda_1*t_1; acc = acc + "
                                     "lambda_i*t_i for i = 2..K in input order"));

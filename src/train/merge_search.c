@@ -20,6 +20,7 @@
 #include "eval/tasks.h"
 #include "eval/wintie.h"
 #include "io/atomic.h"
+#include "io/hfconfig.h"
 #include "xdistill.h"
 
 typedef unsigned long long ull;
@@ -58,12 +59,6 @@ typedef struct {
 /* ---- small helpers ------------------------------------------------------------ */
 
 static json_t *num(double x) { return isfinite(x) ? json_real(x) : json_null(); }
-
-static json_t *hex(uint64_t h) {
-    char s[24];
-    snprintf(s, sizeof s, "0x%016llx", (ull)h);
-    return json_string(s);
-}
 
 static int fmt_path(char *out, const char *a, const char *b) {
     if ((size_t)snprintf(out, XD_APATH_MAX, "%s%s", a, b) >= XD_APATH_MAX)
@@ -297,19 +292,19 @@ static json_t *make_key(const search *s) {
     if (o->teacher_results && hash_file(o->teacher_results, &h_teacher)) return NULL;
     objective_name(o, obj, sizeof obj);
     json_t *key = json_object(), *ex = json_array(), *tasks = json_array();
-    for (int i = 0; i < s->k; i++) json_array_append_new(ex, hex(s->hashes[i]));
+    for (int i = 0; i < s->k; i++) json_array_append_new(ex, xd_json_hex64(s->hashes[i]));
     for (int t = 0; t < s->suite.n_tasks; t++) json_array_append_new(tasks, json_string(s->suite.tasks[t].name));
     json_object_set_new(key, "weights_hashes", ex);
-    json_object_set_new(key, "config_hash", hex(h_cfg));
+    json_object_set_new(key, "config_hash", xd_json_hex64(h_cfg));
     json_object_set(key, "tokenizer_hash", s->tok_hash);
     json_object_set_new(key, "suite", json_string(s->suite.name));
-    json_object_set_new(key, "suite_hash", hex(h_suite));
+    json_object_set_new(key, "suite_hash", xd_json_hex64(h_suite));
     json_object_set_new(key, "tasks", tasks);
     json_object_set(key, "settings", s->settings);
     json_object_set_new(key, "max_examples", json_integer(o->max_examples));
     json_object_set_new(key, "grid", json_integer(o->grid));
     json_object_set_new(key, "objective", json_string(obj));
-    json_object_set_new(key, "teacher_results_hash", o->teacher_results ? hex(h_teacher) : json_null());
+    json_object_set_new(key, "teacher_results_hash", o->teacher_results ? xd_json_hex64(h_teacher) : json_null());
     json_object_set_new(key, "normalize", json_boolean(o->merge.normalize));
     json_object_set_new(key, "allow_unrelated", json_boolean(o->merge.allow_unrelated));
     return key;
@@ -500,7 +495,7 @@ static char *search_json(const search *s, long chosen, const xd_msearch_info *in
     objective_name(o, obj, sizeof obj);
     json_t *j = json_object(), *ex = json_array(), *tasks = json_array(), *cands = json_array();
     for (int i = 0; i < s->k; i++)
-        json_array_append_new(ex, json_pack("{s:s, s:o}", "path", s->in[i], "weights_hash", hex(s->hashes[i])));
+        json_array_append_new(ex, json_pack("{s:s, s:o}", "path", s->in[i], "weights_hash", xd_json_hex64(s->hashes[i])));
     for (int t = 0; t < s->suite.n_tasks; t++) json_array_append_new(tasks, json_string(s->suite.tasks[t].name));
     json_object_set_new(j, "xdistill_merge_search", json_integer(1));
     json_object_set_new(j, "experts", ex);
