@@ -508,22 +508,27 @@ static void accumulate_attention(const char *name, int T, int nh, int nkv, int h
         }
     }
     /* the result does not depend on the thread count: every element is
-     * summed by one job in a fixed order → bit-identical on 1 thread */
+     * summed by one job in a fixed order, and every sgemm runs on one thread
+     * inside the OpenMP region (train_attention.c) → bit-identical on 1 and
+     * on 3 threads to the run above (OMP_NUM_THREADS threads, 2 under ctest) */
     int nth = omp_get_max_threads();
-    omp_set_num_threads(1);
     float *g3[3] = {zeros(nq), zeros(nk), zeros(nk)}, *o3 = zeros(nq);
     float *P3 = zeros((size_t)nh * T * T);
-    xd_attn_train_forward(o3, P3, q, k, v, T, nh, nkv, hd, doc, window, sinks);
-    xd_attn_train_backward(g3[0], g3[1], g3[2], dO, P3, q, k, v, T, nh, nkv, hd);
-    omp_set_num_threads(nth);
-    CHECK(memcmp(o3, out, nq * sizeof(float)) == 0, "%s: forward differs on 1 thread", name);
-    CHECK(memcmp(P3, P, (size_t)nh * T * T * sizeof(float)) == 0, "%s: probs differ on 1 thread",
-          name);
-    for (int j = 0; j < 3; j++) {
-        CHECK(memcmp(g3[j], g1[j], sz[j] * sizeof(float)) == 0, "%s: %s differs on 1 thread",
-              name, nm[j]);
-        free(g1[j]), free(g2[j]), free(g3[j]);
+    for (int th = 1; th <= 3; th += 2) {
+        for (int j = 0; j < 3; j++) memset(g3[j], 0, sz[j] * sizeof(float));
+        omp_set_num_threads(th);
+        xd_attn_train_forward(o3, P3, q, k, v, T, nh, nkv, hd, doc, window, sinks);
+        xd_attn_train_backward(g3[0], g3[1], g3[2], dO, P3, q, k, v, T, nh, nkv, hd);
+        omp_set_num_threads(nth);
+        CHECK(memcmp(o3, out, nq * sizeof(float)) == 0, "%s: forward differs with %d thread(s)",
+              name, th);
+        CHECK(memcmp(P3, P, (size_t)nh * T * T * sizeof(float)) == 0,
+              "%s: probs differ with %d thread(s)", name, th);
+        for (int j = 0; j < 3; j++)
+            CHECK(memcmp(g3[j], g1[j], sz[j] * sizeof(float)) == 0,
+                  "%s: %s differs with %d thread(s)", name, nm[j], th);
     }
+    for (int j = 0; j < 3; j++) free(g1[j]), free(g2[j]), free(g3[j]);
     free(o3), free(P3);
     free(q), free(k), free(v), free(dO), free(out), free(P);
 }
@@ -538,6 +543,10 @@ static void test_accumulate_attention(void) {
     for (int t = 0; t < 520; t++) doc2[t] = t < 200 ? 0 : 200;
     accumulate_attention("T=300 GQA causal", 300, 8, 4, 8, NULL, 0, 0, 0);
     accumulate_attention("T=520 docs+window+sinks", 520, 4, 4, 8, doc2, 70, 2, 0);
+    /* sgemms large enough (64×256×64) that OpenBLAS would split them over the
+     * threads were they called outside the OpenMP region; with the Haswell or
+     * Zen kernels the thread-count check of accumulate_attention then fails */
+    accumulate_attention("T=256 hd=64 GQA causal", 256, 4, 2, 64, NULL, 0, 0, 0);
 }
 
 /* ---- 3. attention forward vs the inference kernel and a naive reference ---------- */
