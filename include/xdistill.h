@@ -208,7 +208,10 @@ int xd_sample(const xd_sampler *s, float *logits, int vocab, uint64_t *rng_state
 
 /* ---- threads ------------------------------------------------------------- */
 
-/* Number of threads used by BLAS and OpenMP (0 = all cores). */
+/* Number of threads used by BLAS and OpenMP (0 = all cores). Results are
+ * reproducible at one thread count; another count may change the last bits
+ * of the model's outputs (OpenBLAS splits its products over the threads, and
+ * the split can change the rounding). */
 void xd_set_threads(int n);
 int xd_get_threads(void);
 
