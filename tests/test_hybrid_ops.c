@@ -527,6 +527,11 @@ static void test_semantics(void) {
     size_t nq = (size_t)p.n * p.nh * p.hd;
     float *a[NG], *b[NG];
     for (int i = 0; i < NG; i++) a[i] = fbuf(sz[i]), b[i] = fbuf(sz[i]);
+    /* the argument (hybrid_ops.h) needs OpenBLAS's OpenMP build (2) or a
+     * sequential one (0): the pthreads build (1) would split an sgemm called
+     * inside an OpenMP region over its own threads */
+    CHECK(openblas_get_parallel() != 1, "OpenBLAS is the pthreads build (%s): the kernels' "
+          "thread-count independence needs the OpenMP one", openblas_get_config());
     int nth = xd_get_threads();
     xd_set_threads(1);
     sem_run(&p, a);

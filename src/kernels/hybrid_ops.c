@@ -50,12 +50,15 @@ static inline double sum_fd(const float *x, int n) {
  * The rows are cut into pieces of HH_RB rows (the last one shorter): a
  * partition fixed by n alone. Every sgemm covers one piece of one map and is
  * called inside an active OpenMP region, where OpenBLAS's OpenMP build runs it
- * on the calling thread, so its bits depend on its operands and shape only. A
- * top-level sgemm would not do: OpenBLAS then splits it over the threads, and
- * with some kernels the split changes the rounding (Haswell and Zen kernels of
- * 0.3.21: 1, 2 and 3 threads give different bits even for [700×32]·[32×32]).
- * The reductions over rows (dA, da) keep one partial per piece and add the
- * partials in piece order. */
+ * on the calling thread, so its bits depend on its operands and shape only.
+ * (The regions have no if clause: with more than one thread allowed they are
+ * active, unless OMP_DYNAMIC lets the runtime shrink them; with one thread
+ * OpenBLAS runs on one thread anyway.) A top-level sgemm would not do:
+ * OpenBLAS then splits it over the threads, and the split can change the
+ * rounding (0.3.21: 1, 2 and 3 threads give different bits with the Haswell
+ * and Zen kernels even for [700×32]·[32×32], and with every kernel for some
+ * shapes). The reductions over rows (dA, da) keep one partial per piece and
+ * add the partials in piece order. */
 
 enum { HH_RB = 128, HH_CB = 512 }; /* rows per piece; elements per job adding partials */
 
