@@ -272,9 +272,12 @@ int xd_sample(const xd_sampler *s, float *logits, int vocab, uint64_t *rng_state
 
 /* ---- threads ------------------------------------------------------------- */
 
-/* Number of threads used by BLAS and OpenMP (0 = all cores). Fails (-1,
- * xd_last_error() says which package to install) when the OpenBLAS loaded at
- * run time is not the OpenMP build: the threading relies on one OpenMP pool. */
+/* Number of threads used by BLAS and OpenMP (0 = all cores). Results are
+ * reproducible at one thread count; another count may change the last bits
+ * of the model's outputs (OpenBLAS splits its products over the threads, and
+ * the split can change the rounding). Fails (-1, xd_last_error() says which
+ * package to install) when the OpenBLAS loaded at run time is not the OpenMP
+ * build: the threading relies on one OpenMP pool. */
 int xd_set_threads(int n);
 /* 0 when the OpenBLAS loaded at run time is the OpenMP build, else -1 with
  * the reason (the pthreads or serial build, and the package to install). */

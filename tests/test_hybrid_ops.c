@@ -12,8 +12,13 @@
  *     and the backward exact (dhs == dout, all gate gradients 0);
  *  5. accumulation (backward twice = 2×), each gradient alone = its value
  *     with all of them, all-NULL gradients, padding columns untouched;
- *  6. bit-identical results with 1 and 2 threads (OpenMP and OpenBLAS);
+ *  6. bit-identical results with 1, 2 and 3 threads (OpenMP and OpenBLAS):
+ *     true by construction (hybrid_ops.h), not by luck of the BLAS kernel —
+ *     with the old top-level sgemms this failed under the Haswell, Zen and
+ *     Sandybridge kernels of OpenBLAS 0.3.21 (OPENBLAS_CORETYPE=Haswell
+ *     reproduces it on an AVX-512 machine), not under the AVX-512 ones;
  *  7. PyTorch float64 autograd (tests/ref/make_hybrid_ref.py), rel ≤ 1e-5. */
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -522,20 +527,32 @@ static void test_semantics(void) {
     size_t nq = (size_t)p.n * p.nh * p.hd;
     float *a[NG], *b[NG];
     for (int i = 0; i < NG; i++) a[i] = fbuf(sz[i]), b[i] = fbuf(sz[i]);
+    /* the argument (hybrid_ops.h) needs OpenBLAS's OpenMP build (2) or a
+     * sequential one (0): the pthreads build (1) would split an sgemm called
+     * inside an OpenMP region over its own threads */
+    CHECK(openblas_get_parallel() != 1, "OpenBLAS is the pthreads build (%s): the kernels' "
+          "thread-count independence needs the OpenMP one", openblas_get_config());
     int nth = xd_get_threads();
     xd_set_threads(1);
     sem_run(&p, a);
     float *phi1 = fdup(p.phi, nq * 2), *out1 = fdup(p.out, nq), *o1 = fdup(p.o, (size_t)p.n * p.nh);
-    xd_set_threads(2);
-    sem_run(&p, b);
-    int same = same_bits(phi1, p.phi, nq * 2) && same_bits(out1, p.out, nq) &&
-               same_bits(o1, p.o, (size_t)p.n * p.nh);
-    for (int i = 0; i < NG; i++) same &= same_bits(a[i], b[i], sz[i]);
-    printf("  1 vs 2 threads (n=%d, maps/heads=%d, kv=%d, hd=%d): %s\n", p.n, p.nh, p.nkv, p.hd,
-           same ? "bit-identical" : "DIFFERENT");
-    CHECK(same, "1 and 2 threads give different bits");
+    /* 2 threads split every loop in halves, 3 unevenly; n = 700 is 6 pieces
+     * of 128 rows (the last one short) */
+    for (int th = 2; th <= 3; th++) {
+        for (int i = 0; i < NG; i++) memset(b[i], 0, sz[i] * sizeof(float));
+        xd_set_threads(th);
+        sem_run(&p, b);
+        int same = same_bits(phi1, p.phi, nq * 2) && same_bits(out1, p.out, nq) &&
+                   same_bits(o1, p.o, (size_t)p.n * p.nh);
+        for (int i = 0; i < NG; i++) same &= same_bits(a[i], b[i], sz[i]);
+        printf("  1 vs %d threads (n=%d, maps/heads=%d, kv=%d, hd=%d; OpenBLAS kernel %s): %s\n",
+               th, p.n, p.nh, p.nkv, p.hd, openblas_get_corename(),
+               same ? "bit-identical" : "DIFFERENT");
+        CHECK(same, "1 and %d threads give different bits", th);
+    }
     xd_set_threads(nth);
-    /* twice = 2× (up to rounding: the sgemms accumulate in K blocks) */
+    /* twice = 2× (up to rounding: an sgemm with beta = 1, du's, need not add
+     * its product to C in one rounding) */
     sem_run(&p, b);
     double acc = 0;
     for (int i = 0; i < NG; i++) {

@@ -16,7 +16,11 @@
  *     per tensor; h also per row). fp32 against fp64 with O(T) sums: ~1e-6
  *     expected (measured ≤ 6e-7); a detached m alone moves gradients by
  *     ≥ 1e-4 (case B, ε = 1e-6, dĩ) and by O(1) in case C (ε = 0.05);
- *  5. accumulation, NULL gradients, thread-count independence;
+ *  5. accumulation, NULL gradients, thread-count independence (1, 2 and 3
+ *     threads, bit for bit: by construction, mlstm_chunk.c — every sgemm
+ *     runs on one thread inside an OpenMP region; also at d_φ = 128, where
+ *     sgemms called outside the regions would be split over the threads and,
+ *     with OpenBLAS's Haswell or Zen kernels, round differently);
  *  6. a timing line (T=512, H=9, d_φ=128, d_v=64).
  *
  * AGREEMENT TOLERANCE. Error = per (token, head) row, max_j |a_j − b_j| /
@@ -30,6 +34,7 @@
  * non-negative, as the Hedgehog map makes them: with signed features q̂ᵀn can
  * cancel to ~0 and h becomes ill-conditioned, which would test conditioning,
  * not the forms. */
+#include <cblas.h>
 #include <jansson.h>
 #include <math.h>
 #include <omp.h>
@@ -646,12 +651,20 @@ static void test_semantics(void) {
     int nth = omp_get_max_threads();
     omp_set_num_threads(1);
     run_bwd(&p, a, &da, NULL, dh, h, cache);
-    omp_set_num_threads(nth > 1 ? nth : 2);
-    run_bwd(&p, b, &db, NULL, dh, h2, cache);
-    int same = memcmp(h, h2, (size_t)nv * sizeof(float)) == 0;
-    for (int i = 0; i < 5; i++) same &= memcmp(a[i], b[i], (size_t)sz[i] * sizeof(float)) == 0;
-    same &= memcmp(da.C, db.C, (size_t)csz_of(c) * sizeof(float)) == 0;
-    CHECK(same, "1 thread and %d threads give different bits", nth > 1 ? nth : 2);
+    for (int th = 2; th <= 3; th++) { /* an even and an uneven split of the jobs */
+        for (int i = 0; i < 5; i++) memset(b[i], 0, (size_t)sz[i] * sizeof(float));
+        memset(db.C, 0, (size_t)csz_of(c) * sizeof(float));
+        memset(db.n, 0, (size_t)c->H * c->dphi * sizeof(float));
+        memset(db.m, 0, (size_t)c->H * sizeof(float));
+        omp_set_num_threads(th);
+        run_bwd(&p, b, &db, NULL, dh, h2, cache);
+        int same = memcmp(h, h2, (size_t)nv * sizeof(float)) == 0;
+        for (int i = 0; i < 5; i++) same &= memcmp(a[i], b[i], (size_t)sz[i] * sizeof(float)) == 0;
+        same &= memcmp(da.C, db.C, (size_t)csz_of(c) * sizeof(float)) == 0 &&
+                memcmp(da.n, db.n, (size_t)c->H * c->dphi * sizeof(float)) == 0 &&
+                memcmp(da.m, db.m, (size_t)c->H * sizeof(float)) == 0;
+        CHECK(same, "1 thread and %d threads give different bits", th);
+    }
     omp_set_num_threads(nth);
     /* a second backward adds the same again (up to rounding: dq is accumulated in
      * three steps, so x + x is not bit-exact) */
@@ -698,6 +711,58 @@ static void test_semantics(void) {
     prob_free(&q);
 }
 
+/* Thread-count independence again, with sgemms large enough (up to
+ * 64×64×128) that OpenBLAS would split them over the threads were they
+ * called outside the OpenMP regions; with the Haswell or Zen kernels this
+ * check then fails. h, the final state, every input gradient and dinit, bit
+ * for bit, 1 thread against 2 and 3 (an even and an uneven split). */
+enum { NLARGE = 12 }; /* h, 5 input gradients, dinit C, n, m, final state C, n, m */
+
+static void large_run(float **r, const prob *p, const float *dh, const xd_mlstm_state *dfin,
+                      float *cache, int th) {
+    const xd_mlstm_cfg *c = &p->cfg;
+    xd_mlstm_state dini = {r[6], r[7], r[8]}, fin = {r[9], r[10], r[11]};
+    int nth = omp_get_max_threads();
+    omp_set_num_threads(th);
+    xd_mlstm_chunk_forward(r[0], cache, &fin, &p->in, &p->init, p->T, c);
+    xd_mlstm_grads G = {r[1], r[2], r[3], r[4], r[5]};
+    xd_mlstm_chunk_backward(&G, &dini, dh, dfin, r[0], cache, &p->in, &p->init, p->T, c);
+    omp_set_num_threads(nth);
+}
+
+static void test_threads_large(void) {
+    const int docs[] = {90};
+    prob p;
+    prob_make(&p, 200, 2, 128, 64, 64, -8, 8, docs, 1, 1);
+    const xd_mlstm_cfg *c = &p.cfg;
+    int64_t T = p.T, nq = T * c->H * c->dphi, nv = T * c->H * c->dv, ng = T * c->H;
+    int64_t sz[NLARGE] = {nv, nq, nq, nv, ng, ng, csz_of(c), (int64_t)c->H * c->dphi, c->H,
+                          csz_of(c), (int64_t)c->H * c->dphi, c->H};
+    float *dh = rbuf((size_t)nv, -1, 1), *cache = fbuf((size_t)xd_mlstm_cache_floats(T, c));
+    xd_mlstm_state dfin = state_alloc(c);
+    for (int64_t x = 0; x < csz_of(c); x++) dfin.C[x] = (float)urand(-0.1, 0.1);
+    float *r1[NLARGE], *rt[NLARGE];
+    for (int i = 0; i < NLARGE; i++) r1[i] = fbuf((size_t)sz[i]), rt[i] = fbuf((size_t)sz[i]);
+    large_run(r1, &p, dh, &dfin, cache, 1);
+    int ok = 1;
+    for (int th = 2; th <= 3; th++) {
+        for (int i = 0; i < NLARGE; i++) memset(rt[i], 0, (size_t)sz[i] * sizeof(float));
+        large_run(rt, &p, dh, &dfin, cache, th);
+        int same = 1;
+        for (int i = 0; i < NLARGE; i++)
+            same &= memcmp(r1[i], rt[i], (size_t)sz[i] * sizeof(float)) == 0;
+        CHECK(same, "T=200, d_phi=128, d_v=64, chunk 64: 1 and %d threads give different bits",
+              th);
+        ok &= same;
+    }
+    printf("thread-count independence, T=200 H=2 d_φ=128 d_v=64 chunk 64 (OpenBLAS kernel %s): "
+           "1 vs 2 and 3 threads %s\n", openblas_get_corename(), ok ? "bit-identical" : "DIFFERENT");
+    for (int i = 0; i < NLARGE; i++) free(r1[i]), free(rt[i]);
+    state_free(&dfin);
+    free(dh), free(cache);
+    prob_free(&p);
+}
+
 /* ---- 6. timing ------------------------------------------------------------------------- */
 #ifndef UNDER_SANITIZER /* timings under ASan mean nothing */
 
@@ -739,6 +804,7 @@ int main(void) {
     test_fd();
     test_torch();
     test_semantics();
+    test_threads_large();
 #ifndef UNDER_SANITIZER
     time_chunk(512, 9, 128, 64, 64, 5);
     if (getenv("XD_MLSTM_BENCH")) {

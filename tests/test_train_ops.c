@@ -1,7 +1,10 @@
 /* Training ops (src/kernels/train_ops.h): finite-difference gradient checks,
- * accumulation / NULL-gradient semantics, attention forward against the
+ * accumulation / NULL-gradient semantics, thread counts (attention
+ * bit-identical on 1, 2, 3 threads; the linear backward's sgemms only within
+ * a rounding bound, see test_linear_threads), attention forward against the
  * inference kernel and a naive masked reference, RoPE against xd_rope, a
  * hand-computed cross-entropy, and a timing line for attention. */
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -416,6 +419,76 @@ static void test_accumulate_linear(void) {
         free(a), free(b), free(cc);
 }
 
+/* Threads and xd_linear_backward. Its dx and dW are top-level sgemms that
+ * OpenBLAS splits over the threads, and the split changes the rounding (0.3.21
+ * at this shape: the Cooperlake, Haswell, Zen and Sandybridge kernels all
+ * give other bits on 1, 2 and 3 threads) — so these are NOT bit-identical
+ * across thread counts, and train_ops.c does not claim it. What is checked:
+ *  - the same call at one thread count gives the same bits (what a resumed
+ *    training run relies on);
+ *  - across 1, 2, 3 threads each element agrees within 2·γ_K·Σ_k |a_k b_k|:
+ *    any order of summing K fp32 products (rounded or fused) is within
+ *    γ_K·Σ|a_k b_k| of the exact sum, γ_K = K·u/(1 − K·u), u = 2^−24
+ *    (Higham, Accuracy and Stability of Numerical Algorithms, §3.1 and §4.2),
+ *    so two orders differ by at most twice that. The bound is the worst case
+ *    for this K (out = 80 for dx, n = 700 for dW), not a guess at a typical
+ *    difference: larger gaps mean a wrong result, not another rounding;
+ *  - db, a reduction coded in train_ops.c, is bit-identical.
+ * 700×96×80 is well above OpenBLAS's threading threshold (M·N·K > 4·65536). */
+static void test_linear_threads(void) {
+    enum { N = 700, IN = 96, OUT = 80 };
+    float *x = rnd_buf((size_t)N * IN, -1, 1), *W = rnd_buf((size_t)OUT * IN, -1, 1);
+    float *dy = rnd_buf((size_t)N * OUT, -1, 1);
+    /* Σ_k |a_k b_k| per element, in double */
+    double *sx = calloc((size_t)N * IN, sizeof(double));
+    double *sw = calloc((size_t)OUT * IN, sizeof(double));
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OUT; o++) {
+            double g = fabs(dy[(size_t)i * OUT + o]);
+            for (int c = 0; c < IN; c++) {
+                sx[(size_t)i * IN + c] += g * fabs(W[(size_t)o * IN + c]);
+                sw[(size_t)o * IN + c] += g * fabs(x[(size_t)i * IN + c]);
+            }
+        }
+    const double u = 0x1p-24, gx = OUT * u / (1 - OUT * u), gw = N * u / (1 - N * u);
+    float *r[4][3]; /* [1 thread, 2, 3, 2 again][dx, dW, db] */
+    size_t sz[3] = {(size_t)N * IN, (size_t)OUT * IN, OUT};
+    int nth = omp_get_max_threads(), thr[4] = {1, 2, 3, 2};
+    for (int v = 0; v < 4; v++) {
+        for (int j = 0; j < 3; j++) r[v][j] = zeros(sz[j]);
+        omp_set_num_threads(thr[v]);
+        xd_linear_backward(r[v][0], r[v][1], r[v][2], dy, x, W, N, IN, OUT);
+    }
+    omp_set_num_threads(nth);
+    int again = 1;
+    for (int j = 0; j < 3; j++) again &= !memcmp(r[1][j], r[3][j], sz[j] * sizeof(float));
+    CHECK(again, "linear backward: two calls on 2 threads differ");
+    double worst = 0;
+    size_t ndiff = 0;
+    for (int v = 1; v <= 2; v++) {
+        for (size_t e = 0; e < sz[0]; e++) {
+            double d = fabs((double)r[v][0][e] - r[0][0][e]), b = 2 * gx * sx[e];
+            worst = fmax(worst, b > 0 ? d / b : d > 0 ? INFINITY : 0);
+            ndiff += d != 0;
+        }
+        for (size_t e = 0; e < sz[1]; e++) {
+            double d = fabs((double)r[v][1][e] - r[0][1][e]), b = 2 * gw * sw[e];
+            worst = fmax(worst, b > 0 ? d / b : d > 0 ? INFINITY : 0);
+            ndiff += d != 0;
+        }
+        CHECK(!memcmp(r[v][2], r[0][2], sz[2] * sizeof(float)), "linear db differs on %d threads",
+              thr[v]);
+    }
+    printf("  linear backward %dx%dx%d, 1 vs 2 and 3 threads (OpenBLAS kernel %s): %zu elements of "
+           "dx, dW differ, max |diff| = %.2g of the bound 2·γ_K·Σ|ab|; db bit-identical; same "
+           "thread count: bit-identical\n",
+           N, OUT, IN, openblas_get_corename(), ndiff, worst);
+    CHECK(worst <= 1, "linear dx/dW across thread counts: %g × the rounding bound", worst);
+    for (int v = 0; v < 4; v++)
+        for (int j = 0; j < 3; j++) free(r[v][j]);
+    free(x), free(W), free(dy), free(sx), free(sw);
+}
+
 static void test_accumulate_pointwise(void) {
     /* RMSNorm */
     int n = 70, dim = 24;
@@ -508,22 +581,27 @@ static void accumulate_attention(const char *name, int T, int nh, int nkv, int h
         }
     }
     /* the result does not depend on the thread count: every element is
-     * summed by one job in a fixed order → bit-identical on 1 thread */
+     * summed by one job in a fixed order, and every sgemm runs on one thread
+     * inside the OpenMP region (train_attention.c) → bit-identical on 1 and
+     * on 3 threads to the run above (OMP_NUM_THREADS threads, 2 under ctest) */
     int nth = omp_get_max_threads();
-    omp_set_num_threads(1);
     float *g3[3] = {zeros(nq), zeros(nk), zeros(nk)}, *o3 = zeros(nq);
     float *P3 = zeros((size_t)nh * T * T);
-    xd_attn_train_forward(o3, P3, q, k, v, T, nh, nkv, hd, doc, window, sinks);
-    xd_attn_train_backward(g3[0], g3[1], g3[2], dO, P3, q, k, v, T, nh, nkv, hd);
-    omp_set_num_threads(nth);
-    CHECK(memcmp(o3, out, nq * sizeof(float)) == 0, "%s: forward differs on 1 thread", name);
-    CHECK(memcmp(P3, P, (size_t)nh * T * T * sizeof(float)) == 0, "%s: probs differ on 1 thread",
-          name);
-    for (int j = 0; j < 3; j++) {
-        CHECK(memcmp(g3[j], g1[j], sz[j] * sizeof(float)) == 0, "%s: %s differs on 1 thread",
-              name, nm[j]);
-        free(g1[j]), free(g2[j]), free(g3[j]);
+    for (int th = 1; th <= 3; th += 2) {
+        for (int j = 0; j < 3; j++) memset(g3[j], 0, sz[j] * sizeof(float));
+        omp_set_num_threads(th);
+        xd_attn_train_forward(o3, P3, q, k, v, T, nh, nkv, hd, doc, window, sinks);
+        xd_attn_train_backward(g3[0], g3[1], g3[2], dO, P3, q, k, v, T, nh, nkv, hd);
+        omp_set_num_threads(nth);
+        CHECK(memcmp(o3, out, nq * sizeof(float)) == 0, "%s: forward differs with %d thread(s)",
+              name, th);
+        CHECK(memcmp(P3, P, (size_t)nh * T * T * sizeof(float)) == 0,
+              "%s: probs differ with %d thread(s)", name, th);
+        for (int j = 0; j < 3; j++)
+            CHECK(memcmp(g3[j], g1[j], sz[j] * sizeof(float)) == 0,
+                  "%s: %s differs with %d thread(s)", name, nm[j], th);
     }
+    for (int j = 0; j < 3; j++) free(g1[j]), free(g2[j]), free(g3[j]);
     free(o3), free(P3);
     free(q), free(k), free(v), free(dO), free(out), free(P);
 }
@@ -538,6 +616,10 @@ static void test_accumulate_attention(void) {
     for (int t = 0; t < 520; t++) doc2[t] = t < 200 ? 0 : 200;
     accumulate_attention("T=300 GQA causal", 300, 8, 4, 8, NULL, 0, 0, 0);
     accumulate_attention("T=520 docs+window+sinks", 520, 4, 4, 8, doc2, 70, 2, 0);
+    /* sgemms large enough (64×256×64) that OpenBLAS would split them over the
+     * threads were they called outside the OpenMP region; with the Haswell or
+     * Zen kernels the thread-count check of accumulate_attention then fails */
+    accumulate_attention("T=256 hd=64 GQA causal", 256, 4, 2, 64, NULL, 0, 0, 0);
 }
 
 /* ---- 3. attention forward vs the inference kernel and a naive reference ---------- */
@@ -778,6 +860,7 @@ int main(void) {
     test_fd_cross_entropy();
     printf("accumulation / NULL gradients / thread-count independence\n");
     test_accumulate_linear();
+    test_linear_threads();
     test_accumulate_pointwise();
     test_accumulate_attention();
     printf("attention forward:\n");

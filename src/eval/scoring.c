@@ -152,7 +152,9 @@ static int nll_range(xd_scorer *s, const int32_t *ids, int n, int first, int sha
     for (int p = first - 1; p < n - 1;) {
         int rows = n - 1 - p < LOGIT_ROWS ? n - 1 - p : LOGIT_ROWS;
         if (xd_forward(s->m, s->kv, ids + p, rows, s->logits, 1)) return -1;
-        /* rows in parallel, summed in order: the same total for any thread count */
+        /* rows in parallel, summed in row order: the same total from the same
+         * logits for any thread count (the logits come from the model's
+         * threaded sgemms, which may round differently for another count) */
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < rows; r++)
             s->row_nll[r] = xd_token_nll(s->logits + (size_t)r * (size_t)s->V, s->V, ids[p + r + 1]);

@@ -1,14 +1,15 @@
 /* Small ops of the hybrid mixer (hybrid_ops.h): Hedgehog feature map, gate
  * soft-cap, branch mix; forward and backward.
  *
- * Determinism: the parallel loops give every output element to one job that
- * computes it in a fixed order; row reductions (da, dw_o, db_o) run over rows
- * in order within a job (dw_o, db_o) or in fixed pieces of HH_RB rows combined
- * in piece order (da); the sgemms are called outside parallel regions and
- * OpenBLAS splits them over output rows/columns only. So results do not
- * depend on the thread count. */
+ * Determinism (results do not depend on the thread count, by construction):
+ * the parallel loops give every output element to one job that computes it
+ * in a fixed order; the row reductions run over the rows in order within one
+ * job (dw_o, db_o) or over pieces of HH_RB rows whose partials are added in
+ * piece order (dA, da); every sgemm is one piece's, called inside an active
+ * OpenMP region (see the Hedgehog section for why that matters). */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,8 +18,8 @@
 
 /* ---- reductions -------------------------------------------------------------------
  * Sums in double over NL independent lanes (lane l takes elements l, l+NL, …)
- * combined in a fixed tree: vectorisable without reassociating anything, and
- * the same bits whatever the thread count. */
+ * combined in a fixed tree: vectorisable without reassociating anything (the
+ * order is the code's, whatever the vector width). */
 enum { NL = 8 };
 
 static double lanes_sum(const double *acc) {
@@ -45,9 +46,21 @@ static inline double sum_fd(const float *x, int n) {
     return lanes_sum(acc);
 }
 
-/* ---- Hedgehog feature map -------------------------------------------------------- */
+/* ---- Hedgehog feature map --------------------------------------------------------
+ * The rows are cut into pieces of HH_RB rows (the last one shorter): a
+ * partition fixed by n alone. Every sgemm covers one piece of one map and is
+ * called inside an active OpenMP region, where OpenBLAS's OpenMP build runs it
+ * on the calling thread, so its bits depend on its operands and shape only.
+ * (The regions have no if clause: with more than one thread allowed they are
+ * active, unless OMP_DYNAMIC lets the runtime shrink them; with one thread
+ * OpenBLAS runs on one thread anyway.) A top-level sgemm would not do:
+ * OpenBLAS then splits it over the threads, and the split can change the
+ * rounding (0.3.21: 1, 2 and 3 threads give different bits with the Haswell
+ * and Zen kernels even for [700×32]·[32×32], and with every kernel for some
+ * shapes). The reductions over rows (dA, da) keep one partial per piece and
+ * add the partials in piece order. */
 
-enum { HH_RB = 64 }; /* rows per piece of the da reduction */
+enum { HH_RB = 128, HH_CB = 512 }; /* rows per piece; elements per job adding partials */
 
 /* row: z = u·A (from the sgemm) in row[0..hd); writes φ = [softmax(z + a);
  * softmax(−(z + a))] over row[0..2hd). Each half is e = expf(±z − max(±z))
@@ -72,66 +85,100 @@ void xd_hedgehog_forward(float *phi, const float *u, int ldu, const float *A, co
     if (n <= 0 || nmap <= 0 || nu <= 0 || hd <= 0) return;
     const int per = nmap / nu;
     const int ldp = 2 * hd * nmap;
-    /* z = u·A straight into the first half of each map's slot of phi */
-    for (int h = 0; h < nmap; h++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, hd, 1.0f,
-                    u + (int64_t)(h / per) * hd, ldu, A + (int64_t)h * hd * hd, hd, 0.0f,
-                    phi + (int64_t)h * 2 * hd, ldp);
-#pragma omp parallel for schedule(static) if ((int64_t)n * nmap * hd > 16384)
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < nmap; h++)
-            hh_softmax_row(phi + (int64_t)t * ldp + (int64_t)h * 2 * hd,
-                           a ? a + (int64_t)h * hd : NULL, hd);
+    const int npiece = (n + HH_RB - 1) / HH_RB;
+    const int64_t njob = (int64_t)nmap * npiece;
+    /* no if clause: the sgemms must run inside an active region (see above) */
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < njob; job++) {
+        const int h = (int)(job / npiece), t0 = (int)(job % npiece) * HH_RB;
+        const int m = n - t0 < HH_RB ? n - t0 : HH_RB;
+        float *ph = phi + (int64_t)t0 * ldp + (int64_t)h * 2 * hd;
+        /* z = u·A straight into the first half of the map's slot of phi */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, hd, 1.0f,
+                    u + (int64_t)t0 * ldu + (int64_t)(h / per) * hd, ldu,
+                    A + (int64_t)h * hd * hd, hd, 0.0f, ph, ldp);
+        for (int t = 0; t < m; t++)
+            hh_softmax_row(ph + (int64_t)t * ldp, a ? a + (int64_t)h * hd : NULL, hd);
+    }
 }
 
 int xd_hedgehog_backward(float *du, float *dA, float *da, const float *dphi, const float *phi,
                          const float *u, int ldu, const float *A, int n, int nmap, int nu, int hd) {
     if (n <= 0 || nmap <= 0 || nu <= 0 || hd <= 0 || (!du && !dA && !da)) return 0;
     const int per = nmap / nu;
-    const int64_t ldp = 2 * (int64_t)hd * nmap;
-    const int npiece = (n + HH_RB - 1) / HH_RB;
-    float *dz = malloc((size_t)n * hd * sizeof(float));
-    double *part = da ? malloc((size_t)npiece * hd * sizeof(double)) : NULL;
-    if (!dz || (da && !part)) {
-        free(dz), free(part);
+    const int64_t ldp = 2 * (int64_t)hd * nmap, hh = (int64_t)hd * hd;
+    const int npiece = (n + HH_RB - 1) / HH_RB, nth = omp_get_max_threads();
+    /* dz of one piece per thread; the per-piece partials of dA and da */
+    float *dz = malloc((size_t)nth * HH_RB * hd * sizeof(float));
+    float *pA = dA ? malloc((size_t)npiece * hh * sizeof(float)) : NULL;
+    double *pa = da ? malloc((size_t)npiece * hd * sizeof(double)) : NULL;
+    if (!dz || (dA && !pA) || (da && !pa)) {
+        free(dz), free(pA), free(pa);
         return xd_err("Hedgehog backward: out of memory for scratch (n=%d, hd=%d)", n, hd);
     }
-    for (int h = 0; h < nmap; h++) {
-        /* dz = J₊ᵀdφ₊ − J₋ᵀdφ₋, softmax backward from the outputs:
-         * dz_j = φ+_j(dφ+_j − φ+·dφ+) − φ−_j(dφ−_j − φ−·dφ−) */
-#pragma omp parallel for schedule(static) if ((int64_t)n * hd > 16384)
-        for (int p = 0; p < npiece; p++) {
-            double *pp = part ? part + (int64_t)p * hd : NULL;
-            if (pp)
-                for (int j = 0; j < hd; j++) pp[j] = 0;
-            int t1 = (p + 1) * HH_RB < n ? (p + 1) * HH_RB : n;
-            for (int t = p * HH_RB; t < t1; t++) {
-                const float *f = phi + t * ldp + (int64_t)h * 2 * hd;
-                const float *d = dphi + t * ldp + (int64_t)h * 2 * hd;
-                const double ap = dot_fd(f, d, hd), an = dot_fd(f + hd, d + hd, hd);
-                float *z = dz + (int64_t)t * hd;
-                for (int j = 0; j < hd; j++)
-                    z[j] = (float)(f[j] * (d[j] - ap) - f[hd + j] * (d[hd + j] - an));
-                if (pp)
-                    for (int j = 0; j < hd; j++) pp[j] += z[j];
+    /* jobs adding up the partials: HH_CB elements of dA or of da each */
+    const int ncA = dA ? (int)((hh + HH_CB - 1) / HH_CB) : 0;
+    const int nca = da ? (hd + HH_CB - 1) / HH_CB : 0;
+#pragma omp parallel num_threads(nth)
+    {
+        float *z = dz + (size_t)omp_get_thread_num() * HH_RB * hd;
+        for (int h = 0; h < nmap; h++) {
+            const float *ug = u + (int64_t)(h / per) * hd;
+            const float *Ah = A + (int64_t)h * hh;
+#pragma omp for schedule(static)
+            for (int p = 0; p < npiece; p++) {
+                const int t0 = p * HH_RB, m = n - t0 < HH_RB ? n - t0 : HH_RB;
+                /* dz = J₊ᵀdφ₊ − J₋ᵀdφ₋, softmax backward from the outputs:
+                 * dz_j = φ+_j(dφ+_j − φ+·dφ+) − φ−_j(dφ−_j − φ−·dφ−) */
+                for (int r = 0; r < m; r++) {
+                    const float *f = phi + (t0 + r) * ldp + (int64_t)h * 2 * hd;
+                    const float *d = dphi + (t0 + r) * ldp + (int64_t)h * 2 * hd;
+                    const double ap = dot_fd(f, d, hd), an = dot_fd(f + hd, d + hd, hd);
+                    float *zr = z + (int64_t)r * hd;
+                    for (int j = 0; j < hd; j++)
+                        zr[j] = (float)(f[j] * (d[j] - ap) - f[hd + j] * (d[hd + j] - an));
+                }
+                if (pa) { /* da's piece: Σ_rows dz in row order, in double */
+                    double *pp = pa + (int64_t)p * hd;
+                    for (int j = 0; j < hd; j++) pp[j] = 0;
+                    for (int r = 0; r < m; r++)
+                        for (int j = 0; j < hd; j++) pp[j] += z[(int64_t)r * hd + j];
+                }
+                if (pA) /* dA's piece: u_pᵀ·dz_p  ([hd×m]·[m×hd]) */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hd, hd, m, 1.0f,
+                                ug + (int64_t)t0 * ldu, ldu, z, hd, 0.0f, pA + (int64_t)p * hh,
+                                hd);
+                if (du) /* du_p += dz_p·Aᵀ  ([m×hd]·[hd×hd]) */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hd, hd, 1.0f, z, hd,
+                                Ah, hd, 1.0f, du + (int64_t)t0 * ldu + (int64_t)(h / per) * hd,
+                                ldu);
+            } /* implied barrier: every piece of map h is done */
+            /* dA[h] += Σ_p pA[p], da[h] += Σ_p pa[p]: every element summed in
+             * double, in piece order; a job per HH_CB elements (the barrier at
+             * the end keeps the next map off the partials) */
+#pragma omp for schedule(static)
+            for (int job = 0; job < ncA + nca; job++) {
+                double acc[HH_CB];
+                const int isA = job < ncA;
+                const int64_t e0 = (int64_t)(isA ? job : job - ncA) * HH_CB, len = isA ? hh : hd;
+                const int ne = (int)(len - e0 < HH_CB ? len - e0 : HH_CB);
+                for (int e = 0; e < ne; e++) acc[e] = 0;
+                if (isA)
+                    for (int p = 0; p < npiece; p++) {
+                        const float *src = pA + (int64_t)p * hh + e0;
+                        for (int e = 0; e < ne; e++) acc[e] += src[e];
+                    }
+                else
+                    for (int p = 0; p < npiece; p++) {
+                        const double *src = pa + (int64_t)p * hd + e0;
+                        for (int e = 0; e < ne; e++) acc[e] += src[e];
+                    }
+                float *dst = isA ? dA + (int64_t)h * hh + e0 : da + (int64_t)h * hd + e0;
+                for (int e = 0; e < ne; e++) dst[e] += (float)acc[e];
             }
         }
-        if (da)
-            for (int j = 0; j < hd; j++) {
-                double acc = 0;
-                for (int p = 0; p < npiece; p++) acc += part[(int64_t)p * hd + j];
-                da[(int64_t)h * hd + j] += (float)acc;
-            }
-        const float *ug = u + (int64_t)(h / per) * hd;
-        const float *Ah = A + (int64_t)h * hd * hd;
-        if (dA) /* dA[h] += uᵀ·dz  ([hd×n]·[n×hd]) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hd, hd, n, 1.0f, ug, ldu, dz, hd,
-                        1.0f, dA + (int64_t)h * hd * hd, hd);
-        if (du) /* du += dz·Aᵀ  ([n×hd]·[hd×hd]) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, hd, hd, 1.0f, dz, hd, Ah, hd,
-                        1.0f, du + (int64_t)(h / per) * hd, ldu);
     }
-    free(dz), free(part);
+    free(dz), free(pA), free(pa);
     return 0;
 }
 

@@ -4,12 +4,17 @@
  * Conventions (as train_ops.h): each op is a plain forward and a backward
  * function; backward functions ACCUMULATE (+=) into every gradient they are
  * given and skip a NULL one. Tensors are row-major fp32, n = number of token
- * rows; offsets are 64-bit. Results are bit-identical whatever the number of
- * OpenMP/OpenBLAS threads (every output element is computed by one job in a
- * fixed order; reductions over rows use fixed pieces combined in a fixed
- * order; the GEMMs split only over their output rows/columns). A gradient has
- * the layout of the tensor it belongs to, row stride included (dq has q's
- * stride ldq, ...). Gradients must not alias inputs. */
+ * rows; offsets are 64-bit. A gradient has the layout of the tensor it
+ * belongs to, row stride included (dq has q's stride ldq, ...). Gradients
+ * must not alias inputs.
+ *
+ * Results are bit-identical whatever the number of OpenMP/OpenBLAS threads:
+ * every output element is computed by one job in a fixed order; reductions
+ * over rows use pieces fixed by n alone, added in a fixed order; every sgemm
+ * multiplies one such piece and runs inside an active OpenMP region, where
+ * OpenBLAS's OpenMP build (the one the project links) runs it on the calling
+ * thread. This holds for one n: calls with different n (a prefill and the
+ * same tokens one at a time) cut different pieces and agree to rounding. */
 #ifndef XD_HYBRID_OPS_H
 #define XD_HYBRID_OPS_H
 
@@ -34,7 +39,8 @@
  * dphi = 2·hd). phi must not alias u. The forward keeps nothing besides phi:
  * the softmax backward needs only its output.
  *
- * Cost: one [n×hd]·[hd×hd] sgemm per map forward, two backward. */
+ * Cost: per map, one [m×hd]·[hd×hd] sgemm per piece of m ≤ 128 rows forward,
+ * two backward. */
 void xd_hedgehog_forward(float *phi, const float *u, int ldu, const float *A, const float *a,
                          int n, int nmap, int nu, int hd);
 
@@ -44,8 +50,10 @@ void xd_hedgehog_forward(float *phi, const float *u, int ldu, const float *A, co
  *                              stride ldu; maps sharing a head of u add up)
  *     dA[h] += uᵀ · dz        (dA[h][i][j] += Σ_t u_{t,i} dz_{t,j})
  *     da[h] += Σ_t dz_t
- * Returns 0, or −1 (xd_last_error) when its scratch (n·hd floats plus
- * ⌈n/64⌉·hd doubles) cannot be had; nothing is then accumulated. */
+ * dA and da are summed over pieces of 128 rows, added in piece order.
+ * Returns 0, or −1 (xd_last_error) when its scratch (128·hd floats per
+ * thread, plus ⌈n/128⌉·hd² floats for dA and ⌈n/128⌉·hd doubles for da)
+ * cannot be had; nothing is then accumulated. */
 int xd_hedgehog_backward(float *du, float *dA, float *da, const float *dphi, const float *phi,
                          const float *u, int ldu, const float *A, int n, int nmap, int nu, int hd);
 

@@ -47,7 +47,8 @@
  *   q, k [T][H][dphi]   v, h [T][H][dv]   ig, fg [T][H]   doc_start [T]
  *   state: C [H][dphi][dv], n [H][dphi], m [H].
  * Offsets are 64-bit throughout. Results do not depend on the number of
- * threads (every element is computed by one job in a fixed order).
+ * threads (every element is computed by one job in a fixed order; every
+ * sgemm runs on one thread inside an OpenMP region: mlstm_chunk.c).
  *
  * GRADIENTS follow train_ops.h: backward ACCUMULATES (+=) into every
  * gradient it is given; a NULL pointer means "not needed". The gradient is

@@ -57,9 +57,11 @@
  * S and W, then dP, dv, dq, dk (five sgemms) plus the state terms and the
  * gate gradients. Memory: the cache (states per chunk, two floats per
  * token·head) and per-chunk dC in the backward; O(L²) scratch per thread.
- * Each output element has one writer and a fixed summation order: results
- * do not depend on the thread count. sgemms inside the OpenMP regions run
- * single-threaded (OpenBLAS's OpenMP build). */
+ * Each output element has one writer and a fixed summation order, and every
+ * sgemm (its shape fixed by the chunk) is called inside an active OpenMP
+ * region (no if clause), where OpenBLAS's OpenMP build runs it on the
+ * calling thread (a top-level sgemm split over the threads may round
+ * differently: hybrid_ops.c): results do not depend on the thread count. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>

@@ -32,9 +32,13 @@
  * pass 2's sgemms reduce over the long row dimension. Measured on 16 Xeon
  * cores this beat a one-pass per-head version everywhere (T=512, nh=9: 3.3
  * vs 6.0 ms; T=2048, nh=32, hd=128: 311 vs 333 ms) and tied it on 2 cores.
- * Each job calls single-threaded sgemms (OpenBLAS runs one thread inside an
- * OpenMP region). Every element is summed in a fixed order, so the results
- * do not depend on the number of threads or on scheduling. */
+ * Each job calls sgemms whose shapes depend on T, the mask and hd only,
+ * inside an active OpenMP region (the regions have no if clause), where
+ * OpenBLAS's OpenMP build runs them on the calling thread (a top-level sgemm
+ * split over the threads may round differently: hybrid_ops.c). Every element
+ * is summed in a fixed order, so the results do not depend on the number of
+ * threads or on scheduling (only the plain-loop fallback, taken when the
+ * per-thread scratch cannot be had, rounds differently). */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>

@@ -4,9 +4,20 @@
  *
  * Conventions (train_ops.h): backward functions ACCUMULATE (+=) into every
  * gradient they are given and skip a NULL one; xd_cross_entropy overwrites.
- * Reductions over rows (db, dw, dE, the loss) are split into a fixed number
- * of pieces, independent of the thread count, and combined in a fixed order,
- * so results are bit-identical whatever OMP_NUM_THREADS is. */
+ *
+ * Determinism. The reductions over rows coded here (db, dw, dE, the loss)
+ * are split into pieces fixed by the shape, never by the thread count, and
+ * combined in a fixed order: bit-identical whatever OMP_NUM_THREADS is; so
+ * are the element-wise ops and the attention (train_attention.c). The two
+ * products of xd_linear_backward (dW reduces over the n rows) are top-level
+ * sgemms, or oneDNN matmuls in bf16 mode, split over the threads by the
+ * library: the same call at the same thread count gives the same bits, but
+ * another thread count may round differently (OpenBLAS 0.3.21 does, with
+ * every kernel tried: test_linear_threads in tests/test_train_ops.c), as may
+ * another CPU. They stay whole library calls because they are the training
+ * step's largest products and xd_linear's forward has the same property
+ * anyway: a training run is reproducible at a fixed thread count on one
+ * machine, not across thread counts. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>

@@ -1,8 +1,10 @@
 /* The training loop shared by pretrain and finetune: micro-batches with
  * gradient accumulation, global grad-norm clipping, AdamW with warm-up +
  * cosine LR, periodic validation and checkpoints, a progress bar and a JSONL
- * log. Deterministic for a given thread count, so a resumed run reproduces
- * an uninterrupted one exactly. */
+ * log. Deterministic for a given thread count on one machine (the linear
+ * layers' threaded sgemms may round differently with another thread count or
+ * CPU: see train_ops.c), so a resumed run with the same thread count
+ * reproduces an uninterrupted one exactly. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
