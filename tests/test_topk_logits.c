@@ -53,12 +53,14 @@ static void test_hash(void) {
     uint8_t z[16] = {0};
     CHECK(xd_hash64(z, 15, 0) != xd_hash64(z, 16, 0), "length not hashed");
     CHECK(xd_hash64(z, 0, 0) != xd_hash64(z, 1, 0), "length 0 vs 1");
-    /* the thread count does not matter */
+    /* the thread count does not matter: 1 and 3 threads (whatever the run's count is) */
     int th = xd_get_threads();
     xd_set_threads(1);
     uint64_t h_one = xd_hash64(b, n, 7);
+    xd_set_threads(3);
+    uint64_t h_three = xd_hash64(b, n, 7);
     xd_set_threads(th);
-    CHECK(h_one == h1, "hash differs with 1 thread");
+    CHECK(h_one == h1 && h_three == h1, "hash differs with 1 or 3 threads");
     free(b);
 
     /* the data hash covers the train split only: documents, boundaries and ids */
@@ -83,6 +85,8 @@ static void test_hash(void) {
         if (v == 0) {
             xd_set_threads(1);
             CHECK(d && xd_topk_data_hash(d) == hs[0], "data hash differs with 1 thread");
+            xd_set_threads(3);
+            CHECK(d && xd_topk_data_hash(d) == hs[0], "data hash differs with 3 threads");
             xd_set_threads(th);
         }
         xd_tokdata_close(d);
