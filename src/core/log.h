@@ -1,6 +1,6 @@
 /* Internal logging: every message the library has for a person goes through
  * here to the callback of xd_set_log (xdistill.h), or nowhere. Library code
- * never writes stdout or stderr itself (tests/check_no_stdio.sh checks). */
+ * never writes stdout or stderr itself (tests/test_no_stdio.c checks). */
 #ifndef XD_LOG_H
 #define XD_LOG_H
 
