@@ -3,8 +3,8 @@
  * given depth of repeated filler text, asked for at the end), greedy
  * decoding, teacher and student on the same prompts.
  *
- *   bench_passkey --teacher MODEL --student DIR [--lengths 128,256,512]
- *                 [--trials 10] [--threads N] [--seed S]
+ *   bench_passkey [--teacher MODEL] --student DIR [--student DIR2 ...]
+ *                 [--lengths 128,256,512] [--trials 10] [--threads N] [--seed S]
  *
  * For every length L (tokens, approximately: whole filler sentences) and
  * trial i, the key sits at depth (i + ½)/trials of the filler; a trial is
@@ -84,24 +84,29 @@ static int run_trial(const xd_model *m, const char *text, unsigned key, int *n_p
 }
 
 int main(int argc, char **argv) {
-    const char *paths[2] = {NULL, NULL}, *lengths = "128,256,512";
-    int trials = 10, threads = 2;
+    const char *paths[16], *lengths = "128,256,512";
+    int n_paths = 0, trials = 10, threads = 2, have_teacher = 0;
     unsigned seed = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--teacher")) paths[0] = argv[i + 1];
-        else if (!strcmp(argv[i], "--student")) paths[1] = argv[i + 1];
+        if (!strcmp(argv[i], "--teacher") && !have_teacher && n_paths < 16) {
+            /* the teacher first, whatever the order of the options */
+            memmove(paths + 1, paths, sizeof *paths * (size_t)n_paths++);
+            paths[0] = argv[i + 1];
+            have_teacher = 1;
+        } else if (!strcmp(argv[i], "--student") && n_paths < 16) paths[n_paths++] = argv[i + 1];
         else if (!strcmp(argv[i], "--lengths")) lengths = argv[i + 1];
         else if (!strcmp(argv[i], "--trials")) trials = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--seed")) seed = (unsigned)atoi(argv[i + 1]);
-        else { fprintf(stderr, "bench_passkey: unknown option %s\n", argv[i]); return 2; }
+        else { fprintf(stderr, "bench_passkey: unknown or repeated option %s\n", argv[i]); return 2; }
     }
-    if (!paths[0] || !paths[1] || trials < 1) {
-        fprintf(stderr, "usage: bench_passkey --teacher MODEL --student DIR [--lengths 128,256,512] [--trials 10]\n");
+    if (n_paths == 0 || trials < 1) {
+        fprintf(stderr, "usage: bench_passkey [--teacher MODEL] --student DIR [--student DIR2 ...] "
+                        "[--lengths 128,256,512] [--trials 10]\n");
         return 2;
     }
     xd_set_threads(threads);
-    for (int w = 0; w < 2; w++) {
+    for (int w = 0; w < n_paths; w++) {
         xd_model *m = xd_model_load(paths[w]);
         if (!m) die(paths[w]);
         const xd_config *c = xd_model_config(m);
