@@ -72,7 +72,7 @@ typedef struct {
     int format, kind;  /* XD_PROBE_FORMATS, XD_PROBE_* */
     double depth;      /* where the needle lies in the room it had: 0 first … 1 last */
     char *value;       /* V */
-    char *question;    /* "Question: …?\nAnswer: LEAD" */
+    char *question;    /* "…?\nAnswer: LEAD": the prompt's end, after "\n\nQuestion: " */
 } xd_probe;
 
 /* Probe `index` of the stream `seed`: n_tokens == length exactly, the value
