@@ -16,4 +16,5 @@ int cmd_eval(int argc, char **argv);
 int cmd_tasks(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_heads(int argc, char **argv);
 #endif

@@ -18,6 +18,7 @@ static const struct {
     {"generate", cmd_generate, "MODEL -p PROMPT [-n N ...]  stream generated text"},
     {"pretrain", cmd_pretrain, "--config C --tokenizer M --data D -o DIR  train from scratch"},
     {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune"},
+    {"heads", cmd_heads, "TEACHER --window W [--probes N --lengths 2,4,8 -o F]  rank the retrieval heads"},
     {"convert", cmd_convert, "TEACHER -o STUDENT [--window W --sinks S]  build the xLSTM hybrid student"},
     {"distill", cmd_distill, "stage1|stage2 ...          distil the teacher into the student"},
     {"tasks", cmd_tasks, "make -o SUITE [--window W --n N]  write the built-in evaluation suite"},
@@ -42,12 +43,12 @@ static void usage(FILE *f) {
  * user chose one (OMP_WAIT_POLICY or GOMP_SPINCOUNT), a training command
  * re-executes itself once with OMP_WAIT_POLICY=passive. */
 static void choose_wait_policy(int argc, char **argv) {
-    /* only the training commands, eval (long prompts) and merge (--search evaluates, between
+    /* only the training commands, eval and heads (long prompts) and merge (--search evaluates, between
      * serial merges: spinning workers stalled it for seconds per candidate on 2 shared cores):
      * their parallel regions are long, while token-by-token decoding's many short ones lose a
      * third of their speed to sleeping waits (generate: 28.5 vs 44.0 tok/s) */
     static const char *const training[] = {"pretrain", "finetune", "distill", "teacher-logits", "eval",
-                                           "merge"};
+                                           "merge", "heads"};
     int train = 0;
     for (size_t i = 0; argc > 1 && i < sizeof training / sizeof *training; i++)
         train |= !strcmp(argv[1], training[i]);

@@ -1,8 +1,10 @@
 /* Teacher forward pass with a KV cache: batched prefill (sgemm) and
  * single-token decode (sgemv) share one code path. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "attn_observer.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "model.h"
@@ -110,7 +112,8 @@ static void add_inplace(float *x, const float *y, size_t n) {
 
 /* One decoder layer on s->x (n tokens at positions pos0..). */
 static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l, scratch *s,
-                         int n, int64_t pos0, const xd_student_plan *plan) {
+                         int n, int64_t pos0, const xd_student_plan *plan,
+                         const xd_attn_observer *obs) {
     const xd_config *c = &m->cfg;
     int d = c->d_model, hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_kv_head * hd;
     float eps = c->norm_eps;
@@ -145,6 +148,13 @@ static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     memcpy(V + (size_t)pos0 * kvd, s->v, (size_t)n * kvd * sizeof(float));
     if (xd_attention(s->att, s->q, K, V, n, pos0, c->n_head, c->n_kv_head, hd))
         return xd_err("attention: out of memory at %lld tokens", (long long)(pos0 + n));
+    if (obs) {
+        xd_attn_view view = {l, n, pos0, c->n_head, c->n_kv_head, hd, s->q, K, V,
+                             1.0 / sqrt((double)hd)};
+        xd_err_clear();
+        if (obs->fn(obs->user, &view))
+            return xd_last_error()[0] ? -1 : xd_err("forward: the attention observer stopped it at layer %d", l);
+    }
     }
     xd_linear(s->o, s->att, L->wo, NULL, n, qd, d);
     if (L->post_attn_norm) xd_rmsnorm(s->o, s->o, L->post_attn_norm, n, d, eps);
@@ -164,8 +174,16 @@ static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
 
 int xd_forward(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float *logits,
                int all_logits) {
+    return xd_forward_observed(m, kv, tokens, n, logits, all_logits, NULL);
+}
+
+int xd_forward_observed(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float *logits,
+                        int all_logits, const xd_attn_observer *obs) {
     const xd_config *c = &m->cfg;
     if (n <= 0) return xd_err("forward: no tokens");
+    if (obs && (kv->student || !obs->fn))
+        return xd_err(kv->student ? "forward: %s is a student: an attention observer needs a teacher"
+                                  : "forward: %s: the attention observer has no function", m->path);
     if (!kv->student && kv->pos + n > kv->max_tokens)
         return xd_err("forward: %d + %d tokens exceed the KV cache of %d", kv->pos, n,
                       kv->max_tokens);
@@ -182,7 +200,7 @@ int xd_forward(const xd_model *m, xd_kv *kv, const int32_t *tokens, int n, float
     xd_student_plan plan = {0};
     if (kv->student) xd_student_plan_make(&plan, kv, n);
     for (int l = 0; l < c->n_layer && !rc; l++)
-        rc = layer_forward(m, &m->layers[l], kv, l, &s, n, kv->pos, &plan);
+        rc = layer_forward(m, &m->layers[l], kv, l, &s, n, kv->pos, &plan, obs);
     if (!rc) {
         if (kv->student) xd_student_kv_commit(kv, &plan);
         kv->pos += n;
