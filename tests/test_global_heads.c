@@ -12,7 +12,10 @@
  *  4. xd_kv_copy and xd_kv_reset continue / rerun bit for bit;
  *  5. config.json and convert options: round trip, errors naming the file,
  *     the field and what was expected; the CLI's --global-heads;
- *  6. the state grows by 2·head_dim floats per position and global KV head. */
+ *  6. the state grows by 2·head_dim floats per position and global KV head;
+ *  7. training: every head global gives the teacher's training logits; a
+ *     global head's mixer parameters get no gradient (finite differences of
+ *     the whole model with global heads: tests/test_train_fd.c). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,6 +29,7 @@
 #include "model/student.h"
 #include "student_util.h"
 #include "test.h"
+#include "train/train_model.h"
 #include "xdistill.h"
 
 static double max_abs_diff(const float *a, const float *b, size_t n) {
@@ -478,6 +482,80 @@ static void state_bytes(void) {
     xd_model_free(p);
 }
 
+/* ---- 7. training ------------------------------------------------------------------- */
+/* Every head global: the training forward (packed documents) gives the teacher's
+ * training logits. One global head: its mixer parameters get exactly no gradient (its
+ * output does not depend on them), the other heads' do. */
+static void training(void) {
+    enum { B = 2, T = 24 };
+    int32_t tok[B * T], tgt[B * T], pos[B * T], ds[B * T];
+    xd_model *t = load_fixture("tiny-llama");
+    xd_model *s = student("tiny-llama", 3, 1, 0, -1, NULL, 21);
+    const xd_head_ref one[] = {{1, 2}};
+    xd_model *s1 = student("tiny-llama", 3, 1, 0, 1, one, 21);
+    if (!t || !s || !s1) { xd_model_free(t); xd_model_free(s); xd_model_free(s1); return; }
+    int V = t->cfg.vocab_size;
+    xd_rng r;
+    xd_rng_seed(&r, 4);
+    for (int i = 0; i < B * T; i++) {
+        int tt = i % T, start = tt >= 9 ? 9 : 0; /* two documents per row */
+        tok[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+        tgt[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+        ds[i] = start;
+        pos[i] = tt - start;
+    }
+    xd_trainer_model tt, ts;
+    CHECK(xd_tm_init(&tt, t, B, T) == 0 && xd_tm_init(&ts, s, B, T) == 0, "init: %s",
+          xd_last_error());
+    double lt, ls;
+    int64_t n;
+    CHECK(xd_tm_step(&tt, tok, tgt, pos, ds, 0, 1, &lt, &n) == 0 &&
+              xd_tm_step(&ts, tok, tgt, pos, ds, 0, 1, &ls, &n) == 0,
+          "training forward: %s", xd_last_error());
+    size_t nl = (size_t)B * T * V;
+    double e = max_abs_diff(tt.logits, ts.logits, nl) / max_abs(tt.logits, nl);
+    printf("  training forward, every head global vs the teacher (2 documents per row): max "
+           "|diff| / max|logit| %.2e (tol 1e-5), loss %.6f vs %.6f\n", e, ls, lt);
+    /* the same kernel (xd_attn_train_forward, causal within the document) on gathered heads */
+    CHECK(e <= 1e-5, "training forward with every head global differs from the teacher: %g", e);
+    xd_tm_free(&tt);
+    xd_tm_free(&ts);
+
+    xd_trainer_model tm;
+    CHECK(xd_tm_init(&tm, s1, B, T) == 0, "init: %s", xd_last_error());
+    xd_tm_zero_grad(&tm);
+    CHECK(xd_tm_step(&tm, tok, tgt, pos, ds, 1, 1.0f / (B * T), &ls, &n) == 0, "step: %s",
+          xd_last_error());
+    const xd_config *c = &s1->cfg;
+    int hd = c->head_dim, d = c->d_model, nh = c->n_head;
+    size_t nz_global = 0, nz_other = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        const xd_layer *G = &tm.grads.layers[l];
+        for (int h = 0; h < nh; h++) {
+            const float *p[] = {G->fmq_A + (size_t)h * hd * hd, G->fmk_A + (size_t)h * hd * hd,
+                                G->fmq_b + (size_t)h * hd, G->fmk_b + (size_t)h * hd,
+                                G->w_ig + (size_t)h * d, G->w_fg + (size_t)h * d,
+                                G->b_ig + h, G->b_fg + h, G->w_mix + (size_t)h * 3 * hd,
+                                G->b_mix + h};
+            const size_t len[] = {(size_t)hd * hd, (size_t)hd * hd, (size_t)hd, (size_t)hd,
+                                  (size_t)d, (size_t)d, 1, 1, (size_t)3 * hd, 1};
+            size_t nz = 0;
+            for (int k = 0; k < 10; k++)
+                for (size_t i = 0; i < len[k]; i++) nz += p[k][i] != 0.0f;
+            if (l == 1 && h == 2) nz_global += nz;
+            else nz_other += nz;
+        }
+    }
+    printf("  one global head: %zu non-zero gradients of its mixer parameters (0 expected), "
+           "%zu of the other heads'\n", nz_global, nz_other);
+    CHECK(nz_global == 0, "the global head's mixer parameters got gradients");
+    CHECK(nz_other > 1000, "the other heads' mixer parameters got no gradients");
+    xd_tm_free(&tm);
+    xd_model_free(t);
+    xd_model_free(s);
+    xd_model_free(s1);
+}
+
 int main(void) {
     xd_set_threads(2);
     const char *archs[] = {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-olmo2"};
@@ -487,5 +565,6 @@ int main(void) {
     copy_reset();
     config_and_options();
     state_bytes();
+    training();
     return test_summary("test_global_heads");
 }
