@@ -459,6 +459,12 @@ static void state_bytes(void) {
     CHECK(xd_student_state_bytes(&p->cfg, 16384) == b0, "no global heads: constant");
     CHECK(xd_student_state_bytes(&s->cfg, 16384) == b0 + 16384 * per_pos, "at 16K: %zu vs %zu",
           xd_student_state_bytes(&s->cfg, 16384), b0 + 16384 * per_pos);
+    { /* docs/distill.md: head_dim 64 (SmolLM2) costs 8.4 MB per pair at 16K tokens */
+        xd_config c64 = s->cfg;
+        c64.head_dim = 64;
+        size_t g = xd_student_state_bytes(&c64, 16384) - xd_student_state_bytes(&c64, 0);
+        CHECK(g == 2 * 8388608, "two pairs at 16K, head_dim 64: %zu bytes", g);
+    }
     int32_t ids[50];
     rand_ids(ids, 50, s->cfg.vocab_size, 1);
     xd_kv *kv = xd_kv_create(s, 1), *kp = xd_kv_create(p, 1);

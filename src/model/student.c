@@ -4,7 +4,9 @@
  * State per layer, constant in the sequence length: the sink keys/values
  * (positions 0 … S−1), a window buffer of 2W rows holding the most recent
  * keys/values of positions ≥ S contiguously (so that the attention kernel
- * reads them in place), and the mLSTM state (C, n, m) of every head. */
+ * reads them in place), and the mLSTM state (C, n, m) of every head. A student
+ * with global heads ("Global heads") also keeps every key/value of the KV heads
+ * they read, the only part that grows with the length. */
 #include "student.h"
 
 #include <stdlib.h>
