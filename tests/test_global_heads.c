@@ -97,7 +97,7 @@ static xd_model *student(const char *name, int window, int sinks, int swa_only, 
                 o.global_heads[o.n_global_heads++] = (xd_head_ref){(int16_t)l, (int16_t)h};
     } else {
         o.n_global_heads = n;
-        memcpy(o.global_heads, heads, (size_t)n * sizeof *heads);
+        if (n) memcpy(o.global_heads, heads, (size_t)n * sizeof *heads);
     }
     xd_model *s = xd_student_convert(t, &o);
     CHECK(s != NULL, "convert %s: %s", name, xd_last_error());
@@ -513,7 +513,7 @@ static void training(void) {
     xd_trainer_model tt, ts;
     CHECK(xd_tm_init(&tt, t, B, T) == 0 && xd_tm_init(&ts, s, B, T) == 0, "init: %s",
           xd_last_error());
-    double lt, ls;
+    double lt = 0, ls = 0;
     int64_t n;
     CHECK(xd_tm_step(&tt, tok, tgt, pos, ds, 0, 1, &lt, &n) == 0 &&
               xd_tm_step(&ts, tok, tgt, pos, ds, 0, 1, &ls, &n) == 0,
