@@ -92,6 +92,14 @@ typedef enum {
     XD_QKNORM_FULL, /* RMSNorm over the whole q (n_head*head_dim) / k projection (OLMo-2) */
 } xd_qknorm;
 
+/* One attention head: layer and query head, both 0-based. */
+typedef struct {
+    int16_t layer, head;
+} xd_head_ref;
+
+/* Most global heads a student can have (docs/design.md, "Global heads"). */
+#define XD_MAX_GLOBAL_HEADS 256
+
 typedef struct {
     xd_arch arch;
     int n_layer;
@@ -126,6 +134,12 @@ typedef struct {
     uint64_t base_hash;    /* the Stage I checkpoint its Stage II started from (hash of that
                             * student's weight arena, set by `distill stage2`); 0 = none.
                             * `merge` only averages experts of one base. */
+    /* Global heads (docs/design.md, "Global heads"): query heads kept as the teacher's full
+     * causal attention (the mixer's output for them is that attention; their mLSTM branch
+     * and mix gate are unused). Sorted by (layer, head), no duplicates, layer < n_layer,
+     * head < n_head; config.json "global_heads": [[layer, head], ...]. */
+    int n_global_heads;
+    xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
 } xd_config;
 
 const char *xd_arch_name(xd_arch a);
@@ -217,6 +231,9 @@ typedef struct {
     float mlstm_scale;  /* 0 = 1/√(2·head_dim) */
     int swa_only;       /* mix bias −1e4: o == 0 exactly, the mLSTM branch is off (the
                          * SWA-only baseline of the report) */
+    int n_global_heads; /* heads kept as full causal attention (xd_config); any order, no
+                         * duplicates; default none */
+    xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
 } xd_student_opts;
 
 void xd_student_defaults(xd_student_opts *o);
@@ -225,21 +242,25 @@ void xd_student_defaults(xd_student_opts *o);
  * the mixer's new parameters initialised (feature maps A = I, a = 0; gate
  * projections 0, input-gate bias 0, forget-gate biases linspace(3, 6) over
  * the heads; mix weights 0 and bias 0, i.e. o = ½). The student takes over
- * the teacher's tokenizer (the teacher keeps none afterwards). NULL on error
- * (an option out of range, out of memory). */
+ * the teacher's tokenizer (the teacher keeps none afterwards). The global
+ * heads of o are sorted into the config. NULL on error (an option out of
+ * range, a global head outside the model or given twice, out of memory). */
 xd_model *xd_student_convert(xd_model *teacher, const xd_student_opts *o);
 
 /* KV-cache inference state for one sequence. For a student it is the
  * constant-size decoding state (window + sinks + mLSTM state) and
- * max_tokens does not limit the length. */
+ * max_tokens does not limit the length; a student with global heads also
+ * keeps every key/value of their KV heads, in buffers that start at
+ * max_tokens rows and double when full. */
 typedef struct xd_kv xd_kv;
 xd_kv *xd_kv_create(const xd_model *m, int max_tokens);
 void xd_kv_free(xd_kv *kv);
 void xd_kv_reset(xd_kv *kv);
 int xd_kv_pos(const xd_kv *kv);
 /* dst becomes the state src holds (both made for the same model; a
- * teacher's dst needs max_tokens >= src's position): continuing either with
- * the same tokens gives the same results bit for bit. */
+ * teacher's dst needs max_tokens >= src's position; a student's grows as
+ * needed): continuing either with the same tokens gives the same results bit
+ * for bit. */
 int xd_kv_copy(xd_kv *dst, const xd_kv *src);
 
 /* Run n tokens starting at the cache's position, appending to it. If logits

@@ -116,6 +116,37 @@ int main(void) {
            num(r2, "val_kl_after"));
     CHECK(num(r2, "val_ce_after") < num(r2, "val_ce_before"), "stage 2 did not lower the CE");
     json_decref(r2);
+    /* global heads (issue 13): Stage I with every head of layer 0 global has nothing to
+     * align there (the mixer's output is the teacher's attention), and both stages keep
+     * the list in the model they write */
+    expect(0, NULL, "convert " TEACHER " -o %s/G --window 4 --sinks 1 --chunk 8 "
+           "--global-heads 0:0,0:1,0:2,0:3,1:2%s", D, "");
+    snprintf(a, sizeof a, "distill stage1 --teacher " TEACHER " --student %s/G --data %s/d.tok -o %s/G1 "
+             "--steps 3 --seq 32 --batch 2 --eval-windows 4", D, D, D);
+    CHECK(test_cli_run(a, out, sizeof out, 0) == 0, "stage1 with global heads: %s", out);
+    r1 = load("G1/stage1.json");
+    json_t *l0 = json_array_get(json_object_get(r1, "layers"), 0);
+    json_t *l1 = json_array_get(json_object_get(r1, "layers"), 1);
+    printf("stage1, layer 0 all global: validation MSE %.3g -> %.3g; layer 1: %.3g -> %.3g\n",
+           num(l0, "val_mse_before"), num(l0, "val_mse_after"), num(l1, "val_mse_before"),
+           num(l1, "val_mse_after"));
+    CHECK(l0 && num(l0, "val_mse_before") < 1e-10 && num(l0, "val_mse_after") < 1e-10 &&
+              num(l1, "val_mse_before") > 1e-6,
+          "stage1 with an all-global layer 0");
+    json_decref(r1);
+    snprintf(a, sizeof a, "distill stage2 --student %s/G1/model --logits %s/L.topk --data %s/d.tok "
+             "-o %s/G2 --steps 2 --warmup 1 --eval-windows 2", D, D, D, D);
+    CHECK(test_cli_run(a, out, sizeof out, 0) == 0, "stage2 with global heads: %s", out);
+    for (int i = 0; i < 2; i++) {
+        json_t *gc = load(i ? "G2/model/config.json" : "G1/model/config.json");
+        json_t *gl = json_object_get(gc, "global_heads");
+        CHECK(json_array_size(gl) == 5 &&
+                  json_integer_value(json_array_get(json_array_get(gl, 4), 0)) == 1 &&
+                  json_integer_value(json_array_get(json_array_get(gl, 4), 1)) == 2,
+              "%s keeps global_heads", i ? "stage2" : "stage1");
+        json_decref(gc);
+    }
+
     /* Stage II records the Stage I checkpoint it started from (base_hash),
      * the same for both runs from S1, and `merge` takes the two experts */
     {

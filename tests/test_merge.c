@@ -271,6 +271,19 @@ int main(void) {
     s = student(QWEN, 4);
     save_expert(s, s->arena, 7, B, "Q");
     xd_model_free(s);
+    /* global heads: two experts with one list, one with another */
+    s = student(TEACHER, 4);
+    s->cfg.n_global_heads = 2;
+    s->cfg.global_heads[0] = (xd_head_ref){0, 1};
+    s->cfg.global_heads[1] = (xd_head_ref){1, 3};
+    base = malloc(s->arena_floats * sizeof(float));
+    memcpy(base, s->arena, s->arena_floats * sizeof(float));
+    save_expert(s, base, 8, B, "G1");
+    save_expert(s, base, 9, B, "G2");
+    s->cfg.global_heads[1] = (xd_head_ref){1, 2};
+    save_expert(s, base, 10, B, "G3");
+    xd_model_free(s);
+    free(base);
 
     /* base_hash survives config.json */
     xd_model *e1 = load("E1");
@@ -328,6 +341,19 @@ int main(void) {
 
     /* refusals */
     refuse("merge -o %s/R %s/E1 %s/W8", "window", 1);
+    refuse("merge -o %s/R %s/E1 %s/G1", "global_heads (0 vs 2 heads; entry 0: none vs [0, 1])", 1);
+    refuse("merge -o %s/R %s/G1 %s/G3", "global_heads (2 vs 2 heads; entry 1: [1, 3] vs [1, 2])", 1);
+    CHECK(run("merge -o %s/MG %s/G1 %s/G2", NULL) == 0, "merge with global heads: %s", out);
+    {
+        const char *ng[] = {"G1", "G2"};
+        float lg[] = {0.5f, 0.5f};
+        check_merge("MG", ng, lg, 2);
+        xd_model *mg = load("MG");
+        CHECK(mg && mg->cfg.n_global_heads == 2 && mg->cfg.global_heads[1].layer == 1 &&
+                  mg->cfg.global_heads[1].head == 3,
+              "the merge keeps the global heads");
+        xd_model_free(mg);
+    }
     refuse("merge -o %s/R %s/E1 %s/Q", "architecture", 1);
     refuse("merge -o %s/R %s/E1 %s/Eother", "different Stage I checkpoints", 1);
     refuse("merge -o %s/R %s/E1 %s/Eother", "--allow-unrelated", 1);

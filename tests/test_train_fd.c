@@ -6,9 +6,10 @@
  * students converted from them (issue 5: the mixer — SWA + sinks, Hedgehog
  * feature maps, gates, chunkwise mLSTM, mix — inside the whole model, with
  * packed documents; the mixer's new parameters randomised so that every
- * gradient is non-trivial). A student's training forward must also give the
- * logits of its inference forward (an independent code path for the SWA
- * branch and the decoding state).
+ * gradient is non-trivial; also with global heads, issue 13). A student's
+ * training forward must also give the logits of its inference forward (an
+ * independent code path for the SWA branch, the global heads and the
+ * decoding state).
  *
  * For each weight tensor we take its 3 largest-|grad| coordinates and 3
  * random ones and compare dL/dθ with (L(θ+h) − L(θ−h)) / 2h, h = 1e-3.
@@ -37,6 +38,10 @@ static double loss_of(xd_trainer_model *tm) {
     return s / (double)n;
 }
 
+/* Global heads of the next student_of (docs/design.md, "Global heads"). */
+static int n_global;
+static xd_head_ref global[8];
+
 /* A student of the tiny model `name` with its mixer parameters randomised. */
 static xd_model *student_of(const char *name, int window, int sinks, int chunk) {
     char dir[512];
@@ -48,6 +53,8 @@ static xd_model *student_of(const char *name, int window, int sinks, int chunk) 
     o.window = window;
     o.sinks = sinks;
     o.chunk = chunk;
+    o.n_global_heads = n_global;
+    memcpy(o.global_heads, global, sizeof global);
     xd_model *m = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!m) return NULL;
@@ -146,8 +153,9 @@ static void check_model(const char *name, int window, int sinks, int docs, int s
         }
     }
     CHECK(bad == 0, "%s: %d of %d coordinates disagree with finite differences", name, bad, checked);
-    printf("%-12s%s window %d sinks %d docs %d: %d coordinates, worst err/(|fd|+1e-2) %.2e\n", name,
-           student ? " student" : "", window, sinks, docs, checked, worst);
+    printf("%-12s%s window %d sinks %d docs %d global heads %d: %d coordinates, worst "
+           "err/(|fd|+1e-2) %.2e\n", name, student ? " student" : "", window, sinks, docs,
+           student ? n_global : 0, checked, worst);
     free(ws);
     xd_tm_free(&tm);
     xd_model_free(m);
@@ -163,5 +171,15 @@ int main(void) {
     check_model("tiny-qwen3", 5, 1, 1, 1);
     check_model("tiny-olmo2", 4, 0, 0, 1);
     check_model("tiny-qwen2", 2, 2, 1, 1);
+    /* global heads: full attention pinned as the head's output (two sharing a KV head) */
+    n_global = 3;
+    global[0] = (xd_head_ref){0, 1};
+    global[1] = (xd_head_ref){1, 2};
+    global[2] = (xd_head_ref){1, 3};
+    check_model("tiny-llama", 3, 2, 1, 1);
+    n_global = 1;
+    global[0] = (xd_head_ref){1, 0};
+    check_model("tiny-qwen3", 2, 1, 0, 1);
+    n_global = 0;
     return test_summary("test_train_fd");
 }

@@ -1,16 +1,42 @@
 /* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
- *                  [--softcap C] [--swa-only] [--threads N]
+ *                  [--softcap C] [--swa-only] [--global-heads L:H,...] [--threads N]
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
+ * --global-heads 12:3,20:1: query heads (layer:head, 0-based) kept as the
+ * teacher's full causal attention (docs/design.md, "Global heads").
  * Builds the xLSTM hybrid student from a teacher (docs/design.md, "Conversion") and saves it as
  * an HF-style directory (config.json with model_type "xdistill_hybrid",
  * model.safetensors, tokenizer.json). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "xdistill.h"
+
+/* "12:3,20:1" → o->global_heads (the library checks them against the model). */
+static int parse_global_heads(const char *s, xd_student_opts *o) {
+    const char *p = s;
+    o->n_global_heads = 0;
+    for (;;) {
+        char *end;
+        long l = -1, h = -1;
+        if (*p >= '0' && *p <= '9') l = strtol(p, &end, 10);
+        else end = (char *)p;
+        if (l >= 0 && *end == ':' && end[1] >= '0' && end[1] <= '9') h = strtol(end + 1, &end, 10);
+        if (l < 0 || h < 0 || l > 32767 || h > 32767 || (*end && *end != ',')) {
+            const char *e = strchr(p, ',');
+            return cli_error("--global-heads: '%.*s' is not LAYER:HEAD (expected 0-based integers, "
+                             "e.g. --global-heads 12:3,20:1)", e ? (int)(e - p) : (int)strlen(p), p);
+        }
+        if (o->n_global_heads == XD_MAX_GLOBAL_HEADS)
+            return cli_error("--global-heads: more than %d heads", XD_MAX_GLOBAL_HEADS);
+        o->global_heads[o->n_global_heads++] = (xd_head_ref){(int16_t)l, (int16_t)h};
+        if (!*end) return 0;
+        p = end + 1;
+    }
+}
 
 int cmd_convert(int argc, char **argv) {
     const char *teacher = NULL, *out = NULL, *v;
@@ -31,6 +57,8 @@ int cmd_convert(int argc, char **argv) {
             if (r < 0 || parse_float("--softcap", v, 0, 1e6, &o.gate_softcap)) return 2;
         } else if (!strcmp(argv[i], "--swa-only")) {
             o.swa_only = 1;
+        } else if ((r = take_opt(argc, argv, &i, "--global-heads", &v))) {
+            if (r < 0 || parse_global_heads(v, &o)) return 2;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -45,7 +73,7 @@ int cmd_convert(int argc, char **argv) {
     }
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C] [--swa-only]");
+                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...]");
         return 2;
     }
     if (threads) xd_set_threads(threads);
@@ -68,9 +96,10 @@ int cmd_convert(int argc, char **argv) {
         return cli_lib_error();
     }
     fprintf(stderr,
-            "converted %s -> %s: %d layers, window %d, sinks %d, chunk %d; %.2f M new mixer "
-            "parameters (%.2f M in all); %.1f s\n",
-            teacher, out, c->n_layer, c->window, c->sinks, c->chunk, (double)n_new / 1e6,
+            "converted %s -> %s: %d layers, window %d, sinks %d, chunk %d, %d global heads; "
+            "%.2f M new mixer parameters (%.2f M in all); %.1f s\n",
+            teacher, out, c->n_layer, c->window, c->sinks, c->chunk, c->n_global_heads,
+            (double)n_new / 1e6,
             (double)xd_model_n_params(s) / 1e6, now_s() - t0);
     xd_model_free(s);
     return 0;

@@ -54,6 +54,13 @@ int cmd_inspect(int argc, char **argv) {
         printf("student:      xLSTM hybrid (mLSTM + sliding window %d + %d sinks, chunk %d, "
                "gate soft-cap %g, mLSTM scale %g)\n", c->window, c->sinks, c->chunk,
                c->gate_softcap, c->mlstm_scale);
+    if (c->student) {
+        printf("global heads: %d", c->n_global_heads);
+        for (int i = 0; i < c->n_global_heads; i++)
+            printf("%s%d:%d", i ? "," : " (layer:head) ", c->global_heads[i].layer,
+                   c->global_heads[i].head);
+        printf("\n");
+    }
     printf("layers:       %d\n", c->n_layer);
     printf("d_model:      %d\n", c->d_model);
     printf("heads:        %d (kv heads %d, head_dim %d)\n", c->n_head, c->n_kv_head, c->head_dim);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../core/error.h"
+#include "model/model.h"
 
 #define MAX_SIZE (1 << 24) /* widths, heads, layers, vocabulary */
 #define MAX_CTX (1 << 30)
@@ -281,6 +282,48 @@ static int get_hash(const src *s, const char *name, uint64_t *out) {
     return 0;
 }
 
+/* "global_heads": [[layer, head], ...] (docs/design.md, "Global heads"); absent, null or []:
+ * none. Any order (kept sorted), each head once, inside the model. */
+static int parse_global_heads(const src *s, xd_config *c) {
+    const json_t *g = field(s->obj, "global_heads");
+    if (!g) return 0;
+    if (!json_is_array(g))
+        return xd_err("%s: global_heads: expected an array of [layer, head] pairs", s->path);
+    size_t n = json_array_size(g);
+    if (n > XD_MAX_GLOBAL_HEADS)
+        return xd_err("%s: global_heads: %zu heads (expected at most %d)", s->path, n,
+                      XD_MAX_GLOBAL_HEADS);
+    if ((long long)n > (long long)c->n_layer * c->n_head)
+        return xd_err("%s: global_heads: %zu heads, more than the model has (expected at most "
+                      "%d layers x %d heads)", s->path, n, c->n_layer, c->n_head);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(g, i);
+        if (!json_is_array(e) || json_array_size(e) != 2 ||
+            !json_is_integer(json_array_get(e, 0)) || !json_is_integer(json_array_get(e, 1)))
+            return xd_err("%s: global_heads[%zu]: expected a pair [layer, head] of integers",
+                          s->path, i);
+        json_int_t l = json_integer_value(json_array_get(e, 0));
+        json_int_t h = json_integer_value(json_array_get(e, 1));
+        if (l < 0 || l >= c->n_layer)
+            return xd_err("%s: global_heads[%zu]: layer %lld is out of range (expected 0 .. %d: "
+                          "num_hidden_layers is %d)", s->path, i, (long long)l, c->n_layer - 1,
+                          c->n_layer);
+        if (h < 0 || h >= c->n_head)
+            return xd_err("%s: global_heads[%zu]: head %lld is out of range (expected 0 .. %d: "
+                          "num_attention_heads is %d)", s->path, i, (long long)h,
+                          c->n_head - 1, c->n_head);
+        c->global_heads[i] = (xd_head_ref){(int16_t)l, (int16_t)h};
+    }
+    xd_head_refs_sort(c->global_heads, (int)n);
+    for (size_t i = 1; i < n; i++)
+        if (c->global_heads[i].layer == c->global_heads[i - 1].layer &&
+            c->global_heads[i].head == c->global_heads[i - 1].head)
+            return xd_err("%s: global_heads: [%d, %d] is given twice (expected each head once)",
+                          s->path, c->global_heads[i].layer, c->global_heads[i].head);
+    c->n_global_heads = (int)n;
+    return 0;
+}
+
 /* The student's own fields (docs/design.md, "File formats"): window, sinks, chunk_size and
  * feature_map are required; the mLSTM scale and ε and the gate soft-cap
  * have defaults. */
@@ -300,7 +343,8 @@ static int parse_student(const src *s, xd_config *c) {
     if (capv && json_is_number(capv) && json_number_value(capv) == 0) cap = 0;
     else if (get_pos(s, "gate_softcap", 0, 15.0, &cap)) return -1;
     if (eps >= 1) return xd_err("%s: mlstm_eps: %g is impossible (expected < 1)", s->path, eps);
-    if (get_hash(s, "teacher_hash", &c->teacher_hash) || get_hash(s, "base_hash", &c->base_hash))
+    if (get_hash(s, "teacher_hash", &c->teacher_hash) || get_hash(s, "base_hash", &c->base_hash) ||
+        parse_global_heads(s, c))
         return -1;
     c->student = 1;
     c->mlstm_scale = (float)scale;

@@ -10,6 +10,7 @@
 #include "../core/error.h"
 #include "../core/strbuf.h"
 #include "atomic.h"
+#include "model/model.h"
 #include "hfconfig.h"
 
 /* ---- pretty JSON --------------------------------------------------------- */
@@ -175,6 +176,7 @@ static int check_expressible(const xd_config *c, const char *path) {
         return xd_err("%s: student fields (window %d, sinks %d, chunk %d, mlstm_scale %g, "
                       "mlstm_eps %g, gate_softcap %g) are invalid", path, c->window, c->sinks,
                       c->chunk, c->mlstm_scale, c->mlstm_eps, c->gate_softcap);
+    if (xd_global_heads_check(c, path)) return -1;
     if (c->rope_scale_factor != 0) {
         if (!(c->rope_scale_factor > 0) || !isfinite(c->rope_scale_factor) ||
             !(c->rope_low_freq_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
@@ -247,6 +249,12 @@ static json_t *config_json(const xd_config *c) {
         set(o, "gate_softcap", real_f(c->gate_softcap), &bad);
         if (c->teacher_hash) set(o, "teacher_hash", xd_json_hex64(c->teacher_hash), &bad);
         if (c->base_hash) set(o, "base_hash", xd_json_hex64(c->base_hash), &bad);
+        json_t *g = json_array(); /* [[layer, head], ...], sorted */
+        for (int i = 0; g && i < c->n_global_heads; i++)
+            if (json_array_append_new(g, json_pack("[ii]", c->global_heads[i].layer,
+                                                   c->global_heads[i].head)))
+                bad = 1;
+        set(o, "global_heads", g, &bad);
     }
     if (bad) {
         json_decref(o);

@@ -39,6 +39,31 @@ static void init_mixer(const xd_config *c, xd_layer *L, int swa_only) {
     for (int h = 0; h < nh; h++) L->b_mix[h] = swa_only ? -1e4f : 0.0f;
 }
 
+/* o's global heads, checked against the teacher's shape, into c sorted (docs/design.md,
+ * "Global heads"). Errors name the option and the head as layer:head. */
+static int take_global_heads(xd_config *c, const xd_student_opts *o) {
+    int n = o->n_global_heads;
+    if (n < 0 || n > XD_MAX_GLOBAL_HEADS)
+        return xd_err("convert: global heads: %d given (expected 0 .. %d)", n, XD_MAX_GLOBAL_HEADS);
+    if ((int64_t)n > (int64_t)c->n_layer * c->n_head)
+        return xd_err("convert: global heads: %d given, more than the model has (%d layers x %d "
+                      "heads = %d)", n, c->n_layer, c->n_head, c->n_layer * c->n_head);
+    for (int i = 0; i < n; i++) {
+        xd_head_ref h = o->global_heads[i];
+        if (h.layer < 0 || h.layer >= c->n_layer || h.head < 0 || h.head >= c->n_head)
+            return xd_err("convert: global head %d:%d is outside the model (expected layer "
+                          "0 .. %d, head 0 .. %d)", h.layer, h.head, c->n_layer - 1, c->n_head - 1);
+        for (int j = 0; j < i; j++)
+            if (o->global_heads[j].layer == h.layer && o->global_heads[j].head == h.head)
+                return xd_err("convert: global head %d:%d is given twice (expected each head "
+                              "once)", h.layer, h.head);
+    }
+    memcpy(c->global_heads, o->global_heads, (size_t)n * sizeof *c->global_heads);
+    xd_head_refs_sort(c->global_heads, n);
+    c->n_global_heads = n;
+    return 0;
+}
+
 xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
     if (!t || !o) { xd_err("convert: no teacher or options"); return NULL; }
     if (t->cfg.student) { xd_err("%s: is already a student", t->path); return NULL; }
@@ -57,7 +82,7 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
                                             : 1.0f / sqrtf(2.0f * (float)t->cfg.head_dim);
     xd_weight *tw = NULL, *sw = NULL;
     int nt = 0, nsw = 0;
-    if (xd_config_validate(&s->cfg, "convert") || xd_model_alloc(s) ||
+    if (take_global_heads(&s->cfg, o) || xd_config_validate(&s->cfg, "convert") || xd_model_alloc(s) ||
         xd_model_weights(t, &tw, &nt) || xd_model_weights(s, &sw, &nsw))
         goto fail;
     for (int i = 0; i < nt; i++) { /* the teacher's weights, by name */

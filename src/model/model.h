@@ -52,6 +52,12 @@ struct xd_kv {
     float *C, *n, *m;     /* mLSTM state [n_layer][nh][dphi][hd], [n_layer][nh][dphi], [n_layer][nh] */
     float *mx_scratch;    /* the mixer's scratch, grown to the largest call (mx_cap floats) */
     size_t mx_cap;
+    /* student with global heads (docs/design.md, "Decoding state"): every key/value of each
+     * KV head a global query head reads, per (layer, KV head) pair in the order of
+     * cfg.global_heads; rows 0 … pos−1 used, gcap allocated (doubles when full) */
+    int n_gkv;
+    int64_t gcap;
+    float **gk, **gv;     /* [n_gkv] buffers of [gcap][head_dim] */
 };
 
 /* Element counts of every weight, computed from the config (so loaders and
@@ -60,6 +66,12 @@ size_t xd_model_layout(const xd_config *c, xd_model *m, float *base);
 
 /* Checks a config for impossible shapes; errors name `source`. */
 int xd_config_validate(const xd_config *c, const char *source);
+/* The global-head list of c (docs/design.md, "Global heads"): at most
+ * XD_MAX_GLOBAL_HEADS, inside the model, sorted, no duplicates; a student's only.
+ * Errors name `source` and the field global_heads. */
+int xd_global_heads_check(const xd_config *c, const char *source);
+/* Sorts by (layer, head). */
+void xd_head_refs_sort(xd_head_ref *h, int n);
 
 /* One named weight of the model: the HF name, the GGUF name and its place in
  * the arena. Shapes follow PyTorch ([rows][cols]);

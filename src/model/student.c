@@ -4,7 +4,9 @@
  * State per layer, constant in the sequence length: the sink keys/values
  * (positions 0 … S−1), a window buffer of 2W rows holding the most recent
  * keys/values of positions ≥ S contiguously (so that the attention kernel
- * reads them in place), and the mLSTM state (C, n, m) of every head. */
+ * reads them in place), and the mLSTM state (C, n, m) of every head. A student
+ * with global heads ("Global heads") also keeps every key/value of the KV heads
+ * they read, the only part that grows with the length. */
 #include "student.h"
 
 #include <stdlib.h>
@@ -14,6 +16,44 @@
 #include "kernels/hybrid_ops.h"
 #include "kernels/kernels.h"
 #include "kernels/mlstm.h"
+
+/* The (layer, KV head) pairs whose keys/values the global heads read (docs/design.md,
+ * "Global heads"), one per run of cfg.global_heads with the same layer and KV head: the
+ * list is sorted by (layer, head), so the query heads of one pair are adjacent. For pair b
+ * (counting from 0), first[b] … first[b+1]−1 are its entries of the list. Returns the
+ * number of pairs; first (n_global_heads + 1 entries) may be NULL. */
+static int gkv_pairs(const xd_config *c, int *first) {
+    int group = c->n_head / c->n_kv_head, nb = 0;
+    const xd_head_ref *gh = c->global_heads;
+    for (int i = 0; i < c->n_global_heads; i++)
+        if (!i || gh[i].layer != gh[i - 1].layer || gh[i].head / group != gh[i - 1].head / group) {
+            if (first) first[nb] = i;
+            nb++;
+        }
+    if (first) first[nb] = c->n_global_heads;
+    return nb;
+}
+
+/* Grows every global key/value buffer to at least `rows` rows (doubling). On failure the
+ * buffers keep their contents and kv->gcap its value. */
+static int gkv_reserve(xd_kv *kv, int64_t rows) {
+    if (rows <= kv->gcap) return 0;
+    int64_t cap = kv->gcap > 16 ? kv->gcap : 16;
+    while (cap < rows) cap *= 2;
+    size_t bytes = (size_t)cap * (size_t)kv->head_dim * sizeof(float);
+    for (int b = 0; b < kv->n_gkv; b++) {
+        float *k = realloc(kv->gk[b], bytes);
+        if (k) kv->gk[b] = k;
+        float *v = k ? realloc(kv->gv[b], bytes) : NULL;
+        if (v) kv->gv[b] = v;
+        if (!k || !v)
+            return xd_err("student state: cannot grow the global heads' keys/values to %lld "
+                          "positions (%.1f MB)", (long long)cap,
+                          2.0 * (double)kv->n_gkv * (double)bytes / 1e6);
+    }
+    kv->gcap = cap;
+    return 0;
+}
 
 static size_t layer_mlstm_floats(const xd_kv *kv) {
     size_t nh = (size_t)kv->n_head, dphi = (size_t)kv->dphi, hd = (size_t)kv->head_dim;
@@ -55,6 +95,13 @@ int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
     touch_pages(kv->sv, (ns ? ns : 1) * sizeof(float));
     touch_pages(kv->rk, nw * sizeof(float));
     touch_pages(kv->rv, nw * sizeof(float));
+    kv->n_gkv = gkv_pairs(c, NULL);
+    if (kv->n_gkv) { /* global heads: growable, max_tokens rows to begin with */
+        kv->gk = calloc((size_t)kv->n_gkv, sizeof *kv->gk);
+        kv->gv = calloc((size_t)kv->n_gkv, sizeof *kv->gv);
+        if (!kv->gk || !kv->gv) return xd_err("student state: out of memory");
+        if (gkv_reserve(kv, kv->max_tokens)) return -1;
+    }
     xd_student_kv_reset(kv);
     return 0;
 }
@@ -63,6 +110,12 @@ void xd_student_kv_free(xd_kv *kv) {
     free(kv->sk); free(kv->sv); free(kv->rk); free(kv->rv);
     free(kv->C); free(kv->n); free(kv->m);
     free(kv->mx_scratch);
+    for (int b = 0; b < kv->n_gkv; b++) {
+        if (kv->gk) free(kv->gk[b]);
+        if (kv->gv) free(kv->gv[b]);
+    }
+    free(kv->gk);
+    free(kv->gv);
 }
 
 void xd_student_kv_reset(xd_kv *kv) {
@@ -76,8 +129,13 @@ void xd_student_kv_reset(xd_kv *kv) {
 
 int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     if (dst->window != src->window || dst->sinks != src->sinks || dst->n_head != src->n_head ||
-        dst->dphi != src->dphi || dst->head_dim != src->head_dim)
+        dst->dphi != src->dphi || dst->head_dim != src->head_dim || dst->n_gkv != src->n_gkv)
         return xd_err("student state copy: the two states belong to different students");
+    if (gkv_reserve(dst, src->pos)) return -1;
+    for (int b = 0; b < src->n_gkv; b++) { /* global heads: positions 0 … pos−1 */
+        memcpy(dst->gk[b], src->gk[b], (size_t)src->pos * (size_t)src->head_dim * sizeof(float));
+        memcpy(dst->gv[b], src->gv[b], (size_t)src->pos * (size_t)src->head_dim * sizeof(float));
+    }
     size_t L = (size_t)src->n_layer, kvd = (size_t)src->kv_dim, nh = (size_t)src->n_head;
     size_t ns = L * (size_t)src->sinks * kvd, nw = L * 2 * (size_t)src->window * kvd;
     size_t dphi = (size_t)src->dphi, hd = (size_t)src->head_dim;
@@ -93,10 +151,24 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     return 0;
 }
 
+/* docs/design.md, "Decoding state": the constant part plus 2·hd floats per position and
+ * global (layer, KV head) pair. */
+static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t W, size_t mlstm, size_t n_gkv,
+                          size_t hd, int64_t len) {
+    return 4 * L * (2 * S * kvd + 4 * W * kvd + mlstm) + 4 * 2 * n_gkv * hd * (size_t)len;
+}
+
 size_t xd_student_kv_bytes(const xd_kv *kv) {
-    size_t L = (size_t)kv->n_layer, kvd = (size_t)kv->kv_dim;
-    return 4 * L * (2 * (size_t)kv->sinks * kvd + 4 * (size_t)kv->window * kvd +
-                    layer_mlstm_floats(kv));
+    return state_bytes((size_t)kv->n_layer, (size_t)kv->kv_dim, (size_t)kv->sinks,
+                       (size_t)kv->window, layer_mlstm_floats(kv), (size_t)kv->n_gkv,
+                       (size_t)kv->head_dim, kv->pos);
+}
+
+size_t xd_student_state_bytes(const xd_config *c, int64_t len) {
+    size_t nh = (size_t)c->n_head, hd = (size_t)c->head_dim, dphi = 2 * hd;
+    return state_bytes((size_t)c->n_layer, (size_t)c->n_kv_head * hd, (size_t)c->sinks,
+                       (size_t)c->window, nh * dphi * hd + nh * dphi + nh,
+                       (size_t)gkv_pairs(c, NULL), hd, len < 0 ? 0 : len);
 }
 
 void xd_student_plan_make(xd_student_plan *p, const xd_kv *kv, int n) {
@@ -196,6 +268,40 @@ void xd_student_mlstm_inputs(const xd_config *c, const xd_layer *L, int n, const
     xd_softcap_forward(fg, fg_raw, (int64_t)n * nh, c->gate_softcap);
 }
 
+/* Global heads of layer l (docs/design.md, "Global heads"): the new keys/values of each
+ * pair's KV head appended to its buffer, then the teacher's causal attention
+ * (xd_attention, scale 1/√hd) of the pair's query heads over every position, written
+ * over their slices of att. qg, og: scratch of n·nh·hd floats each. */
+static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_plan *p,
+                        const float *q, const float *k, const float *v, float *qg, float *og,
+                        float *att) {
+    int n = p->n, nh = c->n_head, hd = c->head_dim, qd = nh * hd, kvd = c->n_kv_head * hd;
+    int group = nh / c->n_kv_head, first[XD_MAX_GLOBAL_HEADS + 1];
+    int npair = gkv_pairs(c, first);
+    const xd_head_ref *gh = c->global_heads;
+    size_t row = (size_t)hd * sizeof(float);
+    if (gkv_reserve(kv, p->pos0 + n)) return -1;
+    for (int b = 0; b < npair; b++) {
+        int i0 = first[b], nq = first[b + 1] - i0, g = gh[i0].head / group;
+        if (gh[i0].layer != l) continue;
+        float *K = kv->gk[b], *V = kv->gv[b];
+        for (size_t t = 0; t < (size_t)n; t++) {
+            memcpy(K + ((size_t)p->pos0 + t) * hd, k + t * kvd + (size_t)g * hd, row);
+            memcpy(V + ((size_t)p->pos0 + t) * hd, v + t * kvd + (size_t)g * hd, row);
+            for (int r = 0; r < nq; r++)
+                memcpy(qg + (t * nq + r) * hd, q + t * qd + (size_t)gh[i0 + r].head * hd, row);
+        }
+        /* nq query heads over one KV head: xd_attention's GQA with n_kv = 1 */
+        if (xd_attention(og, qg, K, V, n, p->pos0, nq, 1, hd))
+            return xd_err("student global heads: out of memory at %lld tokens",
+                          (long long)(p->pos0 + n));
+        for (size_t t = 0; t < (size_t)n; t++)
+            for (int r = 0; r < nq; r++)
+                memcpy(att + t * qd + (size_t)gh[i0 + r].head * hd, og + (t * nq + r) * hd, row);
+    }
+    return 0;
+}
+
 int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
                      const xd_student_plan *p, const float *h, const float *q, const float *k,
                      const float *v, const float *qp, const float *kp, float *att) {
@@ -205,6 +311,7 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     /* scratch kept in the state and grown to the largest call: decoding
      * allocates nothing per token */
     size_t N = (size_t)n, need = N * (3 * (size_t)qd + 2 * (size_t)nh * dphi + 2 * (size_t)nh);
+    if (c->n_global_heads) need += 2 * N * (size_t)qd;
     if (need > kv->mx_cap) {
         float *b = realloc(kv->mx_scratch, need * sizeof(float));
         if (!b) return xd_err("student mixer: out of memory for %d tokens", n);
@@ -229,6 +336,10 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     }
     /* mix (pre-RoPE q, k) */
     xd_mix_forward(att, NULL, hm, hs, qp, qd, kp, kvd, v, kvd, L->w_mix, L->b_mix, n, nh, nkv, hd);
+    /* global heads: their slices of att are the full attention (the mix is not used) */
+    if (c->n_global_heads &&
+        global_heads(c, kv, l, p, q, k, v, fg + N * nh, fg + N * nh + N * qd, att))
+        goto done;
     rc = 0;
 done:
     return rc;

@@ -16,8 +16,14 @@ void xd_student_kv_free(xd_kv *kv);
 void xd_student_kv_reset(xd_kv *kv);
 /* dst = src (same model): sinks, window buffer, mLSTM state (not pos). */
 int xd_student_kv_copy(xd_kv *dst, const xd_kv *src);
-/* Bytes of the student's decoding state (constant in the sequence length). */
+/* Bytes of the student's decoding state at its current position: constant in the
+ * length, plus 2·head_dim floats per position for each (layer, KV head) pair of the
+ * global heads (docs/design.md, "Decoding state"; the buffers' capacity may be up to
+ * twice that). */
 size_t xd_student_kv_bytes(const xd_kv *kv);
+/* The same for a student of config c after len positions, without a state (e.g. the
+ * state at 16K tokens). */
+size_t xd_student_state_bytes(const xd_config *c, int64_t len);
 
 /* Before a forward of n tokens at kv->pos: plans where the new keys go (the
  * same for every layer). After all layers: xd_student_kv_commit. */

@@ -51,6 +51,21 @@ static int compare_configs(const xd_config *a, const char *pa, const xd_config *
     if (a->teacher_hash != b->teacher_hash)
         return xd_err("merge: %s and %s were converted from different teachers: teacher_hash "
                       "0x%016llx vs 0x%016llx", pa, pb, (ull)a->teacher_hash, (ull)b->teacher_hash);
+    /* global heads (docs/design.md, "Global heads"): the same list, or the experts' mixers
+     * compute different functions; the merge keeps it (config.json of the first expert) */
+    for (int i = 0; i < XD_MAX_GLOBAL_HEADS; i++) {
+        int ina = i < a->n_global_heads, inb = i < b->n_global_heads;
+        if (!ina && !inb) break;
+        const xd_head_ref *ha = &a->global_heads[i], *hb = &b->global_heads[i];
+        if (ina != inb || ha->layer != hb->layer || ha->head != hb->head) {
+            char sa[32] = "none", sb[32] = "none";
+            if (ina) snprintf(sa, sizeof sa, "[%d, %d]", ha->layer, ha->head);
+            if (inb) snprintf(sb, sizeof sb, "[%d, %d]", hb->layer, hb->head);
+            return xd_err("merge: %s and %s differ in config field global_heads (%d vs %d heads; "
+                          "entry %d: %s vs %s): experts must share their global heads", pa, pb,
+                          a->n_global_heads, b->n_global_heads, i, sa, sb);
+        }
+    }
     xd_config x = *a, y = *b;
     x.base_hash = y.base_hash = 0;
     if (memcmp(&x, &y, sizeof x))

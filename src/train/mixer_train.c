@@ -1,6 +1,7 @@
 /* Training forward/backward of the hybrid mixer (mixer_train.h). */
 #include "mixer_train.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -16,8 +17,20 @@ static float *take(float *base, size_t *cur, size_t n) {
     return p;
 }
 
-size_t xd_mixer_acts_layout(const xd_config *c, int B, int T, xd_mixer_acts *a, float *base) {
+/* Layer l's entries of cfg.global_heads (sorted by layer): [*i0, *i1). */
+static void layer_globals(const xd_config *c, int l, int *i0, int *i1) {
+    int i = 0;
+    while (i < c->n_global_heads && c->global_heads[i].layer < l) i++;
+    *i0 = i;
+    while (i < c->n_global_heads && c->global_heads[i].layer == l) i++;
+    *i1 = i;
+}
+
+size_t xd_mixer_acts_layout(const xd_config *c, int layer, int B, int T, xd_mixer_acts *a,
+                            float *base) {
     size_t BT = (size_t)B * T, nh = (size_t)c->n_head, hd = (size_t)c->head_dim;
+    int g0, g1;
+    layer_globals(c, layer, &g0, &g1);
     size_t qd = nh * hd, kvd = (size_t)c->n_kv_head * hd, cur = 0;
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
     a->qp = take(base, &cur, BT * qd);
@@ -34,7 +47,130 @@ size_t xd_mixer_acts_layout(const xd_config *c, int B, int T, xd_mixer_acts *a, 
     a->o = take(base, &cur, BT * nh);
     a->cache = take(base, &cur, (size_t)B * (size_t)xd_mlstm_cache_floats(T, &mc));
     a->probs = take(base, &cur, (size_t)B * nh * T * T);
+    a->gprobs = take(base, &cur, (size_t)B * (size_t)(g1 - g0) * T * T);
     return cur;
+}
+
+/* Global heads (docs/design.md, "Global heads"): for row b, each run of layer l's global
+ * heads that share a KV head g is one call of the training attention with window 0 (causal
+ * within the document, the teacher's mask) over the gathered queries [T][nq·hd] and g's
+ * keys/values [T][hd]. */
+typedef struct {
+    float *q, *k, *v, *o;       /* gathered q [T][nq·hd], k, v [T][hd], out / dout [T][nq·hd] */
+    float *dq, *dk, *dv;        /* their gradients (backward) */
+} gbuf;
+
+static float *gbuf_alloc(gbuf *g, int T, int qd, int hd, int backward) {
+    size_t Tq = (size_t)T * qd, Th = (size_t)T * hd;
+    float *p = malloc((2 * Tq + 2 * Th + (backward ? Tq + 2 * Th : 0)) * sizeof(float));
+    if (!p) return NULL;
+    g->q = p;
+    g->o = p + Tq;
+    g->k = g->o + Tq;
+    g->v = g->k + Th;
+    g->dq = backward ? g->v + Th : NULL;
+    g->dk = backward ? g->dq + Tq : NULL;
+    g->dv = backward ? g->dk + Th : NULL;
+    return p;
+}
+
+/* Copies rows [T] of heads heads[0..nq) (stride ld, head size hd) to dst [T][nq·hd], or back
+ * (add: dst += ...). */
+static void gather(float *dst, const float *src, int ld, const xd_head_ref *heads, int nq,
+                   int T, int hd) {
+    for (size_t t = 0; t < (size_t)T; t++)
+        for (int r = 0; r < nq; r++)
+            memcpy(dst + (t * nq + r) * hd, src + t * ld + (size_t)heads[r].head * hd,
+                   (size_t)hd * sizeof(float));
+}
+static void scatter(float *dst, int ld, const float *src, const xd_head_ref *heads, int nq, int T,
+                    int hd, int add) {
+    for (size_t t = 0; t < (size_t)T; t++)
+        for (int r = 0; r < nq; r++) {
+            float *d = dst + t * ld + (size_t)heads[r].head * hd;
+            const float *x = src + (t * nq + r) * hd;
+            if (add)
+                for (int i = 0; i < hd; i++) d[i] += x[i];
+            else memcpy(d, x, (size_t)hd * sizeof(float));
+        }
+}
+/* The KV head g's rows [T] of a [T][kvd] tensor (one head = the heads list {g·group}). */
+static void gather_kv(float *dst, const float *src, int kvd, int g, int T, int hd) {
+    for (size_t t = 0; t < (size_t)T; t++)
+        memcpy(dst + t * hd, src + t * kvd + (size_t)g * hd, (size_t)hd * sizeof(float));
+}
+static void scatter_kv(float *dst, int kvd, const float *src, int g, int T, int hd) {
+    for (size_t t = 0; t < (size_t)T; t++)
+        for (int i = 0; i < hd; i++) dst[t * kvd + (size_t)g * hd + i] += src[t * hd + i];
+}
+
+/* Forward of layer l's global heads: their slices of att become the full attention. */
+static int globals_forward(const xd_config *c, int l, xd_mixer_acts *a, const float *q,
+                           const float *k, const float *v, const int32_t *doc_start, int B, int T,
+                           float *att) {
+    int g0, g1, nh = c->n_head, hd = c->head_dim, qd = nh * hd, kvd = c->n_kv_head * hd;
+    int group = nh / c->n_kv_head;
+    layer_globals(c, l, &g0, &g1);
+    if (g0 == g1) return 0;
+    gbuf w;
+    float *mem = gbuf_alloc(&w, T, qd, hd, 0);
+    if (!mem) return xd_err("global heads: out of memory for %d tokens", T);
+    const xd_head_ref *gh = c->global_heads;
+    for (int b = 0; b < B; b++) {
+        size_t r = (size_t)b * T;
+        for (int i = g0; i < g1;) {
+            int g = gh[i].head / group, j = i;
+            while (j < g1 && gh[j].head / group == g) j++;
+            gather(w.q, q + r * qd, qd, gh + i, j - i, T, hd);
+            gather_kv(w.k, k + r * kvd, kvd, g, T, hd);
+            gather_kv(w.v, v + r * kvd, kvd, g, T, hd);
+            xd_attn_train_forward(w.o, a->gprobs + ((size_t)b * (g1 - g0) + (i - g0)) * T * T,
+                                  w.q, w.k, w.v, T, j - i, 1, hd, doc_start ? doc_start + r : NULL,
+                                  0, 0);
+            scatter(att + r * qd, qd, w.o, gh + i, j - i, T, hd, 0);
+            i = j;
+        }
+    }
+    free(mem);
+    return 0;
+}
+
+/* Backward of the global heads: datt's slices of layer l's global heads through their
+ * attention into dq, dk, dv (each may be NULL). */
+static int globals_backward(const xd_config *c, int l, const xd_mixer_acts *a, const float *datt,
+                            const float *q, const float *k, const float *v, float *dq, float *dk,
+                            float *dv, int B, int T) {
+    int g0, g1, nh = c->n_head, hd = c->head_dim, qd = nh * hd, kvd = c->n_kv_head * hd;
+    int group = nh / c->n_kv_head;
+    layer_globals(c, l, &g0, &g1);
+    if (g0 == g1 || (!dq && !dk && !dv)) return 0;
+    gbuf w;
+    float *mem = gbuf_alloc(&w, T, qd, hd, 1);
+    if (!mem) return xd_err("global heads: out of memory for %d tokens", T);
+    const xd_head_ref *gh = c->global_heads;
+    for (int b = 0; b < B; b++) {
+        size_t r = (size_t)b * T;
+        for (int i = g0; i < g1;) {
+            int g = gh[i].head / group, j = i, nq;
+            while (j < g1 && gh[j].head / group == g) j++;
+            nq = j - i;
+            gather(w.q, q + r * qd, qd, gh + i, nq, T, hd);
+            gather(w.o, datt + r * qd, qd, gh + i, nq, T, hd);
+            gather_kv(w.k, k + r * kvd, kvd, g, T, hd);
+            gather_kv(w.v, v + r * kvd, kvd, g, T, hd);
+            memset(w.dq, 0, ((size_t)T * nq * hd) * sizeof(float));
+            memset(w.dk, 0, 2 * (size_t)T * hd * sizeof(float)); /* dk, dv */
+            xd_attn_train_backward(dq ? w.dq : NULL, dk ? w.dk : NULL, dv ? w.dv : NULL, w.o,
+                                   a->gprobs + ((size_t)b * (g1 - g0) + (i - g0)) * T * T, w.q,
+                                   w.k, w.v, T, nq, 1, hd);
+            if (dq) scatter(dq + r * qd, qd, w.dq, gh + i, nq, T, hd, 1);
+            if (dk) scatter_kv(dk + r * kvd, kvd, w.dk, g, T, hd);
+            if (dv) scatter_kv(dv + r * kvd, kvd, w.dv, g, T, hd);
+            i = j;
+        }
+    }
+    free(mem);
+    return 0;
 }
 
 size_t xd_mixer_scratch_layout(const xd_config *c, int B, int T, xd_mixer_scratch *s, float *base) {
@@ -48,10 +184,11 @@ size_t xd_mixer_scratch_layout(const xd_config *c, int B, int T, xd_mixer_scratc
     s->dfg = take(base, &cur, BT * nh);
     s->dig_raw = take(base, &cur, BT * nh);
     s->dfg_raw = take(base, &cur, BT * nh);
+    s->dmix = take(base, &cur, c->n_global_heads ? BT * nh * hd : 0);
     return cur;
 }
 
-int xd_mixer_train_forward(const xd_config *c, const xd_layer *L, xd_mixer_acts *a,
+int xd_mixer_train_forward(const xd_config *c, int layer, const xd_layer *L, xd_mixer_acts *a,
                            const float *h1, const float *q, const float *k, const float *v,
                            const int32_t *doc_start, int B, int T, float *att) {
     int nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim;
@@ -76,10 +213,11 @@ int xd_mixer_train_forward(const xd_config *c, const xd_layer *L, xd_mixer_acts 
     }
     xd_mix_forward(att, a->o, a->hm, a->hs, a->qp, qd, a->kp, kvd, v, kvd, L->w_mix, L->b_mix,
                    BT, nh, nkv, hd);
-    return 0;
+    /* global heads: their output is the full attention, not the mix */
+    return globals_forward(c, layer, a, q, k, v, doc_start, B, T, att);
 }
 
-int xd_mixer_train_backward(const xd_config *c, const xd_layer *L, xd_layer *G,
+int xd_mixer_train_backward(const xd_config *c, int layer, const xd_layer *L, xd_layer *G,
                             const xd_mixer_acts *a, const xd_mixer_scratch *s,
                             const xd_mixer_dinputs *din, const float *datt, const float *h1,
                             const float *q, const float *k, const float *v,
@@ -91,6 +229,20 @@ int xd_mixer_train_backward(const xd_config *c, const xd_layer *L, xd_layer *G,
     int64_t cf = xd_mlstm_cache_floats(T, &mc);
     int want_qkv = din->dq || din->dk || din->dv;
 
+    /* global heads: their gradient goes through their attention only; the mix (and so
+     * both branches) sees it zeroed */
+    int g0, g1;
+    layer_globals(c, layer, &g0, &g1);
+    if (g1 > g0) {
+        if (globals_backward(c, layer, a, datt, q, k, v, din->dq, din->dk, din->dv, B, T))
+            return -1;
+        memcpy(s->dmix, datt, nq * sizeof(float));
+        for (size_t t = 0; t < (size_t)BT; t++)
+            for (int i = g0; i < g1; i++)
+                memset(s->dmix + t * qd + (size_t)c->global_heads[i].head * hd, 0,
+                       (size_t)hd * sizeof(float));
+        datt = s->dmix;
+    }
     /* mix */
     memset(s->dhm, 0, nq * sizeof(float));
     if (want_qkv) memset(s->dhs, 0, nq * sizeof(float));

@@ -41,7 +41,7 @@ static int layer_step(xd_stage1 *s1, xd_trainer_model *tm, int l, int backward, 
     memcpy(a->mx.kp, ta->k, (size_t)BT * kvd * sizeof(float));
     xd_rope_pos_backward(a->mx.qp, BT, c->n_head, hd, qd, s1->ttm.pos, tm->m->rope_inv_freq);
     xd_rope_pos_backward(a->mx.kp, BT, c->n_kv_head, hd, kvd, s1->ttm.pos, tm->m->rope_inv_freq);
-    if (xd_mixer_train_forward(c, &tm->m->layers[l], &a->mx, h1, ta->q, ta->k, ta->v,
+    if (xd_mixer_train_forward(c, l, &tm->m->layers[l], &a->mx, h1, ta->q, ta->k, ta->v,
                                s1->ttm.doc_start, B, T, a->att))
         return -1;
     size_t n = (size_t)BT * qd;
@@ -54,7 +54,7 @@ static int layer_step(xd_stage1 *s1, xd_trainer_model *tm, int l, int backward, 
     *sq = s;
     if (!backward) return 0;
     xd_mixer_dinputs din = {0};
-    return xd_mixer_train_backward(c, &tm->m->layers[l], &tm->grads.layers[l], &a->mx, &tm->mxs,
+    return xd_mixer_train_backward(c, l, &tm->m->layers[l], &tm->grads.layers[l], &a->mx, &tm->mxs,
                                    &din, s1->diff, h1, ta->q, ta->k, ta->v, s1->ttm.doc_start, B,
                                    T);
 }

@@ -38,9 +38,9 @@ static size_t acts_layout(xd_trainer_model *tm, float *base) {
         a->k = take(base, &cur, BT * kvd);
         a->v = take(base, &cur, BT * kvd);
         if (c->student) {
-            size_t nmx = xd_mixer_acts_layout(c, tm->B, tm->T, &a->mx, NULL);
+            size_t nmx = xd_mixer_acts_layout(c, l, tm->B, tm->T, &a->mx, NULL);
             float *mb = take(base, &cur, nmx);
-            if (base) xd_mixer_acts_layout(c, tm->B, tm->T, &a->mx, mb);
+            if (base) xd_mixer_acts_layout(c, l, tm->B, tm->T, &a->mx, mb);
         } else
             a->probs = take(base, &cur, (size_t)tm->B * c->n_head * tm->T * tm->T);
         a->att = take(base, &cur, BT * qd);
@@ -162,7 +162,7 @@ static int layer_forward(xd_trainer_model *tm, int l) {
     xd_rope_pos(a->q, BT, c->n_head, hd, qd, tm->pos, m->rope_inv_freq);
     xd_rope_pos(a->k, BT, c->n_kv_head, hd, kvd, tm->pos, m->rope_inv_freq);
     if (c->student) {
-        if (xd_mixer_train_forward(c, L, &a->mx, h, a->q, a->k, a->v, tm->doc_start, tm->B, T,
+        if (xd_mixer_train_forward(c, l, L, &a->mx, h, a->q, a->k, a->v, tm->doc_start, tm->B, T,
                                    a->att))
             return -1;
     } else
@@ -245,7 +245,7 @@ static int layer_backward(xd_trainer_model *tm, int l) {
         memset(tm->dkp, 0, (size_t)BT * kvd * sizeof(float));
         memset(tm->dh_mix, 0, nd * sizeof(float));
         xd_mixer_dinputs din = {tm->dh_mix, tm->dq, tm->dk, tm->dv, tm->dqp, tm->dkp};
-        if (xd_mixer_train_backward(c, L, G, &a->mx, &tm->mxs, &din, tm->datt, h1, a->q, a->k,
+        if (xd_mixer_train_backward(c, l, L, G, &a->mx, &tm->mxs, &din, tm->datt, h1, a->q, a->k,
                                     a->v, tm->doc_start, tm->B, T))
             return -1;
     } else

@@ -1,0 +1,576 @@
+/* Global heads (issue 13): query heads of the student kept as the teacher's
+ * full causal attention (docs/design.md, "Global heads").
+ *  1. every head global: the student's logits are its teacher's, on
+ *     sequences of 8 windows, for one prefill, token-by-token decoding and
+ *     uneven pieces (the mixer's other parameters randomised, so a head whose
+ *     output were not pinned would show);
+ *  2. a swa_only student with some global heads equals plain swa_only where
+ *     the window sees everything (positions < W) and differs beyond it;
+ *  3. one global head at the mixer level: its output is a double-precision
+ *     causal attention over all positions; the other heads are bit for bit
+ *     those of the same student without global heads;
+ *  4. xd_kv_copy and xd_kv_reset continue / rerun bit for bit;
+ *  5. config.json and convert options: round trip, errors naming the file,
+ *     the field and what was expected; the CLI's --global-heads;
+ *  6. the state grows by 2·head_dim floats per position and global KV head;
+ *  7. training: every head global gives the teacher's training logits; a
+ *     global head's mixer parameters get no gradient (finite differences of
+ *     the whole model with global heads: tests/test_train_fd.c). */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli_util.h"
+#include "core/rng.h"
+#include "model/model.h"
+#include "model/student.h"
+#include "student_util.h"
+#include "test.h"
+#include "train/train_model.h"
+#include "xdistill.h"
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= w)) w = d; /* NaN propagates */
+    }
+    return w;
+}
+
+static double max_abs(const float *a, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)a[i]) > w) w = fabs((double)a[i]);
+    return w;
+}
+
+static void rand_ids(int32_t *ids, int n, int V, uint64_t seed) {
+    xd_rng r;
+    xd_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+}
+
+/* All-position logits of ids through m in pieces of the given sizes (np = 0:
+ * one token at a time), in a state created with capacity cap. */
+static int run_pieces(const xd_model *m, const int32_t *ids, int n, const int *pieces, int np,
+                      int cap, float *out) {
+    xd_kv *kv = xd_kv_create(m, cap);
+    if (!kv) return -1;
+    int V = xd_model_config(m)->vocab_size, at = 0, rc = 0;
+    for (int i = 0; at < n && !rc; i++) {
+        int len = np ? pieces[i % np] : 1;
+        if (len > n - at) len = n - at;
+        rc = xd_forward(m, kv, ids + at, len, out + (size_t)at * V, 1);
+        at += len;
+    }
+    xd_kv_free(kv);
+    return rc;
+}
+
+static xd_model *load_fixture(const char *name) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
+    xd_model *t = xd_model_load(dir);
+    CHECK(t != NULL, "load %s: %s", dir, xd_last_error());
+    return t;
+}
+
+/* A student of fixture `name` with the given global heads (n < 0: all) and its
+ * mixer randomised with seed (0: initial values). */
+static xd_model *student(const char *name, int window, int sinks, int swa_only, int n,
+                         const xd_head_ref *heads, uint64_t seed) {
+    xd_model *t = load_fixture(name);
+    if (!t) return NULL;
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    o.window = window;
+    o.sinks = sinks;
+    o.chunk = 16;
+    o.swa_only = swa_only;
+    if (n < 0) {
+        for (int l = 0; l < t->cfg.n_layer; l++)
+            for (int h = 0; h < t->cfg.n_head; h++)
+                o.global_heads[o.n_global_heads++] = (xd_head_ref){(int16_t)l, (int16_t)h};
+    } else {
+        o.n_global_heads = n;
+        if (n) memcpy(o.global_heads, heads, (size_t)n * sizeof *heads);
+    }
+    xd_model *s = xd_student_convert(t, &o);
+    CHECK(s != NULL, "convert %s: %s", name, xd_last_error());
+    xd_model_free(t);
+    if (s && seed) test_randomise_mixer(s, seed);
+    return s;
+}
+
+/* ---- 1. every head global = the teacher ------------------------------------------ */
+static void all_global(const char *name) {
+    int W = 8, n = 8 * W;
+    xd_model *t = load_fixture(name);
+    xd_model *s = student(name, W, 2, 0, -1, NULL, 5);
+    if (!t || !s) { xd_model_free(t); xd_model_free(s); return; }
+    int V = s->cfg.vocab_size;
+    size_t nv = (size_t)n * V;
+    int32_t ids[64];
+    rand_ids(ids, n, V, 17);
+    float *ref = malloc(nv * 4), *got = malloc(nv * 4);
+    CHECK(run_pieces(t, ids, n, (int[]){n}, 1, n, ref) == 0, "teacher: %s", xd_last_error());
+    double scale = max_abs(ref, nv);
+    const int pf[] = {64}, pu[] = {13, 1, 7, 30, 2};
+    const int *ps[] = {pf, NULL, pu};
+    const int nps[] = {1, 0, 5};
+    const char *what[] = {"one prefill", "token by token", "pieces 13,1,7,30,2"};
+    for (int i = 0; i < 3; i++) {
+        /* capacity 1: the global buffers grow while the sequence runs */
+        CHECK(run_pieces(s, ids, n, ps[i], nps[i], 1, got) == 0, "%s: %s", what[i],
+              xd_last_error());
+        double e = max_abs_diff(ref, got, nv) / scale;
+        printf("  all heads global %-10s T = 8W = %d, %-20s max |student − teacher| / max|logit| "
+               "%.2e (tol 1e-4)\n", name, n, what[i], e);
+        /* the same attention kernel as the teacher's (xd_attention) but called per KV head
+         * with the query heads gathered: another sgemm blocking, so rounding may differ;
+         * a head whose output were not pinned (o = σ(·) ≠ 0 with a random mix) would be off
+         * by O(1) */
+        CHECK(e <= 1e-4, "%s %s: student with every head global differs from the teacher: %g",
+              name, what[i], e);
+    }
+    free(ref);
+    free(got);
+    xd_model_free(t);
+    xd_model_free(s);
+}
+
+/* ---- 2. swa_only + some global heads vs plain swa_only --------------------------- */
+static void swa_only_vs_global(void) {
+    int W = 6, n = 4 * W;
+    const xd_head_ref gh[] = {{0, 1}, {1, 2}, {1, 3}};
+    xd_model *a = student("tiny-llama", W, 2, 1, 0, NULL, 0);
+    xd_model *b = student("tiny-llama", W, 2, 1, 3, gh, 0);
+    if (!a || !b) { xd_model_free(a); xd_model_free(b); return; }
+    int V = a->cfg.vocab_size;
+    size_t nv = (size_t)n * V;
+    int32_t ids[24];
+    rand_ids(ids, n, V, 23);
+    float *la = malloc(nv * 4), *lb = malloc(nv * 4);
+    CHECK(run_pieces(a, ids, n, (int[]){n}, 1, n, la) == 0 &&
+              run_pieces(b, ids, n, (int[]){n}, 1, n, lb) == 0,
+          "forward: %s", xd_last_error());
+    /* positions < W: the window sees every earlier key, SWA is full attention */
+    double in = max_abs_diff(la, lb, (size_t)W * V);
+    double beyond = max_abs_diff(la + (size_t)W * V, lb + (size_t)W * V, (size_t)(n - W) * V);
+    printf("  swa_only + 3 global heads vs swa_only, W %d: positions < W max |diff| %.2e "
+           "(tol 1e-5), positions >= W %.2e (> 1e-3)\n", W, in, beyond);
+    /* tolerance: two attention kernels (sinkwin, xd_attention) summing in other orders */
+    CHECK(in <= 1e-5, "within the window the global heads should equal SWA: %g", in);
+    CHECK(beyond > 1e-3, "beyond the window the global heads should see more: %g", beyond);
+    free(la);
+    free(lb);
+    xd_model_free(a);
+    xd_model_free(b);
+}
+
+/* ---- 3. one global head at the mixer level ---------------------------------------- */
+
+/* Runs layer l's mixer on the inputs (n rows) in pieces; att [n][qd]. */
+static int mixer_pieces(const xd_model *m, int l, int n, const int *pieces, int np,
+                        const float *h, const float *q, const float *k, const float *v,
+                        float *att) {
+    const xd_config *c = &m->cfg;
+    int d = c->d_model, qd = c->n_head * c->head_dim, kvd = c->n_kv_head * c->head_dim;
+    xd_kv *kv = xd_kv_create(m, 1);
+    if (!kv) return -1;
+    int at = 0, rc = 0;
+    for (int i = 0; at < n && !rc; i++) {
+        int len = pieces[i % np] < n - at ? pieces[i % np] : n - at;
+        xd_student_plan p;
+        xd_student_plan_make(&p, kv, len);
+        /* the mix gate reads q, k "before RoPE": any values do here */
+        rc = xd_student_mixer(m, &m->layers[l], kv, l, &p, h + (size_t)at * d,
+                              q + (size_t)at * qd, k + (size_t)at * kvd, v + (size_t)at * kvd,
+                              q + (size_t)at * qd, k + (size_t)at * kvd, att + (size_t)at * qd);
+        xd_student_kv_commit(kv, &p);
+        kv->pos += len;
+        at += len;
+    }
+    xd_kv_free(kv);
+    return rc;
+}
+
+static void head_level(void) {
+    const int L = 1, H = 3, W = 4, n = 37;
+    const xd_head_ref gh[] = {{L, H}};
+    xd_model *g = student("tiny-llama", W, 1, 0, 1, gh, 9);
+    xd_model *p = student("tiny-llama", W, 1, 0, 0, NULL, 9); /* the same weights, no global */
+    if (!g || !p) { xd_model_free(g); xd_model_free(p); return; }
+    const xd_config *c = &g->cfg;
+    int d = c->d_model, hd = c->head_dim, nh = c->n_head, qd = nh * hd;
+    int kvd = c->n_kv_head * hd, kvh = H / (nh / c->n_kv_head);
+    xd_rng r;
+    xd_rng_seed(&r, 99);
+    float *h = malloc((size_t)n * d * 4), *q = malloc((size_t)n * qd * 4);
+    float *k = malloc((size_t)n * kvd * 4), *v = malloc((size_t)n * kvd * 4);
+    float *ag = malloc((size_t)n * qd * 4), *ap = malloc((size_t)n * qd * 4);
+    for (int i = 0; i < n * d; i++) h[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+    for (int i = 0; i < n * qd; i++) q[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+    for (int i = 0; i < n * kvd; i++) k[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+    for (int i = 0; i < n * kvd; i++) v[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+    const int pieces[] = {20, 1, 1, 15};
+    CHECK(mixer_pieces(g, L, n, pieces, 4, h, q, k, v, ag) == 0 &&
+              mixer_pieces(p, L, n, pieces, 4, h, q, k, v, ap) == 0,
+          "mixer: %s", xd_last_error());
+    /* the reference: softmax(q·kᵀ/√hd) over positions 0 … t, in double */
+    double err = 0, differs = 0;
+    for (int t = 0; t < n; t++) {
+        const float *qt = q + (size_t)t * qd + (size_t)H * hd;
+        double *s = malloc((size_t)(t + 1) * sizeof(double)), mx = -INFINITY, z = 0;
+        for (int j = 0; j <= t; j++) {
+            double dot = 0;
+            for (int i = 0; i < hd; i++) dot += (double)qt[i] * k[(size_t)j * kvd + (size_t)kvh * hd + i];
+            s[j] = dot / sqrt((double)hd);
+            if (s[j] > mx) mx = s[j];
+        }
+        for (int j = 0; j <= t; j++) z += s[j] = exp(s[j] - mx);
+        for (int i = 0; i < hd; i++) {
+            double o = 0;
+            for (int j = 0; j <= t; j++) o += s[j] / z * v[(size_t)j * kvd + (size_t)kvh * hd + i];
+            double e = fabs(o - ag[(size_t)t * qd + (size_t)H * hd + i]);
+            if (!(e <= err)) err = e;
+            double e2 = fabs(o - ap[(size_t)t * qd + (size_t)H * hd + i]);
+            if (e2 > differs) differs = e2;
+        }
+        free(s);
+    }
+    /* the other heads: bit for bit the student without global heads */
+    size_t other = 0;
+    for (int t = 0; t < n; t++)
+        for (int hh = 0; hh < nh; hh++)
+            if (hh != H && memcmp(ag + (size_t)t * qd + (size_t)hh * hd,
+                                  ap + (size_t)t * qd + (size_t)hh * hd, (size_t)hd * 4))
+                other++;
+    printf("  one global head (layer %d head %d, W %d, %d positions in pieces 20,1,1,15): max "
+           "|mixer − double attention| %.2e (tol 1e-5); the hybrid head is %.2e away; %zu "
+           "other head rows differ\n", L, H, W, n, err, differs, other);
+    /* tolerance: fp32 scores and softmax over ≤ 37 keys against double */
+    CHECK(err <= 1e-5, "the global head's output is not the full attention: %g", err);
+    CHECK(differs > 1e-2, "the hybrid head should differ from full attention: %g", differs);
+    CHECK(other == 0, "%zu rows of other heads changed", other);
+    free(h); free(q); free(k); free(v); free(ag); free(ap);
+    xd_model_free(g);
+    xd_model_free(p);
+}
+
+/* ---- 4. copy and reset --------------------------------------------------------------- */
+static void copy_reset(void) {
+    const xd_head_ref gh[] = {{0, 0}, {0, 1}, {1, 3}};
+    xd_model *s = student("tiny-qwen2", 4, 1, 0, 3, gh, 13);
+    if (!s) return;
+    int n = 70, np = 29, nr = n - np, V = s->cfg.vocab_size;
+    int32_t ids[70];
+    rand_ids(ids, n, V, 31);
+    float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
+    xd_kv *orig = xd_kv_create(s, 1), *copy = xd_kv_create(s, 1), *fresh = xd_kv_create(s, 1);
+    CHECK(orig && copy && fresh, "create: %s", xd_last_error());
+    if (orig && copy && fresh) {
+        /* prefix, copy into a state holding something else, the same rest in both */
+        CHECK(xd_forward(s, orig, ids, np, NULL, 0) == 0, "prefix: %s", xd_last_error());
+        CHECK(xd_forward(s, copy, ids + 3, 5, NULL, 0) == 0, "unrelated state in the target");
+        CHECK(xd_kv_copy(copy, orig) == 0 && xd_kv_pos(copy) == np, "copy: %s", xd_last_error());
+        CHECK(xd_forward(s, orig, ids + np, nr, a, 1) == 0 &&
+                  xd_forward(s, copy, ids + np, nr, b, 1) == 0,
+              "continue: %s", xd_last_error());
+        double e = max_abs_diff(a, b, (size_t)nr * V);
+        printf("  copy then continue: max |diff| %.1e (bit for bit expected)\n", e);
+        CHECK(e == 0, "the copied state continues differently: %g", e);
+        /* a long state into a fresh one (its global buffers grow), then both go on */
+        CHECK(xd_kv_copy(fresh, orig) == 0 && xd_kv_pos(fresh) == n, "copy of a long state: %s",
+              xd_last_error());
+        CHECK(xd_forward(s, fresh, ids, 9, b, 1) == 0 && xd_forward(s, orig, ids, 9, a, 1) == 0,
+              "continue the long copy");
+        e = max_abs_diff(a, b, (size_t)9 * V);
+        CHECK(e == 0, "the long copy continues differently: %g", e);
+        /* reset then rerun, against a fresh state */
+        xd_kv_reset(orig);
+        CHECK(xd_kv_pos(orig) == 0, "reset position");
+        CHECK(xd_forward(s, orig, ids, n, b, 1) == 0, "rerun");
+        CHECK(run_pieces(s, ids, n, (int[]){n}, 1, n, a) == 0, "fresh run");
+        double er = max_abs_diff(a, b, (size_t)n * V);
+        printf("  reset then rerun vs a fresh state: max |diff| %.1e (bit for bit expected)\n", er);
+        CHECK(er == 0, "rerun after reset differs: %g", er);
+    }
+    xd_kv_free(orig);
+    xd_kv_free(copy);
+    xd_kv_free(fresh);
+    free(a);
+    free(b);
+    xd_model_free(s);
+}
+
+/* ---- 5. config.json, convert options, CLI ------------------------------------------- */
+static char g_cfg[700];
+
+/* Sets config.json's global_heads to the JSON text val and loads the model dir. */
+static xd_model *load_with(const char *dir, const char *val) {
+    json_error_t je;
+    json_t *root = json_load_file(g_cfg, 0, &je);
+    json_t *v = json_loads(val, JSON_DECODE_ANY, &je);
+    CHECK(root && v, "json: %s", je.text);
+    json_object_set_new(root, "global_heads", v);
+    CHECK(json_dump_file(root, g_cfg, JSON_INDENT(2)) == 0, "write config.json");
+    json_decref(root);
+    return xd_model_load(dir);
+}
+
+static void expect_error(const char *dir, const char *val, const char *needle) {
+    xd_model *m = load_with(dir, val);
+    const char *e = xd_last_error();
+    CHECK(m == NULL && strstr(e, "config.json") && strstr(e, "global_heads") && strstr(e, needle),
+          "global_heads = %s: %s", val, m ? "accepted" : e);
+    if (!m) printf("    refused %-28.28s %s\n", val, e);
+    xd_model_free(m);
+}
+
+static void config_and_options(void) {
+    const xd_head_ref gh[] = {{1, 3}, {0, 2}}; /* unsorted: convert sorts */
+    xd_model *s = student("tiny-llama", 4, 1, 0, 2, gh, 3);
+    if (!s) return;
+    CHECK(s->cfg.n_global_heads == 2 && s->cfg.global_heads[0].layer == 0 &&
+              s->cfg.global_heads[0].head == 2 && s->cfg.global_heads[1].layer == 1,
+          "convert sorts the list");
+    char dir[] = "/tmp/xd_global_XXXXXX", path[600];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(path, sizeof path, "%s/s", dir);
+    snprintf(g_cfg, sizeof g_cfg, "%s/config.json", path);
+    CHECK(xd_model_save(s, path) == 0, "save: %s", xd_last_error());
+    xd_model *s2 = xd_model_load(path);
+    CHECK(s2 && s2->cfg.n_global_heads == 2 &&
+              !memcmp(s2->cfg.global_heads, s->cfg.global_heads, 2 * sizeof(xd_head_ref)),
+          "round trip: %s", s2 ? "list differs" : xd_last_error());
+    if (s2) {
+        int n = 20, V = s->cfg.vocab_size;
+        int32_t ids[20];
+        rand_ids(ids, n, V, 2);
+        float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
+        run_pieces(s, ids, n, (int[]){n}, 1, n, a);
+        run_pieces(s2, ids, n, (int[]){n}, 1, n, b);
+        CHECK(max_abs_diff(a, b, (size_t)n * V) == 0, "the reloaded student differs");
+        free(a);
+        free(b);
+    }
+    xd_model_free(s2);
+    /* the CLI shows them */
+    char cmd[1200], out[8192];
+    snprintf(cmd, sizeof cmd, "inspect %s", path);
+    CHECK(test_cli_run(cmd, out, sizeof out, TEST_CLI_STDOUT) == 0 &&
+              strstr(out, "global heads: 2 (layer:head) 0:2,1:3"),
+          "inspect: %s", out);
+    /* config.json: any order is sorted; [] and null are none */
+    s2 = load_with(path, "[[1, 0], [0, 3], [1, 1]]");
+    CHECK(s2 && s2->cfg.n_global_heads == 3 && s2->cfg.global_heads[0].layer == 0 &&
+              s2->cfg.global_heads[1].head == 0 && s2->cfg.global_heads[2].head == 1,
+          "unsorted list: %s", s2 ? "not sorted" : xd_last_error());
+    xd_model_free(s2);
+    s2 = load_with(path, "[]");
+    CHECK(s2 && s2->cfg.n_global_heads == 0, "[]: %s", xd_last_error());
+    xd_model_free(s2);
+    s2 = load_with(path, "null");
+    CHECK(s2 && s2->cfg.n_global_heads == 0, "null: %s", xd_last_error());
+    xd_model_free(s2);
+    expect_error(path, "[[2, 0]]", "expected 0 .. 1");
+    expect_error(path, "[[0, 4]]", "expected 0 .. 3");
+    expect_error(path, "[[-1, 0]]", "layer -1");
+    expect_error(path, "[[0, 1], [1, 2], [0, 1]]", "given twice");
+    expect_error(path, "[[0, 1, 2]]", "pair [layer, head] of integers");
+    expect_error(path, "[[0, 1.0]]", "pair [layer, head] of integers");
+    expect_error(path, "[3]", "pair [layer, head] of integers");
+    expect_error(path, "\"0:1\"", "expected an array of [layer, head] pairs");
+    expect_error(path, "[[0,0],[0,1],[0,2],[0,3],[1,0],[1,1],[1,2],[1,3],[0,0]]",
+                 "more than the model has");
+    {
+        char big[4096];
+        size_t k = (size_t)snprintf(big, sizeof big, "[");
+        for (int i = 0; i <= XD_MAX_GLOBAL_HEADS; i++)
+            k += (size_t)snprintf(big + k, sizeof big - k, "%s[0,0]", i ? "," : "");
+        snprintf(big + k, sizeof big - k, "]");
+        expect_error(path, big, "at most 256");
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "rm");
+
+    /* convert options */
+    xd_model *t = load_fixture("tiny-llama");
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    struct { int n; xd_head_ref h[3]; const char *needle; } bad[] = {
+        {1, {{2, 0}}, "global head 2:0 is outside the model (expected layer 0 .. 1, head 0 .. 3)"},
+        {1, {{0, 4}}, "global head 0:4 is outside the model"},
+        {1, {{0, -1}}, "global head 0:-1 is outside the model"},
+        {3, {{1, 1}, {0, 0}, {1, 1}}, "global head 1:1 is given twice"},
+    };
+    for (int i = 0; t && i < 4; i++) {
+        o.n_global_heads = bad[i].n;
+        memcpy(o.global_heads, bad[i].h, sizeof bad[i].h);
+        xd_model *x = xd_student_convert(t, &o);
+        CHECK(x == NULL && strstr(xd_last_error(), bad[i].needle), "convert option %d: %s", i,
+              x ? "accepted" : xd_last_error());
+        printf("    refused: %s\n", xd_last_error());
+        xd_model_free(x);
+    }
+    o.n_global_heads = 9; /* 2 layers x 4 heads */
+    for (int i = 0; i < 9; i++) o.global_heads[i] = (xd_head_ref){(int16_t)(i / 4), (int16_t)(i % 4)};
+    xd_model *x = t ? xd_student_convert(t, &o) : NULL;
+    CHECK(t && !x && strstr(xd_last_error(), "more than the model has"), "9 heads: %s",
+          xd_last_error());
+    xd_model_free(x);
+    o.n_global_heads = XD_MAX_GLOBAL_HEADS + 1;
+    x = t ? xd_student_convert(t, &o) : NULL;
+    CHECK(t && !x && strstr(xd_last_error(), "expected 0 .. 256"), "257 heads: %s", xd_last_error());
+    xd_model_free(x);
+    xd_model_free(t);
+    /* the CLI */
+    const char *cli_bad[][2] = {
+        {"12:3,x", "'x' is not LAYER:HEAD"},  {"12", "'12' is not LAYER:HEAD"},
+        {"1:2,", "'' is not LAYER:HEAD"},     {"-1:2", "'-1:2' is not LAYER:HEAD"},
+        {"1:2:3", "'1:2:3' is not LAYER:HEAD"}, {"5:0", "global head 5:0 is outside the model"},
+    };
+    for (int i = 0; i < 6; i++) {
+        snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o /tmp/xd_global_never "
+                 "--global-heads '%s'", XD_SOURCE_DIR, cli_bad[i][0]);
+        int rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);
+        CHECK(rc != 0 && strstr(out, cli_bad[i][1]), "--global-heads %s: exit %d: %s",
+              cli_bad[i][0], rc, out);
+    }
+    CHECK(access("/tmp/xd_global_never", F_OK) != 0, "a refused convert wrote its output");
+    xd_model_free(s);
+}
+
+/* ---- 6. state bytes ---------------------------------------------------------------- */
+static void state_bytes(void) {
+    /* tiny-llama: 4 query heads over 2 KV heads; (0,1) reads KV head 0 of layer 0, (1,2)
+     * and (1,3) both KV head 1 of layer 1: two (layer, KV head) pairs */
+    const xd_head_ref gh[] = {{0, 1}, {1, 2}, {1, 3}};
+    xd_model *s = student("tiny-llama", 4, 2, 0, 3, gh, 0);
+    xd_model *p = student("tiny-llama", 4, 2, 0, 0, NULL, 0);
+    if (!s || !p) { xd_model_free(s); xd_model_free(p); return; }
+    size_t per_pos = 2 * 2 * (size_t)s->cfg.head_dim * 4, b0 = xd_student_state_bytes(&p->cfg, 0);
+    CHECK(xd_student_state_bytes(&s->cfg, 0) == b0, "empty state: the constant part");
+    CHECK(xd_student_state_bytes(&p->cfg, 16384) == b0, "no global heads: constant");
+    CHECK(xd_student_state_bytes(&s->cfg, 16384) == b0 + 16384 * per_pos, "at 16K: %zu vs %zu",
+          xd_student_state_bytes(&s->cfg, 16384), b0 + 16384 * per_pos);
+    { /* docs/distill.md: head_dim 64 (SmolLM2) costs 8.4 MB per pair at 16K tokens */
+        xd_config c64 = s->cfg;
+        c64.head_dim = 64;
+        size_t g = xd_student_state_bytes(&c64, 16384) - xd_student_state_bytes(&c64, 0);
+        CHECK(g == 2 * 8388608, "two pairs at 16K, head_dim 64: %zu bytes", g);
+    }
+    int32_t ids[50];
+    rand_ids(ids, 50, s->cfg.vocab_size, 1);
+    xd_kv *kv = xd_kv_create(s, 1), *kp = xd_kv_create(p, 1);
+    int ok = 1;
+    for (int at = 0, step = 1; at + step <= 50; at += step, step += 3) {
+        ok &= xd_forward(s, kv, ids + at, step, NULL, 0) == 0 &&
+              xd_forward(p, kp, ids + at, step, NULL, 0) == 0;
+        size_t pos = (size_t)xd_kv_pos(kv);
+        ok &= xd_student_kv_bytes(kv) == b0 + pos * per_pos &&
+              xd_student_kv_bytes(kv) == xd_student_state_bytes(&s->cfg, (int64_t)pos) &&
+              xd_student_kv_bytes(kp) == b0;
+    }
+    printf("  state bytes: %zu + %zu per position (2 global KV heads x 2 x head_dim %d x 4)\n",
+           b0, per_pos, s->cfg.head_dim);
+    CHECK(ok, "the state grows by something else than the global keys/values");
+    xd_kv_reset(kv);
+    CHECK(xd_student_kv_bytes(kv) == b0, "reset state: the constant part");
+    xd_kv_free(kv);
+    xd_kv_free(kp);
+    xd_model_free(s);
+    xd_model_free(p);
+}
+
+/* ---- 7. training ------------------------------------------------------------------- */
+/* Every head global: the training forward (packed documents) gives the teacher's
+ * training logits. One global head: its mixer parameters get exactly no gradient (its
+ * output does not depend on them), the other heads' do. */
+static void training(void) {
+    enum { B = 2, T = 24 };
+    int32_t tok[B * T], tgt[B * T], pos[B * T], ds[B * T];
+    xd_model *t = load_fixture("tiny-llama");
+    xd_model *s = student("tiny-llama", 3, 1, 0, -1, NULL, 21);
+    const xd_head_ref one[] = {{1, 2}};
+    xd_model *s1 = student("tiny-llama", 3, 1, 0, 1, one, 21);
+    if (!t || !s || !s1) { xd_model_free(t); xd_model_free(s); xd_model_free(s1); return; }
+    int V = t->cfg.vocab_size;
+    xd_rng r;
+    xd_rng_seed(&r, 4);
+    for (int i = 0; i < B * T; i++) {
+        int tt = i % T, start = tt >= 9 ? 9 : 0; /* two documents per row */
+        tok[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+        tgt[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+        ds[i] = start;
+        pos[i] = tt - start;
+    }
+    xd_trainer_model tt, ts;
+    CHECK(xd_tm_init(&tt, t, B, T) == 0 && xd_tm_init(&ts, s, B, T) == 0, "init: %s",
+          xd_last_error());
+    double lt = 0, ls = 0;
+    int64_t n;
+    CHECK(xd_tm_step(&tt, tok, tgt, pos, ds, 0, 1, &lt, &n) == 0 &&
+              xd_tm_step(&ts, tok, tgt, pos, ds, 0, 1, &ls, &n) == 0,
+          "training forward: %s", xd_last_error());
+    size_t nl = (size_t)B * T * V;
+    double e = max_abs_diff(tt.logits, ts.logits, nl) / max_abs(tt.logits, nl);
+    printf("  training forward, every head global vs the teacher (2 documents per row): max "
+           "|diff| / max|logit| %.2e (tol 1e-5), loss %.6f vs %.6f\n", e, ls, lt);
+    /* the same kernel (xd_attn_train_forward, causal within the document) on gathered heads */
+    CHECK(e <= 1e-5, "training forward with every head global differs from the teacher: %g", e);
+    xd_tm_free(&tt);
+    xd_tm_free(&ts);
+
+    xd_trainer_model tm;
+    CHECK(xd_tm_init(&tm, s1, B, T) == 0, "init: %s", xd_last_error());
+    xd_tm_zero_grad(&tm);
+    CHECK(xd_tm_step(&tm, tok, tgt, pos, ds, 1, 1.0f / (B * T), &ls, &n) == 0, "step: %s",
+          xd_last_error());
+    const xd_config *c = &s1->cfg;
+    int hd = c->head_dim, d = c->d_model, nh = c->n_head;
+    size_t nz_global = 0, nz_other = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        const xd_layer *G = &tm.grads.layers[l];
+        for (int h = 0; h < nh; h++) {
+            const float *p[] = {G->fmq_A + (size_t)h * hd * hd, G->fmk_A + (size_t)h * hd * hd,
+                                G->fmq_b + (size_t)h * hd, G->fmk_b + (size_t)h * hd,
+                                G->w_ig + (size_t)h * d, G->w_fg + (size_t)h * d,
+                                G->b_ig + h, G->b_fg + h, G->w_mix + (size_t)h * 3 * hd,
+                                G->b_mix + h};
+            const size_t len[] = {(size_t)hd * hd, (size_t)hd * hd, (size_t)hd, (size_t)hd,
+                                  (size_t)d, (size_t)d, 1, 1, (size_t)3 * hd, 1};
+            size_t nz = 0;
+            for (int k = 0; k < 10; k++)
+                for (size_t i = 0; i < len[k]; i++) nz += p[k][i] != 0.0f;
+            if (l == 1 && h == 2) nz_global += nz;
+            else nz_other += nz;
+        }
+    }
+    printf("  one global head: %zu non-zero gradients of its mixer parameters (0 expected), "
+           "%zu of the other heads'\n", nz_global, nz_other);
+    CHECK(nz_global == 0, "the global head's mixer parameters got gradients");
+    CHECK(nz_other > 1000, "the other heads' mixer parameters got no gradients");
+    xd_tm_free(&tm);
+    xd_model_free(t);
+    xd_model_free(s);
+    xd_model_free(s1);
+}
+
+int main(void) {
+    xd_set_threads(2);
+    const char *archs[] = {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-olmo2"};
+    for (int i = 0; i < 4; i++) all_global(archs[i]);
+    swa_only_vs_global();
+    head_level();
+    copy_reset();
+    config_and_options();
+    state_bytes();
+    training();
+    return test_summary("test_global_heads");
+}
