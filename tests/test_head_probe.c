@@ -428,6 +428,39 @@ static void test_ranking(xd_model *m) {
               "heads.json first head");
         json_decref(j);
     }
+    /* the K best as a global-head list (convert --global-heads FILE.json:K / auto:K):
+     * the first K of the ranking, sorted by (layer, head), from memory and from the file */
+    enum { K = 5 };
+    xd_head_ref top[K], from_file[K];
+    CHECK(xd_head_ranking_top(&a, K, top) == 0, "top: %s", xd_last_error());
+    CHECK(xd_head_ranking_load_top(path, K, c->n_layer, c->n_head, from_file) == 0, "load top: %s",
+          xd_last_error());
+    int in_rank = 1, ordered = 1;
+    for (int i = 0; i < K; i++) {
+        int found = 0;
+        for (int r = 0; r < K; r++) found |= a.heads[r].layer == top[i].layer && a.heads[r].head == top[i].head;
+        in_rank &= found;
+        if (i) ordered &= top[i - 1].layer < top[i].layer ||
+                          (top[i - 1].layer == top[i].layer && top[i - 1].head < top[i].head);
+    }
+    CHECK(in_rank && ordered, "top %d: not the ranking's first %d heads in (layer, head) order", K, K);
+    CHECK(!memcmp(top, from_file, sizeof top), "the file's top %d differs from the ranking's", K);
+    CHECK(xd_head_ranking_top(&a, 0, top) == -1 && xd_head_ranking_top(&a, a.n_heads + 1, top) == -1,
+          "K out of range accepted");
+    CHECK(xd_head_ranking_load_top(path, K, 1, 1, from_file) == -1 && strstr(xd_last_error(), path) &&
+              strstr(xd_last_error(), "heads["),
+          "a ranking of a bigger model accepted: %s", xd_last_error());
+    CHECK(xd_head_ranking_load_top("/nonexistent/heads.json", K, c->n_layer, c->n_head, from_file) == -1 &&
+              strstr(xd_last_error(), "/nonexistent/heads.json"),
+          "missing ranking file: %s", xd_last_error());
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("{\"heads\": 3}", f);
+        fclose(f);
+    }
+    CHECK(xd_head_ranking_load_top(path, K, c->n_layer, c->n_head, from_file) == -1 &&
+              strstr(xd_last_error(), "\"heads\""),
+          "a ranking without a heads array: %s", xd_last_error());
     unlink(path);
     xd_head_ranking_free(&a);
     xd_head_ranking_free(&b);
@@ -538,7 +571,29 @@ static void test_cli(void) {
               json_array_size(json_object_get(j, "lengths")) == 2 &&
               json_integer_value(json_array_get(json_object_get(j, "lengths"), 1)) == 256,
           "heads.json from the CLI");
+    /* convert --global-heads FILE.json:K takes that ranking's best K */
+    int l0 = (int)json_integer_value(json_object_get(json_array_get(json_object_get(j, "heads"), 0), "layer"));
+    int h0 = (int)json_integer_value(json_object_get(json_array_get(json_object_get(j, "heads"), 0), "head"));
     json_decref(j);
+    snprintf(args, sizeof args, "convert %s -o %s --window 8 --global-heads %s:1", TINY, dir, js);
+    rc = test_cli_run(args, out, sizeof out, TEST_CLI_STDERR);
+    CHECK(rc == 0, "convert --global-heads FILE:1: rc %d '%s'", rc, out);
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    j = json_load_file(cfg, 0, NULL);
+    json_t *g = json_object_get(j, "global_heads");
+    CHECK(json_array_size(g) == 1 && json_integer_value(json_array_get(json_array_get(g, 0), 0)) == l0 &&
+              json_integer_value(json_array_get(json_array_get(g, 0), 1)) == h0,
+          "convert --global-heads FILE:1 did not keep the ranking's best head %d:%d", l0, h0);
+    json_decref(j);
+    snprintf(args, sizeof args, "convert %s -o %s --window 8 --global-heads %s:99", TINY, dir, js);
+    rc = test_cli_run(args, out, sizeof out, TEST_CLI_STDERR);
+    CHECK(rc != 0 && strstr(out, js), "K beyond the ranking: rc %d '%s'", rc, out);
+    snprintf(args, sizeof args, "convert %s -o %s --window 8 --global-heads auto:x", TINY, dir);
+    rc = test_cli_run(args, out, sizeof out, TEST_CLI_STDERR);
+    CHECK(rc != 0 && strstr(out, "--global-heads K"), "auto:x: rc %d '%s'", rc, out);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    CHECK(system(args) == 0, "rm");
     unlink(js);
 }
 

@@ -3,7 +3,10 @@
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
  * --global-heads 12:3,20:1: query heads (layer:head, 0-based) kept as the
- * teacher's full causal attention (docs/design.md, "Global heads").
+ * teacher's full causal attention (docs/design.md, "Global heads");
+ * --global-heads auto:K: the K best of the teacher's retrieval probe
+ * (model/head_probe.h, run here); --global-heads FILE.json:K: the K best of
+ * a ranking saved by `xdistill heads -o FILE.json`.
  * Builds the xLSTM hybrid student from a teacher (docs/design.md, "Conversion") and saves it as
  * an HF-style directory (config.json with model_type "xdistill_hybrid",
  * model.safetensors, tokenizer.json). */
@@ -13,6 +16,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "model/head_probe.h"
 #include "xdistill.h"
 
 /* "12:3,20:1" → o->global_heads (the library checks them against the model). */
@@ -38,8 +42,38 @@ static int parse_global_heads(const char *s, xd_student_opts *o) {
     }
 }
 
+/* --global-heads LIST | auto:K | FILE.json:K (K after the last ':'). */
+static int choose_global_heads(const char *spec, const xd_model *t, xd_student_opts *o) {
+    const char *colon = strrchr(spec, ':');
+    size_t pre = colon ? (size_t)(colon - spec) : 0;
+    int is_auto = colon && pre == 4 && !strncmp(spec, "auto", 4);
+    int is_file = colon && pre > 5 && !strncmp(colon - 5, ".json", 5);
+    if (!is_auto && !is_file) return parse_global_heads(spec, o);
+    int k;
+    if (parse_int("--global-heads K", colon + 1, 1, XD_MAX_GLOBAL_HEADS, &k)) return -1;
+    const xd_config *c = xd_model_config(t);
+    char path[4096];
+    int rc;
+    if (is_auto) {
+        rc = xd_head_probe_auto(t, o->window, o->sinks, k, o->global_heads);
+    } else {
+        snprintf(path, sizeof path, "%.*s", (int)pre, spec);
+        rc = xd_head_ranking_load_top(path, k, c->n_layer, c->n_head, o->global_heads);
+    }
+    if (rc) {
+        cli_lib_error();
+        return -1;
+    }
+    o->n_global_heads = k;
+    fprintf(stderr, "global heads (%s, %d):", is_auto ? "retrieval probe" : path, k);
+    for (int i = 0; i < k; i++)
+        fprintf(stderr, "%s%d:%d", i ? "," : " ", o->global_heads[i].layer, o->global_heads[i].head);
+    fputc('\n', stderr);
+    return 0;
+}
+
 int cmd_convert(int argc, char **argv) {
-    const char *teacher = NULL, *out = NULL, *v;
+    const char *teacher = NULL, *out = NULL, *v, *gh_spec = NULL;
     xd_student_opts o;
     xd_student_defaults(&o);
     int threads = 0, r;
@@ -58,7 +92,8 @@ int cmd_convert(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--swa-only")) {
             o.swa_only = 1;
         } else if ((r = take_opt(argc, argv, &i, "--global-heads", &v))) {
-            if (r < 0 || parse_global_heads(v, &o)) return 2;
+            if (r < 0) return 2;
+            gh_spec = v;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -73,13 +108,17 @@ int cmd_convert(int argc, char **argv) {
     }
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...]");
+                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...|auto:K|FILE.json:K]");
         return 2;
     }
     if (threads) xd_set_threads(threads);
     double t0 = now_s();
     xd_model *t = xd_model_load(teacher);
     if (!t) return cli_lib_error();
+    if (gh_spec && choose_global_heads(gh_spec, t, &o)) {
+        xd_model_free(t);
+        return 2;
+    }
     xd_model *s = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!s) return cli_lib_error();

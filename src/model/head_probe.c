@@ -665,3 +665,73 @@ int xd_head_ranking_save(const xd_head_ranking *r, const xd_head_probe_opts *o,
     free(t2);
     return rc;
 }
+
+static int cmp_head_ref(const void *a, const void *b) {
+    const xd_head_ref *x = a, *y = b;
+    return x->layer != y->layer ? (x->layer > y->layer) - (x->layer < y->layer)
+                                : (x->head > y->head) - (x->head < y->head);
+}
+
+int xd_head_ranking_top(const xd_head_ranking *r, int k, xd_head_ref *out) {
+    if (k < 1 || k > r->n_heads || k > XD_MAX_GLOBAL_HEADS)
+        return xd_err("global heads: K = %d, expected 1 .. %d (the model's heads)", k,
+                      r->n_heads < XD_MAX_GLOBAL_HEADS ? r->n_heads : XD_MAX_GLOBAL_HEADS);
+    for (int i = 0; i < k; i++) out[i] = (xd_head_ref){(int16_t)r->heads[i].layer, (int16_t)r->heads[i].head};
+    qsort(out, (size_t)k, sizeof *out, cmp_head_ref);
+    return 0;
+}
+
+int xd_head_probe_auto(const xd_model *teacher, int window, int sinks, int k, xd_head_ref *out) {
+    const xd_config *c = &teacher->cfg;
+    if (k < 1 || k > c->n_layer * c->n_head || k > XD_MAX_GLOBAL_HEADS)
+        return xd_err("global heads auto:%d: expected 1 .. %d (the teacher has %d heads)", k,
+                      c->n_layer * c->n_head < XD_MAX_GLOBAL_HEADS ? c->n_layer * c->n_head
+                                                                   : XD_MAX_GLOBAL_HEADS,
+                      c->n_layer * c->n_head);
+    xd_head_probe_opts o;
+    xd_head_probe_defaults(&o);
+    /* 2W, 4W and 8W tokens, but at least 256 + W: room for the instruction, a
+     * record and the question with the value W tokens back (small windows) */
+    int lengths[3];
+    for (int i = 0; i < 3; i++) {
+        long len = (2L << i) * window, least = 256L + window;
+        lengths[i] = (int)(len > least ? (len < (1L << 24) ? len : 1L << 24) : least);
+    }
+    o.window = window;
+    o.sinks = sinks;
+    o.lengths = lengths;
+    o.n_lengths = 3;
+    xd_head_ranking r;
+    if (xd_head_probe_rank(teacher, &o, &r)) return -1;
+    int rc = xd_head_ranking_top(&r, k, out);
+    xd_head_ranking_free(&r);
+    return rc;
+}
+
+int xd_head_ranking_load_top(const char *path, int k, int n_layer, int n_head, xd_head_ref *out) {
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) return xd_err("%s: %s (line %d, column %d): expected a ranking written by `xdistill heads -o`",
+                          path, je.text, je.line, je.column);
+    json_t *heads = json_object_get(j, "heads");
+    int rc = 0;
+    size_t n = json_array_size(heads);
+    if (!json_is_array(heads) || n == 0)
+        rc = xd_err("%s: field \"heads\": expected a non-empty array of {layer, head, ...}", path);
+    else if (k < 1 || (size_t)k > n || k > XD_MAX_GLOBAL_HEADS)
+        rc = xd_err("%s: K = %d, expected 1 .. %zu (the ranking's heads)", path, k,
+                    n < XD_MAX_GLOBAL_HEADS ? n : (size_t)XD_MAX_GLOBAL_HEADS);
+    for (int i = 0; rc == 0 && i < k; i++) {
+        json_t *e = json_array_get(heads, (size_t)i);
+        json_t *l = json_object_get(e, "layer"), *h = json_object_get(e, "head");
+        if (!json_is_integer(l) || !json_is_integer(h) || json_integer_value(l) < 0 ||
+            json_integer_value(l) >= n_layer || json_integer_value(h) < 0 || json_integer_value(h) >= n_head)
+            rc = xd_err("%s: heads[%d]: expected integer layer 0 .. %d and head 0 .. %d (a ranking of "
+                        "another model?)", path, i, n_layer - 1, n_head - 1);
+        else
+            out[i] = (xd_head_ref){(int16_t)json_integer_value(l), (int16_t)json_integer_value(h)};
+    }
+    json_decref(j);
+    if (rc == 0) qsort(out, (size_t)k, sizeof *out, cmp_head_ref);
+    return rc;
+}
