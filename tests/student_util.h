@@ -29,4 +29,22 @@ static inline void test_randomise_mixer(xd_model *m, uint64_t seed) {
     }
 }
 
+/* All-position logits of ids through m in pieces of the given sizes (np = 0:
+ * one token at a time), in a state created with capacity cap (a student's
+ * state grows past it where it must). */
+static inline int test_run_pieces(const xd_model *m, const int32_t *ids, int n, const int *pieces,
+                                  int np, int cap, float *out) {
+    xd_kv *kv = xd_kv_create(m, cap);
+    if (!kv) return -1;
+    int V = xd_model_config(m)->vocab_size, at = 0, rc = 0;
+    for (int i = 0; at < n && !rc; i++) {
+        int len = np ? pieces[i % np] : 1;
+        if (len > n - at) len = n - at;
+        rc = xd_forward(m, kv, ids + at, len, out + (size_t)at * V, 1);
+        at += len;
+    }
+    xd_kv_free(kv);
+    return rc;
+}
+
 #endif

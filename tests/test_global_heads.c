@@ -54,23 +54,6 @@ static void rand_ids(int32_t *ids, int n, int V, uint64_t seed) {
     for (int i = 0; i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
 }
 
-/* All-position logits of ids through m in pieces of the given sizes (np = 0:
- * one token at a time), in a state created with capacity cap. */
-static int run_pieces(const xd_model *m, const int32_t *ids, int n, const int *pieces, int np,
-                      int cap, float *out) {
-    xd_kv *kv = xd_kv_create(m, cap);
-    if (!kv) return -1;
-    int V = xd_model_config(m)->vocab_size, at = 0, rc = 0;
-    for (int i = 0; at < n && !rc; i++) {
-        int len = np ? pieces[i % np] : 1;
-        if (len > n - at) len = n - at;
-        rc = xd_forward(m, kv, ids + at, len, out + (size_t)at * V, 1);
-        at += len;
-    }
-    xd_kv_free(kv);
-    return rc;
-}
-
 static xd_model *load_fixture(const char *name) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
@@ -117,7 +100,7 @@ static void all_global(const char *name) {
     int32_t ids[64];
     rand_ids(ids, n, V, 17);
     float *ref = malloc(nv * 4), *got = malloc(nv * 4);
-    CHECK(run_pieces(t, ids, n, (int[]){n}, 1, n, ref) == 0, "teacher: %s", xd_last_error());
+    CHECK(test_run_pieces(t, ids, n, (int[]){n}, 1, n, ref) == 0, "teacher: %s", xd_last_error());
     double scale = max_abs(ref, nv);
     const int pf[] = {64}, pu[] = {13, 1, 7, 30, 2};
     const int *ps[] = {pf, NULL, pu};
@@ -125,7 +108,7 @@ static void all_global(const char *name) {
     const char *what[] = {"one prefill", "token by token", "pieces 13,1,7,30,2"};
     for (int i = 0; i < 3; i++) {
         /* capacity 1: the global buffers grow while the sequence runs */
-        CHECK(run_pieces(s, ids, n, ps[i], nps[i], 1, got) == 0, "%s: %s", what[i],
+        CHECK(test_run_pieces(s, ids, n, ps[i], nps[i], 1, got) == 0, "%s: %s", what[i],
               xd_last_error());
         double e = max_abs_diff(ref, got, nv) / scale;
         printf("  all heads global %-10s T = 8W = %d, %-20s max |student − teacher| / max|logit| "
@@ -155,8 +138,8 @@ static void swa_only_vs_global(void) {
     int32_t ids[24];
     rand_ids(ids, n, V, 23);
     float *la = malloc(nv * 4), *lb = malloc(nv * 4);
-    CHECK(run_pieces(a, ids, n, (int[]){n}, 1, n, la) == 0 &&
-              run_pieces(b, ids, n, (int[]){n}, 1, n, lb) == 0,
+    CHECK(test_run_pieces(a, ids, n, (int[]){n}, 1, n, la) == 0 &&
+              test_run_pieces(b, ids, n, (int[]){n}, 1, n, lb) == 0,
           "forward: %s", xd_last_error());
     /* positions < W: the window sees every earlier key, SWA is full attention */
     double in = max_abs_diff(la, lb, (size_t)W * V);
@@ -295,7 +278,7 @@ static void copy_reset(void) {
         xd_kv_reset(orig);
         CHECK(xd_kv_pos(orig) == 0, "reset position");
         CHECK(xd_forward(s, orig, ids, n, b, 1) == 0, "rerun");
-        CHECK(run_pieces(s, ids, n, (int[]){n}, 1, n, a) == 0, "fresh run");
+        CHECK(test_run_pieces(s, ids, n, (int[]){n}, 1, n, a) == 0, "fresh run");
         double er = max_abs_diff(a, b, (size_t)n * V);
         printf("  reset then rerun vs a fresh state: max |diff| %.1e (bit for bit expected)\n", er);
         CHECK(er == 0, "rerun after reset differs: %g", er);
@@ -353,8 +336,8 @@ static void config_and_options(void) {
         int32_t ids[20];
         rand_ids(ids, n, V, 2);
         float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
-        run_pieces(s, ids, n, (int[]){n}, 1, n, a);
-        run_pieces(s2, ids, n, (int[]){n}, 1, n, b);
+        test_run_pieces(s, ids, n, (int[]){n}, 1, n, a);
+        test_run_pieces(s2, ids, n, (int[]){n}, 1, n, b);
         CHECK(max_abs_diff(a, b, (size_t)n * V) == 0, "the reloaded student differs");
         free(a);
         free(b);

@@ -40,22 +40,6 @@ static void rand_ids(int32_t *ids, int n, int V, uint64_t seed) {
     for (int i = 0; i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
 }
 
-/* All-position logits of ids through m in pieces of the given sizes. */
-static int run_pieces(xd_model *m, const int32_t *ids, int n, const int *pieces, int np,
-                      float *out) {
-    xd_kv *kv = xd_kv_create(m, n);
-    if (!kv) return -1;
-    int V = xd_model_config(m)->vocab_size, at = 0, rc = 0;
-    for (int i = 0; at < n && !rc; i++) {
-        int len = np ? pieces[i % np] : 1;
-        if (len > n - at) len = n - at;
-        rc = xd_forward(m, kv, ids + at, len, out + (size_t)at * V, 1);
-        at += len;
-    }
-    xd_kv_free(kv);
-    return rc;
-}
-
 /* ---- 1. copy path ------------------------------------------------------------ */
 static void copy_path(const char *name) {
     char dir[512];
@@ -68,7 +52,7 @@ static void copy_path(const char *name) {
     int32_t ids[48];
     rand_ids(ids, n, V, 7);
     float *ref = malloc((size_t)n * V * sizeof(float)), *got = malloc((size_t)n * V * sizeof(float));
-    CHECK(run_pieces(t, ids, n, (int[]){n}, 1, ref) == 0, "teacher forward: %s", xd_last_error());
+    CHECK(test_run_pieces(t, ids, n, (int[]){n}, 1, n, ref) == 0, "teacher forward: %s", xd_last_error());
     xd_student_opts o;
     xd_student_defaults(&o);
     o.window = n; /* covers the whole sequence */
@@ -80,11 +64,11 @@ static void copy_path(const char *name) {
         for (int l = 0; l < s->cfg.n_layer; l++)
             for (int h = 0; h < s->cfg.n_head; h++) s->layers[l].b_mix[h] = -1e4f;
         const int pieces[] = {17, 1, 9};
-        CHECK(run_pieces(s, ids, n, (int[]){n}, 1, got) == 0, "student: %s", xd_last_error());
+        CHECK(test_run_pieces(s, ids, n, (int[]){n}, 1, n, got) == 0, "student: %s", xd_last_error());
         double e1 = max_abs_diff(ref, got, (size_t)n * V);
-        CHECK(run_pieces(s, ids, n, NULL, 0, got) == 0, "student decode: %s", xd_last_error());
+        CHECK(test_run_pieces(s, ids, n, NULL, 0, n, got) == 0, "student decode: %s", xd_last_error());
         double e2 = max_abs_diff(ref, got, (size_t)n * V);
-        CHECK(run_pieces(s, ids, n, pieces, 3, got) == 0, "student pieces: %s", xd_last_error());
+        CHECK(test_run_pieces(s, ids, n, pieces, 3, n, got) == 0, "student pieces: %s", xd_last_error());
         double e3 = max_abs_diff(ref, got, (size_t)n * V);
         printf("  copy path %-12s max |student − teacher| logits: prefill %.2e, decode %.2e, "
                "pieces %.2e (tol 1e-4)\n", name, e1, e2, e3);
@@ -164,13 +148,13 @@ static void decode_state(const char *name, int window, int sinks, int chunk) {
     rand_ids(ids, n, V, 3);
     size_t nv = (size_t)n * V;
     float *a = malloc(nv * 4), *b = malloc(nv * 4);
-    CHECK(run_pieces(s, ids, n, (int[]){n}, 1, a) == 0, "prefill: %s", xd_last_error());
+    CHECK(test_run_pieces(s, ids, n, (int[]){n}, 1, n, a) == 0, "prefill: %s", xd_last_error());
     const int p1[] = {1}, p2[] = {13, 1, 30, 2, 44}, p3[] = {window + 3, 1};
     const int *ps[] = {p1, p2, p3};
     const int nps[] = {1, 5, 2};
     const char *what[] = {"token by token", "pieces 13,1,30,2,44", "pieces W+3,1"};
     for (int i = 0; i < 3; i++) {
-        CHECK(run_pieces(s, ids, n, ps[i], nps[i], b) == 0, "%s: %s", what[i], xd_last_error());
+        CHECK(test_run_pieces(s, ids, n, ps[i], nps[i], n, b) == 0, "%s: %s", what[i], xd_last_error());
         double e = max_abs_diff(a, b, nv);
         printf("  state %-10s W %d S %d chunk %d, %-22s max |diff| vs one prefill %.2e (tol 1e-4)\n",
                name, window, sinks, chunk, what[i], e);
@@ -232,8 +216,8 @@ static void save_load(void) {
         int32_t ids[30];
         rand_ids(ids, n, V, 9);
         float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
-        run_pieces(s, ids, n, (int[]){n}, 1, a);
-        run_pieces(s2, ids, n, (int[]){n}, 1, b);
+        test_run_pieces(s, ids, n, (int[]){n}, 1, n, a);
+        test_run_pieces(s2, ids, n, (int[]){n}, 1, n, b);
         CHECK(max_abs_diff(a, b, (size_t)n * V) == 0, "reloaded student differs");
         free(a);
         free(b);
