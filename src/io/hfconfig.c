@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "../core/error.h"
-#include "model/model.h"
 
 #define MAX_SIZE (1 << 24) /* widths, heads, layers, vocabulary */
 #define MAX_CTX (1 << 30)

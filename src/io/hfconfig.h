@@ -35,4 +35,11 @@ char *xd_hf_json_pretty(const json_t *j);
  * config.json, merge.json and search files hold; xd_hf_config_load reads it). */
 json_t *xd_json_hex64(uint64_t h);
 
+/* The global-head list of c (docs/design.md, "Global heads"): at most
+ * XD_MAX_GLOBAL_HEADS, inside the model, sorted, no duplicates; a student's only.
+ * Errors name `source` and the field global_heads. (hfconfig_heads.c) */
+int xd_global_heads_check(const xd_config *c, const char *source);
+/* Sorts by (layer, head). */
+void xd_head_refs_sort(xd_head_ref *h, int n);
+
 #endif

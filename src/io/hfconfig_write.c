@@ -10,7 +10,6 @@
 #include "../core/error.h"
 #include "../core/strbuf.h"
 #include "atomic.h"
-#include "model/model.h"
 #include "hfconfig.h"
 
 /* ---- pretty JSON --------------------------------------------------------- */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/hfconfig.h"
 #include "model.h"
 #include "student.h"
 

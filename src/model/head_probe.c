@@ -10,6 +10,7 @@
 
 #include "attn_observer.h"
 #include "core/error.h"
+#include "io/hfconfig.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -666,18 +667,12 @@ int xd_head_ranking_save(const xd_head_ranking *r, const xd_head_probe_opts *o,
     return rc;
 }
 
-static int cmp_head_ref(const void *a, const void *b) {
-    const xd_head_ref *x = a, *y = b;
-    return x->layer != y->layer ? (x->layer > y->layer) - (x->layer < y->layer)
-                                : (x->head > y->head) - (x->head < y->head);
-}
-
 int xd_head_ranking_top(const xd_head_ranking *r, int k, xd_head_ref *out) {
     if (k < 1 || k > r->n_heads || k > XD_MAX_GLOBAL_HEADS)
         return xd_err("global heads: K = %d, expected 1 .. %d (the model's heads)", k,
                       r->n_heads < XD_MAX_GLOBAL_HEADS ? r->n_heads : XD_MAX_GLOBAL_HEADS);
     for (int i = 0; i < k; i++) out[i] = (xd_head_ref){(int16_t)r->heads[i].layer, (int16_t)r->heads[i].head};
-    qsort(out, (size_t)k, sizeof *out, cmp_head_ref);
+    xd_head_refs_sort(out, k);
     return 0;
 }
 
@@ -732,6 +727,6 @@ int xd_head_ranking_load_top(const char *path, int k, int n_layer, int n_head, x
             out[i] = (xd_head_ref){(int16_t)json_integer_value(l), (int16_t)json_integer_value(h)};
     }
     json_decref(j);
-    if (rc == 0) qsort(out, (size_t)k, sizeof *out, cmp_head_ref);
+    if (rc == 0) xd_head_refs_sort(out, k);
     return rc;
 }

@@ -66,12 +66,6 @@ size_t xd_model_layout(const xd_config *c, xd_model *m, float *base);
 
 /* Checks a config for impossible shapes; errors name `source`. */
 int xd_config_validate(const xd_config *c, const char *source);
-/* The global-head list of c (docs/design.md, "Global heads"): at most
- * XD_MAX_GLOBAL_HEADS, inside the model, sorted, no duplicates; a student's only.
- * Errors name `source` and the field global_heads. */
-int xd_global_heads_check(const xd_config *c, const char *source);
-/* Sorts by (layer, head). */
-void xd_head_refs_sort(xd_head_ref *h, int n);
 
 /* One named weight of the model: the HF name, the GGUF name and its place in
  * the arena. Shapes follow PyTorch ([rows][cols]);
