@@ -13,6 +13,7 @@
 #include "io/hfconfig.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "core/mem.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "core/strbuf.h"
@@ -154,18 +155,13 @@ static void make_value(xd_rng *r, int kind, char *out) {
 
 typedef struct {
     int32_t *v;
-    int n, cap;
+    int n;
+    size_t cap;
 } ibuf;
 
 static int ib_push(ibuf *b, const int32_t *x, int n) {
-    if (b->n + n > b->cap) {
-        int cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n) cap *= 2;
-        int32_t *v = realloc(b->v, (size_t)cap * sizeof *v);
-        if (!v) return xd_err("head probe: out of memory");
-        b->v = v;
-        b->cap = cap;
-    }
+    if (xd_grow((void **)&b->v, &b->cap, (size_t)b->n + (size_t)n, sizeof *b->v))
+        return xd_err_prefix("head probe: ");
     if (n) memcpy(b->v + b->n, x, (size_t)n * sizeof *x);
     b->n += n;
     return 0;

@@ -309,7 +309,8 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     int n = p->n, nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd;
     /* scratch kept in the state and grown to the largest call: decoding
-     * allocates nothing per token */
+     * allocates nothing per token (global heads aside: xd_attention takes its
+     * score rows per call, as in the teacher's decoding) */
     size_t N = (size_t)n, need = N * (3 * (size_t)qd + 2 * (size_t)nh * dphi + 2 * (size_t)nh);
     if (c->n_global_heads) need += 2 * N * (size_t)qd;
     if (need > kv->mx_cap) {
