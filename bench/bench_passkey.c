@@ -5,10 +5,12 @@
  *
  *   bench_passkey [--teacher MODEL] --student DIR [--student DIR2 ...]
  *                 [--lengths 128,256,512] [--trials 10] [--threads N] [--seed S]
+ *                 [--verbose 1]
  *
  * For every length L (tokens, approximately: whole filler sentences) and
  * trial i, the key sits at depth (i + ½)/trials of the filler; a trial is
- * correct when the key's digits appear in the first 8 generated tokens.
+ * correct when the key's digits appear in the first 8 generated tokens
+ * (--verbose 1: each trial's key and generated text on stderr).
  * One JSON object per line: per model and length, the accuracy. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +53,8 @@ static char *prompt(int reps, int at, unsigned key) {
     return p;
 }
 
+static int g_verbose;
+
 static int run_trial(const xd_model *m, const char *text, unsigned key, int *n_prompt) {
     const xd_tokenizer *t = xd_model_tokenizer(m);
     int32_t *ids = NULL;
@@ -77,6 +81,7 @@ static int run_trial(const xd_model *m, const char *text, unsigned key, int *n_p
     }
     char want[16];
     snprintf(want, sizeof want, "%05u", key);
+    if (g_verbose) fprintf(stderr, "  key %s, %d prompt tokens: \"%s\"\n", want, np, out);
     xd_kv_free(kv);
     free(ids);
     free(logits);
@@ -98,6 +103,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--trials")) trials = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--seed")) seed = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--verbose")) g_verbose = atoi(argv[i + 1]);
         else { fprintf(stderr, "bench_passkey: unknown or repeated option %s\n", argv[i]); return 2; }
     }
     if (n_paths == 0 || trials < 1) {

@@ -55,7 +55,8 @@ teacher_kv = 4 * 2 * L * kvd * N
 base = 4 * L * (2 * S * kvd + 4 * win * kvd + nh * dphi * hd + nh * dphi + nh)
 def state(K):
     pairs = {(l, h // (nh // nkv)) for l, h in cfgs[K].get("global_heads", [])}
-    return len(pairs), base + len(pairs) * 2 * hd * 4 * N
+    es = 2 if cfgs[K].get("global_kv_dtype") == "bfloat16" else 4
+    return len(pairs), base + len(pairs) * 2 * hd * es * N
 SECTION = "## Long context: global heads without training (issue 13)"
 out = [SECTION, ""]
 out.append(f"SmolLM2-135M-Instruct; the SWA-only student (`convert --swa-only`: window {win}, {S} sinks, "
@@ -82,7 +83,7 @@ for K in cfgs:
                    f"{b / teacher_kv:.3f}", f"{W}/swa-k{K}"))
 out.append("")
 out.append(f"State = sinks + the 2W window buffers + mLSTM C, n, m of every head + the global heads' keys and "
-           f"values (fp32), as `xd_student_state_bytes`; the teacher's KV cache is fp32 too. Wall: {t[2]-t[1]:.0f} s "
+           f"values (in the student's `global_kv_dtype`, bf16 by default), as `xd_student_state_bytes`; the teacher's KV cache is fp32. Wall: {t[2]-t[1]:.0f} s "
            "for the passkey runs.")
 out.append("")
 text = open(sys.argv[1]).read()

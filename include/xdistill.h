@@ -98,7 +98,7 @@ typedef struct {
 } xd_head_ref;
 
 /* Most global heads a student can have (docs/design.md, "Global heads"). */
-#define XD_MAX_GLOBAL_HEADS 256
+#define XD_MAX_GLOBAL_HEADS 1024
 
 typedef struct {
     xd_arch arch;
@@ -140,6 +140,10 @@ typedef struct {
      * head < n_head; config.json "global_heads": [[layer, head], ...]. */
     int n_global_heads;
     xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
+    /* 1: the global heads' keys/values are kept in bf16 in the decoding state (half the
+     * bytes; the attention reads them widened to fp32), 0: fp32. config.json
+     * "global_kv_dtype": "bfloat16" | "float32" (absent: float32). Training is fp32 either way. */
+    int global_kv_bf16;
 } xd_config;
 
 const char *xd_arch_name(xd_arch a);
@@ -234,6 +238,7 @@ typedef struct {
     int n_global_heads; /* heads kept as full causal attention (xd_config); any order, no
                          * duplicates; default none */
     xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
+    int global_kv_bf16; /* their keys/values in bf16 in the decoding state (default 1) */
 } xd_student_opts;
 
 void xd_student_defaults(xd_student_opts *o);

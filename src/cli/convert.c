@@ -1,12 +1,14 @@
 /* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
- *                  [--softcap C] [--swa-only] [--global-heads L:H,...] [--threads N]
+ *                  [--softcap C] [--swa-only] [--global-heads L:H,...] [--global-kv bf16|f32]
+ *                  [--threads N]
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
  * --global-heads 12:3,20:1: query heads (layer:head, 0-based) kept as the
  * teacher's full causal attention (docs/design.md, "Global heads");
  * --global-heads auto:K: the K best of the teacher's retrieval probe
  * (model/head_probe.h, run here); --global-heads FILE.json:K: the K best of
- * a ranking saved by `xdistill heads -o FILE.json`.
+ * a ranking saved by `xdistill heads -o FILE.json`. --global-kv: the type of
+ * their keys/values in the decoding state (default bf16: half the memory).
  * Builds the xLSTM hybrid student from a teacher (docs/design.md, "Conversion") and saves it as
  * an HF-style directory (config.json with model_type "xdistill_hybrid",
  * model.safetensors, tokenizer.json). */
@@ -94,6 +96,13 @@ int cmd_convert(int argc, char **argv) {
         } else if ((r = take_opt(argc, argv, &i, "--global-heads", &v))) {
             if (r < 0) return 2;
             gh_spec = v;
+        } else if ((r = take_opt(argc, argv, &i, "--global-kv", &v))) {
+            if (r < 0) return 2;
+            if (strcmp(v, "bf16") && strcmp(v, "f32")) {
+                cli_error("--global-kv: '%s' (expected bf16 or f32)", v);
+                return 2;
+            }
+            o.global_kv_bf16 = !strcmp(v, "bf16");
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -108,7 +117,8 @@ int cmd_convert(int argc, char **argv) {
     }
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...|auto:K|FILE.json:K]");
+                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...|auto:K|FILE.json:K] "
+                  "[--global-kv bf16|f32]");
         return 2;
     }
     if (threads) xd_set_threads(threads);

@@ -320,6 +320,15 @@ static int parse_global_heads(const src *s, xd_config *c) {
             return xd_err("%s: global_heads: [%d, %d] is given twice (expected each head once)",
                           s->path, c->global_heads[i].layer, c->global_heads[i].head);
     c->n_global_heads = (int)n;
+    /* "global_kv_dtype": the decoding state's type for their keys/values */
+    const json_t *dt = field(s->obj, "global_kv_dtype");
+    c->global_kv_bf16 = 0;
+    if (dt && !json_is_null(dt)) {
+        const char *v = json_is_string(dt) ? json_string_value(dt) : NULL;
+        if (!v || (strcmp(v, "bfloat16") && strcmp(v, "float32")))
+            return xd_err("%s: global_kv_dtype: expected \"bfloat16\" or \"float32\"", s->path);
+        c->global_kv_bf16 = !strcmp(v, "bfloat16");
+    }
     return 0;
 }
 

@@ -254,6 +254,8 @@ static json_t *config_json(const xd_config *c) {
                                                    c->global_heads[i].head)))
                 bad = 1;
         set(o, "global_heads", g, &bad);
+        if (c->n_global_heads)
+            set(o, "global_kv_dtype", json_string(c->global_kv_bf16 ? "bfloat16" : "float32"), &bad);
     }
     if (bad) {
         json_decref(o);

@@ -30,6 +30,14 @@ void xd_swiglu(float *g, const float *u, int64_t n);
 int xd_attention(float *out, const float *q, const float *k, const float *v, int n,
                   int64_t pos0, int n_head, int n_kv, int hd);
 
+/* xd_attention over a cache held in bf16 (k, v: [pos0+n][n_kv·hd] bf16 values,
+ * the new rows included): the same function of the bf16 values widened to
+ * fp32 (exactly). One query (n == 1, decoding) reads the bf16 rows directly
+ * (scores and the weighted sum in fp32); more queries widen the cache to a
+ * temporary fp32 copy and call xd_attention. Returns -1 when out of memory. */
+int xd_attention_bf16kv(float *out, const float *q, const uint16_t *k, const uint16_t *v, int n,
+                        int64_t pos0, int n_head, int n_kv, int hd);
+
 /* Sliding-window + sink attention (the student's SWA branch) of n queries at
  * positions qpos0 … qpos0+n−1. The key at position kp is visible to the
  * query at position p iff kp ≤ p and (kp < sinks or p − kp < window). Keys

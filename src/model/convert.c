@@ -16,6 +16,7 @@ void xd_student_defaults(xd_student_opts *o) {
     o->chunk = 64;
     o->gate_softcap = 15.0f;
     o->mlstm_eps = 1e-6f;
+    o->global_kv_bf16 = 1;
 }
 
 /* The new parameters' initial values (see xdistill.h). */
@@ -78,6 +79,7 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
     s->cfg.chunk = o->chunk;
     s->cfg.gate_softcap = o->gate_softcap;
     s->cfg.mlstm_eps = o->mlstm_eps;
+    s->cfg.global_kv_bf16 = o->global_kv_bf16 ? 1 : 0;
     s->cfg.teacher_hash = xd_model_teacher_hash(t); /* Stage II checks its logits against it */
     s->cfg.mlstm_scale = o->mlstm_scale > 0 ? o->mlstm_scale
                                             : 1.0f / sqrtf(2.0f * (float)t->cfg.head_dim);

@@ -57,7 +57,8 @@ struct xd_kv {
      * cfg.global_heads; rows 0 … pos−1 used, gcap allocated (doubles when full) */
     int n_gkv;
     int64_t gcap;
-    float **gk, **gv;     /* [n_gkv] buffers of [gcap][head_dim] */
+    int gkv_bf16;         /* cfg.global_kv_bf16: elements are bf16 (uint16_t), else float */
+    void **gk, **gv;      /* [n_gkv] buffers of [gcap][head_dim] elements */
 };
 
 /* Element counts of every weight, computed from the config (so loaders and
