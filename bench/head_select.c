@@ -4,12 +4,12 @@
  * memory is the pair's keys/values, the query heads are free).
  *
  *   head_select STUDENT_DIR [--probes 12] [--lengths 128,256,512] [--seed 777]
- *               [--threads 2] [--greedy K] [--pool P] [--loo 1]
+ *               [--threads 2] [--greedy K] [--pool P] [--loo 1] [--add 0]
  *
  * The objective is the mean log-likelihood of the probe answers (teacher
  * forcing, model/head_probe.h's generator with its own seed) and the share
  * answered greedily. Prints, as JSON lines:
- *   - "add": per pair, the objective with only that pair global;
+ *   - "add" (unless --add 0): per pair, the objective with only that pair global;
  *   - with --loo 1, "loo": per pair, the objective with every pair global but that one;
  *   - with --greedy K: forward selection of K pairs among the P best of the
  *     two rankings (sum of ranks), the objective after each step. */
@@ -75,7 +75,7 @@ static double objective(xd_model *m, double *acc) {
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: head_select STUDENT_DIR [options]\n"); return 2; }
     const char *lengths = "128,256,512";
-    int probes = 12, threads = 2, greedy = 0, pool = 24, with_loo = 0;
+    int probes = 12, threads = 2, greedy = 0, pool = 24, with_loo = 0, with_add = 1;
     unsigned seed = 777;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--probes")) probes = atoi(argv[i + 1]);
@@ -85,6 +85,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--greedy")) greedy = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pool")) pool = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--loo")) with_loo = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--add")) with_add = atoi(argv[i + 1]);
         else { fprintf(stderr, "head_select: unknown option %s\n", argv[i]); return 2; }
     }
     xd_set_threads(threads);
@@ -114,11 +115,15 @@ int main(int argc, char **argv) {
     fflush(stdout);
     double *add = malloc(sizeof(double) * (size_t)np), *loo = malloc(sizeof(double) * (size_t)np);
     for (int p = 0; p < np; p++) {
-        memset(on, 0, (size_t)np);
-        on[p] = 1;
-        set_pairs(m, on);
-        add[p] = objective(m, &acc);
-        double a1 = acc;
+        double a1 = 0;
+        add[p] = 0;
+        if (with_add) {
+            memset(on, 0, (size_t)np);
+            on[p] = 1;
+            set_pairs(m, on);
+            add[p] = objective(m, &acc);
+            a1 = acc;
+        }
         loo[p] = 0;
         if (with_loo) {
             memset(on, 1, (size_t)np);

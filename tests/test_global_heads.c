@@ -447,8 +447,9 @@ static void config_and_options(void) {
         {"12:3,x", "'x' is not LAYER:HEAD"},  {"12", "'12' is not LAYER:HEAD"},
         {"1:2,", "'' is not LAYER:HEAD"},     {"-1:2", "'-1:2' is not LAYER:HEAD"},
         {"1:2:3", "'1:2:3' is not LAYER:HEAD"}, {"5:0", "global head 5:0 is outside the model"},
+        {"h.json:0g", "--global-heads Kg"}, {"auto:3x", "--global-heads K"},
     };
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 8; i++) {
         snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o /tmp/xd_global_never "
                  "--global-heads '%s'", XD_SOURCE_DIR, cli_bad[i][0]);
         int rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);

@@ -432,8 +432,8 @@ static void test_ranking(xd_model *m) {
      * the first K of the ranking, sorted by (layer, head), from memory and from the file */
     enum { K = 5 };
     xd_head_ref top[K], from_file[K];
-    CHECK(xd_head_ranking_top(&a, K, top) == 0, "top: %s", xd_last_error());
-    CHECK(xd_head_ranking_load_top(path, K, c->n_layer, c->n_head, from_file) == 0, "load top: %s",
+    CHECK(xd_head_ranking_top(&a, K, 0, top) == K, "top: %s", xd_last_error());
+    CHECK(xd_head_ranking_load_top(path, K, 0, c->n_layer, c->n_head, from_file) == K, "load top: %s",
           xd_last_error());
     int in_rank = 1, ordered = 1;
     for (int i = 0; i < K; i++) {
@@ -445,12 +445,39 @@ static void test_ranking(xd_model *m) {
     }
     CHECK(in_rank && ordered, "top %d: not the ranking's first %d heads in (layer, head) order", K, K);
     CHECK(!memcmp(top, from_file, sizeof top), "the file's top %d differs from the ranking's", K);
-    CHECK(xd_head_ranking_top(&a, 0, top) == -1 && xd_head_ranking_top(&a, a.n_heads + 1, top) == -1,
+    { /* K KV groups (Kg): the first K distinct (layer, KV head) pairs of the ranking, each
+       * with all its query heads, sorted; the same from the file */
+        int grp = c->n_head / c->n_kv_head, G = 2;
+        xd_head_ref gt[XD_MAX_GLOBAL_HEADS], gf[XD_MAX_GLOBAL_HEADS], want[XD_MAX_GLOBAL_HEADS];
+        int nw = 0;
+        for (int i = 0; i < a.n_heads && nw < G * grp; i++) {
+            int l = a.heads[i].layer, g = a.heads[i].head / grp, seen = 0;
+            for (int j = 0; j < nw; j++) seen |= want[j].layer == l && want[j].head / grp == g;
+            for (int h = 0; !seen && h < grp; h++) want[nw++] = (xd_head_ref){(int16_t)l, (int16_t)(g * grp + h)};
+        }
+        /* hand sort by (layer, head) */
+        for (int i = 0; i < nw; i++)
+            for (int j = i + 1; j < nw; j++)
+                if (want[j].layer < want[i].layer || (want[j].layer == want[i].layer && want[j].head < want[i].head)) {
+                    xd_head_ref t = want[i];
+                    want[i] = want[j];
+                    want[j] = t;
+                }
+        int m = xd_head_ranking_top(&a, G, grp, gt), mf = xd_head_ranking_load_top(path, G, grp, c->n_layer, c->n_head, gf);
+        CHECK(grp > 1 && m == G * grp && mf == m && !memcmp(gt, want, sizeof *gt * (size_t)nw) &&
+                  !memcmp(gf, want, sizeof *gf * (size_t)nw),
+              "top %d KV groups (group %d): %d / %d heads, expected %d: %s", G, grp, m, mf, nw, xd_last_error());
+        int units = c->n_layer * c->n_kv_head;
+        CHECK(xd_head_ranking_top(&a, units + 1, grp, gt) == -1 && strstr(xd_last_error(), "KV groups"),
+              "more KV groups than the model has: %s", xd_last_error());
+        printf("  top %d KV groups: %d heads (%d query heads per KV head), from the file the same\n", G, m, grp);
+    }
+    CHECK(xd_head_ranking_top(&a, 0, 0, top) == -1 && xd_head_ranking_top(&a, a.n_heads + 1, 0, top) == -1,
           "K out of range accepted");
-    CHECK(xd_head_ranking_load_top(path, K, 1, 1, from_file) == -1 && strstr(xd_last_error(), path) &&
+    CHECK(xd_head_ranking_load_top(path, K, 0, 1, 1, from_file) == -1 && strstr(xd_last_error(), path) &&
               strstr(xd_last_error(), "heads["),
           "a ranking of a bigger model accepted: %s", xd_last_error());
-    CHECK(xd_head_ranking_load_top("/nonexistent/heads.json", K, c->n_layer, c->n_head, from_file) == -1 &&
+    CHECK(xd_head_ranking_load_top("/nonexistent/heads.json", K, 0, c->n_layer, c->n_head, from_file) == -1 &&
               strstr(xd_last_error(), "/nonexistent/heads.json"),
           "missing ranking file: %s", xd_last_error());
     FILE *f = fopen(path, "w");
@@ -458,7 +485,7 @@ static void test_ranking(xd_model *m) {
         fputs("{\"heads\": 3}", f);
         fclose(f);
     }
-    CHECK(xd_head_ranking_load_top(path, K, c->n_layer, c->n_head, from_file) == -1 &&
+    CHECK(xd_head_ranking_load_top(path, K, 0, c->n_layer, c->n_head, from_file) == -1 &&
               strstr(xd_last_error(), "\"heads\""),
           "a ranking without a heads array: %s", xd_last_error());
     unlink(path);

@@ -7,7 +7,8 @@
  * teacher's full causal attention (docs/design.md, "Global heads");
  * --global-heads auto:K: the K best of the teacher's retrieval probe
  * (model/head_probe.h, run here); --global-heads FILE.json:K: the K best of
- * a ranking saved by `xdistill heads -o FILE.json`. --global-kv: the type of
+ * a ranking saved by `xdistill heads -o FILE.json`; with Kg instead of K
+ * (auto:14g): the K best KV groups, each with all its query heads. --global-kv: the type of
  * their keys/values in the decoding state (default bf16: half the memory).
  * Builds the xLSTM hybrid student from a teacher (docs/design.md, "Conversion") and saves it as
  * an HF-style directory (config.json with model_type "xdistill_hybrid",
@@ -44,31 +45,41 @@ static int parse_global_heads(const char *s, xd_student_opts *o) {
     }
 }
 
-/* --global-heads LIST | auto:K | FILE.json:K (K after the last ':'). */
+/* --global-heads LIST | auto:K | FILE.json:K | auto:Kg | FILE.json:Kg (after the last ':';
+ * a trailing g counts KV groups, model/head_probe.h). */
 static int choose_global_heads(const char *spec, const xd_model *t, xd_student_opts *o) {
     const char *colon = strrchr(spec, ':');
     size_t pre = colon ? (size_t)(colon - spec) : 0;
     int is_auto = colon && pre == 4 && !strncmp(spec, "auto", 4);
     int is_file = colon && pre > 5 && !strncmp(colon - 5, ".json", 5);
     if (!is_auto && !is_file) return parse_global_heads(spec, o);
-    int k;
-    if (parse_int("--global-heads K", colon + 1, 1, XD_MAX_GLOBAL_HEADS, &k)) return -1;
     const xd_config *c = xd_model_config(t);
+    char num[32];
+    size_t nl = strlen(colon + 1);
+    int group = 0, k;
+    if (nl > 0 && colon[nl] == 'g') { /* K groups */
+        group = c->n_head / c->n_kv_head;
+        nl--;
+    }
+    snprintf(num, sizeof num, "%.*s", (int)(nl < sizeof num - 1 ? nl : sizeof num - 1), colon + 1);
+    if (parse_int(group ? "--global-heads Kg" : "--global-heads K", num, 1, XD_MAX_GLOBAL_HEADS, &k))
+        return -1;
     char path[4096];
-    int rc;
+    int m;
     if (is_auto) {
-        rc = xd_head_probe_auto(t, o->window, o->sinks, k, o->global_heads);
+        m = xd_head_probe_auto(t, o->window, o->sinks, k, group, o->global_heads);
     } else {
         snprintf(path, sizeof path, "%.*s", (int)pre, spec);
-        rc = xd_head_ranking_load_top(path, k, c->n_layer, c->n_head, o->global_heads);
+        m = xd_head_ranking_load_top(path, k, group, c->n_layer, c->n_head, o->global_heads);
     }
-    if (rc) {
+    if (m < 0) {
         cli_lib_error();
         return -1;
     }
-    o->n_global_heads = k;
-    fprintf(stderr, "global heads (%s, %d):", is_auto ? "retrieval probe" : path, k);
-    for (int i = 0; i < k; i++)
+    o->n_global_heads = m;
+    fprintf(stderr, "global heads (%s, %d%s, %d heads):", is_auto ? "retrieval probe" : path, k,
+            group ? " KV groups" : "", m);
+    for (int i = 0; i < m; i++)
         fprintf(stderr, "%s%d:%d", i ? "," : " ", o->global_heads[i].layer, o->global_heads[i].head);
     fputc('\n', stderr);
     return 0;
@@ -117,7 +128,7 @@ int cmd_convert(int argc, char **argv) {
     }
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...|auto:K|FILE.json:K] "
+                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]] "
                   "[--global-kv bf16|f32]");
         return 2;
     }

@@ -663,22 +663,60 @@ int xd_head_ranking_save(const xd_head_ranking *r, const xd_head_probe_opts *o,
     return rc;
 }
 
-int xd_head_ranking_top(const xd_head_ranking *r, int k, xd_head_ref *out) {
-    if (k < 1 || k > r->n_heads || k > XD_MAX_GLOBAL_HEADS)
-        return xd_err("global heads: K = %d, expected 1 .. %d (the model's heads)", k,
-                      r->n_heads < XD_MAX_GLOBAL_HEADS ? r->n_heads : XD_MAX_GLOBAL_HEADS);
-    for (int i = 0; i < k; i++) out[i] = (xd_head_ref){(int16_t)r->heads[i].layer, (int16_t)r->heads[i].head};
-    xd_head_refs_sort(out, k);
-    return 0;
+/* The first k heads, or (group > 0) the first k distinct (layer, head / group) groups
+ * expanded to their query heads, of `ranked` (n entries, best first); what names the
+ * source in errors. Returns the count written to out (sorted), -1 on error. */
+static int pick_heads(const xd_head_ref *ranked, int n, int k, int group, int n_head,
+                      const char *what, xd_head_ref *out) {
+    int units = group > 0 ? 0 : n; /* heads, or distinct groups in the ranking */
+    for (int i = 0; group > 0 && i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = ranked[j].layer == ranked[i].layer && ranked[j].head / group == ranked[i].head / group;
+        units += !seen;
+    }
+    int most = group > 0 ? XD_MAX_GLOBAL_HEADS / group : XD_MAX_GLOBAL_HEADS;
+    if (most > units) most = units;
+    if (k < 1 || k > most)
+        return xd_err("%s: K = %d%s, expected 1 .. %d (the %s)", what, k, group > 0 ? "g" : "",
+                      most, group > 0 ? "KV groups of its heads" : "ranking's heads");
+    int m = 0;
+    for (int i = 0, got = 0; i < n && got < k; i++) {
+        if (group <= 0) {
+            out[m++] = ranked[i];
+            got++;
+            continue;
+        }
+        int g = ranked[i].head / group, seen = 0;
+        for (int j = 0; j < m && !seen; j++) seen = out[j].layer == ranked[i].layer && out[j].head / group == g;
+        if (seen) continue;
+        for (int h = g * group; h < (g + 1) * group && h < n_head; h++)
+            out[m++] = (xd_head_ref){ranked[i].layer, (int16_t)h};
+        got++;
+    }
+    xd_head_refs_sort(out, m);
+    return m;
 }
 
-int xd_head_probe_auto(const xd_model *teacher, int window, int sinks, int k, xd_head_ref *out) {
+int xd_head_ranking_top(const xd_head_ranking *r, int k, int group, xd_head_ref *out) {
+    xd_head_ref *ranked = malloc((size_t)r->n_heads * sizeof *ranked);
+    if (!ranked) return xd_err("global heads: out of memory");
+    for (int i = 0; i < r->n_heads; i++)
+        ranked[i] = (xd_head_ref){(int16_t)r->heads[i].layer, (int16_t)r->heads[i].head};
+    int m = pick_heads(ranked, r->n_heads, k, group, r->n_head, "global heads", out);
+    free(ranked);
+    return m;
+}
+
+int xd_head_probe_auto(const xd_model *teacher, int window, int sinks, int k, int group,
+                       xd_head_ref *out) {
     const xd_config *c = &teacher->cfg;
-    if (k < 1 || k > c->n_layer * c->n_head || k > XD_MAX_GLOBAL_HEADS)
-        return xd_err("global heads auto:%d: expected 1 .. %d (the teacher has %d heads)", k,
-                      c->n_layer * c->n_head < XD_MAX_GLOBAL_HEADS ? c->n_layer * c->n_head
-                                                                   : XD_MAX_GLOBAL_HEADS,
-                      c->n_layer * c->n_head);
+    int units = group > 0 ? c->n_layer * (c->n_head / group) : c->n_layer * c->n_head;
+    int most = group > 0 ? XD_MAX_GLOBAL_HEADS / group : XD_MAX_GLOBAL_HEADS;
+    if (most > units) most = units;
+    if (k < 1 || k > most) /* checked before the probe runs */
+        return xd_err("global heads auto:%d%s: expected 1 .. %d (the teacher has %d %s)", k,
+                      group > 0 ? "g" : "", most, units, group > 0 ? "KV groups" : "heads");
     xd_head_probe_opts o;
     xd_head_probe_defaults(&o);
     /* 2W, 4W and 8W tokens, but at least 256 + W: room for the instruction, a
@@ -694,12 +732,13 @@ int xd_head_probe_auto(const xd_model *teacher, int window, int sinks, int k, xd
     o.n_lengths = 3;
     xd_head_ranking r;
     if (xd_head_probe_rank(teacher, &o, &r)) return -1;
-    int rc = xd_head_ranking_top(&r, k, out);
+    int rc = xd_head_ranking_top(&r, k, group, out);
     xd_head_ranking_free(&r);
     return rc;
 }
 
-int xd_head_ranking_load_top(const char *path, int k, int n_layer, int n_head, xd_head_ref *out) {
+int xd_head_ranking_load_top(const char *path, int k, int group, int n_layer, int n_head,
+                             xd_head_ref *out) {
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     if (!j) return xd_err("%s: %s (line %d, column %d): expected a ranking written by `xdistill heads -o`",
@@ -707,22 +746,23 @@ int xd_head_ranking_load_top(const char *path, int k, int n_layer, int n_head, x
     json_t *heads = json_object_get(j, "heads");
     int rc = 0;
     size_t n = json_array_size(heads);
+    xd_head_ref *ranked = NULL;
     if (!json_is_array(heads) || n == 0)
         rc = xd_err("%s: field \"heads\": expected a non-empty array of {layer, head, ...}", path);
-    else if (k < 1 || (size_t)k > n || k > XD_MAX_GLOBAL_HEADS)
-        rc = xd_err("%s: K = %d, expected 1 .. %zu (the ranking's heads)", path, k,
-                    n < XD_MAX_GLOBAL_HEADS ? n : (size_t)XD_MAX_GLOBAL_HEADS);
-    for (int i = 0; rc == 0 && i < k; i++) {
-        json_t *e = json_array_get(heads, (size_t)i);
+    else if (!(ranked = malloc(n * sizeof *ranked)))
+        rc = xd_err("%s: out of memory", path);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *e = json_array_get(heads, i);
         json_t *l = json_object_get(e, "layer"), *h = json_object_get(e, "head");
         if (!json_is_integer(l) || !json_is_integer(h) || json_integer_value(l) < 0 ||
             json_integer_value(l) >= n_layer || json_integer_value(h) < 0 || json_integer_value(h) >= n_head)
-            rc = xd_err("%s: heads[%d]: expected integer layer 0 .. %d and head 0 .. %d (a ranking of "
+            rc = xd_err("%s: heads[%zu]: expected integer layer 0 .. %d and head 0 .. %d (a ranking of "
                         "another model?)", path, i, n_layer - 1, n_head - 1);
         else
-            out[i] = (xd_head_ref){(int16_t)json_integer_value(l), (int16_t)json_integer_value(h)};
+            ranked[i] = (xd_head_ref){(int16_t)json_integer_value(l), (int16_t)json_integer_value(h)};
     }
     json_decref(j);
-    if (rc == 0) xd_head_refs_sort(out, k);
+    if (rc == 0) rc = pick_heads(ranked, (int)n, k, group, n_head, path, out);
+    free(ranked);
     return rc;
 }

@@ -135,18 +135,25 @@ void xd_head_ranking_free(xd_head_ranking *r);
 int xd_head_ranking_save(const xd_head_ranking *r, const xd_head_probe_opts *o,
                          const char *teacher, const char *path);
 
-/* The K best heads of a ranking as a global-head list for xd_student_opts
- * (sorted by (layer, head) as the config keeps it). K ≤ r->n_heads. */
-int xd_head_ranking_top(const xd_head_ranking *r, int k, xd_head_ref *out);
+/* The global-head list from a ranking, best first (sorted by (layer, head) into out, as the
+ * config keeps it). group == 0: the K best query heads. group == n_head / n_kv_head (> 0):
+ * the K best KV groups, i.e. the (layer, KV head) pairs in the order of their best query
+ * head, each with every query head that reads it — the memory of a global head is its
+ * pair's keys/values, so a group's other query heads cost no memory. Returns the number of
+ * heads written (K, or K·group), -1 on error (K out of range). out holds
+ * XD_MAX_GLOBAL_HEADS entries. */
+int xd_head_ranking_top(const xd_head_ranking *r, int k, int group, xd_head_ref *out);
 
-/* convert --global-heads auto:K: ranks the teacher's heads with the default
- * probe for a student of window W and S sinks (24 probes of 2W, 4W and 8W
- * tokens, each at least 256 + W, seed 1234) and returns the best K in out (sorted). */
-int xd_head_probe_auto(const xd_model *teacher, int window, int sinks, int k, xd_head_ref *out);
+/* convert --global-heads auto:K (auto:Kg: K groups, group as above): ranks the teacher's
+ * heads with the default probe for a student of window W and S sinks (24 probes of 2W, 4W
+ * and 8W tokens, each at least 256 + W, seed 1234) and picks as xd_head_ranking_top. */
+int xd_head_probe_auto(const xd_model *teacher, int window, int sinks, int k, int group,
+                       xd_head_ref *out);
 
-/* convert --global-heads FILE.json:K: the best K heads of a ranking saved by
- * xd_head_ranking_save (`xdistill heads -o FILE.json`), checked against a
- * model of n_layer layers and n_head heads; errors name the file and field. */
-int xd_head_ranking_load_top(const char *path, int k, int n_layer, int n_head, xd_head_ref *out);
+/* convert --global-heads FILE.json:K (FILE.json:Kg): the same from a ranking saved by
+ * xd_head_ranking_save (`xdistill heads -o FILE.json`), checked against a model of n_layer
+ * layers and n_head heads; errors name the file and field. */
+int xd_head_ranking_load_top(const char *path, int k, int group, int n_layer, int n_head,
+                             xd_head_ref *out);
 
 #endif
