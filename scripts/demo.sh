@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline on SmolLM2-135M-Instruct, small budgets, about
-# 10 minutes on 2 cores: task suite → convert → Stage I → teacher logits →
+# 10–26 minutes on 2 cores (by machine): task suite → convert → Stage I → teacher logits →
 # Stage II → evaluation of the teacher, the student and the SWA-only baseline
 # → win-and-tie comparison → HTML report. Prints the verdict and the report's path.
 #
 # Environment: XD_TEACHER (the GGUF), WORK (~/.cache/xdistill/demo), BUILD (build),
-# WINDOW (64), SEQ (256), S1_STEPS (80), S2_STEPS (60), N (20 examples per task),
-# THREADS (all cores).
+# WINDOW (64), SEQ (256: Stage II and the teacher logits), S1_SEQ (1024), S1_STEPS (20),
+# S2_STEPS (60), GLOBAL_HEADS (auto:14g: the 14 best KV groups of the retrieval probe kept
+# as full attention, their keys/values in bf16; "none": no global heads), N (20 examples
+# per task), THREADS (all cores).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 T="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 WORK="${WORK:-$HOME/.cache/xdistill/demo}"
 X="$ROOT/${BUILD:-build}/xdistill"
-WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_STEPS="${S1_STEPS:-80}" S2_STEPS="${S2_STEPS:-60}" N="${N:-20}"
+WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_SEQ="${S1_SEQ:-1024}" S1_STEPS="${S1_STEPS:-20}"
+S2_STEPS="${S2_STEPS:-60}" N="${N:-20}" GLOBAL_HEADS="${GLOBAL_HEADS:-auto:14g}"
+GH=(); [ "$GLOBAL_HEADS" != none ] && GH=(--global-heads "$GLOBAL_HEADS")
 TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
 mkdir -p "$WORK"
 say() { printf '\n== %s\n' "$*"; }
@@ -36,18 +40,19 @@ rm -rf "$WORK/suite"
 "$X" tasks make -o "$WORK/suite" --window "$WINDOW" --n "$N"
 stage tasks 0 "$t" "$(now)"
 
-say "3/8 convert: the xLSTM hybrid student and the SWA-only baseline"
+say "3/8 convert: the xLSTM hybrid student (global heads: $GLOBAL_HEADS) and the SWA-only baseline"
 t=$(now)
 rm -rf "$WORK/student" "$WORK/swa" "$WORK/s1" "$WORK/s2"
-"$X" convert "$T" -o "$WORK/student" --window "$WINDOW" --sinks 4 "${TH[@]}"
+"$X" convert "$T" -o "$WORK/student" --window "$WINDOW" --sinks 4 "${GH[@]}" "${TH[@]}"
 "$X" convert "$T" -o "$WORK/swa" --window "$WINDOW" --sinks 4 --swa-only "${TH[@]}"
 stage convert 0 "$t" "$(now)"
 
-say "4/8 Stage I: per-layer alignment ($S1_STEPS steps x $SEQ tokens)"
+say "4/8 Stage I: per-layer alignment ($S1_STEPS steps x $S1_SEQ tokens)"
 t=$(now)
 "$X" distill stage1 --teacher "$T" --student "$WORK/student" --data "$WORK/kjv.tok" -o "$WORK/s1" \
-    --steps "$S1_STEPS" --seq "$SEQ" --eval-windows 8 "${TH[@]}" >/dev/null
-stage "stage 1" $((S1_STEPS * SEQ)) "$t" "$(now)"
+    --steps "$S1_STEPS" --seq "$S1_SEQ" --eval-windows $(( S1_SEQ < 2048 ? 2048 / S1_SEQ : 1 )) \
+    "${TH[@]}" >/dev/null
+stage "stage 1" $((S1_STEPS * S1_SEQ)) "$t" "$(now)"
 
 say "5/8 teacher logits (top-256, $S2_STEPS rows of $SEQ tokens)"
 t=$(now)
