@@ -3,6 +3,7 @@
  *
  *   bench_student [--model GGUF] [--threads N] [--window W] [--sinks S]
  *                 [--ctx 16384] [--gen 16384] [--decode 32] [--text FILE]
+ *                 [--global-heads FILE.json:K[g] [--global-kv bf16|f32]] [--student-prefill 1]
  *
  * 1. Teacher: prefill --ctx tokens (the tokenised --text, repeated) into its
  *    KV cache in pieces of 512, then greedy-decode --decode tokens: its decode
@@ -14,12 +15,17 @@
  *    its decode tok/s at that context. The student's state stays
  *    xd_student_kv_bytes whatever the length.
  * The student's mixer parameters are the fresh conversion's (speed and
- * memory do not depend on their values). One JSON object per line. */
+ * memory do not depend on their values). --global-heads keeps the K best heads
+ * (Kg: KV groups) of a ranking saved by `xdistill heads -o` as global heads;
+ * their state grows with the length, so --student-prefill 1 fills the
+ * student's state by prefilling --ctx tokens instead of generating --gen.
+ * One JSON object per line. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench_common.h"
+#include "model/head_probe.h"
 #include "model/model.h"
 #include "model/student.h"
 #include "xdistill.h"
@@ -57,7 +63,8 @@ static void decode(const xd_model *m, xd_kv *kv, float *logits, int n, double *t
 
 int main(int argc, char **argv) {
     const char *model = bench_teacher_path(), *text = "/usr/share/common-licenses/GPL-3";
-    int threads = 2, ctx = 16384, gen = 16384, ndec = 32;
+    int threads = 2, ctx = 16384, gen = 16384, ndec = 32, student_prefill = 0;
+    const char *gh_spec = NULL;
     xd_student_opts so;
     xd_student_defaults(&so);
     for (int i = 1; i < argc; i += 2) {
@@ -71,6 +78,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--gen")) gen = atoi(v);
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
         else if (!strcmp(a, "--text")) text = v;
+        else if (!strcmp(a, "--global-heads")) gh_spec = v;
+        else if (!strcmp(a, "--global-kv")) so.global_kv_bf16 = !strcmp(v, "bf16");
+        else if (!strcmp(a, "--student-prefill")) student_prefill = atoi(v);
         else { fprintf(stderr, "bench_student: unknown option %s\n", a); return 2; }
     }
     if (ctx < 1024 || gen < 1024 || ndec < 4 || ndec > 4096) {
@@ -81,6 +91,15 @@ int main(int argc, char **argv) {
     xd_model *t = xd_model_load(model);
     if (!t) die(model);
     const xd_config *c = xd_model_config(t);
+    if (gh_spec) { /* FILE.json:K or FILE.json:Kg */
+        char path[4096];
+        const char *colon = strrchr(gh_spec, ':');
+        if (!colon) { fprintf(stderr, "bench_student: --global-heads FILE.json:K[g]\n"); return 2; }
+        snprintf(path, sizeof path, "%.*s", (int)(colon - gh_spec), gh_spec);
+        int k = atoi(colon + 1), group = colon[strlen(colon) - 1] == 'g' ? c->n_head / c->n_kv_head : 0;
+        so.n_global_heads = xd_head_ranking_load_top(path, k, group, c->n_layer, c->n_head, so.global_heads);
+        if (so.n_global_heads < 0) die(path);
+    }
     int V = c->vocab_size;
     size_t len = 0;
     char *txt = bench_read_file(text, &len);
@@ -95,8 +114,10 @@ int main(int argc, char **argv) {
     float *logits = malloc(sizeof(float) * (size_t)V);
     double *tt = malloc(sizeof(double) * (size_t)ndec);
     printf("{\"bench\":\"student_setup\",\"model\":\"%s\",\"threads\":%d,\"window\":%d,\"sinks\":%d,"
-           "\"ctx\":%d,\"gen\":%d,\"decode\":%d,\"text\":\"%s\",\"text_tokens\":%d}\n",
-           model, threads, so.window, so.sinks, ctx, gen, ndec, text, nb);
+           "\"ctx\":%d,\"gen\":%d,\"decode\":%d,\"text\":\"%s\",\"text_tokens\":%d,"
+           "\"global_heads\":%d,\"global_kv\":\"%s\",\"student_prefill\":%d}\n",
+           model, threads, so.window, so.sinks, ctx, gen, ndec, text, nb, so.n_global_heads,
+           so.global_kv_bf16 ? "bf16" : "f32", student_prefill);
     fflush(stdout);
 
     /* 1. teacher at ctx */
@@ -129,7 +150,12 @@ int main(int argc, char **argv) {
     printf("{\"bench\":\"student_rss\",\"tokens\":512,\"rss_mb\":%.1f,\"state_mb\":%.3f}\n", rss_512,
            (double)xd_student_kv_bytes(kv) / 1048576.0);
     fflush(stdout);
-    for (int at = 512; at < gen - ndec;) {
+    if (student_prefill) { /* the rest of ctx as prefill (global heads: their state grows) */
+        xd_kv_reset(kv);
+        prefill(s, kv, ids, ctx, logits);
+        gen = ctx + ndec;
+    }
+    for (int at = student_prefill ? gen : 512; at < gen - ndec;) {
         int n = gen - ndec - at < 1024 ? gen - ndec - at : 1024;
         decode(s, kv, logits, n, NULL);
         at += n;
