@@ -6,7 +6,7 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
 
-.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 clean
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx clean
 
 all: build
 
@@ -49,6 +49,11 @@ bench-student: teacher
 # SmolLM2 → student on the KJV: Stage I per-layer table, Stage II, passkey; writes bench/RESULTS.md.
 bench-distill: teacher
 	@XD_TEACHER=$(TEACHER) bench/distill_smollm2.sh
+
+# Long context (issue 13): the demo's pipeline at 40 examples per task and the passkey curve
+# at 1–32 windows for teacher, student and SWA-only (about an hour, estimated); writes bench/RESULTS.md.
+bench-longctx: build teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/longctx.sh
 
 # Stage III: three domain experts merged vs a generalist on the same tokens; writes bench/RESULTS.md.
 bench-stage3: build teacher
