@@ -30,10 +30,10 @@ LENGTHS=$(for m in $MULTS; do printf '%s,' $((m * WINDOW)); done); LENGTHS=${LEN
     --lengths "$LENGTHS" --trials "$TRIALS" --threads "$THREADS" | tee "$WORK/passkey.jsonl"
 t2=$(date +%s)
 GIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- 2>/dev/null || echo ' + uncommitted changes')"
-export M_WORK="$WORK" M_TRIALS="$TRIALS" M_GIT="$GIT" M_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
+export M_ROOT="$ROOT" M_WORK="$WORK" M_TRIALS="$TRIALS" M_GIT="$GIT" M_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
     M_TIMES="$t0 $t1 $t2" M_TEACHER="$T" M_CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 python3 - "${RESULTS:-$ROOT/bench/RESULTS.md}" <<'PY'
-import json, os, re, sys
+import json, os, sys
 E = os.environ; W = E["M_WORK"]; win = int(E["WINDOW"])
 t = [float(x) for x in E["M_TIMES"].split()]
 wt = json.load(open(f"{W}/wintie.json"))
@@ -82,10 +82,9 @@ for m, name in names.items():
 out.append("")
 out.append(f"State at 16K tokens: {state / 2**20:.1f} MiB = {state / teacher_kv:.3f} of the teacher's KV cache "
            f"({teacher_kv / 2**20:.0f} MiB, fp32).")
-text = open(sys.argv[1]).read()
 block = "\n".join(out) + "\n"
-pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
-text = pat.sub(lambda m: block.rstrip("\n"), text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
-open(sys.argv[1], "w").write(text)
+sys.path.insert(0, os.path.join(E["M_ROOT"], "bench"))
+from results_section import replace_section
+replace_section(sys.argv[1], SECTION, block)
 print(block)
 PY

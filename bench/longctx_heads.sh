@@ -37,11 +37,11 @@ build/bench/bench_passkey --teacher "$T" "${students[@]}" --lengths "$LENGTHS" -
     --threads "$THREADS" | tee "$WORK/passkey.jsonl"
 t2=$(ts)
 GIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- 2>/dev/null || echo ' + uncommitted changes')"
-export M_WORK="$WORK" M_WINDOW="$WINDOW" M_SINKS="$SINKS" M_KS="$KS" M_TRIALS="$TRIALS" M_THREADS="$THREADS" \
+export M_ROOT="$ROOT" M_WORK="$WORK" M_WINDOW="$WINDOW" M_SINKS="$SINKS" M_KS="$KS" M_TRIALS="$TRIALS" M_THREADS="$THREADS" \
     M_GIT="$GIT" M_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" M_TIMES="$t0 $t1 $t2" M_TEACHER="$T" \
     M_CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 python3 - "$ROOT/bench/RESULTS.md" <<'PY'
-import json, os, re, sys
+import json, os, sys
 E = os.environ; W = E["M_WORK"]; win = int(E["M_WINDOW"]); S = int(E["M_SINKS"])
 t = [float(x) for x in E["M_TIMES"].split()]
 heads = json.load(open(f"{W}/heads.json"))
@@ -86,10 +86,9 @@ out.append(f"State = sinks + the 2W window buffers + mLSTM C, n, m of every head
            f"values (in the student's `global_kv_dtype`, bf16 by default), as `xd_student_state_bytes`; the teacher's KV cache is fp32. Wall: {t[2]-t[1]:.0f} s "
            "for the passkey runs.")
 out.append("")
-text = open(sys.argv[1]).read()
 block = "\n".join(out) + "\n"
-pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
-text = pat.sub(lambda m: block.rstrip("\n"), text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
-open(sys.argv[1], "w").write(text)
+sys.path.insert(0, os.path.join(E["M_ROOT"], "bench"))
+from results_section import replace_section
+replace_section(sys.argv[1], SECTION, block)
 print(block)
 PY
