@@ -4,6 +4,9 @@
 #ifndef XD_TEST_STUDENT_UTIL_H
 #define XD_TEST_STUDENT_UTIL_H
 
+#include <math.h>
+#include <stdlib.h>
+
 #include "core/rng.h"
 #include "model/model.h"
 
@@ -45,6 +48,31 @@ static inline int test_run_pieces(const xd_model *m, const int32_t *ids, int n, 
     }
     xd_kv_free(kv);
     return rc;
+}
+
+/* max |logit difference| over every position of n seeded random tokens (one prefill)
+ * through a and b, e.g. a student and the same student saved and loaded again; -1 when a
+ * forward fails. */
+static inline double test_logits_gap(const xd_model *a, const xd_model *b, int n, uint64_t seed) {
+    int V = xd_model_config(a)->vocab_size;
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    float *la = malloc((size_t)n * V * sizeof *la), *lb = malloc((size_t)n * V * sizeof *lb);
+    xd_rng r;
+    xd_rng_seed(&r, seed);
+    for (int i = 0; ids && i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+    double gap = -1;
+    if (ids && la && lb && test_run_pieces(a, ids, n, &n, 1, n, la) == 0 &&
+        test_run_pieces(b, ids, n, &n, 1, n, lb) == 0) {
+        gap = 0;
+        for (size_t i = 0; i < (size_t)n * V; i++) {
+            double d = fabs((double)la[i] - (double)lb[i]);
+            if (!(d <= gap)) gap = d; /* NaN propagates */
+        }
+    }
+    free(ids);
+    free(la);
+    free(lb);
+    return gap;
 }
 
 #endif

@@ -320,15 +320,19 @@ static int parse_global_heads(const src *s, xd_config *c) {
             return xd_err("%s: global_heads: [%d, %d] is given twice (expected each head once)",
                           s->path, c->global_heads[i].layer, c->global_heads[i].head);
     c->n_global_heads = (int)n;
-    /* "global_kv_dtype": the decoding state's type for their keys/values */
+    return 0;
+}
+
+/* "global_kv_dtype": the decoding state's type for the global heads' keys/values;
+ * absent or null: float32 (students written before it existed). */
+static int parse_global_kv_dtype(const src *s, xd_config *c) {
     const json_t *dt = field(s->obj, "global_kv_dtype");
     c->global_kv_bf16 = 0;
-    if (dt && !json_is_null(dt)) {
-        const char *v = json_is_string(dt) ? json_string_value(dt) : NULL;
-        if (!v || (strcmp(v, "bfloat16") && strcmp(v, "float32")))
-            return xd_err("%s: global_kv_dtype: expected \"bfloat16\" or \"float32\"", s->path);
-        c->global_kv_bf16 = !strcmp(v, "bfloat16");
-    }
+    if (!dt || json_is_null(dt)) return 0;
+    const char *v = json_is_string(dt) ? json_string_value(dt) : NULL;
+    if (!v || (strcmp(v, "bfloat16") && strcmp(v, "float32")))
+        return xd_err("%s: global_kv_dtype: expected \"bfloat16\" or \"float32\"", s->path);
+    c->global_kv_bf16 = !strcmp(v, "bfloat16");
     return 0;
 }
 
@@ -352,7 +356,7 @@ static int parse_student(const src *s, xd_config *c) {
     else if (get_pos(s, "gate_softcap", 0, 15.0, &cap)) return -1;
     if (eps >= 1) return xd_err("%s: mlstm_eps: %g is impossible (expected < 1)", s->path, eps);
     if (get_hash(s, "teacher_hash", &c->teacher_hash) || get_hash(s, "base_hash", &c->base_hash) ||
-        parse_global_heads(s, c))
+        parse_global_heads(s, c) || parse_global_kv_dtype(s, c))
         return -1;
     c->student = 1;
     c->mlstm_scale = (float)scale;
