@@ -79,7 +79,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--decode")) ndec = atoi(v);
         else if (!strcmp(a, "--text")) text = v;
         else if (!strcmp(a, "--global-heads")) gh_spec = v;
-        else if (!strcmp(a, "--global-kv")) so.global_kv_bf16 = !strcmp(v, "bf16");
+        else if (!strcmp(a, "--global-kv")) {
+            if (xd_kv_dtype_parse(v, &so.global_kv_dtype)) {
+                fprintf(stderr, "bench_student: --global-kv float32|bfloat16|int8\n");
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--student-prefill")) student_prefill = atoi(v);
         else { fprintf(stderr, "bench_student: unknown option %s\n", a); return 2; }
     }
@@ -117,7 +122,7 @@ int main(int argc, char **argv) {
            "\"ctx\":%d,\"gen\":%d,\"decode\":%d,\"text\":\"%s\",\"text_tokens\":%d,"
            "\"global_heads\":%d,\"global_kv\":\"%s\",\"student_prefill\":%d}\n",
            model, threads, so.window, so.sinks, ctx, gen, ndec, text, nb, so.n_global_heads,
-           so.global_kv_bf16 ? "bf16" : "f32", student_prefill);
+           xd_kv_dtype_name(so.global_kv_dtype), student_prefill);
     fflush(stdout);
 
     /* 1. teacher at ctx */

@@ -100,6 +100,9 @@ typedef struct {
 /* Most global heads a student can have (docs/design.md, "Global heads"). */
 #define XD_MAX_GLOBAL_HEADS 1024
 
+/* Types of the keys/values a decoding state keeps for its global heads. */
+typedef enum { XD_KV_F32 = 0, XD_KV_BF16 = 1, XD_KV_INT8 = 2 } xd_kv_dtype;
+
 typedef struct {
     xd_arch arch;
     int n_layer;
@@ -140,13 +143,18 @@ typedef struct {
      * head < n_head; config.json "global_heads": [[layer, head], ...]. */
     int n_global_heads;
     xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
-    /* 1: the global heads' keys/values are kept in bf16 in the decoding state (half the
-     * bytes; the attention reads them widened to fp32), 0: fp32. config.json
-     * "global_kv_dtype": "bfloat16" | "float32" (absent: float32). Training is fp32 either way. */
-    int global_kv_bf16;
+    /* The type of the global heads' keys/values in the decoding state (xd_kv_dtype): fp32,
+     * bf16 (half the bytes) or int8 with an fp16 scale per 32 values (0.27 of fp32); the
+     * attention reads them widened to fp32. config.json "global_kv_dtype": "float32" |
+     * "bfloat16" | "int8" (absent: float32). Training is fp32 whatever the type. */
+    int global_kv_dtype;
 } xd_config;
 
 const char *xd_arch_name(xd_arch a);
+/* "float32", "bfloat16", "int8" (config.json's global_kv_dtype); parse: 0, or -1 for
+ * another name (no error set). */
+const char *xd_kv_dtype_name(int dtype);
+int xd_kv_dtype_parse(const char *name, int *dtype);
 
 /* ---- tokenizer ----------------------------------------------------------- */
 
@@ -238,7 +246,8 @@ typedef struct {
     int n_global_heads; /* heads kept as full causal attention (xd_config); any order, no
                          * duplicates; default none */
     xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
-    int global_kv_bf16; /* their keys/values in bf16 in the decoding state (default 1) */
+    int global_kv_dtype; /* their keys/values' type in the decoding state (xd_kv_dtype;
+                          * default XD_KV_BF16) */
 } xd_student_opts;
 
 void xd_student_defaults(xd_student_opts *o);

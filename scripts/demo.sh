@@ -7,8 +7,8 @@
 # Environment: XD_TEACHER (the GGUF), WORK (~/.cache/xdistill/demo), BUILD (build),
 # WINDOW (64), SEQ (256: Stage II and the teacher logits), S1_SEQ (1024), S1_STEPS (20),
 # S2_STEPS (60), GLOBAL_HEADS (auto:14g: the 14 best KV groups of the retrieval probe kept
-# as full attention, their keys/values in bf16; "none": no global heads), N (20 examples
-# per task), THREADS (all cores).
+# as full attention; "none": no global heads), GLOBAL_KV (bf16: the type of their keys and
+# values in the decoding state; int8 or f32), N (20 examples per task), THREADS (all cores).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 T="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -16,7 +16,8 @@ WORK="${WORK:-$HOME/.cache/xdistill/demo}"
 X="$ROOT/${BUILD:-build}/xdistill"
 WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_SEQ="${S1_SEQ:-1024}" S1_STEPS="${S1_STEPS:-20}"
 S2_STEPS="${S2_STEPS:-60}" N="${N:-20}" GLOBAL_HEADS="${GLOBAL_HEADS:-auto:14g}"
-GH=(); [ "$GLOBAL_HEADS" != none ] && GH=(--global-heads "$GLOBAL_HEADS")
+GLOBAL_KV="${GLOBAL_KV:-bf16}"
+GH=(); [ "$GLOBAL_HEADS" != none ] && GH=(--global-heads "$GLOBAL_HEADS" --global-kv "$GLOBAL_KV")
 TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
 mkdir -p "$WORK"
 say() { printf '\n== %s\n' "$*"; }
@@ -40,7 +41,7 @@ rm -rf "$WORK/suite"
 "$X" tasks make -o "$WORK/suite" --window "$WINDOW" --n "$N"
 stage tasks 0 "$t" "$(now)"
 
-say "3/8 convert: the xLSTM hybrid student (global heads: $GLOBAL_HEADS) and the SWA-only baseline"
+say "3/8 convert: the xLSTM hybrid student (global heads: $GLOBAL_HEADS, keys/values in $GLOBAL_KV) and the SWA-only baseline"
 t=$(now)
 rm -rf "$WORK/student" "$WORK/swa" "$WORK/s1" "$WORK/s2"
 "$X" convert "$T" -o "$WORK/student" --window "$WINDOW" --sinks 4 "${GH[@]}" "${TH[@]}"

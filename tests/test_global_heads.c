@@ -20,7 +20,11 @@
  *     default): 3 against a double reference on the bf16-rounded keys and
  *     values, 4 and 6 (2 bytes per value) again, every head global within
  *     the rounding's reach of the teacher, and prefill, decoding and pieces
- *     agreeing with each other. Sections 1–7 use fp32 keys/values. */
+ *     agreeing with each other. Sections 1–7 use fp32 keys/values;
+ *  9. keys/values in int8 (global_kv_dtype "int8": an fp16 scale per 32
+ *     values, as ggml's Q8_0): the row format by hand and its rounding
+ *     bound, the decoding kernel against double at 1 and 2 threads, then the
+ *     checks of section 8 (3 bytes' worth less per value: 68 per row of 64). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -32,6 +36,7 @@
 #include "core/f16.h"
 #include "core/file.h"
 #include "core/rng.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/student.h"
 #include "student_util.h"
@@ -69,8 +74,9 @@ static xd_model *load_fixture(const char *name) {
     return t;
 }
 
-/* 1: students made by student() keep their global keys/values in bf16 (section 8). */
-static int g_kv_bf16;
+/* The type students made by student() keep their global keys/values in (xd_kv_dtype;
+ * sections 8 and 9 set it). */
+static int g_kv;
 
 /* A student of fixture `name` with the given global heads (n < 0: all) and its
  * mixer randomised with seed (0: initial values). */
@@ -84,7 +90,7 @@ static xd_model *student(const char *name, int window, int sinks, int swa_only, 
     o.sinks = sinks;
     o.chunk = 16;
     o.swa_only = swa_only;
-    o.global_kv_bf16 = g_kv_bf16;
+    o.global_kv_dtype = g_kv;
     if (n < 0) {
         for (int l = 0; l < t->cfg.n_layer; l++)
             for (int h = 0; h < t->cfg.n_head; h++)
@@ -122,8 +128,10 @@ static void all_global(const char *name) {
      * a head whose output were not pinned (o = σ(·) ≠ 0 with a random mix) would be off by
      * O(1). bf16: every key and value rounded to 8 significant bits (relative error ≤ 2^-9),
      * which moves these random 2-layer models' logits by a few 1e-3 of their range (measured
-     * 3.7e-3 … 4.4e-3); an unpinned head would still be off by O(1). */
-    double tol = g_kv_bf16 ? 1e-2 : 1e-4;
+     * 3.7e-3 … 4.4e-3); int8: each value within half a step of its block's scale max|x|/127
+     * (≤ 0.4% of the block's largest), measured 1.06e-2 … 1.18e-2; an unpinned head would
+     * still be off by O(1). */
+    double tol = g_kv == XD_KV_F32 ? 1e-4 : g_kv == XD_KV_BF16 ? 1e-2 : 2e-2;
     float *first = malloc(nv * 4);
     for (int i = 0; i < 3; i++) {
         /* capacity 1: the global buffers grow while the sequence runs */
@@ -131,13 +139,13 @@ static void all_global(const char *name) {
               xd_last_error());
         double e = max_abs_diff(ref, got, nv) / scale;
         printf("  all heads global (%s K/V) %-10s T = 8W = %d, %-20s max |student − teacher| / "
-               "max|logit| %.2e (tol %.0e)\n", g_kv_bf16 ? "bf16" : "fp32", name, n, what[i], e, tol);
+               "max|logit| %.2e (tol %.0e)\n", xd_kv_dtype_name(g_kv), name, n, what[i], e, tol);
         CHECK(e <= tol, "%s %s: student with every head global differs from the teacher: %g",
               name, what[i], e);
         if (i == 0) memcpy(first, got, nv * 4);
         /* the three schedules among themselves: the same stored values, so only the kernels'
-         * summation orders differ (sgemm blocks; decoding's 16-lane dot products, within 7e-8
-         * of double in section 3); these random models amplify that to ≤ 2.2e-5 of the
+         * summation orders differ (sgemm blocks; decoding's chunks of 512 positions, within
+         * 7e-8 of double in section 3); these random models amplify that to ≤ 2.2e-5 of the
          * logits' range (measured); a value stored twice or not at all would be O(1e-2) */
         double ei = max_abs_diff(first, got, nv) / scale;
         CHECK(ei <= 1e-4, "%s %s: differs from one prefill by %g (tol 1e-4)", name, what[i], ei);
@@ -205,8 +213,23 @@ static int mixer_pieces(const xd_model *m, int l, int n, const int *pieces, int 
     return rc;
 }
 
-/* x as the bf16 state keeps it (section 8), or x. */
-static float kept(float x) { return g_kv_bf16 ? xd_bf16_to_fp32(xd_fp32_to_bf16(x)) : x; }
+/* The values of the row x[0 … hd−1] as the state keeps them, written here from the
+ * formats' definitions: bf16 rounds each to nearest even (section 8); int8 (section 9),
+ * per block of 32 (the last one shorter), d = max|x|/127, stored as fp16, and
+ * q = round(x·(1/d)), as ggml's quantize_row_q8_0_ref; the value is fp16(d)·q. */
+static void kept_row(float *y, const float *x, int hd) {
+    for (int b0 = 0; b0 < hd; b0 += 32) {
+        int b1 = b0 + 32 < hd ? b0 + 32 : hd;
+        float amax = 0;
+        for (int i = b0; i < b1; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+        float dh = xd_fp16_to_fp32(xd_fp32_to_fp16(d));
+        for (int i = b0; i < b1; i++)
+            y[i] = g_kv == XD_KV_F32    ? x[i]
+                   : g_kv == XD_KV_BF16 ? xd_bf16_to_fp32(xd_fp32_to_bf16(x[i]))
+                                        : dh * roundf(x[i] * inv);
+    }
+}
 
 static void head_level(void) {
     const int L = 1, H = 3, W = 4, n = 37;
@@ -226,6 +249,11 @@ static void head_level(void) {
     for (int i = 0; i < n * qd; i++) q[i] = (float)(2 * xd_rng_uniform(&r) - 1);
     for (int i = 0; i < n * kvd; i++) k[i] = (float)(2 * xd_rng_uniform(&r) - 1);
     for (int i = 0; i < n * kvd; i++) v[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+    float *kk = malloc((size_t)n * kvd * 4), *vk = malloc((size_t)n * kvd * 4);
+    for (int j = 0; j < n * c->n_kv_head; j++) { /* the rows of one (position, KV head) */
+        kept_row(kk + (size_t)j * hd, k + (size_t)j * hd, hd);
+        kept_row(vk + (size_t)j * hd, v + (size_t)j * hd, hd);
+    }
     const int pieces[] = {20, 1, 1, 15};
     CHECK(mixer_pieces(g, L, n, pieces, 4, h, q, k, v, ag) == 0 &&
               mixer_pieces(p, L, n, pieces, 4, h, q, k, v, ap) == 0,
@@ -238,7 +266,7 @@ static void head_level(void) {
         for (int j = 0; j <= t; j++) {
             double dot = 0;
             for (int i = 0; i < hd; i++)
-                dot += (double)qt[i] * kept(k[(size_t)j * kvd + (size_t)kvh * hd + i]);
+                dot += (double)qt[i] * kk[(size_t)j * kvd + (size_t)kvh * hd + i];
             s[j] = dot / sqrt((double)hd);
             if (s[j] > mx) mx = s[j];
         }
@@ -246,7 +274,7 @@ static void head_level(void) {
         for (int i = 0; i < hd; i++) {
             double o = 0;
             for (int j = 0; j <= t; j++)
-                o += s[j] / z * kept(v[(size_t)j * kvd + (size_t)kvh * hd + i]);
+                o += s[j] / z * vk[(size_t)j * kvd + (size_t)kvh * hd + i];
             double e = fabs(o - ag[(size_t)t * qd + (size_t)H * hd + i]);
             if (!(e <= err)) err = e;
             double e2 = fabs(o - ap[(size_t)t * qd + (size_t)H * hd + i]);
@@ -263,13 +291,13 @@ static void head_level(void) {
                 other++;
     printf("  one global head (%s K/V, layer %d head %d, W %d, %d positions in pieces 20,1,1,15): "
            "max |mixer − double attention| %.2e (tol 1e-5); the hybrid head is %.2e away; %zu "
-           "other head rows differ\n", g_kv_bf16 ? "bf16" : "fp32", L, H, W, n, err, differs, other);
+           "other head rows differ\n", xd_kv_dtype_name(g_kv), L, H, W, n, err, differs, other);
     /* tolerance: fp32 scores and softmax over ≤ 37 keys against double (on the same
-     * bf16-rounded keys/values in bf16 mode) */
+     * rounded keys/values in bf16 and int8 mode) */
     CHECK(err <= 1e-5, "the global head's output is not the full attention: %g", err);
     CHECK(differs > 1e-2, "the hybrid head should differ from full attention: %g", differs);
     CHECK(other == 0, "%zu rows of other heads changed", other);
-    free(h); free(q); free(k); free(v); free(ag); free(ap);
+    free(h); free(q); free(k); free(v); free(ag); free(ap); free(kk); free(vk);
     xd_model_free(g);
     xd_model_free(p);
 }
@@ -458,17 +486,21 @@ static void state_bytes(void) {
     xd_model *s = student("tiny-llama", 4, 2, 0, 3, gh, 0);
     xd_model *p = student("tiny-llama", 4, 2, 0, 0, NULL, 0);
     if (!s || !p) { xd_model_free(s); xd_model_free(p); return; }
-    size_t es = g_kv_bf16 ? 2 : 4; /* bytes per stored value */
-    size_t per_pos = 2 * 2 * (size_t)s->cfg.head_dim * es, b0 = xd_student_state_bytes(&p->cfg, 0);
+    /* bytes per stored row of head_dim 12: fp32 48, bf16 24, int8 12 + one fp16 scale */
+    size_t rb = g_kv == XD_KV_F32 ? 48 : g_kv == XD_KV_BF16 ? 24 : 14;
+    CHECK(s->cfg.head_dim == 12, "tiny-llama's head_dim is 12");
+    size_t per_pos = 2 * 2 * rb, b0 = xd_student_state_bytes(&p->cfg, 0);
     CHECK(xd_student_state_bytes(&s->cfg, 0) == b0, "empty state: the constant part");
     CHECK(xd_student_state_bytes(&p->cfg, 16384) == b0, "no global heads: constant");
     CHECK(xd_student_state_bytes(&s->cfg, 16384) == b0 + 16384 * per_pos, "at 16K: %zu vs %zu",
           xd_student_state_bytes(&s->cfg, 16384), b0 + 16384 * per_pos);
-    { /* docs/distill.md: head_dim 64 (SmolLM2) costs 8.4 MB per pair at 16K tokens */
+    { /* docs/distill.md: head_dim 64 (SmolLM2) costs 8.4 MB per pair at 16K tokens in fp32,
+       * 4.2 MB in bf16, 2.2 MB in int8 (64 values and two fp16 scales: 68 bytes a row) */
         xd_config c64 = s->cfg;
         c64.head_dim = 64;
         size_t g = xd_student_state_bytes(&c64, 16384) - xd_student_state_bytes(&c64, 0);
-        CHECK(g == 2 * 8388608 * es / 4, "two pairs at 16K, head_dim 64: %zu bytes", g);
+        size_t want = g_kv == XD_KV_F32 ? 8388608 : g_kv == XD_KV_BF16 ? 4194304 : 2228224;
+        CHECK(g == 2 * want, "two pairs at 16K, head_dim 64: %zu bytes", g);
     }
     int32_t ids[50];
     rand_ids(ids, 50, s->cfg.vocab_size, 1);
@@ -482,8 +514,8 @@ static void state_bytes(void) {
               xd_student_kv_bytes(kv) == xd_student_state_bytes(&s->cfg, (int64_t)pos) &&
               xd_student_kv_bytes(kp) == b0;
     }
-    printf("  state bytes: %zu + %zu per position (2 global KV heads x 2 x head_dim %d x %zu)\n",
-           b0, per_pos, s->cfg.head_dim, es);
+    printf("  state bytes (%s): %zu + %zu per position (2 global KV heads x 2 rows of %zu "
+           "bytes)\n", xd_kv_dtype_name(g_kv), b0, per_pos, rb);
     CHECK(ok, "the state grows by something else than the global keys/values");
     xd_kv_reset(kv);
     CHECK(xd_student_kv_bytes(kv) == b0, "reset state: the constant part");
@@ -569,7 +601,7 @@ static void training(void) {
 
 /* ---- 8. keys/values in bf16 ---------------------------------------------------------- */
 static void bf16_kv(void) {
-    g_kv_bf16 = 1;
+    g_kv = XD_KV_BF16;
     all_global("tiny-qwen3");
     all_global("tiny-llama");
     head_level();
@@ -578,7 +610,7 @@ static void bf16_kv(void) {
     /* convert's default; config.json round trip; bad values */
     xd_student_opts o;
     xd_student_defaults(&o);
-    CHECK(o.global_kv_bf16 == 1, "convert's default should be bf16");
+    CHECK(o.global_kv_dtype == XD_KV_BF16, "convert's default should be bf16");
     const xd_head_ref gh[] = {{0, 1}, {1, 2}};
     xd_model *s = student("tiny-llama", 4, 1, 0, 2, gh, 3);
     char dir[] = "/tmp/xd_global_bf_XXXXXX", path[600], cmd[1200], out[4096];
@@ -592,7 +624,8 @@ static void bf16_kv(void) {
           "config.json names the type: %s", text ? text : xd_last_error());
     free(text);
     xd_model *s2 = xd_model_load(path);
-    CHECK(s2 && s2->cfg.global_kv_bf16 == 1, "round trip: %s", s2 ? "type lost" : xd_last_error());
+    CHECK(s2 && s2->cfg.global_kv_dtype == XD_KV_BF16, "round trip: %s",
+          s2 ? "type lost" : xd_last_error());
     xd_model_free(s2);
     const char *vals[] = {"\"float32\"", "\"fp8\"", "16"};
     for (int i = 0; i < 3; i++) {
@@ -604,10 +637,10 @@ static void bf16_kv(void) {
         CHECK(json_dump_file(root, g_cfg, JSON_INDENT(2)) == 0, "write config.json");
         json_decref(root);
         s2 = xd_model_load(path);
-        if (i == 0) CHECK(s2 && s2->cfg.global_kv_bf16 == 0, "float32: %s", xd_last_error());
+        if (i == 0) CHECK(s2 && s2->cfg.global_kv_dtype == XD_KV_F32, "float32: %s", xd_last_error());
         else
             CHECK(!s2 && strstr(xd_last_error(), "config.json: global_kv_dtype: expected "
-                                                 "\"bfloat16\" or \"float32\""),
+                                                 "\"float32\", \"bfloat16\" or \"int8\""),
                   "global_kv_dtype %s: %s", vals[i], s2 ? "accepted" : xd_last_error());
         xd_model_free(s2);
     }
@@ -619,12 +652,143 @@ static void bf16_kv(void) {
     snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o %s/never --global-heads 0:1 "
              "--global-kv f16", XD_SOURCE_DIR, dir);
     int rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);
-    CHECK(rc != 0 && strstr(out, "--global-kv: 'f16' (expected bf16 or f32)"), "--global-kv f16: "
+    CHECK(rc != 0 && strstr(out, "--global-kv: 'f16' (expected bf16, int8 or f32)"), "--global-kv f16: "
           "exit %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "rm");
     xd_model_free(s);
-    g_kv_bf16 = 0;
+    g_kv = XD_KV_F32;
+}
+
+/* ---- 9. keys/values in int8 ---------------------------------------------------------- */
+/* The row format by hand, the rounding's bound, the decoding kernel against double on the
+ * stored values at any thread count, then the student checks of section 8 again. */
+static void int8_rows(void) {
+    CHECK(xd_kv_row_bytes(XD_KV_INT8, 64) == 68 && xd_kv_row_bytes(XD_KV_INT8, 40) == 44 &&
+              xd_kv_row_bytes(XD_KV_INT8, 12) == 14 && xd_kv_row_bytes(XD_KV_BF16, 12) == 24 &&
+              xd_kv_row_bytes(XD_KV_F32, 12) == 48, "row bytes");
+    /* block 0: x_i = (i − 16)/2, max|x| = 8 at i = 0, so d = 8/127 and q_i = round(x_i·127/8):
+     * −127 (i = 0), −119 (−7.5 → −119.06), 0 (i = 16), 119 (i = 31); block 1 (8 values): 0 */
+    float x[40] = {0}, y[40];
+    for (int i = 0; i < 32; i++) x[i] = (float)(i - 16) * 0.5f;
+    unsigned char row[44];
+    xd_kv_row_store(XD_KV_INT8, row, x, 40);
+    uint16_t d0, d1;
+    memcpy(&d0, row, 2);
+    memcpy(&d1, row + 2, 2);
+    const signed char *qv = (const signed char *)row + 4;
+    CHECK(d0 == xd_fp32_to_fp16(8.0f / 127.0f) && d1 == 0, "scales %04x %04x", d0, d1);
+    CHECK(qv[0] == -127 && qv[1] == -119 && qv[16] == 0 && qv[31] == 119 && qv[32] == 0 &&
+              qv[39] == 0, "values %d %d %d %d %d", qv[0], qv[1], qv[16], qv[31], qv[32]);
+    xd_kv_row_load(XD_KV_INT8, y, row, 40);
+    int exact = 1;
+    for (int i = 0; i < 40; i++) exact &= y[i] == xd_fp16_to_fp32(i < 32 ? d0 : d1) * (float)qv[i];
+    CHECK(exact, "load is not fp16(d)·q");
+    /* random rows: |y − x| ≤ d/2 + 127·|fp16(d) − d| ≤ d·(1/2 + 127·2^-11) */
+    xd_rng r;
+    xd_rng_seed(&r, 77);
+    double worst = 0;
+    for (int t = 0; t < 200; t++) {
+        float z[64], w[64];
+        unsigned char rw[68];
+        double mag = exp(8 * xd_rng_uniform(&r) - 4);
+        for (int i = 0; i < 64; i++) z[i] = (float)(mag * (2 * xd_rng_uniform(&r) - 1));
+        xd_kv_row_store(XD_KV_INT8, rw, z, 64);
+        xd_kv_row_load(XD_KV_INT8, w, rw, 64);
+        for (int b = 0; b < 2; b++) {
+            float amax = 0;
+            for (int i = 32 * b; i < 32 * b + 32; i++) amax = fmaxf(amax, fabsf(z[i]));
+            for (int i = 32 * b; i < 32 * b + 32; i++) {
+                double e = fabs((double)w[i] - z[i]) / (amax / 127.0);
+                if (e > worst) worst = e;
+            }
+        }
+    }
+    printf("  int8 rows: hand case exact; 200 random rows, max |y − x| = %.3f·d (bound %.3f·d)\n",
+           worst, 0.5 + 127.0 / 2048);
+    CHECK(worst <= 0.5 + 127.0 / 2048, "rounding beyond its bound: %.4f·d", worst);
+
+    /* decoding over 1300 positions (3 chunks), 3 query heads on 2 KV heads of hd 40 … */
+    enum { T = 1300, NH = 4, NKV = 2, HD = 40 };
+    size_t rb = xd_kv_row_bytes(XD_KV_INT8, HD);
+    unsigned char *K = malloc((size_t)T * NKV * rb), *V = malloc((size_t)T * NKV * rb);
+    float *kf = malloc((size_t)T * NKV * HD * 4), *vf = malloc((size_t)T * NKV * HD * 4);
+    float q[NH * HD], o1[NH * HD], o2[NH * HD];
+    for (int j = 0; j < T * NKV; j++) {
+        float a[HD], b[HD];
+        for (int i = 0; i < HD; i++) a[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+        for (int i = 0; i < HD; i++) b[i] = (float)(2 * xd_rng_uniform(&r) - 1);
+        xd_kv_row_store(XD_KV_INT8, K + (size_t)j * rb, a, HD);
+        xd_kv_row_store(XD_KV_INT8, V + (size_t)j * rb, b, HD);
+        xd_kv_row_load(XD_KV_INT8, kf + (size_t)j * HD, K + (size_t)j * rb, HD);
+        xd_kv_row_load(XD_KV_INT8, vf + (size_t)j * HD, V + (size_t)j * rb, HD);
+    }
+    for (int i = 0; i < NH * HD; i++) q[i] = (float)(3 * (2 * xd_rng_uniform(&r) - 1));
+    xd_set_threads(1);
+    int rc1 = xd_attention_kv(o1, q, K, V, 1, T - 1, NH, NKV, HD, XD_KV_INT8);
+    xd_set_threads(2);
+    int rc2 = xd_attention_kv(o2, q, K, V, 1, T - 1, NH, NKV, HD, XD_KV_INT8);
+    CHECK(rc1 == 0 && rc2 == 0, "attention: %s", xd_last_error());
+    /* the same chunks and the same order of their sums at any thread count; sgemm (OpenBLAS)
+     * inside each, so agreement is asserted to rounding, not bit for bit */
+    double e12 = max_abs_diff(o1, o2, NH * HD);
+    CHECK(e12 <= 1e-6, "1 and 2 threads differ by %g", e12);
+    double err = 0; /* … against double on the stored values */
+    for (int h = 0; h < NH; h++) {
+        int g = h / (NH / NKV);
+        double *sc = malloc(T * sizeof(double)), mx = -INFINITY, z = 0;
+        for (int j = 0; j < T; j++) {
+            double dot = 0;
+            for (int i = 0; i < HD; i++)
+                dot += (double)q[h * HD + i] * kf[((size_t)j * NKV + g) * HD + i];
+            sc[j] = dot / sqrt((double)HD);
+            if (sc[j] > mx) mx = sc[j];
+        }
+        for (int j = 0; j < T; j++) z += sc[j] = exp(sc[j] - mx);
+        for (int i = 0; i < HD; i++) {
+            double o = 0;
+            for (int j = 0; j < T; j++) o += sc[j] / z * vf[((size_t)j * NKV + g) * HD + i];
+            double e = fabs(o - o1[h * HD + i]);
+            if (!(e <= err)) err = e;
+        }
+        free(sc);
+    }
+    printf("  int8 decoding kernel, %d positions, %d heads on %d KV heads: max |out − double| "
+           "%.2e (tol 1e-5); 1 vs 2 threads %.1e (tol 1e-6)\n", T, NH, NKV, err, e12);
+    /* tolerance: fp32 scores, softmax and sums over 1300 terms of O(1) against double */
+    CHECK(err <= 1e-5, "int8 decoding kernel vs double: %g", err);
+    free(K); free(V); free(kf); free(vf);
+}
+
+static void int8_kv(void) {
+    int8_rows();
+    g_kv = XD_KV_INT8;
+    all_global("tiny-qwen3");
+    all_global("tiny-llama");
+    head_level();
+    copy_reset();
+    state_bytes();
+    /* config.json round trip and the CLI's --global-kv int8 */
+    char dir[] = "/tmp/xd_global_i8_XXXXXX", cmd[1200], out[4096], cfg[600];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o %s/s --window 4 "
+             "--global-heads 0:1,1:2 --global-kv int8", XD_SOURCE_DIR, dir);
+    int rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);
+    CHECK(rc == 0, "convert --global-kv int8: exit %d: %s", rc, out);
+    snprintf(cfg, sizeof cfg, "%s/s/config.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK(xd_read_file(cfg, &text, &len) == 0 && strstr(text, "\"global_kv_dtype\": \"int8\""),
+          "config.json names int8: %s", text ? text : xd_last_error());
+    free(text);
+    snprintf(cfg, sizeof cfg, "%s/s", dir);
+    xd_model *s2 = xd_model_load(cfg);
+    CHECK(s2 && s2->cfg.global_kv_dtype == XD_KV_INT8, "round trip: %s",
+          s2 ? "type lost" : xd_last_error());
+    xd_model_free(s2);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "rm");
+    g_kv = XD_KV_F32;
 }
 
 int main(void) {
@@ -638,5 +802,6 @@ int main(void) {
     state_bytes();
     training();
     bf16_kv();
+    int8_kv();
     return test_summary("test_global_heads");
 }

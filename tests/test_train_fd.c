@@ -55,7 +55,7 @@ static xd_model *student_of(const char *name, int window, int sinks, int chunk) 
     o.chunk = chunk;
     o.n_global_heads = n_global;
     memcpy(o.global_heads, global, sizeof global);
-    o.global_kv_bf16 = 0; /* training computes fp32; the inference it is compared with too */
+    o.global_kv_dtype = XD_KV_F32; /* training computes fp32; the inference it is compared with too */
     xd_model *m = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!m) return NULL;

@@ -327,12 +327,11 @@ static int parse_global_heads(const src *s, xd_config *c) {
  * absent or null: float32 (students written before it existed). */
 static int parse_global_kv_dtype(const src *s, xd_config *c) {
     const json_t *dt = field(s->obj, "global_kv_dtype");
-    c->global_kv_bf16 = 0;
+    c->global_kv_dtype = XD_KV_F32;
     if (!dt || json_is_null(dt)) return 0;
-    const char *v = json_is_string(dt) ? json_string_value(dt) : NULL;
-    if (!v || (strcmp(v, "bfloat16") && strcmp(v, "float32")))
-        return xd_err("%s: global_kv_dtype: expected \"bfloat16\" or \"float32\"", s->path);
-    c->global_kv_bf16 = !strcmp(v, "bfloat16");
+    const char *v = json_is_string(dt) ? json_string_value(dt) : "";
+    if (xd_kv_dtype_parse(v, &c->global_kv_dtype))
+        return xd_err("%s: global_kv_dtype: expected \"float32\", \"bfloat16\" or \"int8\"", s->path);
     return 0;
 }
 

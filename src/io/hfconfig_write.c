@@ -255,7 +255,7 @@ static json_t *config_json(const xd_config *c) {
                 bad = 1;
         set(o, "global_heads", g, &bad);
         if (c->n_global_heads)
-            set(o, "global_kv_dtype", json_string(c->global_kv_bf16 ? "bfloat16" : "float32"), &bad);
+            set(o, "global_kv_dtype", json_string(xd_kv_dtype_name(c->global_kv_dtype)), &bad);
     }
     if (bad) {
         json_decref(o);

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/f16.h"
 #include "kernels.h"
 
 enum { QBLOCK = 64 };
@@ -58,58 +57,6 @@ int xd_attention(float *out, const float *q, const float *k, const float *v, int
                         (int)Tb, V, kvd, 0.0f, O, qd);
         }
     }
-    free(scores);
-    return 0;
-}
-
-/* One query row of one head over bf16 keys/values (decoding): scores with 16
- * independent partial sums per row (vectorised without -ffast-math; the
- * order differs from sgemv's, so results agree with xd_attention on the
- * widened cache to rounding, not bit for bit). */
-static void one_query_bf16(float *o, const float *q, const uint16_t *k, const uint16_t *v,
-                           float *s, int64_t T, int kvd, int hd, float scale) {
-    for (int64_t j = 0; j < T; j++) {
-        const uint16_t *kr = k + j * kvd;
-        float lane[16] = {0};
-        int d = 0;
-        for (; d + 16 <= hd; d += 16)
-            for (int l = 0; l < 16; l++) lane[l] += q[d + l] * xd_bf16_to_fp32(kr[d + l]);
-        for (; d < hd; d++) lane[d & 15] += q[d] * xd_bf16_to_fp32(kr[d]);
-        float acc = 0;
-        for (int l = 0; l < 16; l++) acc += lane[l];
-        s[j] = scale * acc;
-    }
-    xd_softmax(s, (int)T);
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (int64_t j = 0; j < T; j++) {
-        const uint16_t *vr = v + j * kvd;
-        float p = s[j];
-        for (int d = 0; d < hd; d++) o[d] += p * xd_bf16_to_fp32(vr[d]);
-    }
-}
-
-int xd_attention_bf16kv(float *out, const float *q, const uint16_t *k, const uint16_t *v, int n,
-                        int64_t pos0, int n_head, int n_kv, int hd) {
-    int kvd = n_kv * hd, group = n_head / n_kv;
-    int64_t T = pos0 + n;
-    if (n > 1) { /* prefill: widen once, then the sgemm path */
-        float *kf = malloc((size_t)T * (size_t)kvd * 2 * sizeof(float));
-        if (!kf) return -1;
-        float *vf = kf + (size_t)T * (size_t)kvd;
-        xd_bf16_to_fp32_n(kf, k, (size_t)T * (size_t)kvd);
-        xd_bf16_to_fp32_n(vf, v, (size_t)T * (size_t)kvd);
-        int rc = xd_attention(out, q, kf, vf, n, pos0, n_head, n_kv, hd);
-        free(kf);
-        return rc;
-    }
-    float scale = 1.0f / sqrtf((float)hd);
-    float *scores = malloc((size_t)n_head * (size_t)T * sizeof(float));
-    if (!scores) return -1;
-#pragma omp parallel for schedule(static) if (T * n_head >= 4096)
-    for (int h = 0; h < n_head; h++)
-        one_query_bf16(out + (int64_t)h * hd, q + (int64_t)h * hd, k + (int64_t)(h / group) * hd,
-                       v + (int64_t)(h / group) * hd, scores + (size_t)h * (size_t)T, T, kvd, hd,
-                       scale);
     free(scores);
     return 0;
 }

@@ -30,13 +30,26 @@ void xd_swiglu(float *g, const float *u, int64_t n);
 int xd_attention(float *out, const float *q, const float *k, const float *v, int n,
                   int64_t pos0, int n_head, int n_kv, int hd);
 
-/* xd_attention over a cache held in bf16 (k, v: [pos0+n][n_kv·hd] bf16 values,
- * the new rows included): the same function of the bf16 values widened to
- * fp32 (exactly). One query (n == 1, decoding) reads the bf16 rows directly
- * (scores and the weighted sum in fp32); more queries widen the cache to a
- * temporary fp32 copy and call xd_attention. Returns -1 when out of memory. */
-int xd_attention_bf16kv(float *out, const float *q, const uint16_t *k, const uint16_t *v, int n,
-                        int64_t pos0, int n_head, int n_kv, int hd);
+/* Attention over a compact cache (kernels/attention_kv.c): rows of one
+ * (position, KV head) in the decoding state's type dtype (XD_KV_F32, _BF16,
+ * _INT8 of xdistill.h), xd_kv_row_bytes(dtype, hd) bytes each. Store widens
+ * nothing: it rounds x once (bf16: to nearest even; int8: per block of 32, an
+ * fp16 scale max|x|/127 and round(x/scale), as ggml's Q8_0); load gives the
+ * stored values as fp32, exactly. */
+size_t xd_kv_row_bytes(int dtype, int hd);
+void xd_kv_row_store(int dtype, void *dst, const float *x, int hd);
+void xd_kv_row_load(int dtype, float *dst, const void *src, int hd);
+
+/* xd_attention over such a cache (k, v: [pos0+n][n_kv] rows, the new rows
+ * included): the same function of the loaded values. F32 is xd_attention
+ * itself; otherwise one query (n == 1, decoding) reads the rows directly,
+ * widening each once for every query head of its group, in fixed chunks of
+ * positions whose sums are added in order (the same result at any thread
+ * count; not bit for bit xd_attention's, whose sgemv sums in another order);
+ * more queries widen the cache to a temporary fp32 copy and call
+ * xd_attention. Returns -1 when out of memory. */
+int xd_attention_kv(float *out, const float *q, const void *k, const void *v, int n,
+                    int64_t pos0, int n_head, int n_kv, int hd, int dtype);
 
 /* Sliding-window + sink attention (the student's SWA branch) of n queries at
  * positions qpos0 … qpos0+n−1. The key at position kp is visible to the

@@ -16,7 +16,7 @@ void xd_student_defaults(xd_student_opts *o) {
     o->chunk = 64;
     o->gate_softcap = 15.0f;
     o->mlstm_eps = 1e-6f;
-    o->global_kv_bf16 = 1;
+    o->global_kv_dtype = XD_KV_BF16;
 }
 
 /* The new parameters' initial values (see xdistill.h). */
@@ -79,7 +79,11 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
     s->cfg.chunk = o->chunk;
     s->cfg.gate_softcap = o->gate_softcap;
     s->cfg.mlstm_eps = o->mlstm_eps;
-    s->cfg.global_kv_bf16 = o->global_kv_bf16 ? 1 : 0;
+    if (o->global_kv_dtype < XD_KV_F32 || o->global_kv_dtype > XD_KV_INT8) {
+        xd_err("convert: global_kv_dtype %d is not a key/value type (xd_kv_dtype)", o->global_kv_dtype);
+        goto fail;
+    }
+    s->cfg.global_kv_dtype = o->global_kv_dtype;
     s->cfg.teacher_hash = xd_model_teacher_hash(t); /* Stage II checks its logits against it */
     s->cfg.mlstm_scale = o->mlstm_scale > 0 ? o->mlstm_scale
                                             : 1.0f / sqrtf(2.0f * (float)t->cfg.head_dim);

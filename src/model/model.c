@@ -20,6 +20,18 @@ const char *xd_arch_name(xd_arch a) {
     return "unknown";
 }
 
+static const char *const KV_DTYPE_NAMES[] = {"float32", "bfloat16", "int8"};
+
+const char *xd_kv_dtype_name(int dtype) {
+    return dtype >= 0 && dtype <= XD_KV_INT8 ? KV_DTYPE_NAMES[dtype] : "unknown";
+}
+
+int xd_kv_dtype_parse(const char *name, int *dtype) {
+    for (int i = 0; i <= XD_KV_INT8; i++)
+        if (name && !strcmp(name, KV_DTYPE_NAMES[i])) return *dtype = i, 0;
+    return -1;
+}
+
 /* Hands out n floats from *cur (or only counts when base is NULL). */
 static float *take(float *base, size_t *cur, size_t n) {
     float *p = base ? base + *cur : NULL;

@@ -57,7 +57,7 @@ struct xd_kv {
      * cfg.global_heads; rows 0 … pos−1 used, gcap allocated (doubles when full) */
     int n_gkv;
     int64_t gcap;
-    int gkv_bf16;         /* cfg.global_kv_bf16: elements are bf16 (uint16_t), else float */
+    int gkv_dtype;        /* cfg.global_kv_dtype (xd_kv_dtype): rows of xd_kv_row_bytes */
     void **gk, **gv;      /* [n_gkv] buffers of [gcap][head_dim] elements */
 };
 

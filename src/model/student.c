@@ -35,8 +35,8 @@ static int gkv_pairs(const xd_config *c, int *first) {
     return nb;
 }
 
-/* Bytes per stored key/value element of the global heads. */
-static size_t gkv_elem(const xd_kv *kv) { return kv->gkv_bf16 ? sizeof(uint16_t) : sizeof(float); }
+/* Bytes per stored key or value row (one position) of a global KV head. */
+static size_t gkv_row(const xd_kv *kv) { return xd_kv_row_bytes(kv->gkv_dtype, kv->head_dim); }
 
 /* Grows every global key/value buffer to at least `rows` rows (doubling). On failure the
  * buffers keep their contents and kv->gcap its value. */
@@ -44,7 +44,7 @@ static int gkv_reserve(xd_kv *kv, int64_t rows) {
     if (rows <= kv->gcap) return 0;
     int64_t cap = kv->gcap > 16 ? kv->gcap : 16;
     while (cap < rows) cap *= 2;
-    size_t bytes = (size_t)cap * (size_t)kv->head_dim * gkv_elem(kv);
+    size_t bytes = (size_t)cap * gkv_row(kv);
     for (int b = 0; b < kv->n_gkv; b++) {
         void *k = realloc(kv->gk[b], bytes);
         if (k) kv->gk[b] = k;
@@ -100,7 +100,7 @@ int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
     touch_pages(kv->rk, nw * sizeof(float));
     touch_pages(kv->rv, nw * sizeof(float));
     kv->n_gkv = gkv_pairs(c, NULL);
-    kv->gkv_bf16 = c->global_kv_bf16;
+    kv->gkv_dtype = c->global_kv_dtype;
     if (kv->n_gkv) { /* global heads: growable, max_tokens rows to begin with */
         kv->gk = calloc((size_t)kv->n_gkv, sizeof *kv->gk);
         kv->gv = calloc((size_t)kv->n_gkv, sizeof *kv->gv);
@@ -135,12 +135,12 @@ void xd_student_kv_reset(xd_kv *kv) {
 int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     if (dst->window != src->window || dst->sinks != src->sinks || dst->n_head != src->n_head ||
         dst->dphi != src->dphi || dst->head_dim != src->head_dim || dst->n_gkv != src->n_gkv ||
-        dst->gkv_bf16 != src->gkv_bf16)
+        dst->gkv_dtype != src->gkv_dtype)
         return xd_err("student state copy: the two states belong to different students");
     if (gkv_reserve(dst, src->pos)) return -1;
     for (int b = 0; b < src->n_gkv; b++) { /* global heads: positions 0 … pos−1 */
-        memcpy(dst->gk[b], src->gk[b], (size_t)src->pos * (size_t)src->head_dim * gkv_elem(src));
-        memcpy(dst->gv[b], src->gv[b], (size_t)src->pos * (size_t)src->head_dim * gkv_elem(src));
+        memcpy(dst->gk[b], src->gk[b], (size_t)src->pos * gkv_row(src));
+        memcpy(dst->gv[b], src->gv[b], (size_t)src->pos * gkv_row(src));
     }
     size_t L = (size_t)src->n_layer, kvd = (size_t)src->kv_dim, nh = (size_t)src->n_head;
     size_t ns = L * (size_t)src->sinks * kvd, nw = L * 2 * (size_t)src->window * kvd;
@@ -157,24 +157,26 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     return 0;
 }
 
-/* docs/design.md, "Decoding state": the constant part plus 2·hd values (es bytes each: 4 for
- * fp32, 2 for bf16) per position and global (layer, KV head) pair. */
+/* docs/design.md, "Decoding state": the constant part plus a key and a value row (rb bytes
+ * each: xd_kv_row_bytes of the global_kv_dtype) per position and global (layer, KV head)
+ * pair. */
 static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t W, size_t mlstm, size_t n_gkv,
-                          size_t hd, size_t es, int64_t len) {
-    return 4 * L * (2 * S * kvd + 4 * W * kvd + mlstm) + es * 2 * n_gkv * hd * (size_t)len;
+                          size_t rb, int64_t len) {
+    return 4 * L * (2 * S * kvd + 4 * W * kvd + mlstm) + 2 * n_gkv * rb * (size_t)len;
 }
 
 size_t xd_student_kv_bytes(const xd_kv *kv) {
     return state_bytes((size_t)kv->n_layer, (size_t)kv->kv_dim, (size_t)kv->sinks,
                        (size_t)kv->window, layer_mlstm_floats(kv), (size_t)kv->n_gkv,
-                       (size_t)kv->head_dim, gkv_elem(kv), kv->pos);
+                       gkv_row(kv), kv->pos);
 }
 
 size_t xd_student_state_bytes(const xd_config *c, int64_t len) {
     size_t nh = (size_t)c->n_head, hd = (size_t)c->head_dim, dphi = 2 * hd;
     return state_bytes((size_t)c->n_layer, (size_t)c->n_kv_head * hd, (size_t)c->sinks,
                        (size_t)c->window, nh * dphi * hd + nh * dphi + nh,
-                       (size_t)gkv_pairs(c, NULL), hd, c->global_kv_bf16 ? 2 : 4, len < 0 ? 0 : len);
+                       (size_t)gkv_pairs(c, NULL), xd_kv_row_bytes(c->global_kv_dtype, (int)hd),
+                       len < 0 ? 0 : len);
 }
 
 void xd_student_plan_make(xd_student_plan *p, const xd_kv *kv, int n) {
@@ -294,22 +296,15 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
             for (int r = 0; r < nq; r++)
                 memcpy(qg + (t * nq + r) * hd, q + t * qd + (size_t)gh[i0 + r].head * hd, row);
         /* nq query heads over one KV head: GQA with n_kv = 1 */
-        int rc;
-        if (kv->gkv_bf16) { /* rounded once when stored; every later read sees the same values */
-            uint16_t *K = kv->gk[b], *V = kv->gv[b];
-            for (size_t t = 0; t < (size_t)n; t++) {
-                xd_fp32_to_bf16_n(K + ((size_t)p->pos0 + t) * hd, k + t * kvd + (size_t)g * hd, (size_t)hd);
-                xd_fp32_to_bf16_n(V + ((size_t)p->pos0 + t) * hd, v + t * kvd + (size_t)g * hd, (size_t)hd);
-            }
-            rc = xd_attention_bf16kv(og, qg, K, V, n, p->pos0, nq, 1, hd);
-        } else {
-            float *K = kv->gk[b], *V = kv->gv[b];
-            for (size_t t = 0; t < (size_t)n; t++) {
-                memcpy(K + ((size_t)p->pos0 + t) * hd, k + t * kvd + (size_t)g * hd, row);
-                memcpy(V + ((size_t)p->pos0 + t) * hd, v + t * kvd + (size_t)g * hd, row);
-            }
-            rc = xd_attention(og, qg, K, V, n, p->pos0, nq, 1, hd);
+        /* rounded once when stored (bf16, int8): every later read sees the same values */
+        char *K = kv->gk[b], *V = kv->gv[b];
+        size_t rb = gkv_row(kv);
+        for (size_t t = 0; t < (size_t)n; t++) {
+            size_t at = ((size_t)p->pos0 + t) * rb, src = t * kvd + (size_t)g * hd;
+            xd_kv_row_store(kv->gkv_dtype, K + at, k + src, hd);
+            xd_kv_row_store(kv->gkv_dtype, V + at, v + src, hd);
         }
+        int rc = xd_attention_kv(og, qg, K, V, n, p->pos0, nq, 1, hd, kv->gkv_dtype);
         if (rc)
             return xd_err("student global heads: out of memory at %lld tokens",
                           (long long)(p->pos0 + n));
