@@ -143,12 +143,16 @@ static void all_global(const char *name) {
         CHECK(e <= tol, "%s %s: student with every head global differs from the teacher: %g",
               name, what[i], e);
         if (i == 0) memcpy(first, got, nv * 4);
-        /* the three schedules among themselves: the same stored values, so only the kernels'
-         * summation orders differ (sgemm blocks; decoding's chunks of 512 positions, within
-         * 7e-8 of double in section 3); these random models amplify that to ≤ 2.2e-5 of the
-         * logits' range (measured); a value stored twice or not at all would be O(1e-2) */
-        double ei = max_abs_diff(first, got, nv) / scale;
-        CHECK(ei <= 1e-4, "%s %s: differs from one prefill by %g (tol 1e-4)", name, what[i], ei);
+        /* the three schedules among themselves: only the kernels' summation orders differ
+         * (sgemm blocks; decoding's chunks of 512 positions, within 7e-8 of double in section
+         * 3); these random models amplify that to ≤ 2.2e-5 of the logits' range (measured).
+         * Stored values may differ too: a key or value that the projections give a rounding
+         * apart in two schedules can round to neighbouring steps when stored. In bf16 a step
+         * is 2^-8 of the value; in int8 it is max|x|/127 of the block, which moved the
+         * logits by 4.7e-4 of their range (tiny-llama with OpenBLAS's Haswell kernels), so
+         * int8 gets 2e-3. A value stored twice or not at all would be O(1e-2). */
+        double ei = max_abs_diff(first, got, nv) / scale, ti = g_kv == XD_KV_INT8 ? 2e-3 : 1e-4;
+        CHECK(ei <= ti, "%s %s: differs from one prefill by %g (tol %g)", name, what[i], ei, ti);
     }
     free(first);
     free(ref);
