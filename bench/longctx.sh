@@ -34,24 +34,22 @@ export M_ROOT="$ROOT" M_WORK="$WORK" M_TRIALS="$TRIALS" M_GIT="$GIT" M_DATE="$(d
     M_TIMES="$t0 $t1 $t2" M_TEACHER="$T" M_CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 python3 - "${RESULTS:-$ROOT/bench/RESULTS.md}" <<'PY'
 import json, os, sys
+sys.path.insert(0, os.path.join(os.environ["M_ROOT"], "bench"))
+from results_section import replace_section
+from student_state import state_bytes, teacher_kv_bytes
 E = os.environ; W = E["M_WORK"]; win = int(E["WINDOW"])
 t = [float(x) for x in E["M_TIMES"].split()]
 wt = json.load(open(f"{W}/wintie.json"))
 pk = [json.loads(l) for l in open(f"{W}/passkey.jsonl") if l.startswith("{")]
 ledger = json.load(open(f"{W}/ledger.json"))["stages"]
 cfg = json.load(open(f"{W}/s2/model/config.json"))
-L, nh, nkv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-hd = cfg.get("head_dim") or cfg["hidden_size"] // nh
-S, N16 = cfg["sinks"], 16384
-teacher_kv = 4 * 2 * L * nkv * hd * N16
-pairs = {(l, h // (nh // nkv)) for l, h in cfg.get("global_heads", [])}
-es = 2 if cfg.get("global_kv_dtype") == "bfloat16" else 4
-state = 4 * L * (2 * S * nkv * hd + 4 * win * nkv * hd + nh * 2 * hd * hd + nh * 2 * hd + nh) \
-    + len(pairs) * 2 * hd * es * N16
+N16 = 16384
+teacher_kv = teacher_kv_bytes(cfg, N16)
+npairs, state = state_bytes(cfg, N16)
 SECTION = "## Long context: bench-longctx (issue 13)"
 out = [SECTION, ""]
 out.append(f"`make bench-longctx` (`bench/longctx.sh`): SmolLM2-135M-Instruct, W = {win}, the demo's student "
-           f"({len(cfg.get('global_heads', []))} global heads in {len(pairs)} KV pairs, keys/values "
+           f"({len(cfg.get('global_heads', []))} global heads in {npairs} KV pairs, keys/values "
            f"{cfg.get('global_kv_dtype', 'float32')}), the built-in suite at {E['N']} examples per task; "
            f"passkey by `bench/bench_passkey.c`, {E['M_TRIALS']} trials per length. {E['M_CPU']}, "
            f"{E['THREADS']} threads, {E['M_DATE']}, git {E['M_GIT']}. Pipeline {t[1]-t[0]:.0f} s "
@@ -83,8 +81,6 @@ out.append("")
 out.append(f"State at 16K tokens: {state / 2**20:.1f} MiB = {state / teacher_kv:.3f} of the teacher's KV cache "
            f"({teacher_kv / 2**20:.0f} MiB, fp32).")
 block = "\n".join(out) + "\n"
-sys.path.insert(0, os.path.join(E["M_ROOT"], "bench"))
-from results_section import replace_section
 replace_section(sys.argv[1], SECTION, block)
 print(block)
 PY

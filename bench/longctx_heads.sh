@@ -42,21 +42,19 @@ export M_ROOT="$ROOT" M_WORK="$WORK" M_WINDOW="$WINDOW" M_SINKS="$SINKS" M_KS="$
     M_CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 python3 - "$ROOT/bench/RESULTS.md" <<'PY'
 import json, os, sys
+sys.path.insert(0, os.path.join(os.environ["M_ROOT"], "bench"))
+from results_section import replace_section
+from student_state import state_bytes, teacher_kv_bytes
 E = os.environ; W = E["M_WORK"]; win = int(E["M_WINDOW"]); S = int(E["M_SINKS"])
 t = [float(x) for x in E["M_TIMES"].split()]
 heads = json.load(open(f"{W}/heads.json"))
 pk = [json.loads(l) for l in open(f"{W}/passkey.jsonl") if l.startswith("{")]
 cfgs = {K: json.load(open(f"{W}/swa-k{K}/config.json")) for K in E["M_KS"].split()}
 c0 = next(iter(cfgs.values()))
-L, nh, nkv = c0["num_hidden_layers"], c0["num_attention_heads"], c0["num_key_value_heads"]
-hd = c0.get("head_dim") or c0["hidden_size"] // nh
-kvd, dphi, N = nkv * hd, 2 * hd, 16384
-teacher_kv = 4 * 2 * L * kvd * N
-base = 4 * L * (2 * S * kvd + 4 * win * kvd + nh * dphi * hd + nh * dphi + nh)
+N = 16384
+teacher_kv = teacher_kv_bytes(c0, N)
 def state(K):
-    pairs = {(l, h // (nh // nkv)) for l, h in cfgs[K].get("global_heads", [])}
-    es = 2 if cfgs[K].get("global_kv_dtype") == "bfloat16" else 4
-    return len(pairs), base + len(pairs) * 2 * hd * es * N
+    return state_bytes(cfgs[K], N)
 SECTION = "## Long context: global heads without training (issue 13)"
 out = [SECTION, ""]
 out.append(f"SmolLM2-135M-Instruct; the SWA-only student (`convert --swa-only`: window {win}, {S} sinks, "
@@ -87,8 +85,6 @@ out.append(f"State = sinks + the 2W window buffers + mLSTM C, n, m of every head
            "for the passkey runs.")
 out.append("")
 block = "\n".join(out) + "\n"
-sys.path.insert(0, os.path.join(E["M_ROOT"], "bench"))
-from results_section import replace_section
 replace_section(sys.argv[1], SECTION, block)
 print(block)
 PY
