@@ -3,7 +3,8 @@
  *
  *   bench_student [--model GGUF] [--threads N] [--window W] [--sinks S]
  *                 [--ctx 16384] [--gen 16384] [--decode 32] [--text FILE]
- *                 [--global-heads FILE.json:K[g] [--global-kv bf16|f32]] [--student-prefill 1]
+ *                 [--global-heads FILE.json:K[g] [--global-kv bfloat16|int8|float32]]
+ *                 [--student-prefill 1]
  *
  * 1. Teacher: prefill --ctx tokens (the tokenised --text, repeated) into its
  *    KV cache in pieces of 512, then greedy-decode --decode tokens: its decode

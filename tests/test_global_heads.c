@@ -615,6 +615,16 @@ static void bf16_kv(void) {
     xd_student_opts o;
     xd_student_defaults(&o);
     CHECK(o.global_kv_dtype == XD_KV_BF16, "convert's default should be bf16");
+    { /* a type out of range is refused (xd_config_validate), naming the field */
+        xd_model *t = load_fixture("tiny-llama");
+        o.global_kv_dtype = 7;
+        xd_model *bad = t ? xd_student_convert(t, &o) : NULL;
+        CHECK(t && !bad && strstr(xd_last_error(), "global_kv_dtype = 7"), "global_kv_dtype 7: %s",
+              bad ? "accepted" : xd_last_error());
+        xd_model_free(bad);
+        xd_model_free(t);
+        o.global_kv_dtype = XD_KV_BF16;
+    }
     const xd_head_ref gh[] = {{0, 1}, {1, 2}};
     xd_model *s = student("tiny-llama", 4, 1, 0, 2, gh, 3);
     char dir[] = "/tmp/xd_global_bf_XXXXXX", path[600], cmd[1200], out[4096];

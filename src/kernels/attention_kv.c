@@ -88,11 +88,12 @@ static int one_position(float *out, const float *q, const void *k, const void *v
     size_t rb = xd_kv_row_bytes(dtype, hd), stride = rb * (size_t)n_kv;
     int64_t nc = (T + CHUNK - 1) / CHUNK, jobs = nc * n_kv;
     float scale = 1.0f / sqrtf((float)hd);
-    float *s = malloc(((size_t)n_head * (size_t)T + (size_t)nc * n_head * hd) * sizeof(float));
     int nth = omp_get_max_threads();
-    float *rowbuf = malloc((size_t)nth * CHUNK * (size_t)hd * sizeof(float));
-    if (!s || !rowbuf) { free(s); free(rowbuf); return -1; }
-    float *part = s + (size_t)n_head * (size_t)T; /* [nc][n_head][hd] */
+    /* one block: scores [n_head][T], the chunks' sums [nc][n_head][hd], a row buffer per thread */
+    size_t ns = (size_t)n_head * (size_t)T, np = (size_t)nc * n_head * hd;
+    float *s = malloc((ns + np + (size_t)nth * CHUNK * (size_t)hd) * sizeof(float));
+    if (!s) return -1;
+    float *part = s + ns, *rowbuf = part + np;
     int par = T * n_head >= 4096;
 #pragma omp parallel if (par)
     {
@@ -128,7 +129,6 @@ static int one_position(float *out, const float *q, const void *k, const void *v
         }
     }
     free(s);
-    free(rowbuf);
     return 0;
 }
 

@@ -85,10 +85,6 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
                                             : 1.0f / sqrtf(2.0f * (float)t->cfg.head_dim);
     xd_weight *tw = NULL, *sw = NULL;
     int nt = 0, nsw = 0;
-    if (o->global_kv_dtype < XD_KV_F32 || o->global_kv_dtype > XD_KV_INT8) {
-        xd_err("convert: global_kv_dtype %d is not a key/value type (xd_kv_dtype)", o->global_kv_dtype);
-        goto fail;
-    }
     if (take_global_heads(&s->cfg, o) || xd_config_validate(&s->cfg, "convert") || xd_model_alloc(s) ||
         xd_model_weights(t, &tw, &nt) || xd_model_weights(s, &sw, &nsw))
         goto fail;

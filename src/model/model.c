@@ -126,6 +126,9 @@ int xd_config_validate(const xd_config *c, const char *src) {
             return xd_err("%s: mlstm_eps = %g is out of range (expected (0, 1])", src, c->mlstm_eps);
         if (!(c->gate_softcap >= 0) || !isfinite(c->gate_softcap))
             return xd_err("%s: gate_softcap = %g must be >= 0 (0 = off)", src, c->gate_softcap);
+        if (c->global_kv_dtype < XD_KV_F32 || c->global_kv_dtype > XD_KV_INT8)
+            return xd_err("%s: global_kv_dtype = %d is not a key/value type (expected %d..%d: "
+                          "float32, bfloat16, int8)", src, c->global_kv_dtype, XD_KV_F32, XD_KV_INT8);
     }
     return xd_global_heads_check(c, src);
 }
