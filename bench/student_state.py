@@ -9,6 +9,8 @@ def kv_row_bytes(dtype, hd):
         return 2 * hd
     if dtype == "int8":  # hd int8 values and an fp16 scale per 32
         return hd + 2 * ((hd + 31) // 32)
+    if dtype == "int4":  # per block of 32: an fp16 scale and 16 bytes of 4-bit codes
+        return 18 * ((hd + 31) // 32)
     return 4 * hd
 
 

@@ -101,7 +101,7 @@ typedef struct {
 #define XD_MAX_GLOBAL_HEADS 1024
 
 /* Types of the keys/values a decoding state keeps for its global heads. */
-typedef enum { XD_KV_F32 = 0, XD_KV_BF16 = 1, XD_KV_INT8 = 2 } xd_kv_dtype;
+typedef enum { XD_KV_F32 = 0, XD_KV_BF16 = 1, XD_KV_INT8 = 2, XD_KV_INT4 = 3 } xd_kv_dtype;
 
 typedef struct {
     xd_arch arch;
@@ -144,14 +144,15 @@ typedef struct {
     int n_global_heads;
     xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
     /* The type of the global heads' keys/values in the decoding state (xd_kv_dtype): fp32,
-     * bf16 (half the bytes) or int8 with an fp16 scale per 32 values (0.27 of fp32); the
-     * attention reads them widened to fp32. config.json "global_kv_dtype": "float32" |
-     * "bfloat16" | "int8" (absent: float32). Training is fp32 whatever the type. */
+     * bf16 (half the bytes), int8 with an fp16 scale per 32 values (0.27 of fp32) or 4-bit
+     * codes with an fp16 scale per 32 values (0.14 of fp32); the attention reads them
+     * widened to fp32. config.json "global_kv_dtype": "float32" | "bfloat16" | "int8" |
+     * "int4" (absent: float32). Training is fp32 whatever the type. */
     int global_kv_dtype;
 } xd_config;
 
 const char *xd_arch_name(xd_arch a);
-/* "float32", "bfloat16", "int8" (config.json's global_kv_dtype); parse: 0, or -1 for
+/* "float32", "bfloat16", "int8", "int4" (config.json's global_kv_dtype); parse: 0, or -1 for
  * another name (no error set). */
 const char *xd_kv_dtype_name(int dtype);
 int xd_kv_dtype_parse(const char *name, int *dtype);

@@ -24,7 +24,11 @@
  *  9. keys/values in int8 (global_kv_dtype "int8": an fp16 scale per 32
  *     values, as ggml's Q8_0): the row format by hand and its rounding
  *     bound, the decoding kernel against double at 1 and 2 threads, then the
- *     checks of section 8 (3 bytes' worth less per value: 68 per row of 64). */
+ *     checks of section 8 (3 bytes' worth less per value: 68 per row of 64);
+ * 10. keys/values in int4 (global_kv_dtype "int4": the row Walsh–Hadamard
+ *     rotated, then 4-bit codes and an fp16 scale per 32 values, as ggml's
+ *     Q4_0): the row format by hand and its rounding bound, then the checks
+ *     of section 9 (36 bytes per row of 64). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -130,8 +134,14 @@ static void all_global(const char *name) {
      * which moves these random 2-layer models' logits by a few 1e-3 of their range (measured
      * 3.7e-3 … 4.4e-3); int8: each value within half a step of its block's scale max|x|/127
      * (≤ 0.4% of the block's largest), measured 1.06e-2 … 1.18e-2; an unpinned head would
-     * still be off by O(1). */
-    double tol = g_kv == XD_KV_F32 ? 1e-4 : g_kv == XD_KV_BF16 ? 1e-2 : 2e-2;
+     * still be off by O(1). int4: steps of 1/8 of the block's largest value, 16 times
+     * int8's, measured 9.9e-2 … 1.73e-1 (tol 0.3); that only tells a pinned head from an
+     * unpinned one coarsely, so section 3 (one global head against double attention on the
+     * stored int4 rows, tol 1e-5) is the sharp check of this type. */
+    double tol = g_kv == XD_KV_F32    ? 1e-4
+                 : g_kv == XD_KV_BF16 ? 1e-2
+                 : g_kv == XD_KV_INT8 ? 2e-2
+                                      : 0.3;
     float *first = malloc(nv * 4);
     for (int i = 0; i < 3; i++) {
         /* capacity 1: the global buffers grow while the sequence runs */
@@ -150,8 +160,11 @@ static void all_global(const char *name) {
          * apart in two schedules can round to neighbouring steps when stored. In bf16 a step
          * is 2^-8 of the value; in int8 it is max|x|/127 of the block, which moved the
          * logits by 4.7e-4 of their range (tiny-llama with OpenBLAS's Haswell kernels), so
-         * int8 gets 2e-3. A value stored twice or not at all would be O(1e-2). */
-        double ei = max_abs_diff(first, got, nv) / scale, ti = g_kv == XD_KV_INT8 ? 2e-3 : 1e-4;
+         * int8 gets 2e-3; an int4 step is 16 times larger (3e-2; measured ≤ 7.3e-7 so far, no
+         * step flipped). A value stored twice or not at all would be O(1e-2); for int4 that
+         * is covered by sections 3 and 4 instead. */
+        double ei = max_abs_diff(first, got, nv) / scale;
+        double ti = g_kv == XD_KV_INT8 ? 2e-3 : g_kv == XD_KV_INT4 ? 3e-2 : 1e-4;
         CHECK(ei <= ti, "%s %s: differs from one prefill by %g (tol %g)", name, what[i], ei, ti);
     }
     free(first);
@@ -217,22 +230,55 @@ static int mixer_pieces(const xd_model *m, int l, int n, const int *pieces, int 
     return rc;
 }
 
+/* The int4 rotation from its definition (docs/design.md; kernels/attention_kv.c): runs of
+ * 64 values, the last one cut into powers of two, largest first; a run of n values x is
+ * replaced by H_n·x/√n, (H_n)_ij = (−1)^popcount(i & j) (Sylvester). In double, as a
+ * matrix product. */
+static void ref_rotate(float *y, const float *x, int hd) {
+    for (int at = 0; at < hd;) {
+        int n = 64;
+        while (n > hd - at) n /= 2;
+        for (int i = 0; i < n; i++) {
+            double sum = 0;
+            for (int j = 0; j < n; j++) sum += (__builtin_popcount(i & j) & 1 ? -1.0 : 1.0) * x[at + j];
+            y[at + i] = (float)(sum / sqrt((double)n));
+        }
+        at += n;
+    }
+}
+
 /* The values of the row x[0 … hd−1] as the state keeps them, written here from the
  * formats' definitions: bf16 rounds each to nearest even (section 8); int8 (section 9),
  * per block of 32 (the last one shorter), d = max|x|/127, stored as fp16, and
- * q = round(x·(1/d)), as ggml's quantize_row_q8_0_ref; the value is fp16(d)·q. */
-static void kept_row(float *y, const float *x, int hd) {
+ * q = round(x·(1/d)), as ggml's quantize_row_q8_0_ref; the value is fp16(d)·q; int4
+ * (section 10): the row rotated (ref_rotate), then per block of 32, m the value of largest
+ * magnitude (the first one on a tie), d = m/−8 stored as fp16, q = min(15, ⌊x·(1/d) +
+ * 8.5⌋), as ggml's quantize_row_q4_0_ref; the values fp16(d)·(q − 8) rotated back. */
+static void kept_row(float *y, const float *x0, int hd) {
+    float xr[256], yr[256];
+    const float *x = x0;
+    if (g_kv == XD_KV_INT4) {
+        ref_rotate(xr, x0, hd);
+        x = xr;
+    }
     for (int b0 = 0; b0 < hd; b0 += 32) {
         int b1 = b0 + 32 < hd ? b0 + 32 : hd;
-        float amax = 0;
-        for (int i = b0; i < b1; i++) amax = fmaxf(amax, fabsf(x[i]));
-        float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+        float amax = 0, m = 0;
+        for (int i = b0; i < b1; i++) {
+            amax = fmaxf(amax, fabsf(x[i]));
+            if (fabsf(x[i]) > fabsf(m)) m = x[i];
+        }
+        float d = g_kv == XD_KV_INT4 ? m / -8.0f : amax / 127.0f;
+        float inv = d != 0 ? 1.0f / d : 0.0f;
         float dh = xd_fp16_to_fp32(xd_fp32_to_fp16(d));
-        for (int i = b0; i < b1; i++)
-            y[i] = g_kv == XD_KV_F32    ? x[i]
-                   : g_kv == XD_KV_BF16 ? xd_bf16_to_fp32(xd_fp32_to_bf16(x[i]))
-                                        : dh * roundf(x[i] * inv);
+        for (int i = b0; i < b1; i++) {
+            if (g_kv == XD_KV_F32) y[i] = x[i];
+            else if (g_kv == XD_KV_BF16) y[i] = xd_bf16_to_fp32(xd_fp32_to_bf16(x[i]));
+            else if (g_kv == XD_KV_INT8) y[i] = dh * roundf(x[i] * inv);
+            else yr[i] = dh * (fminf(15.0f, floorf(x[i] * inv + 8.5f)) - 8.0f);
+        }
     }
+    if (g_kv == XD_KV_INT4) ref_rotate(y, yr, hd);
 }
 
 static void head_level(void) {
@@ -490,8 +536,9 @@ static void state_bytes(void) {
     xd_model *s = student("tiny-llama", 4, 2, 0, 3, gh, 0);
     xd_model *p = student("tiny-llama", 4, 2, 0, 0, NULL, 0);
     if (!s || !p) { xd_model_free(s); xd_model_free(p); return; }
-    /* bytes per stored row of head_dim 12: fp32 48, bf16 24, int8 12 + one fp16 scale */
-    size_t rb = g_kv == XD_KV_F32 ? 48 : g_kv == XD_KV_BF16 ? 24 : 14;
+    /* bytes per stored row of head_dim 12: fp32 48, bf16 24, int8 12 + one fp16 scale, int4
+     * one fp16 scale + one block's 16 bytes */
+    size_t rb = g_kv == XD_KV_F32 ? 48 : g_kv == XD_KV_BF16 ? 24 : g_kv == XD_KV_INT8 ? 14 : 18;
     CHECK(s->cfg.head_dim == 12, "tiny-llama's head_dim is 12");
     size_t per_pos = 2 * 2 * rb, b0 = xd_student_state_bytes(&p->cfg, 0);
     CHECK(xd_student_state_bytes(&s->cfg, 0) == b0, "empty state: the constant part");
@@ -499,11 +546,15 @@ static void state_bytes(void) {
     CHECK(xd_student_state_bytes(&s->cfg, 16384) == b0 + 16384 * per_pos, "at 16K: %zu vs %zu",
           xd_student_state_bytes(&s->cfg, 16384), b0 + 16384 * per_pos);
     { /* docs/distill.md: head_dim 64 (SmolLM2) costs 8.4 MB per pair at 16K tokens in fp32,
-       * 4.2 MB in bf16, 2.2 MB in int8 (64 values and two fp16 scales: 68 bytes a row) */
+       * 4.2 MB in bf16, 2.2 MB in int8 (64 values and two fp16 scales: 68 bytes a row), 1.2 MB
+       * in int4 (two scales and 32 bytes of codes: 36 bytes a row) */
         xd_config c64 = s->cfg;
         c64.head_dim = 64;
         size_t g = xd_student_state_bytes(&c64, 16384) - xd_student_state_bytes(&c64, 0);
-        size_t want = g_kv == XD_KV_F32 ? 8388608 : g_kv == XD_KV_BF16 ? 4194304 : 2228224;
+        size_t want = g_kv == XD_KV_F32    ? 8388608
+                      : g_kv == XD_KV_BF16 ? 4194304
+                      : g_kv == XD_KV_INT8 ? 2228224
+                                           : 1179648;
         CHECK(g == 2 * want, "two pairs at 16K, head_dim 64: %zu bytes", g);
     }
     int32_t ids[50];
@@ -666,7 +717,7 @@ static void bf16_kv(void) {
     snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o %s/never --global-heads 0:1 "
              "--global-kv f16", XD_SOURCE_DIR, dir);
     int rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);
-    CHECK(rc != 0 && strstr(out, "--global-kv: 'f16' (expected bf16, int8 or f32)"), "--global-kv f16: "
+    CHECK(rc != 0 && strstr(out, "--global-kv: 'f16' (expected bf16, int8, int4 or f32)"), "--global-kv f16: "
           "exit %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "rm");
@@ -721,10 +772,16 @@ static void int8_rows(void) {
     printf("  int8 rows: hand case exact; 200 random rows, max |y − x| = %.3f·d (bound %.3f·d)\n",
            worst, 0.5 + 127.0 / 2048);
     CHECK(worst <= 0.5 + 127.0 / 2048, "rounding beyond its bound: %.4f·d", worst);
+}
 
+/* The decoding kernel over rows of type dt against double on the stored values, at 1 and 2
+ * threads. */
+static void compact_kernel(int dt) {
+    xd_rng r;
+    xd_rng_seed(&r, 78 + dt);
     /* decoding over 1300 positions (3 chunks), 3 query heads on 2 KV heads of hd 40 … */
     enum { T = 1300, NH = 4, NKV = 2, HD = 40 };
-    size_t rb = xd_kv_row_bytes(XD_KV_INT8, HD);
+    size_t rb = xd_kv_row_bytes(dt, HD);
     unsigned char *K = malloc((size_t)T * NKV * rb), *V = malloc((size_t)T * NKV * rb);
     float *kf = malloc((size_t)T * NKV * HD * 4), *vf = malloc((size_t)T * NKV * HD * 4);
     float q[NH * HD], o1[NH * HD], o2[NH * HD];
@@ -732,16 +789,16 @@ static void int8_rows(void) {
         float a[HD], b[HD];
         for (int i = 0; i < HD; i++) a[i] = (float)(2 * xd_rng_uniform(&r) - 1);
         for (int i = 0; i < HD; i++) b[i] = (float)(2 * xd_rng_uniform(&r) - 1);
-        xd_kv_row_store(XD_KV_INT8, K + (size_t)j * rb, a, HD);
-        xd_kv_row_store(XD_KV_INT8, V + (size_t)j * rb, b, HD);
-        xd_kv_row_load(XD_KV_INT8, kf + (size_t)j * HD, K + (size_t)j * rb, HD);
-        xd_kv_row_load(XD_KV_INT8, vf + (size_t)j * HD, V + (size_t)j * rb, HD);
+        xd_kv_row_store(dt, K + (size_t)j * rb, a, HD);
+        xd_kv_row_store(dt, V + (size_t)j * rb, b, HD);
+        xd_kv_row_load(dt, kf + (size_t)j * HD, K + (size_t)j * rb, HD);
+        xd_kv_row_load(dt, vf + (size_t)j * HD, V + (size_t)j * rb, HD);
     }
     for (int i = 0; i < NH * HD; i++) q[i] = (float)(3 * (2 * xd_rng_uniform(&r) - 1));
     xd_set_threads(1);
-    int rc1 = xd_attention_kv(o1, q, K, V, 1, T - 1, NH, NKV, HD, XD_KV_INT8);
+    int rc1 = xd_attention_kv(o1, q, K, V, 1, T - 1, NH, NKV, HD, dt);
     xd_set_threads(2);
-    int rc2 = xd_attention_kv(o2, q, K, V, 1, T - 1, NH, NKV, HD, XD_KV_INT8);
+    int rc2 = xd_attention_kv(o2, q, K, V, 1, T - 1, NH, NKV, HD, dt);
     CHECK(rc1 == 0 && rc2 == 0, "attention: %s", xd_last_error());
     /* the same chunks and the same order of their sums at any thread count; sgemm (OpenBLAS)
      * inside each, so agreement is asserted to rounding, not bit for bit */
@@ -767,37 +824,128 @@ static void int8_rows(void) {
         }
         free(sc);
     }
-    printf("  int8 decoding kernel, %d positions, %d heads on %d KV heads: max |out − double| "
-           "%.2e (tol 1e-5); 1 vs 2 threads %.1e (tol 1e-6)\n", T, NH, NKV, err, e12);
+    printf("  %s decoding kernel, %d positions, %d heads on %d KV heads: max |out − double| "
+           "%.2e (tol 1e-5); 1 vs 2 threads %.1e (tol 1e-6)\n", xd_kv_dtype_name(dt), T, NH, NKV, err, e12);
     /* tolerance: fp32 scores, softmax and sums over 1300 terms of O(1) against double */
-    CHECK(err <= 1e-5, "int8 decoding kernel vs double: %g", err);
+    CHECK(err <= 1e-5, "%s decoding kernel vs double: %g", xd_kv_dtype_name(dt), err);
     free(K); free(V); free(kf); free(vf);
 }
 
-static void int8_kv(void) {
-    int8_rows();
-    g_kv = XD_KV_INT8;
+
+/* ---- 10. keys/values in int4 --------------------------------------------------------- */
+/* ggml's Q4_0 blocks of the Walsh–Hadamard-rotated row: the row format by hand (both
+ * nibbles, the clamped code, the rotation), the rounding's bound in the rotated basis and
+ * the whole row's error, which the orthonormal rotation leaves unchanged. */
+static void int4_rows(void) {
+    CHECK(xd_kv_row_bytes(XD_KV_INT4, 64) == 36 && xd_kv_row_bytes(XD_KV_INT4, 56) == 36 &&
+              xd_kv_row_bytes(XD_KV_INT4, 12) == 18, "int4 row bytes");
+    /* The stored row is x = R·z (ref_rotate: H_64/8, its own inverse), so the rotated
+     * values are z, exactly: every sum below is of multiples of 1/16 under 2^10.
+     * block 0: z_i = (i − 16)/2: m = −8 (i = 0), d = m/−8 = 1, q = min(15, ⌊z + 8.5⌋):
+     * q_0 = 0, q_1 = 1 (−7.5), q_15 = 8 (−0.5), q_16 = 8, q_17 = 9, q_31 = 15 (7.5 → 16,
+     * clamped); block 1: z_i = ±i for i < 24 (+ for even i), 0 after: m = −23, d = 23/8 =
+     * 2.875, q_0 = 8, q_1 = 8 (−0.35 + 8.5), q_6 = 10 (2.09 + 8.5), q_7 = 6, q_8 = 11,
+     * q_15 = 3, q_16 = 14, q_17 = 2, q_22 = 15 (7.65 + 8.5, clamped), q_23 = 0, q_24…31 = 8.
+     * Byte i of a block: q_i | q_{i+16} << 4. */
+    float z[64] = {0}, x[64], y[64], zq[64], want[64];
+    for (int i = 0; i < 32; i++) z[i] = (float)(i - 16) * 0.5f;
+    for (int i = 0; i < 24; i++) z[32 + i] = (float)(i % 2 ? -i : i);
+    ref_rotate(x, z, 64);
+    unsigned char row[36];
+    xd_kv_row_store(XD_KV_INT4, row, x, 64);
+    uint16_t d0, d1;
+    memcpy(&d0, row, 2);
+    memcpy(&d1, row + 2, 2);
+    const unsigned char *b0 = row + 4, *b1 = row + 20;
+    CHECK(d0 == xd_fp32_to_fp16(1.0f) && d1 == xd_fp32_to_fp16(2.875f), "int4 scales %04x %04x",
+          d0, d1);
+    CHECK(b0[0] == 0x80 && b0[1] == 0x91 && b0[15] == 0xF8, "int4 block 0: %02x %02x %02x",
+          b0[0], b0[1], b0[15]);
+    CHECK(b1[0] == 0xE8 && b1[1] == 0x28 && b1[6] == 0xFA && b1[7] == 0x06 && b1[8] == 0x8B &&
+              b1[15] == 0x83, "int4 block 1: %02x %02x %02x %02x %02x %02x", b1[0], b1[1], b1[6],
+          b1[7], b1[8], b1[15]);
+    /* load: the codes' values (q − 8)·d rotated back, R·zq (exact here as well) */
+    for (int i = 0; i < 64; i++) {
+        int c = (row[4 + 16 * (i / 32) + i % 16] >> (i % 32 / 16 * 4)) & 15;
+        zq[i] = (float)(c - 8) * (i < 32 ? 1.0f : 2.875f);
+    }
+    CHECK(zq[0] == -8 && zq[1] == -7 && zq[31] == 7 && zq[32 + 22] == 7 * 2.875f &&
+              zq[32 + 23] == -23 && zq[32 + 8] == 3 * 2.875f && zq[60] == 0,
+          "int4 codes' values: %g %g %g %g %g", zq[0], zq[1], zq[31], zq[54], zq[55]);
+    ref_rotate(want, zq, 64);
+    xd_kv_row_load(XD_KV_INT4, y, row, 64);
+    CHECK(max_abs_diff(y, want, 64) == 0, "int4 load is not R·(q − 8)·d: %g",
+          max_abs_diff(y, want, 64));
+    /* random rows of hd 64 and 40 (runs 32 + 8): in the rotated basis |zq − Rx| ≤ |d|/2 +
+     * 8·|fp16(d) − d| ≤ |d|·(1/2 + 8·2^-11), |d|·(1 + 8·2^-11) for the clamped code 15
+     * (x·(1/d) ∈ [7.5, 8]); and ‖y − x‖ = ‖zq − Rx‖ (R orthonormal; fp32 rotations, 1e-5) */
+    xd_rng r;
+    xd_rng_seed(&r, 79);
+    double worst = 0, worst_clamped = 0, worst_norm = 0;
+    for (int t = 0; t < 200; t++) {
+        int hd = t % 2 ? 40 : 64;
+        float w[64], rx[64];
+        unsigned char rw[36];
+        double mag = exp(8 * xd_rng_uniform(&r) - 4);
+        for (int i = 0; i < hd; i++) x[i] = (float)(mag * (2 * xd_rng_uniform(&r) - 1));
+        for (int i = 0; i < hd / 8; i++) x[5 * i % hd] *= 20; /* outlier channels */
+        xd_kv_row_store(XD_KV_INT4, rw, x, hd);
+        xd_kv_row_load(XD_KV_INT4, w, rw, hd);
+        ref_rotate(rx, x, hd);
+        double e2 = 0, q2 = 0;
+        for (int b = 0; b * 32 < hd; b++) {
+            int i1 = 32 * b + 32 < hd ? 32 * b + 32 : hd;
+            float amax = 0, dh = xd_fp16_to_fp32(((uint16_t *)rw)[b]);
+            for (int i = 32 * b; i < i1; i++) amax = fmaxf(amax, fabsf(rx[i]));
+            for (int i = 32 * b; i < i1; i++) {
+                int code = (rw[2 * ((hd + 31) / 32) + 16 * b + i % 16] >> (i % 32 / 16 * 4)) & 15;
+                double zi = (double)dh * (code - 8), e = fabs(zi - rx[i]) / (amax / 8.0);
+                double *wr = code == 15 ? &worst_clamped : &worst;
+                if (e > *wr) *wr = e;
+                q2 += (zi - rx[i]) * (zi - rx[i]);
+            }
+        }
+        for (int i = 0; i < hd; i++) e2 += ((double)w[i] - x[i]) * ((double)w[i] - x[i]);
+        double rel = fabs(sqrt(e2) - sqrt(q2)) / (mag * 20);
+        if (rel > worst_norm) worst_norm = rel;
+    }
+    printf("  int4 rows: hand case exact; 200 random rows with outlier channels, in the rotated "
+           "basis max |zq − Rx| = %.3f·|d| (bound %.3f), %.3f·|d| for the clamped code (bound "
+           "%.3f); | ‖y − x‖ − ‖zq − Rx‖ | ≤ %.1e of the row's scale (tol 1e-5)\n", worst,
+           0.5 + 8.0 / 2048, worst_clamped, 1 + 8.0 / 2048, worst_norm);
+    CHECK(worst <= 0.5 + 8.0 / 2048 && worst_clamped <= 1 + 8.0 / 2048,
+          "int4 rounding beyond its bound: %.4f, clamped %.4f", worst, worst_clamped);
+    CHECK(worst_norm <= 1e-5, "int4 rotation is not orthonormal: %g", worst_norm);
+}
+
+/* Sections 9 and 10: the student checks of section 8 with keys/values of type dt, and
+ * convert's --global-kv NAME with its config.json round trip. */
+static void compact_kv(int dt, const char *name) {
+    compact_kernel(dt);
+    g_kv = dt;
     all_global("tiny-qwen3");
     all_global("tiny-llama");
     head_level();
     copy_reset();
     state_bytes();
     /* config.json round trip and the CLI's --global-kv int8 */
-    char dir[] = "/tmp/xd_global_i8_XXXXXX", cmd[1200], out[4096], cfg[600];
+    char dir[] = "/tmp/xd_global_cq_XXXXXX", cmd[1200], out[4096], cfg[600];
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o %s/s --window 4 "
-             "--global-heads 0:1,1:2 --global-kv int8", XD_SOURCE_DIR, dir);
+             "--global-heads 0:1,1:2 --global-kv %s", XD_SOURCE_DIR, dir, name);
     int rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);
-    CHECK(rc == 0, "convert --global-kv int8: exit %d: %s", rc, out);
+    CHECK(rc == 0, "convert --global-kv %s: exit %d: %s", name, rc, out);
     snprintf(cfg, sizeof cfg, "%s/s/config.json", dir);
     char *text = NULL;
     size_t len = 0;
-    CHECK(xd_read_file(cfg, &text, &len) == 0 && strstr(text, "\"global_kv_dtype\": \"int8\""),
-          "config.json names int8: %s", text ? text : xd_last_error());
+    char want[64];
+    snprintf(want, sizeof want, "\"global_kv_dtype\": \"%s\"", xd_kv_dtype_name(dt));
+    CHECK(xd_read_file(cfg, &text, &len) == 0 && strstr(text, want), "config.json names %s: %s",
+          xd_kv_dtype_name(dt), text ? text : xd_last_error());
     free(text);
     snprintf(cfg, sizeof cfg, "%s/s", dir);
     xd_model *s2 = xd_model_load(cfg);
-    CHECK(s2 && s2->cfg.global_kv_dtype == XD_KV_INT8, "round trip: %s",
+    CHECK(s2 && s2->cfg.global_kv_dtype == dt, "round trip: %s",
           s2 ? "type lost" : xd_last_error());
     xd_model_free(s2);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -816,6 +964,9 @@ int main(void) {
     state_bytes();
     training();
     bf16_kv();
-    int8_kv();
+    int8_rows();
+    compact_kv(XD_KV_INT8, "int8");
+    int4_rows();
+    compact_kv(XD_KV_INT4, "int4");
     return test_summary("test_global_heads");
 }

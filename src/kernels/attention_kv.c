@@ -10,7 +10,29 @@
  *               round(x/d), x ≈ q·d, as ggml's Q8_0 (ggml-quants.c,
  *               quantize_row_q8_0_ref); the row holds its ⌈hd/32⌉ scales
  *               first, then its hd int8 values (hd + 2⌈hd/32⌉ bytes: 68 for
- *               hd = 64, 0.27 of fp32). */
+ *               hd = 64, 0.27 of fp32).
+ *   XD_KV_INT4  the row rotated first (below), then per block of 32 values an
+ *               fp16 scale d = m/−8, m the rotated value of largest magnitude,
+ *               and 4-bit codes q = min(15, ⌊x/d + 8.5⌋), x ≈ (q − 8)·d, as
+ *               ggml's Q4_0 (quantize_row_q4_0_ref): the error is at most
+ *               d/2, or d for the clamped code 15. Element i < 16 of a block
+ *               is the low nibble of the block's byte i, element i + 16 its
+ *               high nibble (a short last block keeps all 16 bytes). The row
+ *               holds its scales, then 16 bytes per block (18⌈hd/32⌉ bytes:
+ *               36 for hd = 64, 0.14 of fp32).
+ *               Rotation: keys have a few channels far larger than the rest
+ *               (KIVI, Liu et al. 2024, §3), and 4-bit steps sized by them
+ *               erase the others: on SmolLM2 with 45 global pairs,
+ *               associative recall fell from 1.00 to 0.55 with plain 4-bit
+ *               keys (values alone in 4 bits: 1.00). An orthonormal
+ *               Walsh–Hadamard rotation H spreads those channels over the
+ *               whole row before rounding (QuaRot, Ashkboos et al. 2024,
+ *               §4): each run of 64 values (the last run shorter, split into
+ *               powers of two) is replaced by H_n·x/√n, with H_n the n×n
+ *               Sylvester–Hadamard matrix, H_n² = n·I. Attention is unchanged
+ *               by it, q·k = (Hq)·(Hk) and Σ p_j v_j = H(Σ p_j Hv_j), so the
+ *               kernel rotates the queries, reads rotated rows and rotates
+ *               its outputs back; xd_kv_row_load rotates a row back too. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -20,7 +42,37 @@
 #include "core/f16.h"
 #include "kernels.h"
 
-enum { QBLK = 32, CHUNK = 512 };
+enum { QBLK = 32, CHUNK = 512, RUN = 64 };
+
+/* x ← H_n·x/√n for n a power of two (the fast Walsh–Hadamard transform: log2 n rounds of
+ * sums and differences of pairs h apart); its own inverse. */
+static void fwht(float *x, int n) {
+    for (int h = 1; h < n; h *= 2)
+        for (int i = 0; i < n; i += 2 * h)
+            for (int j = i; j < i + h; j++) {
+                float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+    float s = 1.0f / sqrtf((float)n);
+    for (int i = 0; i < n; i++) x[i] *= s;
+}
+
+/* The int4 rotation of a row of hd values (hd even), in place: runs of RUN values, the
+ * last one cut into powers of two, largest first. Its own inverse. */
+static void rotate_row(float *x, int hd) {
+    for (int at = 0; at < hd;) {
+        int n = RUN;
+        while (n > hd - at) n /= 2;
+        fwht(x + at, n);
+        at += n;
+    }
+}
+
+/* rows [n][hd] rotated in place (queries before, outputs after an int4 attention) */
+static void rotate_rows(float *x, int64_t n, int hd) {
+    for (int64_t j = 0; j < n; j++) rotate_row(x + j * hd, hd);
+}
 
 static int n_blocks(int hd) { return (hd + QBLK - 1) / QBLK; }
 
@@ -28,6 +80,7 @@ size_t xd_kv_row_bytes(int dtype, int hd) {
     switch (dtype) {
     case XD_KV_BF16: return 2 * (size_t)hd;
     case XD_KV_INT8: return (size_t)hd + 2 * (size_t)n_blocks(hd);
+    case XD_KV_INT4: return 18 * (size_t)n_blocks(hd);
     default: return 4 * (size_t)hd;
     }
 }
@@ -37,6 +90,30 @@ void xd_kv_row_store(int dtype, void *dst, const float *x, int hd) {
     if (dtype == XD_KV_BF16) { xd_fp32_to_bf16_n(dst, x, (size_t)hd); return; }
     int nb = n_blocks(hd);
     uint16_t *d = dst;
+    if (dtype == XD_KV_INT4) {
+        uint8_t *qs = (uint8_t *)(d + nb);
+        memset(qs, 0, 16 * (size_t)nb);
+        float r[RUN];
+        for (int r0 = 0; r0 < hd; r0 += RUN) { /* one run: rotated, then its blocks */
+            int rn = r0 + RUN < hd ? RUN : hd - r0;
+            memcpy(r, x + r0, (size_t)rn * sizeof(float));
+            rotate_row(r, rn); /* the same cuts as rotate_row(x, hd): runs start at r0 */
+            for (int i0 = 0; i0 < rn; i0 += QBLK) {
+                int i1 = i0 + QBLK < rn ? i0 + QBLK : rn, b = (r0 + i0) / QBLK;
+                float m = 0;
+                for (int i = i0; i < i1; i++)
+                    if (fabsf(r[i]) > fabsf(m)) m = r[i];
+                float s = m / -8.0f, inv = s != 0 ? 1.0f / s : 0.0f;
+                d[b] = xd_fp32_to_fp16(s);
+                for (int i = i0; i < i1; i++) {
+                    int c = (int)(r[i] * inv + 8.5f); /* r·inv ∈ [−8, 8] */
+                    c = c > 15 ? 15 : c;
+                    qs[16 * b + (i - i0) % 16] |= (uint8_t)(c << ((i - i0) / 16 * 4));
+                }
+            }
+        }
+        return;
+    }
     int8_t *q = (int8_t *)(d + nb);
     for (int b = 0; b < nb; b++) {
         int i0 = b * QBLK, i1 = i0 + QBLK < hd ? i0 + QBLK : hd;
@@ -48,7 +125,8 @@ void xd_kv_row_store(int dtype, void *dst, const float *x, int hd) {
     }
 }
 
-/* n rows of hd values, stride bytes apart, widened to fp32 (dst: [n][hd]). */
+/* n rows of hd values, stride bytes apart, widened to fp32 (dst: [n][hd]); int4 rows stay
+ * rotated. */
 static inline void load_rows(int dtype, float *dst, const char *src, size_t stride, int64_t n,
                              int hd) {
     if (dtype == XD_KV_F32) {
@@ -57,6 +135,20 @@ static inline void load_rows(int dtype, float *dst, const char *src, size_t stri
     } else if (dtype == XD_KV_BF16) {
         for (int64_t j = 0; j < n; j++)
             xd_bf16_to_fp32_n(dst + j * hd, src + (size_t)j * stride, (size_t)hd);
+    } else if (dtype == XD_KV_INT4) {
+        int nb = n_blocks(hd);
+        for (int64_t j = 0; j < n; j++) {
+            const uint16_t *d = (const void *)(src + (size_t)j * stride);
+            const uint8_t *qs = (const uint8_t *)(d + nb);
+            float *y = dst + j * hd;
+            for (int b = 0; b < nb; b++) {
+                int i0 = b * QBLK, len = i0 + QBLK < hd ? QBLK : hd - i0;
+                float sc = xd_fp16_to_fp32(d[b]);
+                const uint8_t *p = qs + 16 * b;
+                for (int i = 0; i < len && i < 16; i++) y[i0 + i] = sc * (float)((p[i] & 15) - 8);
+                for (int i = 16; i < len; i++) y[i0 + i] = sc * (float)((p[i - 16] >> 4) - 8);
+            }
+        }
     } else {
         int nb = n_blocks(hd);
         for (int64_t j = 0; j < n; j++) {
@@ -74,6 +166,7 @@ static inline void load_rows(int dtype, float *dst, const char *src, size_t stri
 
 void xd_kv_row_load(int dtype, float *dst, const void *src, int hd) {
     load_rows(dtype, dst, src, 0, 1, hd);
+    if (dtype == XD_KV_INT4) rotate_row(dst, hd);
 }
 
 /* One query per head (decoding) over T stored rows. Work is split into
@@ -136,16 +229,35 @@ int xd_attention_kv(float *out, const float *q, const void *k, const void *v, in
                     int64_t pos0, int n_head, int n_kv, int hd, int dtype) {
     int64_t T = pos0 + n;
     if (dtype == XD_KV_F32) return xd_attention(out, q, k, v, n, pos0, n_head, n_kv, hd);
-    if (n == 1) return one_position(out, q, k, v, T, n_head, n_kv, hd, dtype);
-    /* prefill: widen the cache once ([T][n_kv] rows → [T][n_kv·hd] floats), then the
-     * sgemm path */
-    size_t kvd = (size_t)n_kv * hd;
-    float *kf = malloc((size_t)T * kvd * 2 * sizeof(float));
-    if (!kf) return -1;
-    float *vf = kf + (size_t)T * kvd;
-    load_rows(dtype, kf, k, xd_kv_row_bytes(dtype, hd), T * n_kv, hd);
-    load_rows(dtype, vf, v, xd_kv_row_bytes(dtype, hd), T * n_kv, hd);
-    int rc = xd_attention(out, q, kf, vf, n, pos0, n_head, n_kv, hd);
-    free(kf);
+    size_t nq = (size_t)n * n_head * hd;
+    float *qr = NULL; /* int4: the queries rotated as the rows were */
+    if (dtype == XD_KV_INT4) {
+        if (!(qr = malloc(nq * sizeof(float)))) return -1;
+        memcpy(qr, q, nq * sizeof(float));
+        rotate_rows(qr, (int64_t)n * n_head, hd);
+        q = qr;
+    }
+    int rc;
+    if (n == 1) {
+        rc = one_position(out, q, k, v, T, n_head, n_kv, hd, dtype);
+    } else {
+        /* prefill: widen the cache once ([T][n_kv] rows → [T][n_kv·hd] floats), then the
+         * sgemm path */
+        size_t kvd = (size_t)n_kv * hd;
+        float *kf = malloc((size_t)T * kvd * 2 * sizeof(float));
+        if (kf) {
+            float *vf = kf + (size_t)T * kvd;
+            load_rows(dtype, kf, k, xd_kv_row_bytes(dtype, hd), T * n_kv, hd);
+            load_rows(dtype, vf, v, xd_kv_row_bytes(dtype, hd), T * n_kv, hd);
+            rc = xd_attention(out, q, kf, vf, n, pos0, n_head, n_kv, hd);
+            free(kf);
+        } else {
+            rc = -1;
+        }
+    }
+    if (qr) {
+        if (rc == 0) rotate_rows(out, (int64_t)n * n_head, hd); /* back from the rows' basis */
+        free(qr);
+    }
     return rc;
 }

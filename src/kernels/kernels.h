@@ -32,10 +32,11 @@ int xd_attention(float *out, const float *q, const float *k, const float *v, int
 
 /* Attention over a compact cache (kernels/attention_kv.c): rows of one
  * (position, KV head) in the decoding state's type dtype (XD_KV_F32, _BF16,
- * _INT8 of xdistill.h), xd_kv_row_bytes(dtype, hd) bytes each. Store widens
- * nothing: it rounds x once (bf16: to nearest even; int8: per block of 32, an
- * fp16 scale max|x|/127 and round(x/scale), as ggml's Q8_0); load gives the
- * stored values as fp32, exactly. */
+ * _INT8, _INT4 of xdistill.h), xd_kv_row_bytes(dtype, hd) bytes each. Store
+ * widens nothing: it rounds x once (bf16: to nearest even; int8: per block of
+ * 32, an fp16 scale max|x|/127 and round(x/scale), as ggml's Q8_0; int4: the
+ * row Walsh–Hadamard rotated, then ggml's Q4_0 blocks); load gives the stored
+ * values as fp32 (exactly; int4 rotated back, to fp32 rounding). */
 size_t xd_kv_row_bytes(int dtype, int hd);
 void xd_kv_row_store(int dtype, void *dst, const float *x, int hd);
 void xd_kv_row_load(int dtype, float *dst, const void *src, int hd);
