@@ -8,7 +8,7 @@
 # WINDOW (64), SEQ (256: Stage II and the teacher logits), S1_SEQ (1024), S1_STEPS (20),
 # S2_STEPS (60), GLOBAL_HEADS (auto:14g: the 14 best KV groups of the retrieval probe kept
 # as full attention; "none": no global heads), GLOBAL_KV (bf16: the type of their keys and
-# values in the decoding state; int8 or f32), N (20 examples per task), THREADS (all cores).
+# values in the decoding state; int8, int4 or f32), N (20 examples per task), THREADS (all cores).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 T="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"

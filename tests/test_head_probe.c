@@ -26,6 +26,7 @@
 #include "model/attn_observer.h"
 #include "model/head_probe.h"
 #include "model/model.h"
+#include "model/student.h"
 #include "test.h"
 #include "xdistill.h"
 
@@ -551,6 +552,74 @@ static void test_student_refused(void) {
     xd_model_free(t);
 }
 
+/* convert --global-heads FILE.json:fit --state-budget FRAC@T: the student's whole decoding
+ * state at T tokens (xd_student_state_bytes) stays within FRAC of the teacher's fp32 KV
+ * cache at T (2·n_layer·n_kv_head·head_dim floats per token), and one more KV group would
+ * not fit; the groups are the ranking's best. Then the options' errors. */
+static void budget_fit(const char *js, const char *dir) {
+    static const struct {
+        const char *kv, *budget;
+    } cases[] = {{"bf16", "0.5@1024"}, {"int4", "0.5@1024"}, {"int8", "0.3@4096"}};
+    char args[1200], out[4096], cfg[600];
+    xd_model *t = xd_model_load(TINY);
+    CHECK(t != NULL, "%s", xd_last_error());
+    if (!t) return;
+    const xd_config *tc = xd_model_config(t);
+    for (int c = 0; c < 3; c++) {
+        snprintf(args, sizeof args, "convert %s -o %s --window 8 --global-heads %s:fit --global-kv %s "
+                 "--state-budget %s", TINY, dir, js, cases[c].kv, cases[c].budget);
+        int rc = test_cli_run(args, out, sizeof out, TEST_CLI_STDERR);
+        CHECK(rc == 0 && strstr(out, "KV groups fit the state budget"), "%s: rc %d '%s'", args, rc, out);
+        snprintf(cfg, sizeof cfg, "%s", dir);
+        xd_model *s = xd_model_load(cfg);
+        CHECK(s != NULL, "%s", xd_last_error());
+        if (!s) continue;
+        const xd_config *sc = xd_model_config(s);
+        double frac = atof(cases[c].budget);
+        int T = atoi(strchr(cases[c].budget, '@') + 1);
+        double budget = frac * 8.0 * tc->n_layer * tc->n_kv_head * tc->head_dim * T;
+        /* the groups kept: (layer, head / group size) pairs, each with all its query heads */
+        int group = tc->n_head / tc->n_kv_head, pairs = sc->n_global_heads / group;
+        size_t have = xd_student_state_bytes(sc, T);
+        xd_config more = *sc; /* one more pair: a group not yet kept */
+        for (int l = 0; l < more.n_layer && more.n_global_heads == sc->n_global_heads; l++)
+            for (int g = 0; g < more.n_kv_head && more.n_global_heads == sc->n_global_heads; g++) {
+                int kept = 0;
+                for (int i = 0; i < sc->n_global_heads; i++)
+                    kept |= sc->global_heads[i].layer == l && sc->global_heads[i].head / group == g;
+                if (!kept) more.global_heads[more.n_global_heads++] = (xd_head_ref){l, g * group};
+            }
+        int all = tc->n_layer * tc->n_kv_head;
+        size_t with_one_more = xd_student_state_bytes(&more, T);
+        printf("  --global-heads FILE:fit --global-kv %s --state-budget %s: %d of %d KV groups, "
+               "state %zu bytes of a %.0f budget (one more: %zu)\n", cases[c].kv, cases[c].budget,
+               pairs, all, have, budget, with_one_more);
+        CHECK(sc->n_global_heads == pairs * group && pairs >= 1, "%d heads: whole groups", sc->n_global_heads);
+        CHECK(have <= budget && (pairs == all || with_one_more > budget),
+              "%s: %d groups, %zu bytes (one more %zu) for a budget of %.0f", cases[c].kv, pairs,
+              have, with_one_more, budget);
+        xd_model_free(s);
+    }
+    xd_model_free(t);
+    static const struct {
+        const char *opts, *want;
+    } bad[] = {
+        {"--state-budget 0", "--state-budget"},
+        {"--state-budget 1.5", "--state-budget"},
+        {"--state-budget 0.1@x", "--state-budget @TOKENS"},
+        /* the constant state alone: sinks, windows and mLSTM at one token */
+        {"--state-budget 0.1@1", "alone exceeds 0.1 of the teacher's KV cache at 1 tokens"},
+        /* bf16 rows take 1/8 of fp32's two rows, so 0.1 holds no group at a long length */
+        {"--state-budget 0.1@1048576", "expected a larger --state-budget"},
+    };
+    for (int b = 0; b < 5; b++) {
+        snprintf(args, sizeof args, "convert %s -o %s/never --window 8 --global-heads %s:fit %s",
+                 TINY, dir, js, bad[b].opts);
+        int rc = test_cli_run(args, out, sizeof out, TEST_CLI_STDERR);
+        CHECK(rc != 0 && strstr(out, bad[b].want), "%s: rc %d '%s'", bad[b].opts, rc, out);
+    }
+}
+
 /* ---- 5. the CLI ------------------------------------------------------------------- */
 
 static void test_cli(void) {
@@ -619,6 +688,7 @@ static void test_cli(void) {
     snprintf(args, sizeof args, "convert %s -o %s --window 8 --global-heads auto:x", TINY, dir);
     rc = test_cli_run(args, out, sizeof out, TEST_CLI_STDERR);
     CHECK(rc != 0 && strstr(out, "--global-heads K"), "auto:x: rc %d '%s'", rc, out);
+    budget_fit(js, dir);
     snprintf(args, sizeof args, "rm -rf %s", dir);
     CHECK(system(args) == 0, "rm");
     unlink(js);

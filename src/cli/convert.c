@@ -1,6 +1,6 @@
 /* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
  *                  [--softcap C] [--swa-only] [--global-heads L:H,...] [--global-kv bf16|int8|int4|f32]
- *                  [--threads N]
+ *                  [--state-budget FRAC[@TOKENS]] [--threads N]
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
  * --global-heads 12:3,20:1: query heads (layer:head, 0-based) kept as the
@@ -8,8 +8,11 @@
  * --global-heads auto:K: the K best of the teacher's retrieval probe
  * (model/head_probe.h, run here); --global-heads FILE.json:K: the K best of
  * a ranking saved by `xdistill heads -o FILE.json`; with Kg instead of K
- * (auto:14g): the K best KV groups, each with all its query heads. --global-kv: the type of
- * their keys/values in the decoding state (default bf16: half the memory).
+ * (auto:14g): the K best KV groups, each with all its query heads; with fit instead of K
+ * (auto:fit): as many of the best KV groups as keep the whole decoding state at TOKENS
+ * within FRAC of the teacher's fp32 KV cache at that length (--state-budget FRAC[@TOKENS],
+ * default 0.1@16384). --global-kv: the type of their keys/values in the decoding state
+ * (default bf16: half the memory).
  * Builds the xLSTM hybrid student from a teacher (docs/design.md, "Conversion") and saves it as
  * an HF-style directory (config.json with model_type "xdistill_hybrid",
  * model.safetensors, tokenizer.json). */
@@ -20,6 +23,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "model/head_probe.h"
+#include "model/student.h"
 #include "xdistill.h"
 
 /* "12:3,20:1" → o->global_heads (the library checks them against the model). */
@@ -45,9 +49,17 @@ static int parse_global_heads(const char *s, xd_student_opts *o) {
     }
 }
 
-/* --global-heads LIST | auto:K | FILE.json:K | auto:Kg | FILE.json:Kg (after the last ':';
- * a trailing g counts KV groups, model/head_probe.h). */
-static int choose_global_heads(const char *spec, const xd_model *t, xd_student_opts *o) {
+/* --state-budget FRAC[@TOKENS] (default 0.1@16384) */
+typedef struct {
+    float frac;
+    int tokens;
+} state_budget;
+
+/* --global-heads LIST | auto:K | FILE.json:K | auto:Kg | FILE.json:Kg | auto:fit |
+ * FILE.json:fit (after the last ':'; a trailing g counts KV groups, model/head_probe.h; fit:
+ * as many KV groups as the state budget holds). */
+static int choose_global_heads(const char *spec, const xd_model *t, xd_student_opts *o,
+                               state_budget sb) {
     const char *colon = strrchr(spec, ':');
     size_t pre = colon ? (size_t)(colon - spec) : 0;
     int is_auto = colon && pre == 4 && !strncmp(spec, "auto", 4);
@@ -57,13 +69,30 @@ static int choose_global_heads(const char *spec, const xd_model *t, xd_student_o
     char num[32];
     size_t nl = strlen(colon + 1);
     int group = 0, k;
-    if (nl > 0 && colon[nl] == 'g') { /* K groups */
+    if (!strcmp(colon + 1, "fit")) {
         group = c->n_head / c->n_kv_head;
-        nl--;
+        k = xd_student_pairs_within(c, o, sb.frac, sb.tokens);
+        if (k < 0) return cli_lib_error(), -1;
+        if (k == 0) {
+            cli_error("--global-heads %s: a %s key/value row per token of one KV group does not fit in "
+                      "%g of the teacher's KV cache at %d tokens beside the constant state "
+                      "(expected a larger --state-budget)", spec, xd_kv_dtype_name(o->global_kv_dtype),
+                      sb.frac, sb.tokens);
+            return -1;
+        }
+        fprintf(stderr, "global heads: %d KV groups fit the state budget (%s keys/values, %g of the "
+                "teacher's KV cache at %d tokens)\n", k, xd_kv_dtype_name(o->global_kv_dtype),
+                sb.frac, sb.tokens);
+    } else {
+        if (nl > 0 && colon[nl] == 'g') { /* K groups */
+            group = c->n_head / c->n_kv_head;
+            nl--;
+        }
+        snprintf(num, sizeof num, "%.*s", (int)(nl < sizeof num - 1 ? nl : sizeof num - 1), colon + 1);
+        if (parse_int(group ? "--global-heads Kg" : "--global-heads K", num, 1, XD_MAX_GLOBAL_HEADS,
+                      &k))
+            return -1;
     }
-    snprintf(num, sizeof num, "%.*s", (int)(nl < sizeof num - 1 ? nl : sizeof num - 1), colon + 1);
-    if (parse_int(group ? "--global-heads Kg" : "--global-heads K", num, 1, XD_MAX_GLOBAL_HEADS, &k))
-        return -1;
     char path[4096];
     int m;
     if (is_auto) {
@@ -90,6 +119,7 @@ int cmd_convert(int argc, char **argv) {
     xd_student_opts o;
     xd_student_defaults(&o);
     int threads = 0, r;
+    state_budget sb = {0.1, 16384};
     for (int i = 1; i < argc; i++) {
         if ((r = take_opt(argc, argv, &i, "-o", &v))) {
             if (r < 0) return 2;
@@ -118,6 +148,14 @@ int cmd_convert(int argc, char **argv) {
                 return 2;
             }
             o.global_kv_dtype = dt;
+        } else if ((r = take_opt(argc, argv, &i, "--state-budget", &v))) {
+            if (r < 0) return 2;
+            char frac[64];
+            const char *at = strchr(v, '@');
+            snprintf(frac, sizeof frac, "%.*s", at ? (int)(at - v) : (int)strlen(v), v);
+            if (parse_float("--state-budget", frac, 1e-6, 1, &sb.frac) ||
+                (at && parse_int("--state-budget @TOKENS", at + 1, 1, 1 << 30, &sb.tokens)))
+                return 2;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -132,15 +170,15 @@ int cmd_convert(int argc, char **argv) {
     }
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]] "
-                  "[--global-kv bf16|int8|int4|f32]");
+                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
+                  "[--global-kv bf16|int8|int4|f32] [--state-budget FRAC[@TOKENS]]");
         return 2;
     }
     if (threads) xd_set_threads(threads);
     double t0 = now_s();
     xd_model *t = xd_model_load(teacher);
     if (!t) return cli_lib_error();
-    if (gh_spec && choose_global_heads(gh_spec, t, &o)) {
+    if (gh_spec && choose_global_heads(gh_spec, t, &o, sb)) {
         xd_model_free(t);
         return 2;
     }

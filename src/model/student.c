@@ -9,6 +9,7 @@
  * they read, the only part that grows with the length. */
 #include "student.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,6 +178,29 @@ size_t xd_student_state_bytes(const xd_config *c, int64_t len) {
                        (size_t)c->window, nh * dphi * hd + nh * dphi + nh,
                        (size_t)gkv_pairs(c, NULL), xd_kv_row_bytes(c->global_kv_dtype, (int)hd),
                        len < 0 ? 0 : len);
+}
+
+int xd_student_pairs_within(const xd_config *t, const xd_student_opts *o, double frac,
+                            int64_t len) {
+    if (!(frac > 0 && frac <= 1) || len < 1)
+        return xd_err("state budget: %g of the teacher's KV cache at %lld tokens (expected a "
+                      "fraction in (0, 1] and a length ≥ 1)", frac, (long long)len);
+    xd_config c = *t;
+    c.window = o->window;
+    c.sinks = o->sinks;
+    c.global_kv_dtype = o->global_kv_dtype;
+    c.n_global_heads = 0;
+    size_t hd = (size_t)c.head_dim, kvd = (size_t)c.n_kv_head * hd;
+    double budget = frac * 4.0 * 2.0 * (double)c.n_layer * (double)kvd * (double)len;
+    double base = (double)xd_student_state_bytes(&c, len);
+    double per = 2.0 * (double)xd_kv_row_bytes(c.global_kv_dtype, (int)hd) * (double)len;
+    if (base > budget)
+        return xd_err("state budget: the student's constant state (%.1f MiB: sinks, windows, "
+                      "mLSTM) alone exceeds %g of the teacher's KV cache at %lld tokens "
+                      "(%.1f MiB)", base / 1048576, frac, (long long)len, budget / 1048576);
+    double k = floor((budget - base) / per);
+    int all = c.n_layer * c.n_kv_head;
+    return k > all ? all : (int)k;
 }
 
 void xd_student_plan_make(xd_student_plan *p, const xd_kv *kv, int n) {

@@ -24,6 +24,13 @@ size_t xd_student_kv_bytes(const xd_kv *kv);
 /* The same for a student of config c after len positions, without a state (e.g. the
  * state at 16K tokens). */
 size_t xd_student_state_bytes(const xd_config *c, int64_t len);
+/* The most global (layer, KV head) pairs that a student of teacher t, converted with o's
+ * window, sinks and global_kv_dtype, can keep while its whole decoding state at len
+ * tokens stays within frac of the teacher's fp32 KV cache at that length (2·n_layer·
+ * n_kv_head·head_dim floats per token): at most n_layer·n_kv_head. −1 (error set) for
+ * frac outside (0, 1], len < 1, or a constant state that alone exceeds the budget. */
+int xd_student_pairs_within(const xd_config *t, const xd_student_opts *o, double frac,
+                            int64_t len);
 
 /* Before a forward of n tokens at kv->pos: plans where the new keys go (the
  * same for every layer). After all layers: xd_student_kv_commit. */
