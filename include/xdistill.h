@@ -133,6 +133,11 @@ typedef struct {
     float mlstm_scale;  /* s applied to φ(q) (default 1/√d_φ) */
     float mlstm_eps;    /* ε of the mLSTM normaliser (default 1e-6) */
     float gate_softcap; /* gate pre-activations g → c·tanh(g/c); 0 = off (default 15) */
+    /* Positions below sinks + window (the window still holds every earlier token of the
+     * document) take the SWA branch alone, the teacher's attention exactly; the mLSTM
+     * branch and the mix serve later positions (docs/design.md, "Mix"). config.json
+     * "exact_in_window" (absent: false, students written before it). */
+    int exact_in_window;
     uint64_t teacher_hash; /* the teacher it was converted from (xd_model_teacher_hash); 0 = unknown */
     uint64_t base_hash;    /* the Stage I checkpoint its Stage II started from (hash of that
                             * student's weight arena, set by `distill stage2`); 0 = none.
@@ -244,6 +249,7 @@ typedef struct {
     float mlstm_scale;  /* 0 = 1/√(2·head_dim) */
     int swa_only;       /* mix bias −1e4: o == 0 exactly, the mLSTM branch is off (the
                          * SWA-only baseline of the report) */
+    int exact_in_window; /* xd_config.exact_in_window (default 1) */
     int n_global_heads; /* heads kept as full causal attention (xd_config); any order, no
                          * duplicates; default none */
     xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];

@@ -705,7 +705,7 @@ static void bf16_kv(void) {
         if (i == 0) CHECK(s2 && s2->cfg.global_kv_dtype == XD_KV_F32, "float32: %s", xd_last_error());
         else
             CHECK(!s2 && strstr(xd_last_error(), "config.json: global_kv_dtype: expected "
-                                                 "\"float32\", \"bfloat16\" or \"int8\""),
+                                                 "\"float32\", \"bfloat16\", \"int8\" or \"int4\""),
                   "global_kv_dtype %s: %s", vals[i], s2 ? "accepted" : xd_last_error());
         xd_model_free(s2);
     }

@@ -17,7 +17,13 @@
  *     with the old top-level sgemms this failed under the Haswell, Zen and
  *     Sandybridge kernels of OpenBLAS 0.3.21 (OPENBLAS_CORETYPE=Haswell
  *     reproduces it on an AVX-512 machine), not under the AVX-512 ones;
- *  7. PyTorch float64 autograd (tests/ref/make_hybrid_ref.py), rel ≤ 1e-5. */
+ *  7. PyTorch float64 autograd (tests/ref/make_hybrid_ref.py), rel ≤ 1e-5;
+ *  8. the window-exact rule (xd_mix_exact_window): rows below the limit, by
+ *     document position (training) or by pos0 + t (decoding), become hs bit
+ *     for bit with o = 0, the others stay the mix bit for bit; the backward
+ *     then gives those rows dhs = dout and nothing else, and the gate
+ *     gradients equal the backward of the other rows alone (whose values
+ *     section 2 checks against finite differences). */
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
@@ -665,6 +671,71 @@ static void test_torch(void) {
     for (int i = 0; i < NT; i++) free(T[i]);
 }
 
+/* ---- 8. the window-exact rule ----------------------------------------------------------- */
+
+static void exact_case(const char *name, int B, int T, const int32_t *doc_start, int64_t pos0,
+                       int64_t limit, const int *want_masked) {
+    int nh = 4, nkv = 2, hd = 5, n = B * T, ldq = nh * hd, ldkv = nkv * hd;
+    size_t no = (size_t)n * nh * hd, nw = (size_t)nh * 3 * hd, row = (size_t)nh * hd;
+    float *q = nbuf(no, 1.0), *k = nbuf((size_t)n * ldkv, 1.0), *v = nbuf((size_t)n * ldkv, 1.0);
+    float *hm = nbuf(no, 1.0), *hs = nbuf(no, 1.0), *w = nbuf(nw, 0.3), *b = rbuf((size_t)nh, -1, 1);
+    float *mix = fbuf(no), *om = fbuf((size_t)n * nh), *out = fbuf(no), *o = fbuf((size_t)n * nh);
+    float *dout = nbuf(no, 1.0), *dout0 = fdup(dout, no);
+    xd_mix_forward(mix, om, hm, hs, q, ldq, k, ldkv, v, ldkv, w, b, n, nh, nkv, hd);
+    xd_mix_forward(out, o, hm, hs, q, ldq, k, ldkv, v, ldkv, w, b, n, nh, nkv, hd);
+    xd_mix_exact_window(out, o, hs, B, T, nh, hd, pos0, doc_start, limit);
+    int rows_ok = 1, nmask = 0;
+    for (int i = 0; i < n; i++) {
+        const float *want = want_masked[i] ? hs : mix;
+        rows_ok &= same_bits(out + i * row, want + i * row, row);
+        for (int h = 0; h < nh; h++) rows_ok &= o[i * nh + h] == (want_masked[i] ? 0.0f : om[i * nh + h]);
+        if (want_masked[i]) {
+            nmask++;
+            for (size_t j = 0; j < row; j++) dout0[i * row + j] = 0; /* for the reference below */
+        }
+    }
+    /* backward of the rule vs the backward of the plain mix on the other rows alone */
+    float *dhm = fbuf(no), *dhs = fbuf(no), *dq = fbuf(no), *dk = fbuf((size_t)n * ldkv);
+    float *dv = fbuf((size_t)n * ldkv), *dw = fbuf(nw), *db = fbuf((size_t)nh);
+    float *rhm = fbuf(no), *rhs = fbuf(no), *rq = fbuf(no), *rk = fbuf((size_t)n * ldkv);
+    float *rv = fbuf((size_t)n * ldkv), *rw = fbuf(nw), *rb = fbuf((size_t)nh);
+    xd_mix_backward(dhm, dhs, dq, dk, dv, dw, db, dout, o, hm, hs, q, ldq, k, ldkv, v, ldkv, w, n,
+                    nh, nkv, hd);
+    xd_mix_backward(rhm, rhs, rq, rk, rv, rw, rb, dout0, om, hm, hs, q, ldq, k, ldkv, v, ldkv, w,
+                    n, nh, nkv, hd);
+    int back_ok = same_bits(dq, rq, no) && same_bits(dk, rk, (size_t)n * ldkv) &&
+                  same_bits(dv, rv, (size_t)n * ldkv) && same_bits(dw, rw, nw) &&
+                  same_bits(db, rb, (size_t)nh);
+    for (int i = 0; i < n; i++)
+        for (size_t j = 0; j < row; j++) {
+            size_t x = i * row + j;
+            back_ok &= want_masked[i] ? dhs[x] == dout[x] && dhm[x] == 0
+                                      : dhs[x] == rhs[x] && dhm[x] == rhm[x];
+        }
+    printf("window-exact rule, %s: %d of %d rows take hs (bit for bit, o = 0), the others the mix "
+           "%s; backward: dhs = dout there, the gate and q/k/v gradients those of the other rows "
+           "alone %s\n", name, nmask, n, rows_ok ? "yes" : "NO", back_ok ? "yes" : "NO");
+    CHECK(rows_ok, "exact window %s: rows", name);
+    CHECK(back_ok, "exact window %s: backward", name);
+    free(q), free(k), free(v), free(hm), free(hs), free(w), free(b), free(mix), free(om);
+    free(out), free(o), free(dout), free(dout0), free(dhm), free(dhs), free(dq), free(dk);
+    free(dv), free(dw), free(db), free(rhm), free(rhs), free(rq), free(rk), free(rv), free(rw);
+    free(rb);
+}
+
+static void test_mix_exact_window(void) {
+    /* training: 2 sequences of 6 rows; the first holds documents starting at rows 0 and 3,
+     * the second one document from row 0; limit 2 (sinks + window): positions 0 and 1 */
+    const int32_t ds[12] = {0, 0, 0, 3, 3, 3, 0, 0, 0, 0, 0, 0};
+    const int m1[12] = {1, 1, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0};
+    exact_case("two sequences, a document boundary", 2, 6, ds, 0, 2, m1);
+    /* decoding: a run of 5 tokens at positions 3 … 7, limit 5: positions 3 and 4 */
+    const int m2[5] = {1, 1, 0, 0, 0};
+    exact_case("a decoded run at position 3", 1, 5, NULL, 3, 5, m2);
+    const int m3[4] = {0, 0, 0, 0};
+    exact_case("a run past the limit", 1, 4, NULL, 9, 5, m3);
+}
+
 int main(void) {
     xd_rng_seed(&g_rng, 20240611);
     test_hedgehog_fd();
@@ -672,6 +743,7 @@ int main(void) {
     test_softcap();
     test_mix_fd();
     test_mix_forced();
+    test_mix_exact_window();
     test_semantics();
     test_torch();
     printf("worst FD error: %.1e of max|n| per tensor, %.1e per element of |n|+max|n| "

@@ -9,7 +9,11 @@
  *    and prefills in uneven pieces give the same logits (windows that
  *    overflow the buffer, the temporary-run path, sinks, the mLSTM state
  *    carried between calls);
- *  - save / load round trip and config errors. */
+ *  - save / load round trip and config errors;
+ *  - the window-exact rule (config exact_in_window, convert's default): with
+ *    a randomised mixer, positions below sinks + window give the teacher's
+ *    logits and later ones do not, in one prefill, decoding and pieces;
+ *    without the rule the early positions differ too. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,7 +214,7 @@ static void save_load(void) {
     if (s2) {
         const xd_config *c = xd_model_config(s2);
         CHECK(c->student && c->window == 8 && c->sinks == 2 && c->chunk == 8 &&
-                  c->gate_softcap == 15.0f && c->arch == XD_ARCH_QWEN3,
+                  c->gate_softcap == 15.0f && c->arch == XD_ARCH_QWEN3 && c->exact_in_window == 1,
               "config round trip");
         CHECK(test_logits_gap(s, s2, 30, 9) == 0, "reloaded student differs");
         xd_model_free(s2);
@@ -227,7 +231,18 @@ static void save_load(void) {
     CHECK(system(cmd) == 0, "sed");
     CHECK(xd_model_load(path) == NULL && strstr(xd_last_error(), "window"),
           "window 0: %s", xd_last_error());
-    snprintf(cmd, sizeof cmd, "sed -i 's/\"window\": 0/\"window\": 8/; s/\"base_architecture\": \"Qwen3ForCausalLM\"/\"base_architecture\": \"GPT2LMHeadModel\"/' %s", cfg);
+    /* exact_in_window: a boolean; absent (students written before it) is false */
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"window\": 0/\"window\": 8/; s/\"exact_in_window\": true/\"exact_in_window\": 1/' %s", cfg);
+    CHECK(system(cmd) == 0, "sed");
+    CHECK(xd_model_load(path) == NULL && strstr(xd_last_error(), "config.json: exact_in_window: expected true or false"),
+          "exact_in_window 1: %s", xd_last_error());
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"exact_in_window\": 1/\"exact_in_windoh\": 1/' %s", cfg);
+    CHECK(system(cmd) == 0, "sed");
+    s2 = xd_model_load(path);
+    CHECK(s2 && !xd_model_config(s2)->exact_in_window, "exact_in_window absent: %s",
+          s2 ? "true" : xd_last_error());
+    xd_model_free(s2);
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"base_architecture\": \"Qwen3ForCausalLM\"/\"base_architecture\": \"GPT2LMHeadModel\"/' %s", cfg);
     CHECK(system(cmd) == 0, "sed");
     CHECK(xd_model_load(path) == NULL && strstr(xd_last_error(), "base_architecture"),
           "unknown base: %s", xd_last_error());
@@ -240,6 +255,57 @@ static void save_load(void) {
           "window 0 accepted: %s", xd_last_error());
     xd_model_free(t);
     xd_model_free(s);
+}
+
+/* ---- the window-exact rule -------------------------------------------------------- */
+static void window_exact(const char *name) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
+    xd_model *t = xd_model_load(dir);
+    CHECK(t != NULL, "load %s: %s", dir, xd_last_error());
+    if (!t) return;
+    int W = 6, S = 2, n = 24, V = xd_model_config(t)->vocab_size, lim = S + W;
+    int32_t ids[24];
+    rand_ids(ids, n, V, 11);
+    float *ref = malloc((size_t)n * V * sizeof(float)), *got = malloc((size_t)n * V * sizeof(float));
+    CHECK(test_run_pieces(t, ids, n, (int[]){n}, 1, n, ref) == 0, "teacher: %s", xd_last_error());
+    double scale = 0;
+    for (size_t i = 0; i < (size_t)n * V; i++) scale = fmax(scale, fabs(ref[i]));
+    for (int exact = 1; exact >= 0; exact--) {
+        xd_student_opts o;
+        xd_student_defaults(&o);
+        CHECK(o.exact_in_window == 1, "the rule is convert's default");
+        o.window = W;
+        o.sinks = S;
+        o.chunk = 4;
+        o.exact_in_window = exact;
+        xd_model *s = xd_student_convert(t, &o);
+        CHECK(s != NULL, "convert: %s", xd_last_error());
+        if (!s) continue;
+        test_randomise_mixer(s, 21);
+        const int pieces[] = {5, 1, 9, 9};
+        const int *ps[] = {(int[]){24}, NULL, pieces};
+        const int nps[] = {1, 0, 4};
+        for (int k = 0; k < 3; k++) {
+            CHECK(test_run_pieces(s, ids, n, ps[k], nps[k], 1, got) == 0, "student: %s", xd_last_error());
+            double early = max_abs_diff(ref, got, (size_t)lim * V) / scale;
+            double late = max_abs_diff(ref + (size_t)lim * V, got + (size_t)lim * V,
+                                       (size_t)(n - lim) * V) / scale;
+            printf("  window-exact rule %s, %-12s %-16s: max |student − teacher| / max|logit| at "
+                   "positions < S + W = %d: %.1e (%s), later: %.1e (> 1e-3)\n", exact ? "on " : "off",
+                   name, k == 0 ? "one prefill" : k == 1 ? "token by token" : "pieces 5,1,9,9", lim,
+                   early, exact ? "tol 1e-5" : "> 1e-3 expected", late);
+            /* on: the SWA branch alone is the teacher's attention (another kernel: rounding);
+             * the randomised mixer moves every other logit by O(1e-2) or more */
+            if (exact) CHECK(early <= 1e-5, "%s: rule on, early positions differ by %g", name, early);
+            else CHECK(early > 1e-3, "%s: rule off, early positions equal the teacher (%g)", name, early);
+            CHECK(late > 1e-3, "%s: later positions equal the teacher (%g)", name, late);
+        }
+        xd_model_free(s);
+    }
+    free(ref);
+    free(got);
+    xd_model_free(t);
 }
 
 int main(void) {
@@ -256,5 +322,7 @@ int main(void) {
     decode_state("tiny-olmo2", 1, 0, 5);
     decode_state("tiny-llama", 40, 3, 64);
     save_load();
+    window_exact("tiny-llama");
+    window_exact("tiny-qwen3");
     return test_summary("test_student");
 }

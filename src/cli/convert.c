@@ -1,8 +1,11 @@
 /* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
- *                  [--softcap C] [--swa-only] [--global-heads L:H,...] [--global-kv bf16|int8|int4|f32]
+ *                  [--softcap C] [--swa-only] [--no-exact-window] [--global-heads L:H,...] [--global-kv bf16|int8|int4|f32]
  *                  [--state-budget FRAC[@TOKENS]] [--threads N]
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
+ * --no-exact-window: positions whose every earlier token is still in the window use the mix
+ * too (by default they take the SWA branch alone, the teacher's attention exactly; config
+ * exact_in_window).
  * --global-heads 12:3,20:1: query heads (layer:head, 0-based) kept as the
  * teacher's full causal attention (docs/design.md, "Global heads");
  * --global-heads auto:K: the K best of the teacher's retrieval probe
@@ -134,6 +137,8 @@ int cmd_convert(int argc, char **argv) {
             if (r < 0 || parse_float("--softcap", v, 0, 1e6, &o.gate_softcap)) return 2;
         } else if (!strcmp(argv[i], "--swa-only")) {
             o.swa_only = 1;
+        } else if (!strcmp(argv[i], "--no-exact-window")) {
+            o.exact_in_window = 0;
         } else if ((r = take_opt(argc, argv, &i, "--global-heads", &v))) {
             if (r < 0) return 2;
             gh_spec = v;
@@ -170,7 +175,7 @@ int cmd_convert(int argc, char **argv) {
     }
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C] [--swa-only] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
+                  "[--chunk L] [--softcap C] [--swa-only] [--no-exact-window] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
                   "[--global-kv bf16|int8|int4|f32] [--state-budget FRAC[@TOKENS]]");
         return 2;
     }

@@ -331,7 +331,8 @@ static int parse_global_kv_dtype(const src *s, xd_config *c) {
     if (!dt || json_is_null(dt)) return 0;
     const char *v = json_is_string(dt) ? json_string_value(dt) : "";
     if (xd_kv_dtype_parse(v, &c->global_kv_dtype))
-        return xd_err("%s: global_kv_dtype: expected \"float32\", \"bfloat16\" or \"int8\"", s->path);
+        return xd_err("%s: global_kv_dtype: expected \"float32\", \"bfloat16\", \"int8\" or "
+                      "\"int4\"", s->path);
     return 0;
 }
 
@@ -357,6 +358,10 @@ static int parse_student(const src *s, xd_config *c) {
     if (get_hash(s, "teacher_hash", &c->teacher_hash) || get_hash(s, "base_hash", &c->base_hash) ||
         parse_global_heads(s, c) || parse_global_kv_dtype(s, c))
         return -1;
+    const json_t *ex = field(s->obj, "exact_in_window"); /* absent: false (older students) */
+    if (ex && !json_is_boolean(ex) && !json_is_null(ex))
+        return xd_err("%s: exact_in_window: expected true or false", s->path);
+    c->exact_in_window = ex && json_is_true(ex);
     c->student = 1;
     c->mlstm_scale = (float)scale;
     c->mlstm_eps = (float)eps;

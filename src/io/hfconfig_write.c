@@ -246,6 +246,7 @@ static json_t *config_json(const xd_config *c) {
         set(o, "mlstm_scale", real_f(c->mlstm_scale), &bad);
         set(o, "mlstm_eps", real_f(c->mlstm_eps), &bad);
         set(o, "gate_softcap", real_f(c->gate_softcap), &bad);
+        set(o, "exact_in_window", json_boolean(c->exact_in_window), &bad);
         if (c->teacher_hash) set(o, "teacher_hash", xd_json_hex64(c->teacher_hash), &bad);
         if (c->base_hash) set(o, "base_hash", xd_json_hex64(c->base_hash), &bad);
         json_t *g = json_array(); /* [[layer, head], ...], sorted */

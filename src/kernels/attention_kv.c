@@ -145,8 +145,16 @@ static inline void load_rows(int dtype, float *dst, const char *src, size_t stri
                 int i0 = b * QBLK, len = i0 + QBLK < hd ? QBLK : hd - i0;
                 float sc = xd_fp16_to_fp32(d[b]);
                 const uint8_t *p = qs + 16 * b;
-                for (int i = 0; i < len && i < 16; i++) y[i0 + i] = sc * (float)((p[i] & 15) - 8);
-                for (int i = 16; i < len; i++) y[i0 + i] = sc * (float)((p[i - 16] >> 4) - 8);
+                float *yb = y + i0;
+                if (len == QBLK) { /* the common case, in one loop the compiler vectorises */
+                    for (int i = 0; i < 16; i++) {
+                        yb[i] = sc * (float)((p[i] & 15) - 8);
+                        yb[i + 16] = sc * (float)((p[i] >> 4) - 8);
+                    }
+                    continue;
+                }
+                for (int i = 0; i < len && i < 16; i++) yb[i] = sc * (float)((p[i] & 15) - 8);
+                for (int i = 16; i < len; i++) yb[i] = sc * (float)((p[i - 16] >> 4) - 8);
             }
         }
     } else {

@@ -260,6 +260,22 @@ void xd_mix_forward(float *out, float *o, const float *hm, const float *hs, cons
         }
 }
 
+void xd_mix_exact_window(float *out, float *o, const float *hs, int B, int T, int nh, int hd,
+                         int64_t pos0, const int32_t *doc_start, int64_t limit) {
+    size_t row = (size_t)nh * hd;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + (size_t)t;
+            int64_t pos = doc_start ? (int64_t)t - doc_start[i] : pos0 + t;
+            if (pos >= limit) {
+                if (!doc_start) break; /* positions only grow along a decoded run */
+                continue;
+            }
+            if (out + i * row != hs + i * row) memcpy(out + i * row, hs + i * row, row * sizeof(float));
+            if (o) memset(o + i * (size_t)nh, 0, (size_t)nh * sizeof(float));
+        }
+}
+
 /* columns of w_o per job of the dw_o reduction (all of them for hd ≤ 256) */
 enum { MIX_CB = 768 };
 

@@ -89,6 +89,16 @@ void xd_mix_forward(float *out, float *o, const float *hm, const float *hs, cons
                     int ldq, const float *k, int ldk, const float *v, int ldv, const float *w_o,
                     const float *b_o, int n, int nh, int nkv, int hd);
 
+/* The window-exact rule (docs/design.md, "Mix"): rows whose position in their document is
+ * below limit (= sinks + window: the SWA branch still sees every earlier token, so it is
+ * the teacher's attention) take the SWA branch alone: out row = hs row bit for bit and
+ * o = 0 (o may be NULL), so xd_mix_backward passes dout to hs only and gives the gate no
+ * gradient there. Rows are [B][T] (row i = b·T + t) of nh·hd values; the position of
+ * row i is t − doc_start[i] when doc_start is given (the training layout: the index of
+ * its document's first row in its sequence), else pos0 + t (decoding, B = 1). */
+void xd_mix_exact_window(float *out, float *o, const float *hs, int B, int T, int nh, int hd,
+                         int64_t pos0, const int32_t *doc_start, int64_t limit);
+
 /* Backward, with dout = ∂L/∂out [n][nh][hd] and o the forward's saved gate:
  *     dhm  += o·dout                 dhs += (1−o)·dout
  *     ds    = o(1−o) · Σ_d dout_d (hm_d − hs_d)    (= 0 exactly at o ∈ {0, 1})

@@ -15,6 +15,7 @@ void xd_student_defaults(xd_student_opts *o) {
     o->sinks = 4;
     o->chunk = 64;
     o->gate_softcap = 15.0f;
+    o->exact_in_window = 1;
     o->mlstm_eps = 1e-6f;
     o->global_kv_dtype = XD_KV_BF16;
 }
@@ -78,6 +79,7 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
     s->cfg.sinks = o->sinks;
     s->cfg.chunk = o->chunk;
     s->cfg.gate_softcap = o->gate_softcap;
+    s->cfg.exact_in_window = o->exact_in_window != 0;
     s->cfg.mlstm_eps = o->mlstm_eps;
     s->cfg.global_kv_dtype = o->global_kv_dtype;
     s->cfg.teacher_hash = xd_model_teacher_hash(t); /* Stage II checks its logits against it */

@@ -213,6 +213,10 @@ int xd_mixer_train_forward(const xd_config *c, int layer, const xd_layer *L, xd_
     }
     xd_mix_forward(att, a->o, a->hm, a->hs, a->qp, qd, a->kp, kvd, v, kvd, L->w_mix, L->b_mix,
                    BT, nh, nkv, hd);
+    if (c->exact_in_window) {
+        xd_mix_exact_window(att, a->o, a->hs, B, T, nh, hd, 0, doc_start,
+                            (int64_t)c->sinks + c->window);
+    }
     /* global heads: their output is the full attention, not the mix */
     return globals_forward(c, layer, a, q, k, v, doc_start, B, T, att);
 }
