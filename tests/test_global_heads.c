@@ -299,19 +299,23 @@ static void head_level(void) {
     for (int i = 0; i < n * qd; i++) q[i] = (float)(2 * xd_rng_uniform(&r) - 1);
     for (int i = 0; i < n * kvd; i++) k[i] = (float)(2 * xd_rng_uniform(&r) - 1);
     for (int i = 0; i < n * kvd; i++) v[i] = (float)(2 * xd_rng_uniform(&r) - 1);
-    float *kk = malloc((size_t)n * kvd * 4), *vk = malloc((size_t)n * kvd * 4);
+    float *kq = malloc((size_t)n * kvd * 4), *vq = malloc((size_t)n * kvd * 4);
     for (int j = 0; j < n * c->n_kv_head; j++) { /* the rows of one (position, KV head) */
-        kept_row(kk + (size_t)j * hd, k + (size_t)j * hd, hd);
-        kept_row(vk + (size_t)j * hd, v + (size_t)j * hd, hd);
+        kept_row(kq + (size_t)j * hd, k + (size_t)j * hd, hd);
+        kept_row(vq + (size_t)j * hd, v + (size_t)j * hd, hd);
     }
     const int pieces[] = {20, 1, 1, 15};
     CHECK(mixer_pieces(g, L, n, pieces, 4, h, q, k, v, ag) == 0 &&
               mixer_pieces(p, L, n, pieces, 4, h, q, k, v, ap) == 0,
           "mixer: %s", xd_last_error());
-    /* the reference: softmax(q·kᵀ/√hd) over positions 0 … t, in double */
+    /* the reference: softmax(q·kᵀ/√hd) over positions 0 … t, in double, on the stored
+     * keys/values; below sinks + window (the window-exact rule, on by default) the SWA
+     * branch's fp32 keys/values instead */
     double err = 0, differs = 0;
+    CHECK(c->exact_in_window, "convert's default is the window-exact rule");
     for (int t = 0; t < n; t++) {
         const float *qt = q + (size_t)t * qd + (size_t)H * hd;
+        const float *kk = t < c->sinks + c->window ? k : kq, *vk = t < c->sinks + c->window ? v : vq;
         double *s = malloc((size_t)(t + 1) * sizeof(double)), mx = -INFINITY, z = 0;
         for (int j = 0; j <= t; j++) {
             double dot = 0;
@@ -347,7 +351,7 @@ static void head_level(void) {
     CHECK(err <= 1e-5, "the global head's output is not the full attention: %g", err);
     CHECK(differs > 1e-2, "the hybrid head should differ from full attention: %g", differs);
     CHECK(other == 0, "%zu rows of other heads changed", other);
-    free(h); free(q); free(k); free(v); free(ag); free(ap); free(kk); free(vk);
+    free(h); free(q); free(k); free(v); free(ag); free(ap); free(kq); free(vq);
     xd_model_free(g);
     xd_model_free(p);
 }

@@ -374,13 +374,15 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     }
     /* mix (pre-RoPE q, k) */
     xd_mix_forward(att, NULL, hm, hs, qp, qd, kp, kvd, v, kvd, L->w_mix, L->b_mix, n, nh, nkv, hd);
-    if (c->exact_in_window)
-        xd_mix_exact_window(att, NULL, hs, 1, n, nh, hd, p->pos0, NULL,
-                            (int64_t)c->sinks + c->window);
     /* global heads: their slices of att are the full attention (the mix is not used) */
     if (c->n_global_heads &&
         global_heads(c, kv, l, p, q, k, v, fg + N * nh, fg + N * nh + N * qd, att))
         goto done;
+    /* the window-exact rule, for every head: below sinks + window the SWA branch is the
+     * teacher's attention in fp32, so global heads take it too, not their compact cache */
+    if (c->exact_in_window)
+        xd_mix_exact_window(att, NULL, hs, 1, n, nh, hd, p->pos0, NULL,
+                            (int64_t)c->sinks + c->window);
     rc = 0;
 done:
     return rc;
