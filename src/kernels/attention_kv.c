@@ -42,6 +42,10 @@
 #include "core/f16.h"
 #include "kernels.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 enum { QBLK = 32, CHUNK = 512, RUN = 64 };
 
 /* x ← H_n·x/√n for n a power of two (the fast Walsh–Hadamard transform: log2 n rounds of
@@ -125,6 +129,27 @@ void xd_kv_row_store(int dtype, void *dst, const float *x, int hd) {
     }
 }
 
+/* One full int4 block: y[i] = sc·(q_i − 8), q_i the low nibble of p[i] for i < 16, the high
+ * nibble of p[i − 16] after; the AVX2 path computes the same products (float(q) − 8 is
+ * exact), four rows of 8 at a time. */
+static inline void q4_block(float *y, const uint8_t *p, float sc) {
+#if defined(__AVX2__)
+    const __m128i m = _mm_set1_epi8(15), b = _mm_loadu_si128((const __m128i *)p);
+    const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    const __m256 s = _mm256_set1_ps(sc), eight = _mm256_set1_ps(8.0f);
+    const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int j = 0; j < 4; j++) {
+        __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part[j]));
+        _mm256_storeu_ps(y + 8 * j, _mm256_mul_ps(_mm256_sub_ps(f, eight), s));
+    }
+#else
+    for (int i = 0; i < 16; i++) {
+        y[i] = sc * (float)((p[i] & 15) - 8);
+        y[i + 16] = sc * (float)((p[i] >> 4) - 8);
+    }
+#endif
+}
+
 /* n rows of hd values, stride bytes apart, widened to fp32 (dst: [n][hd]); int4 rows stay
  * rotated. */
 static inline void load_rows(int dtype, float *dst, const char *src, size_t stride, int64_t n,
@@ -146,11 +171,8 @@ static inline void load_rows(int dtype, float *dst, const char *src, size_t stri
                 float sc = xd_fp16_to_fp32(d[b]);
                 const uint8_t *p = qs + 16 * b;
                 float *yb = y + i0;
-                if (len == QBLK) { /* the common case, in one loop the compiler vectorises */
-                    for (int i = 0; i < 16; i++) {
-                        yb[i] = sc * (float)((p[i] & 15) - 8);
-                        yb[i + 16] = sc * (float)((p[i] >> 4) - 8);
-                    }
+                if (len == QBLK) { /* the common case */
+                    q4_block(yb, p, sc);
                     continue;
                 }
                 for (int i = 0; i < len && i < 16; i++) yb[i] = sc * (float)((p[i] & 15) - 8);
