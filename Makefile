@@ -29,7 +29,7 @@ test: build teacher asan
 	@cd $(BUILD) && XD_TEACHER=$(TEACHER) ctest --output-on-failure
 	@cd $(ASAN) && XD_TEACHER=$(TEACHER) ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -E teacher
 
-# The whole pipeline on SmolLM2 with small budgets (about 10 minutes on 2 cores):
+# The whole pipeline on SmolLM2 with small budgets (20–40 minutes on 2 cores):
 # tasks → convert → Stage I → teacher logits → Stage II → eval → compare → report.
 demo: build teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) scripts/demo.sh
