@@ -146,7 +146,7 @@ int cmd_convert(int argc, char **argv) {
             if (r < 0) return 2;
             static const char *const KV[] = {"f32", "bf16", "int8", "int4"}; /* xd_kv_dtype order */
             int dt = -1;
-            for (int k = 0; k < 4; k++)
+            for (int k = 0; k < (int)(sizeof KV / sizeof *KV); k++)
                 if (!strcmp(v, KV[k])) dt = k;
             if (dt < 0) {
                 cli_error("--global-kv: '%s' (expected bf16, int8, int4 or f32)", v);

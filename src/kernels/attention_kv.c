@@ -129,25 +129,25 @@ void xd_kv_row_store(int dtype, void *dst, const float *x, int hd) {
     }
 }
 
-/* One full int4 block: y[i] = sc·(q_i − 8), q_i the low nibble of p[i] for i < 16, the high
- * nibble of p[i − 16] after; the AVX2 path computes the same products (float(q) − 8 is
- * exact), four rows of 8 at a time. */
-static inline void q4_block(float *y, const uint8_t *p, float sc) {
+/* One int4 block of len ≤ 32 values: y[i] = sc·(q_i − 8), q_i the low nibble of p[i] for
+ * i < 16, the high nibble of p[i − 16] after. A full block takes the AVX2 path where there is
+ * one: the same products (float(q) − 8 is exact), four rows of 8 at a time. */
+static inline void q4_block(float *y, const uint8_t *p, float sc, int len) {
 #if defined(__AVX2__)
-    const __m128i m = _mm_set1_epi8(15), b = _mm_loadu_si128((const __m128i *)p);
-    const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
-    const __m256 s = _mm256_set1_ps(sc), eight = _mm256_set1_ps(8.0f);
-    const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    for (int j = 0; j < 4; j++) {
-        __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part[j]));
-        _mm256_storeu_ps(y + 8 * j, _mm256_mul_ps(_mm256_sub_ps(f, eight), s));
-    }
-#else
-    for (int i = 0; i < 16; i++) {
-        y[i] = sc * (float)((p[i] & 15) - 8);
-        y[i + 16] = sc * (float)((p[i] >> 4) - 8);
+    if (len == QBLK) {
+        const __m128i m = _mm_set1_epi8(15), b = _mm_loadu_si128((const __m128i *)p);
+        const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+        const __m256 s = _mm256_set1_ps(sc), eight = _mm256_set1_ps(8.0f);
+        const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int j = 0; j < 4; j++) {
+            __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part[j]));
+            _mm256_storeu_ps(y + 8 * j, _mm256_mul_ps(_mm256_sub_ps(f, eight), s));
+        }
+        return;
     }
 #endif
+    for (int i = 0; i < len && i < 16; i++) y[i] = sc * (float)((p[i] & 15) - 8);
+    for (int i = 16; i < len; i++) y[i] = sc * (float)((p[i - 16] >> 4) - 8);
 }
 
 /* n rows of hd values, stride bytes apart, widened to fp32 (dst: [n][hd]); int4 rows stay
@@ -168,15 +168,7 @@ static inline void load_rows(int dtype, float *dst, const char *src, size_t stri
             float *y = dst + j * hd;
             for (int b = 0; b < nb; b++) {
                 int i0 = b * QBLK, len = i0 + QBLK < hd ? QBLK : hd - i0;
-                float sc = xd_fp16_to_fp32(d[b]);
-                const uint8_t *p = qs + 16 * b;
-                float *yb = y + i0;
-                if (len == QBLK) { /* the common case */
-                    q4_block(yb, p, sc);
-                    continue;
-                }
-                for (int i = 0; i < len && i < 16; i++) yb[i] = sc * (float)((p[i] & 15) - 8);
-                for (int i = 16; i < len; i++) yb[i] = sc * (float)((p[i - 16] >> 4) - 8);
+                q4_block(y + i0, qs + 16 * b, xd_fp16_to_fp32(d[b]), len);
             }
         }
     } else {
