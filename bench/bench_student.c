@@ -3,7 +3,7 @@
  *
  *   bench_student [--model GGUF] [--threads N] [--window W] [--sinks S]
  *                 [--ctx 16384] [--gen 16384] [--decode 32] [--text FILE]
- *                 [--global-heads FILE.json:K[g] [--global-kv bfloat16|int8|int4|float32]]
+ *                 [--global-heads FILE.json:K[g] [--global-kv bfloat16|int8|int4|k8v4|float32]]
  *                 [--student-prefill 1]
  *
  * 1. Teacher: prefill --ctx tokens (the tokenised --text, repeated) into its
@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--global-heads")) gh_spec = v;
         else if (!strcmp(a, "--global-kv")) {
             if (xd_kv_dtype_parse(v, &so.global_kv_dtype)) {
-                fprintf(stderr, "bench_student: --global-kv float32|bfloat16|int8|int4\n");
+                fprintf(stderr, "bench_student: --global-kv float32|bfloat16|int8|int4|k8v4\n");
                 return 2;
             }
         }

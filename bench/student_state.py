@@ -14,6 +14,13 @@ def kv_row_bytes(dtype, hd):
     return 4 * hd
 
 
+def kv_pair_row_bytes(dtype, hd):
+    """A key row and a value row (k8v4: int8 keys, int4 values)."""
+    if dtype == "k8v4":
+        return kv_row_bytes("int8", hd) + kv_row_bytes("int4", hd)
+    return 2 * kv_row_bytes(dtype, hd)
+
+
 def state_bytes(cfg, n_tokens):
     """(global KV pairs, bytes): sinks, the 2W window buffers, every head's mLSTM C, n, m
     (fp32), and a key and a value row per token and global (layer, KV head) pair."""
@@ -22,8 +29,8 @@ def state_bytes(cfg, n_tokens):
     S, W, kvd, dphi = cfg["sinks"], cfg["window"], nkv * hd, 2 * hd
     pairs = {(l, h // (nh // nkv)) for l, h in cfg.get("global_heads", [])}
     base = 4 * L * (2 * S * kvd + 4 * W * kvd + nh * dphi * hd + nh * dphi + nh)
-    rb = kv_row_bytes(cfg.get("global_kv_dtype", "float32"), hd)
-    return len(pairs), base + 2 * len(pairs) * rb * n_tokens
+    rb = kv_pair_row_bytes(cfg.get("global_kv_dtype", "float32"), hd)
+    return len(pairs), base + len(pairs) * rb * n_tokens
 
 
 def teacher_kv_bytes(cfg, n_tokens):

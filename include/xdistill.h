@@ -101,7 +101,13 @@ typedef struct {
 #define XD_MAX_GLOBAL_HEADS 1024
 
 /* Types of the keys/values a decoding state keeps for its global heads. */
-typedef enum { XD_KV_F32 = 0, XD_KV_BF16 = 1, XD_KV_INT8 = 2, XD_KV_INT4 = 3 } xd_kv_dtype;
+typedef enum {
+    XD_KV_F32 = 0,
+    XD_KV_BF16 = 1,
+    XD_KV_INT8 = 2,
+    XD_KV_INT4 = 3,
+    XD_KV_K8V4 = 4 /* keys as XD_KV_INT8, values as XD_KV_INT4 */
+} xd_kv_dtype;
 
 typedef struct {
     xd_arch arch;
@@ -150,14 +156,15 @@ typedef struct {
     xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
     /* The type of the global heads' keys/values in the decoding state (xd_kv_dtype): fp32,
      * bf16 (half the bytes), int8 with an fp16 scale per 32 values (0.27 of fp32) or 4-bit
-     * codes with an fp16 scale per 32 values (0.14 of fp32); the attention reads them
-     * widened to fp32. config.json "global_kv_dtype": "float32" | "bfloat16" | "int8" |
-     * "int4" (absent: float32). Training is fp32 whatever the type. */
+     * codes with an fp16 scale per 32 values (0.14 of fp32), or int8 keys with 4-bit values
+     * (k8v4); the attention reads them widened to fp32. config.json "global_kv_dtype":
+     * "float32" | "bfloat16" | "int8" | "int4" | "k8v4" (absent: float32). Training is fp32
+     * whatever the type. */
     int global_kv_dtype;
 } xd_config;
 
 const char *xd_arch_name(xd_arch a);
-/* "float32", "bfloat16", "int8", "int4" (config.json's global_kv_dtype); parse: 0, or -1 for
+/* "float32", "bfloat16", "int8", "int4", "k8v4" (config.json's global_kv_dtype); parse: 0, or -1 for
  * another name (no error set). */
 const char *xd_kv_dtype_name(int dtype);
 int xd_kv_dtype_parse(const char *name, int *dtype);

@@ -28,7 +28,10 @@
  * 10. keys/values in int4 (global_kv_dtype "int4": the row Walsh–Hadamard
  *     rotated, then 4-bit codes and an fp16 scale per 32 values, as ggml's
  *     Q4_0): the row format by hand and its rounding bound, then the checks
- *     of section 9 (36 bytes per row of 64). */
+ *     of section 9 (36 bytes per row of 64);
+ * 11. keys in int8 and values in int4 (global_kv_dtype "k8v4"): the checks of
+ *     section 9 with each row type where it belongs (104 bytes a position and
+ *     pair for head_dim 64). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -137,7 +140,8 @@ static void all_global(const char *name) {
      * still be off by O(1). int4: steps of 1/8 of the block's largest value, 16 times
      * int8's, measured 9.9e-2 … 1.73e-1 (tol 0.3); that only tells a pinned head from an
      * unpinned one coarsely, so section 3 (one global head against double attention on the
-     * stored int4 rows, tol 1e-5) is the sharp check of this type. */
+     * stored int4 rows, tol 1e-5) is the sharp check of this type. k8v4 (int8 keys, int4
+     * values) gets int4's tolerance: its values take int4's steps. */
     double tol = g_kv == XD_KV_F32    ? 1e-4
                  : g_kv == XD_KV_BF16 ? 1e-2
                  : g_kv == XD_KV_INT8 ? 2e-2
@@ -164,7 +168,7 @@ static void all_global(const char *name) {
          * step flipped). A value stored twice or not at all would be O(1e-2); for int4 that
          * is covered by sections 3 and 4 instead. */
         double ei = max_abs_diff(first, got, nv) / scale;
-        double ti = g_kv == XD_KV_INT8 ? 2e-3 : g_kv == XD_KV_INT4 ? 3e-2 : 1e-4;
+        double ti = g_kv == XD_KV_INT8 ? 2e-3 : g_kv >= XD_KV_INT4 ? 3e-2 : 1e-4;
         CHECK(ei <= ti, "%s %s: differs from one prefill by %g (tol %g)", name, what[i], ei, ti);
     }
     free(first);
@@ -254,10 +258,10 @@ static void ref_rotate(float *y, const float *x, int hd) {
  * (section 10): the row rotated (ref_rotate), then per block of 32, m the value of largest
  * magnitude (the first one on a tie), d = m/−8 stored as fp16, q = min(15, ⌊x·(1/d) +
  * 8.5⌋), as ggml's quantize_row_q4_0_ref; the values fp16(d)·(q − 8) rotated back. */
-static void kept_row(float *y, const float *x0, int hd) {
+static void kept_row(int type, float *y, const float *x0, int hd) {
     float xr[256], yr[256];
     const float *x = x0;
-    if (g_kv == XD_KV_INT4) {
+    if (type == XD_KV_INT4) {
         ref_rotate(xr, x0, hd);
         x = xr;
     }
@@ -268,17 +272,17 @@ static void kept_row(float *y, const float *x0, int hd) {
             amax = fmaxf(amax, fabsf(x[i]));
             if (fabsf(x[i]) > fabsf(m)) m = x[i];
         }
-        float d = g_kv == XD_KV_INT4 ? m / -8.0f : amax / 127.0f;
+        float d = type == XD_KV_INT4 ? m / -8.0f : amax / 127.0f;
         float inv = d != 0 ? 1.0f / d : 0.0f;
         float dh = xd_fp16_to_fp32(xd_fp32_to_fp16(d));
         for (int i = b0; i < b1; i++) {
-            if (g_kv == XD_KV_F32) y[i] = x[i];
-            else if (g_kv == XD_KV_BF16) y[i] = xd_bf16_to_fp32(xd_fp32_to_bf16(x[i]));
-            else if (g_kv == XD_KV_INT8) y[i] = dh * roundf(x[i] * inv);
+            if (type == XD_KV_F32) y[i] = x[i];
+            else if (type == XD_KV_BF16) y[i] = xd_bf16_to_fp32(xd_fp32_to_bf16(x[i]));
+            else if (type == XD_KV_INT8) y[i] = dh * roundf(x[i] * inv);
             else yr[i] = dh * (fminf(15.0f, floorf(x[i] * inv + 8.5f)) - 8.0f);
         }
     }
-    if (g_kv == XD_KV_INT4) ref_rotate(y, yr, hd);
+    if (type == XD_KV_INT4) ref_rotate(y, yr, hd);
 }
 
 static void head_level(void) {
@@ -301,8 +305,8 @@ static void head_level(void) {
     for (int i = 0; i < n * kvd; i++) v[i] = (float)(2 * xd_rng_uniform(&r) - 1);
     float *kq = malloc((size_t)n * kvd * 4), *vq = malloc((size_t)n * kvd * 4);
     for (int j = 0; j < n * c->n_kv_head; j++) { /* the rows of one (position, KV head) */
-        kept_row(kq + (size_t)j * hd, k + (size_t)j * hd, hd);
-        kept_row(vq + (size_t)j * hd, v + (size_t)j * hd, hd);
+        kept_row(xd_kv_key_type(g_kv), kq + (size_t)j * hd, k + (size_t)j * hd, hd);
+        kept_row(xd_kv_value_type(g_kv), vq + (size_t)j * hd, v + (size_t)j * hd, hd);
     }
     const int pieces[] = {20, 1, 1, 15};
     CHECK(mixer_pieces(g, L, n, pieces, 4, h, q, k, v, ag) == 0 &&
@@ -543,8 +547,9 @@ static void state_bytes(void) {
     /* bytes per stored row of head_dim 12: fp32 48, bf16 24, int8 12 + one fp16 scale, int4
      * one fp16 scale + one block's 16 bytes */
     size_t rb = g_kv == XD_KV_F32 ? 48 : g_kv == XD_KV_BF16 ? 24 : g_kv == XD_KV_INT8 ? 14 : 18;
+    size_t krb = g_kv == XD_KV_K8V4 ? 14 : rb; /* k8v4: int8 keys, int4 values */
     CHECK(s->cfg.head_dim == 12, "tiny-llama's head_dim is 12");
-    size_t per_pos = 2 * 2 * rb, b0 = xd_student_state_bytes(&p->cfg, 0);
+    size_t per_pos = 2 * (krb + rb), b0 = xd_student_state_bytes(&p->cfg, 0);
     CHECK(xd_student_state_bytes(&s->cfg, 0) == b0, "empty state: the constant part");
     CHECK(xd_student_state_bytes(&p->cfg, 16384) == b0, "no global heads: constant");
     CHECK(xd_student_state_bytes(&s->cfg, 16384) == b0 + 16384 * per_pos, "at 16K: %zu vs %zu",
@@ -558,7 +563,8 @@ static void state_bytes(void) {
         size_t want = g_kv == XD_KV_F32    ? 8388608
                       : g_kv == XD_KV_BF16 ? 4194304
                       : g_kv == XD_KV_INT8 ? 2228224
-                                           : 1179648;
+                      : g_kv == XD_KV_INT4 ? 1179648
+                                           : 1703936; /* k8v4: 68 + 36 bytes a position */
         CHECK(g == 2 * want, "two pairs at 16K, head_dim 64: %zu bytes", g);
     }
     int32_t ids[50];
@@ -573,8 +579,8 @@ static void state_bytes(void) {
               xd_student_kv_bytes(kv) == xd_student_state_bytes(&s->cfg, (int64_t)pos) &&
               xd_student_kv_bytes(kp) == b0;
     }
-    printf("  state bytes (%s): %zu + %zu per position (2 global KV heads x 2 rows of %zu "
-           "bytes)\n", xd_kv_dtype_name(g_kv), b0, per_pos, rb);
+    printf("  state bytes (%s): %zu + %zu per position (2 global KV heads x a key row of %zu "
+           "and a value row of %zu bytes)\n", xd_kv_dtype_name(g_kv), b0, per_pos, krb, rb);
     CHECK(ok, "the state grows by something else than the global keys/values");
     xd_kv_reset(kv);
     CHECK(xd_student_kv_bytes(kv) == b0, "reset state: the constant part");
@@ -709,7 +715,7 @@ static void bf16_kv(void) {
         if (i == 0) CHECK(s2 && s2->cfg.global_kv_dtype == XD_KV_F32, "float32: %s", xd_last_error());
         else
             CHECK(!s2 && strstr(xd_last_error(), "config.json: global_kv_dtype: expected "
-                                                 "\"float32\", \"bfloat16\", \"int8\" or \"int4\""),
+                                                 "\"float32\", \"bfloat16\", \"int8\", \"int4\" or \"k8v4\""),
                   "global_kv_dtype %s: %s", vals[i], s2 ? "accepted" : xd_last_error());
         xd_model_free(s2);
     }
@@ -721,7 +727,7 @@ static void bf16_kv(void) {
     snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o %s/never --global-heads 0:1 "
              "--global-kv f16", XD_SOURCE_DIR, dir);
     int rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);
-    CHECK(rc != 0 && strstr(out, "--global-kv: 'f16' (expected bf16, int8, int4 or f32)"), "--global-kv f16: "
+    CHECK(rc != 0 && strstr(out, "--global-kv: 'f16' (expected bf16, int8, int4, k8v4 or f32)"), "--global-kv f16: "
           "exit %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "rm");
@@ -785,18 +791,19 @@ static void compact_kernel(int dt) {
     xd_rng_seed(&r, 78 + dt);
     /* decoding over 1300 positions (3 chunks), 3 query heads on 2 KV heads of hd 40 … */
     enum { T = 1300, NH = 4, NKV = 2, HD = 40 };
-    size_t rb = xd_kv_row_bytes(dt, HD);
-    unsigned char *K = malloc((size_t)T * NKV * rb), *V = malloc((size_t)T * NKV * rb);
+    int kt = xd_kv_key_type(dt), vt = xd_kv_value_type(dt); /* the keys' and values' row types */
+    size_t krb = xd_kv_row_bytes(kt, HD), rb = xd_kv_row_bytes(vt, HD);
+    unsigned char *K = malloc((size_t)T * NKV * krb), *V = malloc((size_t)T * NKV * rb);
     float *kf = malloc((size_t)T * NKV * HD * 4), *vf = malloc((size_t)T * NKV * HD * 4);
     float q[NH * HD], o1[NH * HD], o2[NH * HD];
     for (int j = 0; j < T * NKV; j++) {
         float a[HD], b[HD];
         for (int i = 0; i < HD; i++) a[i] = (float)(2 * xd_rng_uniform(&r) - 1);
         for (int i = 0; i < HD; i++) b[i] = (float)(2 * xd_rng_uniform(&r) - 1);
-        xd_kv_row_store(dt, K + (size_t)j * rb, a, HD);
-        xd_kv_row_store(dt, V + (size_t)j * rb, b, HD);
-        xd_kv_row_load(dt, kf + (size_t)j * HD, K + (size_t)j * rb, HD);
-        xd_kv_row_load(dt, vf + (size_t)j * HD, V + (size_t)j * rb, HD);
+        xd_kv_row_store(kt, K + (size_t)j * krb, a, HD);
+        xd_kv_row_store(vt, V + (size_t)j * rb, b, HD);
+        xd_kv_row_load(kt, kf + (size_t)j * HD, K + (size_t)j * krb, HD);
+        xd_kv_row_load(vt, vf + (size_t)j * HD, V + (size_t)j * rb, HD);
     }
     for (int i = 0; i < NH * HD; i++) q[i] = (float)(3 * (2 * xd_rng_uniform(&r) - 1));
     xd_set_threads(1);
@@ -972,5 +979,6 @@ int main(void) {
     compact_kv(XD_KV_INT8, "int8");
     int4_rows();
     compact_kv(XD_KV_INT4, "int4");
+    compact_kv(XD_KV_K8V4, "k8v4");
     return test_summary("test_global_heads");
 }

@@ -1,5 +1,5 @@
 /* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
- *                  [--softcap C] [--swa-only] [--no-exact-window] [--global-heads L:H,...] [--global-kv bf16|int8|int4|f32]
+ *                  [--softcap C] [--swa-only] [--no-exact-window] [--global-heads L:H,...] [--global-kv bf16|int8|int4|k8v4|f32]
  *                  [--state-budget FRAC[@TOKENS]] [--threads N]
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
@@ -144,12 +144,12 @@ int cmd_convert(int argc, char **argv) {
             gh_spec = v;
         } else if ((r = take_opt(argc, argv, &i, "--global-kv", &v))) {
             if (r < 0) return 2;
-            static const char *const KV[] = {"f32", "bf16", "int8", "int4"}; /* xd_kv_dtype order */
+            static const char *const KV[] = {"f32", "bf16", "int8", "int4", "k8v4"}; /* xd_kv_dtype order */
             int dt = -1;
             for (int k = 0; k < (int)(sizeof KV / sizeof *KV); k++)
                 if (!strcmp(v, KV[k])) dt = k;
             if (dt < 0) {
-                cli_error("--global-kv: '%s' (expected bf16, int8, int4 or f32)", v);
+                cli_error("--global-kv: '%s' (expected bf16, int8, int4, k8v4 or f32)", v);
                 return 2;
             }
             o.global_kv_dtype = dt;
@@ -176,7 +176,7 @@ int cmd_convert(int argc, char **argv) {
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
                   "[--chunk L] [--softcap C] [--swa-only] [--no-exact-window] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
-                  "[--global-kv bf16|int8|int4|f32] [--state-budget FRAC[@TOKENS]]");
+                  "[--global-kv bf16|int8|int4|k8v4|f32] [--state-budget FRAC[@TOKENS]]");
         return 2;
     }
     if (threads) xd_set_threads(threads);

@@ -331,8 +331,8 @@ static int parse_global_kv_dtype(const src *s, xd_config *c) {
     if (!dt || json_is_null(dt)) return 0;
     const char *v = json_is_string(dt) ? json_string_value(dt) : "";
     if (xd_kv_dtype_parse(v, &c->global_kv_dtype))
-        return xd_err("%s: global_kv_dtype: expected \"float32\", \"bfloat16\", \"int8\" or "
-                      "\"int4\"", s->path);
+        return xd_err("%s: global_kv_dtype: expected \"float32\", \"bfloat16\", \"int8\", "
+                      "\"int4\" or \"k8v4\"", s->path);
     return 0;
 }
 

@@ -32,7 +32,16 @@
  *               Sylvester–Hadamard matrix, H_n² = n·I. Attention is unchanged
  *               by it, q·k = (Hq)·(Hk) and Σ p_j v_j = H(Σ p_j Hv_j), so the
  *               kernel rotates the queries, reads rotated rows and rotates
- *               its outputs back; xd_kv_row_load rotates a row back too. */
+ *               its outputs back; xd_kv_row_load rotates a row back too.
+ *   XD_KV_K8V4  keys as XD_KV_INT8, values as XD_KV_INT4 (104 bytes per
+ *               position for hd = 64, against 72 for int4 and 136 for int8):
+ *               the keys carry int4's loss (on SmolLM2's trained student
+ *               with 45 global pairs, 80 examples, associative recall is
+ *               0.8625 in fp32, 0.8375 with int8 keys and int4 values, 0.75
+ *               in int4; bench/RESULTS.md).
+ * The row functions below take a row type (F32, BF16, INT8, INT4); a cache's
+ * keys and values have the row types xd_kv_key_type and xd_kv_value_type of
+ * its dtype. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -79,6 +88,9 @@ static void rotate_rows(float *x, int64_t n, int hd) {
 }
 
 static int n_blocks(int hd) { return (hd + QBLK - 1) / QBLK; }
+
+int xd_kv_key_type(int dtype) { return dtype == XD_KV_K8V4 ? XD_KV_INT8 : dtype; }
+int xd_kv_value_type(int dtype) { return dtype == XD_KV_K8V4 ? XD_KV_INT4 : dtype; }
 
 size_t xd_kv_row_bytes(int dtype, int hd) {
     switch (dtype) {
@@ -198,9 +210,10 @@ void xd_kv_row_load(int dtype, float *dst, const void *src, int hd) {
  * the chunks' sums are added in chunk order afterwards. Inside the parallel
  * region OpenBLAS runs single-threaded. */
 static int one_position(float *out, const float *q, const void *k, const void *v, int64_t T,
-                        int n_head, int n_kv, int hd, int dtype) {
+                        int n_head, int n_kv, int hd, int kt, int vt) {
     int group = n_head / n_kv;
-    size_t rb = xd_kv_row_bytes(dtype, hd), stride = rb * (size_t)n_kv;
+    size_t krb = xd_kv_row_bytes(kt, hd), kstride = krb * (size_t)n_kv;
+    size_t rb = xd_kv_row_bytes(vt, hd), stride = rb * (size_t)n_kv;
     int64_t nc = (T + CHUNK - 1) / CHUNK, jobs = nc * n_kv;
     float scale = 1.0f / sqrtf((float)hd);
     int nth = omp_get_max_threads();
@@ -217,7 +230,7 @@ static int one_position(float *out, const float *q, const void *k, const void *v
         for (int64_t job = 0; job < jobs; job++) {
             int g = (int)(job % n_kv);
             int64_t j0 = job / n_kv * CHUNK, m = j0 + CHUNK < T ? CHUNK : T - j0;
-            load_rows(dtype, x, (const char *)k + (size_t)j0 * stride + (size_t)g * rb, stride, m, hd);
+            load_rows(kt, x, (const char *)k + (size_t)j0 * kstride + (size_t)g * krb, kstride, m, hd);
             /* s[h][j0 … j0+m) = scale · q_h · k_j for the group's heads h */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, (int)m, hd, scale,
                         q + (size_t)g * group * hd, hd, x, hd, 0.0f,
@@ -229,7 +242,7 @@ static int one_position(float *out, const float *q, const void *k, const void *v
         for (int64_t job = 0; job < jobs; job++) {
             int g = (int)(job % n_kv);
             int64_t c = job / n_kv, j0 = c * CHUNK, m = j0 + CHUNK < T ? CHUNK : T - j0;
-            load_rows(dtype, x, (const char *)v + (size_t)j0 * stride + (size_t)g * rb, stride, m, hd);
+            load_rows(vt, x, (const char *)v + (size_t)j0 * stride + (size_t)g * rb, stride, m, hd);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, hd, (int)m, 1.0f,
                         s + (size_t)g * group * T + j0, (int)T, x, hd, 0.0f,
                         part + ((size_t)c * n_head + (size_t)g * group) * hd, hd);
@@ -250,10 +263,12 @@ static int one_position(float *out, const float *q, const void *k, const void *v
 int xd_attention_kv(float *out, const float *q, const void *k, const void *v, int n,
                     int64_t pos0, int n_head, int n_kv, int hd, int dtype) {
     int64_t T = pos0 + n;
-    if (dtype == XD_KV_F32) return xd_attention(out, q, k, v, n, pos0, n_head, n_kv, hd);
+    int kt = xd_kv_key_type(dtype), vt = xd_kv_value_type(dtype);
+    if (kt == XD_KV_F32 && vt == XD_KV_F32)
+        return xd_attention(out, q, k, v, n, pos0, n_head, n_kv, hd);
     size_t nq = (size_t)n * n_head * hd;
-    float *qr = NULL; /* int4: the queries rotated as the rows were */
-    if (dtype == XD_KV_INT4) {
+    float *qr = NULL; /* int4 keys: the queries rotated as the key rows were */
+    if (kt == XD_KV_INT4) {
         if (!(qr = malloc(nq * sizeof(float)))) return -1;
         memcpy(qr, q, nq * sizeof(float));
         rotate_rows(qr, (int64_t)n * n_head, hd);
@@ -261,7 +276,7 @@ int xd_attention_kv(float *out, const float *q, const void *k, const void *v, in
     }
     int rc;
     if (n == 1) {
-        rc = one_position(out, q, k, v, T, n_head, n_kv, hd, dtype);
+        rc = one_position(out, q, k, v, T, n_head, n_kv, hd, kt, vt);
     } else {
         /* prefill: widen the cache once ([T][n_kv] rows → [T][n_kv·hd] floats), then the
          * sgemm path */
@@ -269,17 +284,16 @@ int xd_attention_kv(float *out, const float *q, const void *k, const void *v, in
         float *kf = malloc((size_t)T * kvd * 2 * sizeof(float));
         if (kf) {
             float *vf = kf + (size_t)T * kvd;
-            load_rows(dtype, kf, k, xd_kv_row_bytes(dtype, hd), T * n_kv, hd);
-            load_rows(dtype, vf, v, xd_kv_row_bytes(dtype, hd), T * n_kv, hd);
+            load_rows(kt, kf, k, xd_kv_row_bytes(kt, hd), T * n_kv, hd);
+            load_rows(vt, vf, v, xd_kv_row_bytes(vt, hd), T * n_kv, hd);
             rc = xd_attention(out, q, kf, vf, n, pos0, n_head, n_kv, hd);
             free(kf);
         } else {
             rc = -1;
         }
     }
-    if (qr) {
-        if (rc == 0) rotate_rows(out, (int64_t)n * n_head, hd); /* back from the rows' basis */
-        free(qr);
-    }
+    if (rc == 0 && vt == XD_KV_INT4) /* back from the int4 value rows' basis */
+        rotate_rows(out, (int64_t)n * n_head, hd);
+    free(qr);
     return rc;
 }

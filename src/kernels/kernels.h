@@ -31,18 +31,23 @@ int xd_attention(float *out, const float *q, const float *k, const float *v, int
                   int64_t pos0, int n_head, int n_kv, int hd);
 
 /* Attention over a compact cache (kernels/attention_kv.c): rows of one
- * (position, KV head) in the decoding state's type dtype (XD_KV_F32, _BF16,
- * _INT8, _INT4 of xdistill.h), xd_kv_row_bytes(dtype, hd) bytes each. Store
+ * (position, KV head) in a row type (XD_KV_F32, _BF16, _INT8, _INT4 of
+ * xdistill.h), xd_kv_row_bytes(type, hd) bytes each. Store
  * widens nothing: it rounds x once (bf16: to nearest even; int8: per block of
  * 32, an fp16 scale max|x|/127 and round(x/scale), as ggml's Q8_0; int4: the
  * row Walsh–Hadamard rotated, then ggml's Q4_0 blocks); load gives the stored
- * values as fp32 (exactly; int4 rotated back, to fp32 rounding). */
+ * values as fp32 (exactly; int4 rotated back, to fp32 rounding). A cache's
+ * dtype (xd_kv_dtype) gives the row types of its keys and of its values: k8v4
+ * int8 keys and int4 values, any other dtype both itself. */
+int xd_kv_key_type(int dtype);
+int xd_kv_value_type(int dtype);
 size_t xd_kv_row_bytes(int dtype, int hd);
 void xd_kv_row_store(int dtype, void *dst, const float *x, int hd);
 void xd_kv_row_load(int dtype, float *dst, const void *src, int hd);
 
-/* xd_attention over such a cache (k, v: [pos0+n][n_kv] rows, the new rows
- * included): the same function of the loaded values. F32 is xd_attention
+/* xd_attention over a cache of type dtype (k, v: [pos0+n][n_kv] rows of its
+ * key and value row types, the new rows included): the same function of the
+ * loaded values. F32 is xd_attention
  * itself; otherwise one query (n == 1, decoding) reads the rows directly,
  * widening each once for every query head of its group, in fixed chunks of
  * positions whose sums are added in order (the same result at any thread

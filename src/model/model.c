@@ -20,14 +20,14 @@ const char *xd_arch_name(xd_arch a) {
     return "unknown";
 }
 
-static const char *const KV_DTYPE_NAMES[] = {"float32", "bfloat16", "int8", "int4"};
+static const char *const KV_DTYPE_NAMES[] = {"float32", "bfloat16", "int8", "int4", "k8v4"};
 
 const char *xd_kv_dtype_name(int dtype) {
-    return dtype >= 0 && dtype <= XD_KV_INT4 ? KV_DTYPE_NAMES[dtype] : "unknown";
+    return dtype >= 0 && dtype <= XD_KV_K8V4 ? KV_DTYPE_NAMES[dtype] : "unknown";
 }
 
 int xd_kv_dtype_parse(const char *name, int *dtype) {
-    for (int i = 0; i <= XD_KV_INT4; i++)
+    for (int i = 0; i <= XD_KV_K8V4; i++)
         if (name && !strcmp(name, KV_DTYPE_NAMES[i])) return *dtype = i, 0;
     return -1;
 }
@@ -126,9 +126,9 @@ int xd_config_validate(const xd_config *c, const char *src) {
             return xd_err("%s: mlstm_eps = %g is out of range (expected (0, 1])", src, c->mlstm_eps);
         if (!(c->gate_softcap >= 0) || !isfinite(c->gate_softcap))
             return xd_err("%s: gate_softcap = %g must be >= 0 (0 = off)", src, c->gate_softcap);
-        if (c->global_kv_dtype < XD_KV_F32 || c->global_kv_dtype > XD_KV_INT4)
+        if (c->global_kv_dtype < XD_KV_F32 || c->global_kv_dtype > XD_KV_K8V4)
             return xd_err("%s: global_kv_dtype = %d is not a key/value type (expected %d..%d: "
-                          "float32, bfloat16, int8, int4)", src, c->global_kv_dtype, XD_KV_F32, XD_KV_INT4);
+                          "float32, bfloat16, int8, int4, k8v4)", src, c->global_kv_dtype, XD_KV_F32, XD_KV_K8V4);
     }
     return xd_global_heads_check(c, src);
 }

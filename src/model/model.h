@@ -57,7 +57,8 @@ struct xd_kv {
      * cfg.global_heads; rows 0 … pos−1 used, gcap allocated (doubles when full) */
     int n_gkv;
     int64_t gcap;
-    int gkv_dtype;        /* cfg.global_kv_dtype (xd_kv_dtype): rows of xd_kv_row_bytes */
+    int gkv_dtype;        /* cfg.global_kv_dtype (xd_kv_dtype): key rows of its key row type,
+                           * value rows of its value row type (xd_kv_key_type/_value_type) */
     void **gk, **gv;      /* [n_gkv] buffers of [gcap][head_dim] elements */
 };
 

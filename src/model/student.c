@@ -36,8 +36,10 @@ static int gkv_pairs(const xd_config *c, int *first) {
     return nb;
 }
 
-/* Bytes per stored key or value row (one position) of a global KV head. */
-static size_t gkv_row(const xd_kv *kv) { return xd_kv_row_bytes(kv->gkv_dtype, kv->head_dim); }
+/* Bytes per stored key row and value row (one position) of a global KV head: the row
+ * types of the state's dtype (k8v4: int8 keys, int4 values). */
+static size_t gkv_krow(int dtype, int hd) { return xd_kv_row_bytes(xd_kv_key_type(dtype), hd); }
+static size_t gkv_vrow(int dtype, int hd) { return xd_kv_row_bytes(xd_kv_value_type(dtype), hd); }
 
 /* Grows every global key/value buffer to at least `rows` rows (doubling). On failure the
  * buffers keep their contents and kv->gcap its value. */
@@ -45,16 +47,17 @@ static int gkv_reserve(xd_kv *kv, int64_t rows) {
     if (rows <= kv->gcap) return 0;
     int64_t cap = kv->gcap > 16 ? kv->gcap : 16;
     while (cap < rows) cap *= 2;
-    size_t bytes = (size_t)cap * gkv_row(kv);
+    size_t kbytes = (size_t)cap * gkv_krow(kv->gkv_dtype, kv->head_dim);
+    size_t vbytes = (size_t)cap * gkv_vrow(kv->gkv_dtype, kv->head_dim);
     for (int b = 0; b < kv->n_gkv; b++) {
-        void *k = realloc(kv->gk[b], bytes);
+        void *k = realloc(kv->gk[b], kbytes);
         if (k) kv->gk[b] = k;
-        void *v = k ? realloc(kv->gv[b], bytes) : NULL;
+        void *v = k ? realloc(kv->gv[b], vbytes) : NULL;
         if (v) kv->gv[b] = v;
         if (!k || !v)
             return xd_err("student state: cannot grow the global heads' keys/values to %lld "
                           "positions (%.1f MB)", (long long)cap,
-                          2.0 * (double)kv->n_gkv * (double)bytes / 1e6);
+                          (double)kv->n_gkv * (double)(kbytes + vbytes) / 1e6);
     }
     kv->gcap = cap;
     return 0;
@@ -140,8 +143,8 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
         return xd_err("student state copy: the two states belong to different students");
     if (gkv_reserve(dst, src->pos)) return -1;
     for (int b = 0; b < src->n_gkv; b++) { /* global heads: positions 0 … pos−1 */
-        memcpy(dst->gk[b], src->gk[b], (size_t)src->pos * gkv_row(src));
-        memcpy(dst->gv[b], src->gv[b], (size_t)src->pos * gkv_row(src));
+        memcpy(dst->gk[b], src->gk[b], (size_t)src->pos * gkv_krow(src->gkv_dtype, src->head_dim));
+        memcpy(dst->gv[b], src->gv[b], (size_t)src->pos * gkv_vrow(src->gkv_dtype, src->head_dim));
     }
     size_t L = (size_t)src->n_layer, kvd = (size_t)src->kv_dim, nh = (size_t)src->n_head;
     size_t ns = L * (size_t)src->sinks * kvd, nw = L * 2 * (size_t)src->window * kvd;
@@ -159,24 +162,26 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
 }
 
 /* docs/design.md, "Decoding state": the constant part plus a key and a value row (rb bytes
- * each: xd_kv_row_bytes of the global_kv_dtype) per position and global (layer, KV head)
- * pair. */
+ * together: gkv_krow + gkv_vrow of the global_kv_dtype) per position and global (layer,
+ * KV head) pair. */
 static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t W, size_t mlstm, size_t n_gkv,
                           size_t rb, int64_t len) {
-    return 4 * L * (2 * S * kvd + 4 * W * kvd + mlstm) + 2 * n_gkv * rb * (size_t)len;
+    return 4 * L * (2 * S * kvd + 4 * W * kvd + mlstm) + n_gkv * rb * (size_t)len;
 }
 
 size_t xd_student_kv_bytes(const xd_kv *kv) {
     return state_bytes((size_t)kv->n_layer, (size_t)kv->kv_dim, (size_t)kv->sinks,
                        (size_t)kv->window, layer_mlstm_floats(kv), (size_t)kv->n_gkv,
-                       gkv_row(kv), kv->pos);
+                       gkv_krow(kv->gkv_dtype, kv->head_dim) + gkv_vrow(kv->gkv_dtype, kv->head_dim),
+                       kv->pos);
 }
 
 size_t xd_student_state_bytes(const xd_config *c, int64_t len) {
     size_t nh = (size_t)c->n_head, hd = (size_t)c->head_dim, dphi = 2 * hd;
     return state_bytes((size_t)c->n_layer, (size_t)c->n_kv_head * hd, (size_t)c->sinks,
                        (size_t)c->window, nh * dphi * hd + nh * dphi + nh,
-                       (size_t)gkv_pairs(c, NULL), xd_kv_row_bytes(c->global_kv_dtype, (int)hd),
+                       (size_t)gkv_pairs(c, NULL),
+                       gkv_krow(c->global_kv_dtype, (int)hd) + gkv_vrow(c->global_kv_dtype, (int)hd),
                        len < 0 ? 0 : len);
 }
 
@@ -193,7 +198,8 @@ int xd_student_pairs_within(const xd_config *t, const xd_student_opts *o, double
     size_t hd = (size_t)c.head_dim, kvd = (size_t)c.n_kv_head * hd;
     double budget = frac * 4.0 * 2.0 * (double)c.n_layer * (double)kvd * (double)len;
     double base = (double)xd_student_state_bytes(&c, len);
-    double per = 2.0 * (double)xd_kv_row_bytes(c.global_kv_dtype, (int)hd) * (double)len;
+    double per = (double)(gkv_krow(c.global_kv_dtype, (int)hd) + gkv_vrow(c.global_kv_dtype, (int)hd)) *
+                 (double)len;
     if (base > budget)
         return xd_err("state budget: the student's constant state (%.1f MiB: sinks, windows, "
                       "mLSTM) alone exceeds %g of the teacher's KV cache at %lld tokens "
@@ -322,11 +328,12 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
         /* nq query heads over one KV head: GQA with n_kv = 1 */
         /* rounded once when stored (bf16, int8): every later read sees the same values */
         char *K = kv->gk[b], *V = kv->gv[b];
-        size_t rb = gkv_row(kv);
+        int kt = xd_kv_key_type(kv->gkv_dtype), vt = xd_kv_value_type(kv->gkv_dtype);
+        size_t krb = xd_kv_row_bytes(kt, hd), vrb = xd_kv_row_bytes(vt, hd);
         for (size_t t = 0; t < (size_t)n; t++) {
-            size_t at = ((size_t)p->pos0 + t) * rb, src = t * kvd + (size_t)g * hd;
-            xd_kv_row_store(kv->gkv_dtype, K + at, k + src, hd);
-            xd_kv_row_store(kv->gkv_dtype, V + at, v + src, hd);
+            size_t at = (size_t)p->pos0 + t, src = t * kvd + (size_t)g * hd;
+            xd_kv_row_store(kt, K + at * krb, k + src, hd);
+            xd_kv_row_store(vt, V + at * vrb, v + src, hd);
         }
         int rc = xd_attention_kv(og, qg, K, V, n, p->pos0, nq, 1, hd, kv->gkv_dtype);
         if (rc)
