@@ -40,6 +40,8 @@ static int gkv_pairs(const xd_config *c, int *first) {
  * types of the state's dtype (k8v4: int8 keys, int4 values). */
 static size_t gkv_krow(int dtype, int hd) { return xd_kv_row_bytes(xd_kv_key_type(dtype), hd); }
 static size_t gkv_vrow(int dtype, int hd) { return xd_kv_row_bytes(xd_kv_value_type(dtype), hd); }
+/* A key row and a value row: the bytes one position adds to a pair. */
+static size_t gkv_pos_bytes(int dtype, int hd) { return gkv_krow(dtype, hd) + gkv_vrow(dtype, hd); }
 
 /* Grows every global key/value buffer to at least `rows` rows (doubling). On failure the
  * buffers keep their contents and kv->gcap its value. */
@@ -162,8 +164,8 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
 }
 
 /* docs/design.md, "Decoding state": the constant part plus a key and a value row (rb bytes
- * together: gkv_krow + gkv_vrow of the global_kv_dtype) per position and global (layer,
- * KV head) pair. */
+ * together: gkv_pos_bytes of the global_kv_dtype) per position and global (layer, KV head)
+ * pair. */
 static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t W, size_t mlstm, size_t n_gkv,
                           size_t rb, int64_t len) {
     return 4 * L * (2 * S * kvd + 4 * W * kvd + mlstm) + n_gkv * rb * (size_t)len;
@@ -172,16 +174,14 @@ static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t W, size_t mlstm
 size_t xd_student_kv_bytes(const xd_kv *kv) {
     return state_bytes((size_t)kv->n_layer, (size_t)kv->kv_dim, (size_t)kv->sinks,
                        (size_t)kv->window, layer_mlstm_floats(kv), (size_t)kv->n_gkv,
-                       gkv_krow(kv->gkv_dtype, kv->head_dim) + gkv_vrow(kv->gkv_dtype, kv->head_dim),
-                       kv->pos);
+                       gkv_pos_bytes(kv->gkv_dtype, kv->head_dim), kv->pos);
 }
 
 size_t xd_student_state_bytes(const xd_config *c, int64_t len) {
     size_t nh = (size_t)c->n_head, hd = (size_t)c->head_dim, dphi = 2 * hd;
     return state_bytes((size_t)c->n_layer, (size_t)c->n_kv_head * hd, (size_t)c->sinks,
                        (size_t)c->window, nh * dphi * hd + nh * dphi + nh,
-                       (size_t)gkv_pairs(c, NULL),
-                       gkv_krow(c->global_kv_dtype, (int)hd) + gkv_vrow(c->global_kv_dtype, (int)hd),
+                       (size_t)gkv_pairs(c, NULL), gkv_pos_bytes(c->global_kv_dtype, (int)hd),
                        len < 0 ? 0 : len);
 }
 
@@ -198,8 +198,7 @@ int xd_student_pairs_within(const xd_config *t, const xd_student_opts *o, double
     size_t hd = (size_t)c.head_dim, kvd = (size_t)c.n_kv_head * hd;
     double budget = frac * 4.0 * 2.0 * (double)c.n_layer * (double)kvd * (double)len;
     double base = (double)xd_student_state_bytes(&c, len);
-    double per = (double)(gkv_krow(c.global_kv_dtype, (int)hd) + gkv_vrow(c.global_kv_dtype, (int)hd)) *
-                 (double)len;
+    double per = (double)gkv_pos_bytes(c.global_kv_dtype, (int)hd) * (double)len;
     if (base > budget)
         return xd_err("state budget: the student's constant state (%.1f MiB: sinks, windows, "
                       "mLSTM) alone exceeds %g of the teacher's KV cache at %lld tokens "
@@ -326,10 +325,10 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
             for (int r = 0; r < nq; r++)
                 memcpy(qg + (t * nq + r) * hd, q + t * qd + (size_t)gh[i0 + r].head * hd, row);
         /* nq query heads over one KV head: GQA with n_kv = 1 */
-        /* rounded once when stored (bf16, int8): every later read sees the same values */
+        /* rounded once when stored (bf16, int8, int4): every later read sees the same values */
         char *K = kv->gk[b], *V = kv->gv[b];
         int kt = xd_kv_key_type(kv->gkv_dtype), vt = xd_kv_value_type(kv->gkv_dtype);
-        size_t krb = xd_kv_row_bytes(kt, hd), vrb = xd_kv_row_bytes(vt, hd);
+        size_t krb = gkv_krow(kv->gkv_dtype, hd), vrb = gkv_vrow(kv->gkv_dtype, hd);
         for (size_t t = 0; t < (size_t)n; t++) {
             size_t at = (size_t)p->pos0 + t, src = t * kvd + (size_t)g * hd;
             xd_kv_row_store(kt, K + at * krb, k + src, hd);
