@@ -143,23 +143,43 @@ void xd_kv_row_store(int dtype, void *dst, const float *x, int hd) {
 
 /* One int4 block of len ≤ 32 values: y[i] = sc·(q_i − 8), q_i the low nibble of p[i] for
  * i < 16, the high nibble of p[i − 16] after. A full block takes the AVX2 path where there is
- * one: the same products (float(q) − 8 is exact), four rows of 8 at a time. */
+ * one, four runs of 8 at a time, as fma(q, sc, −8·sc): −8·sc is exact, so the one rounding of
+ * q·sc − 8·sc gives the same value as the rounding of (q − 8)·sc. */
 static inline void q4_block(float *y, const uint8_t *p, float sc, int len) {
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__FMA__)
     if (len == QBLK) {
         const __m128i m = _mm_set1_epi8(15), b = _mm_loadu_si128((const __m128i *)p);
         const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
-        const __m256 s = _mm256_set1_ps(sc), eight = _mm256_set1_ps(8.0f);
-        const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-        for (int j = 0; j < 4; j++) {
-            __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part[j]));
-            _mm256_storeu_ps(y + 8 * j, _mm256_mul_ps(_mm256_sub_ps(f, eight), s));
-        }
+        const __m256 s = _mm256_set1_ps(sc), off = _mm256_set1_ps(-8.0f * sc);
+#define XD_Q4_PART(j, v) \
+    _mm256_storeu_ps(y + 8 * (j), _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), s, off))
+        XD_Q4_PART(0, lo);
+        XD_Q4_PART(1, _mm_srli_si128(lo, 8));
+        XD_Q4_PART(2, hi);
+        XD_Q4_PART(3, _mm_srli_si128(hi, 8));
+#undef XD_Q4_PART
         return;
     }
 #endif
     for (int i = 0; i < len && i < 16; i++) y[i] = sc * (float)((p[i] & 15) - 8);
     for (int i = 16; i < len; i++) y[i] = sc * (float)((p[i - 16] >> 4) - 8);
+}
+
+/* One int8 block of len ≤ 32 values: y[i] = sc·q_i; a full block in four runs of 8 where
+ * there is AVX2 (the same products). */
+static inline void q8_block(float *y, const int8_t *q, float sc, int len) {
+#if defined(__AVX2__)
+    if (len == QBLK) {
+        const __m256 s = _mm256_set1_ps(sc);
+        for (int j = 0; j < 4; j++) {
+            __m128i b = _mm_loadl_epi64((const __m128i *)(q + 8 * j));
+            __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+            _mm256_storeu_ps(y + 8 * j, _mm256_mul_ps(f, s));
+        }
+        return;
+    }
+#endif
+    for (int i = 0; i < len; i++) y[i] = sc * (float)q[i];
 }
 
 /* n rows of hd values, stride bytes apart, widened to fp32 (dst: [n][hd]); int4 rows stay
@@ -191,8 +211,7 @@ static inline void load_rows(int dtype, float *dst, const char *src, size_t stri
             float *y = dst + j * hd;
             for (int b = 0; b < nb; b++) {
                 int i0 = b * QBLK, i1 = i0 + QBLK < hd ? i0 + QBLK : hd;
-                float sc = xd_fp16_to_fp32(d[b]);
-                for (int i = i0; i < i1; i++) y[i] = sc * (float)q[i];
+                q8_block(y + i0, q + i0, xd_fp16_to_fp32(d[b]), i1 - i0);
             }
         }
     }
@@ -203,12 +222,88 @@ void xd_kv_row_load(int dtype, float *dst, const void *src, int hd) {
     if (dtype == XD_KV_INT4) rotate_row(dst, hd);
 }
 
+/* Decoding reads the cache in blocks of SUB rows widened to fp32 (SUB·hd floats: 4 KB at
+ * hd = 64, in L1), then serves every query head of the KV group from them. */
+enum { SUB = 16 };
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* the sums of each of eight vectors' lanes, as one vector: lane r = Σ a[r] */
+static inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5,
+                           __m256 a6, __m256 a7) {
+    __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+#endif
+
+/* s[h·ld + j] = scale · q_h · x_j for heads h < G and widened rows j < m (x: [m][hd]). */
+static void block_scores(float *s, size_t ld, const float *q, int G, const float *x, int m,
+                         int hd, float scale) {
+    for (int h = 0; h < G; h++) {
+        const float *qh = q + (size_t)h * hd;
+        float *sh = s + (size_t)h * ld;
+        int j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+        if (hd % 8 == 0) /* eight rows at a time, one accumulator each */
+            for (; j + 8 <= m; j += 8) {
+                const float *r = x + (size_t)j * hd;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                       a6 = a0, a7 = a0;
+                for (int i = 0; i < hd; i += 8) {
+                    __m256 qv = _mm256_loadu_ps(qh + i);
+                    a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + i), a0);
+                    a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + hd + i), a1);
+                    a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 2 * hd + i), a2);
+                    a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 3 * hd + i), a3);
+                    a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 4 * hd + i), a4);
+                    a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 5 * hd + i), a5);
+                    a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 6 * hd + i), a6);
+                    a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 7 * hd + i), a7);
+                }
+                _mm256_storeu_ps(sh + j, _mm256_mul_ps(_mm256_set1_ps(scale),
+                                                       hsum8(a0, a1, a2, a3, a4, a5, a6, a7)));
+            }
+#endif
+        for (; j < m; j++) {
+            float d = 0.0f;
+            for (int i = 0; i < hd; i++) d += qh[i] * x[(size_t)j * hd + i];
+            sh[j] = scale * d;
+        }
+    }
+}
+
+/* acc_h += Σ_j p[h·ld + j] · x_j for heads h < G (acc: [G][hd], x: [m][hd]); runs of 64
+ * output values stay in registers across the rows. */
+static void block_wsum(float *acc, const float *p, size_t ld, int G, const float *x, int m,
+                       int hd) {
+    for (int h = 0; h < G; h++) {
+        const float *ph = p + (size_t)h * ld;
+        float *ah = acc + (size_t)h * hd;
+        int d0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+        for (; d0 + 64 <= hd; d0 += 64) {
+            __m256 r[8];
+            for (int t = 0; t < 8; t++) r[t] = _mm256_loadu_ps(ah + d0 + 8 * t);
+            for (int j = 0; j < m; j++) {
+                __m256 pj = _mm256_set1_ps(ph[j]);
+                const float *xr = x + (size_t)j * hd + d0;
+                for (int t = 0; t < 8; t++)
+                    r[t] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(xr + 8 * t), r[t]);
+            }
+            for (int t = 0; t < 8; t++) _mm256_storeu_ps(ah + d0 + 8 * t, r[t]);
+        }
+#endif
+        for (int j = 0; j < m; j++)
+            for (int d = d0; d < hd; d++) ah[d] += ph[j] * x[(size_t)j * hd + d];
+    }
+}
+
 /* One query per head (decoding) over T stored rows. Work is split into
- * (KV head, chunk of CHUNK positions) jobs; a job widens its chunk's rows once
- * (into a per-thread buffer that stays in cache) and serves every query head
- * of the group with one sgemm for the scores and one for the weighted sum;
- * the chunks' sums are added in chunk order afterwards. Inside the parallel
- * region OpenBLAS runs single-threaded. */
+ * (KV head, chunk of CHUNK positions) jobs; a job widens its chunk SUB rows at
+ * a time (block_scores, then after the softmax block_wsum into the job's
+ * partial sums), so each stored byte is read once per pass and the widened
+ * rows never leave L1. The chunks' sums are added in chunk order afterwards
+ * (a fixed order whatever the thread count). */
 static int one_position(float *out, const float *q, const void *k, const void *v, int64_t T,
                         int n_head, int n_kv, int hd, int kt, int vt) {
     int group = n_head / n_kv;
@@ -217,24 +312,26 @@ static int one_position(float *out, const float *q, const void *k, const void *v
     int64_t nc = (T + CHUNK - 1) / CHUNK, jobs = nc * n_kv;
     float scale = 1.0f / sqrtf((float)hd);
     int nth = omp_get_max_threads();
-    /* one block: scores [n_head][T], the chunks' sums [nc][n_head][hd], a row buffer per thread */
+    /* one block: scores [n_head][T], the chunks' sums [nc][n_head][hd], SUB rows per thread */
     size_t ns = (size_t)n_head * (size_t)T, np = (size_t)nc * n_head * hd;
-    float *s = malloc((ns + np + (size_t)nth * CHUNK * (size_t)hd) * sizeof(float));
+    float *s = malloc((ns + np + (size_t)nth * SUB * hd) * sizeof(float));
     if (!s) return -1;
     float *part = s + ns, *rowbuf = part + np;
     int par = T * n_head >= 4096;
 #pragma omp parallel if (par)
     {
-        float *x = rowbuf + (size_t)omp_get_thread_num() * CHUNK * hd;
+        float *x = rowbuf + (size_t)omp_get_thread_num() * SUB * hd;
 #pragma omp for schedule(static)
         for (int64_t job = 0; job < jobs; job++) {
             int g = (int)(job % n_kv);
             int64_t j0 = job / n_kv * CHUNK, m = j0 + CHUNK < T ? CHUNK : T - j0;
-            load_rows(kt, x, (const char *)k + (size_t)j0 * kstride + (size_t)g * krb, kstride, m, hd);
-            /* s[h][j0 … j0+m) = scale · q_h · k_j for the group's heads h */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, (int)m, hd, scale,
-                        q + (size_t)g * group * hd, hd, x, hd, 0.0f,
-                        s + (size_t)g * group * T + j0, (int)T);
+            const char *rows = (const char *)k + (size_t)j0 * kstride + (size_t)g * krb;
+            for (int64_t j = 0; j < m; j += SUB) {
+                int n = m - j < SUB ? (int)(m - j) : SUB;
+                load_rows(kt, x, rows + (size_t)j * kstride, kstride, n, hd);
+                block_scores(s + (size_t)g * group * T + j0 + j, (size_t)T,
+                             q + (size_t)g * group * hd, group, x, n, hd, scale);
+            }
         }
 #pragma omp for schedule(static)
         for (int h = 0; h < n_head; h++) xd_softmax(s + (size_t)h * T, (int)T);
@@ -242,10 +339,14 @@ static int one_position(float *out, const float *q, const void *k, const void *v
         for (int64_t job = 0; job < jobs; job++) {
             int g = (int)(job % n_kv);
             int64_t c = job / n_kv, j0 = c * CHUNK, m = j0 + CHUNK < T ? CHUNK : T - j0;
-            load_rows(vt, x, (const char *)v + (size_t)j0 * stride + (size_t)g * rb, stride, m, hd);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, hd, (int)m, 1.0f,
-                        s + (size_t)g * group * T + j0, (int)T, x, hd, 0.0f,
-                        part + ((size_t)c * n_head + (size_t)g * group) * hd, hd);
+            const char *rows = (const char *)v + (size_t)j0 * stride + (size_t)g * rb;
+            float *acc = part + ((size_t)c * n_head + (size_t)g * group) * hd;
+            memset(acc, 0, (size_t)group * hd * sizeof(float));
+            for (int64_t j = 0; j < m; j += SUB) {
+                int n = m - j < SUB ? (int)(m - j) : SUB;
+                load_rows(vt, x, rows + (size_t)j * stride, stride, n, hd);
+                block_wsum(acc, s + (size_t)g * group * T + j0 + j, (size_t)T, group, x, n, hd);
+            }
         }
     }
     for (int h = 0; h < n_head; h++) {

@@ -49,7 +49,8 @@ void xd_kv_row_load(int dtype, float *dst, const void *src, int hd);
  * key and value row types, the new rows included): the same function of the
  * loaded values. F32 is xd_attention
  * itself; otherwise one query (n == 1, decoding) reads the rows directly,
- * widening each once for every query head of its group, in fixed chunks of
+ * widening them 16 at a time into an L1 buffer that serves every query head
+ * of the group (AVX2 dot products and sums where there is AVX2), in fixed chunks of
  * positions whose sums are added in order (the same result at any thread
  * count; not bit for bit xd_attention's, whose sgemv sums in another order);
  * more queries widen the cache to a temporary fp32 copy and call
