@@ -789,7 +789,8 @@ static void int8_rows(void) {
 
 /* The decoding kernel over rows of type dt and head size HD against double on the stored
  * values, at 1 and 2 threads. HD 40 takes the kernel's 8-row score path and its scalar
- * weighted sum; HD 72 both vector paths and their tails (64 + 8 values). */
+ * weighted sum; HD 64 its code for that size (loops of known length); HD 72 both vector
+ * paths and their tails (64 + 8 values). */
 static void compact_kernel_hd(int dt, int HD) {
     xd_rng r;
     xd_rng_seed(&r, 78 + dt + HD);
@@ -850,6 +851,7 @@ static void compact_kernel_hd(int dt, int HD) {
 
 static void compact_kernel(int dt) {
     compact_kernel_hd(dt, 40);
+    compact_kernel_hd(dt, 64);
     compact_kernel_hd(dt, 72);
 }
 

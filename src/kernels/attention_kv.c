@@ -50,6 +50,7 @@
 
 #include "core/f16.h"
 #include "kernels.h"
+#include "vmath.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -184,7 +185,7 @@ static inline void q8_block(float *y, const int8_t *q, float sc, int len) {
 
 /* n rows of hd values, stride bytes apart, widened to fp32 (dst: [n][hd]); int4 rows stay
  * rotated. */
-static inline void load_rows(int dtype, float *dst, const char *src, size_t stride, int64_t n,
+static inline __attribute__((always_inline)) void load_rows(int dtype, float *dst, const char *src, size_t stride, int64_t n,
                              int hd) {
     if (dtype == XD_KV_F32) {
         for (int64_t j = 0; j < n; j++)
@@ -237,7 +238,7 @@ static inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4
 #endif
 
 /* s[h·ld + j] = scale · q_h · x_j for heads h < G and widened rows j < m (x: [m][hd]). */
-static void block_scores(float *s, size_t ld, const float *q, int G, const float *x, int m,
+static inline __attribute__((always_inline)) void block_scores(float *s, size_t ld, const float *q, int G, const float *x, int m,
                          int hd, float scale) {
     for (int h = 0; h < G; h++) {
         const float *qh = q + (size_t)h * hd;
@@ -274,7 +275,7 @@ static void block_scores(float *s, size_t ld, const float *q, int G, const float
 
 /* acc_h += Σ_j p[h·ld + j] · x_j for heads h < G (acc: [G][hd], x: [m][hd]); runs of 64
  * output values stay in registers across the rows. */
-static void block_wsum(float *acc, const float *p, size_t ld, int G, const float *x, int m,
+static inline __attribute__((always_inline)) void block_wsum(float *acc, const float *p, size_t ld, int G, const float *x, int m,
                        int hd) {
     for (int h = 0; h < G; h++) {
         const float *ph = p + (size_t)h * ld;
@@ -298,66 +299,91 @@ static void block_wsum(float *acc, const float *p, size_t ld, int G, const float
     }
 }
 
-/* One query per head (decoding) over T stored rows. Work is split into
- * (KV head, chunk of CHUNK positions) jobs; a job widens its chunk SUB rows at
- * a time (block_scores, then after the softmax block_wsum into the job's
- * partial sums), so each stored byte is read once per pass and the widened
- * rows never leave L1. The chunks' sums are added in chunk order afterwards
- * (a fixed order whatever the thread count). */
-static int one_position(float *out, const float *q, const void *k, const void *v, int64_t T,
-                        int n_head, int n_kv, int hd, int kt, int vt) {
+/* One job of one_position: KV head g, chunk c (its rows j0 … j0+m−1); x, sc: the thread's
+ * buffers. Always inlined, so that the call with hd = 64 gets loops of known length. */
+static inline __attribute__((always_inline)) void chunk_job(
+    int64_t job, const float *q, const void *k, const void *v, int64_t T, int n_head, int n_kv,
+    int hd, int kt, int vt, float scale, float *x, float *sc, float *part, float *cmax,
+    float *csum) {
     int group = n_head / n_kv;
     size_t krb = xd_kv_row_bytes(kt, hd), kstride = krb * (size_t)n_kv;
     size_t rb = xd_kv_row_bytes(vt, hd), stride = rb * (size_t)n_kv;
+    int g = (int)(job % n_kv);
+    int64_t c = job / n_kv, j0 = c * CHUNK;
+    int m = (int)(j0 + CHUNK < T ? CHUNK : T - j0);
+    const char *krows = (const char *)k + (size_t)j0 * kstride + (size_t)g * krb;
+    const char *vrows = (const char *)v + (size_t)j0 * stride + (size_t)g * rb;
+    size_t at = (size_t)c * n_head + (size_t)g * group; /* the group's first head */
+    for (int j = 0; j < m; j += SUB) {
+        int n = m - j < SUB ? m - j : SUB;
+        load_rows(kt, x, krows + (size_t)j * kstride, kstride, n, hd);
+        block_scores(sc + j, CHUNK, q + (size_t)g * group * hd, group, x, n, hd, scale);
+    }
+    for (int h = 0; h < group; h++) {
+        float *sh = sc + (size_t)h * CHUNK, mx = xd_max_of(sh, m, sh[0]);
+        for (int j = 0; j < m; j++) sh[j] = xd_exp_le0(sh[j] - mx);
+        cmax[at + h] = mx;
+        csum[at + h] = (float)xd_sum_d(sh, m);
+    }
+    float *acc = part + at * hd;
+    memset(acc, 0, (size_t)group * hd * sizeof(float));
+    for (int j = 0; j < m; j += SUB) {
+        int n = m - j < SUB ? m - j : SUB;
+        load_rows(vt, x, vrows + (size_t)j * stride, stride, n, hd);
+        block_wsum(acc, sc + j, CHUNK, group, x, n, hd);
+    }
+}
+
+/* One query per head (decoding) over T stored rows, split into (KV head, chunk of CHUNK
+ * positions) jobs in one pass (split-K "flash decoding": Dao et al. 2023). A job widens its
+ * chunk's key rows SUB at a time (block_scores), takes each head's softmax over the chunk
+ * alone, m = max_j s_j, p_j = e^(s_j − m), l = Σ p_j, then widens the value rows
+ * (block_wsum: a = Σ p_j v_j). Each stored byte is read once and the widened rows never leave
+ * L1. The chunks combine exactly as one softmax: with M = max_c m_c,
+ *   out = Σ_c e^(m_c − M) a_c / Σ_c e^(m_c − M) l_c,
+ * summed in chunk order (the same result whatever the thread count). */
+static int one_position(float *out, const float *q, const void *k, const void *v, int64_t T,
+                        int n_head, int n_kv, int hd, int kt, int vt) {
+    int group = n_head / n_kv;
     int64_t nc = (T + CHUNK - 1) / CHUNK, jobs = nc * n_kv;
     float scale = 1.0f / sqrtf((float)hd);
     int nth = omp_get_max_threads();
-    /* one block: scores [n_head][T], the chunks' sums [nc][n_head][hd], SUB rows per thread */
-    size_t ns = (size_t)n_head * (size_t)T, np = (size_t)nc * n_head * hd;
-    float *s = malloc((ns + np + (size_t)nth * SUB * hd) * sizeof(float));
-    if (!s) return -1;
-    float *part = s + ns, *rowbuf = part + np;
+    /* one block: per chunk and head its sums a [nc][n_head][hd], max m and total l
+     * [nc][n_head]; per thread SUB widened rows and the chunk's scores [group][CHUNK] */
+    size_t np = (size_t)nc * n_head * hd, nml = (size_t)nc * n_head;
+    size_t per_thread = (size_t)SUB * hd + (size_t)group * CHUNK;
+    float *part = malloc((np + 2 * nml + (size_t)nth * per_thread) * sizeof(float));
+    if (!part) return -1;
+    float *cmax = part + np, *csum = cmax + nml, *tbuf = csum + nml;
     int par = T * n_head >= 4096;
 #pragma omp parallel if (par)
     {
-        float *x = rowbuf + (size_t)omp_get_thread_num() * SUB * hd;
+        float *x = tbuf + (size_t)omp_get_thread_num() * per_thread, *sc = x + (size_t)SUB * hd;
 #pragma omp for schedule(static)
         for (int64_t job = 0; job < jobs; job++) {
-            int g = (int)(job % n_kv);
-            int64_t j0 = job / n_kv * CHUNK, m = j0 + CHUNK < T ? CHUNK : T - j0;
-            const char *rows = (const char *)k + (size_t)j0 * kstride + (size_t)g * krb;
-            for (int64_t j = 0; j < m; j += SUB) {
-                int n = m - j < SUB ? (int)(m - j) : SUB;
-                load_rows(kt, x, rows + (size_t)j * kstride, kstride, n, hd);
-                block_scores(s + (size_t)g * group * T + j0 + j, (size_t)T,
-                             q + (size_t)g * group * hd, group, x, n, hd, scale);
-            }
-        }
-#pragma omp for schedule(static)
-        for (int h = 0; h < n_head; h++) xd_softmax(s + (size_t)h * T, (int)T);
-#pragma omp for schedule(static)
-        for (int64_t job = 0; job < jobs; job++) {
-            int g = (int)(job % n_kv);
-            int64_t c = job / n_kv, j0 = c * CHUNK, m = j0 + CHUNK < T ? CHUNK : T - j0;
-            const char *rows = (const char *)v + (size_t)j0 * stride + (size_t)g * rb;
-            float *acc = part + ((size_t)c * n_head + (size_t)g * group) * hd;
-            memset(acc, 0, (size_t)group * hd * sizeof(float));
-            for (int64_t j = 0; j < m; j += SUB) {
-                int n = m - j < SUB ? (int)(m - j) : SUB;
-                load_rows(vt, x, rows + (size_t)j * stride, stride, n, hd);
-                block_wsum(acc, s + (size_t)g * group * T + j0 + j, (size_t)T, group, x, n, hd);
-            }
+            if (hd == 64) /* the usual head size: loops of known length */
+                chunk_job(job, q, k, v, T, n_head, n_kv, 64, kt, vt, scale, x, sc, part, cmax, csum);
+            else
+                chunk_job(job, q, k, v, T, n_head, n_kv, hd, kt, vt, scale, x, sc, part, cmax, csum);
         }
     }
     for (int h = 0; h < n_head; h++) {
+        float mx = cmax[h];
+        for (int64_t c = 1; c < nc; c++) mx = cmax[(size_t)c * n_head + h] > mx ? cmax[(size_t)c * n_head + h] : mx;
         float *o = out + (size_t)h * hd;
-        memcpy(o, part + (size_t)h * hd, (size_t)hd * sizeof(float));
-        for (int64_t c = 1; c < nc; c++) {
-            const float *pc = part + ((size_t)c * n_head + h) * hd;
-            for (int d = 0; d < hd; d++) o[d] += pc[d];
+        memset(o, 0, (size_t)hd * sizeof(float));
+        double l = 0;
+        for (int64_t c = 0; c < nc; c++) {
+            size_t at = (size_t)c * n_head + h;
+            float w = xd_exp_le0(cmax[at] - mx);
+            const float *pc = part + at * hd;
+            l += (double)w * csum[at];
+            for (int d = 0; d < hd; d++) o[d] += w * pc[d];
         }
+        float inv = (float)(1.0 / l);
+        for (int d = 0; d < hd; d++) o[d] *= inv;
     }
-    free(s);
+    free(part);
     return 0;
 }
 
