@@ -3,11 +3,23 @@
 #ifndef XD_BENCH_COMMON_H
 #define XD_BENCH_COMMON_H
 
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "xdistill.h"
+
+/* The OpenBLAS kernels the command-line tool runs with: re-executes the benchmark once with
+ * OPENBLAS_CORETYPE = xd_blas_core_hint() when there is one (src/cli/main.c does the same),
+ * so that it measures what users get. Returns the kernels' name (openblas_get_corename). */
+static inline const char *bench_blas_core(char **argv) {
+    const char *core = xd_blas_core_hint();
+    if (core && !setenv("OPENBLAS_CORETYPE", core, 1)) execv("/proc/self/exe", argv);
+    return openblas_get_corename();
+}
 
 /* The default teacher: $XD_TEACHER, else the one `make teacher` installs. */
 static inline const char *bench_teacher_path(void) {

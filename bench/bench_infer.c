@@ -31,6 +31,7 @@ static void die(const char *what) {
 }
 
 int main(int argc, char **argv) {
+    const char *blas_core = bench_blas_core(argv);
     const char *model_path = bench_teacher_path();
     const char *text_path = "/usr/share/common-licenses/GPL-3";
     const char *tokens_out = NULL;
@@ -73,9 +74,10 @@ int main(int argc, char **argv) {
     const xd_config *c = xd_model_config(m);
     size_t n_params = xd_model_n_params(m);
     double weights_mb = (double)n_params * 4.0 / 1048576.0;
-    printf("{\"bench\":\"xd_load\",\"model\":\"%s\",\"threads\":%d,\"n_params\":%zu,"
-           "\"n_layer\":%d,\"d_model\":%d,\"vocab\":%d,\"load_s\":%.3f}\n",
-           model_path, xd_get_threads(), n_params, c->n_layer, c->d_model, c->vocab_size, t_load);
+    printf("{\"bench\":\"xd_load\",\"model\":\"%s\",\"threads\":%d,\"blas_core\":\"%s\","
+           "\"n_params\":%zu,\"n_layer\":%d,\"d_model\":%d,\"vocab\":%d,\"load_s\":%.3f}\n",
+           model_path, xd_get_threads(), blas_core, n_params, c->n_layer, c->d_model, c->vocab_size,
+           t_load);
     printf("{\"bench\":\"xd_rss_load\",\"rss_peak_mb\":%.1f,\"rss_now_mb\":%.1f,"
            "\"rss_before_load_mb\":%.1f,\"fp32_weights_mb\":%.1f,\"ratio\":%.3f}\n",
            rss_load, rss_load_cur, rss_before, weights_mb, rss_load / weights_mb);

@@ -63,6 +63,7 @@ static void decode(const xd_model *m, xd_kv *kv, float *logits, int n, double *t
 }
 
 int main(int argc, char **argv) {
+    const char *blas_core = bench_blas_core(argv);
     const char *model = bench_teacher_path(), *text = "/usr/share/common-licenses/GPL-3";
     int threads = 2, ctx = 16384, gen = 16384, ndec = 32, student_prefill = 0;
     const char *gh_spec = NULL;
@@ -119,10 +120,11 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ctx; i++) ids[i] = base[i % nb];
     float *logits = malloc(sizeof(float) * (size_t)V);
     double *tt = malloc(sizeof(double) * (size_t)ndec);
-    printf("{\"bench\":\"student_setup\",\"model\":\"%s\",\"threads\":%d,\"window\":%d,\"sinks\":%d,"
+    printf("{\"bench\":\"student_setup\",\"model\":\"%s\",\"threads\":%d,\"blas_core\":\"%s\","
+           "\"window\":%d,\"sinks\":%d,"
            "\"ctx\":%d,\"gen\":%d,\"decode\":%d,\"text\":\"%s\",\"text_tokens\":%d,"
            "\"global_heads\":%d,\"global_kv\":\"%s\",\"student_prefill\":%d}\n",
-           model, threads, so.window, so.sinks, ctx, gen, ndec, text, nb, so.n_global_heads,
+           model, threads, blas_core, so.window, so.sinks, ctx, gen, ndec, text, nb, so.n_global_heads,
            xd_kv_dtype_name(so.global_kv_dtype), student_prefill);
     fflush(stdout);
 

@@ -302,6 +302,7 @@ static void run_ops(xd_trainer_model *tm, xd_adamw *opt, const int32_t *inp, con
 }
 
 int main(int argc, char **argv) {
+    const char *blas_core = bench_blas_core(argv);
     const char *model_path = bench_teacher_path();
     const char *text_path = "/usr/share/common-licenses/GPL-3";
     const char *tokens_out = NULL;
@@ -339,11 +340,11 @@ int main(int argc, char **argv) {
     double rss_load = bench_max_rss_mb();
     const xd_config *c = xd_model_config(m);
     size_t n_params = xd_model_n_params(m);
-    printf("{\"bench\":\"xd_load\",\"model\":\"%s\",\"threads\":%d,\"n_params\":%zu,"
-           "\"n_layer\":%d,\"d_model\":%d,\"n_head\":%d,\"n_kv_head\":%d,\"d_ff\":%d,"
+    printf("{\"bench\":\"xd_load\",\"model\":\"%s\",\"threads\":%d,\"blas_core\":\"%s\","
+           "\"n_params\":%zu,\"n_layer\":%d,\"d_model\":%d,\"n_head\":%d,\"n_kv_head\":%d,\"d_ff\":%d,"
            "\"vocab\":%d,\"tied\":%d,\"rope_theta\":%g,\"norm_eps\":%g,\"load_s\":%.3f,"
            "\"rss_before_load_mb\":%.1f,\"rss_peak_after_load_mb\":%.1f}\n",
-           model_path, xd_get_threads(), n_params, c->n_layer, c->d_model, c->n_head,
+           model_path, xd_get_threads(), blas_core, n_params, c->n_layer, c->d_model, c->n_head,
            c->n_kv_head, c->d_ff, c->vocab_size, c->tied_embeddings, c->rope_theta, c->norm_eps,
            t_load, rss_before, rss_load);
     fflush(stdout);

@@ -332,6 +332,12 @@ int xd_set_threads(int n);
  * the reason (the pthreads or serial build, and the package to install). */
 int xd_check_blas(void);
 int xd_get_threads(void);
+/* The OpenBLAS core type a program should ask for (OPENBLAS_CORETYPE, read
+ * when OpenBLAS loads) or NULL. Non-NULL only when the variable is unset and
+ * OpenBLAS fell back to its generic Prescott kernels on a CPU it does not know
+ * that has AVX-512 F/BW/DQ/VL ("SkylakeX") or AVX2 with FMA ("Haswell"). The
+ * command-line tool re-executes itself once with it. */
+const char *xd_blas_core_hint(void);
 
 /* ---- compute precision --------------------------------------------------- */
 

@@ -7,7 +7,13 @@
  *     pthreads build; tests/link/fake_openblas_pthreads.c) exits 1 and names
  *     libopenblas0-openmp; without the preload the same command works;
  *  3. where Debian's pthreads build is installed, the CLI loaded against it
- *     (LD_LIBRARY_PATH beats the binary's RUNPATH) is refused the same way. */
+ *     (LD_LIBRARY_PATH beats the binary's RUNPATH) is refused the same way;
+ *  4. kernels: xd_blas_core_hint() is NULL whenever OPENBLAS_CORETYPE is set. With a
+ *     preloaded openblas_get_corename() that answers "Prescott" (OpenBLAS 0.3.21 on a CPU
+ *     model it does not know; tests/link/fake_openblas_prescott.c), `xdistill --version`
+ *     reports the kernels it re-executed itself with: SkylakeX on a CPU with AVX-512
+ *     F/BW/DQ/VL, Haswell with AVX2 and FMA, else none chosen; with OPENBLAS_CORETYPE set
+ *     it keeps that choice. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,5 +59,35 @@ int main(void) {
     } else {
         printf("Debian's pthreads build not installed (%s): the preloaded stand-in covers it\n", lib);
     }
+
+    /* 4. the kernels */
+    char *user_core = getenv("OPENBLAS_CORETYPE") ? strdup(getenv("OPENBLAS_CORETYPE")) : NULL;
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    CHECK(xd_blas_core_hint() == NULL, "a hint although OPENBLAS_CORETYPE is set");
+    const char *want = NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    unsetenv("OPENBLAS_CORETYPE");
+    setenv("LD_PRELOAD", XD_FAKE_PRESCOTT, 1);
+    rc = test_cli_run("--version", out, sizeof out, TEST_CLI_BOTH);
+    char line[256];
+    snprintf(line, sizeof line, "kernels: %s (chosen by xdistill", want ? want : "Prescott");
+    CHECK(rc == 0 && (want ? strstr(out, line) != NULL : strstr(out, "kernels: Prescott\n") != NULL),
+          "generic kernels: expected '%s', got exit %d: %s", want ? line : "kernels: Prescott", rc, out);
+    printf("OpenBLAS on generic kernels (preloaded stand-in): %s", out);
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    rc = test_cli_run("--version", out, sizeof out, TEST_CLI_BOTH);
+    CHECK(rc == 0 && strstr(out, "kernels: Haswell\n"), "OPENBLAS_CORETYPE=Haswell not kept: exit %d: %s", rc, out);
+    unsetenv("LD_PRELOAD");
+    if (user_core) setenv("OPENBLAS_CORETYPE", user_core, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+    free(user_core);
+    rc = test_cli_run("--version", out, sizeof out, TEST_CLI_BOTH);
+    CHECK(rc == 0 && strstr(out, "xdistill 0.") && strstr(out, "OpenBLAS"), "--version: exit %d: %s", rc, out);
+    printf("this machine: %s", out);
     return test_summary("test_blas_variant");
 }

@@ -4,6 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "xdistill.h"
@@ -34,28 +36,36 @@ static void usage(FILE *f) {
     fprintf(f, "usage: xdistill COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-14s %s\n", "--version", "the version, the OpenBLAS build and the kernels it runs");
 }
 
-/* OpenMP threads that spin-wait at barriers collapse when another program
- * shares the cores (measured: Stage I at 112 instead of 207 tok/s beside
- * one busy process), while sleeping waits cost ~5–10% on an idle machine.
- * libgomp reads its wait policy when it loads, before main, so unless the
- * user chose one (OMP_WAIT_POLICY or GOMP_SPINCOUNT), a training command
- * re-executes itself once with OMP_WAIT_POLICY=passive. */
-static void choose_wait_policy(int argc, char **argv) {
-    /* only the training commands, eval and heads (long prompts) and merge (--search evaluates, between
-     * serial merges: spinning workers stalled it for seconds per candidate on 2 shared cores):
-     * their parallel regions are long, while token-by-token decoding's many short ones lose a
-     * third of their speed to sleeping waits (generate: 28.5 vs 44.0 tok/s) */
+/* Two settings that the OpenMP and OpenBLAS libraries read when they load, before main, so
+ * the tool re-executes itself once with them when it wants them and the user chose none:
+ *
+ * OMP_WAIT_POLICY=passive: OpenMP threads that spin-wait at barriers collapse when another
+ * program shares the cores (measured: Stage I at 112 instead of 207 tok/s beside one busy
+ * process), while sleeping waits cost ~5–10% on an idle machine. Only the training commands,
+ * eval and heads (long prompts) and merge (--search evaluates, between serial merges:
+ * spinning workers stalled it for seconds per candidate on 2 shared cores): their parallel
+ * regions are long, while token-by-token decoding's many short ones lose a third of their
+ * speed to sleeping waits (generate: 28.5 vs 44.0 tok/s). Not when OMP_WAIT_POLICY or
+ * GOMP_SPINCOUNT is set.
+ *
+ * OPENBLAS_CORETYPE: every command, when OpenBLAS runs its generic kernels on a CPU it does
+ * not know (xd_blas_core_hint). Not when OPENBLAS_CORETYPE is set. */
+static void choose_env(int argc, char **argv) {
     static const char *const training[] = {"pretrain", "finetune", "distill", "teacher-logits", "eval",
                                            "merge", "heads"};
-    int train = 0;
+    int train = 0, again = 0;
     for (size_t i = 0; argc > 1 && i < sizeof training / sizeof *training; i++)
         train |= !strcmp(argv[1], training[i]);
-    if (!train || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1)) return;
-    execv("/proc/self/exe", argv);
-    /* exec failed: carry on with the default policy */
+    if (train && !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT"))
+        again |= !setenv("OMP_WAIT_POLICY", "passive", 1);
+    const char *core = xd_blas_core_hint();
+    if (core && !setenv("OPENBLAS_CORETYPE", core, 1)) /* the marker: for --version */
+        again |= !setenv("XD_CHOSEN_OPENBLAS_CORETYPE", core, 1);
+    if (again) execv("/proc/self/exe", argv);
+    /* no re-execution, or it failed: carry on as loaded */
 }
 
 /* The library's messages (xd_set_log) go to stderr, one line each. Progress:
@@ -98,11 +108,20 @@ void cli_log_install(void) {
 }
 
 int main(int argc, char **argv) {
-    choose_wait_policy(argc, argv);
+    choose_env(argc, argv);
     cli_log_install();
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) { /* and the BLAS it runs on, for bug reports */
+        const char *chosen = getenv("XD_CHOSEN_OPENBLAS_CORETYPE"), *core = openblas_get_corename();
+        printf("xdistill %s\n%s\nkernels: %s%s\n", XD_VERSION, openblas_get_config(), core,
+               chosen && !strcmp(chosen, core)
+                   ? " (chosen by xdistill: this OpenBLAS does not know the CPU and would run its "
+                     "generic Prescott kernels; set OPENBLAS_CORETYPE to choose others)"
+                   : "");
+        return 0;
     }
     /* the threading relies on the OpenMP build of OpenBLAS: refuse any other before work starts */
     if (xd_check_blas()) {

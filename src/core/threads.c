@@ -6,6 +6,8 @@
  * checks the same at configure time, see CMakeLists.txt). */
 #include <cblas.h>
 #include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "xdistill.h"
@@ -30,3 +32,22 @@ int xd_set_threads(int n) {
 }
 
 int xd_get_threads(void) { return omp_get_max_threads(); }
+
+/* OpenBLAS's DYNAMIC_ARCH build picks its kernels from the CPU's family and model at load.
+ * A model it does not know gets the generic Prescott (SSE3) kernels, whatever the CPU's
+ * vector units: OpenBLAS 0.3.21 (Debian 12) does so on Intel family 6 model 207 (Emerald
+ * Rapids), where sgemm and sgemv then run 2–3× slower than with its SkylakeX kernels
+ * (bench/RESULTS.md, "OpenBLAS kernels"). Its documented remedy is OPENBLAS_CORETYPE, read
+ * at load, so only a program that has not loaded it yet (a re-executed CLI) can use this. */
+const char *xd_blas_core_hint(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    const char *set = getenv("OPENBLAS_CORETYPE"), *core = openblas_get_corename();
+    if ((set && *set) || !core || strcmp(core, "Prescott") != 0) return NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
