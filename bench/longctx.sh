@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench-longctx (issue 13, criterion 1): the demo's pipeline (scripts/demo.sh: global
-# heads auto:45g in int4, Stage I on 16×W sequences, Stage II, evaluation of the teacher, the
+# heads auto:fit in k8v4, Stage I on 16×W sequences, Stage II, evaluation of the teacher, the
 # student and the SWA-only baseline, win-and-tie) with 40 examples per task, then the passkey
 # curve at 1, 2, 4, 8, 16 and 32 × W for the three (bench/bench_passkey.c: its own filler and
 # key, 20 trials per length). Writes the "Long context: bench-longctx (issue 13)" section of
