@@ -58,6 +58,9 @@
 
 enum { QBLK = 32, CHUNK = 512, RUN = 64 };
 
+/* the decoding loop's helpers: inlined into it, so that hd = 64 gives loops of known length */
+#define XD_HOT static inline __attribute__((always_inline))
+
 /* x ← H_n·x/√n for n a power of two (the fast Walsh–Hadamard transform: log2 n rounds of
  * sums and differences of pairs h apart); its own inverse. */
 static void fwht(float *x, int n) {
@@ -185,8 +188,7 @@ static inline void q8_block(float *y, const int8_t *q, float sc, int len) {
 
 /* n rows of hd values, stride bytes apart, widened to fp32 (dst: [n][hd]); int4 rows stay
  * rotated. */
-static inline __attribute__((always_inline)) void load_rows(int dtype, float *dst, const char *src, size_t stride, int64_t n,
-                             int hd) {
+XD_HOT void load_rows(int dtype, float *dst, const char *src, size_t stride, int64_t n, int hd) {
     if (dtype == XD_KV_F32) {
         for (int64_t j = 0; j < n; j++)
             memcpy(dst + j * hd, src + (size_t)j * stride, (size_t)hd * sizeof(float));
@@ -238,8 +240,8 @@ static inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4
 #endif
 
 /* s[h·ld + j] = scale · q_h · x_j for heads h < G and widened rows j < m (x: [m][hd]). */
-static inline __attribute__((always_inline)) void block_scores(float *s, size_t ld, const float *q, int G, const float *x, int m,
-                         int hd, float scale) {
+XD_HOT void block_scores(float *s, size_t ld, const float *q, int G, const float *x, int m, int hd,
+                         float scale) {
     for (int h = 0; h < G; h++) {
         const float *qh = q + (size_t)h * hd;
         float *sh = s + (size_t)h * ld;
@@ -275,8 +277,7 @@ static inline __attribute__((always_inline)) void block_scores(float *s, size_t 
 
 /* acc_h += Σ_j p[h·ld + j] · x_j for heads h < G (acc: [G][hd], x: [m][hd]); runs of 64
  * output values stay in registers across the rows. */
-static inline __attribute__((always_inline)) void block_wsum(float *acc, const float *p, size_t ld, int G, const float *x, int m,
-                       int hd) {
+XD_HOT void block_wsum(float *acc, const float *p, size_t ld, int G, const float *x, int m, int hd) {
     for (int h = 0; h < G; h++) {
         const float *ph = p + (size_t)h * ld;
         float *ah = acc + (size_t)h * hd;
@@ -300,8 +301,8 @@ static inline __attribute__((always_inline)) void block_wsum(float *acc, const f
 }
 
 /* One job of one_position: KV head g, chunk c (its rows j0 … j0+m−1); x, sc: the thread's
- * buffers. Always inlined, so that the call with hd = 64 gets loops of known length. */
-static inline __attribute__((always_inline)) void chunk_job(
+ * buffers. */
+XD_HOT void chunk_job(
     int64_t job, const float *q, const void *k, const void *v, int64_t T, int n_head, int n_kv,
     int hd, int kt, int vt, float scale, float *x, float *sc, float *part, float *cmax,
     float *csum) {
@@ -369,7 +370,10 @@ static int one_position(float *out, const float *q, const void *k, const void *v
     }
     for (int h = 0; h < n_head; h++) {
         float mx = cmax[h];
-        for (int64_t c = 1; c < nc; c++) mx = cmax[(size_t)c * n_head + h] > mx ? cmax[(size_t)c * n_head + h] : mx;
+        for (int64_t c = 1; c < nc; c++) {
+            float mc = cmax[(size_t)c * n_head + h];
+            mx = mc > mx ? mc : mx;
+        }
         float *o = out + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
         double l = 0;
