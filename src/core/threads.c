@@ -36,9 +36,10 @@ int xd_get_threads(void) { return omp_get_max_threads(); }
 /* OpenBLAS's DYNAMIC_ARCH build picks its kernels from the CPU's family and model at load.
  * A model it does not know gets the generic Prescott (SSE3) kernels, whatever the CPU's
  * vector units: OpenBLAS 0.3.21 (Debian 12) does so on Intel family 6 model 207 (Emerald
- * Rapids), where sgemm and sgemv then run 2–3× slower than with its SkylakeX kernels
- * (bench/RESULTS.md, "OpenBLAS kernels"). Its documented remedy is OPENBLAS_CORETYPE, read
- * at load, so only a program that has not loaded it yet (a re-executed CLI) can use this. */
+ * Rapids), where the teacher then prefills 3.6× and decodes 1.8–2.1× slower than with its
+ * SkylakeX kernels (bench/RESULTS.md, "Decoding over the compact cache; OpenBLAS kernels").
+ * OpenBLAS's documented remedy is OPENBLAS_CORETYPE, read at load, so only a program that
+ * has not loaded it yet (a re-executed CLI) can use this. */
 const char *xd_blas_core_hint(void) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     const char *set = getenv("OPENBLAS_CORETYPE"), *core = openblas_get_corename();
