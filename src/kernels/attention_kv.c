@@ -42,7 +42,6 @@
  * The row functions below take a row type (F32, BF16, INT8, INT4); a cache's
  * keys and values have the row types xd_kv_key_type and xd_kv_value_type of
  * its dtype. */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>

@@ -51,7 +51,8 @@ void xd_kv_row_load(int dtype, float *dst, const void *src, int hd);
  * itself; otherwise one query (n == 1, decoding) reads the rows directly,
  * widening them 16 at a time into an L1 buffer that serves every query head
  * of the group (AVX2 dot products and sums where there is AVX2), in fixed chunks of
- * positions whose sums are added in order (the same result at any thread
+ * positions, each with its own softmax, combined by their maxima and totals in
+ * chunk order (the same result at any thread
  * count; not bit for bit xd_attention's, whose sgemv sums in another order);
  * more queries widen the cache to a temporary fp32 copy and call
  * xd_attention. Returns -1 when out of memory. */
