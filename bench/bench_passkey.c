@@ -111,6 +111,7 @@ int main(int argc, char **argv) {
                         "[--lengths 128,256,512] [--trials 10]\n");
         return 2;
     }
+    fprintf(stderr, "bench_passkey: OpenBLAS kernels %s\n", bench_blas_core(argv));
     xd_set_threads(threads);
     for (int w = 0; w < n_paths; w++) {
         xd_model *m = xd_model_load(paths[w]);

@@ -9,8 +9,9 @@
 # S2_STEPS (60), GLOBAL_HEADS (auto:fit: as many of the retrieval probe's best KV groups as
 # fit 10% of the teacher's KV cache at 16K tokens, kept as full attention, 35 for SmolLM2 in
 # k8v4; auto:45g: the 45 best; "none": no global heads), GLOBAL_KV (k8v4: int8 keys and int4
-# values in the decoding state; bf16, int8, int4 or f32), N (20 examples per task),
-# THREADS (all cores).
+# values in the decoding state; bf16, int8, int4 or f32), ECHO (0.25: the rate of `data echo`,
+# repeats of earlier lines 1.5 W to 32 W tokens back in the training data; 0: plain text),
+# N (20 examples per task), THREADS (all cores).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 T="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -18,7 +19,7 @@ WORK="${WORK:-$HOME/.cache/xdistill/demo}"
 X="$ROOT/${BUILD:-build}/xdistill"
 WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_SEQ="${S1_SEQ:-1024}" S1_STEPS="${S1_STEPS:-20}"
 S2_STEPS="${S2_STEPS:-60}" N="${N:-20}" GLOBAL_HEADS="${GLOBAL_HEADS:-auto:fit}"
-GLOBAL_KV="${GLOBAL_KV:-k8v4}"
+GLOBAL_KV="${GLOBAL_KV:-k8v4}" ECHO="${ECHO:-0.25}"
 GH=(); [ "$GLOBAL_HEADS" != none ] && GH=(--global-heads "$GLOBAL_HEADS" --global-kv "$GLOBAL_KV")
 TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
 mkdir -p "$WORK"
@@ -31,10 +32,16 @@ stage() { # name tokens start end
 }
 T0=$(now)
 
-say "1/8 data: the King James Bible (Debian bible-kjv) as token data"
+say "1/8 data: the King James Bible (Debian bible-kjv) as token data, with echoes at rate $ECHO"
 t=$(now)
 [ -f "$WORK/kjv.tok" ] || { "$ROOT/scripts/kjv-corpus.sh" "$WORK/kjv.txt" &&
     "$X" data prep --tokenizer "$T" "$WORK/kjv.txt" --doc-sep blank -o "$WORK/kjv.tok" "${TH[@]}"; }
+DATA="$WORK/kjv.tok"
+if [ "$ECHO" != 0 ]; then # retrieval-bearing training data: echoes beyond the window (docs/data.md)
+    DATA="$WORK/kjv-echo.tok"
+    "$X" data echo "$WORK/kjv.tok" --tokenizer "$T" -o "$DATA" --rate "$ECHO" \
+        --min-gap $((WINDOW * 3 / 2)) --max-gap $((WINDOW * 32)) --quiet
+fi
 stage data 0 "$t" "$(now)"
 
 say "2/8 the built-in task suite (window $WINDOW)"
@@ -52,21 +59,21 @@ stage convert 0 "$t" "$(now)"
 
 say "4/8 Stage I: per-layer alignment ($S1_STEPS steps x $S1_SEQ tokens)"
 t=$(now)
-"$X" distill stage1 --teacher "$T" --student "$WORK/student" --data "$WORK/kjv.tok" -o "$WORK/s1" \
+"$X" distill stage1 --teacher "$T" --student "$WORK/student" --data "$DATA" -o "$WORK/s1" \
     --steps "$S1_STEPS" --seq "$S1_SEQ" --eval-windows $(( S1_SEQ < 2048 ? 2048 / S1_SEQ : 1 )) \
     "${TH[@]}" >/dev/null
 stage "stage 1" $((S1_STEPS * S1_SEQ)) "$t" "$(now)"
 
 say "5/8 teacher logits (top-256, $S2_STEPS rows of $SEQ tokens)"
 t=$(now)
-"$X" teacher-logits "$T" --data "$WORK/kjv.tok" --seq "$SEQ" --rows "$S2_STEPS" --topk 256 \
+"$X" teacher-logits "$T" --data "$DATA" --seq "$SEQ" --rows "$S2_STEPS" --topk 256 \
     -o "$WORK/kjv-$SEQ-$S2_STEPS.topk" --quiet "${TH[@]}"
 stage "teacher logits" $((S2_STEPS * SEQ)) "$t" "$(now)"
 
 say "6/8 Stage II: 0.9 CE + 0.1 KL ($S2_STEPS steps x $SEQ tokens, mixer parameters)"
 t=$(now)
 "$X" distill stage2 --student "$WORK/s1/model" --logits "$WORK/kjv-$SEQ-$S2_STEPS.topk" \
-    --data "$WORK/kjv.tok" -o "$WORK/s2" --steps "$S2_STEPS" --trainable mixer --lr 1e-3 \
+    --data "$DATA" -o "$WORK/s2" --steps "$S2_STEPS" --trainable mixer --lr 1e-3 \
     --eval-windows 8 "${TH[@]}" >/dev/null
 stage "stage 2" $((S2_STEPS * SEQ)) "$t" "$(now)"
 

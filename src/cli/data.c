@@ -3,6 +3,8 @@
  *                    [--domain file|field:NAME|rule:FILE] [--threads N] [--quiet]
  * xdistill data info DATA [--tokenizer MODEL]
  * xdistill data split DATA -o DIR [--domains a,b,...]
+ * xdistill data echo DATA --tokenizer MODEL -o OUT [--rate R] [--min-gap N] [--max-gap N]
+ *                    [--span-frac F] [--min-len N] [--max-span N] [--seed N] [--quiet]
  * Packs text or JSONL into one token file for training, and splits a file
  * with domains into one file per domain (format: docs/data.md). */
 #include <inttypes.h>
@@ -22,6 +24,9 @@ static const char PREP_USAGE[] =
     "[--domain file|field:NAME|rule:FILE] [--threads N] [--quiet]";
 static const char INFO_USAGE[] = "usage: xdistill data info DATA [--tokenizer MODEL]";
 static const char SPLIT_USAGE[] = "usage: xdistill data split DATA -o DIR [--domains a,b,...]";
+static const char ECHO_USAGE[] =
+    "usage: xdistill data echo DATA --tokenizer MODEL -o OUT [--rate R] [--min-gap N] "
+    "[--max-gap N] [--span-frac F] [--min-len N] [--max-span N] [--seed N] [--quiet]";
 
 static void print_summary(const xd_tokdata *d) {
     const xd_tokdata_header *h = xd_tokdata_header_of(d);
@@ -252,16 +257,84 @@ done:
     return rc;
 }
 
+/* Repeats of earlier lines at a distance beyond the window, in the train split: data a
+ * windowed student can only predict from its memory (src/io/tokdata_echo.c). */
+static int data_echo(int argc, char **argv) {
+    const char *path = NULL, *tok = NULL, *out = NULL, *v;
+    xd_echo_opts o;
+    xd_echo_defaults(&o);
+    int r, quiet = 0;
+    float f;
+    for (int i = 1; i < argc; i++) {
+        if ((r = take_opt(argc, argv, &i, "--tokenizer", &v))) {
+            if (r < 0) return 2;
+            tok = v;
+        } else if ((r = take_opt(argc, argv, &i, "-o", &v))) {
+            if (r < 0) return 2;
+            out = v;
+        } else if ((r = take_opt(argc, argv, &i, "--rate", &v))) {
+            if (r < 0 || parse_float("--rate", v, 0, 1, &f)) return 2;
+            o.rate = f;
+        } else if ((r = take_opt(argc, argv, &i, "--span-frac", &v))) {
+            if (r < 0 || parse_float("--span-frac", v, 0, 1, &f)) return 2;
+            o.span_frac = f;
+        } else if ((r = take_opt(argc, argv, &i, "--min-gap", &v))) {
+            if (r < 0 || parse_int("--min-gap", v, 1, 1 << 24, &o.min_gap)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--max-gap", &v))) {
+            if (r < 0 || parse_int("--max-gap", v, 1, 1 << 24, &o.max_gap)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--min-len", &v))) {
+            if (r < 0 || parse_int("--min-len", v, 1, 1 << 16, &o.min_len)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--max-span", &v))) {
+            if (r < 0 || parse_int("--max-span", v, 1, 1 << 16, &o.max_span)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--seed", &v))) {
+            if (r < 0 || parse_u64("--seed", v, &o.seed)) return 2;
+        } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) quiet = 1;
+        else if (argv[i][0] == '-')
+            return cli_error("data echo: unknown option '%s'", argv[i]), 2;
+        else if (!path) path = argv[i];
+        else return cli_error("data echo: unexpected argument '%s'", argv[i]), 2;
+    }
+    if (!path || !tok || !out) return cli_error("%s", ECHO_USAGE), 2;
+    if (o.max_gap < o.min_gap)
+        return cli_error("--max-gap: %d is below --min-gap %d", o.max_gap, o.min_gap), 2;
+    if (o.max_span < o.min_len)
+        return cli_error("--max-span: %d is below --min-len %d", o.max_span, o.min_len), 2;
+    xd_tokdata *d = xd_tokdata_open(path);
+    xd_tokenizer *t = d ? xd_tokenizer_load(tok) : NULL;
+    xd_echo_stats st;
+    int rc = 0;
+    if (!d || !t || xd_tokdata_echo(d, t, &o, out, &st, NULL)) rc = cli_lib_error();
+    xd_tokenizer_free(t);
+    xd_tokdata_close(d);
+    if (rc) return rc;
+    if (!quiet)
+        fprintf(stderr, "data echo: %" PRIu64 " echoes, %" PRIu64 " tokens (%.1f%% of the output's "
+                "%" PRIu64 ")\n", st.n_echoes, st.echo_tokens,
+                st.n_tokens_out ? 100.0 * (double)st.echo_tokens / (double)st.n_tokens_out : 0.0,
+                st.n_tokens_out);
+    if (st.n_echoes == 0 && o.rate > 0)
+        fprintf(stderr, "data echo: warning: no echoes written: %s has no train document with a "
+                "line of at least %d tokens starting %d to %d tokens before a line end\n",
+                path, o.min_len, o.min_gap, o.max_gap);
+    d = xd_tokdata_open(out);
+    if (!d) return cli_lib_error();
+    if (!quiet) print_summary(d);
+    xd_tokdata_close(d);
+    return 0;
+}
+
 int cmd_data(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "prep")) return data_prep(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "info")) return data_info(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "split")) return data_split(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "echo")) return data_echo(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        printf("%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE);
+        printf("%s\n%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE, ECHO_USAGE);
         return 0;
     }
-    if (argc >= 2) cli_error("data: unknown subcommand '%s' (expected prep, info or split)", argv[1]);
-    else cli_error("data: expected a subcommand, prep, info or split");
-    fprintf(stderr, "%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE);
+    if (argc >= 2)
+        cli_error("data: unknown subcommand '%s' (expected prep, info, split or echo)", argv[1]);
+    else cli_error("data: expected a subcommand, prep, info, split or echo");
+    fprintf(stderr, "%s\n%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE, ECHO_USAGE);
     return 2;
 }

@@ -28,7 +28,7 @@ static const struct {
     {"compare", cmd_compare, "TEACHER.json STUDENT.json -o WINTIE.json [--report R.html]  win-and-tie verdict"},
     {"merge", cmd_merge, "-o OUT A[:w] B[:w] ... [--normalize] [--search SUITE]  weighted merge of Stage II experts"},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
-    {"data", cmd_data, "prep|info|split ...         pack text into token data; split it by domain"},
+    {"data", cmd_data, "prep|info|split|echo ...    pack text into token data; split it by domain; add echoes"},
     {"teacher-logits", cmd_teacher_logits, "TEACHER --data D --seq T --rows N -o F  top-k logits for Stage II"},
 };
 

@@ -147,6 +147,41 @@ uint32_t xd_tokdata_doc_domain(const xd_tokdata *d, uint64_t doc);
 int xd_tokdata_split_domains(const xd_tokdata *d, const char *dir, const char *const *only,
                              int n_only);
 
+/* ---- data echo: retrieval-bearing training data (tokdata_echo.c) ---------------- */
+
+/* After each line of a train document (a line ends with a token whose text
+ * holds a newline), with probability rate, repeat a line of the same
+ * document that starts between min_gap and max_gap tokens back: the whole
+ * line, or with probability span_frac a span of min_len .. max_span tokens
+ * of it that also starts at least min_gap tokens back. Every echoed token
+ * thus copies the token exactly d tokens earlier, min_gap <= d <= max_gap.
+ * Lines shorter than min_len are not repeated; an echo ends with a line end. */
+typedef struct {
+    double rate;       /* [0, 1] */
+    int min_gap;       /* >= 1; set it above the student's window */
+    int max_gap;       /* >= min_gap */
+    double span_frac;  /* [0, 1] */
+    int min_len;       /* >= 1 */
+    int max_span;      /* >= min_len */
+    uint64_t seed;
+} xd_echo_opts;
+
+typedef struct {
+    uint64_t n_echoes, echo_tokens;  /* echoes written and their tokens (line ends included) */
+    uint64_t n_tokens_in, n_tokens_out;
+} xd_echo_stats;
+
+/* rate 0.25, min_gap 96, max_gap 2048, span_frac 0.5, min_len 6, max_span 32, seed 1. */
+void xd_echo_defaults(xd_echo_opts *o);
+
+/* Writes in's documents with echoes to out_path (atomically; validation
+ * documents, the header fields and any domain table unchanged). t must be
+ * the file's tokenizer. The output depends only on in, t and o. stats and
+ * echo_mask may be NULL; *echo_mask (free it) gets one byte per output
+ * token, 1 where the token belongs to an echo. */
+int xd_tokdata_echo(const xd_tokdata *in, const xd_tokenizer *t, const xd_echo_opts *o,
+                    const char *out_path, xd_echo_stats *stats, uint8_t **echo_mask);
+
 /* First token index, token count and document count of a split. */
 uint64_t xd_tokdata_split_begin(const xd_tokdata *d, xd_split s);
 uint64_t xd_tokdata_split_tokens(const xd_tokdata *d, xd_split s);
