@@ -9,7 +9,7 @@
 # S2_STEPS (60), GLOBAL_HEADS (auto:fit: as many of the retrieval probe's best KV groups as
 # fit 10% of the teacher's KV cache at 16K tokens, kept as full attention, 35 for SmolLM2 in
 # k8v4; auto:45g: the 45 best; "none": no global heads), GLOBAL_KV (k8v4: int8 keys and int4
-# values in the decoding state; bf16, int8, int4 or f32), ECHO (0.25: the rate of `data echo`,
+# values in the decoding state; bf16, int8, int4 or f32), ECHO (0.5: the rate of `data echo`,
 # repeats of earlier lines 1.5 W to 32 W tokens back in the training data; 0: plain text),
 # N (20 examples per task), THREADS (all cores).
 set -euo pipefail
@@ -19,7 +19,7 @@ WORK="${WORK:-$HOME/.cache/xdistill/demo}"
 X="$ROOT/${BUILD:-build}/xdistill"
 WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_SEQ="${S1_SEQ:-1024}" S1_STEPS="${S1_STEPS:-20}"
 S2_STEPS="${S2_STEPS:-60}" N="${N:-20}" GLOBAL_HEADS="${GLOBAL_HEADS:-auto:fit}"
-GLOBAL_KV="${GLOBAL_KV:-k8v4}" ECHO="${ECHO:-0.25}"
+GLOBAL_KV="${GLOBAL_KV:-k8v4}" ECHO="${ECHO:-0.5}"
 GH=(); [ "$GLOBAL_HEADS" != none ] && GH=(--global-heads "$GLOBAL_HEADS" --global-kv "$GLOBAL_KV")
 TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
 mkdir -p "$WORK"
