@@ -38,7 +38,7 @@ t=$(now)
     "$X" data prep --tokenizer "$T" "$WORK/kjv.txt" --doc-sep blank -o "$WORK/kjv.tok" "${TH[@]}"; }
 DATA="$WORK/kjv.tok"
 if [ "$ECHO" != 0 ]; then # retrieval-bearing training data: echoes beyond the window (docs/data.md)
-    DATA="$WORK/kjv-echo.tok"
+    DATA="$WORK/kjv-echo$ECHO.tok"
     "$X" data echo "$WORK/kjv.tok" --tokenizer "$T" -o "$DATA" --rate "$ECHO" \
         --min-gap $((WINDOW * 3 / 2)) --max-gap $((WINDOW * 32)) --quiet
 fi
@@ -67,12 +67,12 @@ stage "stage 1" $((S1_STEPS * S1_SEQ)) "$t" "$(now)"
 say "5/8 teacher logits (top-256, $S2_STEPS rows of $SEQ tokens)"
 t=$(now)
 "$X" teacher-logits "$T" --data "$DATA" --seq "$SEQ" --rows "$S2_STEPS" --topk 256 \
-    -o "$WORK/kjv-$SEQ-$S2_STEPS.topk" --quiet "${TH[@]}"
+    -o "$WORK/$(basename "$DATA" .tok)-$SEQ-$S2_STEPS.topk" --quiet "${TH[@]}"
 stage "teacher logits" $((S2_STEPS * SEQ)) "$t" "$(now)"
 
 say "6/8 Stage II: 0.9 CE + 0.1 KL ($S2_STEPS steps x $SEQ tokens, mixer parameters)"
 t=$(now)
-"$X" distill stage2 --student "$WORK/s1/model" --logits "$WORK/kjv-$SEQ-$S2_STEPS.topk" \
+"$X" distill stage2 --student "$WORK/s1/model" --logits "$WORK/$(basename "$DATA" .tok)-$SEQ-$S2_STEPS.topk" \
     --data "$DATA" -o "$WORK/s2" --steps "$S2_STEPS" --trainable mixer --lr 1e-3 \
     --eval-windows 8 "${TH[@]}" >/dev/null
 stage "stage 2" $((S2_STEPS * SEQ)) "$t" "$(now)"
