@@ -164,8 +164,8 @@ typedef struct {
 } xd_config;
 
 const char *xd_arch_name(xd_arch a);
-/* "float32", "bfloat16", "int8", "int4", "k8v4" (config.json's global_kv_dtype); parse: 0, or -1 for
- * another name (no error set). */
+/* "float32", "bfloat16", "int8", "int4", "k8v4" (config.json's global_kv_dtype); parse also
+ * takes the command line's "f32" and "bf16": 0, or -1 for another name (no error set). */
 const char *xd_kv_dtype_name(int dtype);
 int xd_kv_dtype_parse(const char *name, int *dtype);
 

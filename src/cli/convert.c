@@ -144,11 +144,8 @@ int cmd_convert(int argc, char **argv) {
             gh_spec = v;
         } else if ((r = take_opt(argc, argv, &i, "--global-kv", &v))) {
             if (r < 0) return 2;
-            static const char *const KV[] = {"f32", "bf16", "int8", "int4", "k8v4"}; /* xd_kv_dtype order */
-            int dt = -1;
-            for (int k = 0; k < (int)(sizeof KV / sizeof *KV); k++)
-                if (!strcmp(v, KV[k])) dt = k;
-            if (dt < 0) {
+            int dt;
+            if (xd_kv_dtype_parse(v, &dt)) {
                 cli_error("--global-kv: '%s' (expected bf16, int8, int4, k8v4 or f32)", v);
                 return 2;
             }

@@ -26,9 +26,13 @@ const char *xd_kv_dtype_name(int dtype) {
     return dtype >= 0 && dtype <= XD_KV_K8V4 ? KV_DTYPE_NAMES[dtype] : "unknown";
 }
 
+/* The command line's short names (convert --global-kv), in the same order. */
+static const char *const KV_DTYPE_SHORT[] = {"f32", "bf16", "int8", "int4", "k8v4"};
+
 int xd_kv_dtype_parse(const char *name, int *dtype) {
     for (int i = 0; i <= XD_KV_K8V4; i++)
-        if (name && !strcmp(name, KV_DTYPE_NAMES[i])) return *dtype = i, 0;
+        if (name && (!strcmp(name, KV_DTYPE_NAMES[i]) || !strcmp(name, KV_DTYPE_SHORT[i])))
+            return *dtype = i, 0;
     return -1;
 }
 

@@ -307,12 +307,16 @@ void xd_student_mlstm_inputs(const xd_config *c, const xd_layer *L, int n, const
 
 /* Global heads of layer l (docs/design.md, "Global heads"): the new keys/values of each
  * pair's KV head appended to its buffer, then the teacher's causal attention
- * (xd_attention, scale 1/√hd) of the pair's query heads over every position, written
- * over their slices of att. qg, og: scratch of n·nh·hd floats each. */
+ * (xd_attention, scale 1/√hd) of the pair's query heads over every position from
+ * exact_end on, written over their slices of att (the positions below exact_end take the
+ * window-exact rule's SWA output instead: 0 when the rule is off). qg, og: scratch of
+ * n·nh·hd floats each. */
 static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_plan *p,
-                        const float *q, const float *k, const float *v, float *qg, float *og,
-                        float *att) {
+                        int64_t exact_end, const float *q, const float *k, const float *v,
+                        float *qg, float *og, float *att) {
     int n = p->n, nh = c->n_head, hd = c->head_dim, qd = nh * hd, kvd = c->n_kv_head * hd;
+    size_t skip = exact_end > p->pos0 ? (size_t)(exact_end - p->pos0) : 0; /* rows before it */
+    if (skip > (size_t)n) skip = (size_t)n;
     int group = nh / c->n_kv_head, first[XD_MAX_GLOBAL_HEADS + 1];
     int npair = gkv_pairs(c, first);
     const xd_head_ref *gh = c->global_heads;
@@ -321,9 +325,10 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
     for (int b = 0; b < npair; b++) {
         int i0 = first[b], nq = first[b + 1] - i0, g = gh[i0].head / group;
         if (gh[i0].layer != l) continue;
-        for (size_t t = 0; t < (size_t)n; t++)
+        for (size_t t = skip; t < (size_t)n; t++)
             for (int r = 0; r < nq; r++)
-                memcpy(qg + (t * nq + r) * hd, q + t * qd + (size_t)gh[i0 + r].head * hd, row);
+                memcpy(qg + ((t - skip) * nq + r) * hd, q + t * qd + (size_t)gh[i0 + r].head * hd,
+                       row);
         /* nq query heads over one KV head: GQA with n_kv = 1 */
         /* rounded once when stored (bf16, int8, int4): every later read sees the same values */
         char *K = kv->gk[b], *V = kv->gv[b];
@@ -334,13 +339,16 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
             xd_kv_row_store(kt, K + at * krb, k + src, hd);
             xd_kv_row_store(vt, V + at * vrb, v + src, hd);
         }
-        int rc = xd_attention_kv(og, qg, K, V, n, p->pos0, nq, 1, hd, kv->gkv_dtype);
+        if (skip == (size_t)n) continue;
+        int rc = xd_attention_kv(og, qg, K, V, n - (int)skip, p->pos0 + (int64_t)skip, nq, 1, hd,
+                                 kv->gkv_dtype);
         if (rc)
             return xd_err("student global heads: out of memory at %lld tokens",
                           (long long)(p->pos0 + n));
-        for (size_t t = 0; t < (size_t)n; t++)
+        for (size_t t = skip; t < (size_t)n; t++)
             for (int r = 0; r < nq; r++)
-                memcpy(att + t * qd + (size_t)gh[i0 + r].head * hd, og + (t * nq + r) * hd, row);
+                memcpy(att + t * qd + (size_t)gh[i0 + r].head * hd,
+                       og + ((t - skip) * nq + r) * hd, row);
     }
     return 0;
 }
@@ -380,15 +388,14 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     }
     /* mix (pre-RoPE q, k) */
     xd_mix_forward(att, NULL, hm, hs, qp, qd, kp, kvd, v, kvd, L->w_mix, L->b_mix, n, nh, nkv, hd);
-    /* global heads: their slices of att are the full attention (the mix is not used) */
-    if (c->n_global_heads &&
-        global_heads(c, kv, l, p, q, k, v, fg + N * nh, fg + N * nh + N * qd, att))
-        goto done;
     /* the window-exact rule, for every head: below sinks + window the SWA branch is the
      * teacher's attention in fp32, so global heads take it too, not their compact cache */
-    if (c->exact_in_window)
-        xd_mix_exact_window(att, NULL, hs, 1, n, nh, hd, p->pos0, NULL,
-                            (int64_t)c->sinks + c->window);
+    int64_t exact_end = c->exact_in_window ? (int64_t)c->sinks + c->window : 0;
+    /* global heads: their slices of att are the full attention (the mix is not used) */
+    if (c->n_global_heads &&
+        global_heads(c, kv, l, p, exact_end, q, k, v, fg + N * nh, fg + N * nh + N * qd, att))
+        goto done;
+    if (exact_end) xd_mix_exact_window(att, NULL, hs, 1, n, nh, hd, p->pos0, NULL, exact_end);
     rc = 0;
 done:
     return rc;
