@@ -83,15 +83,6 @@ static char *slurp(const char *path, size_t *n) {
     return b;
 }
 
-static int same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
-    int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
-
 static void write_text(const char *name, const char *text) {
     FILE *f = fopen(P(name), "w");
     CHECK(f != NULL, "cannot write %s", name);
@@ -297,7 +288,7 @@ static void check_plain(const char *name, const char *const *experts, int k, con
         char a[300], b[300];
         snprintf(a, sizeof a, "%s/%s", name, files[f]);
         snprintf(b, sizeof b, "plain/%s", files[f]);
-        CHECK(same_file(P(a), P(b)), "%s differs from the plain merge's", a);
+        CHECK(test_same_file(P(a), P(b)), "%s differs from the plain merge's", a);
     }
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", P("plain"));
@@ -448,7 +439,7 @@ static void test_resume(void) {
     }
     json_decref(a);
     json_decref(b);
-    CHECK(same_file(P("R0/model.safetensors"), P("R1/model.safetensors")), "resumed: another model");
+    CHECK(test_same_file(P("R0/model.safetensors"), P("R1/model.safetensors")), "resumed: another model");
     check_no_leftovers("R1");
 
     /* a resume file of another search: starts over */

@@ -56,15 +56,6 @@ static unsigned char *read_bytes(const char *path, size_t *len) {
 
 static int exists(const char *path) { return access(path, F_OK) == 0; }
 
-static int same_file(const char *a, const char *b) {
-    size_t la, lb;
-    unsigned char *x = read_bytes(a, &la), *y = read_bytes(b, &lb);
-    int same = x && y && la == lb && !memcmp(x, y, la);
-    free(x);
-    free(y);
-    return same;
-}
-
 static int contains(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
 
 /* ---- expected documents ------------------------------------------------------- */
@@ -269,10 +260,10 @@ static void test_determinism(const xd_tokenizer *t) {
           xd_last_error());
     CHECK(prep(t, corpus_inputs, 4, XD_DOCSEP_LINE, 7, 0.05, 2, b, NULL) == 0, "prep b: %s",
           xd_last_error());
-    CHECK(same_file(a, b), "two preps (1 and 2 threads) are byte-identical");
+    CHECK(test_same_file(a, b), "two preps (1 and 2 threads) are byte-identical");
     CHECK(prep(t, corpus_inputs, 4, XD_DOCSEP_LINE, 8, 0.05, 2, c, NULL) == 0, "prep c: %s",
           xd_last_error());
-    CHECK(!same_file(a, c), "another seed gives another order");
+    CHECK(!test_same_file(a, c), "another seed gives another order");
     xd_tokdata *da = xd_tokdata_open(a), *dc = xd_tokdata_open(c);
     CHECK(da && dc, "open");
     if (da && dc) {
@@ -374,7 +365,7 @@ static void test_many_docs(const xd_tokenizer *t) {
           xd_last_error());
     CHECK(prep(t, in, 1, XD_DOCSEP_FILE, 3, 0.1, 1, out2, NULL) == 0, "prep many: %s",
           xd_last_error());
-    CHECK(same_file(out1, out2), "6000 documents: 1 and 2 threads byte-identical");
+    CHECK(test_same_file(out1, out2), "6000 documents: 1 and 2 threads byte-identical");
     check_docs("6000 JSONL documents", out1, L);
     xd_tokdata *d = xd_tokdata_open(out1);
     CHECK(d && xd_tokdata_split_docs(d, XD_SPLIT_VAL) == 600, "600 validation documents");
@@ -577,7 +568,7 @@ static void test_bad_prep(const xd_tokenizer *t) {
     CHECK(prep(t, empty, 3, XD_DOCSEP_BLANK, 1, 0.05, 0, out, NULL) == -1, "empty corpus fails");
     CHECK(contains(xd_last_error(), "empty corpus") && contains(xd_last_error(), "bad.bin"),
           "empty corpus message: %s", xd_last_error());
-    CHECK(same_file(out, keep) && !exists(tmp), "empty corpus: existing output kept, no .tmp");
+    CHECK(test_same_file(out, keep) && !exists(tmp), "empty corpus: existing output kept, no .tmp");
     const char *fresh = path_in("fresh.bin");
     CHECK(prep(t, empty, 3, XD_DOCSEP_FILE, 1, 0.05, 0, fresh, NULL) == -1 && !exists(fresh),
           "empty corpus: no output file");
@@ -589,7 +580,7 @@ static void test_bad_prep(const xd_tokenizer *t) {
     CHECK(contains(xd_last_error(), "bad1.jsonl: line 3") &&
               contains(xd_last_error(), "malformed JSON"),
           "malformed JSONL message: %s", xd_last_error());
-    CHECK(same_file(out, keep) && !exists(tmp), "malformed JSONL: output kept");
+    CHECK(test_same_file(out, keep) && !exists(tmp), "malformed JSONL: output kept");
     /* missing field */
     WRITE("bad2.jsonl", "{\"text\": \"ok\"}\n{\"content\": \"wrong field\"}\n");
     const char *in2[] = {path_in("bad2.jsonl")};
@@ -649,7 +640,7 @@ static void test_bad_prep(const xd_tokenizer *t) {
     CHECK(prep(t, in7, 1, XD_DOCSEP_FILE, 1, 0.05, 0, "/nonexistent-dir/x.bin", NULL) == -1 &&
               contains(xd_last_error(), "/nonexistent-dir/x.bin.tmp"),
           "unwritable output: %s", xd_last_error());
-    CHECK(same_file(out, keep) && !exists(tmp), "after all failures the output is intact");
+    CHECK(test_same_file(out, keep) && !exists(tmp), "after all failures the output is intact");
 }
 
 /* The hand file with one field changed (at byte offset at, n bytes). */
@@ -672,7 +663,7 @@ static void expect_corrupt(const char *what, const unsigned char *good, size_t l
 
 static void test_corrupt(const xd_tokenizer *t) {
     const char *p = path_in("hand.bin");
-    size_t len;
+    size_t len = 0;
     unsigned char *good = read_bytes(p, &len);
     CHECK(good && len == 64 + 8 * 6 + 2 * 14, "hand file size %zu", len);
     if (!good) return;
@@ -798,7 +789,7 @@ static void test_cli(const xd_tokenizer *t) {
     int rc = run_cli(args, out, sizeof out, 1);
     CHECK(rc == 0, "cli prep: status %d: %s", rc, out);
     CHECK(contains(out, "tokens/s"), "progress on stderr: %s", out);
-    CHECK(same_file(lib, bin), "the CLI and the library write the same bytes");
+    CHECK(test_same_file(lib, bin), "the CLI and the library write the same bytes");
     snprintf(args, sizeof args, "data info %s", bin);
     rc = run_cli(args, out, sizeof out, 0);
     CHECK(rc == 0 && contains(out, "documents       10 (train 8, validation 2)") &&
@@ -819,7 +810,7 @@ static void test_cli(const xd_tokenizer *t) {
     snprintf(args, sizeof args, "data prep --tokenizer %s %s -o %s", tiny, path_in("bad1.jsonl"),
              bin);
     rc = run_cli(args, out, sizeof out, 1);
-    CHECK(rc == 1 && contains(out, "bad1.jsonl: line 3") && same_file(lib, bin),
+    CHECK(rc == 1 && contains(out, "bad1.jsonl: line 3") && test_same_file(lib, bin),
           "cli malformed JSONL: %d: %s", rc, out);
     snprintf(args, sizeof args, "data prep --tokenizer %s %s -o %s --doc-sep words", tiny,
              corpus_inputs[0], bin);

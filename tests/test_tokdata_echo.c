@@ -185,15 +185,6 @@ static int echo(const xd_tokenizer *t, const char *in, const char *out, const xd
     return rc;
 }
 
-static int same_file(const char *p, const char *q) {
-    FILE *a = fopen(p, "rb"), *b = fopen(q, "rb");
-    int same = a && b, ca, cb;
-    while (same && ((ca = fgetc(a)) != EOF) | ((cb = fgetc(b)) != EOF)) same = ca == cb;
-    if (a) fclose(a);
-    if (b) fclose(b);
-    return same;
-}
-
 static char g_plain[512]; /* path_in's buffers are reused: keep the input's path */
 
 static void test_echoes(const xd_tokenizer *t) {
@@ -228,18 +219,18 @@ static void test_echoes(const xd_tokenizer *t) {
     o.span_frac = 0.5;
     CHECK(echo(t, in, path_in("e1.tok"), &o, &st, NULL) == 0, "seed 1: %s", xd_last_error());
     CHECK(echo(t, in, path_in("e2.tok"), &o, &st, NULL) == 0, "seed 1 again");
-    CHECK(same_file(path_in("e1.tok"), path_in("e2.tok")), "the same seed gives another file");
+    CHECK(test_same_file(path_in("e1.tok"), path_in("e2.tok")), "the same seed gives another file");
     o.seed = 2;
     CHECK(echo(t, in, path_in("e3.tok"), &o, &st, NULL) == 0, "seed 2");
-    CHECK(!same_file(path_in("e1.tok"), path_in("e3.tok")), "seed 2 gives seed 1's file");
+    CHECK(!test_same_file(path_in("e1.tok"), path_in("e3.tok")), "seed 2 gives seed 1's file");
     o.rate = 0;
     CHECK(echo(t, in, path_in("e0.tok"), &o, &st, NULL) == 0 && st.n_echoes == 0, "rate 0");
-    CHECK(same_file(in, path_in("e0.tok")), "rate 0 changes the file");
+    CHECK(test_same_file(in, path_in("e0.tok")), "rate 0 changes the file");
     /* gaps longer than any document: no echoes, the input unchanged */
     o.rate = 1;
     o.min_gap = o.max_gap = 100000;
     CHECK(echo(t, in, path_in("e0.tok"), &o, &st, NULL) == 0 && st.n_echoes == 0, "huge gap");
-    CHECK(same_file(in, path_in("e0.tok")), "a gap beyond every document changes the file");
+    CHECK(test_same_file(in, path_in("e0.tok")), "a gap beyond every document changes the file");
     /* the domain table is kept */
     static char dom[512];
     snprintf(dom, sizeof dom, "%s", path_in("dom.tok"));

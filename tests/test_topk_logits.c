@@ -455,15 +455,6 @@ static const char *tl_args(const char *data, const char *out, int k, int B) {
     return a;
 }
 
-static int same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
-    int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-
 static void test_cli_kill_resume(void) {
     char a[512], b[512], bp[600], msg[16384];
     snprintf(a, sizeof a, "%s/A.topk", dir);
@@ -514,7 +505,7 @@ static void test_cli_kill_resume(void) {
     }
     rc = run(tl_args("data", b, CK, CB), msg, sizeof msg);
     CHECK(rc == 0, "resumed run: rc %d: %s", rc, msg);
-    CHECK(same_file(a, b), "killed %d times and resumed: the file differs from the "
+    CHECK(test_same_file(a, b), "killed %d times and resumed: the file differs from the "
           "uninterrupted run's", kills);
     CHECK(access(bp, F_OK) != 0, "%s left behind", bp);
     printf("CLI: uninterrupted run %.2f s; killed %d times (%d with rows written, the last "
@@ -525,7 +516,7 @@ static void test_cli_kill_resume(void) {
     /* a rerun after completion says so and leaves the file alone */
     rc = run(tl_args("data", b, CK, CB), msg, sizeof msg);
     CHECK(rc == 0 && contains(msg, "already complete"), "rerun: rc %d: %s", rc, msg);
-    CHECK(same_file(a, b), "rerun changed the file");
+    CHECK(test_same_file(a, b), "rerun changed the file");
     /* ... also with another --batch (nothing is computed) */
     rc = run(tl_args("data", b, CK, 3), msg, sizeof msg);
     CHECK(rc == 0 && contains(msg, "already complete"), "rerun --batch 3: rc %d: %s", rc, msg);
