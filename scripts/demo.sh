@@ -11,6 +11,7 @@
 # k8v4; auto:45g: the 45 best; "none": no global heads), GLOBAL_KV (k8v4: int8 keys and int4
 # values in the decoding state; bf16, int8, int4 or f32), ECHO (0.5: the rate of `data echo`,
 # repeats of earlier lines 1.5 W to 32 W tokens back in the training data; 0: plain text),
+# ECHO_MIN_LEN (3: the shortest line or span repeated),
 # N (20 examples per task), THREADS (all cores).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,7 +20,7 @@ WORK="${WORK:-$HOME/.cache/xdistill/demo}"
 X="$ROOT/${BUILD:-build}/xdistill"
 WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_SEQ="${S1_SEQ:-1024}" S1_STEPS="${S1_STEPS:-20}"
 S2_STEPS="${S2_STEPS:-60}" N="${N:-20}" GLOBAL_HEADS="${GLOBAL_HEADS:-auto:fit}"
-GLOBAL_KV="${GLOBAL_KV:-k8v4}" ECHO="${ECHO:-0.5}"
+GLOBAL_KV="${GLOBAL_KV:-k8v4}" ECHO="${ECHO:-0.5}" ECHO_MIN_LEN="${ECHO_MIN_LEN:-3}"
 GH=(); [ "$GLOBAL_HEADS" != none ] && GH=(--global-heads "$GLOBAL_HEADS" --global-kv "$GLOBAL_KV")
 TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
 mkdir -p "$WORK"
@@ -38,9 +39,9 @@ t=$(now)
     "$X" data prep --tokenizer "$T" "$WORK/kjv.txt" --doc-sep blank -o "$WORK/kjv.tok" "${TH[@]}"; }
 DATA="$WORK/kjv.tok"
 if [ "$ECHO" != 0 ]; then # retrieval-bearing training data: echoes beyond the window (docs/data.md)
-    DATA="$WORK/kjv-echo$ECHO.tok"
+    DATA="$WORK/kjv-echo$ECHO-$ECHO_MIN_LEN.tok"
     "$X" data echo "$WORK/kjv.tok" --tokenizer "$T" -o "$DATA" --rate "$ECHO" \
-        --min-gap $((WINDOW * 3 / 2)) --max-gap $((WINDOW * 32)) --quiet
+        --min-len "$ECHO_MIN_LEN" --min-gap $((WINDOW * 3 / 2)) --max-gap $((WINDOW * 32)) --quiet
 fi
 stage data 0 "$t" "$(now)"
 
