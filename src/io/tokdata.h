@@ -171,7 +171,7 @@ typedef struct {
     uint64_t n_tokens_in, n_tokens_out;
 } xd_echo_stats;
 
-/* rate 0.25, min_gap 96, max_gap 2048, span_frac 0.5, min_len 6, max_span 32, seed 1. */
+/* rate 0.25, min_gap 96, max_gap 2048, span_frac 0.5, min_len 3, max_span 32, seed 1. */
 void xd_echo_defaults(xd_echo_opts *o);
 
 /* Writes in's documents with echoes to out_path (atomically; validation

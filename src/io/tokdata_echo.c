@@ -24,7 +24,7 @@ void xd_echo_defaults(xd_echo_opts *o) {
     o->min_gap = 96;
     o->max_gap = 2048;
     o->span_frac = 0.5;
-    o->min_len = 6;
+    o->min_len = 3;
     o->max_span = 32;
     o->seed = 1;
 }
