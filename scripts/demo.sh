@@ -67,13 +67,14 @@ stage "stage 1" $((S1_STEPS * S1_SEQ)) "$t" "$(now)"
 
 say "5/8 teacher logits (top-256, $S2_STEPS rows of $SEQ tokens)"
 t=$(now)
+LOGITS="$WORK/$(basename "$DATA" .tok)-$SEQ-$S2_STEPS.topk" # named after its data: one file per data
 "$X" teacher-logits "$T" --data "$DATA" --seq "$SEQ" --rows "$S2_STEPS" --topk 256 \
-    -o "$WORK/$(basename "$DATA" .tok)-$SEQ-$S2_STEPS.topk" --quiet "${TH[@]}"
+    -o "$LOGITS" --quiet "${TH[@]}"
 stage "teacher logits" $((S2_STEPS * SEQ)) "$t" "$(now)"
 
 say "6/8 Stage II: 0.9 CE + 0.1 KL ($S2_STEPS steps x $SEQ tokens, mixer parameters)"
 t=$(now)
-"$X" distill stage2 --student "$WORK/s1/model" --logits "$WORK/$(basename "$DATA" .tok)-$SEQ-$S2_STEPS.topk" \
+"$X" distill stage2 --student "$WORK/s1/model" --logits "$LOGITS" \
     --data "$DATA" -o "$WORK/s2" --steps "$S2_STEPS" --trainable mixer --lr 1e-3 \
     --eval-windows 8 "${TH[@]}" >/dev/null
 stage "stage 2" $((S2_STEPS * SEQ)) "$t" "$(now)"

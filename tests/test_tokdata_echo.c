@@ -57,10 +57,9 @@ static void write_corpus(void) {
 }
 
 static int prep(const xd_tokenizer *t, int domains, const char *out) {
-    const char *in[2] = {path_in("a.txt"), path_in("b.txt")};
-    static char keep[2][512];
-    snprintf(keep[0], sizeof keep[0], "%s", in[0]);
-    snprintf(keep[1], sizeof keep[1], "%s", in[1]);
+    static char keep[2][512]; /* path_in's buffers are reused */
+    snprintf(keep[0], sizeof keep[0], "%s", path_in("a.txt"));
+    snprintf(keep[1], sizeof keep[1], "%s", path_in("b.txt"));
     const char *inputs[2] = {keep[0], keep[1]};
     xd_prep_opts o;
     xd_prep_defaults(&o);
