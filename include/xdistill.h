@@ -161,7 +161,14 @@ typedef struct {
      * "float32" | "bfloat16" | "int8" | "int4" | "k8v4" (absent: float32). Training is fp32
      * whatever the type. */
     int global_kv_dtype;
+    /* The recurrent branch's memory (docs/design.md, "Gated delta rule"): XD_MEMORY_MLSTM
+     * (the mLSTM's additive update, default) or XD_MEMORY_DELTA (the gated delta rule: the
+     * same gates, feature maps and state size, but each write first erases what the key
+     * held). config.json "memory_rule": "mlstm" | "gated_delta" (absent: mlstm). */
+    int memory_rule;
 } xd_config;
+
+enum { XD_MEMORY_MLSTM = 0, XD_MEMORY_DELTA = 1 };
 
 const char *xd_arch_name(xd_arch a);
 /* "float32", "bfloat16", "int8", "int4", "k8v4" (config.json's global_kv_dtype); parse also
@@ -262,6 +269,7 @@ typedef struct {
     xd_head_ref global_heads[XD_MAX_GLOBAL_HEADS];
     int global_kv_dtype; /* their keys/values' type in the decoding state (xd_kv_dtype;
                           * default XD_KV_BF16) */
+    int memory_rule;     /* xd_config.memory_rule (default XD_MEMORY_MLSTM) */
 } xd_student_opts;
 
 void xd_student_defaults(xd_student_opts *o);

@@ -8,8 +8,9 @@
  *  - the constant-size decoding state: one prefill, token-by-token decoding
  *    and prefills in uneven pieces give the same logits (windows that
  *    overflow the buffer, the temporary-run path, sinks, the mLSTM state
- *    carried between calls);
- *  - save / load round trip and config errors;
+ *    carried between calls), with either memory rule (and the rule changes the logits);
+ *  - save / load round trip and config errors; the memory rule (mLSTM or gated delta)
+ *    in the config and convert --memory;
  *  - the window-exact rule (config exact_in_window, convert's default): with
  *    a randomised mixer, positions below sinks + window give the teacher's
  *    logits and later ones do not, in one prefill, decoding and pieces;
@@ -26,6 +27,8 @@
 #include "kernels/train_ops.h"
 #include "model/model.h"
 #include "model/student.h"
+#include "cli_util.h"
+#include "core/file.h"
 #include "student_util.h"
 #include "test.h"
 
@@ -132,7 +135,7 @@ static void teacher_kv_copy(const xd_model *t) {
     free(b);
 }
 
-static void decode_state(const char *name, int window, int sinks, int chunk) {
+static void decode_state(const char *name, int window, int sinks, int chunk, int memory) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
     xd_model *t = xd_model_load(dir);
@@ -142,8 +145,14 @@ static void decode_state(const char *name, int window, int sinks, int chunk) {
     o.window = window;
     o.sinks = sinks;
     o.chunk = chunk;
+    o.memory_rule = memory;
     teacher_kv_copy(t);
     xd_model *s = xd_student_convert(t, &o);
+    xd_model *other = NULL; /* the same student with the other memory rule */
+    if (s) {
+        o.memory_rule = !memory;
+        other = xd_student_convert(t, &o);
+    }
     xd_model_free(t);
     if (!s) { CHECK(0, "convert: %s", xd_last_error()); return; }
     test_randomise_mixer(s, 11);
@@ -152,7 +161,16 @@ static void decode_state(const char *name, int window, int sinks, int chunk) {
     rand_ids(ids, n, V, 3);
     size_t nv = (size_t)n * V;
     float *a = malloc(nv * 4), *b = malloc(nv * 4);
+    const char *mem = memory == XD_MEMORY_DELTA ? "delta" : "mlstm";
     CHECK(test_run_pieces(s, ids, n, (int[]){n}, 1, n, a) == 0, "prefill: %s", xd_last_error());
+    if (other) { /* the memory rule is used: beyond the window the logits differ */
+        test_randomise_mixer(other, 11);
+        CHECK(test_run_pieces(other, ids, n, (int[]){n}, 1, n, b) == 0, "other: %s",
+              xd_last_error());
+        double e = max_abs_diff(a, b, nv);
+        CHECK(e > 1e-3, "%s %s: the other memory rule gives the same logits (%g)", name, mem, e);
+        xd_model_free(other);
+    }
     const int p1[] = {1}, p2[] = {13, 1, 30, 2, 44}, p3[] = {window + 3, 1};
     const int *ps[] = {p1, p2, p3};
     const int nps[] = {1, 5, 2};
@@ -160,9 +178,10 @@ static void decode_state(const char *name, int window, int sinks, int chunk) {
     for (int i = 0; i < 3; i++) {
         CHECK(test_run_pieces(s, ids, n, ps[i], nps[i], n, b) == 0, "%s: %s", what[i], xd_last_error());
         double e = max_abs_diff(a, b, nv);
-        printf("  state %-10s W %d S %d chunk %d, %-22s max |diff| vs one prefill %.2e (tol 1e-4)\n",
-               name, window, sinks, chunk, what[i], e);
-        /* tolerance: chunkwise vs recurrent mLSTM (agree to ~1e-6 relative) */
+        printf("  state %-10s %s W %d S %d chunk %d, %-22s max |diff| vs one prefill %.2e "
+               "(tol 1e-4)\n", name, mem, window, sinks, chunk, what[i], e);
+        /* tolerance: chunkwise vs recurrent mLSTM (agree to ~1e-6 relative); the delta
+         * rule's step and forward are one code path (equal bits), the rest is rounding */
         CHECK(e <= 1e-4, "%s %s: %g", name, what[i], e);
     }
     /* a copied state continues exactly like the original (eval reuses a choice
@@ -200,6 +219,7 @@ static void save_load(void) {
     o.window = 8;
     o.sinks = 2;
     o.chunk = 8;
+    o.memory_rule = XD_MEMORY_DELTA;
     xd_model *s = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!s) { CHECK(0, "convert: %s", xd_last_error()); return; }
@@ -214,7 +234,8 @@ static void save_load(void) {
     if (s2) {
         const xd_config *c = xd_model_config(s2);
         CHECK(c->student && c->window == 8 && c->sinks == 2 && c->chunk == 8 &&
-                  c->gate_softcap == 15.0f && c->arch == XD_ARCH_QWEN3 && c->exact_in_window == 1,
+                  c->gate_softcap == 15.0f && c->arch == XD_ARCH_QWEN3 && c->exact_in_window == 1 &&
+                  c->memory_rule == XD_MEMORY_DELTA,
               "config round trip");
         CHECK(test_logits_gap(s, s2, 30, 9) == 0, "reloaded student differs");
         xd_model_free(s2);
@@ -229,10 +250,13 @@ static void save_load(void) {
         {"s/\"window\": 0/\"window\": 8/; s/\"exact_in_window\": true/\"exact_in_window\": 1/",
          "config.json: exact_in_window: expected true or false"},
         {"s/\"exact_in_window\": 1/\"exact_in_windoh\": 1/", NULL},
-        {"s/\"base_architecture\": \"Qwen3ForCausalLM\"/\"base_architecture\": \"GPT2LMHeadModel\"/",
+        {"s/\"memory_rule\": \"gated_delta\"/\"memory_rule\": \"delta\"/",
+         "config.json: memory_rule: expected \"mlstm\" or \"gated_delta\""},
+        {"s/\"memory_rule\": \"delta\"/\"memory_rule\": \"mlstm\"/; "
+         "s/\"base_architecture\": \"Qwen3ForCausalLM\"/\"base_architecture\": \"GPT2LMHeadModel\"/",
          "base_architecture"},
     };
-    for (int e = 0; e < 5; e++) {
+    for (int e = 0; e < 6; e++) {
         snprintf(cmd, sizeof cmd, "sed -i '%s' %s", edits[e][0], cfg);
         CHECK(system(cmd) == 0, "sed");
         s2 = xd_model_load(path);
@@ -253,6 +277,29 @@ static void save_load(void) {
           "window 0 accepted: %s", xd_last_error());
     xd_model_free(t);
     xd_model_free(s);
+}
+
+/* convert --memory: the config names the rule; an unknown rule is refused by name */
+static void cli_memory(void) {
+    char dir[] = "/tmp/xd_student_mem_XXXXXX", cmd[1200], out[4096], cfg[600];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o %s/s --window 4 --memory delta",
+             XD_SOURCE_DIR, dir);
+    int rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);
+    CHECK(rc == 0, "convert --memory delta: exit %d: %s", rc, out);
+    snprintf(cfg, sizeof cfg, "%s/s/config.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK(xd_read_file(cfg, &text, &len) == 0 && strstr(text, "\"memory_rule\": \"gated_delta\""),
+          "config.json: %s", text ? text : xd_last_error());
+    free(text);
+    snprintf(cmd, sizeof cmd, "convert %s/tests/fixtures/tiny-llama -o %s/t --memory lstm",
+             XD_SOURCE_DIR, dir);
+    rc = test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR);
+    CHECK(rc != 0 && strstr(out, "--memory: 'lstm' (expected mlstm or delta)"),
+          "--memory lstm: exit %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "rm");
 }
 
 /* ---- the window-exact rule -------------------------------------------------------- */
@@ -315,11 +362,14 @@ int main(void) {
     swa_kernel(70, 6, 2, 16, 9, 3);
     swa_kernel(40, 2, 1, 8, 100, 4);
     swa_kernel(3, 2, 1, 8, 2, 5);
-    decode_state("tiny-llama", 6, 2, 16);
-    decode_state("tiny-qwen2", 16, 4, 8);
-    decode_state("tiny-olmo2", 1, 0, 5);
-    decode_state("tiny-llama", 40, 3, 64);
+    decode_state("tiny-llama", 6, 2, 16, XD_MEMORY_MLSTM);
+    decode_state("tiny-qwen2", 16, 4, 8, XD_MEMORY_MLSTM);
+    decode_state("tiny-olmo2", 1, 0, 5, XD_MEMORY_MLSTM);
+    decode_state("tiny-llama", 40, 3, 64, XD_MEMORY_MLSTM);
+    decode_state("tiny-qwen2", 16, 4, 8, XD_MEMORY_DELTA);
+    decode_state("tiny-olmo2", 1, 0, 5, XD_MEMORY_DELTA);
     save_load();
+    cli_memory();
     window_exact("tiny-llama");
     window_exact("tiny-qwen3");
     return test_summary("test_student");

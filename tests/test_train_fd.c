@@ -6,7 +6,8 @@
  * students converted from them (issue 5: the mixer — SWA + sinks, Hedgehog
  * feature maps, gates, chunkwise mLSTM, mix — inside the whole model, with
  * packed documents; the mixer's new parameters randomised so that every
- * gradient is non-trivial; also with global heads, issue 13). A student's
+ * gradient is non-trivial; also with global heads and with the gated delta rule as
+ * the memory, issue 13). A student's
  * training forward must also give the logits of its inference forward (an
  * independent code path for the SWA branch, the global heads and the
  * decoding state).
@@ -41,6 +42,8 @@ static double loss_of(xd_trainer_model *tm) {
 /* Global heads of the next student_of (docs/design.md, "Global heads"). */
 static int n_global;
 static xd_head_ref global[8];
+/* The memory rule of the next student_of (docs/design.md, "Gated delta rule"). */
+static int memory_rule = XD_MEMORY_MLSTM;
 
 /* A student of the tiny model `name` with its mixer parameters randomised. */
 static xd_model *student_of(const char *name, int window, int sinks, int chunk) {
@@ -56,6 +59,7 @@ static xd_model *student_of(const char *name, int window, int sinks, int chunk) 
     o.n_global_heads = n_global;
     memcpy(o.global_heads, global, sizeof global);
     o.global_kv_dtype = XD_KV_F32; /* training computes fp32; the inference it is compared with too */
+    o.memory_rule = memory_rule;
     xd_model *m = xd_student_convert(t, &o);
     xd_model_free(t);
     if (!m) return NULL;
@@ -155,8 +159,9 @@ static void check_model(const char *name, int window, int sinks, int docs, int s
     }
     CHECK(bad == 0, "%s: %d of %d coordinates disagree with finite differences", name, bad, checked);
     printf("%-12s%s window %d sinks %d docs %d global heads %d: %d coordinates, worst "
-           "err/(|fd|+1e-2) %.2e\n", name, student ? " student" : "", window, sinks, docs,
-           student ? n_global : 0, checked, worst);
+           "err/(|fd|+1e-2) %.2e\n", name,
+           !student ? "" : memory_rule == XD_MEMORY_DELTA ? " student (delta)" : " student",
+           window, sinks, docs, student ? n_global : 0, checked, worst);
     free(ws);
     xd_tm_free(&tm);
     xd_model_free(m);
@@ -182,5 +187,10 @@ int main(void) {
     global[0] = (xd_head_ref){1, 0};
     check_model("tiny-qwen3", 2, 1, 0, 1);
     n_global = 0;
+    /* the gated delta rule as the recurrent memory, with and without documents */
+    memory_rule = XD_MEMORY_DELTA;
+    check_model("tiny-llama", 3, 2, 1, 1);
+    check_model("tiny-qwen2", 2, 2, 0, 1);
+    memory_rule = XD_MEMORY_MLSTM;
     return test_summary("test_train_fd");
 }

@@ -1,11 +1,14 @@
 /* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
- *                  [--softcap C] [--swa-only] [--no-exact-window] [--global-heads L:H,...] [--global-kv bf16|int8|int4|k8v4|f32]
+ *                  [--softcap C] [--swa-only] [--no-exact-window] [--memory mlstm|delta]
+ *                  [--global-heads L:H,...] [--global-kv bf16|int8|int4|k8v4|f32]
  *                  [--state-budget FRAC[@TOKENS]] [--threads N]
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
  * --no-exact-window: positions whose every earlier token is still in the window use the mix
  * too (by default they take the SWA branch alone, the teacher's attention exactly; config
  * exact_in_window).
+ * --memory delta: the recurrent branch uses the gated delta rule instead of the mLSTM's
+ * additive update (config memory_rule "gated_delta"; docs/design.md, "Gated delta rule").
  * --global-heads 12:3,20:1: query heads (layer:head, 0-based) kept as the
  * teacher's full causal attention (docs/design.md, "Global heads");
  * --global-heads auto:K: the K best of the teacher's retrieval probe
@@ -139,6 +142,15 @@ int cmd_convert(int argc, char **argv) {
             o.swa_only = 1;
         } else if (!strcmp(argv[i], "--no-exact-window")) {
             o.exact_in_window = 0;
+        } else if ((r = take_opt(argc, argv, &i, "--memory", &v))) {
+            if (r < 0) return 2;
+            if (!strcmp(v, "mlstm")) o.memory_rule = XD_MEMORY_MLSTM;
+            else if (!strcmp(v, "delta") || !strcmp(v, "gated-delta"))
+                o.memory_rule = XD_MEMORY_DELTA;
+            else {
+                cli_error("--memory: '%s' (expected mlstm or delta)", v);
+                return 2;
+            }
         } else if ((r = take_opt(argc, argv, &i, "--global-heads", &v))) {
             if (r < 0) return 2;
             gh_spec = v;
@@ -172,7 +184,7 @@ int cmd_convert(int argc, char **argv) {
     }
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C] [--swa-only] [--no-exact-window] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
+                  "[--chunk L] [--softcap C] [--swa-only] [--no-exact-window] [--memory mlstm|delta] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
                   "[--global-kv bf16|int8|int4|k8v4|f32] [--state-budget FRAC[@TOKENS]]");
         return 2;
     }

@@ -362,6 +362,14 @@ static int parse_student(const src *s, xd_config *c) {
     if (ex && !json_is_boolean(ex) && !json_is_null(ex))
         return xd_err("%s: exact_in_window: expected true or false", s->path);
     c->exact_in_window = ex && json_is_true(ex);
+    const json_t *mr = field(s->obj, "memory_rule"); /* absent: mlstm (older students) */
+    c->memory_rule = XD_MEMORY_MLSTM;
+    if (mr && !json_is_null(mr)) {
+        const char *v = json_is_string(mr) ? json_string_value(mr) : "";
+        if (!strcmp(v, "gated_delta")) c->memory_rule = XD_MEMORY_DELTA;
+        else if (strcmp(v, "mlstm"))
+            return xd_err("%s: memory_rule: expected \"mlstm\" or \"gated_delta\"", s->path);
+    }
     c->student = 1;
     c->mlstm_scale = (float)scale;
     c->mlstm_eps = (float)eps;

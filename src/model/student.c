@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/f16.h"
+#include "kernels/delta.h"
 #include "kernels/hybrid_ops.h"
 #include "kernels/kernels.h"
 #include "kernels/mlstm.h"
@@ -380,7 +381,12 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
     size_t sl = (size_t)l;
     xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
-    if (n == 1) {
+    if (c->memory_rule == XD_MEMORY_DELTA) { /* the state is C alone (n, m stay 0) */
+        if (n == 1) xd_delta_step(hm, st.C, phq, phk, ve, ig, fg, 0, &mc);
+        else if (xd_delta_forward(hm, NULL, st.C, &(xd_mlstm_in){phq, phk, ve, ig, fg, NULL},
+                                  p->pos0 > 0 ? st.C : NULL, n, &mc))
+            goto done;
+    } else if (n == 1) {
         xd_mlstm_step(hm, &st, phq, phk, ve, ig, fg, 0, &mc);
     } else {
         xd_mlstm_in in = {phq, phk, ve, ig, fg, NULL};

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "kernels/hybrid_ops.h"
 #include "kernels/kernels.h"
+#include "kernels/delta.h"
 #include "kernels/mlstm.h"
 #include "kernels/train_ops.h"
 #include "model/student.h"
@@ -24,6 +25,12 @@ static void layer_globals(const xd_config *c, int l, int *i0, int *i1) {
     *i0 = i;
     while (i < c->n_global_heads && c->global_heads[i].layer == l) i++;
     *i1 = i;
+}
+
+/* Floats of the recurrent branch's cache for one row of T tokens (mLSTM or delta rule). */
+static int64_t memory_cache_floats(const xd_config *c, int64_t T, const xd_mlstm_cfg *mc) {
+    return c->memory_rule == XD_MEMORY_DELTA ? xd_delta_cache_floats(T, mc)
+                                             : xd_mlstm_cache_floats(T, mc);
 }
 
 size_t xd_mixer_acts_layout(const xd_config *c, int layer, int B, int T, xd_mixer_acts *a,
@@ -45,7 +52,7 @@ size_t xd_mixer_acts_layout(const xd_config *c, int layer, int B, int T, xd_mixe
     a->hm = take(base, &cur, BT * qd);
     a->hs = take(base, &cur, BT * qd);
     a->o = take(base, &cur, BT * nh);
-    a->cache = take(base, &cur, (size_t)B * (size_t)xd_mlstm_cache_floats(T, &mc));
+    a->cache = take(base, &cur, (size_t)B * (size_t)memory_cache_floats(c, T, &mc));
     a->probs = take(base, &cur, (size_t)B * nh * T * T);
     a->gprobs = take(base, &cur, (size_t)B * (size_t)(g1 - g0) * T * T);
     return cur;
@@ -194,7 +201,7 @@ int xd_mixer_train_forward(const xd_config *c, int layer, const xd_layer *L, xd_
     int nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd, BT = B * T;
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
-    int64_t cf = xd_mlstm_cache_floats(T, &mc);
+    int64_t cf = memory_cache_floats(c, T, &mc);
     for (int b = 0; b < B; b++) { /* SWA branch */
         size_t r = (size_t)b * T;
         xd_attn_train_forward(a->hs + r * qd, a->probs + (size_t)b * nh * T * T, q + r * qd,
@@ -207,9 +214,12 @@ int xd_mixer_train_forward(const xd_config *c, int layer, const xd_layer *L, xd_
         size_t r = (size_t)b * T;
         xd_mlstm_in in = {a->phq + r * nh * dphi, a->phk + r * nh * dphi, a->ve + r * qd,
                           a->ig + r * nh, a->fg + r * nh, doc_start ? doc_start + r : NULL};
-        if (xd_mlstm_chunk_forward(a->hm + r * qd, a->cache + (size_t)b * cf, NULL, &in, NULL, T,
-                                   &mc))
-            return -1;
+        int rc = c->memory_rule == XD_MEMORY_DELTA
+                     ? xd_delta_forward(a->hm + r * qd, a->cache + (size_t)b * cf, NULL, &in,
+                                        NULL, T, &mc)
+                     : xd_mlstm_chunk_forward(a->hm + r * qd, a->cache + (size_t)b * cf, NULL,
+                                              &in, NULL, T, &mc);
+        if (rc) return -1;
     }
     xd_mix_forward(att, a->o, a->hm, a->hs, a->qp, qd, a->kp, kvd, v, kvd, L->w_mix, L->b_mix,
                    BT, nh, nkv, hd);
@@ -230,7 +240,7 @@ int xd_mixer_train_backward(const xd_config *c, int layer, const xd_layer *L, xd
     int qd = nh * hd, kvd = nkv * hd, dphi = 2 * hd, group = nh / nkv, BT = B * T;
     size_t nq = (size_t)BT * qd, ng = (size_t)BT * nh, nphi = (size_t)BT * nh * dphi;
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
-    int64_t cf = xd_mlstm_cache_floats(T, &mc);
+    int64_t cf = memory_cache_floats(c, T, &mc);
     int want_qkv = din->dq || din->dk || din->dv;
 
     /* global heads: their gradient goes through their attention only; the mix (and so
@@ -265,9 +275,12 @@ int xd_mixer_train_backward(const xd_config *c, int layer, const xd_layer *L, xd
                           a->ig + r * nh, a->fg + r * nh, doc_start ? doc_start + r : NULL};
         xd_mlstm_grads g = {s->dphq + r * nh * dphi, s->dphk + r * nh * dphi,
                             din->dv ? s->dve + r * qd : NULL, s->dig + r * nh, s->dfg + r * nh};
-        if (xd_mlstm_chunk_backward(&g, NULL, s->dhm + r * qd, NULL, a->hm + r * qd,
-                                    a->cache + (size_t)b * cf, &in, NULL, T, &mc))
-            return -1;
+        int rc = c->memory_rule == XD_MEMORY_DELTA
+                     ? xd_delta_backward(&g, NULL, s->dhm + r * qd, NULL,
+                                         a->cache + (size_t)b * cf, &in, NULL, T, &mc)
+                     : xd_mlstm_chunk_backward(&g, NULL, s->dhm + r * qd, NULL, a->hm + r * qd,
+                                               a->cache + (size_t)b * cf, &in, NULL, T, &mc);
+        if (rc) return -1;
     }
     if (din->dv) /* values per query head → their KV group */
         for (size_t t = 0; t < (size_t)BT; t++)
