@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "vmath.h"
 
 #define NORM_EPS 1e-6 /* inside the square root of ‖x‖ */
 
@@ -150,18 +151,17 @@ static void chunk_backward(const bw_ctx *c, int hh, int64_t t0, int64_t t1, floa
         float a = sigmoidf_d(in->fg[th]), b = sigmoidf_d(in->ig[th]);
         /* h = Mᵀq̂: dq̂ = M dh, dM += q̂ dhᵀ */
         for (int j = 0; j < dphi; j++) {
-            const float *Mj = cur + (size_t)j * dv;
-            float *dMj = dM + (size_t)j * dv, qj = q[j] * rq, s = 0;
-            for (int i = 0; i < dv; i++) s += Mj[i] * dh[i], dMj[i] += qj * dh[i];
-            dqh[j] = s;
+            float *dMj = dM + (size_t)j * dv, qj = q[j] * rq;
+            dqh[j] = (float)xd_dot_lanes(cur + (size_t)j * dv, dh, dv);
+            for (int i = 0; i < dv; i++) dMj[i] += qj * dh[i];
         }
         /* M_t = α M_{t−1} + k̂ rᵀ: dr = dMᵀk̂, dk̂ = dM r */
         for (int i = 0; i < dv; i++) r[i] = b * (v[i] - a * u[i]), w[i] = 0;
         for (int j = 0; j < dphi; j++) {
             const float *dMj = dM + (size_t)j * dv;
-            float kj = k[j] * rk, s = 0;
-            for (int i = 0; i < dv; i++) w[i] += kj * dMj[i], s += dMj[i] * r[i];
-            dkh[j] = s;
+            float kj = k[j] * rk;
+            for (int i = 0; i < dv; i++) w[i] += kj * dMj[i];
+            dkh[j] = (float)xd_dot_lanes(dMj, r, dv);
         }
         /* r = β(v − α u) */
         double dbeta = 0, dalpha = 0;
@@ -179,11 +179,9 @@ static void chunk_backward(const bw_ctx *c, int hh, int64_t t0, int64_t t1, floa
         } else {
             for (int j = 0; j < dphi; j++) {
                 const float *Pj = prev + (size_t)j * dv;
-                float *dMj = dM + (size_t)j * dv, kj = k[j] * rk, s = 0;
-                double sa = 0;
-                for (int i = 0; i < dv; i++) sa += (double)dMj[i] * Pj[i], s += Pj[i] * du[i];
-                dalpha += sa;
-                dkh[j] += s;
+                float *dMj = dM + (size_t)j * dv, kj = k[j] * rk;
+                dalpha += xd_dot_lanes(dMj, Pj, dv);
+                dkh[j] += (float)xd_dot_lanes(Pj, du, dv);
                 for (int i = 0; i < dv; i++) dMj[i] = a * dMj[i] + kj * du[i];
             }
         }

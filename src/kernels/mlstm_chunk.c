@@ -70,6 +70,7 @@
 
 #include "core/error.h"
 #include "mlstm.h"
+#include "vmath.h"
 
 typedef struct {
     int H, dphi, dv, L, has_init;
@@ -140,17 +141,7 @@ static inline float exp_neg(float x) {
     return x < -87.0f ? 0.0f : p * two_n;
 }
 
-/* Σ a·b and Σ a in double, in 8 fixed lanes (the compiler vectorises the
- * lane loop; the summation order is fixed, whatever the ISA or threads) */
-static double dot_f(const float *a, const float *b, int64_t n) {
-    double l[8] = {0}, s = 0;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) l[j] += (double)a[i + j] * b[i + j];
-    for (; i < n; i++) s += (double)a[i] * b[i];
-    return s + (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])));
-}
-
+/* Σ a in double, in 8 fixed lanes (as xd_dot_lanes) */
 static double sum_f(const float *a, int64_t n) {
     double l[8] = {0}, s = 0;
     int64_t i = 0;
@@ -297,7 +288,7 @@ static void fwd_chunk(float *hout, const dims *d, const cache_t *cc, const xd_ml
             const float *qi = Q + (int64_t)i * d->qs;
             float *qw = Qw + (int64_t)i * d->dphi;
             for (int x = 0; x < d->dphi; x++) qw[x] = w * qi[x];
-            Z[i] += dot_f(qw, nc, d->dphi);
+            Z[i] += xd_dot_lanes(qw, nc, d->dphi);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d->dv, d->dphi, 1.0f, Qw,
                     d->dphi, Cc, d->dv, 1.0f, Ho, (int)d->vs);
@@ -389,7 +380,7 @@ static void row_grads(float *dnum, double *dZ, double *dm, const dims *d, const 
                       const float *dh, const float *hout, int h, int64_t t0, int n) {
     for (int i = 0; i < n; i++) {
         int64_t th = (t0 + i) * d->H + h, o = (t0 + i) * d->vs + (int64_t)h * d->dv;
-        double den = cc->den[th], hd = dot_f(dh + o, hout + o, d->dv);
+        double den = cc->den[th], hd = xd_dot_lanes(dh + o, hout + o, d->dv);
         const float *dhr = dh + o;
         float *dr = dnum + (int64_t)i * d->dv, inv = (float)(1.0 / den);
         for (int x = 0; x < d->dv; x++) dr[x] = dhr[x] * inv;
@@ -430,8 +421,8 @@ static void bwd_states(const dims *d, const cache_t *cc, const bwd_t *bw, const 
             const float *qi = Q + (int64_t)i * d->qs;
             double ws = G->ws[i], das = 0;
             if (ws != 0) {
-                double y = d->s * dot_f(qi, nc, d->dphi);
-                das = ws * (dot_f(R + (int64_t)i * d->dv, dnum + (int64_t)i * d->dv, d->dv) +
+                double y = d->s * xd_dot_lanes(qi, nc, d->dphi);
+                das = ws * (xd_dot_lanes(R + (int64_t)i * d->dv, dnum + (int64_t)i * d->dv, d->dv) +
                             y * dZ[i]);
                 float wz = (float)(d->s * ws * dZ[i]);
                 for (int x = 0; x < d->dphi; x++) dnc[x] += wz * qi[x];
@@ -448,11 +439,11 @@ static void bwd_states(const dims *d, const cache_t *cc, const bwd_t *bw, const 
         for (int64_t x = 0; x < d->csz; x++) dCc[x] = (float)wso * dCn[x];
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d->dphi, d->dv, n, 1.0f, Q,
                     (int)d->qs, D, d->dv, 1.0f, dCc, d->dv);
-        double daso = wso * (dot_f(Cc, dCn, d->csz) + dot_f(nc, dnn, d->dphi));
+        double daso = wso * (xd_dot_lanes(Cc, dCn, d->csz) + xd_dot_lanes(nc, dnn, d->dphi));
         if (G->am[e] < 0) daso += bw->dmt[sn];
         bw->daso[sc] = daso;
         bw->dmg[sc] = sum_das + daso;
-        bw->dmt[sc] = bw->dmg[sc] - dot_f(Cc, dCc, d->csz) - dot_f(nc, dnc, d->dphi);
+        bw->dmt[sc] = bw->dmg[sc] - xd_dot_lanes(Cc, dCc, d->csz) - xd_dot_lanes(nc, dnc, d->dphi);
     }
 }
 
@@ -530,7 +521,7 @@ static void bwd_chunk(const xd_mlstm_grads *gr, const dims *d, const cache_t *cc
             float wo = exp_neg((float)(G->B[j] + ge_mf));
             const float *kj = K + (int64_t)j * d->qs, *vj = V + (int64_t)j * d->vs;
             const float *kdc = b->KdC + (int64_t)jj * d->dv;
-            b->dao[j] = wo * (dot_f(kdc, vj, d->dv) + dot_f(kj, dnn, d->dphi));
+            b->dao[j] = wo * (xd_dot_lanes(kdc, vj, d->dv) + xd_dot_lanes(kj, dnn, d->dphi));
             if (gr->v) {
                 float *dv = gr->v + vo + (int64_t)j * d->vs;
                 for (int x = 0; x < d->dv; x++) dv[x] += wo * kdc[x];
@@ -612,8 +603,8 @@ int xd_mlstm_chunk_backward(const xd_mlstm_grads *g, xd_mlstm_state *dinit, cons
             memset(dn, 0, (size_t)d.dphi * sizeof(float));
             bw.dmg[o + hh] = 0;
         }
-        bw.dmt[o + hh] = bw.dmg[o + hh] - dot_f(cc.C + (o + hh) * d.csz, dC, d.csz) -
-                         dot_f(cc.n + (o + hh) * d.dphi, dn, d.dphi);
+        bw.dmt[o + hh] = bw.dmg[o + hh] - xd_dot_lanes(cc.C + (o + hh) * d.csz, dC, d.csz) -
+                         xd_dot_lanes(cc.n + (o + hh) * d.dphi, dn, d.dphi);
     }
     int L = d.L, fail = 0;
     int lw = d.dphi > d.dv ? d.dphi : d.dv;

@@ -77,4 +77,15 @@ static inline double xd_sum_d(const float *x, int64_t n) {
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* Σ a_i·b_i in double, in 8 fixed lanes: the compiler vectorises the lane loop without
+ * -ffast-math, and the summation order is fixed whatever the ISA or the threads. */
+static inline double xd_dot_lanes(const float *a, const float *b, int64_t n) {
+    double l[8] = {0}, s = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) l[j] += (double)a[i + j] * b[i + j];
+    for (; i < n; i++) s += (double)a[i] * b[i];
+    return s + (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])));
+}
+
 #endif
