@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "xdistill.h"
+#include "fixture_util.h"
 #include "io/safetensors.h"
 #include "kernels/delta.h"
 #include "test.h"
@@ -103,17 +104,6 @@ static void prob_free(prob *p) {
 
 /* ---- 1. PyTorch ------------------------------------------------------------------------ */
 
-static float *st_get(const st_set *s, const char *name, int64_t n) {
-    const st_tensor *t = xd_st_find(s, name);
-    if (!t) return NULL;
-    int64_t cnt = 1;
-    for (int i = 0; i < t->n_dims; i++) cnt *= t->shape[i];
-    if (cnt != n) return NULL;
-    float *x = fbuf((size_t)n);
-    xd_st_to_f32(s, t, x);
-    return x;
-}
-
 static void torch_case(const st_set *s, const char *cs, int has_init) {
     const int64_t T = 70;
     xd_mlstm_cfg c = xd_mlstm_cfg_default(2, 16, 8);
@@ -127,7 +117,7 @@ static void torch_case(const st_set *s, const char *cs, int has_init) {
     for (int i = 0; i < nx; i++) {
         char nm[64];
         snprintf(nm, sizeof nm, "%s.%s", cs, names[i]);
-        x[i] = st_get(s, nm, sizes[i]);
+        x[i] = test_st_floats(s, nm, sizes[i]);
         CHECK(x[i] != NULL, "fixture tensor %s", nm);
         ok = ok && x[i];
     }

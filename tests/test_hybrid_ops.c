@@ -33,6 +33,7 @@
 
 #include "xdistill.h"
 #include "core/rng.h"
+#include "fixture_util.h"
 #include "io/safetensors.h"
 #include "kernels/hybrid_ops.h"
 #include "test.h"
@@ -592,17 +593,6 @@ static void test_semantics(void) {
 
 /* ---- 7. PyTorch ---------------------------------------------------------------------------- */
 
-static float *st_get(const st_set *s, const char *name, size_t n) {
-    const st_tensor *t = xd_st_find(s, name);
-    if (!t) return NULL;
-    int64_t cnt = 1;
-    for (int i = 0; i < t->n_dims; i++) cnt *= t->shape[i];
-    if ((size_t)cnt != n) return NULL;
-    float *x = fbuf(n);
-    xd_st_to_f32(s, t, x);
-    return x;
-}
-
 static double g_torch_worst;
 
 static void torch_cmp(const char *what, const float *a, const float *r, size_t n) {
@@ -634,7 +624,7 @@ static void test_torch(void) {
     float *T[NT];
     int ok = 1;
     for (int i = 0; i < NT; i++) {
-        T[i] = st_get(s, names[i], sizes[i]);
+        T[i] = test_st_floats(s, names[i], sizes[i]);
         CHECK(T[i] != NULL, "fixture tensor %s", names[i]);
         ok &= T[i] != NULL;
     }

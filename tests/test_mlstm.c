@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "xdistill.h"
+#include "fixture_util.h"
 #include "io/safetensors.h"
 #include "kernels/mlstm.h"
 #include "test.h"
@@ -532,17 +533,6 @@ static void test_fd(void) {
 
 /* ---- 4. PyTorch --------------------------------------------------------------------- */
 
-static float *st_get(const st_set *s, const char *name, int64_t n) {
-    const st_tensor *t = xd_st_find(s, name);
-    if (!t) return NULL;
-    int64_t cnt = 1;
-    for (int i = 0; i < t->n_dims; i++) cnt *= t->shape[i];
-    if (cnt != n) return NULL;
-    float *x = fbuf((size_t)n);
-    xd_st_to_f32(s, t, x);
-    return x;
-}
-
 static void torch_case(const st_set *s, const char *cs, int has_init) {
     const int64_t T = 70;
     xd_mlstm_cfg c = xd_mlstm_cfg_default(2, 16, 8);
@@ -552,7 +542,7 @@ static void torch_case(const st_set *s, const char *cs, int has_init) {
     char nm[64];
 #define GET(var, name, n)                                                 \
     snprintf(nm, sizeof nm, "%s.%s", cs, name);                           \
-    float *var = st_get(s, nm, n);                                        \
+    float *var = test_st_floats(s, nm, n);                                        \
     CHECK(var != NULL, "fixture tensor %s", nm);                          \
     if (!var) return;
     GET(epsf, "eps", 1) GET(scalef, "scale", 1)

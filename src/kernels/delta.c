@@ -76,43 +76,68 @@ void xd_delta_step(float *h, float *S, const float *q, const float *k, const flo
     free(heap);
 }
 
-int xd_delta_forward(float *h, float *cache, float *final, const xd_mlstm_in *in,
-                     const float *init, int64_t T, const xd_mlstm_cfg *cfg) {
-    int H = cfg->H, dphi = cfg->dphi, dv = cfg->dv, L = cfg->chunk > 0 ? cfg->chunk : 64;
-    size_t csz = (size_t)dphi * dv;
-    int64_t nc = n_chunks(T, L);
-    float *norms = cache ? cache + nc * H * (int64_t)csz : NULL; /* [T][H][2] */
+/* Runs fn(ctx, head, scratch) for every head, in parallel over the heads; each thread
+ * has `floats` floats of scratch. Returns 0, or −1 when the scratch cannot be had. */
+static int each_head(int H, size_t floats, void (*fn)(const void *, int, float *),
+                     const void *ctx) {
     int fail = 0;
 #pragma omp parallel
     {
-        float *scr = malloc((csz + 2 * (size_t)dv) * sizeof(float));
+        float *scr = malloc(floats * sizeof(float));
         if (!scr) {
 #pragma omp atomic write
             fail = 1;
         }
 #pragma omp for schedule(dynamic)
-        for (int hh = 0; hh < H; hh++) {
-            if (!scr) continue;
-            float *M = scr, *u = scr + csz, *r = u + dv;
-            if (init) memcpy(M, init + hh * csz, csz * sizeof(float));
-            else memset(M, 0, csz * sizeof(float));
-            for (int64_t t = 0; t < T; t++) {
-                if (cache && t % L == 0)
-                    memcpy(cache + ((t / L) * H + hh) * csz, M, csz * sizeof(float));
-                if (doc_reset(in, t)) memset(M, 0, csz * sizeof(float));
-                const float *q = in->q + (t * H + hh) * dphi, *k = in->k + (t * H + hh) * dphi;
-                float rq = inv_norm(q, dphi), rk = inv_norm(k, dphi);
-                if (norms) norms[(t * H + hh) * 2] = rq, norms[(t * H + hh) * 2 + 1] = rk;
-                token_update(M, h + (t * H + hh) * dv, u, r, q, rq, k, rk,
-                             in->v + (t * H + hh) * dv, sigmoidf_d(in->fg[t * H + hh]),
-                             sigmoidf_d(in->ig[t * H + hh]), dphi, dv);
-            }
-            if (cache && T == 0) memcpy(cache + hh * csz, M, csz * sizeof(float));
-            if (final) memcpy(final + hh * csz, M, csz * sizeof(float));
-        }
+        for (int hh = 0; hh < H; hh++)
+            if (scr) fn(ctx, hh, scr);
         free(scr);
     }
-    return fail ? xd_err("delta rule forward: out of memory for scratch") : 0;
+    return fail ? -1 : 0;
+}
+
+typedef struct {
+    float *h, *cache, *final, *norms;
+    const xd_mlstm_in *in;
+    const float *init;
+    int64_t T;
+    const xd_mlstm_cfg *cfg;
+} fw_ctx;
+
+/* the forward of one head; scratch: M [dphi][dv], u, r [dv] */
+static void forward_head(const void *vc, int hh, float *scr) {
+    const fw_ctx *c = vc;
+    const xd_mlstm_in *in = c->in;
+    int H = c->cfg->H, dphi = c->cfg->dphi, dv = c->cfg->dv, L = c->cfg->chunk;
+    size_t csz = (size_t)dphi * dv;
+    float *M = scr, *u = scr + csz, *r = u + dv;
+    if (c->init) memcpy(M, c->init + hh * csz, csz * sizeof(float));
+    else memset(M, 0, csz * sizeof(float));
+    for (int64_t t = 0; t < c->T; t++) {
+        if (c->cache && t % L == 0)
+            memcpy(c->cache + ((t / L) * H + hh) * csz, M, csz * sizeof(float));
+        if (doc_reset(in, t)) memset(M, 0, csz * sizeof(float));
+        int64_t th = t * H + hh;
+        const float *q = in->q + th * dphi, *k = in->k + th * dphi;
+        float rq = inv_norm(q, dphi), rk = inv_norm(k, dphi);
+        if (c->norms) c->norms[th * 2] = rq, c->norms[th * 2 + 1] = rk;
+        token_update(M, c->h + th * dv, u, r, q, rq, k, rk, in->v + th * dv,
+                     sigmoidf_d(in->fg[th]), sigmoidf_d(in->ig[th]), dphi, dv);
+    }
+    if (c->cache && c->T == 0) memcpy(c->cache + hh * csz, M, csz * sizeof(float));
+    if (c->final) memcpy(c->final + hh * csz, M, csz * sizeof(float));
+}
+
+int xd_delta_forward(float *h, float *cache, float *final, const xd_mlstm_in *in,
+                     const float *init, int64_t T, const xd_mlstm_cfg *cfg) {
+    xd_mlstm_cfg cf = *cfg;
+    if (cf.chunk <= 0) cf.chunk = 64;
+    size_t csz = (size_t)cf.dphi * cf.dv;
+    float *norms = cache ? cache + n_chunks(T, cf.chunk) * cf.H * (int64_t)csz : NULL;
+    fw_ctx c = {h, cache, final, norms, in, init, T, &cf};
+    if (each_head(cf.H, csz + 2 * (size_t)cf.dv, forward_head, &c))
+        return xd_err("delta rule forward: out of memory for scratch");
+    return 0;
 }
 
 /* Backward of one head over tokens [t0, t1) of its chunk, from the state entering the
@@ -203,38 +228,43 @@ static void chunk_backward(const bw_ctx *c, int hh, int64_t t0, int64_t t1, floa
     }
 }
 
+typedef struct {
+    bw_ctx b;
+    float *dinit;
+    const float *dfinal, *cache, *init;
+    int64_t T, nc;
+    int L;
+} bw_all;
+
+/* the backward of one head, chunk by chunk from the last; scratch: dM, the chunk's states
+ * Ms [L+1][dphi][dv], U [L][dv] and chunk_backward's vectors */
+static void backward_head(const void *vc, int hh, float *scr) {
+    const bw_all *a = vc;
+    int H = a->b.H, dphi = a->b.dphi, dv = a->b.dv, L = a->L;
+    size_t csz = (size_t)dphi * dv;
+    float *dM = scr, *Ms = dM + csz, *U = Ms + (size_t)(L + 1) * csz, *w = U + (size_t)L * dv;
+    if (a->dfinal) memcpy(dM, a->dfinal + hh * csz, csz * sizeof(float));
+    else memset(dM, 0, csz * sizeof(float));
+    for (int64_t ci = a->nc - 1; ci >= 0 && a->T > 0; ci--) {
+        int64_t t0 = ci * L, t1 = t0 + L < a->T ? t0 + L : a->T;
+        memcpy(Ms, a->cache + (ci * H + hh) * csz, csz * sizeof(float));
+        chunk_backward(&a->b, hh, t0, t1, Ms, U, dM, w);
+    }
+    /* what reaches token 0's previous state is the initial state's gradient */
+    if (a->dinit && a->init)
+        for (size_t i = 0; i < csz; i++) a->dinit[hh * csz + i] += dM[i];
+}
+
 int xd_delta_backward(const xd_mlstm_grads *g, float *dinit, const float *dh,
                       const float *dfinal, const float *cache, const xd_mlstm_in *in,
                       const float *init, int64_t T, const xd_mlstm_cfg *cfg) {
     int H = cfg->H, dphi = cfg->dphi, dv = cfg->dv, L = cfg->chunk > 0 ? cfg->chunk : 64;
     size_t csz = (size_t)dphi * dv;
     int64_t nc = n_chunks(T, L);
-    bw_ctx c = {in, g, dh, cache + nc * H * (int64_t)csz, H, dphi, dv};
-    int fail = 0;
-#pragma omp parallel
-    {
-        size_t fl = (size_t)(L + 2) * csz + (size_t)L * dv + 3 * (size_t)dv + 2 * (size_t)dphi;
-        float *scr = malloc(fl * sizeof(float));
-        if (!scr) {
-#pragma omp atomic write
-            fail = 1;
-        }
-#pragma omp for schedule(dynamic)
-        for (int hh = 0; hh < H; hh++) {
-            if (!scr) continue;
-            float *dM = scr, *Ms = dM + csz, *U = Ms + (size_t)(L + 1) * csz, *w = U + (size_t)L * dv;
-            if (dfinal) memcpy(dM, dfinal + hh * csz, csz * sizeof(float));
-            else memset(dM, 0, csz * sizeof(float));
-            for (int64_t ci = nc - 1; ci >= 0 && T > 0; ci--) {
-                int64_t t0 = ci * L, t1 = t0 + L < T ? t0 + L : T;
-                memcpy(Ms, cache + (ci * H + hh) * csz, csz * sizeof(float));
-                chunk_backward(&c, hh, t0, t1, Ms, U, dM, w);
-            }
-            /* what reaches token 0's previous state is the initial state's gradient */
-            if (dinit && init)
-                for (size_t i = 0; i < csz; i++) dinit[hh * csz + i] += dM[i];
-        }
-        free(scr);
-    }
-    return fail ? xd_err("delta rule backward: out of memory for scratch") : 0;
+    bw_all a = {{in, g, dh, cache + nc * H * (int64_t)csz, H, dphi, dv}, dinit, dfinal, cache,
+                init, T, nc, L};
+    size_t fl = (size_t)(L + 2) * csz + (size_t)L * dv + 3 * (size_t)dv + 2 * (size_t)dphi;
+    if (each_head(H, fl, backward_head, &a))
+        return xd_err("delta rule backward: out of memory for scratch");
+    return 0;
 }
