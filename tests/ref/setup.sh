@@ -9,6 +9,6 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install -q --no-deps torch nvidia-cufile nvidia-cusparselt-cu13==0.8.1 \
     nvidia-nvshmem-cu13==3.7.2 nvidia-nccl-cu13==2.30.7
 "$venv/bin/pip" install -q filelock sympy networkx jinja2 fsspec typing_extensions numpy \
-    transformers gguf safetensors tokenizers accelerate
+    transformers gguf safetensors tokenizers accelerate peft
 CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_OPENMP=ON" "$venv/bin/pip" install -q llama-cpp-python
 echo "reference environment ready: $venv"

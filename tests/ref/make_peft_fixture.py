@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Builds tests/fixtures/peft/: LoRA adapters written by HuggingFace PEFT for
+tests/test_peft_adapter.c (src/io/peft_adapter.h reads and writes this format).
+
+On tests/fixtures/tiny-llama (2 layers, hidden 48, FFN 80, 4 heads of 12, 2 kv heads):
+  lora/    r=4, lora_alpha=8, all seven projections, init_lora_weights=False (B is not
+           zero), with a rank_pattern and an alpha_pattern (a first-match-wins case, a
+           float alpha, a key with a layer index) so the modules have ranks 2..6; F32.
+  rslora/  use_rslora=True, q_proj and v_proj, r=4, lora_alpha=8, rank_pattern v_proj: 2;
+           the adapter's parameters in bf16 (autocast_adapter_dtype=False on a bf16
+           model), so the file holds BF16 tensors.
+  dora/    use_dora=True (q_proj, r=2): must be refused; its file has magnitude vectors.
+  expected.json  per adapter and module: r, alpha and scaling as PEFT's LoraModel holds
+           them (layer.r["default"], layer.lora_alpha["default"], layer.scaling["default"]),
+           in/out features, the tensor dtype, the first four values of A and B as torch
+           reads them; and the peft / torch / transformers versions.
+
+The C test cannot run Python, so the other direction is checked here:
+    make_peft_fixture.py --check DIR REF
+loads the adapter at DIR (written by xdistill) and the PEFT adapter REF, each with
+PeftModel.from_pretrained on tiny-llama, and checks that PEFT wraps the same modules,
+with the same r, alpha and scaling, the same A/B values (bit for bit after conversion
+to fp32), no missing or unexpected keys, and the same logits. To produce DIRs:
+    XD_PEFT_OUT=/tmp/peft-out build/test_peft_adapter
+writes /tmp/peft-out/{lora,rslora} (round trips of the fixtures) and
+/tmp/peft-out/{lora,rslora}-eva (the same as EVA writes them: target_modules as full
+paths, init_lora_weights "eva"); check each against tests/fixtures/peft/{lora,rslora}.
+
+Deterministic: fixed seed, CPU only. Run from anywhere with the reference venv:
+    ~/xd-ref/bin/python tests/ref/make_peft_fixture.py [out_dir]
+    ~/xd-ref/bin/python tests/ref/make_peft_fixture.py --check DIR REF
+"""
+import json
+import os
+import sys
+import warnings
+
+import peft
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+BASE = "tests/fixtures/tiny-llama"  # relative: it is what adapter_config.json records
+SEED = 20261214
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+ADAPTERS = {
+    "lora": dict(
+        r=4, lora_alpha=8, target_modules=ALL, init_lora_weights=False,
+        # first match in order wins: layer 1's q_proj gets 3, layer 0's q_proj 2
+        # (PEFT saves the keys sorted, which keeps this order)
+        rank_pattern={"model.layers.1.self_attn.q_proj": 3, "q_proj": 2,
+                      "layers.1.mlp.down_proj": 6},
+        alpha_pattern={"model.layers.0.mlp.up_proj": 3.5, "v_proj": 16}),
+    "rslora": dict(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+        use_rslora=True, rank_pattern={"v_proj": 2}),
+    "dora": dict(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False,
+                 use_dora=True),
+}
+
+
+def base_model(dtype=torch.float32):
+    return transformers.AutoModelForCausalLM.from_pretrained(BASE, dtype=dtype).eval()
+
+
+def lora_layers(model):
+    """{module path in the base model: LoraLayer} of a PeftModel."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, LoraLayer) and "default" in mod.r:
+            out[name.removeprefix("base_model.model.")] = mod
+    return out
+
+
+def describe(model):
+    mods = {}
+    for name, layer in sorted(lora_layers(model).items()):
+        a = layer.lora_A["default"].weight
+        mods[name] = {"r": layer.r["default"], "alpha": layer.lora_alpha["default"],
+                      "scaling": layer.scaling["default"], "in": a.shape[1],
+                      "out": layer.lora_B["default"].weight.shape[0],
+                      "dtype": str(a.dtype).removeprefix("torch."),
+                      # the first values as fp32, read by torch (not by the C reader)
+                      "A_first": a.detach().float().flatten()[:4].tolist(),
+                      "B_first": layer.lora_B["default"].weight.detach().float().flatten()[:4].tolist()}
+    return mods
+
+
+def make(out_dir):
+    os.chdir(ROOT)
+    expected = {"peft_version": peft.__version__, "torch_version": torch.__version__,
+                "transformers_version": transformers.__version__, "base": BASE, "adapters": {}}
+    for name, kw in ADAPTERS.items():
+        torch.manual_seed(SEED)
+        bf16 = name == "rslora"
+        model = base_model(torch.bfloat16 if bf16 else torch.float32)
+        pm = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **kw),
+                            autocast_adapter_dtype=not bf16)
+        if name == "dora":  # a non-trivial magnitude vector; the file is only refused
+            for layer in lora_layers(pm).values():
+                layer.lora_magnitude_vector["default"].weight.data.mul_(1.5)
+        cfg = pm.peft_config["default"]
+        cfg.target_modules = sorted(cfg.target_modules)  # a set: sorted for stable files
+        dest = os.path.join(out_dir, name)
+        pm.save_pretrained(dest)
+        os.remove(os.path.join(dest, "README.md"))  # PEFT's model card template, not needed
+        if name != "dora":
+            expected["adapters"][name] = {"modules": describe(pm)}
+        print(f"wrote {dest}: {sorted(os.listdir(dest))}")
+    path = os.path.join(out_dir, "expected.json")
+    with open(path, "w") as f:
+        json.dump(expected, f, indent=2, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {path}")
+
+
+def load(adapter_dir):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = PeftModel.from_pretrained(base_model(), adapter_dir).eval()
+    bad = [str(w.message) for w in caught
+           if "missing" in str(w.message).lower() or "unexpected" in str(w.message).lower()]
+    return pm, bad
+
+
+def check(got_dir, ref_dir):
+    os.chdir(ROOT)
+    got, got_warn = load(got_dir)
+    ref, ref_warn = load(ref_dir)
+    fails = [f"{got_dir}: warning: {w}" for w in got_warn]
+    fails += [f"{ref_dir}: warning: {w}" for w in ref_warn]
+    g, r = lora_layers(got), lora_layers(ref)
+    if sorted(g) != sorted(r):
+        fails.append(f"wrapped modules differ: only in {got_dir}: {sorted(set(g) - set(r))}, "
+                     f"only in {ref_dir}: {sorted(set(r) - set(g))}")
+    n_values = 0
+    for name in sorted(set(g) & set(r)):
+        for what in ("r", "lora_alpha", "scaling"):
+            a, b = getattr(g[name], what)["default"], getattr(r[name], what)["default"]
+            if a != b:
+                fails.append(f"{name}: {what} {a} != {b}")
+        for what in ("lora_A", "lora_B"):
+            a = getattr(g[name], what)["default"].weight.detach().float()
+            b = getattr(r[name], what)["default"].weight.detach().float()
+            if a.shape != b.shape or not torch.equal(a, b):
+                fails.append(f"{name}: {what} differs")
+            n_values += a.numel()
+    ids = torch.tensor([[1, 17, 42, 259, 100, 7, 200, 3]])
+    with torch.no_grad():
+        lg, lr = got(input_ids=ids).logits, ref(input_ids=ids).logits
+        lb = base_model()(input_ids=ids).logits
+    if not torch.equal(lg, lr):
+        fails.append(f"logits differ: max |diff| {(lg - lr).abs().max().item():g}")
+    if torch.equal(lg, lb):
+        fails.append("the adapter does not change the logits (B all zero?)")
+    for f in fails:
+        print("FAIL:", f)
+    print(f"check {got_dir} against {ref_dir}: {len(g)} modules, {n_values} values, "
+          f"logits {'identical' if torch.equal(lg, lr) else 'DIFFER'} "
+          f"(adapter moves them by {(lg - lb).abs().max().item():.3g}); "
+          f"peft {peft.__version__}, torch {torch.__version__}: "
+          f"{'OK' if not fails else f'{len(fails)} failures'}")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--check":
+        sys.exit(check(os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3])))
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests", "fixtures", "peft")
+    make(os.path.abspath(out))
