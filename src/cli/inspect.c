@@ -51,9 +51,10 @@ int cmd_inspect(int argc, char **argv) {
     printf("model:        %s\n", path);
     printf("architecture: %s\n", xd_arch_name(c->arch));
     if (c->student)
-        printf("student:      xLSTM hybrid (mLSTM + sliding window %d + %d sinks, chunk %d, "
-               "gate soft-cap %g, mLSTM scale %g)\n", c->window, c->sinks, c->chunk,
-               c->gate_softcap, c->mlstm_scale);
+        printf("student:      xLSTM hybrid (%s + sliding window %d + %d sinks, chunk %d, "
+               "gate soft-cap %g, mLSTM scale %g)\n",
+               c->memory_rule == XD_MEMORY_DELTA ? "gated delta rule" : "mLSTM", c->window,
+               c->sinks, c->chunk, c->gate_softcap, c->mlstm_scale);
     if (c->student) {
         printf("global heads: %d", c->n_global_heads);
         for (int i = 0; i < c->n_global_heads; i++)
