@@ -31,7 +31,8 @@ typedef struct {
     float *B;            /* [out][rank] */
 } xd_lora_module;
 
-/* eva_config of a LoraConfig (PEFT's EvaConfig); only kept, nothing computes EVA yet. */
+/* eva_config of a LoraConfig (PEFT's EvaConfig); only kept here (the math of EVA is
+ * src/train/eva.h). */
 typedef struct {
     double rho, tau;
     int use_label_mask, label_mask_value, whiten, adjust_scaling_factors;
