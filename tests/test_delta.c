@@ -279,9 +279,12 @@ static void test_identities(void) {
     CHECK(same_bits(h1, h2, nv) && same_bits(f1, S, ns), "pieces differ from one call");
     /* token steps */
     memcpy(S, p.M0, (size_t)ns * sizeof(float));
+    int step_rc = 0;
     for (int64_t t = 0; t < T; t++)
-        xd_delta_step(h2 + t * H * 16, S, p.q + t * H * 32, p.k + t * H * 32, p.v + t * H * 16,
-                      p.ig + t * H, p.fg + t * H, t > 0 && p.doc[t] == t, &p.c);
+        step_rc |= xd_delta_step(h2 + t * H * 16, S, p.q + t * H * 32, p.k + t * H * 32,
+                                 p.v + t * H * 16, p.ig + t * H, p.fg + t * H,
+                                 t > 0 && p.doc[t] == t, &p.c);
+    CHECK(step_rc == 0, "step: %s", xd_last_error());
     CHECK(same_bits(h1, h2, nv) && same_bits(f1, S, ns), "steps differ from one call");
     /* chunk length: 64 (T not a multiple) vs 7 vs T, forward and backward */
     int Ls[3] = {64, 7, 150};

@@ -275,6 +275,10 @@ static void save_load(void) {
     o.window = 0;
     CHECK(t && xd_student_convert(t, &o) == NULL && strstr(xd_last_error(), "window"),
           "window 0 accepted: %s", xd_last_error());
+    o.window = 8;
+    o.memory_rule = 7;
+    CHECK(t && xd_student_convert(t, &o) == NULL && strstr(xd_last_error(), "memory_rule = 7"),
+          "memory rule 7 accepted: %s", xd_last_error());
     xd_model_free(t);
     xd_model_free(s);
 }

@@ -12,8 +12,6 @@
 
 #define NORM_EPS 1e-6 /* inside the square root of ‖x‖ */
 
-static inline float sigmoidf_d(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
-
 /* 1/‖x‖ of n floats, summed in double in order */
 static float inv_norm(const float *x, int n) {
     double s = NORM_EPS;
@@ -55,14 +53,14 @@ static int doc_reset(const xd_mlstm_in *in, int64_t t) {
     return t > 0 && in->doc_start && in->doc_start[t] == t;
 }
 
-void xd_delta_step(float *h, float *S, const float *q, const float *k, const float *v,
-                   const float *ig, const float *fg, int reset, const xd_mlstm_cfg *cfg) {
+int xd_delta_step(float *h, float *S, const float *q, const float *k, const float *v,
+                  const float *ig, const float *fg, int reset, const xd_mlstm_cfg *cfg) {
     int H = cfg->H, dphi = cfg->dphi, dv = cfg->dv;
     size_t csz = (size_t)dphi * dv;
     float ur[2 * 512], *u = ur, *r = ur + 512, *heap = NULL;
     if (dv > 512) { /* no head is this wide in practice; stay correct anyway */
         heap = malloc(2 * (size_t)dv * sizeof(float));
-        if (!heap) return;
+        if (!heap) return xd_err("delta rule step: out of memory for d_v = %d", dv);
         u = heap, r = heap + dv;
     }
     for (int hh = 0; hh < H; hh++) {
@@ -70,10 +68,11 @@ void xd_delta_step(float *h, float *S, const float *q, const float *k, const flo
         if (reset) memset(M, 0, csz * sizeof(float));
         const float *qh = q + (size_t)hh * dphi, *kh = k + (size_t)hh * dphi;
         token_update(M, h + (size_t)hh * dv, u, r, qh, inv_norm(qh, dphi), kh,
-                     inv_norm(kh, dphi), v + (size_t)hh * dv, sigmoidf_d(fg[hh]),
-                     sigmoidf_d(ig[hh]), dphi, dv);
+                     inv_norm(kh, dphi), v + (size_t)hh * dv, xd_sigmoid(fg[hh]),
+                     xd_sigmoid(ig[hh]), dphi, dv);
     }
     free(heap);
+    return 0;
 }
 
 /* Runs fn(ctx, head, scratch) for every head, in parallel over the heads; each thread
@@ -122,7 +121,7 @@ static void forward_head(const void *vc, int hh, float *scr) {
         float rq = inv_norm(q, dphi), rk = inv_norm(k, dphi);
         if (c->norms) c->norms[th * 2] = rq, c->norms[th * 2 + 1] = rk;
         token_update(M, c->h + th * dv, u, r, q, rq, k, rk, in->v + th * dv,
-                     sigmoidf_d(in->fg[th]), sigmoidf_d(in->ig[th]), dphi, dv);
+                     xd_sigmoid(in->fg[th]), xd_sigmoid(in->ig[th]), dphi, dv);
     }
     if (c->cache && c->T == 0) memcpy(c->cache + hh * csz, M, csz * sizeof(float));
     if (c->final) memcpy(c->final + hh * csz, M, csz * sizeof(float));
@@ -165,7 +164,7 @@ static void chunk_backward(const bw_ctx *c, int hh, int64_t t0, int64_t t1, floa
         int64_t th = t * H + hh;
         token_update(next, NULL, U + (t - t0) * dv, r, in->q + th * dphi, c->norms[th * 2],
                      in->k + th * dphi, c->norms[th * 2 + 1], in->v + th * dv,
-                     sigmoidf_d(in->fg[th]), sigmoidf_d(in->ig[th]), dphi, dv);
+                     xd_sigmoid(in->fg[th]), xd_sigmoid(in->ig[th]), dphi, dv);
     }
     for (int64_t t = t1 - 1; t >= t0; t--) {
         int64_t th = t * H + hh;
@@ -173,7 +172,7 @@ static void chunk_backward(const bw_ctx *c, int hh, int64_t t0, int64_t t1, floa
         const float *q = in->q + th * dphi, *k = in->k + th * dphi, *v = in->v + th * dv;
         const float *dh = c->dh + th * dv;
         float rq = c->norms[th * 2], rk = c->norms[th * 2 + 1];
-        float a = sigmoidf_d(in->fg[th]), b = sigmoidf_d(in->ig[th]);
+        float a = xd_sigmoid(in->fg[th]), b = xd_sigmoid(in->ig[th]);
         /* h = Mᵀq̂: dq̂ = M dh, dM += q̂ dhᵀ */
         for (int j = 0; j < dphi; j++) {
             float *dMj = dM + (size_t)j * dv, qj = q[j] * rq;

@@ -4,7 +4,7 @@
  * queries/keys, v the value and the gate pre-activations ĩ (write strength) and f̃ (decay):
  *
  *   q̂ = φq / ‖φq‖,  k̂ = φk / ‖φk‖      ‖x‖ = sqrt(Σ x² + 1e-6)
- *   α_t = σ(f̃_t),   β_t = σ(ĩ_t)
+ *   α_t = σ(f̃_t),   β_t = σ(ĩ_t)      (vmath.h's xd_sigmoid)
  *   S_t = α_t·S_{t−1}·(I − β_t k̂_t k̂_tᵀ) + β_t·v_t k̂_tᵀ       (S: d_v × d_φ)
  *   h_t = S_t q̂_t
  *
@@ -59,8 +59,9 @@ int xd_delta_backward(const xd_mlstm_grads *g, float *dinit, const float *dh,
                       const float *init, int64_t T, const xd_mlstm_cfg *cfg);
 
 /* One token, all heads (decoding): q, k [H][dphi], v [H][dv], ig, fg [H]; S [H][dphi][dv]
- * updated in place, h [H][dv] written. reset ≠ 0: a document starts here. */
-void xd_delta_step(float *h, float *S, const float *q, const float *k, const float *v,
-                   const float *ig, const float *fg, int reset, const xd_mlstm_cfg *cfg);
+ * updated in place, h [H][dv] written. reset ≠ 0: a document starts here. Returns 0, or
+ * −1 (xd_last_error) when a head wider than 512 values finds no scratch memory. */
+int xd_delta_step(float *h, float *S, const float *q, const float *k, const float *v,
+                  const float *ig, const float *fg, int reset, const xd_mlstm_cfg *cfg);
 
 #endif

@@ -80,11 +80,6 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
     s->cfg.chunk = o->chunk;
     s->cfg.gate_softcap = o->gate_softcap;
     s->cfg.exact_in_window = o->exact_in_window != 0;
-    if (o->memory_rule != XD_MEMORY_MLSTM && o->memory_rule != XD_MEMORY_DELTA) {
-        free(s);
-        xd_err("convert: memory rule %d (expected mlstm or gated delta)", o->memory_rule);
-        return NULL;
-    }
     s->cfg.memory_rule = o->memory_rule;
     s->cfg.mlstm_eps = o->mlstm_eps;
     s->cfg.global_kv_dtype = o->global_kv_dtype;

@@ -133,6 +133,9 @@ int xd_config_validate(const xd_config *c, const char *src) {
         if (c->global_kv_dtype < XD_KV_F32 || c->global_kv_dtype > XD_KV_K8V4)
             return xd_err("%s: global_kv_dtype = %d is not a key/value type (expected %d..%d: "
                           "float32, bfloat16, int8, int4, k8v4)", src, c->global_kv_dtype, XD_KV_F32, XD_KV_K8V4);
+        if (c->memory_rule != XD_MEMORY_MLSTM && c->memory_rule != XD_MEMORY_DELTA)
+            return xd_err("%s: memory_rule = %d is not a memory rule (expected %d: mlstm or %d: "
+                          "gated delta)", src, c->memory_rule, XD_MEMORY_MLSTM, XD_MEMORY_DELTA);
     }
     return xd_global_heads_check(c, src);
 }

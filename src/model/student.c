@@ -382,8 +382,9 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     size_t sl = (size_t)l;
     xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
     if (c->memory_rule == XD_MEMORY_DELTA) { /* the state is C alone (n, m stay 0) */
-        if (n == 1) xd_delta_step(hm, st.C, phq, phk, ve, ig, fg, 0, &mc);
-        else if (xd_delta_forward(hm, NULL, st.C, &(xd_mlstm_in){phq, phk, ve, ig, fg, NULL},
+        if (n == 1) {
+            if (xd_delta_step(hm, st.C, phq, phk, ve, ig, fg, 0, &mc)) goto done;
+        } else if (xd_delta_forward(hm, NULL, st.C, &(xd_mlstm_in){phq, phk, ve, ig, fg, NULL},
                                   p->pos0 > 0 ? st.C : NULL, n, &mc))
             goto done;
     } else if (n == 1) {
