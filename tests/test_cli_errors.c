@@ -106,5 +106,27 @@ int main(void) {
     }
     snprintf(args, sizeof args, "generate %s -p \"the cat\" -n 5 --temp 0.7 --top-k 5 --seed 3", tiny);
     expect(args, 0, W("generated"));
+
+    /* lora: bad options and adapters (issue 14, criterion 7); no data file is read
+     * before the options and the model are checked */
+    snprintf(args, sizeof args, "lora %s --data /nonexistent.tok -o %s.lora --r 0", tiny, tmp);
+    expect(args, 2, W("xdistill: error:", "--r"));
+    snprintf(args, sizeof args, "lora %s --data /nonexistent.tok -o %s.lora --targets q,qkv", tiny, tmp);
+    expect(args, 2, W("xdistill: error:", "'qkv'", "available", "gate_proj"));
+    snprintf(args, sizeof args, "lora %s --data /nonexistent.tok -o %s.lora --init loftq", tiny, tmp);
+    expect(args, 2, W("xdistill: error:", "loftq", "pissa"));
+    snprintf(args, sizeof args, "lora %s --data /nonexistent.tok -o %s.lora --r 200", tiny, tmp);
+    expect(args, 1, W("xdistill: error:", "--r 200", "exceeds"));
+    snprintf(args, sizeof args, "lora %s --data /nonexistent.tok -o %s.lora", tiny, tmp);
+    expect(args, 1, W("xdistill: error:", "/nonexistent.tok"));
+    /* a DoRA adapter; an adapter of another base (tiny-qwen3: k_proj maps 48 -> 32) */
+    snprintf(args, sizeof args, "lora merge %s %s/tests/fixtures/peft/dora -o %s.merged", tiny,
+             XD_SOURCE_DIR, tmp);
+    expect(args, 1, W("xdistill: error:", "adapter_config.json", "use_dora"));
+    snprintf(args, sizeof args, "lora merge %s/tests/fixtures/tiny-qwen3 %s/tests/fixtures/peft/lora -o %s.merged",
+             XD_SOURCE_DIR, XD_SOURCE_DIR, tmp);
+    expect(args, 1, W("xdistill: error:", "peft/lora", "k_proj", "48 -> 32"));
+    snprintf(args, sizeof args, "lora merge %s /nonexistent-adapter -o %s.merged", tiny, tmp);
+    expect(args, 1, W("xdistill: error:", "/nonexistent-adapter"));
     return test_summary("test_cli_errors");
 }

@@ -2,7 +2,7 @@
  *  - a run killed with SIGKILL (several times, at random points, often in
  *    the middle of writing a checkpoint) and resumed ends with exactly the
  *    loss and the weights of an uninterrupted run, and OUT/checkpoint always
- *    names a complete checkpoint;
+ *    names a complete checkpoint; for pretraining and for LoRA (PiSSA);
  *  - bad input: data from another tokenizer, a config with impossible
  *    shapes, a NaN/Inf loss (stops with a clear message, the last good
  *    checkpoint is kept). */
@@ -72,6 +72,22 @@ static const char *train_args(const char *out, int resume) {
     return a;
 }
 
+/* LoRA fine-tuning of tiny-llama with PiSSA (its residual base and initial
+ * adapter are recomputed on resume and must come out bit for bit the same). */
+static const char *lora_args(const char *out, int resume) {
+    static char a[2048];
+    snprintf(a, sizeof a,
+             "lora %s/tests/fixtures/tiny-llama.gguf --data %s/data.tok -o %s --steps 300 "
+             "--batch 2 --seq 16 --lr 3e-3 --warmup 4 --save-every 1 --eval-every 10 "
+             "--eval-windows 4 --r 3 --targets q,v,o,down --init pissa%s",
+             XD_SOURCE_DIR, dir, out, resume ? " --resume" : "");
+    return a;
+}
+
+/* What the final output and each checkpoint hold: "model/model.safetensors", or
+ * with LoRA "adapter/adapter_model.safetensors". */
+static const char *weights_file = "model/model.safetensors";
+
 /* Every OUT/ckpt-* that is not a temporary holds all three parts. */
 static void check_complete(const char *out) {
     char p[1024];
@@ -79,7 +95,7 @@ static void check_complete(const char *out) {
     CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
     snprintf(p, sizeof p, "%s/checkpoint/optimizer.safetensors", out);
     CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
-    snprintf(p, sizeof p, "%s/checkpoint/model/model.safetensors", out);
+    snprintf(p, sizeof p, "%s/checkpoint/%s", out, weights_file);
     CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
 }
 
@@ -95,10 +111,10 @@ static void make_data(void) {
           "prep: %s", xd_last_error());
 }
 
-static void test_kill_resume(void) {
+static void test_kill_resume(const char *(*train_args)(const char *, int), const char *tag) {
     char a[512], b[512], err[8192], la[64], lb[64];
-    snprintf(a, sizeof a, "%s/A", dir);
-    snprintf(b, sizeof b, "%s/B", dir);
+    snprintf(a, sizeof a, "%s/%sA", dir, tag);
+    snprintf(b, sizeof b, "%s/%sB", dir, tag);
     CHECK(run(train_args(a, 0), err, sizeof err) == 0, "uninterrupted run failed: %s", err);
     last_loss(a, la, sizeof la);
     CHECK(la[0] != 0, "no loss in A's log");
@@ -128,12 +144,13 @@ static void test_kill_resume(void) {
     }
     CHECK(run(train_args(b, 1), err, sizeof err) == 0, "resumed run failed: %s", err);
     last_loss(b, lb, sizeof lb);
-    printf("uninterrupted final loss %s, killed %d times and resumed: %s\n", la, kills, lb);
+    printf("%s: uninterrupted final loss %s, killed %d times and resumed: %s\n",
+           train_args == lora_args ? "lora (PiSSA)" : "pretrain", la, kills, lb);
     CHECK(strcmp(la, lb) == 0, "final loss %s after resume differs from %s", lb, la);
     /* and the final weights are bit-identical */
     char pa[600], pb[600];
-    snprintf(pa, sizeof pa, "%s/model/model.safetensors", a);
-    snprintf(pb, sizeof pb, "%s/model/model.safetensors", b);
+    snprintf(pa, sizeof pa, "%s/%s", a, weights_file);
+    snprintf(pb, sizeof pb, "%s/%s", b, weights_file);
     size_t na, nb;
     char *wa = slurp(pa, &na), *wb = slurp(pb, &nb);
     CHECK(wa && wb && na == nb && memcmp(wa, wb, na) == 0, "final weights differ after resume");
@@ -252,7 +269,10 @@ int main(void) {
     snprintf(dir, sizeof dir, "/tmp/xd_resume_XXXXXX");
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     make_data();
-    test_kill_resume();
+    test_kill_resume(train_args, "");
+    weights_file = "adapter/adapter_model.safetensors";
+    test_kill_resume(lora_args, "lora");
+    weights_file = "model/model.safetensors";
     test_bad_input();
     test_accum_freeze_finetune();
     char cmd[300];

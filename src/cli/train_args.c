@@ -71,9 +71,9 @@ int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads) {
 
 static void train_report(const xd_train_opts *o, const xd_train_result *r) {
     printf("{\"kind\":\"%s\",\"compute\":\"%s\",\"steps\":%lld,\"loss\":%.6f,\"val_loss\":%.6f,\"tok_s\":%.1f,"
-           "\"seconds\":%.1f,\"model\":\"%s/model\",\"log\":\"%s/log.jsonl\"}\n",
+           "\"seconds\":%.1f,\"%s\":\"%s/%s\",\"log\":\"%s/log.jsonl\"}\n",
            o->kind, xd_get_compute() == XD_COMPUTE_BF16 ? "bf16" : "fp32", (long long)r->steps_done, r->last_loss, r->val_loss, r->tokens_per_s, r->seconds,
-           o->out_dir, o->out_dir);
+           o->lora ? "adapter" : "model", o->out_dir, o->lora ? "adapter" : "model", o->out_dir);
 }
 
 int train_run(xd_model *m, const char *data_path, const xd_train_opts *o) {

@@ -69,6 +69,21 @@ xd_lora_adapter *xd_lora_new(const char *base_model, int r, double lora_alpha, i
     return a;
 }
 
+xd_lora_adapter *xd_lora_copy(const xd_lora_adapter *a) {
+    xd_lora_adapter *c = xd_lora_new(a->base_model, a->r, a->lora_alpha, a->use_rslora);
+    for (int i = 0; c && i < a->n_modules; i++) {
+        const xd_lora_module *x = &a->modules[i];
+        xd_lora_module *y = xd_lora_add_module(c, x->module, x->rank, x->in, x->out, x->alpha);
+        if (!y) {
+            xd_lora_free(c);
+            return NULL;
+        }
+        memcpy(y->A, x->A, (size_t)(x->rank * x->in) * sizeof(float));
+        memcpy(y->B, x->B, (size_t)(x->out * x->rank) * sizeof(float));
+    }
+    return c;
+}
+
 static int cmp_module(const void *x, const void *y) {
     return strcmp(((const xd_lora_module *)x)->module, ((const xd_lora_module *)y)->module);
 }

@@ -95,6 +95,10 @@ int xd_lora_check_module(const xd_lora_adapter *a, const char *module, int64_t i
  * empty target_modules (xd_lora_save then writes the modules' paths). */
 xd_lora_adapter *xd_lora_new(const char *base_model, int r, double lora_alpha, int use_rslora);
 
+/* A copy of a's modules (paths, ranks, alphas, A, B) and of r, lora_alpha,
+ * use_rslora and base_model, as xd_lora_new makes it. NULL + error. */
+xd_lora_adapter *xd_lora_copy(const xd_lora_adapter *a);
+
 /* Adds a module: A and B zero-filled, scaling from alpha, rank and a->use_rslora.
  * The modules stay sorted (pointers into a->modules are invalidated). Refuses a
  * duplicate path, rank <= 0, in or out <= 0, a non-finite alpha. */

@@ -63,6 +63,38 @@ void xd_linear_backward(float *dx, float *dW, float *db, const float *dy, const 
     }
 }
 
+/* ---- LoRA -----------------------------------------------------------------
+ * y += s·u·Bᵀ with u = x·Aᵀ (saved as ax), so with dy = ∂L/∂y:
+ *   dB[out][r]  += s · dyᵀ · u
+ *   du[n][r]     = s · dy · B            (the scratch dax)
+ *   dA[r][in]   += duᵀ · x
+ *   dx[n][in]   += du · A
+ * Every product is one sgemm in fp32 (also in bf16 mode: the adapters are
+ * small next to the base layer). */
+void xd_lora_forward(float *y, float *ax, const float *x, const float *A, const float *B,
+                     float s, int n, int in, int out, int r) {
+    if (n <= 0 || r <= 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, in, 1.0f, x, in, A, in, 0.0f, ax, r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, r, s, ax, r, B, r, 1.0f, y, out);
+}
+
+void xd_lora_backward(float *dx, float *dA, float *dB, float *dax, const float *dy,
+                      const float *x, const float *ax, const float *A, const float *B, float s,
+                      int n, int in, int out, int r) {
+    if (n <= 0 || r <= 0) return;
+    if (dB)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, n, s, dy, out, ax, r, 1.0f,
+                    dB, r);
+    if (!dA && !dx) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, r, out, s, dy, out, B, r, 0.0f, dax, r);
+    if (dA)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, n, 1.0f, dax, r, x, in, 1.0f,
+                    dA, in);
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, r, 1.0f, dax, r, A, in, 1.0f,
+                    dx, in);
+}
+
 /* ---- RMSNorm --------------------------------------------------------------
  * y_j = w_j · x_j · r with r = (Σ_k x_k²/dim + eps)^(-1/2), ∂r/∂x_k = −r³·x_k/dim:
  *   dx_k = r·w_k·dy_k − (r³/dim) · x_k · Σ_j w_j·dy_j·x_j

@@ -11,6 +11,17 @@
 void xd_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
                         const float *W, int n, int in, int out);
 
+/* ---- LoRA (Hu et al. 2021) beside a frozen linear layer:
+ *   y[n][out] += s · (x[n][in] · Aᵀ) · Bᵀ,  A [r][in], B [out][r]
+ * The forward also writes ax = x·Aᵀ [n][r], which the backward reads. The
+ * backward accumulates dx, dA and dB (NULL: not needed) and overwrites the
+ * scratch dax [n][r]. */
+void xd_lora_forward(float *y, float *ax, const float *x, const float *A, const float *B,
+                     float s, int n, int in, int out, int r);
+void xd_lora_backward(float *dx, float *dA, float *dB, float *dax, const float *dy,
+                      const float *x, const float *ax, const float *A, const float *B, float s,
+                      int n, int in, int out, int r);
+
 /* ---- RMSNorm: y = x · r · w, r = 1/sqrt(mean(x²) + eps) (forward: xd_rmsnorm) */
 void xd_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
                          int n, int dim, float eps);

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "io/atomic.h"
 #include "io/safetensors.h"
+#include "model/lora.h"
 #include "model/model.h"
 
 int xd_ckpt_exists(const char *out_dir) {
@@ -20,16 +21,26 @@ int xd_ckpt_exists(const char *out_dir) {
     return access(p, R_OK) == 0;
 }
 
-static int save_optimizer(const char *path, const xd_model *m, const xd_adamw *opt) {
+/* The trained tensors, as entries into the arena the optimiser's moments
+ * mirror: the model's weights, or with LoRA the adapters'. */
+static int trained_weights(const xd_model *m, const xd_lora_set *lora, xd_weight **ws, int *n,
+                           const float **base) {
+    *base = lora ? lora->param : m->arena;
+    return lora ? xd_lora_weights(lora, ws, n) : xd_model_weights(m, ws, n);
+}
+
+static int save_optimizer(const char *path, const xd_model *m, const xd_lora_set *lora,
+                          const xd_adamw *opt) {
     xd_weight *ws;
     int n;
-    if (xd_model_weights(m, &ws, &n)) return -1;
+    const float *base;
+    if (trained_weights(m, lora, &ws, &n, &base)) return -1;
     st_write_tensor *ts = calloc((size_t)(2 * n), sizeof *ts);
     char (*names)[112] = calloc((size_t)(2 * n), sizeof *names);
     int rc = -1;
     if (!ts || !names) { xd_err("out of memory"); goto done; }
     for (int i = 0; i < n; i++) {
-        size_t off = (size_t)(ws[i].ptr - m->arena);
+        size_t off = (size_t)(ws[i].ptr - base);
         for (int k = 0; k < 2; k++) {
             st_write_tensor *t = &ts[2 * i + k];
             snprintf(names[2 * i + k], sizeof names[0], "%s.%s", ws[i].hf, k ? "exp_avg_sq" : "exp_avg");
@@ -78,7 +89,7 @@ static void remove_old(const char *out_dir, const char *keep) {
     closedir(d);
 }
 
-int xd_ckpt_save(const char *out_dir, const xd_model *m, const xd_adamw *opt,
+int xd_ckpt_save(const char *out_dir, const xd_model *m, xd_lora_set *lora, const xd_adamw *opt,
                  const xd_ckpt_state *st) {
     char name[64], dir[XD_APATH_MAX], p[XD_APATH_MAX + 64], link_tmp[XD_APATH_MAX],
         link[XD_APATH_MAX];
@@ -86,10 +97,10 @@ int xd_ckpt_save(const char *out_dir, const xd_model *m, const xd_adamw *opt,
     snprintf(dir, sizeof dir, "%s/%s", out_dir, name);
     xd_adir d;
     if (xd_adir_begin(&d, dir)) return -1;
-    snprintf(p, sizeof p, "%s/model", d.tmp);
-    if (xd_model_save(m, p)) goto fail;
+    snprintf(p, sizeof p, "%s/%s", d.tmp, lora ? "adapter" : "model");
+    if (lora ? xd_lora_set_save(lora, p) : xd_model_save(m, p)) goto fail;
     snprintf(p, sizeof p, "%s/optimizer.safetensors", d.tmp);
-    if (save_optimizer(p, m, opt)) goto fail;
+    if (save_optimizer(p, m, lora, opt)) goto fail;
     snprintf(p, sizeof p, "%s/state.json", d.tmp);
     if (save_state(p, st, opt)) goto fail;
     if (xd_adir_commit(&d)) return -1;
@@ -110,14 +121,16 @@ fail:
     return -1;
 }
 
-static int load_optimizer(const char *path, const xd_model *m, xd_adamw *opt) {
+static int load_optimizer(const char *path, const xd_model *m, const xd_lora_set *lora,
+                          xd_adamw *opt) {
     st_set *s = xd_st_open(path);
     if (!s) return -1;
     xd_weight *ws;
     int n, rc = -1;
-    if (xd_model_weights(m, &ws, &n)) { xd_st_close(s); return -1; }
+    const float *base;
+    if (trained_weights(m, lora, &ws, &n, &base)) { xd_st_close(s); return -1; }
     for (int i = 0; i < n; i++) {
-        size_t off = (size_t)(ws[i].ptr - m->arena);
+        size_t off = (size_t)(ws[i].ptr - base);
         int64_t count = ws[i].rows * ws[i].cols;
         for (int k = 0; k < 2; k++) {
             char nm[128];
@@ -147,7 +160,30 @@ static int get_int(json_t *o, const char *path, const char *key, long long *v) {
     return 0;
 }
 
-int xd_ckpt_load(const char *out_dir, xd_model *m, xd_adamw *opt, xd_ckpt_state *st) {
+/* The checkpoint's adapter into the bound set (same modules and ranks). */
+static int load_adapter(const char *dir, xd_lora_set *lora) {
+    xd_lora_adapter *a = xd_lora_load(dir);
+    if (!a) return -1;
+    int rc = xd_lora_fetch(lora, a, dir);
+    xd_lora_free(a);
+    return rc;
+}
+
+/* The checkpoint's weights into m (same architecture). */
+static int load_model(const char *p, xd_model *m) {
+    xd_model *c = xd_model_load(p);
+    if (!c) return -1;
+    if (c->arena_floats != m->arena_floats || memcmp(&c->cfg, &m->cfg, sizeof c->cfg)) {
+        xd_model_free(c);
+        return xd_err("%s: the checkpoint's architecture differs from the model being trained", p);
+    }
+    memcpy(m->arena, c->arena, m->arena_floats * sizeof(float));
+    xd_model_free(c);
+    return 0;
+}
+
+int xd_ckpt_load(const char *out_dir, xd_model *m, xd_lora_set *lora, xd_adamw *opt,
+                 xd_ckpt_state *st) {
     char p[XD_APATH_MAX];
     snprintf(p, sizeof p, "%s/checkpoint/state.json", out_dir);
     json_error_t je;
@@ -170,18 +206,10 @@ int xd_ckpt_load(const char *out_dir, xd_model *m, xd_adamw *opt, xd_ckpt_state 
     st->accum = (int)accum;
     st->steps = steps;
     opt->t = adam;
-    snprintf(p, sizeof p, "%s/checkpoint/model", out_dir);
-    xd_model *c = xd_model_load(p);
-    if (!c) goto done;
-    if (c->arena_floats != m->arena_floats || memcmp(&c->cfg, &m->cfg, sizeof c->cfg)) {
-        xd_err("%s: the checkpoint's architecture differs from the model being trained", p);
-        xd_model_free(c);
-        goto done;
-    }
-    memcpy(m->arena, c->arena, m->arena_floats * sizeof(float));
-    xd_model_free(c);
+    snprintf(p, sizeof p, "%s/checkpoint/%s", out_dir, lora ? "adapter" : "model");
+    if (lora ? load_adapter(p, lora) : load_model(p, m)) goto done;
     snprintf(p, sizeof p, "%s/checkpoint/optimizer.safetensors", out_dir);
-    rc = load_optimizer(p, m, opt);
+    rc = load_optimizer(p, m, lora, opt);
 done:
     json_decref(o);
     return rc;

@@ -114,16 +114,14 @@ void xd_eva_cosines(const double *a, const double *b, int k, int d, double *cos)
 
 /* ---- decomposition ------------------------------------------------------------------ */
 
-/* The top k right singular vectors (out [k][d]) and values (sv [k]) of M [m][d];
- * serial BLAS/LAPACK (called on one thread, see DETERMINISM). */
-static int top_right_singular(const double *M, int m, int d, int k, double *out, double *sv) {
+int xd_top_right_singular(const double *M, int m, int d, int k, double *out, double *sv) {
     int nG = d <= m ? d : m, info = 0, lwork = -1, liwork = -1, iq = 0;
     double wq = 0;
     double *G = malloc((size_t)nG * nG * sizeof(double)), *w = malloc((size_t)nG * sizeof(double));
     if (!G || !w) {
         free(G);
         free(w);
-        return xd_err("eva: out of memory (Gram matrix %d x %d)", nG, nG);
+        return xd_err("SVD: out of memory (Gram matrix %d x %d)", nG, nG);
     }
     /* row-major upper triangle = column-major lower triangle ('L' below) */
     if (d <= m)
@@ -137,14 +135,14 @@ static int top_right_singular(const double *M, int m, int d, int k, double *out,
     int *iwork = malloc((size_t)(liwork > 1 ? liwork : 1) * sizeof(int));
     if (!work || !iwork) {
         free(G), free(w), free(work), free(iwork);
-        return xd_err("eva: out of memory (dsyevd workspace)");
+        return xd_err("SVD: out of memory (dsyevd workspace)");
     }
     if (info == 0) dsyevd_("V", "L", &nG, G, &nG, w, work, &lwork, iwork, &liwork, &info, 1, 1);
     free(work);
     free(iwork);
     if (info != 0) {
         free(G), free(w);
-        return xd_err("eva: LAPACK dsyevd failed (info = %d) on a %d x %d Gram matrix", info, nG,
+        return xd_err("SVD: LAPACK dsyevd failed (info = %d) on a %d x %d Gram matrix", info, nG,
                       nG);
     }
     /* eigenvalues ascending; eigenvector j is column j = G[j*nG .. +nG) */
@@ -250,7 +248,7 @@ int xd_ipca_update(xd_ipca *p, const float *X, int64_t n, int64_t width) {
     const int nth = omp_get_max_threads() > 1 ? 2 : 1;
 #pragma omp parallel num_threads(nth)
 #pragma omp single
-    rc = top_right_singular(M, m, d, k, comp, sv);
+    rc = xd_top_right_singular(M, m, d, k, comp, sv);
     free(M);
     free(bsum);
     free(bm);

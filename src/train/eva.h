@@ -56,6 +56,12 @@ void xd_ipca_free(xd_ipca *p);
  * batches are valid here (the stack still has k + n + 1 rows). */
 int xd_ipca_update(xd_ipca *p, const float *X, int64_t n, int64_t width);
 
+/* The top k right singular vectors (out [k][d], orthonormal rows) and singular
+ * values (sv [k], descending) of M [m][d] in double, from the eigen-decomposition
+ * of the smaller Gram matrix (MᵀM or MMᵀ); serial BLAS/LAPACK: call it on one
+ * thread for results that do not depend on the thread count. */
+int xd_top_right_singular(const double *M, int m, int d, int k, double *out, double *sv);
+
 /* ---- convergence -------------------------------------------------------------------- */
 
 /* cos[i] = <a_i, b_i> / (|a_i| |b_i|) for k rows of d (signed, as torch's

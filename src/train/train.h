@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "io/peft_adapter.h"
 #include "io/tokdata.h"
 #include "model/model.h"
 #include "optim.h"
@@ -35,6 +36,12 @@ typedef struct {
                                     * contains one of these train (then `freeze` applies) */
     int n_train_only;
     struct xd_objective *objective; /* what a step minimises; NULL: next-token CE */
+    xd_lora_adapter *lora; /* LoRA: only these adapters train (bound to the model here),
+                            * the base stays frozen; at the end the adapter holds the
+                            * trained weights and OUT/adapter is written, not OUT/model */
+    const xd_lora_adapter *lora_pissa0; /* PiSSA: the initial adapter; OUT/adapter is then
+                                         * the trained one converted to a LoRA of the
+                                         * original base (xd_lora_pissa_convert) */
 } xd_train_opts;
 
 /* One micro-batch of B rows × T tokens (inputs, targets, document starts,
@@ -89,6 +96,9 @@ typedef struct {
 } xd_param_groups;
 
 int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *freeze, int n_freeze);
+struct xd_lora_set;
+/* Every tensor of a bound LoRA set trains and decays (as PEFT under HF's Trainer). */
+int xd_groups_lora(xd_param_groups *g, const struct xd_lora_set *s);
 /* Same with o's train_only and freeze lists. */
 int xd_groups_from_opts(xd_param_groups *g, const xd_model *m, const xd_train_opts *o);
 /* Buffers of a micro-batch of B rows × T tokens (xd_batch_free releases them). */
@@ -104,7 +114,8 @@ int xd_val_batch(const xd_tokdata *data, int B, int T, uint64_t k0, uint64_t nw,
 void xd_groups_free(xd_param_groups *g);
 
 /* One optimiser step on the accumulated gradients: global grad-norm clip
- * (clip > 0), then AdamW on the trainable weights. Returns the grad norm
+ * (clip > 0), then AdamW on the trainable weights (the adapters' with LoRA:
+ * g from xd_groups_lora, opt sized for the set). Returns the grad norm
  * before clipping (non-finite: nothing was updated). */
 double xd_optimizer_step(struct xd_trainer_model *tm, const xd_param_groups *g,
                          xd_adamw *opt, float lr, float weight_decay, float clip);

@@ -51,7 +51,12 @@ static size_t acts_layout(xd_trainer_model *tm, float *base) {
         a->u = take(base, &cur, BT * ff);
         a->sw = take(base, &cur, BT * ff);
         a->m_raw = take(base, &cur, BT * d);
+        for (int t = 0; t < XD_LORA_NT; t++) {
+            const xd_lora_lin *z = xd_lora_get(tm->lora, l, t);
+            if (z) a->lax[t] = take(base, &cur, BT * (size_t)z->rank);
+        }
     }
+    if (tm->lora) tm->lora_dax = take(base, &cur, BT * (size_t)tm->lora->max_rank);
     tm->x_final = take(base, &cur, BT * d);
     tm->x_norm = take(base, &cur, BT * d);
     tm->logits = take(base, &cur, BT * V);
@@ -81,9 +86,13 @@ int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T) {
     return xd_tm_init_ex(tm, m, B, T, 1);
 }
 
-int xd_tm_init_ex(xd_trainer_model *tm, xd_model *m, int B, int T, int with_grads) {
+static int tm_init(xd_trainer_model *tm, xd_model *m, const xd_lora_set *lora, int B, int T,
+                   int with_grads) {
     memset(tm, 0, sizeof *tm);
     tm->m = m;
+    tm->lora = lora;
+    if (lora && lora->n_layer != m->cfg.n_layer)
+        return xd_err("training: the LoRA adapters were bound to another model");
     tm->B = B;
     tm->T = T;
     if (B <= 0 || T <= 0) return xd_err("training: batch %d x sequence %d must be positive", B, T);
@@ -111,6 +120,14 @@ int xd_tm_init_ex(xd_trainer_model *tm, xd_model *m, int B, int T, int with_grad
     return 0;
 }
 
+int xd_tm_init_ex(xd_trainer_model *tm, xd_model *m, int B, int T, int with_grads) {
+    return tm_init(tm, m, NULL, B, T, with_grads);
+}
+
+int xd_tm_init_lora(xd_trainer_model *tm, xd_model *m, const xd_lora_set *lora, int B, int T) {
+    return tm_init(tm, m, lora, B, T, 0);
+}
+
 void xd_tm_free(xd_trainer_model *tm) {
     free(tm->grads.layers);
     free(tm->grad_arena);
@@ -123,6 +140,24 @@ void xd_tm_free(xd_trainer_model *tm) {
 
 void xd_tm_zero_grad(xd_trainer_model *tm) {
     if (tm->grads.embed) memset(tm->grad_arena, 0, tm->m->arena_floats * sizeof(float));
+    if (tm->lora && tm->lora->grad) memset(tm->lora->grad, 0, tm->lora->n_param * sizeof(float));
+}
+
+/* y += the LoRA term of target t in layer l (input x), saving x·Aᵀ. */
+static void lora_forward(xd_trainer_model *tm, int l, int t, float *y, const float *x) {
+    const xd_lora_lin *z = xd_lora_get(tm->lora, l, t);
+    if (z)
+        xd_lora_forward(y, tm->acts[l].lax[t], x, z->A, z->B, z->scaling, tm->B * tm->T, z->in,
+                        z->out, z->rank);
+}
+
+/* Its backward: dA, dB into the adapters' gradients, dx accumulated. */
+static void lora_backward(xd_trainer_model *tm, int l, int t, float *dx, const float *dy,
+                          const float *x) {
+    const xd_lora_lin *z = xd_lora_get(tm->lora, l, t);
+    if (z)
+        xd_lora_backward(dx, z->dA, z->dB, tm->lora_dax, dy, x, tm->acts[l].lax[t], z->A, z->B,
+                         z->scaling, tm->B * tm->T, z->in, z->out, z->rank);
 }
 
 static void add_into(float *y, const float *a, const float *b, size_t n) {
@@ -148,6 +183,9 @@ static int layer_forward(xd_trainer_model *tm, int l) {
     xd_linear(q, h, L->wq, L->bq, BT, d, qd);
     xd_linear(k, h, L->wk, L->bk, BT, d, kvd);
     xd_linear(a->v, h, L->wv, L->bv, BT, d, kvd);
+    lora_forward(tm, l, XD_LORA_Q, q, h);
+    lora_forward(tm, l, XD_LORA_K, k, h);
+    lora_forward(tm, l, XD_LORA_V, a->v, h);
     if (c->qk_norm == XD_QKNORM_HEAD) {
         xd_rmsnorm(a->q, a->q_raw, L->q_norm, BT * c->n_head, hd, eps);
         xd_rmsnorm(a->k, a->k_raw, L->k_norm, BT * c->n_kv_head, hd, eps);
@@ -173,6 +211,7 @@ static int layer_forward(xd_trainer_model *tm, int l) {
                               c->n_kv_head, hd, tm->doc_start + r, tm->window, tm->sinks);
     }
     xd_linear(a->o_raw, a->att, L->wo, NULL, BT, qd, d);
+    lora_forward(tm, l, XD_LORA_O, a->o_raw, a->att);
     float *next_in = l + 1 < c->n_layer ? tm->acts[l + 1].x_in : tm->x_final;
     size_t nd = (size_t)BT * d;
     if (L->post_attn_norm) {
@@ -184,8 +223,11 @@ static int layer_forward(xd_trainer_model *tm, int l) {
     if (L->ffn_norm) { xd_rmsnorm(a->h2, a->x_mid, L->ffn_norm, BT, d, eps); h = a->h2; }
     xd_linear(a->g, h, L->w_gate, NULL, BT, d, c->d_ff);
     xd_linear(a->u, h, L->w_up, NULL, BT, d, c->d_ff);
+    lora_forward(tm, l, XD_LORA_GATE, a->g, h);
+    lora_forward(tm, l, XD_LORA_UP, a->u, h);
     xd_swiglu_forward(a->sw, a->g, a->u, (int64_t)BT * c->d_ff);
     xd_linear(a->m_raw, a->sw, L->w_down, NULL, BT, c->d_ff, d);
+    lora_forward(tm, l, XD_LORA_DOWN, a->m_raw, a->sw);
     if (L->post_ffn_norm) {
         xd_rmsnorm(tm->dh, a->m_raw, L->post_ffn_norm, BT, d, eps);
         add_into(next_in, a->x_mid, tm->dh, nd);
@@ -215,6 +257,7 @@ static int layer_backward(xd_trainer_model *tm, int l) {
     }
     memset(tm->dsw, 0, (size_t)BT * ff * sizeof(float));
     xd_linear_backward(tm->dsw, G->w_down, NULL, dm, a->sw, L->w_down, BT, ff, d);
+    lora_backward(tm, l, XD_LORA_DOWN, tm->dsw, dm, a->sw);
     memset(tm->dg, 0, (size_t)BT * ff * sizeof(float));
     memset(tm->du, 0, (size_t)BT * ff * sizeof(float));
     xd_swiglu_backward(tm->dg, tm->du, tm->dsw, a->g, a->u, (int64_t)BT * ff);
@@ -225,6 +268,8 @@ static int layer_backward(xd_trainer_model *tm, int l) {
     if (L->ffn_norm) memset(tm->dh, 0, nd * sizeof(float));
     xd_linear_backward(dh2, G->w_gate, NULL, tm->dg, h2, L->w_gate, BT, d, ff);
     xd_linear_backward(dh2, G->w_up, NULL, tm->du, h2, L->w_up, BT, d, ff);
+    lora_backward(tm, l, XD_LORA_GATE, dh2, tm->dg, h2);
+    lora_backward(tm, l, XD_LORA_UP, dh2, tm->du, h2);
     if (L->ffn_norm) xd_rmsnorm_backward(tm->dx2, G->ffn_norm, tm->dh, a->x_mid, L->ffn_norm, BT, d, eps);
 
     /* ---- attention block: x_mid = x_in + post?(W_O · attn(q, k, v)) */
@@ -236,6 +281,7 @@ static int layer_backward(xd_trainer_model *tm, int l) {
     }
     memset(tm->datt, 0, (size_t)BT * qd * sizeof(float));
     xd_linear_backward(tm->datt, G->wo, NULL, dor, a->att, L->wo, BT, qd, d);
+    lora_backward(tm, l, XD_LORA_O, tm->datt, dor, a->att);
     memset(tm->dq, 0, (size_t)BT * qd * sizeof(float));
     memset(tm->dk, 0, (size_t)BT * kvd * sizeof(float));
     memset(tm->dv, 0, (size_t)BT * kvd * sizeof(float));
@@ -286,6 +332,9 @@ static int layer_backward(xd_trainer_model *tm, int l) {
     xd_linear_backward(dh1, G->wq, G->bq, dq, h1, L->wq, BT, d, qd);
     xd_linear_backward(dh1, G->wk, G->bk, dk, h1, L->wk, BT, d, kvd);
     xd_linear_backward(dh1, G->wv, G->bv, tm->dv, h1, L->wv, BT, d, kvd);
+    lora_backward(tm, l, XD_LORA_Q, dh1, dq, h1);
+    lora_backward(tm, l, XD_LORA_K, dh1, dk, h1);
+    lora_backward(tm, l, XD_LORA_V, dh1, tm->dv, h1);
     if (L->attn_norm) xd_rmsnorm_backward(tm->dx, G->attn_norm, tm->dh, a->x_in, L->attn_norm, BT, d, eps);
     return 0;
 }
@@ -341,7 +390,7 @@ int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targe
                const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
                double *loss_sum, int64_t *n_valid) {
     /* bf16 mode: one bf16 copy of each weight for this forward + backward */
-    if (backward && !tm->grads.embed)
+    if (backward && !tm->grads.embed && !(tm->lora && tm->lora->grad))
         return xd_err("training: backward asked of a forward-only trainer");
     int bf16 = xd_bf16_active();
     if (bf16) xd_bf16_cache_begin();

@@ -6,6 +6,7 @@
 #define XD_TRAIN_MODEL_H
 
 #include "mixer_train.h"
+#include "model/lora.h"
 #include "model/model.h"
 
 /* Saved activations of one layer ([BT][...] unless noted). */
@@ -22,6 +23,7 @@ typedef struct {
     float *g, *u, *sw;   /* gate, up, silu(g)·u */
     float *m_raw;        /* W_down output (before the OLMo-2 post-norm) */
     xd_mixer_acts mx;    /* student: the hybrid mixer's activations (probs unused) */
+    float *lax[XD_LORA_NT]; /* LoRA: x·Aᵀ [BT][rank] of each adapted linear layer */
 } xd_layer_acts;
 
 typedef struct xd_trainer_model {
@@ -30,6 +32,10 @@ typedef struct xd_trainer_model {
     float *grad_arena;
     int B, T;
     int window, sinks;    /* attention mask (0 = plain causal), for students/tests */
+    const xd_lora_set *lora; /* LoRA adapters applied beside the linear layers (NULL: none);
+                              * with one, the base is frozen: no gradient arena, and the
+                              * backward fills lora->grad */
+    float *lora_dax;         /* LoRA backward scratch [BT][max rank] */
     xd_layer_acts *acts;
     float *act_arena;
     size_t act_floats;
@@ -55,7 +61,11 @@ int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T);
 /* with_grads = 0: forward only (no gradient arena; the backward must not
  * be asked for). */
 int xd_tm_init_ex(xd_trainer_model *tm, xd_model *m, int B, int T, int with_grads);
+/* With LoRA adapters bound to m (lora.h; with a gradient arena when the
+ * backward will be asked for): the base gets no gradients, only the adapters. */
+int xd_tm_init_lora(xd_trainer_model *tm, xd_model *m, const xd_lora_set *lora, int B, int T);
 void xd_tm_free(xd_trainer_model *tm);
+/* Zeroes the gradients (the adapters' with LoRA). */
 void xd_tm_zero_grad(xd_trainer_model *tm);
 
 /* Forward over tokens [B][T]; pos/doc_start [B][T] may be NULL (one document

@@ -16,6 +16,8 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "lora_init.h"
+#include "model/lora.h"
 #include "model/model.h"
 #include "optim.h"
 #include "train.h"
@@ -69,6 +71,18 @@ int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *fre
     return groups_init(g, m, NULL, 0, freeze, n_freeze);
 }
 
+int xd_groups_lora(xd_param_groups *g, const xd_lora_set *s) {
+    memset(g, 0, sizeof *g);
+    if (xd_lora_weights(s, &g->w, &g->n)) return -1;
+    g->train = malloc((size_t)g->n + 1);
+    g->decay = malloc((size_t)g->n + 1);
+    if (!g->train || !g->decay) return xd_err("out of memory");
+    memset(g->train, 1, (size_t)g->n);
+    memset(g->decay, 1, (size_t)g->n);
+    if (!g->n) return xd_err("the adapter has no module: nothing to train");
+    return 0;
+}
+
 int xd_groups_from_opts(xd_param_groups *g, const xd_model *m, const xd_train_opts *o) {
     return groups_init(g, m, o->train_only, o->n_train_only, o->freeze, o->n_freeze);
 }
@@ -80,29 +94,36 @@ void xd_groups_free(xd_param_groups *g) {
     memset(g, 0, sizeof *g);
 }
 
-static size_t offset_of(const xd_model *m, const xd_weight *w) { return (size_t)(w->ptr - m->arena); }
+/* The arenas the optimiser works on: the model's weights and gradients, or
+ * with LoRA the adapters' (groups' entries point into the first). */
+static float *param_arena(const xd_trainer_model *tm) {
+    return tm->lora ? tm->lora->param : tm->m->arena;
+}
+static float *grad_arena(const xd_trainer_model *tm) {
+    return tm->lora ? tm->lora->grad : tm->grad_arena;
+}
 
 /* Global L2 norm of the trainable gradients. */
 static double grad_norm(const xd_trainer_model *tm, const xd_param_groups *g) {
     double s = 0;
     for (int i = 0; i < g->n; i++)
         if (g->train[i])
-            s += xd_sumsq(tm->grad_arena + offset_of(tm->m, &g->w[i]),
+            s += xd_sumsq(grad_arena(tm) + (g->w[i].ptr - param_arena(tm)),
                           (size_t)(g->w[i].rows * g->w[i].cols));
     return sqrt(s);
 }
 
 double xd_optimizer_step(xd_trainer_model *tm, const xd_param_groups *g, xd_adamw *opt, float lr,
                          float weight_decay, float clip) {
-    xd_model *m = tm->m;
     double gn = grad_norm(tm, g);
     if (!isfinite(gn)) return gn;
     float coef = clip > 0 ? xd_clip_coef(gn, clip) : 1.0f;
     xd_adamw_begin_step(opt);
+    float *param = param_arena(tm);
     for (int i = 0; i < g->n; i++) {
         if (!g->train[i]) continue;
-        size_t off = offset_of(m, &g->w[i]), n = (size_t)(g->w[i].rows * g->w[i].cols);
-        xd_adamw_update(opt, m->arena, tm->grad_arena, off, n, lr,
+        size_t off = (size_t)(g->w[i].ptr - param), n = (size_t)(g->w[i].rows * g->w[i].cols);
+        xd_adamw_update(opt, param, grad_arena(tm), off, n, lr,
                         g->decay[i] ? weight_decay : 0.0f, coef);
     }
     return gn;
@@ -219,6 +240,16 @@ static int next_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, xd
     return 0;
 }
 
+/* The trained adapter as OUT/adapter; PiSSA's as a LoRA of the original base. */
+static int save_adapter(xd_lora_set *ls, const xd_lora_adapter *pissa0, const char *dir) {
+    if (!pissa0) return xd_lora_set_save(ls, dir);
+    if (xd_lora_store(ls, ls->ad)) return -1;
+    xd_lora_adapter *c = xd_lora_pissa_convert(ls->ad, pissa0);
+    int rc = c ? xd_lora_save(c, dir) : -1;
+    xd_lora_free(c);
+    return rc;
+}
+
 static int check_opts(const xd_train_opts *o) {
     if (o->steps < 1) return xd_err("--steps %lld must be >= 1", (long long)o->steps);
     if (o->batch < 1 || o->seq < 2 || o->accum < 1)
@@ -247,6 +278,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     int B = o->batch, T = o->seq, rc = -1;
     xd_trainer_model tm;
     xd_param_groups g;
+    xd_lora_set ls = {0}, *lora = o->lora ? &ls : NULL;
     xd_adamw opt = {0};
     xd_batch bb = {0};
     xd_objective *ob = o->objective;
@@ -254,18 +286,22 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     char log_path[1100];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", o->out_dir);
     memset(&g, 0, sizeof g);
-    if (xd_tm_init(&tm, m, B, T)) return -1;
+    memset(&tm, 0, sizeof tm);
+    if (lora ? xd_lora_bind(&ls, m, o->lora, 1) || xd_tm_init_lora(&tm, m, &ls, B, T)
+             : xd_tm_init(&tm, m, B, T))
+        goto done;
     tm.window = o->window;
     tm.sinks = o->sinks;
-    if (xd_groups_from_opts(&g, m, o) ||
-        xd_adamw_init(&opt, m->arena_floats, o->beta1, o->beta2, o->eps) || xd_batch_alloc(&bb, B, T))
+    if ((lora ? xd_groups_lora(&g, &ls) : xd_groups_from_opts(&g, m, o)) ||
+        xd_adamw_init(&opt, lora ? ls.n_param : m->arena_floats, o->beta1, o->beta2, o->eps) ||
+        xd_batch_alloc(&bb, B, T))
         goto done;
     size_t BT = (size_t)B * T;
 
     xd_ckpt_state st = {0, 0, 0, 0, B, T, o->accum, o->steps};
     if (o->resume && xd_ckpt_exists(o->out_dir)) {
         xd_ckpt_state old;
-        if (xd_ckpt_load(o->out_dir, m, &opt, &old)) goto done;
+        if (xd_ckpt_load(o->out_dir, m, lora, &opt, &old)) goto done;
         if (old.batch != B || old.seq != T || old.accum != o->accum || old.steps != o->steps) {
             xd_err("%s/checkpoint: was made with --batch %d --seq %d --accum %d --steps %lld; "
                    "resume with the same options", o->out_dir, old.batch, old.seq, old.accum,
@@ -348,13 +384,14 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         snprintf(extra, sizeof extra, "loss %.4f%s | lr %.2e | %.0f tok/s", loss, vs, lr, tps);
         xd_progress_update(&pr, st.step, extra);
         if (last || (o->save_every > 0 && st.step % o->save_every == 0)) {
-            if (xd_ckpt_save(o->out_dir, m, &opt, &st)) goto done;
+            if (xd_ckpt_save(o->out_dir, m, lora, &opt, &st)) goto done;
         }
     }
     xd_progress_end(&pr);
     char model_dir[1100];
-    snprintf(model_dir, sizeof model_dir, "%s/model", o->out_dir);
-    if (xd_model_save(m, model_dir)) goto done;
+    snprintf(model_dir, sizeof model_dir, "%s/%s", o->out_dir, lora ? "adapter" : "model");
+    if (lora ? save_adapter(&ls, o->lora_pissa0, model_dir) : xd_model_save(m, model_dir))
+        goto done;
     if (res) {
         res->steps_done = st.step;
         res->last_loss = loss;
@@ -369,5 +406,6 @@ done:
     xd_adamw_free(&opt);
     xd_groups_free(&g);
     xd_tm_free(&tm);
+    xd_lora_unbind(&ls);
     return rc;
 }

@@ -10,6 +10,13 @@ On tests/fixtures/tiny-llama (2 layers, hidden 48, FFN 80, 4 heads of 12, 2 kv h
            the adapter's parameters in bf16 (autocast_adapter_dtype=False on a bf16
            model), so the file holds BF16 tensors.
   dora/    use_dora=True (q_proj, r=2): must be refused; its file has magnitude vectors.
+  pissa/   a PiSSA adapter (r=4, all seven projections) moved by seeded noise (a stand-in
+           for training), saved converted to a LoRA of the original base (rank 8).
+  logits.safetensors  the logits PEFT gives with each adapter (PeftModel.from_pretrained
+           on the fp32 base, unmerged) on one fixed sequence of 16 token ids ("ids"):
+           "base", "lora", "rslora", "pissa", each [16][vocab] F32; "pissa_trained", the
+           PiSSA model before conversion (residual base + adapter); "pissa_delta.<module>",
+           PEFT's initial scaling·B0·A0 of two modules; for tests/test_lora.c.
   expected.json  per adapter and module: r, alpha and scaling as PEFT's LoraModel holds
            them (layer.r["default"], layer.lora_alpha["default"], layer.scaling["default"]),
            in/out features, the tensor dtype, the first four values of A and B as torch
@@ -28,6 +35,8 @@ paths, init_lora_weights "eva"); check each against tests/fixtures/peft/{lora,rs
 
 Deterministic: fixed seed, CPU only. Run from anywhere with the reference venv:
     ~/xd-ref/bin/python tests/ref/make_peft_fixture.py [out_dir]
+    ~/xd-ref/bin/python tests/ref/make_peft_fixture.py --logits [out_dir]   (logits only,
+        from the adapters already in out_dir)
     ~/xd-ref/bin/python tests/ref/make_peft_fixture.py --check DIR REF
 """
 import json
@@ -116,6 +125,72 @@ def make(out_dir):
         json.dump(expected, f, indent=2, sort_keys=True)
         f.write("\n")
     print(f"wrote {path}")
+    logits(out_dir)
+
+
+LOGIT_IDS = [1, 17, 42, 259, 100, 7, 200, 3, 64, 128, 5, 250, 33, 90, 11, 2]
+
+
+PISSA_DELTA = ["model.layers.0.mlp.down_proj", "model.layers.1.self_attn.q_proj"]
+
+
+def pissa(out_dir, ids):
+    """pissa/: a PiSSA adapter (r=4, lora_alpha=8, all seven projections, exact SVD)
+    after a simulated training step (A, B moved by seeded noise), saved converted to a
+    LoRA of the original base (path_initial_model_for_weight_conversion): rank 8,
+    lora_alpha 16. Returns the tensors for logits.safetensors: PEFT's initial
+    scaling·B0·A0 of two modules ("pissa_delta.<module>") and the logits of the trained
+    model on the residual base ("pissa_trained"), which the converted adapter must
+    reproduce on the original base."""
+    import shutil
+    import tempfile
+    torch.manual_seed(SEED + 1)
+    pm = get_peft_model(base_model(), LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8,
+                                                 target_modules=ALL, init_lora_weights="pissa"))
+    out = {}
+    for name, layer in lora_layers(pm).items():
+        if name in PISSA_DELTA:
+            a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            out["pissa_delta." + name] = (layer.scaling["default"] * b @ a).detach().float()
+    tmp = tempfile.mkdtemp()
+    init_dir = os.path.join(tmp, "init")
+    pm.peft_config["default"].init_lora_weights = True  # PEFT's recipe for the initial copy
+    pm.save_pretrained(init_dir)
+    pm.peft_config["default"].init_lora_weights = "pissa"
+    g = torch.Generator().manual_seed(SEED + 2)
+    with torch.no_grad():
+        for layer in lora_layers(pm).values():
+            for w in (layer.lora_A["default"].weight, layer.lora_B["default"].weight):
+                w.add_(0.05 * torch.randn(w.shape, generator=g))
+        out["pissa_trained"] = pm.eval()(input_ids=ids).logits[0].float()
+    dest = os.path.join(out_dir, "pissa")
+    pm.save_pretrained(dest, path_initial_model_for_weight_conversion=init_dir)
+    os.remove(os.path.join(dest, "README.md"))
+    shutil.rmtree(tmp)
+    print(f"wrote {dest}: {sorted(os.listdir(dest))}")
+    return out
+
+
+def logits(out_dir):
+    """PEFT's logits with each adapter of out_dir, unmerged, on the fp32 base."""
+    from safetensors.torch import save_file
+    os.chdir(ROOT)
+    ids = torch.tensor([LOGIT_IDS])
+    out = {"ids": ids.float()}  # F32: small integers, exact
+    out.update(pissa(out_dir, ids))
+    with torch.no_grad():
+        out["base"] = base_model()(input_ids=ids).logits[0].float()
+        for name in ("lora", "rslora", "pissa"):
+            pm, bad = load(os.path.join(out_dir, name))
+            if bad:
+                sys.exit(f"{name}: {bad}")
+            out[name] = pm(input_ids=ids).logits[0].float()
+            print(f"{name}: the adapter moves the logits by "
+                  f"{(out[name] - out['base']).abs().max().item():.3g}")
+    path = os.path.join(out_dir, "logits.safetensors")
+    save_file({k: v.contiguous() for k, v in out.items()}, path,
+              metadata={"peft_version": peft.__version__, "torch_version": torch.__version__})
+    print(f"wrote {path}")
 
 
 def load(adapter_dir):
@@ -170,5 +245,7 @@ def check(got_dir, ref_dir):
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--check":
         sys.exit(check(os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3])))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests", "fixtures", "peft")
-    make(os.path.abspath(out))
+    only_logits = len(sys.argv) > 1 and sys.argv[1] == "--logits"
+    args = sys.argv[2:] if only_logits else sys.argv[1:]
+    out = args[0] if args else os.path.join(ROOT, "tests", "fixtures", "peft")
+    (logits if only_logits else make)(os.path.abspath(out))
