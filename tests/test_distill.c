@@ -13,6 +13,7 @@
 
 #include "cli_util.h"
 #include "io/tokdata.h"
+#include "io/peft_adapter.h"
 #include "test.h"
 #include "xdistill.h"
 
@@ -116,6 +117,30 @@ int main(void) {
            num(r2, "val_kl_after"));
     CHECK(num(r2, "val_ce_after") < num(r2, "val_ce_before"), "stage 2 did not lower the CE");
     json_decref(r2);
+    /* Stage II with LoRA adapters on the student (issue 14): the student's weights stay
+     * as they were, OUT/adapter holds the adapters, and the validation CE falls */
+    snprintf(a, sizeof a, "distill stage2 --student %s/S1/model --logits %s/L.topk --data %s/d.tok "
+             "-o %s/S2L --teacher " TEACHER " --steps 30 --lr 3e-3 --warmup 3 --eval-windows 6 "
+             "--trainable lora --r 4 --alpha 8 --targets q,v,o,down", D, D, D, D);
+    CHECK(test_cli_run(a, out, sizeof out, 0) == 0, "stage2 --trainable lora: %s", out);
+    r2 = load("S2L/stage2.json");
+    printf("stage2 --trainable lora: validation CE %.5g -> %.5g, KL %.5g -> %.5g\n",
+           num(r2, "val_ce_before"), num(r2, "val_ce_after"), num(r2, "val_kl_before"),
+           num(r2, "val_kl_after"));
+    CHECK(num(r2, "val_ce_after") < num(r2, "val_ce_before"), "stage 2 LoRA did not lower the CE");
+    json_decref(r2);
+    {
+        char p[600];
+        snprintf(p, sizeof p, "%s/S2L/adapter", D);
+        xd_lora_adapter *ad = xd_lora_load(p);
+        CHECK(ad && ad->n_modules == 8 && ad->r == 4, "stage2 LoRA adapter: %s",
+              ad ? "wrong modules" : xd_last_error());
+        xd_lora_free(ad);
+    }
+    snprintf(a, sizeof a, "distill stage2 --student %s/S1/model --logits %s/L.topk --data %s/d.tok "
+             "-o %s/X --r 4", D, D, D, D);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDERR) == 2 && strstr(out, "--trainable lora"),
+          "a LoRA option without --trainable lora: %s", out);
     /* global heads (issue 13): Stage I with every head of layer 0 global has nothing to
      * align there (the mixer's output is the teacher's attention), and both stages keep
      * the list in the model they write */

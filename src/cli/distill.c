@@ -6,7 +6,7 @@
  *   MSE before and after).
  *
  * xdistill distill stage2 --student S --logits LOGITS --data DATA -o DIR
- *                         [--trainable all|mixer] [--teacher T] [--w-kl X] [options]
+ *                         [--trainable all|mixer|lora] [--teacher T] [--w-kl X] [options]
  *   Stage II: end-to-end 0.9·CE + 0.1·top-k KL against the teacher logits
  *   made by `xdistill teacher-logits` for the same data and --seq. With
  *   --teacher, validation also reports the KL to the teacher (computed live).
@@ -20,11 +20,13 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/lora_args.h"
 #include "cli/train_args.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "io/atomic.h"
 #include "io/topk_logits.h"
+#include "model/lora.h"
 #include "train/stage1.h"
 #include "train/stage2.h"
 #include "train/train_model.h"
@@ -130,11 +132,29 @@ done:
 static int usage_stage2(void) {
     fprintf(stderr,
             "usage: xdistill distill stage2 --student S --logits LOGITS --data DATA -o DIR\n"
-            "                               [--trainable all|mixer] [--teacher T] [--w-kl X] [options]\n"
+            "                               [--trainable all|mixer|lora] [--teacher T] [--w-kl X] [options]\n"
             "(defaults for stage 2: --lr 1e-5 --min-lr 1e-6 --warmup 10 --wd 0.1 --clip 1 --batch 1,\n"
-            " --seq = the logits file's; --w-kl 0.1 and the CE weight 1 − w-kl)\n%s",
-            train_args_usage);
+            " --seq = the logits file's; --w-kl 0.1 and the CE weight 1 − w-kl)\n%s"
+            "--trainable lora: LoRA adapters on the student (the student frozen), written to\n"
+            "OUT/adapter in PEFT's format (fold them in with `xdistill lora merge`); adapters\n"
+            "usually want a larger --lr (2e-4):\n%s",
+            train_args_usage, lora_args_usage);
     return 2;
+}
+
+/* Validation CE (and KL) of the student, with its LoRA adapters when given. */
+static int stage2_eval(xd_stage2 *s2, xd_model *s, xd_lora_adapter *lora, const xd_tokdata *d,
+                       const xd_train_opts *o, double *ce, double *kl) {
+    xd_trainer_model tm;
+    xd_lora_set ls = {0};
+    int e = lora ? xd_lora_bind(&ls, s, lora, 0) || xd_tm_init_lora(&tm, s, &ls, o->batch, o->seq)
+                 : xd_tm_init_ex(&tm, s, o->batch, o->seq, 0);
+    if (!e) {
+        e = xd_stage2_eval(s2, &tm, d, o->eval_windows, ce, kl);
+        xd_tm_free(&tm);
+    }
+    xd_lora_unbind(&ls);
+    return e;
 }
 
 static int stage2(int argc, char **argv) {
@@ -149,6 +169,10 @@ static int stage2(int argc, char **argv) {
     o.seq = 0;
     o.eval_windows = 16;
     xd_stage2_opts so = {0.9f, 0.1f, NULL};
+    xd_lora_init_opts io;
+    lora_args_defaults(&io);
+    const char *lora_opt = NULL; /* a LoRA option given (needs --trainable lora) */
+    xd_lora_adapter *lora = NULL, *lora0 = NULL;
     int threads = 0, r;
     for (int i = 1; i < argc; i++) {
         if ((r = train_arg(argc, argv, &i, &o, &threads))) { if (r < 0) return 2; }
@@ -159,15 +183,20 @@ static int stage2(int argc, char **argv) {
         else if ((r = take_opt(argc, argv, &i, "-o", &v))) { if (r < 0) return 2; o.out_dir = v; }
         else if ((r = take_opt(argc, argv, &i, "--trainable", &v))) {
             if (r < 0) return 2;
-            if (strcmp(v, "all") && strcmp(v, "mixer"))
-                return cli_error("--trainable: '%s' is not one of all, mixer", v), 2;
+            if (strcmp(v, "all") && strcmp(v, "mixer") && strcmp(v, "lora"))
+                return cli_error("--trainable: '%s' is not one of all, mixer, lora", v), 2;
             trainable = v;
+        } else if ((r = lora_arg(argc, argv, &i, &io))) {
+            if (r < 0) return 2;
+            lora_opt = argv[i - 1];
         } else if ((r = take_opt(argc, argv, &i, "--w-kl", &v))) {
             if (r < 0 || parse_float("--w-kl", v, 0, 1, &so.w_kl)) return 2;
             so.w_ce = 1.0f - so.w_kl;
         } else return cli_error("distill stage2: unknown argument '%s'", argv[i]), 2;
     }
     if (!student || !logits || !data_path || !o.out_dir) return usage_stage2();
+    if (lora_opt && strcmp(trainable, "lora"))
+        return cli_error("%s: a LoRA option; it needs --trainable lora", lora_opt), 2;
     if (threads) xd_set_threads(threads);
     if (!strcmp(trainable, "mixer")) {
         o.train_only = xd_mixer_param_names;
@@ -197,23 +226,12 @@ static int stage2(int argc, char **argv) {
         s->cfg.base_hash = xd_hash64(s->arena, s->arena_floats * sizeof(float), 0);
     if (!(s2 = xd_stage2_create(f, s, d, &o, &so))) goto done;
     o.objective = xd_stage2_objective(s2);
-    {
-        xd_trainer_model tm;
-        if (xd_tm_init_ex(&tm, s, o.batch, o.seq, 0)) goto done;
-        int e = xd_stage2_eval(s2, &tm, d, o.eval_windows, &ce0, &kl0);
-        xd_tm_free(&tm);
-        if (e) goto done;
-    }
+    if (!strcmp(trainable, "lora") && !(lora = lora_prepare(s, student, &io, &o, &lora0)))
+        goto done;
+    if (stage2_eval(s2, s, lora, d, &o, &ce0, &kl0)) goto done;
     if (isfinite(kl0)) fprintf(stderr, "stage2: before: validation CE %.4f, KL to the teacher %.4f\n", ce0, kl0);
     else fprintf(stderr, "stage2: before: validation CE %.4f (KL to the teacher: give --teacher)\n", ce0);
-    if (xd_train(s, d, &o, &res)) goto done;
-    {
-        xd_trainer_model tm;
-        if (xd_tm_init_ex(&tm, s, o.batch, o.seq, 0)) goto done;
-        int e = xd_stage2_eval(s2, &tm, d, o.eval_windows, &ce1, &kl1);
-        xd_tm_free(&tm);
-        if (e) goto done;
-    }
+    if (xd_train(s, d, &o, &res) || stage2_eval(s2, s, lora, d, &o, &ce1, &kl1)) goto done;
     if (isfinite(kl1)) fprintf(stderr, "stage2: after:  validation CE %.4f, KL to the teacher %.4f\n", ce1, kl1);
     else fprintf(stderr, "stage2: after:  validation CE %.4f\n", ce1);
     char path[1100], buf[1024];
@@ -227,9 +245,9 @@ static int stage2(int argc, char **argv) {
                      so.w_ce, so.w_kl, ce0, ce1, isfinite(kl0) ? kl0 : -1, isfinite(kl1) ? kl1 : -1);
     if (xd_write_file_atomic(path, buf, (size_t)n)) goto done;
     printf("{\"kind\":\"stage2\",\"steps\":%lld,\"val_ce_before\":%.6g,\"val_ce_after\":%.6g,"
-           "\"val_kl_before\":%.6g,\"val_kl_after\":%.6g,\"seconds\":%.1f,\"model\":\"%s/model\"}\n",
+           "\"val_kl_before\":%.6g,\"val_kl_after\":%.6g,\"seconds\":%.1f,\"%s\":\"%s/%s\"}\n",
            (long long)res.steps_done, ce0, ce1, isfinite(kl0) ? kl0 : -1, isfinite(kl1) ? kl1 : -1,
-           res.seconds, o.out_dir);
+           res.seconds, lora ? "adapter" : "model", o.out_dir, lora ? "adapter" : "model");
     rc = 0;
 done:
     if (rc) cli_lib_error();
@@ -238,6 +256,8 @@ done:
     xd_model_free(t);
     xd_model_free(s);
     xd_topk_close(f);
+    xd_lora_free(lora);
+    xd_lora_free(lora0);
     return rc;
 }
 
