@@ -297,7 +297,10 @@ static void test_ranks(json_t *doc) {
     CHECK(rank[0] == 8 && rank[1] == 3 && rank[2] == 1, "ranks %d %d %d", rank[0], rank[1], rank[2]);
     CHECK(al[0] == 16.0 && al[1] == 6.0 && al[2] == 2.5, "alphas %g %g %g", al[0], al[1], al[2]);
     CHECK(xd_eva_rank_distribution(L, 3, 1.5, rank, al) == 0, "%s", xd_last_error());
-    CHECK(rank[0] == 6 && rank[1] == 5 && rank[2] == 1 && al[0] == 12.0 && al[2] == 2.5,
+    /* the budget of 12 ends inside the zeros of layers 1 and 2: torch's argsort (not
+     * stable) puts layer 2's last two zeros first, so PEFT gives 6 3 3 (a stable sort
+     * would give 6 5 1) */
+    CHECK(rank[0] == 6 && rank[1] == 3 && rank[2] == 3 && al[0] == 12.0 && al[2] == 7.5,
           "rho 1.5: ranks %d %d %d alpha %g %g", rank[0], rank[1], rank[2], al[0], al[2]);
     /* rho 1.125 * 4 = 4.5 rounds to 4 (half to even): no layer can exceed r */
     CHECK(xd_eva_rank_distribution(L, 3, 1.125, rank, al) == 0 && rank[0] == 4 && rank[1] == 4 &&

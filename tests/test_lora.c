@@ -364,9 +364,9 @@ static void check_fd(const char *name, int student) {
 }
 
 /* ---- training through xd_train */
+static char dir[] = "/tmp/xd_lora_XXXXXX";
+
 static void test_train(void) {
-    char dir[] = "/tmp/xd_lora_XXXXXX";
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char txt[512], tok[512], out[512];
     snprintf(txt, sizeof txt, "%s/corpus.txt", dir);
     FILE *f = fopen(txt, "w");
@@ -433,7 +433,45 @@ static void test_train(void) {
     free(w0);
     xd_model_free(m);
     xd_tokdata_close(d);
-    xd_rmtree(dir);
+}
+
+/* ---- the command line: EVA (the pass's JSON line, the state, its reuse for another r),
+ * PiSSA, the merge of a trained adapter, bad input */
+static void test_cli(void) {
+    char a[2048], out[8192];
+    const char *M = XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf";
+    snprintf(a, sizeof a, "lora %s --data %s/data.tok -o %s/E --steps 5 --batch 2 --seq 16 "
+             "--r 4 --init eva --eva-batch 2 --eva-seq 16", M, dir, dir);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDOUT) == 0 && strstr(out, "\"eva\":{") &&
+              strstr(out, "\"rank_sum\":56,\"rank_budget\":56"), "lora --init eva: %s", out);
+    char *e = strstr(out, "\"eva\":");
+    printf("lora --init eva: %.*s\n", e ? (int)strcspn(e, "\n") : 0, e ? e : "");
+    snprintf(a, sizeof a, "%s/E/adapter", dir);
+    xd_lora_adapter *ad = xd_lora_load(a);
+    CHECK(ad && !strcmp(ad->init_lora_weights, "eva") && ad->has_eva, "EVA adapter: %s",
+          ad ? "config" : xd_last_error());
+    xd_lora_free(ad);
+    /* the saved state for r = 2, no forward pass: the budget is 2 x 14 */
+    snprintf(a, sizeof a, "lora %s --data %s/data.tok -o %s/E2 --steps 2 --batch 2 --seq 16 "
+             "--r 2 --init eva --eva-state %s/E/eva_state.safetensors", M, dir, dir, dir);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDOUT) == 0 && strstr(out, "\"passes\":0") &&
+              strstr(out, "\"rank_sum\":28"), "lora --eva-state: %s", out);
+    snprintf(a, sizeof a, "lora %s --data %s/data.tok -o %s/E3 --steps 2 --r 8 --init eva "
+             "--eva-state %s/E/eva_state.safetensors", M, dir, dir, dir);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDERR) == 1 && strstr(out, "collect again"),
+          "a state too small: %s", out);
+    /* EVA over data shorter than one batch */
+    snprintf(a, sizeof a, "lora %s --data %s/data.tok -o %s/E4 --steps 2 --init eva "
+             "--eva-batch 64 --eva-seq 4096", M, dir, dir);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDERR) == 1 && strstr(out, "data.tok") &&
+              strstr(out, "one EVA batch"), "short data: %s", out);
+    /* PiSSA through the CLI, then merged: the merged model exists */
+    snprintf(a, sizeof a, "lora %s --data %s/data.tok -o %s/P --steps 3 --batch 2 --seq 16 "
+             "--r 2 --targets q,down --init pissa", M, dir, dir);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDOUT) == 0, "lora --init pissa: %s", out);
+    snprintf(a, sizeof a, "lora merge %s %s/P/adapter -o %s/PM", M, dir, dir);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDOUT) == 0 && strstr(out, "\"modules\":4"),
+          "lora merge: %s", out);
 }
 
 /* ---- bad input */
@@ -476,7 +514,10 @@ int main(void) {
     check_fd("tiny-olmo2", 0);
     check_fd("tiny-qwen3", 1);
     check_fd("tiny-olmo2", 1);
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     test_train();
+    test_cli();
     test_errors();
+    if (t_fail == 0) xd_rmtree(dir);
     return test_summary("test_lora");
 }

@@ -169,8 +169,8 @@ static int stage2(int argc, char **argv) {
     o.seq = 0;
     o.eval_windows = 16;
     xd_stage2_opts so = {0.9f, 0.1f, NULL};
-    xd_lora_init_opts io;
-    lora_args_defaults(&io);
+    lora_cli_opts lc;
+    lora_args_defaults(&lc);
     const char *lora_opt = NULL; /* a LoRA option given (needs --trainable lora) */
     xd_lora_adapter *lora = NULL, *lora0 = NULL;
     int threads = 0, r;
@@ -186,7 +186,7 @@ static int stage2(int argc, char **argv) {
             if (strcmp(v, "all") && strcmp(v, "mixer") && strcmp(v, "lora"))
                 return cli_error("--trainable: '%s' is not one of all, mixer, lora", v), 2;
             trainable = v;
-        } else if ((r = lora_arg(argc, argv, &i, &io))) {
+        } else if ((r = lora_arg(argc, argv, &i, &lc))) {
             if (r < 0) return 2;
             lora_opt = argv[i - 1];
         } else if ((r = take_opt(argc, argv, &i, "--w-kl", &v))) {
@@ -226,7 +226,7 @@ static int stage2(int argc, char **argv) {
         s->cfg.base_hash = xd_hash64(s->arena, s->arena_floats * sizeof(float), 0);
     if (!(s2 = xd_stage2_create(f, s, d, &o, &so))) goto done;
     o.objective = xd_stage2_objective(s2);
-    if (!strcmp(trainable, "lora") && !(lora = lora_prepare(s, student, &io, &o, &lora0)))
+    if (!strcmp(trainable, "lora") && !(lora = lora_prepare(s, student, &lc, data_path, &o, &lora0)))
         goto done;
     if (stage2_eval(s2, s, lora, d, &o, &ce0, &kl0)) goto done;
     if (isfinite(kl0)) fprintf(stderr, "stage2: before: validation CE %.4f, KL to the teacher %.4f\n", ce0, kl0);

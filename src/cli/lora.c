@@ -64,16 +64,16 @@ int cmd_lora(int argc, char **argv) {
     o.lr = 2e-4f;
     o.min_lr = 2e-5f;
     o.weight_decay = 0;
-    xd_lora_init_opts io;
-    lora_args_defaults(&io);
+    lora_cli_opts lc;
+    lora_args_defaults(&lc);
     int threads = 0, r;
     for (int i = 1; i < argc; i++) {
         if ((r = train_arg(argc, argv, &i, &o, &threads))) { if (r < 0) return 2; }
-        else if ((r = lora_arg(argc, argv, &i, &io))) { if (r < 0) return 2; }
+        else if ((r = lora_arg(argc, argv, &i, &lc))) { if (r < 0) return 2; }
         else if ((r = take_opt(argc, argv, &i, "--seed", &v))) { /* = --lora-seed */
             int sv;
             if (r < 0 || parse_int("--seed", v, 0, 2147483647, &sv)) return 2;
-            io.seed = (uint64_t)sv;
+            lc.init.seed = (uint64_t)sv;
         }
         else if ((r = take_opt(argc, argv, &i, "--data", &v))) { if (r < 0) return 2; data_path = v; }
         else if ((r = take_opt(argc, argv, &i, "-o", &v))) { if (r < 0) return 2; o.out_dir = v; }
@@ -91,7 +91,7 @@ int cmd_lora(int argc, char **argv) {
     }
     /* on --resume the initialisation is recomputed (PiSSA's residual base bit for bit),
      * then the checkpoint's adapter replaces it */
-    xd_lora_adapter *a0 = NULL, *a = lora_prepare(m, model, &io, &o, &a0);
+    xd_lora_adapter *a0 = NULL, *a = lora_prepare(m, model, &lc, data_path, &o, &a0);
     int rc = 1;
     if (!a) cli_lib_error();
     else rc = train_run(m, data_path, &o);

@@ -3,6 +3,7 @@
 #include "atomic.h"
 
 #include <dirent.h>
+#include <stdio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -103,6 +104,21 @@ static int rmtree_at(int dfd, const char *name) {
     closedir(dp);
     if (unlinkat(dfd, name, AT_REMOVEDIR) && errno != ENOENT && !err) err = errno;
     return err;
+}
+
+int xd_mkdir_p(const char *dir) {
+    char buf[XD_APATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return xd_err("%s: path too long", dir);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) && errno != EEXIST)
+                return xd_err("%s: cannot create: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) && errno != EEXIST) return xd_err("%s: cannot create: %s", buf, strerror(errno));
+    return 0;
 }
 
 int xd_rmtree(const char *path) {

@@ -87,6 +87,8 @@ int xd_adir_recover(const char *dir);
 
 /* fsync of a directory (makes renames and creations in it durable). */
 int xd_fsync_dir(const char *dir);
+/* mkdir -p dir (mode 0755); an existing directory is not an error. */
+int xd_mkdir_p(const char *dir);
 /* rm -rf path (does not follow symbolic links). Missing path is not an error. */
 int xd_rmtree(const char *path);
 

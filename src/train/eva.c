@@ -304,10 +304,125 @@ typedef struct {
     int layer, idx;
 } cand;
 
-static int cand_cmp(const void *a, const void *b) {
-    const cand *x = a, *y = b;
-    if (x->v != y->v) return x->v > y->v ? -1 : 1; /* descending */
-    return (x->idx > y->idx) - (x->idx < y->idx);   /* stable: candidate order */
+/* torch.argsort(descending=True) on the CPU (not stable): PyTorch sorts (value, index)
+ * pairs with std::sort and the comparator "a.value > b.value", and exact ties, which EVA
+ * has whenever layers share an input (their candidates are the same ratios), come out in
+ * the order libstdc++'s introsort leaves them. This is that algorithm, step for step
+ * (bits/stl_algo.h and stl_heap.h: introsort loop with median-of-three pivots down to
+ * 16 elements, heapsort past 2·floor(log2 n) levels, then the final insertion sort), so
+ * PEFT's ranks come out identical, ties included (checked against torch 2.15 on
+ * tie-heavy arrays: tests/test_eva.c, tests/test_eva_engine.c). */
+static int gt(const cand *a, const cand *b) { return a->v > b->v; }
+static void swap_c(cand *a, cand *b) { cand t = *a; *a = *b; *b = t; }
+
+static void push_heap(cand *f, int64_t hole, int64_t top, cand v) {
+    int64_t parent = (hole - 1) / 2;
+    while (hole > top && gt(&f[parent], &v)) {
+        f[hole] = f[parent];
+        hole = parent;
+        parent = (hole - 1) / 2;
+    }
+    f[hole] = v;
+}
+
+static void adjust_heap(cand *f, int64_t hole, int64_t len, cand v) {
+    int64_t top = hole, child = hole;
+    while (child < (len - 1) / 2) {
+        child = 2 * (child + 1);
+        if (gt(&f[child], &f[child - 1])) child--;
+        f[hole] = f[child];
+        hole = child;
+    }
+    if ((len & 1) == 0 && child == (len - 2) / 2) {
+        child = 2 * (child + 1);
+        f[hole] = f[child - 1];
+        hole = child - 1;
+    }
+    push_heap(f, hole, top, v);
+}
+
+static void heap_sort(cand *f, int64_t len) {
+    for (int64_t parent = (len - 2) / 2; len >= 2; parent--) { /* make_heap */
+        adjust_heap(f, parent, len, f[parent]);
+        if (parent == 0) break;
+    }
+    for (int64_t last = len - 1; last > 0; last--) { /* sort_heap: pop_heap each */
+        cand v = f[last];
+        f[last] = f[0];
+        adjust_heap(f, 0, last, v);
+    }
+}
+
+static void median_to_first(cand *res, cand *a, cand *b, cand *c) {
+    if (gt(a, b)) {
+        if (gt(b, c)) swap_c(res, b);
+        else if (gt(a, c)) swap_c(res, c);
+        else swap_c(res, a);
+    } else if (gt(a, c)) swap_c(res, a);
+    else if (gt(b, c)) swap_c(res, c);
+    else swap_c(res, b);
+}
+
+static void introsort_loop(cand *first, cand *last, int depth) {
+    while (last - first > 16) {
+        if (depth == 0) {
+            heap_sort(first, last - first);
+            return;
+        }
+        depth--;
+        median_to_first(first, first + 1, first + (last - first) / 2, last - 1);
+        cand *lo = first + 1, *hi = last; /* unguarded partition around *first */
+        for (;;) {
+            while (gt(lo, first)) lo++;
+            hi--;
+            while (gt(first, hi)) hi--;
+            if (!(lo < hi)) break;
+            swap_c(lo, hi);
+            lo++;
+        }
+        introsort_loop(lo, last, depth);
+        last = lo;
+    }
+}
+
+static void linear_insert(cand *last) {
+    cand v = *last, *next = last - 1;
+    while (gt(&v, next)) {
+        *last = *next;
+        last = next--;
+    }
+    *last = v;
+}
+
+static void insertion_sort(cand *first, cand *last) {
+    for (cand *i = first + 1; i < last; i++) {
+        if (gt(i, first)) {
+            cand v = *i;
+            memmove(first + 1, first, (size_t)(i - first) * sizeof(cand));
+            *first = v;
+        } else linear_insert(i);
+    }
+}
+
+static void sort_like_torch(cand *c, int64_t n) {
+    if (n < 2) return;
+    int lg = 0;
+    while (((int64_t)1 << (lg + 1)) <= n) lg++;
+    introsort_loop(c, c + n, 2 * lg);
+    if (n > 16) {
+        insertion_sort(c, c + 16);
+        for (cand *i = c + 16; i < c + n; i++) linear_insert(i);
+    } else insertion_sort(c, c + n);
+}
+
+int xd_eva_argsort_desc(const double *v, int64_t n, int64_t *idx) {
+    cand *c = malloc((size_t)(n > 0 ? n : 1) * sizeof(cand));
+    if (!c) return xd_err("eva: out of memory");
+    for (int64_t i = 0; i < n; i++) c[i] = (cand){v[i], 0, (int)i};
+    sort_like_torch(c, n);
+    for (int64_t i = 0; i < n; i++) idx[i] = c[i].idx;
+    free(c);
+    return 0;
 }
 
 int xd_eva_rank_distribution(const xd_eva_layer *L, int n, double rho, int *rank,
@@ -371,7 +486,7 @@ int xd_eva_rank_distribution(const xd_eva_layer *L, int n, double rho, int *rank
             const double *r = L[L[i].owner].ratio;
             for (int j = 0; j < cap[i]; j++, t++) c[t] = (cand){r[j], i, (int)t};
         }
-        qsort(c, (size_t)ncand, sizeof(cand), cand_cmp);
+        sort_like_torch(c, ncand);
         for (int i = 0; i < n; i++) rank[i] = 0;
         for (int64_t t2 = 0; t2 < ncand && t2 < budget; t2++) rank[c[t2].layer]++;
         for (int a = 0; a < n; a++) { /* PEFT's fix-up, in equal_inputs_map order */

@@ -96,9 +96,9 @@ typedef struct {
  * - candidates: for every layer in PEFT's layer_hook_map order (owners in module order,
  *   then the other members of each group, groups by their owner's order, members in
  *   module order), its owner's ratio[0 .. cap) — a shared input appears once per layer;
- * - the budget sum(r) largest candidates are chosen: a stable descending sort, ties
- *   broken by candidate index (so an owner wins over its duplicates; torch's CPU argsort
- *   gave the same on every fixture case); rank = the number chosen per layer;
+ * - the budget sum(r) largest candidates are chosen, in the order of torch's CPU
+ *   argsort(descending=True) (xd_eva_argsort_desc, ties included); rank = the number
+ *   chosen per layer;
  * - then, for each non-owner in that order, if its owner's rank is below its own, the
  *   two are swapped (the owner ends with its group's largest rank; total unchanged);
  * - alpha_out = alpha * (rank / r) (PEFT: alpha *= new_rank / r; alpha when rank == r,
@@ -108,6 +108,12 @@ typedef struct {
  * is not its own owner, or after the layer), n_ratio below the cap, non-finite ratios. */
 int xd_eva_rank_distribution(const xd_eva_layer *layers, int n, double rho, int *rank,
                              double *alpha_out);
+
+/* torch.argsort(v, descending=True) as PyTorch computes it on the CPU (not stable:
+ * libstdc++'s std::sort of (value, index) pairs), so exact ties come out in torch's
+ * order; xd_eva_rank_distribution sorts its candidates this way. NaNs are not
+ * expected. */
+int xd_eva_argsort_desc(const double *v, int64_t n, int64_t *idx);
 
 /* PEFT's _svd_flip on one row: multiplies it by the sign of its largest-|.| entry
  * (the first on ties); a zero row is left as is. */

@@ -44,8 +44,8 @@ done:
 
 xd_lora_adapter *xd_lora_init(xd_model *m, const char *base_model, const xd_lora_init_opts *o) {
     if (o->kind == XD_LORA_INIT_EVA)
-        return xd_err("--init eva: EVA's activation pass is not available yet; use random or "
-                      "pissa"), NULL;
+        return xd_err("EVA needs activations: use xd_eva_collect and xd_eva_adapter "
+                      "(train/eva_init.h)"), NULL;
     xd_lora_adapter *a = xd_lora_for_model(m, base_model, o->targets, o->r, o->alpha, o->use_rslora);
     if (!a) return NULL;
     if (o->kind == XD_LORA_INIT_RANDOM) {

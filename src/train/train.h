@@ -101,6 +101,9 @@ struct xd_lora_set;
 int xd_groups_lora(xd_param_groups *g, const struct xd_lora_set *s);
 /* Same with o's train_only and freeze lists. */
 int xd_groups_from_opts(xd_param_groups *g, const xd_model *m, const xd_train_opts *o);
+/* The next micro-batch of B rows × T tokens of the train split at *cursor
+ * (advanced): inputs, next-token targets, document starts, positions. */
+int xd_train_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, xd_batch *bb);
 /* Buffers of a micro-batch of B rows × T tokens (xd_batch_free releases them). */
 int xd_batch_alloc(xd_batch *bb, int B, int T);
 void xd_batch_free(xd_batch *bb);

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "io/atomic.h"
 #include "lora_init.h"
 #include "model/lora.h"
 #include "model/model.h"
@@ -197,19 +198,6 @@ done:
     return rc;
 }
 
-static int mkdir_p(const char *dir) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) return xd_err("%s: cannot create: %s", buf, strerror(errno));
-            *p = '/';
-        }
-    if (mkdir(buf, 0755) && errno != EEXIST) return xd_err("%s: cannot create: %s", buf, strerror(errno));
-    return 0;
-}
-
 /* On resume, keep only the log lines of steps the checkpoint has. */
 static int trim_log(const char *path, int64_t max_step) {
     FILE *f = fopen(path, "r");
@@ -229,8 +217,7 @@ static int trim_log(const char *path, int64_t max_step) {
     return 0;
 }
 
-/* One training batch: B rows × (T+1) tokens from the train stream. */
-static int next_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, xd_batch *bb) {
+int xd_train_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, xd_batch *bb) {
     if (xd_tokdata_batch(data, XD_SPLIT_TRAIN, cursor, B, T, bb->row, bb->ds, bb->pos)) return -1;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -273,7 +260,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         return xd_err("%s: the train split has %llu tokens, fewer than --seq + 1 = %d",
                       xd_tokdata_path(data),
                       (unsigned long long)xd_tokdata_split_tokens(data, XD_SPLIT_TRAIN), o->seq + 1);
-    if (mkdir_p(o->out_dir)) return -1;
+    if (xd_mkdir_p(o->out_dir)) return -1;
 
     int B = o->batch, T = o->seq, rc = -1;
     xd_trainer_model tm;
@@ -330,7 +317,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         int64_t valid = 0;
         uint64_t c0 = st.cursor;
         for (int a = 0; a < o->accum; a++) {
-            if (next_batch(data, &st.cursor, B, T, &bb)) goto done;
+            if (xd_train_batch(data, &st.cursor, B, T, &bb)) goto done;
             if (ob) valid += ob->count(ob, &bb, B, T);
             else
                 for (size_t i = 0; i < BT; i++) valid += bb.tgt[i] >= 0;
@@ -340,7 +327,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             double s;
             int64_t c;
             uint64_t row0 = st.cursor / (uint64_t)T;
-            if (next_batch(data, &st.cursor, B, T, &bb)) goto done;
+            if (xd_train_batch(data, &st.cursor, B, T, &bb)) goto done;
             if (ob ? ob->step(ob, &tm, &bb, row0, 1, 1.0f / (float)valid, &s)
                    : xd_tm_step(&tm, bb.tok, bb.tgt, bb.pos, bb.ds, 1, 1.0f / (float)valid, &s, &c))
                 goto done;
