@@ -6,7 +6,7 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
 
-.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx clean
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx bench-lora-cost clean
 
 all: build
 
@@ -54,6 +54,11 @@ bench-distill: teacher
 # at 1–32 windows for teacher, student and SWA-only (about an hour, estimated); writes bench/RESULTS.md.
 bench-longctx: build teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/longctx.sh
+
+# LoRA cost: EVA initialisation vs HF PEFT's (needs tests/ref/setup.sh), LoRA vs full
+# fine-tuning peak RSS and tokens/s; writes bench/RESULTS.md.
+bench-lora-cost: build teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/lora_cost.sh
 
 # Stage III: three domain experts merged vs a generalist on the same tokens; writes bench/RESULTS.md.
 bench-stage3: build teacher

@@ -3,7 +3,7 @@
  *
  * DECOMPOSITION. Each update needs the first k right singular vectors and singular
  * values of the stack M [m][d] (m = n rows on the first step, k + n + 1 later). We take
- * them from a symmetric eigen-decomposition (LAPACK dsyevd, divide and conquer) of the
+ * them from a symmetric eigen-decomposition (LAPACK dsyevr, MRRR, the top k pairs only) of the
  * smaller Gram matrix instead of an SVD of M (dgesdd):
  *   d <= m: G = MᵀM [d][d]; its eigenvectors are the right singular vectors, λ = S².
  *   m <  d: G = MMᵀ [m][m]; v = Mᵀu normalised, re-orthogonalised (modified Gram-Schmidt)
@@ -19,7 +19,7 @@
  * components with S² below ~1e-13·S_max² (never among those EVA assigns) would lose
  * digits.
  *
- * DETERMINISM. The dsyrk/dgemv/dsyevd calls run inside an active OpenMP region on one
+ * DETERMINISM. The dsyrk/dgemv/dsyevr calls run inside an active OpenMP region on one
  * thread (`single`), where the OpenMP build of OpenBLAS (the only one xdistill accepts,
  * src/core/threads.c) runs single-threaded; with one thread allowed the region is
  * inactive and OpenBLAS has one thread anyway. So the bits depend on the operands only,
@@ -40,9 +40,12 @@
 
 /* LAPACK (Fortran symbol from OpenBLAS; there is no lapacke.h). The trailing hidden
  * string lengths of the gfortran ABI are passed explicitly. */
-extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
-                    double *w, double *work, const int *lwork, int *iwork, const int *liwork,
-                    int *info, size_t jobz_len, size_t uplo_len);
+extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const int *n,
+                    double *a, const int *lda, const double *vl, const double *vu, const int *il,
+                    const int *iu, const double *abstol, int *m, double *w, double *z,
+                    const int *ldz, int *isuppz, double *work, const int *lwork, int *iwork,
+                    const int *liwork, int *info, size_t jobz_len, size_t range_len,
+                    size_t uplo_len);
 
 /* ---- state ----------------------------------------------------------------------- */
 
@@ -115,12 +118,15 @@ void xd_eva_cosines(const double *a, const double *b, int k, int d, double *cos)
 /* ---- decomposition ------------------------------------------------------------------ */
 
 int xd_top_right_singular(const double *M, int m, int d, int k, double *out, double *sv) {
-    int nG = d <= m ? d : m, info = 0, lwork = -1, liwork = -1, iq = 0;
-    double wq = 0;
+    int nG = d <= m ? d : m, info = 0, lwork = -1, liwork = -1, iq = 0, found = 0;
+    int il = nG - k + 1, iu = nG;
+    double wq = 0, vl = 0, vu = 0, abstol = 0;
+    if (k < 1 || k > nG) return xd_err("SVD: %d components of a %d x %d matrix", k, m, d);
     double *G = malloc((size_t)nG * nG * sizeof(double)), *w = malloc((size_t)nG * sizeof(double));
-    if (!G || !w) {
-        free(G);
-        free(w);
+    double *Z = malloc((size_t)nG * k * sizeof(double));
+    int *isuppz = malloc((size_t)2 * k * sizeof(int));
+    if (!G || !w || !Z || !isuppz) {
+        free(G), free(w), free(Z), free(isuppz);
         return xd_err("SVD: out of memory (Gram matrix %d x %d)", nG, nG);
     }
     /* row-major upper triangle = column-major lower triangle ('L' below) */
@@ -128,26 +134,33 @@ int xd_top_right_singular(const double *M, int m, int d, int k, double *out, dou
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, m, 1.0, M, d, 0.0, G, d);
     else
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, m, d, 1.0, M, d, 0.0, G, m);
-    dsyevd_("V", "L", &nG, G, &nG, w, &wq, &lwork, &iq, &liwork, &info, 1, 1);
+    /* only the k largest eigenpairs (MRRR): the reduction to tridiagonal form is the
+     * whole cost, where a full decomposition would also build every eigenvector */
+    dsyevr_("V", "I", "L", &nG, G, &nG, &vl, &vu, &il, &iu, &abstol, &found, w, Z, &nG, isuppz,
+            &wq, &lwork, &iq, &liwork, &info, 1, 1, 1);
     lwork = (int)wq;
     liwork = iq;
     double *work = malloc((size_t)(lwork > 1 ? lwork : 1) * sizeof(double));
     int *iwork = malloc((size_t)(liwork > 1 ? liwork : 1) * sizeof(int));
     if (!work || !iwork) {
-        free(G), free(w), free(work), free(iwork);
-        return xd_err("SVD: out of memory (dsyevd workspace)");
+        free(G), free(w), free(Z), free(isuppz), free(work), free(iwork);
+        return xd_err("SVD: out of memory (dsyevr workspace)");
     }
-    if (info == 0) dsyevd_("V", "L", &nG, G, &nG, w, work, &lwork, iwork, &liwork, &info, 1, 1);
+    if (info == 0)
+        dsyevr_("V", "I", "L", &nG, G, &nG, &vl, &vu, &il, &iu, &abstol, &found, w, Z, &nG,
+                isuppz, work, &lwork, iwork, &liwork, &info, 1, 1, 1);
     free(work);
     free(iwork);
-    if (info != 0) {
-        free(G), free(w);
-        return xd_err("SVD: LAPACK dsyevd failed (info = %d) on a %d x %d Gram matrix", info, nG,
-                      nG);
+    free(isuppz);
+    free(G);
+    if (info != 0 || found != k) {
+        free(w), free(Z);
+        return xd_err("SVD: LAPACK dsyevr failed (info = %d, %d of %d eigenpairs) on a %d x %d "
+                      "Gram matrix", info, found, k, nG, nG);
     }
-    /* eigenvalues ascending; eigenvector j is column j = G[j*nG .. +nG) */
+    G = Z; /* the eigenvectors, column j of k, ascending: the largest is the last */
     for (int i = 0; i < k; i++) {
-        int j = nG - 1 - i;
+        int j = k - 1 - i;
         sv[i] = w[j] > 0 ? sqrt(w[j]) : 0.0;
         double *v = out + (size_t)i * d;
         if (d <= m) {

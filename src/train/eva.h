@@ -17,7 +17,7 @@
  *
  * Differences from PEFT: PEFT runs torch.svd_lowrank (randomized, q = 2k, 4 power
  * iterations, seed 42), its first step in float32; here every step is an exact
- * eigen-decomposition in double (LAPACK dsyevd), so components agree with PEFT's up to
+ * eigen-decomposition in double (LAPACK dsyevr, the top k pairs), so components agree with PEFT's up to
  * the randomized method's error (|cos| >= 0.999 on the test fixture where explained
  * variances are separated; near-tied components may rotate within their span).
  * Signs follow PEFT's _svd_flip (u_based_decision=False): each component is multiplied
