@@ -6,7 +6,7 @@
  *    training forward with the adapter beside the layers, and the inference
  *    forward after xd_lora_merge, both within 1e-4 of the largest logit (PEFT
  *    computes the same fp32 products in another order: ~1e-6 apart); PEFT's
- *    PiSSA adapter converted to a LoRA (rank 2r) included;
+ *    PiSSA adapter converted to a LoRA (rank 2r) and an EVA adapter included;
  *  - PiSSA: our initialisation against PEFT's, and our conversion;
  *  - the whole model's adapter gradients against central differences, on a
  *    teacher and on students (the mixer behind q, k, v and o), the base
@@ -135,8 +135,8 @@ static void test_peft_logits(void) {
     int32_t ids[64];
     for (int i = 0; i < T && i < 64; i++) ids[i] = (int32_t)idf[i];
     float *out = malloc((size_t)T * V * sizeof(float));
-    const char *names[] = {"lora", "rslora", "pissa"};
-    for (int k = 0; k < 3; k++) {
+    const char *names[] = {"lora", "rslora", "pissa", "eva"};
+    for (int k = 0; k < 4; k++) {
         float *ref = test_st_floats(s, names[k], (int64_t)T * V);
         char dir[512];
         snprintf(dir, sizeof dir, "%s/tests/fixtures/peft/%s", XD_SOURCE_DIR, names[k]);

@@ -12,9 +12,11 @@ On tests/fixtures/tiny-llama (2 layers, hidden 48, FFN 80, 4 heads of 12, 2 kv h
   dora/    use_dora=True (q_proj, r=2): must be refused; its file has magnitude vectors.
   pissa/   a PiSSA adapter (r=4, all seven projections) moved by seeded noise (a stand-in
            for training), saved converted to a LoRA of the original base (rank 8).
+  eva/     an EVA adapter initialised by PEFT (initialize_lora_eva_weights on random ids),
+           B then moved by seeded noise.
   logits.safetensors  the logits PEFT gives with each adapter (PeftModel.from_pretrained
            on the fp32 base, unmerged) on one fixed sequence of 16 token ids ("ids"):
-           "base", "lora", "rslora", "pissa", each [16][vocab] F32; "pissa_trained", the
+           "base", "lora", "rslora", "pissa", "eva", each [16][vocab] F32; "pissa_trained", the
            PiSSA model before conversion (residual base + adapter); "pissa_delta.<module>",
            PEFT's initial scaling·B0·A0 of two modules; for tests/test_lora.c.
   expected.json  per adapter and module: r, alpha and scaling as PEFT's LoraModel holds
@@ -164,11 +166,40 @@ def pissa(out_dir, ids):
                 w.add_(0.05 * torch.randn(w.shape, generator=g))
         out["pissa_trained"] = pm.eval()(input_ids=ids).logits[0].float()
     dest = os.path.join(out_dir, "pissa")
+    cfg = pm.peft_config["default"]
+    cfg.target_modules = sorted(cfg.target_modules)  # a set: sorted for stable files
     pm.save_pretrained(dest, path_initial_model_for_weight_conversion=init_dir)
     os.remove(os.path.join(dest, "README.md"))
     shutil.rmtree(tmp)
     print(f"wrote {dest}: {sorted(os.listdir(dest))}")
     return out
+
+
+def eva(out_dir):
+    """eva/: an EVA adapter (r=4, all seven projections) initialised by PEFT's
+    initialize_lora_eva_weights on 30 batches of 2 x 24 random ids, then B moved by
+    seeded noise (a stand-in for training: EVA starts with B = 0, which would leave the
+    logits at the base's); ranks from the redistribution, so rank_pattern and
+    alpha_pattern are set and init_lora_weights is "eva"."""
+    from peft import EvaConfig, initialize_lora_eva_weights
+    g = torch.Generator().manual_seed(SEED + 3)
+    batches = [{"input_ids": x, "attention_mask": torch.ones_like(x)}
+               for x in (torch.randint(3, 259, (2, 24), generator=g) for _ in range(30))]
+    pm = get_peft_model(base_model(), LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8,
+                                                 target_modules=ALL, init_lora_weights="eva",
+                                                 eva_config=EvaConfig(rho=2.0, tau=0.99)),
+                        low_cpu_mem_usage=True)
+    with torch.no_grad():
+        initialize_lora_eva_weights(pm, batches, show_progress_bar=False)
+        for layer in lora_layers(pm).values():
+            w = layer.lora_B["default"].weight
+            w.add_(0.05 * torch.randn(w.shape, generator=g))
+    dest = os.path.join(out_dir, "eva")
+    cfg = pm.peft_config["default"]
+    cfg.target_modules = sorted(cfg.target_modules)  # a set: sorted for stable files
+    pm.save_pretrained(dest)
+    os.remove(os.path.join(dest, "README.md"))
+    print(f"wrote {dest}: {sorted(os.listdir(dest))}")
 
 
 def logits(out_dir):
@@ -178,9 +209,10 @@ def logits(out_dir):
     ids = torch.tensor([LOGIT_IDS])
     out = {"ids": ids.float()}  # F32: small integers, exact
     out.update(pissa(out_dir, ids))
+    eva(out_dir)
     with torch.no_grad():
         out["base"] = base_model()(input_ids=ids).logits[0].float()
-        for name in ("lora", "rslora", "pissa"):
+        for name in ("lora", "rslora", "pissa", "eva"):
             pm, bad = load(os.path.join(out_dir, name))
             if bad:
                 sys.exit(f"{name}: {bad}")
