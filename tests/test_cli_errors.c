@@ -89,6 +89,21 @@ int main(void) {
     snprintf(args, sizeof args, "tokenize %s --decode \"1 2 999999\"", tiny);
     expect(args, 1, W("999999"));
 
+    /* data prep --prompt-field reads prompts from JSONL records only; nothing is written */
+    snprintf(args, sizeof args, "printf 'some plain text\\n' > %s.txt", tmp);
+    CHECK(system(args) == 0, "printf");
+    snprintf(args, sizeof args, "data prep --tokenizer %s %s.txt -o %s.tok --prompt-field prompt",
+             tiny, tmp, tmp);
+    expect(args, 1, W("xdistill: error:", ".txt: --prompt-field prompt needs JSONL records",
+                      "pass --jsonl"));
+    snprintf(args, sizeof args, "%s.tok", tmp);
+    CHECK(access(args, F_OK) != 0, "a refused prep wrote %s", args);
+    snprintf(args, sizeof args, "data prep --tokenizer %s %s.txt -o %s.tok --prompt-field", tiny,
+             tmp, tmp);
+    expect(args, 2, W("--prompt-field"));
+    snprintf(args, sizeof args, "rm -f %s.txt", tmp);
+    CHECK(system(args) == 0, "rm");
+
     /* and the happy paths on the tiny model work */
     snprintf(args, sizeof args, "inspect %s", tiny);
     expect(args, 0, NULL);

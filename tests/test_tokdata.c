@@ -4,6 +4,7 @@
  * hand-checked example and against a brute-force model; exact cursor resume;
  * and bad input — another tokenizer, an empty corpus, malformed JSONL,
  * truncated or corrupt files — gives clear errors and loses nothing. */
+#include <jansson.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -690,8 +691,11 @@ static void test_corrupt(const xd_tokenizer *t) {
     expect_corrupt("n_tokens off by one", good, len, len, 40, &v, 8, "file size", NULL);
     u = 3;
     expect_corrupt("token_bytes", good, len, len, 48, &u, 4, "token_bytes", NULL);
-    u = 6;
-    expect_corrupt("flags", good, len, len, 52, &u, 4, "flags", NULL);
+    u = 9;
+    expect_corrupt("flags", good, len, len, 52, &u, 4, "flags", "unknown bits 0x9");
+    u = 5; /* the mask flag without a mask */
+    expect_corrupt("mask flag", good, len, len, 52, &u, 4, "file size",
+                   "+ n_tokens (context mask) = 154");
     v = 1;
     expect_corrupt("offsets[0]", good, len, len, 64, &v, 8, "doc_offsets[0]", NULL);
     v = 10; /* offsets 0 3 10 9 ...: out of order */
@@ -830,6 +834,315 @@ static void test_cli(const xd_tokenizer *t) {
     CHECK(rc == 1 && contains(out, "corrupt.bin"), "cli info on a corrupt file: %d: %s", rc, out);
 }
 
+/* ---- context masks (instruction data) --------------------------------------------- */
+
+/* HAND_IDS with a prompt-like mask: each document starts with context tokens.
+ * train [10 11 12] [20 21] [30 31 32 33], validation [40 41 42] [50 51] */
+static const uint8_t HAND_MASK[] = {1, 1, 0, /**/ 1, 0, /**/ 1, 1, 0, 0, /**/ 1, 0, 0, /**/ 1, 0};
+
+static int eq8(const uint8_t *a, const uint8_t *b, int n) { return !memcmp(a, b, (size_t)n); }
+#define ARR8(...) ((const uint8_t[]){__VA_ARGS__})
+
+/* Brute force: the mask byte of every row token is the split's byte at that
+ * stream position, for several B, T and cursors (wrapping included). */
+static void check_ctx_model(const xd_tokdata *d, xd_split s, const uint8_t *mask) {
+    uint64_t L = xd_tokdata_split_tokens(d, s), begin = xd_tokdata_split_begin(d, s);
+    int bad = 0, rows = 0;
+    for (int T = 1; T <= 4 && (uint64_t)T + 1 <= L; T++) {
+        enum { B = 3 };
+        int32_t tok[B * 5];
+        uint8_t ctx[B * 5];
+        uint64_t cur = (uint64_t)T * 5;
+        for (int step = 0; step < 12; step++) {
+            uint64_t c0 = cur;
+            if (xd_tokdata_batch_ctx(d, s, &cur, B, T, tok, NULL, NULL, ctx)) { bad = 1; break; }
+            for (int b = 0; b < B; b++, rows++)
+                for (int t = 0; t <= T; t++)
+                    if (ctx[b * (T + 1) + t] != mask[begin + (c0 + (uint64_t)(b * T + t)) % L])
+                        bad = 2;
+        }
+    }
+    CHECK(!bad && rows > 0, "%s: context bytes vs brute force: mismatch kind %d",
+          s == XD_SPLIT_TRAIN ? "train" : "validation", bad);
+}
+
+/* A hand-made masked file: written, read back through batches (wrapping) and
+ * windows, counted; a file without a mask gives zeros. */
+static void test_mask_hand(void) {
+    const char *p = path_in("hand_mask.bin");
+    CHECK(xd_tokdata_write_mask(p, 100, 0x1234, XD_TOKDATA_FLAG_EOS, 0, HAND_IDS, HAND_OFF, 5, 3,
+                                HAND_MASK) == 0,
+          "write masked: %s", xd_last_error());
+    size_t len = 0;
+    unsigned char *bytes = read_bytes(p, &len);
+    /* the unmasked file's 140 bytes, then one byte per token */
+    CHECK(bytes && len == 64 + 8 * 6 + 2 * 14 + 14 && !memcmp(bytes + 140, HAND_MASK, 14),
+          "masked file: %zu bytes, the mask last", len);
+    free(bytes);
+    xd_tokdata *d = xd_tokdata_open(p);
+    CHECK(d != NULL, "open masked: %s", xd_last_error());
+    if (!d) return;
+    CHECK(xd_tokdata_has_mask(d) &&
+              xd_tokdata_header_of(d)->flags == (XD_TOKDATA_FLAG_EOS | XD_TOKDATA_FLAG_MASK),
+          "mask flag: 0x%x", xd_tokdata_header_of(d)->flags);
+    /* train: 2 + 1 + 2 context tokens; validation: 1 + 1 */
+    CHECK(xd_tokdata_masked_tokens(d, XD_SPLIT_TRAIN) == 5 &&
+              xd_tokdata_masked_tokens(d, XD_SPLIT_VAL) == 2,
+          "masked tokens %llu / %llu, expected 5 / 2",
+          (unsigned long long)xd_tokdata_masked_tokens(d, XD_SPLIT_TRAIN),
+          (unsigned long long)xd_tokdata_masked_tokens(d, XD_SPLIT_VAL));
+    int32_t tok[2 * 5], ds[2 * 4], pos[2 * 4];
+    uint8_t ctx[2 * 5];
+    uint64_t cur = 0;
+    CHECK(xd_tokdata_batch_ctx(d, XD_SPLIT_TRAIN, &cur, 2, 4, tok, ds, pos, ctx) == 0, "batch: %s",
+          xd_last_error());
+    CHECK(eq32(tok, ARR(10, 11, 12, 20, 21, /**/ 21, 30, 31, 32, 33), 10), "masked batch 1 tokens");
+    CHECK(eq8(ctx, ARR8(1, 1, 0, 1, 0, /**/ 0, 1, 1, 0, 0), 10), "batch 1 context bytes");
+    CHECK(eq32(ds, ARR(0, 0, 0, 3, /**/ 0, 1, 1, 1), 8), "batch 1 doc_start unchanged by the mask");
+    /* row 0 wraps after 33 (its next bytes are the first document's) */
+    CHECK(xd_tokdata_batch_ctx(d, XD_SPLIT_TRAIN, &cur, 2, 4, tok, ds, pos, ctx) == 0, "batch 2");
+    CHECK(eq32(tok, ARR(33, 10, 11, 12, 20, /**/ 20, 21, 30, 31, 32), 10), "masked batch 2 tokens");
+    CHECK(eq8(ctx, ARR8(0, 1, 1, 0, 1, /**/ 1, 0, 1, 1, 0), 10), "batch 2 context bytes (wrap)");
+    cur = 0;
+    CHECK(xd_tokdata_batch(d, XD_SPLIT_TRAIN, &cur, 2, 4, tok, ds, pos) == 0 &&
+              eq32(tok, ARR(10, 11, 12, 20, 21, /**/ 21, 30, 31, 32, 33), 10) && cur == 8,
+          "xd_tokdata_batch on a masked file");
+    /* windows: T = 3 -> [40 41 42 50] [50 51] */
+    int n = xd_tokdata_window_ctx(d, XD_SPLIT_VAL, 3, 0, tok, ds, pos, ctx);
+    CHECK(n == 4 && eq32(tok, ARR(40, 41, 42, 50), 4) && eq8(ctx, ARR8(1, 0, 0, 1), 4),
+          "window 0 context bytes");
+    n = xd_tokdata_window_ctx(d, XD_SPLIT_VAL, 3, 1, tok, ds, pos, ctx);
+    CHECK(n == 2 && eq32(tok, ARR(50, 51), 2) && eq8(ctx, ARR8(1, 0), 2), "window 1 context bytes");
+    check_ctx_model(d, XD_SPLIT_TRAIN, HAND_MASK);
+    check_ctx_model(d, XD_SPLIT_VAL, HAND_MASK);
+    xd_tokdata_close(d);
+
+    /* no mask: zeros, and no context tokens */
+    d = xd_tokdata_open(path_in("hand.bin"));
+    memset(ctx, 7, sizeof ctx);
+    cur = 0;
+    CHECK(d && !xd_tokdata_has_mask(d) && xd_tokdata_masked_tokens(d, XD_SPLIT_TRAIN) == 0 &&
+              xd_tokdata_batch_ctx(d, XD_SPLIT_TRAIN, &cur, 2, 4, tok, ds, pos, ctx) == 0 &&
+              eq8(ctx, ARR8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0), 10),
+          "a file without a mask gives context bytes 0");
+    xd_tokdata_close(d);
+
+    /* the writer refuses what the reader would */
+    uint8_t bad[14];
+    memcpy(bad, HAND_MASK, sizeof bad);
+    bad[6] = 2;
+    const char *q = path_in("bad_mask.bin");
+    CHECK(xd_tokdata_write_mask(q, 100, 0, 0, 0, HAND_IDS, HAND_OFF, 5, 3, bad) == -1 &&
+              contains(xd_last_error(), "context mask: byte at token 6 is 2, expected 0 or 1") &&
+              !exists(q),
+          "writer: bad mask byte: %s", xd_last_error());
+    CHECK(xd_tokdata_write_mask(q, 100, 0, XD_TOKDATA_FLAG_MASK, 0, HAND_IDS, HAND_OFF, 5, 3,
+                                NULL) == -1 &&
+              contains(xd_last_error(), "no mask was given"),
+          "writer: mask flag without a mask: %s", xd_last_error());
+}
+
+/* A corrupt mask byte and a truncated mask are refused. */
+static void test_mask_corrupt(void) {
+    size_t len = 0;
+    unsigned char *good = read_bytes(path_in("hand_mask.bin"), &len);
+    CHECK(good && len == 154, "masked hand file: %zu bytes", len);
+    if (!good) return;
+    uint8_t two = 2;
+    expect_corrupt("mask byte 2", good, len, len, 140 + 9, &two, 1,
+                   "context mask: byte at token 9 is 2, expected 0 or 1", NULL);
+    expect_corrupt("mask cut", good, len, len - 1, 0, NULL, 0, "file size: 153 bytes",
+                   "+ n_tokens (context mask) = 154");
+    expect_corrupt("mask missing", good, len, 140, 0, NULL, 0, "file size: 140 bytes",
+                   "(context mask)");
+    free(good);
+}
+
+/* An instruction record: its prompt (context) and completion. */
+typedef struct {
+    const char *prompt, *text, *dom;
+} record;
+
+static const record RECORDS[] = {
+    {"Question: what is two plus two?\nAnswer:", " Four.", "math"},
+    {"Translate to English: chat\n", "cat", "lang"},
+    {"", "no prompt here", "math"},           /* no context tokens */
+    {"Only a prompt, no answer", "", "lang"}, /* the prompt, then the EOS */
+    {"  ", "\n", "math"},                     /* both blank: skipped */
+    {"Say hi\n", "hi there", "lang"},
+    {"Count: 1 2 3", " 4 5 6", "math"},
+};
+enum { N_RECORDS = sizeof RECORDS / sizeof *RECORDS };
+
+/* Expected document of record i: enc(prompt), enc(text), EOS; mask 1 on the
+ * prompt's tokens. Returns its length (0 for the skipped record). */
+static size_t expected_record(const xd_tokenizer *t, int i, int32_t *ids, uint8_t *mask) {
+    int32_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0, n = 0;
+    const record *r = &RECORDS[i];
+    CHECK(xd_tokenizer_encode(t, r->prompt, strlen(r->prompt), 0, &a, &na) == 0 &&
+              xd_tokenizer_encode(t, r->text, strlen(r->text), 0, &b, &nb) == 0,
+          "encode: %s", xd_last_error());
+    if (i != 4) {
+        for (size_t j = 0; j < na; j++) ids[n] = a[j], mask[n++] = 1;
+        for (size_t j = 0; j < nb; j++) ids[n] = b[j], mask[n++] = 0;
+        if (xd_tokenizer_eos(t) >= 0) ids[n] = xd_tokenizer_eos(t), mask[n++] = 0;
+    }
+    free(a);
+    free(b);
+    return n;
+}
+
+/* The records as prep with a prompt field writes them: every document of
+ * `data` (a prep or one of its domain files) is one expected record's ids
+ * and mask; counts the documents matched and the context tokens per split. */
+static int match_records(const xd_tokenizer *t, const char *data, int *used, uint64_t ctx[2]) {
+    xd_tokdata *d = xd_tokdata_open(data);
+    CHECK(d != NULL, "open %s: %s", data, xd_last_error());
+    if (!d) return 0;
+    const xd_tokdata_header *h = xd_tokdata_header_of(d);
+    const uint64_t *off = xd_tokdata_doc_offsets(d);
+    const uint8_t *mask = xd_tokdata_context_mask(d);
+    CHECK(mask && (h->flags & XD_TOKDATA_FLAG_MASK), "%s has a context mask", data);
+    int matched = 0;
+    int32_t got[256], want[256];
+    uint8_t want_mask[256];
+    for (uint64_t k = 0; mask && k < h->n_docs; k++) {
+        size_t n = (size_t)(off[k + 1] - off[k]);
+        if (n > 256 || xd_tokdata_copy(d, off[k], n, got)) continue;
+        for (int i = 0; i < N_RECORDS; i++) {
+            if (used[i] || expected_record(t, i, want, want_mask) != n) continue;
+            if (eq32(got, want, (int)n) && eq8(mask + off[k], want_mask, (int)n)) {
+                used[i] = 1;
+                matched++;
+                for (size_t j = 0; j < n; j++) ctx[k >= h->n_train_docs] += want_mask[j];
+                break;
+            }
+        }
+    }
+    xd_tokdata_close(d);
+    return matched;
+}
+
+static void write_records(const char *name) {
+    char buf[4096];
+    size_t n = 0;
+    for (int i = 0; i < N_RECORDS; i++) {
+        json_t *o = json_pack("{s:s, s:s, s:s}", "prompt", RECORDS[i].prompt, "text",
+                              RECORDS[i].text, "dom", RECORDS[i].dom);
+        char *line = json_dumps(o, JSON_COMPACT);
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s\n", line);
+        free(line);
+        json_decref(o);
+    }
+    write_text(path_in(name), buf, n);
+}
+
+/* data prep --prompt-field: the prompt and the completion tokenized
+ * separately, the prompt's tokens marked; the mask travels with its document
+ * through the shuffle, the split and `data split`. */
+static void test_prompt_prep(const xd_tokenizer *t) {
+    write_records("inst.jsonl");
+    const char *in[] = {path_in("inst.jsonl")};
+    const char *out = path_in("inst.bin");
+    xd_prep_opts o;
+    xd_prep_defaults(&o);
+    o.inputs = in;
+    o.n_inputs = 1;
+    o.prompt_field = "prompt";
+    o.seed = 3;
+    o.val_frac = 0.3;
+    xd_prep_stats st;
+    CHECK(xd_tokdata_prep(t, &o, out, &st) == 0, "prep --prompt-field: %s", xd_last_error());
+    CHECK(st.n_docs == N_RECORDS - 1 && st.n_empty == 1 && st.n_train_docs == N_RECORDS - 3,
+          "%llu documents (%llu train), %llu empty", (unsigned long long)st.n_docs,
+          (unsigned long long)st.n_train_docs, (unsigned long long)st.n_empty);
+    int used[N_RECORDS] = {0};
+    uint64_t ctx[2] = {0, 0};
+    int m = match_records(t, out, used, ctx);
+    CHECK(m == N_RECORDS - 1 && !used[4], "%d of %d documents match the separately tokenized "
+          "prompt + completion + EOS with their masks", m, N_RECORDS - 1);
+    xd_tokdata *d = xd_tokdata_open(out);
+    CHECK(d && ctx[0] + ctx[1] > 0 && xd_tokdata_masked_tokens(d, XD_SPLIT_TRAIN) == ctx[0] &&
+              xd_tokdata_masked_tokens(d, XD_SPLIT_VAL) == ctx[1],
+          "masked tokens per split: %llu / %llu", (unsigned long long)ctx[0],
+          (unsigned long long)ctx[1]);
+    xd_tokdata_close(d);
+
+    /* with domains: `data split` carries each document's mask */
+    o.domain_by = XD_DOMAIN_FIELD;
+    o.domain_arg = "dom";
+    const char *dom = path_in("inst_dom.bin");
+    CHECK(xd_tokdata_prep(t, &o, dom, NULL) == 0, "prep with domains: %s", xd_last_error());
+    d = xd_tokdata_open(dom);
+    CHECK(d && xd_tokdata_split_domains(d, path_in("inst_split"), NULL, 0) == 0, "split: %s",
+          xd_last_error());
+    xd_tokdata_close(d);
+    memset(used, 0, sizeof used);
+    ctx[0] = ctx[1] = 0;
+    m = match_records(t, path_in("inst_split/math.tok"), used, ctx);
+    m += match_records(t, path_in("inst_split/lang.tok"), used, ctx);
+    CHECK(m == N_RECORDS - 1, "data split: %d of %d documents with their masks", m, N_RECORDS - 1);
+    o.domain_by = XD_DOMAIN_NONE;
+
+    /* refused: a record without the prompt field (naming the line), a non-string,
+     * text input, the prompt field also the text field */
+    WRITE("inst_bad.jsonl", "{\"prompt\": \"a\", \"text\": \"b\"}\n{\"text\": \"c\"}\n");
+    o.inputs = (const char *[]){path_in("inst_bad.jsonl")};
+    CHECK(xd_tokdata_prep(t, &o, out, NULL) == -1 &&
+              contains(xd_last_error(), "inst_bad.jsonl: line 2: prompt field \"prompt\" is "
+                                        "missing (--prompt-field prompt)"),
+          "missing prompt field: %s", xd_last_error());
+    WRITE("inst_bad2.jsonl", "{\"prompt\": 3, \"text\": \"b\"}\n");
+    o.inputs = (const char *[]){path_in("inst_bad2.jsonl")};
+    CHECK(xd_tokdata_prep(t, &o, out, NULL) == -1 &&
+              contains(xd_last_error(), "inst_bad2.jsonl: line 1: prompt field \"prompt\" is an "
+                                        "integer, expected a string"),
+          "non-string prompt field: %s", xd_last_error());
+    o.inputs = (const char *[]){path_in("a.txt")};
+    CHECK(xd_tokdata_prep(t, &o, out, NULL) == -1 &&
+              contains(xd_last_error(), "a.txt: --prompt-field prompt needs JSONL records"),
+          "text input: %s", xd_last_error());
+    o.inputs = in;
+    o.prompt_field = "text";
+    CHECK(xd_tokdata_prep(t, &o, out, NULL) == -1 &&
+              contains(xd_last_error(), "--prompt-field text is also the text field"),
+          "prompt field = text field: %s", xd_last_error());
+    CHECK(match_records(t, out, (int[N_RECORDS]){0}, (uint64_t[2]){0, 0}) == N_RECORDS - 1,
+          "after the failures the output is intact");
+}
+
+/* The CLI: --prompt-field writes what the library does, info counts the
+ * context tokens, echo refuses instruction data. */
+static void test_prompt_cli(void) {
+    char args[4096], out[16384];
+    const char *tiny = FIXTURE("tiny-llama.gguf");
+    const char *bin = path_in("inst_cli.bin");
+    snprintf(args, sizeof args,
+             "data prep --tokenizer %s %s -o %s --prompt-field prompt --seed 3 --val-frac 0.3",
+             tiny, path_in("inst.jsonl"), bin);
+    int rc = run_cli(args, out, sizeof out, 0);
+    CHECK(rc == 0 && test_same_file(bin, path_in("inst.bin")),
+          "cli prep --prompt-field: status %d, same bytes as the library: %s", rc, out);
+    xd_tokdata *d = xd_tokdata_open(bin);
+    uint64_t ct = d ? xd_tokdata_masked_tokens(d, XD_SPLIT_TRAIN) : 0,
+             cv = d ? xd_tokdata_masked_tokens(d, XD_SPLIT_VAL) : 0;
+    xd_tokdata_close(d);
+    char want[128];
+    snprintf(want, sizeof want, "context tokens  %llu (train %llu, validation %llu;",
+             (unsigned long long)(ct + cv), (unsigned long long)ct, (unsigned long long)cv);
+    snprintf(args, sizeof args, "data info %s", bin);
+    rc = run_cli(args, out, sizeof out, 0);
+    CHECK(rc == 0 && contains(out, want) && contains(out, "(context mask)"),
+          "data info: %d: wants '%s': %s", rc, want, out);
+    snprintf(args, sizeof args, "data echo %s --tokenizer %s -o %s", bin, tiny,
+             path_in("inst_echo.bin"));
+    rc = run_cli(args, out, sizeof out, 1);
+    CHECK(rc == 1 && contains(out, "inst_cli.bin: has a context mask; echo works on plain text "
+                                   "data") && !exists(path_in("inst_echo.bin")),
+          "data echo on masked data: %d: %s", rc, out);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/xd_tokdata_XXXXXX");
     if (!mkdtemp(g_dir)) {
@@ -857,6 +1170,10 @@ int main(void) {
     test_bad_prep(tiny);
     test_corrupt(tiny);
     test_cli(tiny);
+    test_mask_hand();
+    test_mask_corrupt();
+    test_prompt_prep(tiny);
+    test_prompt_cli();
 
     const char *teacher = teacher_path();
     if (access(teacher, R_OK) == 0) {

@@ -463,8 +463,11 @@ static void test_corrupt(void) {
     c[tab] = 0, c[tab + 1] = 0; /* n_domains 0 */
     expect_corrupt("zero domains", c, n, "n_domains 0");
     memcpy(c, b, n);
-    c[52] |= 4; /* unknown flag */
+    c[52] |= 8; /* unknown flag */
     expect_corrupt("unknown flag", c, n, "flags: unknown bits");
+    memcpy(c, b, n);
+    c[52] |= 4; /* a context mask flagged but absent: size check, naming the mask */
+    expect_corrupt("mask flag without a mask", c, n, "n_tokens (context mask)");
     memcpy(c, b, n);
     c[52] &= (unsigned char)~2u; /* table present but not flagged: size check */
     expect_corrupt("table without its flag", c, n, "file size");
@@ -501,7 +504,7 @@ static void test_many_domains(void) {
     }
     xd_tokdata_header h = {XD_TOKDATA_VERSION, 300, 2, XD_TOKDATA_FLAG_DOMAINS, 0x1234, ND, ND - 100,
                            2 * (uint64_t)ND, 1};
-    xd_doc_source src = {tok, 2, off, NULL, dom, (const char *const *)names, ND};
+    xd_doc_source src = {tok, 2, off, NULL, dom, (const char *const *)names, ND, NULL};
     const char *path = path_in("many.tok");
     CHECK(xd_tokdata_write_docs(path, &h, &src) == 0, "write %s: %s", path, xd_last_error());
     double t0 = now_s();

@@ -1,6 +1,7 @@
 /* xdistill data prep --tokenizer MODEL IN... -o DATA [--jsonl] [--field NAME]
- *                    [--doc-sep file|blank|line] [--seed N] [--val-frac F] [--special]
- *                    [--domain file|field:NAME|rule:FILE] [--threads N] [--quiet]
+ *                    [--prompt-field NAME] [--doc-sep file|blank|line] [--seed N]
+ *                    [--val-frac F] [--special] [--domain file|field:NAME|rule:FILE]
+ *                    [--threads N] [--quiet]
  * xdistill data info DATA [--tokenizer MODEL]
  * xdistill data split DATA -o DIR [--domains a,b,...]
  * xdistill data echo DATA --tokenizer MODEL -o OUT [--rate R] [--min-gap N] [--max-gap N]
@@ -20,7 +21,7 @@
 
 static const char PREP_USAGE[] =
     "usage: xdistill data prep --tokenizer MODEL IN... -o DATA [--jsonl] [--field NAME] "
-    "[--doc-sep file|blank|line] [--seed N] [--val-frac F] [--special] "
+    "[--prompt-field NAME] [--doc-sep file|blank|line] [--seed N] [--val-frac F] [--special] "
     "[--domain file|field:NAME|rule:FILE] [--threads N] [--quiet]";
 static const char INFO_USAGE[] = "usage: xdistill data info DATA [--tokenizer MODEL]";
 static const char SPLIT_USAGE[] = "usage: xdistill data split DATA -o DIR [--domains a,b,...]";
@@ -43,8 +44,10 @@ static void print_summary(const xd_tokdata *d) {
     printf("version         %u\n", h->version);
     printf("vocab_size      %u (%u-byte token ids)\n", h->vocab_size, h->token_bytes);
     printf("tokenizer_hash  0x%016" PRIx64 "\n", h->tokenizer_hash);
-    printf("flags           0x%x%s\n", h->flags,
-           h->flags & XD_TOKDATA_FLAG_EOS ? " (documents end with EOS)" : "");
+    printf("flags           0x%x%s%s%s\n", h->flags,
+           h->flags & XD_TOKDATA_FLAG_EOS ? " (documents end with EOS)" : "",
+           h->flags & XD_TOKDATA_FLAG_DOMAINS ? " (domain table)" : "",
+           h->flags & XD_TOKDATA_FLAG_MASK ? " (context mask)" : "");
     printf("shuffle_seed    %" PRIu64 "\n", h->shuffle_seed);
     printf("documents       %" PRIu64 " (train %" PRIu64 ", validation %" PRIu64 ")\n", h->n_docs,
            xd_tokdata_split_docs(d, XD_SPLIT_TRAIN), xd_tokdata_split_docs(d, XD_SPLIT_VAL));
@@ -52,6 +55,12 @@ static void print_summary(const xd_tokdata *d) {
            xd_tokdata_split_tokens(d, XD_SPLIT_TRAIN), xd_tokdata_split_tokens(d, XD_SPLIT_VAL));
     printf("doc tokens      min %" PRIu64 ", mean %.1f, max %" PRIu64 "\n", mn,
            (double)h->n_tokens / (double)h->n_docs, mx);
+    if (xd_tokdata_has_mask(d)) {
+        uint64_t ct = xd_tokdata_masked_tokens(d, XD_SPLIT_TRAIN),
+                 cv = xd_tokdata_masked_tokens(d, XD_SPLIT_VAL);
+        printf("context tokens  %" PRIu64 " (train %" PRIu64 ", validation %" PRIu64
+               "; no loss predicts them)\n", ct + cv, ct, cv);
+    }
     uint32_t nd = xd_tokdata_n_domains(d);
     if (!nd) return;
     uint64_t *c = calloc(4 * (size_t)nd, sizeof *c); /* docs train/val, tokens train/val */
@@ -102,6 +111,10 @@ static int data_prep(int argc, char **argv) {
             if (r < 0) goto done;
             if (!*v) { cli_error("--field: the field name is empty"); goto done; }
             o.field = v;
+        } else if ((r = take_opt(argc, argv, &i, "--prompt-field", &v))) {
+            if (r < 0) goto done;
+            if (!*v) { cli_error("--prompt-field: the field name is empty"); goto done; }
+            o.prompt_field = v;
         } else if ((r = take_opt(argc, argv, &i, "--doc-sep", &v))) {
             if (r < 0) goto done;
             if (!strcmp(v, "file")) o.doc_sep = XD_DOCSEP_FILE;

@@ -96,7 +96,21 @@ static int write_domain_table(xd_afile *f, const xd_tokdata_header *h, const xd_
     return xd_afile_write(f, buf, k * 4);
 }
 
+/* The context mask at the very end (tokdata.h): each document's bytes in
+ * output order, straight from the source. */
+static int write_mask(xd_afile *f, const xd_tokdata_header *h, const xd_doc_source *s) {
+    for (uint64_t d = 0; d < h->n_docs; d++) {
+        uint64_t i = s->order ? s->order[d] : d;
+        if (xd_afile_write(f, s->src_mask + s->src_off[i], s->src_off[i + 1] - s->src_off[i]))
+            return -1;
+    }
+    return 0;
+}
+
 int xd_tokdata_write_docs(const char *path, const xd_tokdata_header *h, const xd_doc_source *s) {
+    if ((h->flags & XD_TOKDATA_FLAG_MASK) && !s->src_mask)
+        return xd_err("%s: flags: bit 2 (context mask) is set, but there is no mask to write",
+                      path);
     xd_afile f;
     if (xd_afile_open(&f, path)) return -1;
     enum { CHUNK = 1 << 16 };
@@ -142,6 +156,7 @@ int xd_tokdata_write_docs(const char *path, const xd_tokdata_header *h, const xd
     if ((h->flags & XD_TOKDATA_FLAG_DOMAINS) &&
         write_domain_table(&f, h, s, (uint32_t *)tbuf, CHUNK))
         goto done;
+    if ((h->flags & XD_TOKDATA_FLAG_MASK) && write_mask(&f, h, s)) goto done;
     rc = xd_afile_commit(&f);
 done:
     if (rc) xd_afile_abort(&f);
@@ -150,9 +165,26 @@ done:
     return rc;
 }
 
+/* The reader's rule for the context mask: every byte is 0 or 1. */
+static int check_mask_bytes(const char *path, const uint8_t *mask, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++)
+        if (mask[i] > 1)
+            return xd_err("%s: context mask: byte at token %llu is %u, expected 0 or 1", path,
+                          (ull)i, mask[i]);
+    return 0;
+}
+
 int xd_tokdata_write(const char *path, uint32_t vocab_size, uint64_t tokenizer_hash,
                      uint32_t flags, uint64_t shuffle_seed, const int32_t *ids,
                      const uint64_t *doc_offsets, uint64_t n_docs, uint64_t n_train_docs) {
+    return xd_tokdata_write_mask(path, vocab_size, tokenizer_hash, flags, shuffle_seed, ids,
+                                 doc_offsets, n_docs, n_train_docs, NULL);
+}
+
+int xd_tokdata_write_mask(const char *path, uint32_t vocab_size, uint64_t tokenizer_hash,
+                          uint32_t flags, uint64_t shuffle_seed, const int32_t *ids,
+                          const uint64_t *doc_offsets, uint64_t n_docs, uint64_t n_train_docs,
+                          const uint8_t *ctx_mask) {
     if (!path || !doc_offsets || (!ids && n_docs))
         return xd_err("tokdata: write: invalid arguments");
     if (vocab_size == 0) return xd_err("%s: vocab_size: 0, expected > 0", path);
@@ -160,9 +192,12 @@ int xd_tokdata_write(const char *path, uint32_t vocab_size, uint64_t tokenizer_h
     if (n_train_docs > n_docs)
         return xd_err("%s: n_train_docs: %llu exceeds n_docs %llu", path, (ull)n_train_docs,
                       (ull)n_docs);
-    if (flags & ~XD_TOKDATA_FLAG_EOS)
+    if (flags & ~(XD_TOKDATA_FLAG_EOS | XD_TOKDATA_FLAG_MASK))
         return xd_err("%s: flags: unknown bits 0x%x (xd_tokdata_write writes no domain table)", path,
                       flags);
+    if ((flags & XD_TOKDATA_FLAG_MASK) && !ctx_mask)
+        return xd_err("%s: flags: bit 2 (context mask) is set, but no mask was given", path);
+    if (ctx_mask) flags |= XD_TOKDATA_FLAG_MASK;
     if (doc_offsets[0] != 0)
         return xd_err("%s: doc_offsets[0]: %llu, expected 0", path, (ull)doc_offsets[0]);
     for (uint64_t d = 0; d < n_docs; d++)
@@ -175,9 +210,10 @@ int xd_tokdata_write(const char *path, uint32_t vocab_size, uint64_t tokenizer_h
         if (ids[i] < 0 || (uint32_t)ids[i] >= vocab_size)
             return xd_err("%s: tokens[%llu]: id %d, expected 0 <= id < vocab_size %u", path, (ull)i,
                           ids[i], vocab_size);
+    if (ctx_mask && check_mask_bytes(path, ctx_mask, n_tokens)) return -1;
     xd_tokdata_header h = {XD_TOKDATA_VERSION, vocab_size, token_bytes_for(vocab_size), flags,
                            tokenizer_hash, n_docs, n_train_docs, n_tokens, shuffle_seed};
-    xd_doc_source s = {ids, 4, doc_offsets, NULL, NULL, NULL, 0};
+    xd_doc_source s = {ids, 4, doc_offsets, NULL, NULL, NULL, 0, ctx_mask};
     return xd_tokdata_write_docs(path, &h, &s);
 }
 
@@ -199,6 +235,13 @@ static int is_blank(const char *s, size_t n) {
     return 1;
 }
 
+/* A document waiting to be tokenized: text[off, off + len) of the arena,
+ * whose first plen bytes are its prompt (0 without a prompt field). */
+typedef struct {
+    size_t off, len, plen;
+    uint32_t dom;
+} pending_doc;
+
 /* Documents waiting to be tokenized, and the tokenized corpus so far. */
 typedef struct {
     const xd_tokenizer *t;
@@ -210,11 +253,13 @@ typedef struct {
     /* pending documents: text copied into one arena */
     char *text;
     size_t text_len, text_cap;
-    struct { size_t off, len; uint32_t dom; } *pend;
+    pending_doc *pend;
     size_t n_pending, cap_pending;
     /* corpus */
     uint8_t *tok;          /* tb bytes per token */
     size_t n_tok, cap_tok; /* in tokens */
+    uint8_t *mask;         /* with a prompt field: the context byte of each token */
+    size_t cap_mask;
     uint64_t *off;         /* off[0..n_docs] */
     size_t n_docs, cap_off;
     uint32_t *dom;         /* dom[0..n_docs): domain ids (domain_by != NONE) */
@@ -246,72 +291,98 @@ static void progress(prep_state *p, int final) {
     xd_log_progress(&info, msg);
 }
 
+/* A pending document is one encoding job, or two with a prompt field: the
+ * prompt (context) first, then the completion, tokenized separately. */
+static int n_parts(const prep_state *p) { return p->o->prompt_field ? 2 : 1; }
+
+/* The text of job j: part j % n_parts of pending document j / n_parts. */
+static void part_text(const prep_state *p, size_t j, const char **s, size_t *n) {
+    int np = n_parts(p);
+    const pending_doc *q = &p->pend[j / (size_t)np];
+    int prompt = np == 2 && j % 2 == 0;
+    *s = p->text + q->off + (prompt ? 0 : q->plen);
+    *n = prompt ? q->plen : q->len - q->plen;
+}
+
+/* Appends m ids (checked against the vocabulary) to the corpus, each with the
+ * context byte ctx when the corpus has a mask. */
+static int append_ids(prep_state *p, const int32_t *ids, size_t m, uint8_t ctx) {
+    if (xd_grow((void **)&p->tok, &p->cap_tok, p->n_tok + m, p->tb)) return -1;
+    if (p->o->prompt_field && xd_grow((void **)&p->mask, &p->cap_mask, p->n_tok + m, 1))
+        return -1;
+    for (size_t j = 0; j < m; j++) {
+        uint32_t v = (uint32_t)ids[j];
+        if (ids[j] < 0 || v >= p->vocab)
+            return xd_err("tokenizer produced id %d outside its vocabulary of %u", ids[j],
+                          p->vocab);
+        if (p->o->prompt_field) p->mask[p->n_tok] = ctx;
+        if (p->tb == 2) ((uint16_t *)p->tok)[p->n_tok++] = (uint16_t)v;
+        else ((uint32_t *)p->tok)[p->n_tok++] = v;
+    }
+    return 0;
+}
+
+/* Pending document i from its encoded parts: the prompt's tokens (context),
+ * the text's, the EOS; a document without tokens is counted as empty. */
+static int append_doc(prep_state *p, size_t i, int32_t *const *ids, const size_t *n_ids) {
+    size_t np = (size_t)n_parts(p), m = 0;
+    for (size_t k = 0; k < np; k++) m += n_ids[i * np + k];
+    if (m == 0) {
+        p->n_empty++;
+        return 0;
+    }
+    for (size_t k = 0; k < np; k++)
+        if (append_ids(p, ids[i * np + k], n_ids[i * np + k], np == 2 && k == 0)) return -1;
+    if (p->eos >= 0 && append_ids(p, &p->eos, 1, 0)) return -1;
+    if (xd_grow((void **)&p->off, &p->cap_off, p->n_docs + 2, sizeof *p->off) ||
+        xd_grow((void **)&p->dom, &p->cap_dom, p->n_docs + 1, sizeof *p->dom))
+        return -1;
+    p->dom[p->n_docs] = p->pend[i].dom;
+    p->off[++p->n_docs] = p->n_tok;
+    return 0;
+}
+
 static int flush_pending(prep_state *p) {
-    size_t n = p->n_pending;
+    size_t n = p->n_pending * (size_t)n_parts(p); /* encoding jobs */
     if (!n) return 0;
     int32_t **ids = calloc(n, sizeof *ids);
     size_t *n_ids = calloc(n, sizeof *n_ids);
-    if (!ids || !n_ids) {
-        free(ids);
-        free(n_ids);
-        return xd_err("out of memory");
-    }
-    /* Each document is tokenized on its own, so the result does not depend on
-     * the threads. A failure leaves its slot marked; the first one (lowest
-     * index) is encoded again on this thread for its message (xd_last_error is
-     * per thread), so no lock is needed. */
     char *failed = calloc(n, 1);
-    if (!failed) {
+    if (!ids || !n_ids || !failed) {
         free(ids);
         free(n_ids);
+        free(failed);
         return xd_err("out of memory");
     }
+    /* Each text is tokenized on its own, so the result does not depend on the
+     * threads. A failure leaves its slot marked; the first one (lowest index)
+     * is encoded again on this thread for its message (xd_last_error is per
+     * thread), so no lock is needed. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p->threads)
-    for (long i = 0; i < (long)n; i++)
-        failed[i] = xd_tokenizer_encode(p->t, p->text + p->pend[i].off, p->pend[i].len,
-                                        p->o->parse_special, &ids[i], &n_ids[i]) != 0;
+    for (long j = 0; j < (long)n; j++) {
+        const char *s;
+        size_t len;
+        part_text(p, (size_t)j, &s, &len);
+        failed[j] = xd_tokenizer_encode(p->t, s, len, p->o->parse_special, &ids[j], &n_ids[j]) != 0;
+    }
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-        if (failed[i]) {
+    for (size_t j = 0; j < n && rc == 0; j++)
+        if (failed[j]) {
             int32_t *again = NULL;
             size_t n_again = 0;
+            const char *s;
+            size_t len;
+            part_text(p, j, &s, &len);
             rc = -1;
-            if (xd_tokenizer_encode(p->t, p->text + p->pend[i].off, p->pend[i].len,
-                                    p->o->parse_special, &again, &n_again) == 0) {
+            if (xd_tokenizer_encode(p->t, s, len, p->o->parse_special, &again, &n_again) == 0) {
                 free(again); /* cannot happen: encoding is deterministic */
-                rc = xd_err("document %zu failed to tokenize on a worker thread", i);
+                rc = xd_err("document %zu failed to tokenize on a worker thread",
+                            j / (size_t)n_parts(p));
             }
         }
     free(failed);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        size_t m = n_ids[i];
-        if (m == 0) { p->n_empty++; continue; }
-        size_t need = p->n_tok + m + (p->eos >= 0);
-        if (xd_grow((void **)&p->tok, &p->cap_tok, need, p->tb) ||
-            xd_grow((void **)&p->off, &p->cap_off, p->n_docs + 2, sizeof *p->off) ||
-            xd_grow((void **)&p->dom, &p->cap_dom, p->n_docs + 1, sizeof *p->dom)) {
-            rc = -1;
-            break;
-        }
-        for (size_t j = 0; j < m; j++) {
-            uint32_t v = (uint32_t)ids[i][j];
-            if (ids[i][j] < 0 || v >= p->vocab) {
-                rc = xd_err("tokenizer produced id %d outside its vocabulary of %u", ids[i][j],
-                            p->vocab);
-                break;
-            }
-            if (p->tb == 2) ((uint16_t *)p->tok)[p->n_tok++] = (uint16_t)v;
-            else ((uint32_t *)p->tok)[p->n_tok++] = v;
-        }
-        if (rc) break;
-        if (p->eos >= 0) {
-            if (p->tb == 2) ((uint16_t *)p->tok)[p->n_tok++] = (uint16_t)p->eos;
-            else ((uint32_t *)p->tok)[p->n_tok++] = (uint32_t)p->eos;
-        }
-        p->dom[p->n_docs] = p->pend[i].dom;
-        p->off[++p->n_docs] = p->n_tok;
-    }
-    for (size_t i = 0; i < n; i++) free(ids[i]);
+    for (size_t i = 0; i < p->n_pending && rc == 0; i++) rc = append_doc(p, i, ids, n_ids);
+    for (size_t j = 0; j < n; j++) free(ids[j]);
     free(ids);
     free(n_ids);
     p->n_pending = 0;
@@ -320,30 +391,33 @@ static int flush_pending(prep_state *p) {
     return rc;
 }
 
-/* Queues one document (copied) of domain dname[0 .. dlen) (a valid name;
- * ignored without --domain; with rules, the rules decide). Whitespace-only
- * documents are skipped. */
-static int add_doc(prep_state *p, const char *s, size_t n, const char *dname, size_t dlen) {
-    if (is_blank(s, n)) {
+/* Queues one document (copied): the prompt prompt[0 .. plen) (context; NULL
+ * and 0 without a prompt field), then the text s[0 .. n), of domain
+ * dname[0 .. dlen) (a valid name; ignored without --domain; with rules, the
+ * rules decide on the prompt and text together). A document whose prompt and
+ * text are both whitespace only is skipped. */
+static int add_doc(prep_state *p, const char *prompt, size_t plen, const char *s, size_t n,
+                   const char *dname, size_t dlen) {
+    if (is_blank(prompt, plen) && is_blank(s, n)) {
         p->n_empty++;
         return 0;
     }
+    if (xd_grow((void **)&p->text, &p->text_cap, p->text_len + plen + n + 1, 1) ||
+        xd_grow((void **)&p->pend, &p->cap_pending, p->n_pending + 1, sizeof *p->pend))
+        return -1;
+    char *at = p->text + p->text_len;
+    if (plen) memcpy(at, prompt, plen);
+    memcpy(at + plen, s, n);
     uint32_t dom = 0;
     if (p->o->domain_by == XD_DOMAIN_RULE) {
-        if (xd_domain_rules_match(p->rules, s, n, &dname)) return -1;
+        if (xd_domain_rules_match(p->rules, at, plen + n, &dname)) return -1;
         dlen = strlen(dname);
     }
     if (p->o->domain_by != XD_DOMAIN_NONE && xd_domain_set_intern(&p->domains, dname, dlen, &dom))
         return -1;
-    if (xd_grow((void **)&p->text, &p->text_cap, p->text_len + n + 1, 1) ||
-        xd_grow((void **)&p->pend, &p->cap_pending, p->n_pending + 1, sizeof *p->pend))
-        return -1;
-    memcpy(p->text + p->text_len, s, n);
-    p->pend[p->n_pending].off = p->text_len;
-    p->pend[p->n_pending].dom = dom;
-    p->pend[p->n_pending++].len = n;
-    p->text_len += n;
-    p->bytes_in += n;
+    p->pend[p->n_pending++] = (pending_doc){p->text_len, plen + n, plen, dom};
+    p->text_len += plen + n;
+    p->bytes_in += plen + n;
     if (p->text_len >= PENDING_BYTES || p->n_pending >= PENDING_DOCS) return flush_pending(p);
     return 0;
 }
@@ -375,7 +449,7 @@ static int prep_text(prep_state *p, const char *path) {
     const char *text = buf;
     if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) text += 3, len -= 3; /* UTF-8 BOM */
     if (p->o->doc_sep == XD_DOCSEP_FILE) {
-        rc = add_doc(p, text, len, dname, dlen);
+        rc = add_doc(p, NULL, 0, text, len, dname, dlen);
     } else {
         /* par_begin/par_end: the paragraph being collected (BLANK mode) */
         size_t i = 0, par_begin = 0, par_end = 0;
@@ -386,9 +460,10 @@ static int prep_text(prep_state *p, const char *path) {
             if (le > i && text[le - 1] == '\r') le--;
             int blank = is_blank(text + i, le - i);
             if (p->o->doc_sep == XD_DOCSEP_LINE) {
-                if (!blank) rc = add_doc(p, text + i, le - i, dname, dlen);
+                if (!blank) rc = add_doc(p, NULL, 0, text + i, le - i, dname, dlen);
             } else if (blank) {
-                if (in_par) rc = add_doc(p, text + par_begin, par_end - par_begin, dname, dlen);
+                if (in_par)
+                    rc = add_doc(p, NULL, 0, text + par_begin, par_end - par_begin, dname, dlen);
                 in_par = 0;
             } else {
                 if (!in_par) par_begin = i;
@@ -398,7 +473,7 @@ static int prep_text(prep_state *p, const char *path) {
             i = e + 1;
         }
         if (rc == 0 && in_par)
-            rc = add_doc(p, text + par_begin, par_end - par_begin, dname, dlen);
+            rc = add_doc(p, NULL, 0, text + par_begin, par_end - par_begin, dname, dlen);
     }
     free(buf);
     return rc;
@@ -416,11 +491,56 @@ static const char *json_type_name(const json_t *v) {
     }
 }
 
+/* The string field `name` of record o in *v, or an error naming the file, the
+ * line and the field: what it is ("field", "prompt field", "domain field")
+ * and, when it is missing, the option that chose it (hint). */
+static int string_field(const char *path, unsigned long lineno, json_t *o, const char *what,
+                        const char *name, const char *hint, json_t **v) {
+    *v = json_object_get(o, name);
+    if (!*v)
+        return xd_err("%s: line %lu: %s \"%s\" is missing (%s)", path, lineno, what, name, hint);
+    if (!json_is_string(*v))
+        return xd_err("%s: line %lu: %s \"%s\" is %s, expected a string", path, lineno, what, name,
+                      json_type_name(*v));
+    return 0;
+}
+
+/* One JSONL record: its text, its prompt (--prompt-field) and its domain
+ * (--domain field:NAME, else the file's name). */
+static int prep_record(prep_state *p, const char *path, unsigned long lineno, json_t *o,
+                       const char *fname, size_t flen) {
+    const xd_prep_opts *po = p->o;
+    const char *field = po->field && *po->field ? po->field : "text";
+    if (!json_is_object(o))
+        return xd_err("%s: line %lu: expected a JSON object, found %s", path, lineno,
+                      json_type_name(o));
+    json_t *v, *pv = NULL, *dv;
+    char hint[160];
+    if (string_field(path, lineno, o, "field", field, "choose the field with --field", &v))
+        return -1;
+    if (po->prompt_field) {
+        snprintf(hint, sizeof hint, "--prompt-field %.100s", po->prompt_field);
+        if (string_field(path, lineno, o, "prompt field", po->prompt_field, hint, &pv)) return -1;
+    }
+    const char *dname = fname;
+    size_t dlen = flen;
+    if (po->domain_by == XD_DOMAIN_FIELD) {
+        snprintf(hint, sizeof hint, "--domain field:%.100s", po->domain_arg);
+        if (string_field(path, lineno, o, "domain field", po->domain_arg, hint, &dv)) return -1;
+        dname = json_string_value(dv);
+        dlen = json_string_length(dv);
+        const char *why = xd_domain_name_problem(dname, dlen);
+        if (why)
+            return xd_err("%s: line %lu: domain field \"%s\": \"%.80s\" %s", path, lineno,
+                          po->domain_arg, dname, why);
+    }
+    return add_doc(p, pv ? json_string_value(pv) : NULL, pv ? json_string_length(pv) : 0,
+                   json_string_value(v), json_string_length(v), dname, dlen);
+}
+
 static int prep_jsonl(prep_state *p, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return xd_err("%s: cannot open: %s", path, strerror(errno));
-    const char *field = p->o->field && *p->o->field ? p->o->field : "text";
-    const char *dfield = p->o->domain_by == XD_DOMAIN_FIELD ? p->o->domain_arg : NULL;
     const char *fname;
     size_t flen;
     if (file_domain(p->o, path, &fname, &flen)) {
@@ -446,33 +566,7 @@ static int prep_jsonl(prep_state *p, const char *path) {
                         je.text);
             break;
         }
-        json_t *v = json_is_object(o) ? json_object_get(o, field) : NULL;
-        if (!json_is_object(o))
-            rc = xd_err("%s: line %lu: expected a JSON object, found %s", path, lineno,
-                        json_type_name(o));
-        else if (!v)
-            rc = xd_err("%s: line %lu: field \"%s\" is missing (choose the field with --field)",
-                        path, lineno, field);
-        else if (!json_is_string(v))
-            rc = xd_err("%s: line %lu: field \"%s\" is %s, expected a string", path, lineno, field,
-                        json_type_name(v));
-        else if (dfield) {
-            json_t *dv = json_object_get(o, dfield);
-            const char *why = NULL;
-            if (!dv)
-                rc = xd_err("%s: line %lu: domain field \"%s\" is missing (--domain field:%s)", path,
-                            lineno, dfield, dfield);
-            else if (!json_is_string(dv))
-                rc = xd_err("%s: line %lu: domain field \"%s\" is %s, expected a string", path,
-                            lineno, dfield, json_type_name(dv));
-            else if ((why = xd_domain_name_problem(json_string_value(dv), json_string_length(dv))))
-                rc = xd_err("%s: line %lu: domain field \"%s\": \"%.80s\" %s", path, lineno, dfield,
-                            json_string_value(dv), why);
-            else
-                rc = add_doc(p, json_string_value(v), json_string_length(v), json_string_value(dv),
-                             json_string_length(dv));
-        } else
-            rc = add_doc(p, json_string_value(v), json_string_length(v), fname, flen);
+        rc = prep_record(p, path, lineno, o, fname, flen);
         json_decref(o);
     }
     if (rc == 0 && ferror(f)) rc = xd_err("%s: read error after line %lu", path, lineno);
@@ -558,6 +652,22 @@ done:
     return rc;
 }
 
+/* --prompt-field: a named JSONL field other than the text's, and only JSONL inputs. */
+static int check_prompt_field(const xd_prep_opts *o) {
+    const char *pf = o->prompt_field, *field = o->field && *o->field ? o->field : "text";
+    if (!pf) return 0;
+    if (!*pf) return xd_err("data prep: --prompt-field: the field name is empty");
+    if (!strcmp(pf, field))
+        return xd_err("data prep: --prompt-field %s is also the text field (--field); the prompt "
+                      "and the completion must be two fields", pf);
+    for (int i = 0; i < o->n_inputs; i++)
+        if (!o->jsonl && !ends_with(o->inputs[i], ".jsonl"))
+            return xd_err("%s: --prompt-field %s needs JSONL records, but this input is read as "
+                          "text (name it *.jsonl or pass --jsonl)",
+                          o->inputs[i], pf);
+    return 0;
+}
+
 int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *out_path,
                     xd_prep_stats *stats) {
     if (!t || !o || !out_path || !*out_path) return xd_err("data prep: invalid arguments");
@@ -579,6 +689,7 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
                 return xd_err("%s: --domain field:%s needs JSONL records, but this input is read as "
                               "text (name it *.jsonl or pass --jsonl)",
                               o->inputs[i], o->domain_arg);
+    if (check_prompt_field(o)) return -1;
     int vocab = xd_tokenizer_n_tokens(t);
     if (vocab <= 0) return xd_err("data prep: the tokenizer has no tokens");
     /* refuse to overwrite an input with the output */
@@ -638,11 +749,12 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
     uint64_t n_val;
     if (stratify(&p, order, &n_val)) goto done;
     uint32_t flags = (p.eos >= 0 ? XD_TOKDATA_FLAG_EOS : 0u) |
-                     (o->domain_by != XD_DOMAIN_NONE ? XD_TOKDATA_FLAG_DOMAINS : 0u);
+                     (o->domain_by != XD_DOMAIN_NONE ? XD_TOKDATA_FLAG_DOMAINS : 0u) |
+                     (o->prompt_field ? XD_TOKDATA_FLAG_MASK : 0u);
     xd_tokdata_header h = {XD_TOKDATA_VERSION, p.vocab, p.tb, flags, xd_tokenizer_hash(t),
                            p.n_docs, p.n_docs - n_val, p.n_tok, o->seed};
     xd_doc_source src = {p.tok, p.tb, p.off, order, p.dom, (const char *const *)p.domains.names,
-                         p.domains.n};
+                         p.domains.n, p.mask};
     if (xd_tokdata_write_docs(out_path, &h, &src)) goto done;
     if (stats) {
         memset(stats, 0, sizeof *stats);
@@ -663,6 +775,7 @@ done:
     free(p.text);
     free(p.pend);
     free(p.tok);
+    free(p.mask);
     free(p.off);
     free(p.dom);
     xd_domain_set_free(&p.domains);
@@ -682,6 +795,8 @@ struct xd_tokdata {
     uint32_t n_dom;  /* 0: no domain table */
     char **dom_names;
     const uint32_t *doc_dom;
+    const uint8_t *mask;  /* the context mask (flags bit 2), or NULL */
+    uint64_t n_masked[2]; /* context tokens of the train and validation splits */
 };
 
 /* No domain name twice: each is interned in a hash set (tokdata_domains.c),
@@ -701,10 +816,12 @@ static int check_unique_names(const xd_tokdata *d) {
 }
 
 /* Reads the domain table that starts at byte pos (the end of the tokens) and
- * must end the file. Errors: "DATA: domain table: ...". */
-static int parse_domain_table(xd_tokdata *d, uint64_t pos) {
+ * ends at byte size (the end of the file, or where the context mask starts).
+ * Errors: "DATA: domain table: ...". */
+static int parse_domain_table(xd_tokdata *d, uint64_t pos, uint64_t size) {
     const char *path = d->path;
-    uint64_t size = d->size;
+    const char *before_mask = d->h.flags & XD_TOKDATA_FLAG_MASK
+                                  ? ", before the context mask's n_tokens bytes" : "";
     pos += (8 - pos % 8) % 8;
     if (size < pos || size - pos < 8)
         return xd_err("%s: domain table: the file ends at byte %llu, before the table's header at "
@@ -739,14 +856,24 @@ static int parse_domain_table(xd_tokdata *d, uint64_t pos) {
     pos += (4 - (pos - names_begin) % 4) % 4;
     uint64_t need = 4 * d->h.n_docs;
     if (size < pos || size - pos != need)
-        return xd_err("%s: domain table: %llu bytes of document domains after the names, expected "
-                      "4 * n_docs = %llu (truncated or corrupt)",
-                      path, size < pos ? 0ull : (ull)(size - pos), (ull)need);
+        return xd_err("%s: domain table: %llu bytes of document domains after the names%s, "
+                      "expected 4 * n_docs = %llu (truncated or corrupt)",
+                      path, size < pos ? 0ull : (ull)(size - pos), before_mask, (ull)need);
     d->doc_dom = (const uint32_t *)(d->map + pos);
     for (uint64_t i = 0; i < d->h.n_docs; i++)
         if (d->doc_dom[i] >= n)
             return xd_err("%s: domain table: document %llu has domain %u, expected < n_domains %u",
                           path, (ull)i, d->doc_dom[i], n);
+    return 0;
+}
+
+/* The context mask at mask (n_tokens bytes): every byte 0 or 1; counts the
+ * context tokens of each split. */
+static int read_mask(xd_tokdata *d, const uint8_t *mask) {
+    if (check_mask_bytes(d->path, mask, d->h.n_tokens)) return -1;
+    uint64_t val_begin = d->off[d->h.n_train_docs];
+    for (uint64_t i = 0; i < d->h.n_tokens; i++) d->n_masked[i >= val_begin] += mask[i];
+    d->mask = mask;
     return 0;
 }
 
@@ -782,8 +909,8 @@ xd_tokdata *xd_tokdata_open(const char *path) {
                token_bytes_for(h->vocab_size), h->vocab_size);
         goto fail;
     }
-    if (h->flags & ~(XD_TOKDATA_FLAG_EOS | XD_TOKDATA_FLAG_DOMAINS)) {
-        xd_err("%s: flags: unknown bits 0x%x (expected only bits 0 and 1)", path, h->flags);
+    if (h->flags & ~(XD_TOKDATA_FLAG_EOS | XD_TOKDATA_FLAG_DOMAINS | XD_TOKDATA_FLAG_MASK)) {
+        xd_err("%s: flags: unknown bits 0x%x (expected only bits 0, 1 and 2)", path, h->flags);
         goto fail;
     }
     if (h->n_docs == 0) {
@@ -806,20 +933,23 @@ xd_tokdata *xd_tokdata_open(const char *path) {
     }
     uint64_t off_bytes = 8 * (h->n_docs + 1), rest = body - off_bytes;
     int has_dom = (h->flags & XD_TOKDATA_FLAG_DOMAINS) != 0;
-    if (h->n_tokens > rest / h->token_bytes ||
-        (!has_dom && h->n_tokens * h->token_bytes != rest)) {
+    int has_mask = (h->flags & XD_TOKDATA_FLAG_MASK) != 0;
+    uint64_t per_token = h->token_bytes + (uint64_t)has_mask; /* the id, and its mask byte */
+    if (h->n_tokens > rest / per_token || (!has_dom && h->n_tokens * per_token != rest)) {
         char want[32] = "more than 2^64";
-        if (h->n_tokens <= (UINT64_MAX - off_bytes - 64) / h->token_bytes)
-            snprintf(want, sizeof want, "%llu",
-                     (ull)(64 + off_bytes + h->n_tokens * (uint64_t)h->token_bytes));
-        xd_err("%s: file size: %zu bytes, expected %s64 + 8 * (n_docs + 1) + %u * n_tokens = %s "
+        if (h->n_tokens <= (UINT64_MAX - off_bytes - 64) / per_token)
+            snprintf(want, sizeof want, "%llu", (ull)(64 + off_bytes + h->n_tokens * per_token));
+        xd_err("%s: file size: %zu bytes, expected %s64 + 8 * (n_docs + 1) + %u * n_tokens%s = %s "
                "for n_docs %llu, n_tokens %llu (truncated or corrupt)",
-               path, d->size, has_dom ? "more than " : "", h->token_bytes, want, (ull)h->n_docs,
+               path, d->size, has_dom ? "more than " : "", h->token_bytes,
+               has_mask ? " + n_tokens (context mask)" : "", want, (ull)h->n_docs,
                (ull)h->n_tokens);
         goto fail;
     }
+    /* the mask ends the file; a domain table lies between the tokens and it */
+    uint64_t mask_at = (uint64_t)d->size - (has_mask ? h->n_tokens : 0);
     if (has_dom && parse_domain_table(d, XD_TOKDATA_HEADER_BYTES + off_bytes +
-                                             h->n_tokens * h->token_bytes))
+                                             h->n_tokens * h->token_bytes, mask_at))
         goto fail;
     d->off = (const uint64_t *)(d->map + XD_TOKDATA_HEADER_BYTES);
     d->tok = d->map + XD_TOKDATA_HEADER_BYTES + off_bytes;
@@ -856,6 +986,7 @@ xd_tokdata *xd_tokdata_open(const char *path) {
                bad_id, h->vocab_size);
         goto fail;
     }
+    if (has_mask && read_mask(d, d->map + mask_at)) goto fail;
     return d;
 fail:
     xd_tokdata_close(d);
@@ -876,6 +1007,11 @@ const char *xd_tokdata_path(const xd_tokdata *d) { return d ? d->path : NULL; }
 const uint64_t *xd_tokdata_doc_offsets(const xd_tokdata *d) { return d ? d->off : NULL; }
 const void *xd_tokdata_raw_tokens(const xd_tokdata *d) { return d ? d->tok : NULL; }
 uint32_t xd_tokdata_n_domains(const xd_tokdata *d) { return d ? d->n_dom : 0; }
+int xd_tokdata_has_mask(const xd_tokdata *d) { return d && d->mask; }
+const uint8_t *xd_tokdata_context_mask(const xd_tokdata *d) { return d ? d->mask : NULL; }
+uint64_t xd_tokdata_masked_tokens(const xd_tokdata *d, xd_split s) {
+    return d && (s == XD_SPLIT_TRAIN || s == XD_SPLIT_VAL) ? d->n_masked[s] : 0;
+}
 const char *xd_tokdata_domain_name(const xd_tokdata *d, uint32_t i) {
     return d && i < d->n_dom ? d->dom_names[i] : NULL;
 }
@@ -953,9 +1089,10 @@ static int check_split(const xd_tokdata *d, xd_split s, int T, uint64_t need) {
 }
 
 /* Copies n stream tokens starting at split position q (wrapping at the split's
- * end when wrap is set) and, for the first n - 1 of them, doc_start and pos. */
+ * end) and their context bytes (ctx, when not NULL) and, for the first n - 1
+ * of them, doc_start and pos. */
 static void fill_row(const xd_tokdata *d, xd_split s, uint64_t q, int n, int32_t *tokens,
-                     int32_t *doc_start, int32_t *pos) {
+                     int32_t *doc_start, int32_t *pos, uint8_t *ctx) {
     uint64_t begin = xd_tokdata_split_begin(d, s), L = xd_tokdata_split_tokens(d, s);
     uint64_t first_doc = split_first_doc(d, s);
     uint64_t g = begin + q;
@@ -976,6 +1113,7 @@ static void fill_row(const xd_tokdata *d, xd_split s, uint64_t q, int n, int32_t
             }
         }
         tokens[t] = xd_tokdata_token(d, g);
+        if (ctx) ctx[t] = d->mask ? d->mask[g] : 0;
         if (t < n - 1) {
             if (doc_start) doc_start[t] = ds;
             if (pos) pos[t] = t - ds;
@@ -985,14 +1123,19 @@ static void fill_row(const xd_tokdata *d, xd_split s, uint64_t q, int n, int32_t
 
 int xd_tokdata_batch(const xd_tokdata *d, xd_split s, uint64_t *cursor, int B, int T,
                      int32_t *tokens, int32_t *doc_start, int32_t *pos) {
+    return xd_tokdata_batch_ctx(d, s, cursor, B, T, tokens, doc_start, pos, NULL);
+}
+
+int xd_tokdata_batch_ctx(const xd_tokdata *d, xd_split s, uint64_t *cursor, int B, int T,
+                         int32_t *tokens, int32_t *doc_start, int32_t *pos, uint8_t *ctx) {
     if (!d || !cursor || !tokens || B < 1) return xd_err("tokdata: batch: invalid arguments");
     if (check_split(d, s, T, (uint64_t)T + 1)) return -1;
     uint64_t L = xd_tokdata_split_tokens(d, s);
     for (int b = 0; b < B; b++) {
         uint64_t q = (*cursor % L + (uint64_t)b * (uint64_t)T % L) % L;
-        size_t r = (size_t)b * (size_t)T;
-        fill_row(d, s, q, T + 1, tokens + r + (size_t)b, doc_start ? doc_start + r : NULL,
-                 pos ? pos + r : NULL);
+        size_t r = (size_t)b * (size_t)T, rr = r + (size_t)b; /* [B][T] and [B][T + 1] rows */
+        fill_row(d, s, q, T + 1, tokens + rr, doc_start ? doc_start + r : NULL,
+                 pos ? pos + r : NULL, ctx ? ctx + rr : NULL);
     }
     *cursor += (uint64_t)B * (uint64_t)T;
     return 0;
@@ -1011,6 +1154,11 @@ uint64_t xd_tokdata_n_windows(const xd_tokdata *d, xd_split s, int T) {
 
 int xd_tokdata_window(const xd_tokdata *d, xd_split s, int T, uint64_t k, int32_t *tokens,
                       int32_t *doc_start, int32_t *pos) {
+    return xd_tokdata_window_ctx(d, s, T, k, tokens, doc_start, pos, NULL);
+}
+
+int xd_tokdata_window_ctx(const xd_tokdata *d, xd_split s, int T, uint64_t k, int32_t *tokens,
+                          int32_t *doc_start, int32_t *pos, uint8_t *ctx) {
     if (!d || !tokens) return xd_err("tokdata: window: invalid arguments");
     if (check_split(d, s, T, 2)) return -1;
     uint64_t nw = xd_tokdata_n_windows(d, s, T), L = xd_tokdata_split_tokens(d, s);
@@ -1018,6 +1166,6 @@ int xd_tokdata_window(const xd_tokdata *d, xd_split s, int T, uint64_t k, int32_
         return xd_err("%s: window %llu out of range: the %s split has %llu windows of T = %d",
                       d->path, (ull)k, s == XD_SPLIT_TRAIN ? "train" : "validation", (ull)nw, T);
     uint64_t q = k * (uint64_t)T, n = L - q < (uint64_t)T + 1 ? L - q : (uint64_t)T + 1;
-    fill_row(d, s, q, (int)n, tokens, doc_start, pos);
+    fill_row(d, s, q, (int)n, tokens, doc_start, pos, ctx);
     return (int)n;
 }

@@ -11,7 +11,9 @@
  *       32     8  u64 n_train_docs    docs [0, n_train_docs) are train, the rest validation
  *       40     8  u64 n_tokens
  *       48     4  u32 token_bytes     2 if vocab_size <= 65536, else 4
- *       52     4  u32 flags           bit 0: every document ends with the EOS token
+ *       52     4  u32 flags           bit 0: every document ends with the EOS token;
+ *                                     bit 1: a domain table follows the tokens;
+ *                                     bit 2: a context mask ends the file
  *       56     8  u64 shuffle_seed    the --seed of the shuffle (informational)
  *       64  8(n_docs+1)               u64 doc_offsets: doc d is tokens [off[d], off[d+1]);
  *                                     off[0] = 0, strictly increasing, off[n_docs] = n_tokens
@@ -25,8 +27,15 @@
  *        …  0-3  zero bytes up to a multiple of 4
  *        …  4 n_docs  u32 doc_domain: document d belongs to domain doc_domain[d]
  *
+ * Optional context mask (flags bit 2), at the very end of the file (after
+ * the tokens and after the domain table when there is one), no padding:
+ *        …  n_tokens  u8 mask: 1 if token i is context only (an instruction's
+ *                     prompt: no loss predicts it, EVA does not read its
+ *                     position), else 0; no other value
+ *
  * Without the table the file size is exactly 64 + 8 (n_docs + 1) +
- * token_bytes n_tokens; with it, the table ends the file. Each split is a
+ * token_bytes n_tokens (+ n_tokens with the mask); with it, the table (and
+ * the mask after it) ends the file. Each split is a
  * contiguous range of the token array: train = tokens [0, off[n_train_docs]),
  * validation = [off[n_train_docs], n_tokens). */
 #ifndef XD_TOKDATA_H
@@ -42,6 +51,7 @@
 #define XD_TOKDATA_HEADER_BYTES 64u
 #define XD_TOKDATA_FLAG_EOS 1u     /* documents end with the tokenizer's EOS token */
 #define XD_TOKDATA_FLAG_DOMAINS 2u /* a domain table follows the tokens */
+#define XD_TOKDATA_FLAG_MASK 4u    /* a context mask of n_tokens bytes ends the file */
 #define XD_TOKDATA_MAX_DOMAINS 65536u
 #define XD_TOKDATA_MAX_DOMAIN_NAME 64u
 
@@ -74,6 +84,9 @@ typedef struct {
     int verbose;         /* progress (XD_LOG_PROGRESS) and warnings (XD_LOG_WARN) */
     xd_domain_by domain_by;
     const char *domain_arg; /* FIELD: the field name; RULE: the rules file */
+    const char *prompt_field; /* JSONL only: a record's document is the tokens of this
+                               * string field (context, mask 1), then those of `field`
+                               * and the EOS (mask 0); NULL: no context mask */
 } xd_prep_opts;
 
 typedef struct {
@@ -88,8 +101,9 @@ typedef struct {
 void xd_prep_defaults(xd_prep_opts *o);
 
 /* Tokenizes every document (no BOS; followed by EOS if the tokenizer has
- * one), shuffles the documents deterministically with o->seed, and puts
- * round(val_frac n_d) of each domain's n_d documents (at least 1 when
+ * one; with o->prompt_field, the prompt's tokens first, marked as context in
+ * the file's context mask), shuffles the documents deterministically with
+ * o->seed, and puts round(val_frac n_d) of each domain's n_d documents (at least 1 when
  * val_frac > 0 and n_d >= 2; never all) — its last ones in the shuffled
  * order — last as the validation split (without domains: one domain of all
  * documents). With o->domain_by the domain table is written. Writes out_path
@@ -106,6 +120,13 @@ int xd_tokdata_prep(const xd_tokenizer *t, const xd_prep_opts *o, const char *ou
 int xd_tokdata_write(const char *path, uint32_t vocab_size, uint64_t tokenizer_hash,
                      uint32_t flags, uint64_t shuffle_seed, const int32_t *ids,
                      const uint64_t *doc_offsets, uint64_t n_docs, uint64_t n_train_docs);
+/* The same with a context mask: ctx_mask[i] (0 or 1) for every token i, or
+ * NULL for a file without one. flags may hold XD_TOKDATA_FLAG_EOS, and
+ * XD_TOKDATA_FLAG_MASK only together with a mask (it is set when one is given). */
+int xd_tokdata_write_mask(const char *path, uint32_t vocab_size, uint64_t tokenizer_hash,
+                          uint32_t flags, uint64_t shuffle_seed, const int32_t *ids,
+                          const uint64_t *doc_offsets, uint64_t n_docs, uint64_t n_train_docs,
+                          const uint8_t *ctx_mask);
 
 /* ---- reading ------------------------------------------------------------------ */
 
@@ -131,6 +152,14 @@ const uint64_t *xd_tokdata_doc_offsets(const xd_tokdata *d);
 int32_t xd_tokdata_token(const xd_tokdata *d, uint64_t i);
 /* Copies tokens [from, from + n) into out; -1 if out of range. */
 int xd_tokdata_copy(const xd_tokdata *d, uint64_t from, uint64_t n, int32_t *out);
+
+/* The context mask (flags bit 2): xd_tokdata_has_mask is 1 when the file has
+ * one; xd_tokdata_context_mask points at its n_tokens bytes in the mapping
+ * (NULL without one); xd_tokdata_masked_tokens counts the context tokens of a
+ * split (0 without a mask). */
+int xd_tokdata_has_mask(const xd_tokdata *d);
+const uint8_t *xd_tokdata_context_mask(const xd_tokdata *d);
+uint64_t xd_tokdata_masked_tokens(const xd_tokdata *d, xd_split s);
 
 /* The domain table: 0 domains when the file has none; names are
  * NUL-terminated; xd_tokdata_doc_domain is 0 for every document without one. */
@@ -178,7 +207,8 @@ void xd_echo_defaults(xd_echo_opts *o);
  * documents, the header fields and any domain table unchanged). t must be
  * the file's tokenizer. The output depends only on in, t and o. stats and
  * echo_mask may be NULL; *echo_mask (free it) gets one byte per output
- * token, 1 where the token belongs to an echo. */
+ * token, 1 where the token belongs to an echo. A file with a context mask
+ * (instruction data) is refused. */
 int xd_tokdata_echo(const xd_tokdata *in, const xd_tokenizer *t, const xd_echo_opts *o,
                     const char *out_path, xd_echo_stats *stats, uint8_t **echo_mask);
 
@@ -217,6 +247,10 @@ int xd_tokdata_unigram(const xd_tokdata *d, double *h_train, double *ce_val);
  * only on the file, split, cursor, B and T. */
 int xd_tokdata_batch(const xd_tokdata *d, xd_split s, uint64_t *cursor, int B, int T,
                      int32_t *tokens, int32_t *doc_start, int32_t *pos);
+/* xd_tokdata_batch, and ctx [B][T + 1] (may be NULL): the context-mask byte of
+ * every row token, laid out like tokens (0 everywhere when the file has no mask). */
+int xd_tokdata_batch_ctx(const xd_tokdata *d, xd_split s, uint64_t *cursor, int B, int T,
+                         int32_t *tokens, int32_t *doc_start, int32_t *pos, uint8_t *ctx);
 uint64_t xd_tokdata_epoch(const xd_tokdata *d, xd_split s, uint64_t cursor);
 
 /* Evaluation windows over a whole split, no wrapping: window k holds split
@@ -228,5 +262,9 @@ uint64_t xd_tokdata_epoch(const xd_tokdata *d, xd_split s, uint64_t cursor);
 uint64_t xd_tokdata_n_windows(const xd_tokdata *d, xd_split s, int T);
 int xd_tokdata_window(const xd_tokdata *d, xd_split s, int T, uint64_t k, int32_t *tokens,
                       int32_t *doc_start, int32_t *pos);
+/* xd_tokdata_window, and ctx[0..n) (may be NULL): the context-mask byte of
+ * each window token (0 when the file has no mask). */
+int xd_tokdata_window_ctx(const xd_tokdata *d, xd_split s, int T, uint64_t k, int32_t *tokens,
+                          int32_t *doc_start, int32_t *pos, uint8_t *ctx);
 
 #endif

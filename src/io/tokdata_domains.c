@@ -231,7 +231,9 @@ static int write_domain(const xd_tokdata *d, uint32_t k, const char *dir, uint64
     o.n_docs = n;
     o.n_train_docs = n_train;
     o.n_tokens = n_tok;
-    xd_doc_source src = {xd_tokdata_raw_tokens(d), h->token_bytes, off, order, NULL, &name, 1};
+    /* the header's flags are copied: a context mask travels with its documents */
+    xd_doc_source src = {xd_tokdata_raw_tokens(d), h->token_bytes, off, order, NULL, &name, 1,
+                         xd_tokdata_context_mask(d)};
     return xd_tokdata_write_docs(path, &o, &src);
 }
 

@@ -128,6 +128,11 @@ int xd_tokdata_echo(const xd_tokdata *in, const xd_tokenizer *t, const xd_echo_o
                     const char *out_path, xd_echo_stats *stats, uint8_t **echo_mask) {
     if (!in || !t || !o || !out_path) return xd_err("data echo: invalid arguments");
     if (echo_mask) *echo_mask = NULL;
+    /* Where an echo of a prompt line would belong (context or completion) has
+     * no single answer, so instruction data is not echoed. */
+    if (xd_tokdata_has_mask(in))
+        return xd_err("%s: has a context mask; echo works on plain text data",
+                      xd_tokdata_path(in));
     if (check_opts(o) || xd_tokdata_check_tokenizer(in, t)) return -1;
     const xd_tokdata_header *h = xd_tokdata_header_of(in);
     const uint64_t *off = xd_tokdata_doc_offsets(in);
@@ -179,7 +184,7 @@ int xd_tokdata_echo(const xd_tokdata *in, const xd_tokenizer *t, const xd_echo_o
         for (uint64_t d = 0; d < h->n_docs; d++) dom[d] = xd_tokdata_doc_domain(in, d);
         for (uint32_t k = 0; k < nd; k++) names[k] = xd_tokdata_domain_name(in, k);
     }
-    xd_doc_source s = {b.tok, 4, noff, NULL, dom, names, nd};
+    xd_doc_source s = {b.tok, 4, noff, NULL, dom, names, nd, NULL}; /* masked input is refused */
     if (xd_tokdata_write_docs(out_path, &oh, &s)) goto done;
     st.n_tokens_in = h->n_tokens;
     st.n_tokens_out = b.n;

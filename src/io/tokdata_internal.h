@@ -13,7 +13,9 @@
  * source token array (u16, or u32/int32 when src_bytes is 4) whose doc i is
  * [src_off[i], src_off[i+1]). With XD_TOKDATA_FLAG_DOMAINS in the header's
  * flags, the table names[0 .. n_names) is written and doc d gets domain
- * src_dom[order[d]] (0 when src_dom is NULL). */
+ * src_dom[order[d]] (0 when src_dom is NULL). With XD_TOKDATA_FLAG_MASK,
+ * the context mask is written last: src_mask holds one byte per source token,
+ * indexed like src (it must not be NULL then). */
 typedef struct {
     const void *src;
     unsigned src_bytes;
@@ -22,6 +24,7 @@ typedef struct {
     const uint32_t *src_dom;
     const char *const *names;
     uint32_t n_names;
+    const uint8_t *src_mask;
 } xd_doc_source;
 
 /* Writes the file atomically (io/atomic.h: PATH.tmp.<pid>, fsync, rename). */
