@@ -35,6 +35,12 @@ static int ob_step(xd_objective *ob, xd_trainer_model *tm, const xd_batch *bb, u
                    int backward, float grad_scale, double *loss_sum) {
     xd_stage2 *s2 = ob->ctx;
     if (xd_topk_read_rows(s2->f, row0, (uint64_t)tm->B, s2->ids, s2->vals)) return -1;
+    /* a context token (target −1, instruction data) is predicted by no loss, the KL
+     * included, so every term is one that ob_count counts */
+    size_t BT = (size_t)tm->B * tm->T;
+    for (size_t i = 0; i < BT; i++)
+        if (bb->tgt[i] < 0)
+            for (int j = 0; j < s2->k; j++) s2->ids[i * (size_t)s2->k + j] = -1;
     tm->kd_ids = s2->ids;
     tm->kd_vals = s2->vals;
     tm->kd_k = s2->k;
@@ -46,7 +52,7 @@ static int ob_step(xd_objective *ob, xd_trainer_model *tm, const xd_batch *bb, u
     tm->kd_vals = NULL;
     if (rc) return -1;
     s2->last_ce = c ? tm->kd_ce / (double)c : 0;
-    s2->last_kl = tm->kd_kl / ((double)tm->B * tm->T);
+    s2->last_kl = c ? tm->kd_kl / (double)c : 0; /* per target (all positions without a mask) */
     return 0;
 }
 

@@ -45,9 +45,15 @@ typedef struct {
 } xd_train_opts;
 
 /* One micro-batch of B rows × T tokens (inputs, targets, document starts,
- * positions), as the trainer draws it from the token data. */
+ * positions), as the trainer draws it from the token data. With a context
+ * mask (instruction data, docs/data.md), tgt[t] is −1 where the target (row
+ * token t + 1) is a context token, so no loss predicts it, and ctx[t] is
+ * the mask byte of input token t (1: context, which EVA does not read; also 1
+ * on the padding of validation rows; 0 everywhere without a mask). */
 typedef struct {
     int32_t *row, *tok, *tgt, *ds, *pos;
+    uint8_t *row_ctx; /* [B][T + 1]: the mask byte of each row token */
+    uint8_t *ctx;     /* [B][T]: the mask byte of each input token */
 } xd_batch;
 
 struct xd_trainer_model;
@@ -102,7 +108,8 @@ int xd_groups_lora(xd_param_groups *g, const struct xd_lora_set *s);
 /* Same with o's train_only and freeze lists. */
 int xd_groups_from_opts(xd_param_groups *g, const xd_model *m, const xd_train_opts *o);
 /* The next micro-batch of B rows × T tokens of the train split at *cursor
- * (advanced): inputs, next-token targets, document starts, positions. */
+ * (advanced): inputs, next-token targets (−1 for context tokens), document
+ * starts, positions, the inputs' context bytes. */
 int xd_train_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, xd_batch *bb);
 /* Buffers of a micro-batch of B rows × T tokens (xd_batch_free releases them). */
 int xd_batch_alloc(xd_batch *bb, int B, int T);
@@ -111,8 +118,8 @@ void xd_batch_free(xd_batch *bb);
  * max_windows (> 0) when fewer; -1 naming the file when there are none. */
 int xd_val_windows(const xd_tokdata *data, int T, int64_t max_windows, uint64_t *nw);
 /* Validation windows of the split as batches: window k0 + b in row b
- * (targets −1 past a window's end and in rows past the last window).
- * Returns the number of windows (nw). */
+ * (targets −1 for context tokens, past a window's end and in rows past the
+ * last window). Returns 0 or -1. */
 int xd_val_batch(const xd_tokdata *data, int B, int T, uint64_t k0, uint64_t nw, xd_batch *bb);
 void xd_groups_free(xd_param_groups *g);
 

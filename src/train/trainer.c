@@ -132,16 +132,19 @@ double xd_optimizer_step(xd_trainer_model *tm, const xd_param_groups *g, xd_adam
 
 int xd_val_batch(const xd_tokdata *data, int B, int T, uint64_t k0, uint64_t nw, xd_batch *bb) {
     for (int b = 0; b < B; b++) {
-        int32_t *tb = bb->tok + (size_t)b * T, *gb = bb->tgt + (size_t)b * T;
-        int32_t *db = bb->ds + (size_t)b * T, *pb = bb->pos + (size_t)b * T;
+        size_t r = (size_t)b * T;
+        int32_t *tb = bb->tok + r, *gb = bb->tgt + r, *db = bb->ds + r, *pb = bb->pos + r;
+        uint8_t *cb = bb->ctx + r;
         int n = k0 + (uint64_t)b < nw
-                    ? xd_tokdata_window(data, XD_SPLIT_VAL, T, k0 + (uint64_t)b, bb->row, db, pb)
+                    ? xd_tokdata_window_ctx(data, XD_SPLIT_VAL, T, k0 + (uint64_t)b, bb->row, db,
+                                            pb, bb->row_ctx)
                     : 0;
         if (n < 0) return -1;
         for (int t = 0; t < T; t++) {
             int ok = t + 1 < n;
             tb[t] = ok ? bb->row[t] : 0;
-            gb[t] = ok ? bb->row[t + 1] : -1;
+            gb[t] = ok && !bb->row_ctx[t + 1] ? bb->row[t + 1] : -1;
+            cb[t] = ok ? bb->row_ctx[t] : 1; /* padding: read and predicted by nothing */
             if (!ok) { db[t] = 0; pb[t] = t; }
         }
     }
@@ -149,18 +152,22 @@ int xd_val_batch(const xd_tokdata *data, int B, int T, uint64_t k0, uint64_t nw,
 }
 
 int xd_batch_alloc(xd_batch *bb, int B, int T) {
-    size_t BT = (size_t)B * T;
-    bb->row = malloc((size_t)B * (T + 1) * sizeof(int32_t));
+    size_t BT = (size_t)B * T, BT1 = (size_t)B * (T + 1);
+    bb->row = malloc(BT1 * sizeof(int32_t));
     bb->tok = malloc(BT * sizeof(int32_t));
     bb->tgt = malloc(BT * sizeof(int32_t));
     bb->ds = malloc(BT * sizeof(int32_t));
     bb->pos = malloc(BT * sizeof(int32_t));
-    if (!bb->row || !bb->tok || !bb->tgt || !bb->ds || !bb->pos) return xd_err("out of memory");
+    bb->row_ctx = malloc(BT1);
+    bb->ctx = malloc(BT);
+    if (!bb->row || !bb->tok || !bb->tgt || !bb->ds || !bb->pos || !bb->row_ctx || !bb->ctx)
+        return xd_err("out of memory");
     return 0;
 }
 
 void xd_batch_free(xd_batch *bb) {
     free(bb->row); free(bb->tok); free(bb->tgt); free(bb->ds); free(bb->pos);
+    free(bb->row_ctx); free(bb->ctx);
     memset(bb, 0, sizeof *bb);
 }
 
@@ -218,11 +225,16 @@ static int trim_log(const char *path, int64_t max_step) {
 }
 
 int xd_train_batch(const xd_tokdata *data, uint64_t *cursor, int B, int T, xd_batch *bb) {
-    if (xd_tokdata_batch(data, XD_SPLIT_TRAIN, cursor, B, T, bb->row, bb->ds, bb->pos)) return -1;
+    if (xd_tokdata_batch_ctx(data, XD_SPLIT_TRAIN, cursor, B, T, bb->row, bb->ds, bb->pos,
+                             bb->row_ctx))
+        return -1;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
-            bb->tok[b * T + t] = bb->row[b * (T + 1) + t];
-            bb->tgt[b * T + t] = bb->row[b * (T + 1) + t + 1];
+            size_t i = (size_t)b * T + t, r = (size_t)b * (T + 1) + t;
+            bb->tok[i] = bb->row[r];
+            bb->ctx[i] = bb->row_ctx[r];
+            /* no loss predicts a context token (docs/data.md, "Batches") */
+            bb->tgt[i] = bb->row_ctx[r + 1] ? -1 : bb->row[r + 1];
         }
     return 0;
 }
@@ -323,18 +335,24 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
                 for (size_t i = 0; i < BT; i++) valid += bb.tgt[i] >= 0;
         }
         st.cursor = c0;
+        /* A step whose every target is a context token (instruction data with
+         * long prompts) has no loss terms: no gradient, no update, loss 0. */
+        float scale = valid ? 1.0f / (float)valid : 0.0f;
         for (int a = 0; a < o->accum; a++) {
             double s;
             int64_t c;
             uint64_t row0 = st.cursor / (uint64_t)T;
             if (xd_train_batch(data, &st.cursor, B, T, &bb)) goto done;
-            if (ob ? ob->step(ob, &tm, &bb, row0, 1, 1.0f / (float)valid, &s)
-                   : xd_tm_step(&tm, bb.tok, bb.tgt, bb.pos, bb.ds, 1, 1.0f / (float)valid, &s, &c))
+            if (ob ? ob->step(ob, &tm, &bb, row0, 1, scale, &s)
+                   : xd_tm_step(&tm, bb.tok, bb.tgt, bb.pos, bb.ds, 1, scale, &s, &c))
                 goto done;
             sum += s;
         }
-        loss = sum / (double)valid;
-        double gn = isfinite(loss) ? xd_optimizer_step(&tm, &g, &opt, lr, o->weight_decay, o->clip) : NAN;
+        loss = valid ? sum / (double)valid : 0.0;
+        double gn = NAN;
+        if (!valid) gn = 0.0;
+        else if (isfinite(loss))
+            gn = xd_optimizer_step(&tm, &g, &opt, lr, o->weight_decay, o->clip);
         if (!isfinite(loss) || !isfinite(gn)) {
             xd_err("step %lld: the %s is %s; training stopped. The last good checkpoint is "
                    "kept in %s/checkpoint (step %lld); lower --lr or check the data",
