@@ -7,6 +7,8 @@
  *    randomized and fp32; near-tied components may rotate within their span);
  *  - the same ranks and components to |cos| >= 1 − 1e-6 at 1 and 2 threads (the
  *    forward's BLAS products may round differently; the PCA itself is thread-free);
+ *  - with a context mask, exactly the positions whose input token is not context
+ *    are kept (PEFT's labels != -100);
  *  - the saved state gives the same adapter without forward passes, and another r;
  *    a state too small for r·rho, and data shorter than one batch, are refused. */
 #include <jansson.h>
@@ -255,6 +257,35 @@ int main(void) {
     CHECK(xd_eva_adapter(m, "tiny-llama", &ld, &o8) == NULL &&
               strstr(xd_last_error(), "collect again"), "r = 8 from a state of 8 components: %s",
           xd_last_error());
+    /* a context mask (every third token): a position is kept iff its own input token
+     * is not context (PEFT: labels[i] != -100); pass p reads stream tokens
+     * [p B T, (p + 1) B T) as inputs (rows of T from cursor 0, one document). The
+     * stream starts with a context token and no later pass does, so keeping by the
+     * target (the next token) would keep one more position. */
+    int64_t BT = (int64_t)o.batch * o.seq, want_kept = 0, by_target = 0;
+    uint8_t *mask = malloc((size_t)n);
+    for (int64_t i = 0; i < n; i++) mask[i] = i == 0 || (i % 3 == 2 && i % BT != 0);
+    char masked[128];
+    snprintf(masked, sizeof masked, "%s/masked.tok", dir);
+    CHECK(xd_tokdata_write_mask(masked, 260, 0, 0, 0, ids, off, 1, 1, mask) == 0, "write: %s",
+          xd_last_error());
+    xd_tokdata *dm = xd_tokdata_open(masked);
+    xd_eva_state stm = {0};
+    CHECK(dm && xd_eva_collect(m, dm, &o, &stm, &rep) == 0, "collect (masked): %s",
+          xd_last_error());
+    for (int64_t i = 0; i < rep.passes * BT; i++) {
+        want_kept += !mask[i % n];
+        by_target += !mask[(i + 1) % n];
+    }
+    printf("EVA with a context mask: %d passes, %lld of %lld positions kept (expected %lld)\n",
+           rep.passes, (long long)rep.tokens_kept, (long long)rep.tokens_seen,
+           (long long)want_kept);
+    CHECK(rep.passes > 0 && rep.tokens_seen == rep.passes * BT && rep.tokens_kept == want_kept &&
+              want_kept < rep.tokens_seen && by_target == want_kept + 1,
+          "masked EVA: %lld kept, expected %lld", (long long)rep.tokens_kept, (long long)want_kept);
+    xd_eva_state_free(&stm);
+    xd_tokdata_close(dm);
+    free(mask);
     /* data shorter than one batch */
     xd_tokdata *ds = xd_tokdata_open(small);
     xd_eva_state st3 = {0};

@@ -164,9 +164,11 @@ int xd_eva_collect(xd_model *m, const xd_tokdata *data, const xd_eva_opts *o, xd
         double s;
         int64_t nv;
         if (xd_tm_step(&tm, bb.tok, NULL, bb.pos, bb.ds, 0, 0, &s, &nv)) goto done;
+        /* PEFT keeps position i iff labels[i] != -100: its own input token is not a
+         * context token (the target, token i + 1, does not matter) */
         int nk = 0;
         for (int i = 0; i < BT; i++)
-            if (bb.tgt[i] >= 0) kept[nk++] = i;
+            if (!bb.ctx[i]) kept[nk++] = i;
         rep->passes++;
         rep->tokens_seen += BT;
         rep->tokens_kept += nk;

@@ -2,11 +2,14 @@
  * that feeds src/train/eva.h's incremental PCA from a model's forward, PEFT's
  * loop around it, and the adapter it gives.
  *
- * Per target linear layer the input rows of the kept tokens (target >= 0:
- * padding and ignored positions are masked out) go into an incremental PCA of
- * k = rint(ρ·r) components; layers that read the same input share one PCA
- * (q, k, v read the attention norm's output, gate and up the MLP norm's; the
- * first selected of each group owns it, with the group's largest k). After
+ * Per target linear layer the input rows of the kept tokens go into an
+ * incremental PCA of k = rint(ρ·r) components. A position is kept iff its own
+ * input token is not a context token of the data's context mask (PEFT keeps
+ * position i iff labels[i] != -100, and HF's labels are the inputs with -100
+ * on the prompt; the loss shifts them later), so without a mask every
+ * position is kept. Layers that read the same input share one PCA (q, k, v
+ * read the attention norm's output, gate and up the MLP norm's; the first
+ * selected of each group owns it, with the group's largest k). After
  * every forward pass the ranks are redistributed (xd_eva_rank_distribution
  * over the explained-variance ratios) and a layer stops updating once the
  * cosines of its assigned components to the previous step are all >= τ, or at
@@ -51,7 +54,7 @@ void xd_eva_state_free(xd_eva_state *s);
 typedef struct {
     int passes;           /* forward passes */
     int64_t tokens_seen;  /* input positions of those passes */
-    int64_t tokens_kept;  /* of which unmasked (target >= 0) */
+    int64_t tokens_kept;  /* of which kept: input token not a context token */
     int groups, converged, capped; /* input groups; how they stopped */
     double seconds, pca_seconds;
 } xd_eva_report;
