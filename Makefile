@@ -6,7 +6,7 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
 
-.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx bench-lora-cost clean
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx bench-lora-cost bench-lora clean
 
 all: build
 
@@ -59,6 +59,11 @@ bench-longctx: build teacher
 # fine-tuning peak RSS and tokens/s; writes bench/RESULTS.md.
 bench-lora-cost: build teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/lora_cost.sh
+
+# Does EVA help? EVA / random / PiSSA LoRA vs full fine-tuning on two tasks, 3 seeds;
+# writes bench/RESULTS.md and bench/lora_loss_curves.svg.
+bench-lora: build teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/lora_quality.sh
 
 # Stage III: three domain experts merged vs a generalist on the same tokens; writes bench/RESULTS.md.
 bench-stage3: build teacher

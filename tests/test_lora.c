@@ -15,6 +15,7 @@
  *    bit-identical, OUT/adapter loads back with the trained values;
  *  - bad input: rank 0, an unknown target, an adapter of another base. */
 #include <cblas.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "core/rng.h"
@@ -472,6 +473,37 @@ static void test_cli(void) {
     snprintf(a, sizeof a, "lora merge %s %s/P/adapter -o %s/PM", M, dir, dir);
     CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDOUT) == 0 && strstr(out, "\"modules\":4"),
           "lora merge: %s", out);
+    /* eval --adapter scores what the merged model scores (a perplexity task: a number
+     * that moves with every weight) */
+    snprintf(a, sizeof a, "%s/suite", dir);
+    xd_mkdir_p(a);
+    snprintf(a, sizeof a, "%s/suite/suite.json", dir);
+    FILE *f = fopen(a, "w");
+    fprintf(f, "{\"name\":\"s\",\"tasks\":[{\"name\":\"t\",\"file\":\"t.jsonl\",\"type\":\"perplexity\"}]}\n");
+    fclose(f);
+    snprintf(a, sizeof a, "%s/suite/t.jsonl", dir);
+    f = fopen(a, "w");
+    fprintf(f, "{\"text\":\"the cat sat on the mat and then the dog ran to the hat.\"}\n");
+    fclose(f);
+    double sc[3] = {0, 0, 0};
+    const char *evals[3] = {"%s --adapter %s/P/adapter", "%s/PM%s", "%s%s"};
+    for (int k = 0; k < 3; k++) {
+        char model[1024], res[600];
+        snprintf(model, sizeof model, evals[k], k == 1 ? dir : M, k == 0 ? dir : "");
+        snprintf(res, sizeof res, "%s/r%d.json", dir, k);
+        snprintf(a, sizeof a, "eval %s --suite %s/suite -o %s", model, dir, res);
+        CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDERR) == 0, "eval %d: %s", k, out);
+        json_error_t je;
+        json_t *j = json_load_file(res, 0, &je);
+        sc[k] = json_number_value(json_object_get(json_array_get(json_object_get(j, "tasks"), 0), "score"));
+        json_decref(j);
+    }
+    printf("eval: base %.6f, --adapter %.6f, merged model %.6f (1/perplexity)\n", sc[2], sc[0], sc[1]);
+    CHECK(sc[0] > 0 && fabs(sc[0] - sc[1]) <= 1e-5 * sc[1] && fabs(sc[0] - sc[2]) > 1e-4 * sc[2],
+          "eval --adapter %g vs merged %g (base %g)", sc[0], sc[1], sc[2]);
+    snprintf(a, sizeof a, "eval %s --adapter %s/nope --suite %s/suite -o %s/r.json", M, dir, dir, dir);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDERR) == 1 && strstr(out, "nope"),
+          "eval with a missing adapter: %s", out);
 }
 
 /* ---- bad input */

@@ -10,6 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "model/lora.h"
 #include "eval/results.h"
 #include "eval/run.h"
 #include "eval/tasks.h"
@@ -27,7 +28,9 @@ static int usage(void) {
             "  --stride S         perplexity windows every S tokens (default ctx/2)\n"
             "  --seed S           bootstrap and few-shot seed (default: the suite's)\n"
             "  --bootstrap B      bootstrap resamples (default 1000)\n"
-            "  --threads N        compute threads\n");
+            "  --threads N        compute threads\n"
+            "  --adapter DIR      a LoRA adapter (PEFT's files) folded into the model's weights\n"
+            "                     first (as `xdistill lora merge` does, in memory)\n");
     return 2;
 }
 
@@ -51,12 +54,13 @@ static void summary(const xd_eval_results *r) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *suite_dir = NULL, *out = NULL, *only = NULL, *v;
+    const char *model = NULL, *suite_dir = NULL, *out = NULL, *only = NULL, *adapter = NULL, *v;
     int max_examples = 0, no_bos = 0, chat = 0, fewshot = 0, ctx = 0, stride = 0, threads = 0;
     int bootstrap = 1000, have_seed = 0, r;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
         if ((r = take_opt(argc, argv, &i, "--suite", &v))) { if (r < 0) return 2; suite_dir = v; }
+        else if ((r = take_opt(argc, argv, &i, "--adapter", &v))) { if (r < 0) return 2; adapter = v; }
         else if ((r = take_opt(argc, argv, &i, "-o", &v))) { if (r < 0) return 2; out = v; }
         else if ((r = take_opt(argc, argv, &i, "--tasks", &v))) { if (r < 0) return 2; only = v; }
         else if ((r = take_opt(argc, argv, &i, "--max-examples", &v))) {
@@ -89,6 +93,16 @@ int cmd_eval(int argc, char **argv) {
     if (xd_suite_load(suite_dir, only, &suite)) return cli_lib_error();
     xd_model *m = xd_model_load(model);
     if (!m) { xd_suite_free(&suite); return cli_lib_error(); }
+    if (adapter) {
+        xd_lora_adapter *a = xd_lora_load(adapter);
+        int bad = !a || xd_lora_merge(m, a, 1.0f);
+        xd_lora_free(a);
+        if (bad) {
+            xd_model_free(m);
+            xd_suite_free(&suite);
+            return cli_lib_error();
+        }
+    }
     xd_eval_opts o;
     xd_eval_opts_default(&o, m, &suite);
     o.max_examples = max_examples;
