@@ -368,15 +368,9 @@ static void check_fd(const char *name, int student) {
 static char dir[] = "/tmp/xd_lora_XXXXXX";
 
 static void test_train(void) {
-    char txt[512], tok[512], out[512];
-    snprintf(txt, sizeof txt, "%s/corpus.txt", dir);
-    FILE *f = fopen(txt, "w");
-    for (int i = 0; i < 60; i++)
-        fprintf(f, "the cat sat on the mat number %d and then the dog ran to the hat.\n\n", i % 7);
-    fclose(f);
+    char tok[512], out[512];
     snprintf(tok, sizeof tok, "%s/data.tok", dir);
-    CHECK(test_prep_text(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf", txt, tok, 0.1) == 0,
-          "prep: %s", xd_last_error());
+    CHECK(test_cat_data(dir) == 0, "prep: %s", xd_last_error());
     xd_model *m = load_fixture("tiny-llama");
     xd_tokdata *d = xd_tokdata_open(tok);
     CHECK(d != NULL, "data: %s", xd_last_error());
@@ -404,7 +398,7 @@ static void test_train(void) {
     /* the first step's loss from the log against the last */
     char p[600];
     snprintf(p, sizeof p, "%s/log.jsonl", out);
-    f = fopen(p, "r");
+    FILE *f = fopen(p, "r");
     char line[4096];
     double first = NAN;
     if (f && fgets(line, sizeof line, f)) {

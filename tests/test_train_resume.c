@@ -100,15 +100,7 @@ static void check_complete(const char *out) {
 }
 
 static void make_data(void) {
-    char txt[512], out[512];
-    snprintf(txt, sizeof txt, "%s/corpus.txt", dir);
-    FILE *f = fopen(txt, "w");
-    for (int i = 0; i < 60; i++)
-        fprintf(f, "the cat sat on the mat number %d and then the dog ran to the hat.\n\n", i % 7);
-    fclose(f);
-    snprintf(out, sizeof out, "%s/data.tok", dir);
-    CHECK(test_prep_text(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf", txt, out, 0.1) == 0,
-          "prep: %s", xd_last_error());
+    CHECK(test_cat_data(dir) == 0, "prep: %s", xd_last_error());
 }
 
 static void test_kill_resume(const char *(*train_args)(const char *, int), const char *tag) {
