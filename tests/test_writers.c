@@ -209,6 +209,34 @@ static const char *TINY[] = {"tiny-llama", "tiny-llama-sharded", "tiny-llama3rop
                              "tiny-qwen2", "tiny-qwen2-bf16", "tiny-qwen3"};
 #define N_TINY (int)(sizeof TINY / sizeof *TINY)
 
+/* F64 tensors: written bit for bit, read back exactly by xd_st_to_f64 (also from F32),
+ * rounded to nearest by xd_st_to_f32; placed first (the widest dtype) and 8-aligned. */
+static void test_safetensors_f64(void) {
+    double d[5] = {1.0 / 3.0, -2.5e-300, 1e300, 0.1, -0.0};
+    float f[2] = {0.75f, -3.5f};
+    st_write_tensor ts[] = {{"d", ST_F64, 1, {5}, d}, {"f", ST_F32, 1, {2}, f}};
+    const char *p = tmp_path("f64.safetensors");
+    CHECK(xd_st_write(p, ts, 2, NULL) == 0, "write F64: %s", xd_last_error());
+    st_set *st = xd_st_open(p);
+    CHECK(st != NULL, "open F64: %s", xd_last_error());
+    if (!st) return;
+    const st_tensor *t = xd_st_find(st, "d"), *u = xd_st_find(st, "f");
+    double back[5], fb[2];
+    float r[5];
+    CHECK(t && t->dtype == ST_F64 && !strcmp(xd_st_dtype_name(t->dtype), "F64") &&
+              ((const uint8_t *)t->data - st->maps[0]) % 8 == 0, "F64 meta and alignment");
+    if (t && u) {
+        CHECK(xd_st_to_f64(st, t, back) == 0 && memcmp(back, d, sizeof d) == 0, "F64 bits");
+        CHECK(xd_st_to_f32(st, t, r) == 0 && r[0] == (float)d[0] && r[3] == 0.1f && r[1] == -0.0f,
+              "F64 to F32 rounding");
+        CHECK(xd_st_to_f64(st, u, fb) == 0 && fb[0] == 0.75 && fb[1] == -3.5, "F32 to F64");
+    }
+    xd_st_close(st);
+    st_write_tensor bad = {"x", ST_F64, 1, {2}, NULL};
+    CHECK(xd_st_write(tmp_path("bad64.safetensors"), &bad, 1, NULL) < 0 &&
+              strstr(xd_last_error(), "no data"), "F64 without data: %s", xd_last_error());
+}
+
 static void test_config(void) {
     for (int i = 0; i < N_TINY; i++) {
         char src[1024];
@@ -651,6 +679,7 @@ int main(void) {
         return 1;
     }
     test_safetensors();
+    test_safetensors_f64();
     test_config();
     test_tokenizer_json();
     test_models();

@@ -22,8 +22,8 @@
 #define ST_MAX_DIM (1ull << 40)    /* larger dimensions or element counts are absurd */
 #define ST_MAX_DIMS 8
 
-static const char *dtype_names[] = {"F32", "F16", "BF16"};
-static const size_t dtype_sizes[] = {4, 2, 2};
+static const char *dtype_names[] = {"F32", "F16", "BF16", "F64"};
+static const size_t dtype_sizes[] = {4, 2, 2, 8};
 
 const char *xd_st_dtype_name(st_dtype d) {
     return (unsigned)d < sizeof dtype_names / sizeof *dtype_names ? dtype_names[d] : "invalid";
@@ -110,7 +110,7 @@ static int parse_tensor(const char *path, const char *name, const json_t *e, con
     if (!json_is_string(jd))
         return xd_err("%s: tensor '%s': dtype: missing or not a string", path, name);
     if (parse_dtype(json_string_value(jd), &t->dtype))
-        return xd_err("%s: tensor '%s': dtype '%s' is not supported (expected F32, F16 or BF16)",
+        return xd_err("%s: tensor '%s': dtype '%s' is not supported (expected F32, F16, BF16 or F64)",
                       path, name, json_string_value(jd));
 
     const json_t *js = json_object_get(e, "shape");
@@ -358,6 +358,27 @@ int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst) {
     case ST_BF16:
         xd_bf16_to_fp32_n(dst, src, (size_t)n);
         break;
+    case ST_F64:
+        for (uint64_t i = 0; i < n; i++) {
+            double v;
+            memcpy(&v, src + 8 * i, 8);
+            dst[i] = (float)v;
+        }
+        break;
     }
+    return 0;
+}
+
+int xd_st_to_f64(const st_set *s, const st_tensor *t, double *dst) {
+    if (t->dtype != ST_F64) {
+        uint64_t n = t->nbytes / dtype_sizes[t->dtype < ST_F64 ? t->dtype : 0];
+        float *tmp = malloc((size_t)(n ? n : 1) * sizeof(float));
+        if (!tmp) return xd_err("out of memory");
+        int rc = xd_st_to_f32(s, t, tmp);
+        for (uint64_t i = 0; !rc && i < n; i++) dst[i] = tmp[i];
+        free(tmp);
+        return rc;
+    }
+    memcpy(dst, t->data, (size_t)t->nbytes); /* may be unaligned: memcpy */
     return 0;
 }

@@ -10,7 +10,7 @@
 
 #include "atomic.h"
 
-typedef enum { ST_F32 = 0, ST_F16, ST_BF16 } st_dtype;
+typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_F64 } st_dtype;
 
 typedef struct {
     char *name;
@@ -38,20 +38,24 @@ st_set *xd_st_open(const char *path);
 st_set *xd_st_open_dir(const char *dir);
 void xd_st_close(st_set *s);
 const st_tensor *xd_st_find(const st_set *s, const char *name);
-/* Converts a tensor to fp32 into dst (n elements = product of shape). */
+/* Converts a tensor to fp32 into dst (n elements = product of shape; F64 is
+ * rounded to nearest). */
 int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst);
+/* Converts a tensor to fp64 into dst (exact for every dtype). */
+int xd_st_to_f64(const st_set *s, const st_tensor *t, double *dst);
 const char *xd_st_dtype_name(st_dtype d);
 
 /* ---- writer (safetensors_write.c) ---------------------------------------- */
 
-/* One tensor to write: fp32 data, stored as dtype (F16 / BF16 are rounded to
- * nearest even). shape has n_dims (0..8) entries; data holds their product. */
+/* One tensor to write: data holds the product of shape's n_dims (0..8) entries:
+ * floats, stored as dtype (F16 / BF16 are rounded to nearest even), or with
+ * dtype F64 doubles, stored as they are. */
 typedef struct {
     const char *name;
     st_dtype dtype;
     int n_dims;
     int64_t shape[8];
-    const float *data;
+    const void *data; /* float, or double for ST_F64 */
 } st_write_tensor;
 
 /* Writes a .safetensors file atomically (PATH.tmp.<pid>, fsync, rename).

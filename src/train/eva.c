@@ -523,13 +523,13 @@ int xd_eva_rank_distribution(const xd_eva_layer *L, int n, double rho, int *rank
 
 /* ---- state file ------------------------------------------------------------------------ */
 
-#define EVA_META "{\"format\": \"xdistill-eva\", \"encoding\": \"f64-le-as-f32-pairs\"}"
+#define EVA_META "{\"format\": \"xdistill-eva\", \"version\": \"2\"}"
 enum { NF = 9 };
 static const char *const field_names[NF] = {"mean", "var", "components", "singular",
                                             "explained_variance", "explained_variance_ratio",
                                             "prev", "cos", "counts"};
 
-/* field f of p: data pointer and shape (dims without the trailing 2) */
+/* field f of p: data pointer and shape */
 static double *field(xd_ipca *p, int f, int *nd, int64_t *shape) {
     *nd = 1;
     shape[0] = p->k;
@@ -573,9 +573,8 @@ int xd_eva_save(const char *path, xd_ipca *const *layers, const char *const *nam
             snprintf(tn[i * NF + f], len, "%s.%s", names[i], field_names[f]);
             double *data = field(layers[i], f, &t->n_dims, t->shape);
             t->name = tn[i * NF + f];
-            t->dtype = ST_F32;
-            t->shape[t->n_dims++] = 2;
-            t->data = (const float *)(const void *)(data ? data : counts + i * 3);
+            t->dtype = ST_F64;
+            t->data = data ? data : counts + i * 3;
         }
     }
     if (!rc) rc = xd_st_write(path, ts, n * NF, EVA_META);
@@ -595,21 +594,17 @@ void xd_eva_free_list(xd_ipca **layers, char **names, int n) {
     free(names);
 }
 
-/* Copies tensor `name` (float64 pairs) of expected shape into dst. */
+/* Copies tensor `name` (F64) of the expected shape into dst. */
 static int read_f64(const st_set *s, const char *path, const char *name, int nd,
                     const int64_t *shape, double *dst) {
     const st_tensor *t = xd_st_find(s, name);
     if (!t) return xd_err("%s: tensor '%s' is missing", path, name);
-    int ok = t->dtype == ST_F32 && t->n_dims == nd + 1 && t->shape[nd] == 2;
-    int64_t cnt = 1;
-    for (int i = 0; ok && i < nd; i++) ok = t->shape[i] == shape[i], cnt *= shape[i];
+    int ok = t->dtype == ST_F64 && t->n_dims == nd;
+    for (int i = 0; ok && i < nd; i++) ok = t->shape[i] == shape[i];
     if (!ok)
-        return xd_err("%s: tensor '%s': expected F32 of shape [%lld%s%lld, 2] (float64 pairs)",
-                      path, name, (long long)shape[0], nd > 1 ? ", " : "",
-                      nd > 1 ? (long long)shape[1] : 0LL);
-    if (t->nbytes != (uint64_t)cnt * 8) return xd_err("%s: tensor '%s': bad size", path, name);
-    memcpy(dst, t->data, (size_t)cnt * 8);
-    return 0;
+        return xd_err("%s: tensor '%s': expected F64 of shape [%lld%s%lld]", path, name,
+                      (long long)shape[0], nd > 1 ? ", " : "", nd > 1 ? (long long)shape[1] : 0LL);
+    return xd_st_to_f64(s, t, dst);
 }
 
 int xd_eva_load(const char *path, xd_ipca ***out_layers, char ***out_names, int *out_n) {
@@ -650,8 +645,8 @@ int xd_eva_load(const char *path, xd_ipca ***out_layers, char ***out_names, int 
         char fn[1100];
         snprintf(fn, sizeof fn, "%s.components", buf);
         const st_tensor *c = xd_st_find(s, fn);
-        if (!c || c->n_dims != 3) {
-            rc = xd_err("%s: tensor '%s' is missing or not [k, d, 2]", path, fn);
+        if (!c || c->n_dims != 2) {
+            rc = xd_err("%s: tensor '%s' is missing or not [k, d]", path, fn);
             break;
         }
         if (c->shape[0] > 0x7fffffff || c->shape[1] > 0x7fffffff ||

@@ -124,11 +124,9 @@ void xd_eva_flip_sign(double *row, int d);
 /* Saves n layer states with their names (module paths; unique, non-empty) to a
  * .safetensors file (atomic write). Per layer "<name>.<field>" for mean, var, components,
  * singular, explained_variance, explained_variance_ratio, prev, cos and counts
- * ([position in the list, n_seen, steps]); metadata {"format": "xdistill-eva",
- * "encoding": "f64-le-as-f32-pairs"}. The safetensors writer only stores F32/F16/BF16,
- * so every tensor is float64 data stored bit for bit as an F32 tensor with a trailing
- * dimension of 2 (numpy: a.view("<f8")[..., 0]; torch: t.view(torch.float64)). A load
- * gives back bit-identical states, in the saved order. */
+ * ([position in the list, n_seen, steps]), every tensor F64; metadata {"format":
+ * "xdistill-eva", "version": "2"}. A load gives back bit-identical states, in the saved
+ * order. */
 int xd_eva_save(const char *path, xd_ipca *const *layers, const char *const *names, int n);
 /* Loads what xd_eva_save wrote: *layers and *names (n of each, malloc'd; free with
  * xd_eva_free_list). Errors name the file and the tensor. */
