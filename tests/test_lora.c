@@ -467,6 +467,13 @@ static void test_cli(void) {
     snprintf(a, sizeof a, "lora merge %s %s/P/adapter -o %s/PM", M, dir, dir);
     CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDOUT) == 0 && strstr(out, "\"modules\":4"),
           "lora merge: %s", out);
+    /* the adapter records its base: another model of the same shapes is refused */
+    snprintf(a, sizeof a, "lora merge %s/tests/fixtures/tiny-llama3rope %s/P/adapter -o %s/PX",
+             XD_SOURCE_DIR, dir, dir);
+    CHECK(test_cli_run(a, out, sizeof out, TEST_CLI_STDERR) == 1 &&
+              strstr(out, "another base model") && strstr(out, "P/adapter"),
+          "an adapter of another base: %s", out);
+    printf("another base: %.*s\n", (int)strcspn(out, "\n"), out);
     /* eval --adapter scores what the merged model scores (a perplexity task: a number
      * that moves with every weight) */
     snprintf(a, sizeof a, "%s/suite", dir);

@@ -95,7 +95,7 @@ int cmd_eval(int argc, char **argv) {
     if (!m) { xd_suite_free(&suite); return cli_lib_error(); }
     if (adapter) {
         xd_lora_adapter *a = xd_lora_load(adapter);
-        int bad = !a || xd_lora_merge(m, a, 1.0f);
+        int bad = !a || xd_lora_check_base(a, m, adapter) || xd_lora_merge(m, a, 1.0f);
         xd_lora_free(a);
         if (bad) {
             xd_model_free(m);

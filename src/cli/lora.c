@@ -44,7 +44,9 @@ static int cmd_lora_merge(int argc, char **argv) {
     if (!m) return cli_lib_error();
     xd_lora_adapter *a = xd_lora_load(adapter);
     int rc = 1;
-    if (!a || xd_lora_merge(m, a, 1.0f) || xd_model_save(m, out)) cli_lib_error();
+    if (!a || xd_lora_check_base(a, m, adapter) || xd_lora_merge(m, a, 1.0f) ||
+        xd_model_save(m, out))
+        cli_lib_error();
     else {
         printf("{\"merged\":\"%s\",\"adapter\":\"%s\",\"modules\":%d,\"model\":\"%s\"}\n", model,
                adapter, a->n_modules, out);

@@ -71,6 +71,7 @@ xd_lora_adapter *xd_lora_new(const char *base_model, int r, double lora_alpha, i
 
 xd_lora_adapter *xd_lora_copy(const xd_lora_adapter *a) {
     xd_lora_adapter *c = xd_lora_new(a->base_model, a->r, a->lora_alpha, a->use_rslora);
+    if (c) c->base_hash = a->base_hash;
     for (int i = 0; c && i < a->n_modules; i++) {
         const xd_lora_module *x = &a->modules[i];
         xd_lora_module *y = xd_lora_add_module(c, x->module, x->rank, x->in, x->out, x->alpha);
@@ -337,6 +338,14 @@ xd_lora_adapter *xd_lora_load(const char *dir) {
     }
     st_set *s = open_tensors(dir, spath);
     int rc = s ? load_modules(spath, s, &c, a) : -1;
+    const char *h = s && !rc ? xd_st_meta(s, "xdistill_base_hash") : NULL;
+    if (h) {
+        char *end;
+        unsigned long long v = strtoull(h, &end, 16);
+        if (*h == 0 || *end || strlen(h) != 16)
+            rc = xd_err("%s: __metadata__.xdistill_base_hash '%s': expected 16 hex digits", spath, h);
+        a->base_hash = v;
+    }
     xd_st_close(s);
     xd_peft_cfg_free(&c);
     json_decref(root);
@@ -419,7 +428,11 @@ static int write_tensors(const xd_lora_adapter *a, const char *path) {
         ts[i] = (st_write_tensor){names[i], ST_F32, 2, {b ? m->out : m->rank, b ? m->rank : m->in},
                                   b ? m->B : m->A};
     }
-    rc = xd_st_write(path, ts, n, "{\"format\": \"pt\"}");
+    char meta[96] = "{\"format\": \"pt\"}";
+    if (a->base_hash) /* PEFT reads only "format"; the base's identity for xdistill */
+        snprintf(meta, sizeof meta, "{\"format\": \"pt\", \"xdistill_base_hash\": \"%016llx\"}",
+                 (unsigned long long)a->base_hash);
+    rc = xd_st_write(path, ts, n, meta);
 done:
     for (int i = 0; names && i < n; i++) free(names[i]);
     free(names);

@@ -61,6 +61,11 @@ typedef struct {
     xd_eva_config eva;
     int n_modules;
     xd_lora_module *modules; /* sorted by module path */
+    uint64_t base_hash;      /* the base model's weights hash (model/model.h's
+                              * xd_model_teacher_hash) the adapter was made for; 0 =
+                              * unknown (PEFT's files). Kept in adapter_model.safetensors'
+                              * metadata as "xdistill_base_hash" (16 hex digits), which
+                              * PEFT ignores */
 } xd_lora_adapter;
 
 /* Reads DIR/adapter_config.json and DIR/adapter_model.safetensors (F32, F16 or
@@ -96,7 +101,7 @@ int xd_lora_check_module(const xd_lora_adapter *a, const char *module, int64_t i
 xd_lora_adapter *xd_lora_new(const char *base_model, int r, double lora_alpha, int use_rslora);
 
 /* A copy of a's modules (paths, ranks, alphas, A, B) and of r, lora_alpha,
- * use_rslora and base_model, as xd_lora_new makes it. NULL + error. */
+ * use_rslora, base_model and base_hash, as xd_lora_new makes it. NULL + error. */
 xd_lora_adapter *xd_lora_copy(const xd_lora_adapter *a);
 
 /* Adds a module: A and B zero-filled, scaling from alpha, rank and a->use_rslora.

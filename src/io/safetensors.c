@@ -50,6 +50,9 @@ void xd_st_close(st_set *s) {
         if (s->paths) free(s->paths[i]);
     }
     for (int i = 0; i < s->n_tensors; i++) free(s->tensors[i].name);
+    for (int i = 0; i < s->n_meta; i++) free(s->meta_keys[i]), free(s->meta_values[i]);
+    free(s->meta_keys);
+    free(s->meta_values);
     free(s->paths);
     free((void *)s->maps);
     free(s->sizes);
@@ -158,6 +161,32 @@ static int parse_tensor(const char *path, const char *name, const json_t *e, con
     return 0;
 }
 
+/* Keeps the string values of a "__metadata__" object (others are ignored). */
+static int add_meta(st_set *s, const json_t *m) {
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)m, k, v) {
+        if (!json_is_string(v)) continue;
+        char **nk = realloc(s->meta_keys, (size_t)(s->n_meta + 1) * sizeof(char *));
+        if (!nk) return -1;
+        s->meta_keys = nk;
+        char **nv = realloc(s->meta_values, (size_t)(s->n_meta + 1) * sizeof(char *));
+        if (!nv) return -1;
+        s->meta_values = nv;
+        char *a = strdup(k), *b = strdup(json_string_value(v));
+        if (!a || !b) { free(a), free(b); return -1; }
+        s->meta_keys[s->n_meta] = a;
+        s->meta_values[s->n_meta++] = b;
+    }
+    return 0;
+}
+
+const char *xd_st_meta(const st_set *s, const char *key) {
+    for (int i = 0; s && i < s->n_meta; i++)
+        if (!strcmp(s->meta_keys[i], key)) return s->meta_values[i];
+    return NULL;
+}
+
 /* Maps path and appends its tensors to s. */
 static int add_file(st_set *s, int *cap, const char *path) {
     int fi = set_add_file(s, path);
@@ -192,7 +221,10 @@ static int add_file(st_set *s, int *cap, const char *path) {
     const char *name;
     json_t *e;
     json_object_foreach(root, name, e) {
-        if (!strcmp(name, "__metadata__")) continue;
+        if (!strcmp(name, "__metadata__")) {
+            if (add_meta(s, e)) { rc = xd_err("%s: out of memory", path); goto done; }
+            continue;
+        }
         st_tensor *t = set_add_tensor(s, cap, path);
         if (!t) { rc = -1; goto done; }
         t->file = fi;

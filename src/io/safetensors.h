@@ -29,6 +29,8 @@ typedef struct {
     size_t *sizes;
     int n_tensors;
     st_tensor *tensors;
+    int n_meta;               /* the string values of "__metadata__" (all files) */
+    char **meta_keys, **meta_values;
 } st_set;
 
 /* Opens a single .safetensors file. NULL + xd_last_error() on failure. */
@@ -38,6 +40,8 @@ st_set *xd_st_open(const char *path);
 st_set *xd_st_open_dir(const char *dir);
 void xd_st_close(st_set *s);
 const st_tensor *xd_st_find(const st_set *s, const char *name);
+/* The "__metadata__" string value of key (the first file that has it), or NULL. */
+const char *xd_st_meta(const st_set *s, const char *key);
 /* Converts a tensor to fp32 into dst (n elements = product of shape; F64 is
  * rounded to nearest). */
 int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst);

@@ -203,6 +203,7 @@ xd_lora_adapter *xd_lora_for_model(const xd_model *m, const char *base_model, un
         return xd_err("no target module chosen (--targets)"), NULL;
     xd_lora_adapter *a = xd_lora_new(base_model, r, alpha, use_rslora);
     if (!a) return NULL;
+    a->base_hash = xd_model_teacher_hash(m);
     for (int l = 0; l < m->cfg.n_layer; l++)
         for (int t = 0; t < XD_LORA_NT; t++) {
             if (!(targets & (1u << t))) continue;
@@ -233,6 +234,16 @@ void xd_lora_init_random(xd_lora_adapter *a, uint64_t seed) {
             md->A[j] = (float)((2 * xd_rng_uniform(&g) - 1) * bound);
         memset(md->B, 0, (size_t)(md->out * md->rank) * sizeof(float));
     }
+}
+
+int xd_lora_check_base(const xd_lora_adapter *a, const xd_model *m, const char *src) {
+    if (!a->base_hash) return 0;
+    uint64_t h = xd_model_teacher_hash(m);
+    if (h == a->base_hash) return 0;
+    return xd_err("%s: the adapter was made for another base model (weights hash %016llx; %s "
+                  "has %016llx): use it with the model it was trained on", src,
+                  (unsigned long long)a->base_hash, m->path[0] ? m->path : "the model",
+                  (unsigned long long)h);
 }
 
 int xd_lora_merge(xd_model *m, const xd_lora_adapter *a, float sign) {

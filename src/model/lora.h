@@ -79,13 +79,19 @@ int xd_lora_store(const xd_lora_set *s, xd_lora_adapter *a);
 int xd_lora_fetch(xd_lora_set *s, const xd_lora_adapter *a, const char *what);
 
 /* A new adapter for m with every layer's targets (mask: bit t for target t)
- * at rank r and alpha; A and B zero. base_model is recorded in the config. */
+ * at rank r and alpha; A and B zero. base_model is recorded in the config,
+ * m's weights hash as base_hash. */
 xd_lora_adapter *xd_lora_for_model(const xd_model *m, const char *base_model, unsigned targets,
                                    int r, double alpha, int use_rslora);
 /* PEFT's default initialisation (init_lora_weights=True): A from
  * kaiming_uniform_(a=√5), i.e. U(−1/√in, 1/√in), and B = 0, so the adapted
  * model starts as the base. Seeded with core/rng.h. */
 void xd_lora_init_random(xd_lora_adapter *a, uint64_t seed);
+
+/* When the adapter records the hash of the base it was made for (base_hash),
+ * checks that m is that base: -1 with an error naming src, both hashes and what
+ * to do. An adapter without one (PEFT's) passes. */
+int xd_lora_check_base(const xd_lora_adapter *a, const xd_model *m, const char *src);
 
 /* Folds every module into m's weights: W += scaling · B·A (sign = −1 takes it
  * out again). The adapter must fit m (as xd_lora_bind checks). */

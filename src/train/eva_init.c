@@ -257,6 +257,7 @@ xd_lora_adapter *xd_eva_adapter(const xd_model *m, const char *base_model, const
     }
     if (distribute(e, n, pca, o, rank, alpha)) goto fail;
     if (!(a = xd_lora_new(base_model, o->r, o->alpha, o->use_rslora))) goto fail;
+    a->base_hash = xd_model_teacher_hash(m);
     free(a->init_lora_weights);
     if (!(a->init_lora_weights = strdup("eva"))) { xd_err("out of memory"); goto fail; }
     a->has_eva = 1;

@@ -73,6 +73,7 @@ xd_lora_adapter *xd_lora_pissa_convert(const xd_lora_adapter *trained,
     xd_lora_adapter *c = xd_lora_new(trained->base_model, 2 * trained->r, f * trained->lora_alpha,
                                      trained->use_rslora);
     if (!c) return NULL;
+    c->base_hash = init->base_hash; /* the original base, hashed before the residual */
     for (int i = 0; i < trained->n_modules; i++) {
         const xd_lora_module *x = &trained->modules[i], *x0 = &init->modules[i];
         if (strcmp(x->module, x0->module) || x->rank != x0->rank || x->in != x0->in ||
