@@ -101,8 +101,10 @@ def main():
             lo, hi = pooled_ci(sc)
             mean = sum(p for p, _ in sc) / len(sc)
             final = sum(sum(x[-5:]) / 5 for x in ls[m]) / len(ls[m])
+            early = [curves[task][m][k - 1] if len(curves[task][m]) >= k else float("nan")
+                     for k in (10, 20)]
             rows.append((task, m, mean, lo, hi, [p for p, _ in sc], final, reach, target,
-                         base["score"], base["ci_low"], base["ci_high"], sc[0][1]))
+                         base["score"], base["ci_low"], base["ci_high"], sc[0][1], early))
     svg(curves, tasks, methods, a.svg)
     L = [TITLE, "",
          f"`bash bench/lora_quality.sh` at {a.git}, {a.cpu}: SmolLM2-135M-Instruct fine-tuned on "
@@ -114,13 +116,14 @@ def main():
          "match (`xdistill eval`, LoRA runs with `--adapter`); the interval is a percentile "
          "bootstrap of the mean over seeds, resampling each seed's held-out examples. Steps to "
          "the fixed loss: the first step whose 5-step average training loss reaches the loss "
-         "random-init LoRA ends at (mean of its last 5 steps over seeds); '-' = never. Loss "
+         "random-init LoRA ends at (mean of its last 5 steps over seeds); '-' = never. Loss at "
+         "step 10 / 20: the 5-step average, mean over seeds. Loss "
          "curves: `bench/lora_loss_curves.svg`.", "",
-         "| task | method | held-out accuracy (95% CI) | per seed | final loss | steps to the fixed loss (per seed) |",
-         "|---|---|---:|---|---:|---|"]
-    for (task, m, mean, lo, hi, per, final, reach, target, b, blo, bhi, n) in rows:
+         "| task | method | held-out accuracy (95% CI) | per seed | loss at step 10 / 20 | final loss | steps to the fixed loss (per seed) |",
+         "|---|---|---:|---|---:|---:|---|"]
+    for (task, m, mean, lo, hi, per, final, reach, target, b, blo, bhi, n, early) in rows:
         L.append(f"| {task} | {m} | {mean:.3f} [{lo:.3f}, {hi:.3f}] | "
-                 + " / ".join(f"{p:.3f}" for p in per) + f" | {final:.3f} | "
+                 + " / ".join(f"{p:.3f}" for p in per) + f" | {early[0]:.3f} / {early[1]:.3f} | {final:.3f} | "
                  + " / ".join("-" if r is None else str(r) for r in reach) + " |")
     L.append("")
     for task in tasks:
