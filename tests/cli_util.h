@@ -15,21 +15,6 @@
 
 #ifndef XD_BINARY_DIR
 #define XD_BINARY_DIR "."
-/* DIR/data.tok: 60 short paragraphs ("the cat sat on the mat number N ...") written to
- * DIR/corpus.txt and tokenised by tiny-llama.gguf, 10% for validation. Returns 0, or -1
- * with xd_last_error(). */
-static inline int test_cat_data(const char *dir) {
-    char txt[512], out[512];
-    snprintf(txt, sizeof txt, "%s/corpus.txt", dir);
-    FILE *f = fopen(txt, "w");
-    if (!f) return -1;
-    for (int i = 0; i < 60; i++)
-        fprintf(f, "the cat sat on the mat number %d and then the dog ran to the hat.\n\n", i % 7);
-    fclose(f);
-    snprintf(out, sizeof out, "%s/data.tok", dir);
-    return test_prep_text(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf", txt, out, 0.1);
-}
-
 #endif
 
 static inline const char *test_cli_path(void) {
