@@ -22,8 +22,8 @@
 #define ST_MAX_DIM (1ull << 40)    /* larger dimensions or element counts are absurd */
 #define ST_MAX_DIMS 8
 
-static const char *dtype_names[] = {"F32", "F16", "BF16", "F64"};
-static const size_t dtype_sizes[] = {4, 2, 2, 8};
+static const char *dtype_names[] = {"F32", "F16", "BF16", "F64", "I32"};
+static const size_t dtype_sizes[] = {4, 2, 2, 8, 4};
 
 const char *xd_st_dtype_name(st_dtype d) {
     return (unsigned)d < sizeof dtype_names / sizeof *dtype_names ? dtype_names[d] : "invalid";
@@ -113,7 +113,7 @@ static int parse_tensor(const char *path, const char *name, const json_t *e, con
     if (!json_is_string(jd))
         return xd_err("%s: tensor '%s': dtype: missing or not a string", path, name);
     if (parse_dtype(json_string_value(jd), &t->dtype))
-        return xd_err("%s: tensor '%s': dtype '%s' is not supported (expected F32, F16, BF16 or F64)",
+        return xd_err("%s: tensor '%s': dtype '%s' is not supported (expected F32, F16, BF16, F64 or I32)",
                       path, name, json_string_value(jd));
 
     const json_t *js = json_object_get(e, "shape");
@@ -397,13 +397,24 @@ int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst) {
             dst[i] = (float)v;
         }
         break;
+    case ST_I32:
+        return xd_err("%s: tensor '%s': I32 (integers), expected floating-point values", path,
+                      t->name);
     }
+    return 0;
+}
+
+int xd_st_to_i32(const st_set *s, const st_tensor *t, int32_t *dst) {
+    const char *path = (t->file >= 0 && t->file < s->n_files) ? s->paths[t->file] : "?";
+    if (t->dtype != ST_I32)
+        return xd_err("%s: tensor '%s': %s, expected I32", path, t->name, xd_st_dtype_name(t->dtype));
+    memcpy(dst, t->data, (size_t)t->nbytes);
     return 0;
 }
 
 int xd_st_to_f64(const st_set *s, const st_tensor *t, double *dst) {
     if (t->dtype != ST_F64) {
-        uint64_t n = t->nbytes / dtype_sizes[t->dtype < ST_F64 ? t->dtype : 0];
+        uint64_t n = t->nbytes / dtype_sizes[t->dtype <= ST_I32 ? t->dtype : 0];
         float *tmp = malloc((size_t)(n ? n : 1) * sizeof(float));
         if (!tmp) return xd_err("out of memory");
         int rc = xd_st_to_f32(s, t, tmp);

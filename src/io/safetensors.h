@@ -10,7 +10,7 @@
 
 #include "atomic.h"
 
-typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_F64 } st_dtype;
+typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_F64, ST_I32 } st_dtype;
 
 typedef struct {
     char *name;
@@ -47,19 +47,21 @@ const char *xd_st_meta(const st_set *s, const char *key);
 int xd_st_to_f32(const st_set *s, const st_tensor *t, float *dst);
 /* Converts a tensor to fp64 into dst (exact for every dtype). */
 int xd_st_to_f64(const st_set *s, const st_tensor *t, double *dst);
+/* Copies an I32 tensor into dst; -1 with an error naming the file and tensor otherwise. */
+int xd_st_to_i32(const st_set *s, const st_tensor *t, int32_t *dst);
 const char *xd_st_dtype_name(st_dtype d);
 
 /* ---- writer (safetensors_write.c) ---------------------------------------- */
 
 /* One tensor to write: data holds the product of shape's n_dims (0..8) entries:
- * floats, stored as dtype (F16 / BF16 are rounded to nearest even), or with
- * dtype F64 doubles, stored as they are. */
+ * floats, stored as dtype (F16 / BF16 are rounded to nearest even); with dtype
+ * F64 doubles, with I32 int32 values, stored as they are. */
 typedef struct {
     const char *name;
     st_dtype dtype;
     int n_dims;
     int64_t shape[8];
-    const void *data; /* float, or double for ST_F64 */
+    const void *data; /* float; double for ST_F64, int32_t for ST_I32 */
 } st_write_tensor;
 
 /* Writes a .safetensors file atomically (PATH.tmp.<pid>, fsync, rename).

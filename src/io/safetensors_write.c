@@ -18,7 +18,7 @@
 #define ST_MAX_HEADER (100u << 20)
 #define ST_MAX_ELEMS (1ull << 40)
 
-static size_t dtype_bytes(st_dtype d) { return d == ST_F64 ? 8 : d == ST_F32 ? 4 : 2; }
+static size_t dtype_bytes(st_dtype d) { return d == ST_F64 ? 8 : d == ST_F32 || d == ST_I32 ? 4 : 2; }
 
 /* s as a JSON string literal. */
 static void sb_json_string(xd_sbuf *b, const char *s) {
@@ -53,8 +53,8 @@ static int check_tensor(const char *path, int i, const st_write_tensor *t, uint6
     if (!t->name || !*t->name) return xd_err("%s: tensor %d: empty name", path, i);
     if (!strcmp(t->name, "__metadata__"))
         return xd_err("%s: tensor %d: the name '__metadata__' is reserved", path, i);
-    if ((unsigned)t->dtype > ST_F64)
-        return xd_err("%s: tensor '%s': dtype %d is not one of F32, F16, BF16, F64", path,
+    if ((unsigned)t->dtype > ST_I32)
+        return xd_err("%s: tensor '%s': dtype %d is not one of F32, F16, BF16, F64, I32", path,
                       t->name, (int)t->dtype);
     if (t->n_dims < 0 || t->n_dims > 8)
         return xd_err("%s: tensor '%s': %d dimensions (expected 0..8)", path, t->name, t->n_dims);
@@ -100,7 +100,8 @@ static int metadata_text(const char *path, const char *json, char **out) {
 
 /* The tensor's bytes in its dtype, through a bounce buffer for F16 / BF16. */
 static int write_data(xd_afile *a, const st_write_tensor *t, uint64_t nbytes) {
-    if (t->dtype == ST_F32 || t->dtype == ST_F64) return xd_afile_write(a, t->data, (size_t)nbytes);
+    if (t->dtype == ST_F32 || t->dtype == ST_F64 || t->dtype == ST_I32)
+        return xd_afile_write(a, t->data, (size_t)nbytes);
     const float *src = t->data;
     enum { CHUNK = 1 << 16 };
     uint64_t n = nbytes / 2;
