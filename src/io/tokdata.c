@@ -2,6 +2,7 @@
  * the deterministic batch sampler. Format: see tokdata.h and docs/data.md. */
 #include "atomic.h"
 #include "tokdata.h"
+#include "jsonl.h"
 #include "tokdata_internal.h"
 #include "mapfile.h"
 
@@ -227,14 +228,6 @@ void xd_prep_defaults(xd_prep_opts *o) {
     o->val_frac = 0.05;
 }
 
-static int is_blank(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!(s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\v' ||
-              s[i] == '\f'))
-            return 0;
-    return 1;
-}
-
 /* A document waiting to be tokenized: text[off, off + len) of the arena,
  * whose first plen bytes are its prompt (0 without a prompt field). */
 typedef struct {
@@ -398,7 +391,7 @@ static int flush_pending(prep_state *p) {
  * text are both whitespace only is skipped. */
 static int add_doc(prep_state *p, const char *prompt, size_t plen, const char *s, size_t n,
                    const char *dname, size_t dlen) {
-    if (is_blank(prompt, plen) && is_blank(s, n)) {
+    if (xd_is_blank(prompt, plen) && xd_is_blank(s, n)) {
         p->n_empty++;
         return 0;
     }
@@ -458,7 +451,7 @@ static int prep_text(prep_state *p, const char *path) {
             const char *nl = memchr(text + i, '\n', len - i);
             size_t e = nl ? (size_t)(nl - text) : len, le = e; /* line [i, le) */
             if (le > i && text[le - 1] == '\r') le--;
-            int blank = is_blank(text + i, le - i);
+            int blank = xd_is_blank(text + i, le - i);
             if (p->o->doc_sep == XD_DOCSEP_LINE) {
                 if (!blank) rc = add_doc(p, NULL, 0, text + i, le - i, dname, dlen);
             } else if (blank) {
@@ -479,18 +472,6 @@ static int prep_text(prep_state *p, const char *path) {
     return rc;
 }
 
-static const char *json_type_name(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE: case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 /* The string field `name` of record o in *v, or an error naming the file, the
  * line and the field: what it is ("field", "prompt field", "domain field")
  * and, when it is missing, the option that chose it (hint). */
@@ -501,7 +482,7 @@ static int string_field(const char *path, unsigned long lineno, json_t *o, const
         return xd_err("%s: line %lu: %s \"%s\" is missing (%s)", path, lineno, what, name, hint);
     if (!json_is_string(*v))
         return xd_err("%s: line %lu: %s \"%s\" is %s, expected a string", path, lineno, what, name,
-                      json_type_name(*v));
+                      xd_json_type_name(*v));
     return 0;
 }
 
@@ -513,7 +494,7 @@ static int prep_record(prep_state *p, const char *path, unsigned long lineno, js
     const char *field = po->field && *po->field ? po->field : "text";
     if (!json_is_object(o))
         return xd_err("%s: line %lu: expected a JSON object, found %s", path, lineno,
-                      json_type_name(o));
+                      xd_json_type_name(o));
     json_t *v, *pv = NULL, *dv;
     char hint[160];
     if (string_field(path, lineno, o, "field", field, "choose the field with --field", &v))
@@ -538,41 +519,21 @@ static int prep_record(prep_state *p, const char *path, unsigned long lineno, js
                    json_string_value(v), json_string_length(v), dname, dlen);
 }
 
-static int prep_jsonl(prep_state *p, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return xd_err("%s: cannot open: %s", path, strerror(errno));
+typedef struct {
+    prep_state *p;
     const char *fname;
     size_t flen;
-    if (file_domain(p->o, path, &fname, &flen)) {
-        fclose(f);
-        return -1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t got;
-    unsigned long lineno = 0;
-    int rc = 0;
-    while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        size_t n = (size_t)got;
-        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
-        char *rec = line;
-        if (lineno == 1 && n >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) rec += 3, n -= 3; /* BOM */
-        if (is_blank(rec, n)) continue; /* blank lines between records are fine */
-        json_error_t je;
-        json_t *o = json_loadb(rec, n, JSON_ALLOW_NUL, &je);
-        if (!o) {
-            rc = xd_err("%s: line %lu: malformed JSON at column %d: %s", path, lineno, je.column,
-                        je.text);
-            break;
-        }
-        rc = prep_record(p, path, lineno, o, fname, flen);
-        json_decref(o);
-    }
-    if (rc == 0 && ferror(f)) rc = xd_err("%s: read error after line %lu", path, lineno);
-    free(line);
-    fclose(f);
-    return rc;
+} jsonl_ctx;
+
+static int prep_jsonl_record(void *ctx, const char *path, unsigned long lineno, json_t *o) {
+    jsonl_ctx *c = ctx;
+    return prep_record(c->p, path, lineno, o, c->fname, c->flen);
+}
+
+static int prep_jsonl(prep_state *p, const char *path) {
+    jsonl_ctx c = {p, NULL, 0};
+    if (file_domain(p->o, path, &c.fname, &c.flen)) return -1;
+    return xd_jsonl_each(path, prep_jsonl_record, &c);
 }
 
 static int ends_with(const char *s, const char *suf) {

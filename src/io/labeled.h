@@ -1,0 +1,40 @@
+/* Labelled data for classification (DiffPruning debiasing; docs/data.md, "Labelled data"):
+ * JSONL records with a text field, a label field and protected-attribute fields. A label
+ * or attribute value is a string or an integer (read as its decimal text); a field's
+ * classes are its distinct values in sorted (strcmp) order, so two files with the same
+ * values number them alike. Errors name the file, the line and the field. */
+#ifndef XD_LABELED_H
+#define XD_LABELED_H
+
+#include <stdint.h>
+
+typedef struct {
+    char *field;      /* the JSONL field */
+    int n_classes;
+    char **classes;   /* sorted */
+    int32_t *id;      /* [n records]: index into classes */
+} xd_label_column;
+
+typedef struct {
+    char *path;
+    int64_t n;               /* records */
+    char **text;             /* [n] */
+    unsigned long *line;     /* [n] the line each record came from */
+    xd_label_column label;
+    int n_attr;
+    xd_label_column *attr;   /* [n_attr] */
+} xd_labeled;
+
+/* Reads path; every record must have a non-empty string text_field and a label_field and
+ * each attribute field holding a string or an integer. At least 2 label classes. -1 with an
+ * error naming the file, the line and the field. */
+int xd_labeled_load(const char *path, const char *text_field, const char *label_field,
+                    const char *const *attr_fields, int n_attr, xd_labeled *out);
+void xd_labeled_free(xd_labeled *d);
+
+/* Renumbers other's label and attributes with train's classes (train must have the same
+ * attribute fields). A value that train lacks is an error naming other's file, line and
+ * field and saying that the class has no examples in the training split. */
+int xd_labeled_align(const xd_labeled *train, xd_labeled *other);
+
+#endif
