@@ -1,7 +1,8 @@
 /* Pooling a sequence's hidden states into one vector per row, for a classification head
  * on an encoder (DiffPruning debiasing; docs/design.md, "DiffPruning (mask math)"): the
- * last real token's state, or the mean over the real tokens. Rows are T positions of x [B·T][d]; row b has
- * len[b] real tokens (1 <= len[b] <= T), the rest padding. Backwards accumulate (+=). */
+ * last real token's state, or the mean over the real tokens. Rows are T positions of
+ * x [B·T][d]; row b has len[b] real tokens (1 <= len[b] <= T), the rest padding.
+ * Backwards accumulate (+=). */
 #ifndef XD_POOL_H
 #define XD_POOL_H
 
