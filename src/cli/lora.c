@@ -14,7 +14,6 @@
 #include "cli/train_args.h"
 #include "cli/lora_args.h"
 #include "model/lora.h"
-#include "train/lora_init.h"
 #include "xdistill.h"
 
 static int usage(void) {

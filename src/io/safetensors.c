@@ -414,7 +414,7 @@ int xd_st_to_i32(const st_set *s, const st_tensor *t, int32_t *dst) {
 
 int xd_st_to_f64(const st_set *s, const st_tensor *t, double *dst) {
     if (t->dtype != ST_F64) {
-        uint64_t n = t->nbytes / dtype_sizes[t->dtype <= ST_I32 ? t->dtype : 0];
+        uint64_t n = t->nbytes / dtype_sizes[t->dtype]; /* a valid dtype: checked at open */
         float *tmp = malloc((size_t)(n ? n : 1) * sizeof(float));
         if (!tmp) return xd_err("out of memory");
         int rc = xd_st_to_f32(s, t, tmp);

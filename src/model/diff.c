@@ -211,22 +211,23 @@ int xd_diff_materialize(xd_model *m, const float *theta0, uint64_t base_hash,
     for (int k = 0; k < n; k++) total += diffs[k]->n_parts;
     off = malloc((size_t)(total > 0 ? total : 1) * sizeof *off);
     if (!order || !off) { xd_err("out of memory"); goto done; }
-    /* every check before m is touched */
+    /* the canonical order first; then every check, before m is touched; off[] follows the
+     * parts in that order */
+    memcpy(order, diffs, (size_t)n * sizeof *order);
+    qsort(order, (size_t)n, sizeof *order, by_name);
     int64_t t = 0;
     for (int k = 0; k < n; k++) {
-        const xd_diff *d = diffs[k];
-        order[k] = d;
+        const xd_diff *d = order[k];
         if (d->base_hash != base_hash) {
             xd_err("diff '%s' was made for another base model (hash %016llx; this one is "
                    "%016llx)", d->name, (unsigned long long)d->base_hash,
                    (unsigned long long)base_hash);
             goto done;
         }
-        for (int j = 0; j < k; j++)
-            if (!strcmp(diffs[j]->name, d->name)) {
-                xd_err("two diffs named '%s'", d->name);
-                goto done;
-            }
+        if (k && !strcmp(order[k - 1]->name, d->name)) { /* sorted: duplicates are adjacent */
+            xd_err("two diffs named '%s'", d->name);
+            goto done;
+        }
         for (int i = 0; i < d->n_parts; i++, t++) {
             const xd_diff_part *p = &d->parts[i];
             int found = -1;
@@ -240,18 +241,14 @@ int xd_diff_materialize(xd_model *m, const float *theta0, uint64_t base_hash,
             off[t] = (size_t)(w[found].ptr - m->arena);
         }
     }
-    qsort(order, (size_t)n, sizeof *order, by_name);
     memcpy(m->arena, theta0, m->arena_floats * sizeof(float));
-    for (int k = 0; k < n; k++) {
-        /* the offsets were computed in the given order: find this diff's first part */
-        int64_t t0 = 0;
-        for (int q = 0; diffs[q] != order[k]; q++) t0 += diffs[q]->n_parts;
-        for (int i = 0; i < order[k]->n_parts; i++) {
+    t = 0;
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < order[k]->n_parts; i++, t++) {
             const xd_diff_part *p = &order[k]->parts[i];
-            float *dst = m->arena + off[t0 + i];
+            float *dst = m->arena + off[t];
             for (int64_t j = 0; j < p->nnz; j++) dst[p->idx[j]] += p->val[j];
         }
-    }
     rc = 0;
 done:
     free(order);

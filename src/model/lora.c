@@ -71,7 +71,13 @@ int xd_lora_bind(xd_lora_set *s, const xd_model *m, xd_lora_adapter *a, int with
     s->ad = a;
     s->n_layer = m->cfg.n_layer;
     s->lin = calloc((size_t)s->n_layer * XD_LORA_NT, sizeof *s->lin);
-    if (!s->lin) return xd_err("out of memory");
+    /* slot[i]: module i's place in lin (the arena below follows the module order) */
+    xd_lora_lin **slot = malloc((size_t)(a->n_modules > 0 ? a->n_modules : 1) * sizeof *slot);
+    if (!s->lin || !slot) {
+        free(slot);
+        xd_lora_unbind(s);
+        return xd_err("out of memory");
+    }
     size_t total = 0;
     for (int i = 0; i < a->n_modules; i++) {
         const xd_lora_module *md = &a->modules[i];
@@ -79,7 +85,7 @@ int xd_lora_bind(xd_lora_set *s, const xd_model *m, xd_lora_adapter *a, int with
         if (xd_lora_locate(m, src, md->module, &l, &t)) goto fail;
         xd_lora_base_weight(m, l, t, &in, &out);
         if (xd_lora_check_module(a, md->module, in, out)) goto fail;
-        xd_lora_lin *x = &s->lin[(size_t)l * XD_LORA_NT + t];
+        xd_lora_lin *x = slot[i] = &s->lin[(size_t)l * XD_LORA_NT + t];
         x->rank = md->rank;
         x->in = in;
         x->out = out;
@@ -91,14 +97,13 @@ int xd_lora_bind(xd_lora_set *s, const xd_model *m, xd_lora_adapter *a, int with
     s->param = malloc((total ? total : 1) * sizeof(float));
     s->grad = with_grads ? calloc(total ? total : 1, sizeof(float)) : NULL;
     if (!s->param || (with_grads && !s->grad)) {
+        free(slot);
         xd_lora_unbind(s);
         return xd_err("out of memory for %zu adapter parameters", total);
     }
     size_t off = 0;
     for (int i = 0; i < a->n_modules; i++) {
-        int l, t;
-        xd_lora_locate(m, src, a->modules[i].module, &l, &t);
-        xd_lora_lin *x = &s->lin[(size_t)l * XD_LORA_NT + t];
+        xd_lora_lin *x = slot[i];
         size_t na = (size_t)x->rank * x->in, nb = (size_t)x->out * x->rank;
         x->A = s->param + off;
         x->B = x->A + na;
@@ -108,8 +113,10 @@ int xd_lora_bind(xd_lora_set *s, const xd_model *m, xd_lora_adapter *a, int with
         }
         off += na + nb;
     }
+    free(slot);
     return xd_lora_fetch(s, a, src);
 fail:
+    free(slot);
     xd_lora_unbind(s);
     return -1;
 }

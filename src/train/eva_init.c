@@ -44,7 +44,7 @@ static int input_of(int t) {
 
 /* One target layer in PEFT's module order (layer by layer; q, k, v, o, gate, up, down). */
 typedef struct {
-    int l, t, in;
+    int l, t, in, out; /* the layer's input and output features */
     int owner;       /* index of the first entry with the same input */
     int cap;         /* rint(rho · r), then the group's largest */
     char path[96];
@@ -62,10 +62,9 @@ static int entries_of(const xd_model *m, const xd_eva_opts *o, entry **out, int 
         for (int t = 0; t < XD_LORA_NT; t++) {
             if (!(o->targets & (1u << t))) continue;
             entry *x = &e[n];
-            int out;
             x->l = l;
             x->t = t;
-            xd_lora_base_weight(m, l, t, &x->in, &out);
+            xd_lora_base_weight(m, l, t, &x->in, &x->out);
             xd_lora_module_path(x->path, sizeof x->path, l, t);
             x->owner = n;
             for (int j = n - 1; j >= 0 && e[j].l == l; j--)
@@ -264,9 +263,7 @@ xd_lora_adapter *xd_eva_adapter(const xd_model *m, const char *base_model, const
     a->eva = (xd_eva_config){o->rho, o->tau, 1, -100, 0, o->adjust_alpha};
     for (int i = 0; i < n; i++) {
         if (rank[i] == 0) continue; /* no adapter, as PEFT */
-        int out;
-        xd_lora_base_weight(m, e[i].l, e[i].t, &e[i].in, &out);
-        xd_lora_module *md = xd_lora_add_module(a, e[i].path, rank[i], e[i].in, out,
+        xd_lora_module *md = xd_lora_add_module(a, e[i].path, rank[i], e[i].in, e[i].out,
                                                 o->adjust_alpha ? alpha[i] : o->alpha);
         if (!md) goto fail;
         const double *c = pca[e[i].owner]->components;
