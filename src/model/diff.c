@@ -213,7 +213,7 @@ int xd_diff_materialize(xd_model *m, const float *theta0, uint64_t base_hash,
     if (!order || !off) { xd_err("out of memory"); goto done; }
     /* the canonical order first; then every check, before m is touched; off[] follows the
      * parts in that order */
-    memcpy(order, diffs, (size_t)n * sizeof *order);
+    if (n > 0) memcpy(order, diffs, (size_t)n * sizeof *order); /* diffs may be NULL when n = 0 */
     qsort(order, (size_t)n, sizeof *order, by_name);
     int64_t t = 0;
     for (int k = 0; k < n; k++) {
