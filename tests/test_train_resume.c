@@ -2,7 +2,8 @@
  *  - a run killed with SIGKILL (several times, at random points, often in
  *    the middle of writing a checkpoint) and resumed ends with exactly the
  *    loss and the weights of an uninterrupted run, and OUT/checkpoint always
- *    names a complete checkpoint; for pretraining and for LoRA (PiSSA);
+ *    names a complete checkpoint; for pretraining, for LoRA (PiSSA) and for
+ *    DiffPruning (debias task: two phases, each its own checkpoints);
  *  - bad input: data from another tokenizer, a config with impossible
  *    shapes, a NaN/Inf loss (stops with a clear message, the last good
  *    checkpoint is kept). */
@@ -43,10 +44,14 @@ static char *slurp(const char *path, size_t *n) {
     return b;
 }
 
+/* Where a run keeps its log and checkpoints: OUT itself, or (debias) OUT/mask then
+ * OUT/fixmask; the last one holds the final log. */
+static const char *phases[2] = {"", NULL};
+
 /* The last log line's "loss" field as text (bitwise comparison). */
 static void last_loss(const char *out, char *buf, size_t cap) {
     char p[512];
-    snprintf(p, sizeof p, "%s/log.jsonl", out);
+    snprintf(p, sizeof p, "%s%s/log.jsonl", out, phases[1] ? phases[1] : phases[0]);
     size_t n;
     char *s = slurp(p, &n);
     buf[0] = 0;
@@ -84,19 +89,54 @@ static const char *lora_args(const char *out, int resume) {
     return a;
 }
 
+/* Labelled JSONL for debias: a label that the words predict, an attribute. */
+static void make_labeled(void) {
+    static const char *words[4][3] = {{"red", "green", "blue"}, {"cat", "dog", "cow"},
+                                      {"one", "two", "six"}, {"sun", "moon", "star"}};
+    char p[400];
+    snprintf(p, sizeof p, "%s/lab.jsonl", dir);
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL, "cannot write %s", p);
+    if (!f) return;
+    for (int i = 0; i < 48; i++) {
+        int c = i % 4;
+        fprintf(f, "{\"text\": \"the %s %s and %s\", \"label\": \"c%d\", \"g\": \"%s\"}\n",
+                words[c][i % 3], words[(c + 1) % 4][(i / 3) % 3], words[c][(i + 1) % 3], c,
+                i % 5 < 2 ? "a" : "b");
+    }
+    fclose(f);
+}
+
+static const char *debias_args(const char *out, int resume) {
+    static char a[2048];
+    snprintf(a, sizeof a,
+             "debias task %s/tests/fixtures/tiny-llama.gguf --train %s/lab.jsonl --val "
+             "%s/lab.jsonl --attr g --adv g -o %s --steps 300 --mask-steps 150 --batch 4 "
+             "--max-len 12 --lr 1e-3 --save-every 1 --eval-every 50 --sparsity 0.1%s",
+             XD_SOURCE_DIR, dir, dir, out, resume ? " --resume" : "");
+    return a;
+}
+
 /* What the final output and each checkpoint hold: "model/model.safetensors", or
- * with LoRA "adapter/adapter_model.safetensors". */
+ * with LoRA "adapter/adapter_model.safetensors"; the final output of debias is
+ * OUT/diff.safetensors, its checkpoints hold params.safetensors. */
 static const char *weights_file = "model/model.safetensors";
+static const char *ckpt_weights = "model/model.safetensors";
 
 /* Every OUT/ckpt-* that is not a temporary holds all three parts. */
 static void check_complete(const char *out) {
     char p[1024];
-    snprintf(p, sizeof p, "%s/checkpoint/state.json", out);
-    CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
-    snprintf(p, sizeof p, "%s/checkpoint/optimizer.safetensors", out);
-    CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
-    snprintf(p, sizeof p, "%s/checkpoint/%s", out, weights_file);
-    CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
+    for (int k = 0; k < 2 && phases[k]; k++) {
+        snprintf(p, sizeof p, "%s%s/checkpoint", out, phases[k]);
+        struct stat sb;
+        if (k > 0 && lstat(p, &sb) != 0) continue; /* the second phase has not started */
+        snprintf(p, sizeof p, "%s%s/checkpoint/state.json", out, phases[k]);
+        CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
+        snprintf(p, sizeof p, "%s%s/checkpoint/optimizer.safetensors", out, phases[k]);
+        CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
+        snprintf(p, sizeof p, "%s%s/checkpoint/%s", out, phases[k], ckpt_weights);
+        CHECK(access(p, R_OK) == 0, "%s missing after a kill", p);
+    }
 }
 
 static void make_data(void) {
@@ -130,14 +170,16 @@ static void test_kill_resume(const char *(*train_args)(const char *, int), const
             kills++;
         }
         char p[600];
-        snprintf(p, sizeof p, "%s/checkpoint", b);
+        snprintf(p, sizeof p, "%s%s/checkpoint", b, phases[0]);
         struct stat sb;
         if (lstat(p, &sb) == 0) check_complete(b);
     }
     CHECK(run(train_args(b, 1), err, sizeof err) == 0, "resumed run failed: %s", err);
     last_loss(b, lb, sizeof lb);
     printf("%s: uninterrupted final loss %s, killed %d times and resumed: %s\n",
-           train_args == lora_args ? "lora (PiSSA)" : "pretrain", la, kills, lb);
+           train_args == lora_args ? "lora (PiSSA)" : train_args == debias_args ? "debias task"
+                                                                                : "pretrain",
+           la, kills, lb);
     CHECK(strcmp(la, lb) == 0, "final loss %s after resume differs from %s", lb, la);
     /* and the final weights are bit-identical */
     char pa[600], pb[600];
@@ -262,9 +304,17 @@ int main(void) {
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     make_data();
     test_kill_resume(train_args, "");
-    weights_file = "adapter/adapter_model.safetensors";
+    weights_file = ckpt_weights = "adapter/adapter_model.safetensors";
     test_kill_resume(lora_args, "lora");
-    weights_file = "model/model.safetensors";
+    make_labeled();
+    weights_file = "diff.safetensors";
+    ckpt_weights = "params.safetensors";
+    phases[0] = "/mask";
+    phases[1] = "/fixmask";
+    test_kill_resume(debias_args, "debias");
+    phases[0] = "";
+    phases[1] = NULL;
+    weights_file = ckpt_weights = "model/model.safetensors";
     test_bad_input();
     test_accum_freeze_finetune();
     char cmd[300];

@@ -21,6 +21,7 @@ static const struct {
     {"pretrain", cmd_pretrain, "--config C --tokenizer M --data D -o DIR  train from scratch"},
     {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune"},
     {"lora", cmd_lora, "MODEL --data D -o DIR [--r R --targets q,v --init pissa]  LoRA fine-tune (PEFT files); lora merge"},
+    {"debias", cmd_debias, "task|attribute|eval MODEL ...  DiffPruning: sparse task and attribute diffs, on demand"},
     {"heads", cmd_heads, "TEACHER --window W [--probes N --lengths 2,4,8 -o F]  rank the retrieval heads"},
     {"convert", cmd_convert, "TEACHER -o STUDENT [--window W --sinks S]  build the xLSTM hybrid student"},
     {"distill", cmd_distill, "stage1|stage2 ...          distil the teacher into the student"},
@@ -56,7 +57,7 @@ static void usage(FILE *f) {
  * not know (xd_blas_core_hint). Not when OPENBLAS_CORETYPE is set. */
 static void choose_env(int argc, char **argv) {
     static const char *const training[] = {"pretrain", "finetune", "distill", "teacher-logits", "eval",
-                                           "merge", "heads", "lora"};
+                                           "merge", "heads", "lora", "debias"};
     int train = 0, again = 0;
     for (size_t i = 0; argc > 1 && i < sizeof training / sizeof *training; i++)
         train |= !strcmp(argv[1], training[i]);

@@ -21,4 +21,11 @@ double xd_boot_point(const double *num, const double *den, int n, xd_boot_stat s
 int xd_bootstrap_ci(const double *num, const double *den, int n, xd_boot_stat stat, int B,
                     uint64_t seed, double level, double *lo, double *hi);
 
+/* The same resampling for any statistic of a set of examples: stat(idx, n, ctx) of the
+ * resample idx [n] (indices into the examples, with repeats); the point value is stat of
+ * 0..n−1. Needs n >= 1 and B >= 1. */
+typedef double (*xd_boot_fn)(const int *idx, int n, void *ctx);
+int xd_bootstrap_ci_fn(xd_boot_fn stat, void *ctx, int n, int B, uint64_t seed, double level,
+                       double *lo, double *hi);
+
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "io/safetensors.h"
 
 void xd_diff_free(xd_diff *d) {
@@ -27,6 +28,29 @@ int64_t xd_diff_nnz(const xd_diff *d) {
 }
 
 int64_t xd_diff_bytes(const xd_diff *d) { return xd_diff_nnz(d) * (int64_t)(sizeof(int32_t) + sizeof(float)); }
+
+static int part_by_name(const void *a, const void *b) {
+    return strcmp((*(const xd_diff_part *const *)a)->name, (*(const xd_diff_part *const *)b)->name);
+}
+
+uint64_t xd_diff_hash(const xd_diff *d) {
+    /* in name order: a diff built in the model's order and one read back from its file
+     * (tensors sorted by name) hash alike */
+    const xd_diff_part **ps = malloc((size_t)d->n_parts * sizeof *ps + 1);
+    if (!ps) return 0;
+    for (int i = 0; i < d->n_parts; i++) ps[i] = &d->parts[i];
+    qsort(ps, (size_t)d->n_parts, sizeof *ps, part_by_name);
+    uint64_t h = XD_FNV1A64_INIT;
+    for (int i = 0; i < d->n_parts; i++) {
+        const xd_diff_part *p = ps[i];
+        h = xd_fnv1a64(h, p->name, strlen(p->name) + 1);
+        h = xd_fnv1a64(h, &p->size, sizeof p->size);
+        h = xd_hash64(p->idx, (size_t)p->nnz * sizeof *p->idx, h);
+        h = xd_hash64(p->val, (size_t)p->nnz * sizeof *p->val, h);
+    }
+    free(ps);
+    return h;
+}
 
 static xd_diff *diff_new(const char *name, uint64_t hash, int cap) {
     xd_diff *d = calloc(1, sizeof *d);
@@ -102,6 +126,10 @@ int xd_diff_save(const xd_diff *d, const char *path) {
     json_object_set_new(meta, "name", json_string(d->name));
     json_object_set_new(meta, "base_hash", json_string(hash));
     json_object_set_new(meta, "sizes", json_string(sizes_txt));
+    if (d->parent_hash) {
+        snprintf(hash, sizeof hash, "%016llx", (unsigned long long)d->parent_hash);
+        json_object_set_new(meta, "parent_hash", json_string(hash));
+    }
     meta_txt = json_dumps(meta, JSON_COMPACT);
     if (!meta_txt) { xd_err("out of memory"); goto done; }
     rc = xd_st_write(path, ts, n, meta_txt);
@@ -150,19 +178,24 @@ xd_diff *xd_diff_load(const char *path) {
     if (!s) return NULL;
     const char *fmt = xd_st_meta(s, "format"), *name = xd_st_meta(s, "name");
     const char *hash = xd_st_meta(s, "base_hash"), *sizes_txt = xd_st_meta(s, "sizes");
+    const char *parent = xd_st_meta(s, "parent_hash");
     xd_diff *d = NULL;
     json_t *sizes = NULL;
-    char *end = NULL;
+    char *end = NULL, *pend = NULL;
     unsigned long long h = hash ? strtoull(hash, &end, 16) : 0;
+    unsigned long long ph = parent ? strtoull(parent, &pend, 16) : 0;
     if (!fmt || strcmp(fmt, "xdistill-diff"))
         xd_err("%s: __metadata__.format: '%s', expected 'xdistill-diff'", path, fmt ? fmt : "(none)");
     else if (!name || !*name)
         xd_err("%s: __metadata__.name: missing or empty", path);
     else if (!hash || strlen(hash) != 16 || *end)
         xd_err("%s: __metadata__.base_hash: '%s', expected 16 hex digits", path, hash ? hash : "(none)");
+    else if (parent && (strlen(parent) != 16 || *pend))
+        xd_err("%s: __metadata__.parent_hash: '%s', expected 16 hex digits", path, parent);
     else if (!sizes_txt || !(sizes = json_loads(sizes_txt, 0, NULL)) || !json_is_object(sizes))
         xd_err("%s: __metadata__.sizes: missing or not a JSON object", path);
     else if ((d = diff_new(name, h, s->n_tensors / 2 + 1))) {
+        d->parent_hash = ph;
         for (int i = 0; i < s->n_tensors; i++) {
             const st_tensor *t = &s->tensors[i];
             size_t l = strlen(t->name);

@@ -8,7 +8,7 @@
  * File: safetensors with, per weight W that the diff touches, "W.idx" (I32 [nnz],
  * ascending, < the weight's element count) and "W.val" (F32 [nnz]); metadata
  * {"format": "xdistill-diff", "name": NAME, "base_hash": 16 hex digits, "sizes": JSON
- * object weight -> element count}. */
+ * object weight -> element count}, and "parent_hash" (16 hex digits) when set. */
 #ifndef XD_DIFF_H
 #define XD_DIFF_H
 
@@ -27,6 +27,8 @@ typedef struct {
 typedef struct {
     char *name;          /* "task", or the attribute ("gender"); unique within a set */
     uint64_t base_hash;  /* xd_model_teacher_hash of θ₀ */
+    uint64_t parent_hash; /* 0, or the xd_diff_hash of the diff this one was trained on
+                           * (an attribute diff records its task diff) */
     int n_parts;
     xd_diff_part *parts; /* in the model's weight order */
 } xd_diff;
@@ -38,6 +40,10 @@ void xd_diff_free(xd_diff *d);
 /* Non-zeros over all parts, and the file's payload in bytes (indices + values). */
 int64_t xd_diff_nnz(const xd_diff *d);
 int64_t xd_diff_bytes(const xd_diff *d);
+
+/* A hash of the diff's content (names, sizes, indices, values; not its name or hashes), over
+ * its parts in name order; 0 when out of memory. */
+uint64_t xd_diff_hash(const xd_diff *d);
 
 int xd_diff_save(const xd_diff *d, const char *path);
 /* Reads and validates a diff file (every field named in errors). NULL + error. */

@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "model/lora.h"
 #include "model/model.h"
+#include "train.h"
 
 int xd_ckpt_exists(const char *out_dir) {
     char p[XD_APATH_MAX];
@@ -22,35 +23,85 @@ int xd_ckpt_exists(const char *out_dir) {
 }
 
 /* The trained tensors, as entries into the arena the optimiser's moments
- * mirror: the model's weights, or with LoRA the adapters'. */
-static int trained_weights(const xd_model *m, const xd_lora_set *lora, xd_weight **ws, int *n,
-                           const float **base) {
+ * mirror: an objective's own, the model's weights, or with LoRA the
+ * adapters' (*ws malloc'ed). */
+static int trained_weights(const xd_model *m, const xd_lora_set *lora, const xd_param_groups *own,
+                           xd_weight **ws, int *n, const float **base) {
+    if (own) {
+        *base = own->param;
+        *n = own->n;
+        *ws = malloc((size_t)own->n * sizeof **ws + 1);
+        if (!*ws) return xd_err("out of memory");
+        memcpy(*ws, own->w, (size_t)own->n * sizeof **ws);
+        return 0;
+    }
     *base = lora ? lora->param : m->arena;
     return lora ? xd_lora_weights(lora, ws, n) : xd_model_weights(m, ws, n);
 }
 
+/* Tensors ws (entries into base) as safetensors descriptors: the weights
+ * themselves (data = NULL) or the moments m / v at the same offsets. */
+static void describe(st_write_tensor *t, char *name, size_t cap, const xd_weight *w,
+                     const char *suffix, const float *data) {
+    snprintf(name, cap, "%s%s", w->hf, suffix);
+    t->name = name;
+    t->dtype = ST_F32;
+    t->n_dims = w->ndim;
+    t->shape[0] = w->ndim == 1 ? w->cols : w->rows;
+    t->shape[1] = w->cols;
+    t->data = data;
+}
+
+int xd_params_save(const char *path, const xd_param_groups *own) {
+    st_write_tensor *ts = calloc((size_t)own->n + 1, sizeof *ts);
+    char (*names)[112] = calloc((size_t)own->n + 1, sizeof *names);
+    int rc = -1;
+    if (!ts || !names) { xd_err("out of memory"); goto done; }
+    for (int i = 0; i < own->n; i++)
+        describe(&ts[i], names[i], sizeof names[0], &own->w[i], "", own->w[i].ptr);
+    rc = xd_st_write(path, ts, own->n, NULL);
+done:
+    free(ts);
+    free(names);
+    return rc;
+}
+
+/* Reads tensor `name` of count floats from s into dst; names the file on a mismatch. */
+static int read_exact(st_set *s, const char *path, const char *name, int64_t count, float *dst) {
+    const st_tensor *t = xd_st_find(s, name);
+    int64_t have = 1;
+    if (t) for (int j = 0; j < t->n_dims; j++) have *= t->shape[j];
+    if (!t || have != count)
+        return xd_err("%s: tensor '%s' is missing or has %lld elements, expected %lld", path, name,
+                      (long long)(t ? have : 0), (long long)count);
+    return xd_st_to_f32(s, t, dst);
+}
+
+int xd_params_load(const char *path, xd_param_groups *own) {
+    st_set *s = xd_st_open(path);
+    if (!s) return -1;
+    int rc = 0;
+    for (int i = 0; i < own->n && !rc; i++)
+        rc = read_exact(s, path, own->w[i].hf, own->w[i].rows * own->w[i].cols, own->w[i].ptr);
+    xd_st_close(s);
+    return rc;
+}
+
 static int save_optimizer(const char *path, const xd_model *m, const xd_lora_set *lora,
-                          const xd_adamw *opt) {
+                          const xd_param_groups *own, const xd_adamw *opt) {
     xd_weight *ws;
     int n;
     const float *base;
-    if (trained_weights(m, lora, &ws, &n, &base)) return -1;
+    if (trained_weights(m, lora, own, &ws, &n, &base)) return -1;
     st_write_tensor *ts = calloc((size_t)(2 * n), sizeof *ts);
     char (*names)[112] = calloc((size_t)(2 * n), sizeof *names);
     int rc = -1;
     if (!ts || !names) { xd_err("out of memory"); goto done; }
     for (int i = 0; i < n; i++) {
         size_t off = (size_t)(ws[i].ptr - base);
-        for (int k = 0; k < 2; k++) {
-            st_write_tensor *t = &ts[2 * i + k];
-            snprintf(names[2 * i + k], sizeof names[0], "%s.%s", ws[i].hf, k ? "exp_avg_sq" : "exp_avg");
-            t->name = names[2 * i + k];
-            t->dtype = ST_F32;
-            t->n_dims = ws[i].ndim;
-            t->shape[0] = ws[i].ndim == 1 ? ws[i].cols : ws[i].rows;
-            t->shape[1] = ws[i].cols;
-            t->data = (k ? opt->v : opt->m) + off;
-        }
+        for (int k = 0; k < 2; k++)
+            describe(&ts[2 * i + k], names[2 * i + k], sizeof names[0], &ws[i],
+                     k ? ".exp_avg_sq" : ".exp_avg", (k ? opt->v : opt->m) + off);
     }
     char meta[64];
     snprintf(meta, sizeof meta, "{\"adam_step\": \"%lld\"}", (long long)opt->t);
@@ -89,18 +140,20 @@ static void remove_old(const char *out_dir, const char *keep) {
     closedir(d);
 }
 
-int xd_ckpt_save(const char *out_dir, const xd_model *m, xd_lora_set *lora, const xd_adamw *opt,
-                 const xd_ckpt_state *st) {
+int xd_ckpt_save(const char *out_dir, const xd_model *m, xd_lora_set *lora,
+                 const xd_param_groups *own, const xd_adamw *opt, const xd_ckpt_state *st) {
     char name[64], dir[XD_APATH_MAX], p[XD_APATH_MAX + 64], link_tmp[XD_APATH_MAX],
         link[XD_APATH_MAX];
     snprintf(name, sizeof name, "ckpt-%08lld", (long long)st->step);
     snprintf(dir, sizeof dir, "%s/%s", out_dir, name);
     xd_adir d;
     if (xd_adir_begin(&d, dir)) return -1;
-    snprintf(p, sizeof p, "%s/%s", d.tmp, lora ? "adapter" : "model");
-    if (lora ? xd_lora_set_save(lora, p) : xd_model_save(m, p)) goto fail;
+    snprintf(p, sizeof p, "%s/%s", d.tmp,
+             own ? "params.safetensors" : lora ? "adapter" : "model");
+    if (own ? xd_params_save(p, own) : lora ? xd_lora_set_save(lora, p) : xd_model_save(m, p))
+        goto fail;
     snprintf(p, sizeof p, "%s/optimizer.safetensors", d.tmp);
-    if (save_optimizer(p, m, lora, opt)) goto fail;
+    if (save_optimizer(p, m, lora, own, opt)) goto fail;
     snprintf(p, sizeof p, "%s/state.json", d.tmp);
     if (save_state(p, st, opt)) goto fail;
     if (xd_adir_commit(&d)) return -1;
@@ -122,28 +175,20 @@ fail:
 }
 
 static int load_optimizer(const char *path, const xd_model *m, const xd_lora_set *lora,
-                          xd_adamw *opt) {
+                          const xd_param_groups *own, xd_adamw *opt) {
     st_set *s = xd_st_open(path);
     if (!s) return -1;
     xd_weight *ws;
     int n, rc = -1;
     const float *base;
-    if (trained_weights(m, lora, &ws, &n, &base)) { xd_st_close(s); return -1; }
+    if (trained_weights(m, lora, own, &ws, &n, &base)) { xd_st_close(s); return -1; }
     for (int i = 0; i < n; i++) {
         size_t off = (size_t)(ws[i].ptr - base);
         int64_t count = ws[i].rows * ws[i].cols;
         for (int k = 0; k < 2; k++) {
             char nm[128];
             snprintf(nm, sizeof nm, "%s.%s", ws[i].hf, k ? "exp_avg_sq" : "exp_avg");
-            const st_tensor *t = xd_st_find(s, nm);
-            int64_t have = 1;
-            if (t) for (int j = 0; j < t->n_dims; j++) have *= t->shape[j];
-            if (!t || have != count) {
-                xd_err("%s: tensor '%s' is missing or has %lld elements, expected %lld", path, nm,
-                       (long long)(t ? have : 0), (long long)count);
-                goto done;
-            }
-            if (xd_st_to_f32(s, t, (k ? opt->v : opt->m) + off)) goto done;
+            if (read_exact(s, path, nm, count, (k ? opt->v : opt->m) + off)) goto done;
         }
     }
     rc = 0;
@@ -182,8 +227,8 @@ static int load_model(const char *p, xd_model *m) {
     return 0;
 }
 
-int xd_ckpt_load(const char *out_dir, xd_model *m, xd_lora_set *lora, xd_adamw *opt,
-                 xd_ckpt_state *st) {
+int xd_ckpt_load(const char *out_dir, xd_model *m, xd_lora_set *lora, xd_param_groups *own,
+                 xd_adamw *opt, xd_ckpt_state *st) {
     char p[XD_APATH_MAX];
     snprintf(p, sizeof p, "%s/checkpoint/state.json", out_dir);
     json_error_t je;
@@ -206,10 +251,11 @@ int xd_ckpt_load(const char *out_dir, xd_model *m, xd_lora_set *lora, xd_adamw *
     st->accum = (int)accum;
     st->steps = steps;
     opt->t = adam;
-    snprintf(p, sizeof p, "%s/checkpoint/%s", out_dir, lora ? "adapter" : "model");
-    if (lora ? load_adapter(p, lora) : load_model(p, m)) goto done;
+    snprintf(p, sizeof p, "%s/checkpoint/%s", out_dir,
+             own ? "params.safetensors" : lora ? "adapter" : "model");
+    if (own ? xd_params_load(p, own) : lora ? load_adapter(p, lora) : load_model(p, m)) goto done;
     snprintf(p, sizeof p, "%s/checkpoint/optimizer.safetensors", out_dir);
-    rc = load_optimizer(p, m, lora, opt);
+    rc = load_optimizer(p, m, lora, own, opt);
 done:
     json_decref(o);
     return rc;

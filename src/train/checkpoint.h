@@ -2,6 +2,8 @@
  *   OUT/ckpt-STEP/model/         config.json, model.safetensors, tokenizer.json
  *                                (with LoRA: OUT/ckpt-STEP/adapter/, PEFT's two files; the
  *                                frozen base is not saved)
+ *                                (with an objective's own parameters: OUT/ckpt-STEP/
+ *                                params.safetensors, its tensors by name)
  *   OUT/ckpt-STEP/optimizer.safetensors   AdamW moments ("NAME.exp_avg", "NAME.exp_avg_sq")
  *   OUT/ckpt-STEP/state.json     step, data cursor, optimiser step, options
  *   OUT/checkpoint -> ckpt-STEP  symlink, swapped atomically (rename)
@@ -27,14 +29,22 @@ typedef struct {
 } xd_ckpt_state;
 
 struct xd_lora_set;
+struct xd_param_groups;
 /* lora: NULL for full training; else the bound adapters that train (their
- * moments are the optimiser's). */
+ * moments are the optimiser's). own: NULL, or an objective's own parameters
+ * (train.h), which are then what is saved (the model is not). */
 int xd_ckpt_save(const char *out_dir, const xd_model *m, struct xd_lora_set *lora,
-                 const xd_adamw *opt, const xd_ckpt_state *st);
-/* Loads OUT/checkpoint into m (same architecture) or the bound adapters,
- * opt and st. */
-int xd_ckpt_load(const char *out_dir, xd_model *m, struct xd_lora_set *lora, xd_adamw *opt,
-                 xd_ckpt_state *st);
+                 const struct xd_param_groups *own, const xd_adamw *opt,
+                 const xd_ckpt_state *st);
+/* Loads OUT/checkpoint into m (same architecture), the bound adapters or the
+ * objective's own parameters, opt and st. */
+int xd_ckpt_load(const char *out_dir, xd_model *m, struct xd_lora_set *lora,
+                 struct xd_param_groups *own, xd_adamw *opt, xd_ckpt_state *st);
+/* An objective's own parameters (every tensor of the groups, by name, F32) as
+ * a safetensors file, written atomically; and read back (each tensor must be
+ * there with its element count; errors name the file and the tensor). */
+int xd_params_save(const char *path, const struct xd_param_groups *own);
+int xd_params_load(const char *path, struct xd_param_groups *own);
 /* 1 if OUT/checkpoint exists. */
 int xd_ckpt_exists(const char *out_dir);
 

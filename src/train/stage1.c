@@ -171,7 +171,8 @@ xd_stage1 *xd_stage1_create(xd_model *teacher, const xd_model *student, int B, i
         xd_stage1_free(s1);
         return NULL;
     }
-    s1->ob = (xd_objective){s1, ob_count, ob_step, ob_eval, ob_log};
+    s1->ob = (xd_objective){.ctx = s1, .count = ob_count, .step = ob_step, .eval = ob_eval,
+                            .log_extra = ob_log};
     return s1;
 }
 

@@ -176,7 +176,8 @@ xd_stage2 *xd_stage2_create(const xd_topk *f, const xd_model *student, const xd_
         xd_stage2_free(s2);
         return NULL;
     }
-    s2->ob = (xd_objective){s2, ob_count, ob_step, ob_eval, ob_log};
+    s2->ob = (xd_objective){.ctx = s2, .count = ob_count, .step = ob_step, .eval = ob_eval,
+                            .log_extra = ob_log};
     return s2;
 }
 

@@ -77,6 +77,24 @@ typedef struct xd_objective {
                 int64_t max_windows, double *loss, char *json, size_t cap);
     /* Extra JSON members for the log line of the last step (or NULL). */
     void (*log_extra)(struct xd_objective *ob, char *json, size_t cap);
+    /* Optional hooks for objectives that are not language modelling (DiffPruning's
+     * classification, src/train/debias.h); each NULL means "as for token data". */
+    /* Draws the next micro-batch of B rows × T tokens itself (tok, pos, ds; the trainer's
+     * token data is then not read and may be NULL) and advances *cursor. */
+    int (*batch)(struct xd_objective *ob, uint64_t *cursor, int B, int T, xd_batch *bb);
+    /* The parameters that train are the objective's, not the model's: the optimiser,
+     * clipping, zeroing and checkpoints (OUT/ckpt-N/params.safetensors) work on these
+     * groups (param/grad set, lr_scale per tensor); the model's gradient arena still
+     * receives dL/dθ, which the objective maps onto its own in end_step. */
+    struct xd_param_groups *params;
+    /* Called before the first micro-batch of step `step` (0-based) after the gradients are
+     * zeroed, and after the last one, before the optimiser: end_step adds the step's
+     * regularisers to the gradients and their value to *loss (the mean already). */
+    int (*begin_step)(struct xd_objective *ob, struct xd_trainer_model *tm, int64_t step);
+    int (*end_step)(struct xd_objective *ob, struct xd_trainer_model *tm, int64_t step,
+                    double *loss);
+    /* Writes the result into out_dir instead of OUT/model. */
+    int (*save)(struct xd_objective *ob, const char *out_dir);
 } xd_objective;
 
 void xd_train_defaults(xd_train_opts *o);
@@ -94,11 +112,16 @@ typedef struct {
 int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_train_result *res);
 
 /* Which weights train (not frozen by a name substring) and which decay
- * (matrices and embeddings; not norms or biases). */
-typedef struct {
+ * (matrices and embeddings; not norms or biases). w[i].ptr points into the
+ * parameter arena: the model's, a LoRA set's, or (param != NULL) an
+ * objective's own, with its gradients in grad (same layout, n_floats each). */
+typedef struct xd_param_groups {
     xd_weight *w;
     int n;
     unsigned char *train, *decay;
+    float *lr_scale;      /* [n] multiplies the scheduled learning rate (NULL: 1) */
+    float *param, *grad;  /* an objective's own arenas (NULL: the model's / adapters') */
+    size_t n_floats;
 } xd_param_groups;
 
 int xd_groups_init(xd_param_groups *g, const xd_model *m, const char *const *freeze, int n_freeze);

@@ -339,6 +339,21 @@ static int layer_backward(xd_trainer_model *tm, int l) {
     return 0;
 }
 
+/* The backward from dL/d(final norm output) [BT][d] (may be tm->dh) down to
+ * the embedding, after a forward over the same tokens. */
+static int backward_from_norm(xd_trainer_model *tm, const int32_t *tokens, const float *dnorm) {
+    const xd_model *m = tm->m;
+    const xd_config *c = &m->cfg;
+    int BT = tm->B * tm->T, d = c->d_model;
+    memset(tm->dx, 0, (size_t)BT * d * sizeof(float));
+    xd_rmsnorm_backward(tm->dx, tm->grads.final_norm, dnorm, tm->x_final, m->final_norm, BT, d,
+                        c->norm_eps);
+    for (int l = c->n_layer - 1; l >= 0; l--)
+        if (layer_backward(tm, l)) return xd_err_prefix("training backward, layer %d", l);
+    xd_embedding_backward(tm->grads.embed, tm->dx, tokens, BT, d);
+    return 0;
+}
+
 static int tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targets,
                    const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
                    double *loss_sum, int64_t *n_valid) {
@@ -373,17 +388,10 @@ static int tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *t
     *n_valid = valid;
     if (!backward) return 0;
 
-    /* LM head and final norm; the tied head's gradient lands on the embedding */
-    size_t nd = (size_t)BT * d;
-    memset(tm->dh, 0, nd * sizeof(float));
+    /* LM head; the tied head's gradient lands on the embedding */
+    memset(tm->dh, 0, (size_t)BT * d * sizeof(float));
     xd_linear_backward(tm->dh, tm->grads.lm_head, NULL, tm->logits, tm->x_norm, m->lm_head, BT, d, V);
-    memset(tm->dx, 0, nd * sizeof(float));
-    xd_rmsnorm_backward(tm->dx, tm->grads.final_norm, tm->dh, tm->x_final, m->final_norm, BT, d,
-                        c->norm_eps);
-    for (int l = c->n_layer - 1; l >= 0; l--)
-        if (layer_backward(tm, l)) return xd_err_prefix("training backward, layer %d", l);
-    xd_embedding_backward(tm->grads.embed, tm->dx, tokens, BT, d);
-    return 0;
+    return backward_from_norm(tm, tokens, tm->dh);
 }
 
 int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targets,
@@ -395,6 +403,16 @@ int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targe
     int bf16 = xd_bf16_active();
     if (bf16) xd_bf16_cache_begin();
     int rc = tm_step(tm, tokens, targets, pos, doc_start, backward, grad_scale, loss_sum, n_valid);
+    if (bf16) xd_bf16_cache_end();
+    return rc;
+}
+
+int xd_tm_backward_hidden(xd_trainer_model *tm, const int32_t *tokens, const float *dnorm) {
+    if (!tm->grads.embed && !(tm->lora && tm->lora->grad))
+        return xd_err("training: backward asked of a forward-only trainer");
+    int bf16 = xd_bf16_active();
+    if (bf16) xd_bf16_cache_begin();
+    int rc = backward_from_norm(tm, tokens, dnorm);
     if (bf16) xd_bf16_cache_end();
     return rc;
 }

@@ -77,4 +77,10 @@ int xd_tm_step(xd_trainer_model *tm, const int32_t *tokens, const int32_t *targe
                const int32_t *pos, const int32_t *doc_start, int backward, float grad_scale,
                double *loss_sum, int64_t *n_valid);
 
+/* For heads on the hidden states (a classifier on a pooled encoder output):
+ * after xd_tm_step(tm, tokens, NULL, ...) has left the final norm's output in
+ * tm->x_norm [B·T][d], accumulates into tm->grads the gradients of
+ * Σ dnorm ⊙ x_norm (dnorm [B·T][d], not tm->dh). */
+int xd_tm_backward_hidden(xd_trainer_model *tm, const int32_t *tokens, const float *dnorm);
+
 #endif

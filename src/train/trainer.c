@@ -95,22 +95,23 @@ void xd_groups_free(xd_param_groups *g) {
     memset(g, 0, sizeof *g);
 }
 
-/* The arenas the optimiser works on: the model's weights and gradients, or
- * with LoRA the adapters' (groups' entries point into the first). */
-static float *param_arena(const xd_trainer_model *tm) {
-    return tm->lora ? tm->lora->param : tm->m->arena;
+/* The arenas the optimiser works on: an objective's own (g->param), the
+ * model's weights and gradients, or with LoRA the adapters' (groups' entries
+ * point into the first). */
+static float *param_arena(const xd_trainer_model *tm, const xd_param_groups *g) {
+    return g->param ? g->param : tm->lora ? tm->lora->param : tm->m->arena;
 }
-static float *grad_arena(const xd_trainer_model *tm) {
-    return tm->lora ? tm->lora->grad : tm->grad_arena;
+static float *grad_arena(const xd_trainer_model *tm, const xd_param_groups *g) {
+    return g->param ? g->grad : tm->lora ? tm->lora->grad : tm->grad_arena;
 }
 
 /* Global L2 norm of the trainable gradients. */
 static double grad_norm(const xd_trainer_model *tm, const xd_param_groups *g) {
     double s = 0;
+    float *param = param_arena(tm, g), *grad = grad_arena(tm, g);
     for (int i = 0; i < g->n; i++)
         if (g->train[i])
-            s += xd_sumsq(grad_arena(tm) + (g->w[i].ptr - param_arena(tm)),
-                          (size_t)(g->w[i].rows * g->w[i].cols));
+            s += xd_sumsq(grad + (g->w[i].ptr - param), (size_t)(g->w[i].rows * g->w[i].cols));
     return sqrt(s);
 }
 
@@ -120,12 +121,12 @@ double xd_optimizer_step(xd_trainer_model *tm, const xd_param_groups *g, xd_adam
     if (!isfinite(gn)) return gn;
     float coef = clip > 0 ? xd_clip_coef(gn, clip) : 1.0f;
     xd_adamw_begin_step(opt);
-    float *param = param_arena(tm);
+    float *param = param_arena(tm, g), *grad = grad_arena(tm, g);
     for (int i = 0; i < g->n; i++) {
         if (!g->train[i]) continue;
         size_t off = (size_t)(g->w[i].ptr - param), n = (size_t)(g->w[i].rows * g->w[i].cols);
-        xd_adamw_update(opt, param, grad_arena(tm), off, n, lr,
-                        g->decay[i] ? weight_decay : 0.0f, coef);
+        float lri = g->lr_scale ? lr * g->lr_scale[i] : lr;
+        xd_adamw_update(opt, param, grad, off, n, lri, g->decay[i] ? weight_decay : 0.0f, coef);
     }
     return gn;
 }
@@ -262,8 +263,19 @@ static int check_opts(const xd_train_opts *o) {
     return 0;
 }
 
-int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_train_result *res) {
-    if (check_opts(o)) return -1;
+/* The next micro-batch: the objective's own, or the token data's. */
+static int next_batch(xd_objective *ob, const xd_tokdata *data, uint64_t *cursor, int B, int T,
+                      xd_batch *bb) {
+    return ob && ob->batch ? ob->batch(ob, cursor, B, T, bb)
+                           : xd_train_batch(data, cursor, B, T, bb);
+}
+
+/* Token data's checks (an objective that draws its own batches reads none). */
+static int check_data(const xd_model *m, const xd_tokdata *data, const xd_train_opts *o) {
+    if (o->objective && o->objective->batch)
+        return o->objective->eval ? 0 : xd_err("training: an objective that draws its own "
+                                                "batches must evaluate them too");
+    if (!data) return xd_err("training: no token data");
     if (m->tok && xd_tokdata_check_tokenizer(data, m->tok)) return -1;
     if (xd_tokdata_header_of(data)->vocab_size > (uint32_t)m->cfg.vocab_size)
         return xd_err("%s: vocabulary of %u tokens exceeds the model's %d", xd_tokdata_path(data),
@@ -272,6 +284,11 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         return xd_err("%s: the train split has %llu tokens, fewer than --seq + 1 = %d",
                       xd_tokdata_path(data),
                       (unsigned long long)xd_tokdata_split_tokens(data, XD_SPLIT_TRAIN), o->seq + 1);
+    return 0;
+}
+
+int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_train_result *res) {
+    if (check_opts(o) || check_data(m, data, o)) return -1;
     if (xd_mkdir_p(o->out_dir)) return -1;
 
     int B = o->batch, T = o->seq, rc = -1;
@@ -281,6 +298,8 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     xd_adamw opt = {0};
     xd_batch bb = {0};
     xd_objective *ob = o->objective;
+    xd_param_groups *own = ob ? ob->params : NULL; /* the objective's parameters train */
+    const xd_param_groups *gp = own ? own : &g;
     FILE *log = NULL;
     char log_path[1100];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", o->out_dir);
@@ -291,8 +310,9 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         goto done;
     tm.window = o->window;
     tm.sinks = o->sinks;
-    if ((lora ? xd_groups_lora(&g, &ls) : xd_groups_from_opts(&g, m, o)) ||
-        xd_adamw_init(&opt, lora ? ls.n_param : m->arena_floats, o->beta1, o->beta2, o->eps) ||
+    if ((own ? 0 : lora ? xd_groups_lora(&g, &ls) : xd_groups_from_opts(&g, m, o)) ||
+        xd_adamw_init(&opt, own ? own->n_floats : lora ? ls.n_param : m->arena_floats, o->beta1,
+                      o->beta2, o->eps) ||
         xd_batch_alloc(&bb, B, T))
         goto done;
     size_t BT = (size_t)B * T;
@@ -300,7 +320,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     xd_ckpt_state st = {0, 0, 0, 0, B, T, o->accum, o->steps};
     if (o->resume && xd_ckpt_exists(o->out_dir)) {
         xd_ckpt_state old;
-        if (xd_ckpt_load(o->out_dir, m, lora, &opt, &old)) goto done;
+        if (xd_ckpt_load(o->out_dir, m, lora, own, &opt, &old)) goto done;
         if (old.batch != B || old.seq != T || old.accum != o->accum || old.steps != o->steps) {
             xd_err("%s/checkpoint: was made with --batch %d --seq %d --accum %d --steps %lld; "
                    "resume with the same options", o->out_dir, old.batch, old.seq, old.accum,
@@ -324,12 +344,14 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     for (int64_t step = st.step; step < o->steps; step++) {
         float lr = xd_lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
         xd_tm_zero_grad(&tm);
+        if (own) memset(own->grad, 0, own->n_floats * sizeof(float));
+        if (ob && ob->begin_step && ob->begin_step(ob, &tm, step)) goto done;
         /* every target counts once in the mean over the whole step */
         double sum = 0;
         int64_t valid = 0;
         uint64_t c0 = st.cursor;
         for (int a = 0; a < o->accum; a++) {
-            if (xd_train_batch(data, &st.cursor, B, T, &bb)) goto done;
+            if (next_batch(ob, data, &st.cursor, B, T, &bb)) goto done;
             if (ob) valid += ob->count(ob, &bb, B, T);
             else
                 for (size_t i = 0; i < BT; i++) valid += bb.tgt[i] >= 0;
@@ -342,17 +364,18 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             double s;
             int64_t c;
             uint64_t row0 = st.cursor / (uint64_t)T;
-            if (xd_train_batch(data, &st.cursor, B, T, &bb)) goto done;
+            if (next_batch(ob, data, &st.cursor, B, T, &bb)) goto done;
             if (ob ? ob->step(ob, &tm, &bb, row0, 1, scale, &s)
                    : xd_tm_step(&tm, bb.tok, bb.tgt, bb.pos, bb.ds, 1, scale, &s, &c))
                 goto done;
             sum += s;
         }
         loss = valid ? sum / (double)valid : 0.0;
+        if (valid && ob && ob->end_step && ob->end_step(ob, &tm, step, &loss)) goto done;
         double gn = NAN;
         if (!valid) gn = 0.0;
         else if (isfinite(loss))
-            gn = xd_optimizer_step(&tm, &g, &opt, lr, o->weight_decay, o->clip);
+            gn = xd_optimizer_step(&tm, gp, &opt, lr, o->weight_decay, o->clip);
         if (!isfinite(loss) || !isfinite(gn)) {
             xd_err("step %lld: the %s is %s; training stopped. The last good checkpoint is "
                    "kept in %s/checkpoint (step %lld); lower --lr or check the data",
@@ -389,13 +412,15 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         snprintf(extra, sizeof extra, "loss %.4f%s | lr %.2e | %.0f tok/s", loss, vs, lr, tps);
         xd_progress_update(&pr, st.step, extra);
         if (last || (o->save_every > 0 && st.step % o->save_every == 0)) {
-            if (xd_ckpt_save(o->out_dir, m, lora, &opt, &st)) goto done;
+            if (xd_ckpt_save(o->out_dir, m, lora, own, &opt, &st)) goto done;
         }
     }
     xd_progress_end(&pr);
     char model_dir[1100];
     snprintf(model_dir, sizeof model_dir, "%s/%s", o->out_dir, lora ? "adapter" : "model");
-    if (lora ? save_adapter(&ls, o->lora_pissa0, model_dir) : xd_model_save(m, model_dir))
+    if (ob && ob->save ? ob->save(ob, o->out_dir)
+        : lora         ? save_adapter(&ls, o->lora_pissa0, model_dir)
+                       : xd_model_save(m, model_dir))
         goto done;
     if (res) {
         res->steps_done = st.step;

@@ -1,0 +1,501 @@
+/* xdistill debias task MODEL --train T --val V -o OUT [--label-field F --attr A,B ...]
+ *   trains the task diff and the classification head (or, with --full, fine-tunes every
+ *   weight: the baseline; --adv ATTR adds an adversary);
+ * xdistill debias attribute MODEL --task DIR --protect ATTR --train T --val V [-o OUT]
+ *   trains one attribute diff on the task diff (core, task diff and head frozen) with an
+ *   adversary through gradient reversal; OUT defaults to DIR/attributes/ATTR;
+ * xdistill debias eval MODEL --task DIR [--with ATTR[,ATTR]] --train T --test S [-o R]
+ *   applies the diffs on demand and measures task accuracy, leakage and TPR-GAP.
+ * docs/debias.md has the options, files and metrics. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/train_args.h"
+#include "core/error.h"
+#include "eval/debias_eval.h"
+#include "io/atomic.h"
+#include "io/labeled.h"
+#include "model/diff.h"
+#include "train/debias.h"
+#include "xdistill.h"
+
+#define MAX_ATTR XD_DEBIAS_MAX_ATTR
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage: xdistill debias task MODEL --train T.jsonl --val V.jsonl -o OUT [options]\n"
+            "       xdistill debias attribute MODEL --task DIR --protect ATTR --train T.jsonl "
+            "--val V.jsonl [-o OUT]\n"
+            "       xdistill debias eval MODEL --task DIR [--with ATTR[,ATTR]] --train T.jsonl "
+            "--test S.jsonl [-o RESULT.json]\n"
+            "data (task):\n"
+            "  --text-field F   the text (text)              --label-field F  the label (label)\n"
+            "  --attr A[,B]     protected attribute fields   --max-len N      tokens per example (96)\n"
+            "  --pool last|mean the encoder's output (last)\n"
+            "DiffPruning:\n"
+            "  --sparsity S     share of non-zeros the diff is pruned to, in (0, 1] (0.05)\n"
+            "  --mask-steps N   steps with a learnt mask; the rest train with it fixed (--steps/2)\n"
+            "  --l0 X           expected-L0 weight (1.25e-7)  --alpha-init X  initial log alpha (5)\n"
+            "  --lr-alpha X     (0.1)   --lr-head X (1e-4)    --lr-adv X      (1e-4)\n"
+            "  --full           task: fine-tune every weight instead of a diff (a baseline)\n"
+            "  --adv ATTR       task: add an adversary on ATTR (with --full: the non-modular baseline)\n"
+            "  --adv-heads N    (5)     --adv-lambda X (1)    --dropout X     heads' dropout (0.3)\n"
+            "  --seed S         (1)\n"
+            "eval:\n"
+            "  --with A[,B]     attribute diffs to stack: names under DIR/attributes, or directories\n"
+            "  --attack-epochs N (40)  --attack-max N  train examples the attacker reads (all)\n"
+            "  --boot N         bootstrap resamples (1000)    --batch N rows per forward (16)\n"
+            "training options (defaults here: --lr 2e-5 --min-lr 0 --warmup 0 --wd 0 --batch 16):\n%s",
+            train_args_usage);
+    return 2;
+}
+
+/* Splits a comma list into at most max entries (pointers into a copy kept in *buf). */
+static int split_list(const char *opt, const char *v, char **buf, const char **out, int max) {
+    free(*buf);
+    *buf = strdup(v);
+    if (!*buf) return cli_error("out of memory");
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(*buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n >= max) return cli_error("%s: at most %d names", opt, max), -1;
+        out[n++] = t;
+    }
+    if (!n) return cli_error("%s: expected a comma-separated list of names", opt), -1;
+    return n;
+}
+
+typedef struct {
+    const char *model, *train, *val, *test, *task, *protect, *text_field, *label_field, *out;
+    const char *attrs[MAX_ATTR], *with[MAX_ATTR];
+    int n_attr, n_with, full, threads;
+    char *attr_buf, *with_buf;
+    xd_debias_opts d;
+    xd_debias_eval_opts e;
+    xd_train_opts o;
+} args;
+
+static int parse(int argc, char **argv, args *a, const char *cmd) {
+    const char *v;
+    int r, iv;
+    for (int i = 1; i < argc; i++) {
+#define STR(name, dst) if ((r = take_opt(argc, argv, &i, name, &v))) { if (r < 0) return -1; dst = v; continue; }
+#define FLT(name, lo, hi, dst) if ((r = take_opt(argc, argv, &i, name, &v))) { if (r < 0 || parse_float(name, v, lo, hi, &dst)) return -1; continue; }
+#define INT(name, lo, hi, dst) if ((r = take_opt(argc, argv, &i, name, &v))) { if (r < 0 || parse_int(name, v, lo, hi, &iv)) return -1; dst = iv; continue; }
+        if (strcmp(cmd, "eval") && (r = train_arg(argc, argv, &i, &a->o, &a->threads))) {
+            if (r < 0) return -1;
+            continue;
+        }
+        STR("--train", a->train) STR("--val", a->val) STR("--test", a->test) STR("--task", a->task)
+        STR("--protect", a->protect) STR("--text-field", a->text_field)
+        STR("--label-field", a->label_field) STR("-o", a->out) STR("--adv", a->d.adv_attr)
+        FLT("--l0", 0, 1e3, a->d.l0_weight) FLT("--alpha-init", -50, 50, a->d.log_alpha_init)
+        FLT("--lr-alpha", 1e-12, 1e3, a->d.lr_alpha) FLT("--lr-head", 1e-12, 1e3, a->d.lr_head)
+        FLT("--lr-adv", 1e-12, 1e3, a->d.lr_adv) FLT("--adv-lambda", 0, 1e3, a->d.adv_lambda)
+        INT("--max-len", 1, 1 << 16, a->d.max_len) INT("--adv-heads", 1, 16, a->d.adv_heads)
+        INT("--attack-epochs", 1, 100000, a->e.attack.epochs)
+        INT("--attack-max", 0, 1 << 30, a->e.attack_train_max) INT("--boot", 1, 1 << 24, a->e.boot)
+        if (!strcmp(cmd, "eval")) {
+            INT("--batch", 1, 1 << 16, a->e.batch) INT("--threads", 1, 1024, a->threads)
+        }
+        if ((r = take_opt(argc, argv, &i, "--dropout", &v))) {
+            if (r < 0 || parse_float("--dropout", v, 0, 0.99, &a->d.head_dropout)) return -1;
+            a->d.adv_dropout = a->d.head_dropout;
+            continue;
+        }
+        if ((r = take_opt(argc, argv, &i, "--sparsity", &v))) {
+            char *end;
+            double s = r < 0 ? 0 : strtod(v, &end);
+            if (r < 0) return -1;
+            if (end == v || *end || !(s > 0.0 && s <= 1.0))
+                return cli_error("--sparsity '%s': the share of non-zeros must be in (0, 1]", v), -1;
+            a->d.share = s;
+            continue;
+        }
+        if ((r = take_opt(argc, argv, &i, "--mask-steps", &v))) {
+            if (r < 0 || parse_int("--mask-steps", v, 1, 1 << 30, &iv)) return -1;
+            a->d.mask_steps = iv;
+            continue;
+        }
+        if ((r = take_opt(argc, argv, &i, "--seed", &v))) {
+            if (r < 0 || parse_int("--seed", v, 0, 2147483647, &iv)) return -1;
+            a->d.seed = (uint64_t)iv;
+            continue;
+        }
+        if ((r = take_opt(argc, argv, &i, "--pool", &v))) {
+            if (r < 0) return -1;
+            if (!strcmp(v, "last")) a->d.pool = XD_POOL_LAST;
+            else if (!strcmp(v, "mean")) a->d.pool = XD_POOL_MEAN;
+            else return cli_error("--pool '%s': expected last or mean", v), -1;
+            continue;
+        }
+        if ((r = take_opt(argc, argv, &i, "--attr", &v))) {
+            if (r < 0 || (a->n_attr = split_list("--attr", v, &a->attr_buf, a->attrs, MAX_ATTR)) < 0)
+                return -1;
+            continue;
+        }
+        if ((r = take_opt(argc, argv, &i, "--with", &v))) {
+            if (r < 0 || (a->n_with = split_list("--with", v, &a->with_buf, a->with, MAX_ATTR)) < 0)
+                return -1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--full")) { a->full = 1; continue; }
+        if (argv[i][0] == '-') return cli_error("debias %s: unknown option '%s'", cmd, argv[i]), -1;
+        if (a->model) return cli_error("debias %s: unexpected argument '%s'", cmd, argv[i]), -1;
+        a->model = argv[i];
+    }
+    return 0;
+}
+
+/* ---- the task run's summary (OUT/debias.json) -------------------------------------------- */
+
+typedef struct {
+    json_t *root;
+    const char *mode, *text_field, *label_field, *pool, *name;
+    int max_len;
+    const char *attrs[MAX_ATTR];
+    int n_attr;
+    char path[XD_APATH_MAX];
+} summary;
+
+static int summary_load(summary *s, const char *dir) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s/debias.json", dir);
+    json_error_t je;
+    s->root = json_load_file(s->path, 0, &je);
+    if (!s->root) return cli_error("%s: %s (is %s the output of debias task?)", s->path, je.text, dir);
+    json_t *at = json_object_get(s->root, "attributes");
+    s->mode = json_string_value(json_object_get(s->root, "mode"));
+    s->text_field = json_string_value(json_object_get(s->root, "text_field"));
+    s->label_field = json_string_value(json_object_get(s->root, "label_field"));
+    s->pool = json_string_value(json_object_get(s->root, "pool"));
+    s->name = json_string_value(json_object_get(s->root, "name"));
+    json_t *ml = json_object_get(s->root, "max_len");
+    const char *bad = !s->mode ? "mode" : !s->text_field ? "text_field" : !s->label_field ? "label_field"
+                    : !s->pool ? "pool" : !s->name ? "name" : !json_is_integer(ml) ? "max_len"
+                    : !json_is_object(at) ? "attributes" : NULL;
+    if (bad) return cli_error("%s: field \"%s\" is missing or of the wrong type", s->path, bad);
+    s->max_len = (int)json_integer_value(ml);
+    const char *k;
+    json_t *val;
+    json_object_foreach(at, k, val) {
+        if (s->n_attr >= MAX_ATTR) return cli_error("%s: more than %d attributes", s->path, MAX_ATTR);
+        s->attrs[s->n_attr++] = k;
+    }
+    return 0;
+}
+
+/* ---- shared loading ------------------------------------------------------------------------ */
+
+typedef struct {
+    xd_labeled lab[2];
+    xd_clf_data data[2];
+    int n;
+} split_pair;
+
+static void pair_free(split_pair *p) {
+    for (int i = 0; i < p->n; i++) {
+        xd_clf_data_free(&p->data[i]);
+        xd_labeled_free(&p->lab[i]);
+    }
+    p->n = 0;
+}
+
+/* Loads two labelled files (the second aligned to the first's classes) and tokenizes them. */
+static int load_pair(split_pair *p, const char *first, const char *second, const char *text_field,
+                     const char *label_field, const char *const *attrs, int n_attr,
+                     const xd_tokenizer *tok, int max_len) {
+    memset(p, 0, sizeof *p);
+    const char *paths[2] = {first, second};
+    for (int i = 0; i < 2; i++) {
+        if (xd_labeled_load(paths[i], text_field, label_field, attrs, n_attr, &p->lab[i])) return -1;
+        p->n = i + 1;
+        if (i == 1 && xd_labeled_align(&p->lab[0], &p->lab[1])) return -1;
+    }
+    for (int i = 0; i < 2; i++)
+        if (xd_clf_data_init(&p->data[i], &p->lab[i], tok, max_len)) return -1;
+    return 0;
+}
+
+static xd_model *load_model(const char *path) {
+    xd_model *m = xd_model_load(path);
+    if (!m) return NULL;
+    if (!xd_model_tokenizer(m)) {
+        xd_model_free(m);
+        xd_err("%s: the model has no tokenizer (needed for the texts)", path);
+        return NULL;
+    }
+    return m;
+}
+
+static void print_summary(const char *out_dir) {
+    char p[XD_APATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/debias.json", out_dir);
+    json_t *j = json_load_file(p, 0, NULL);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (s) printf("%s\n", s);
+    free(s);
+    json_decref(j);
+}
+
+static void train_defaults(args *a) {
+    memset(a, 0, sizeof *a);
+    xd_train_defaults(&a->o);
+    a->o.lr = 2e-5f;
+    a->o.min_lr = 0;
+    a->o.warmup = 0;
+    a->o.weight_decay = 0;
+    a->o.beta2 = 0.999f;
+    a->o.batch = 16;
+    a->o.steps = 200;
+    xd_debias_defaults(&a->d);
+    xd_debias_eval_defaults(&a->e);
+    a->text_field = "text";
+    a->label_field = "label";
+}
+
+static int finish_train_args(args *a) {
+    a->o.seq = a->d.max_len;
+    if (!a->d.mask_steps) a->d.mask_steps = a->o.steps / 2 > 0 ? a->o.steps / 2 : 1;
+    if (a->d.mode == XD_DEBIAS_DIFF && a->o.steps < 2)
+        return cli_error("--steps %lld: a diff needs at least 2 steps (the mask phase, then "
+                         "the fixed-mask phase)", (long long)a->o.steps);
+    if (a->threads) xd_set_threads(a->threads);
+    return 0;
+}
+
+static int debias_task(int argc, char **argv) {
+    args a;
+    train_defaults(&a);
+    if (parse(argc, argv, &a, "task")) return 2;
+    if (!a.model || !a.train || !a.val || !a.out) return usage();
+    if (a.full) a.d.mode = XD_DEBIAS_FULL;
+    a.d.text_field = a.text_field;
+    a.o.out_dir = a.out;
+    a.o.kind = "debias task";
+    if (a.protect) return cli_error("debias task: --protect is for debias attribute"), 2;
+    if (a.d.adv_attr) {
+        int found = 0;
+        for (int k = 0; k < a.n_attr; k++) found |= !strcmp(a.attrs[k], a.d.adv_attr);
+        if (!found) return cli_error("--adv %s: not one of the --attr fields", a.d.adv_attr), 2;
+    }
+    if (finish_train_args(&a)) return 2;
+    xd_model *m = load_model(a.model);
+    split_pair p = {0};
+    int rc = 1;
+    xd_debias_frozen fz = {0};
+    if (!m || load_pair(&p, a.train, a.val, a.text_field, a.label_field, a.attrs, a.n_attr,
+                        xd_model_tokenizer(m), a.d.max_len) ||
+        xd_debias_train(m, &p.data[0], &p.data[1], &a.d, &fz, &a.o))
+        cli_lib_error();
+    else {
+        print_summary(a.out);
+        rc = 0;
+    }
+    pair_free(&p);
+    xd_model_free(m);
+    free(a.attr_buf), free(a.with_buf);
+    return rc;
+}
+
+/* The task head of DIR into a buffer laid out for h. */
+static float *load_task_head(xd_head *h, const char *dir, int d, int n_classes) {
+    float *buf = calloc((size_t)xd_head_n_params(d, d, n_classes, 0), sizeof(float));
+    char p[XD_APATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/head.safetensors", dir);
+    if (!buf || xd_head_layout(h, d, d, n_classes, 0, 0.0f, buf, NULL) ||
+        xd_head_load(h, "head", p)) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static xd_diff *load_diff_in(const char *dir) {
+    char p[XD_APATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/diff.safetensors", dir);
+    return xd_diff_load(p);
+}
+
+static int debias_attribute(int argc, char **argv) {
+    args a;
+    train_defaults(&a);
+    if (parse(argc, argv, &a, "attribute")) return 2;
+    if (!a.model || !a.task || !a.protect || !a.train || !a.val) return usage();
+    if (a.full || a.d.adv_attr || a.n_attr)
+        return cli_error("debias attribute: --full, --adv and --attr belong to debias task (the "
+                         "attribute run reads the task's fields from %s/debias.json)", a.task), 2;
+    summary s;
+    if (summary_load(&s, a.task)) return 1;
+    char out[XD_APATH_MAX];
+    if (!a.out) snprintf(out, sizeof out, "%s/attributes/%s", a.task, a.protect);
+    else snprintf(out, sizeof out, "%s", a.out);
+    int rc = 1, found = 0;
+    for (int k = 0; k < s.n_attr; k++) found |= !strcmp(s.attrs[k], a.protect);
+    xd_model *m = NULL;
+    split_pair p = {0};
+    xd_diff *task = NULL;
+    float *head = NULL;
+    xd_head h;
+    if (strcmp(s.mode, "diff")) {
+        cli_error("%s: the task run fine-tuned every weight (mode \"%s\"); attribute diffs stack "
+                  "on a task diff", s.path, s.mode);
+        goto done;
+    }
+    if (!found) {
+        cli_error("--protect %s: not one of the task's attribute fields in %s", a.protect, s.path);
+        goto done;
+    }
+    a.d.adv_attr = a.protect;
+    a.d.name = a.protect;
+    a.d.text_field = s.text_field;
+    a.d.max_len = s.max_len;
+    a.d.pool = !strcmp(s.pool, "mean") ? XD_POOL_MEAN : XD_POOL_LAST;
+    a.o.out_dir = out;
+    a.o.kind = "debias attribute";
+    if (finish_train_args(&a)) { rc = 2; goto done; }
+    m = load_model(a.model);
+    if (!m || !(task = load_diff_in(a.task)) ||
+        load_pair(&p, a.train, a.val, s.text_field, s.label_field, s.attrs, s.n_attr,
+                  xd_model_tokenizer(m), s.max_len) ||
+        !(head = load_task_head(&h, a.task, m->cfg.d_model, p.lab[0].label.n_classes))) {
+        cli_lib_error();
+        goto done;
+    }
+    xd_debias_frozen fz = {task, head};
+    if (xd_debias_train(m, &p.data[0], &p.data[1], &a.d, &fz, &a.o)) cli_lib_error();
+    else {
+        print_summary(out);
+        rc = 0;
+    }
+done:
+    free(head);
+    xd_diff_free(task);
+    pair_free(&p);
+    xd_model_free(m);
+    json_decref(s.root);
+    free(a.attr_buf), free(a.with_buf);
+    return rc;
+}
+
+static void ci_json(json_t *o, const char *key, const xd_ci *c) {
+    json_object_set_new(o, key, json_pack("{s:f, s:f, s:f}", "value", c->value, "lo", c->lo, "hi", c->hi));
+}
+
+static int debias_eval(int argc, char **argv) {
+    args a;
+    train_defaults(&a);
+    if (parse(argc, argv, &a, "eval")) return 2;
+    if (a.n_with && !a.task)
+        return cli_error("--with: an attribute diff is applied on its task diff; give --task DIR"), 2;
+    if (!a.model || !a.task || !a.train || !a.test) return usage();
+    if (a.threads) xd_set_threads(a.threads);
+    summary s;
+    if (summary_load(&s, a.task)) return 1;
+    int rc = 1, full = !strcmp(s.mode, "full");
+    xd_model *m = NULL;
+    split_pair p = {0};
+    xd_diff *diffs[MAX_ATTR + 1] = {0};
+    int nd = 0;
+    float *head = NULL, *theta0 = NULL;
+    xd_head h;
+    xd_debias_result res;
+    char p_model[XD_APATH_MAX];
+    if (full && a.n_with) {
+        cli_error("--with: %s was fine-tuned in full (mode \"full\"): it has no task diff to "
+                  "stack attribute diffs on", a.task);
+        goto done;
+    }
+    snprintf(p_model, sizeof p_model, "%s/model", a.task);
+    m = load_model(full ? p_model : a.model);
+    if (!m || load_pair(&p, a.train, a.test, s.text_field, s.label_field, s.attrs, s.n_attr,
+                        xd_model_tokenizer(m), s.max_len) ||
+        !(head = load_task_head(&h, a.task, m->cfg.d_model, p.lab[0].label.n_classes)))
+        goto lib_fail;
+    if (!full) {
+        if (!(diffs[nd++] = load_diff_in(a.task))) goto lib_fail;
+        uint64_t task_hash = xd_diff_hash(diffs[0]);
+        for (int k = 0; k < a.n_with; k++) {
+            char dir[XD_APATH_MAX];
+            if (strchr(a.with[k], '/')) snprintf(dir, sizeof dir, "%s", a.with[k]);
+            else snprintf(dir, sizeof dir, "%s/attributes/%s", a.task, a.with[k]);
+            if (!(diffs[nd] = load_diff_in(dir))) goto lib_fail;
+            if (diffs[nd]->parent_hash != task_hash) {
+                cli_error("%s/diff.safetensors: the attribute diff '%s' was trained on another "
+                          "task diff (parent_hash %016llx; %s/diff.safetensors is %016llx): "
+                          "apply it with its own task diff", dir, diffs[nd]->name,
+                          (unsigned long long)diffs[nd]->parent_hash, a.task,
+                          (unsigned long long)task_hash);
+                nd++;
+                goto done;
+            }
+            nd++;
+        }
+        theta0 = malloc(m->arena_floats * sizeof(float));
+        if (!theta0) { cli_error("out of memory"); goto done; }
+        memcpy(theta0, m->arena, m->arena_floats * sizeof(float));
+        if (xd_diff_materialize(m, theta0, xd_model_teacher_hash(m), (const xd_diff *const *)diffs, nd))
+            goto lib_fail;
+    }
+    a.e.pool = !strcmp(s.pool, "mean") ? XD_POOL_MEAN : XD_POOL_LAST;
+    if (xd_debias_evaluate(m, &h, &p.data[0], &p.data[1], &a.e, &res)) goto lib_fail;
+    json_t *j = json_object(), *at = json_object(), *with = json_array();
+    json_object_set_new(j, "task", json_string(a.task));
+    for (int k = 0; k < a.n_with; k++) json_array_append_new(with, json_string(diffs[k + 1]->name));
+    json_object_set_new(j, "with", with);
+    json_object_set_new(j, "mode", json_string(s.mode));
+    json_object_set_new(j, "n_test", json_integer(res.n_test));
+    json_object_set_new(j, "n_attack_train", json_integer(res.n_train));
+    ci_json(j, "task_accuracy", &res.task_acc);
+    int64_t nnz = 0;
+    for (int k = 0; k < nd; k++) nnz += xd_diff_nnz(diffs[k]);
+    if (nd) {
+        json_object_set_new(j, "nonzeros", json_integer(nnz));
+        json_object_set_new(j, "diff_bytes", json_integer(nnz * 8));
+    }
+    json_object_set_new(j, "dense_bytes", json_integer((json_int_t)(m->arena_floats * 4)));
+    for (int k = 0; k < res.n_attr; k++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "chance", json_real(1.0 / res.attr[k].n_classes));
+        ci_json(o, "leakage", &res.attr[k].leakage);
+        ci_json(o, "tpr_gap_rms", &res.attr[k].tpr_gap);
+        json_object_set_new(at, res.attr[k].field, o);
+    }
+    json_object_set_new(j, "attributes", at);
+    json_object_set_new(j, "encode_s", json_real(res.encode_s));
+    json_object_set_new(j, "attack_s", json_real(res.attack_s));
+    char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    if (!txt) { cli_error("out of memory"); goto done; }
+    printf("%s\n", txt);
+    if (a.out && xd_write_file_atomic(a.out, txt, strlen(txt))) {
+        free(txt);
+        goto lib_fail;
+    }
+    free(txt);
+    rc = 0;
+    goto done;
+lib_fail:
+    cli_lib_error();
+done:
+    for (int k = 0; k < nd; k++) xd_diff_free(diffs[k]);
+    free(head);
+    free(theta0);
+    pair_free(&p);
+    xd_model_free(m);
+    json_decref(s.root);
+    free(a.attr_buf), free(a.with_buf);
+    return rc;
+}
+
+int cmd_debias(int argc, char **argv) {
+    if (argc < 2) return usage();
+    if (!strcmp(argv[1], "task")) return debias_task(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "attribute")) return debias_attribute(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval")) return debias_eval(argc - 1, argv + 1);
+    cli_error("debias: unknown subcommand '%s' (task, attribute or eval)", argv[1]);
+    return usage();
+}

@@ -1,0 +1,694 @@
+/* Modular DiffPruning debiasing on the trainer (debias.h). One run struct per phase holds
+ * the objective: its own parameters (the diff's w, log α in the first phase, the heads),
+ * the base θ₀ the model is re-materialised from before every step, and the batch state. */
+#include "debias.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "io/atomic.h"
+#include "kernels/hard_concrete.h"
+#include "kernels/train_ops.h"
+#include "model/clf_head.h"
+#include "train_model.h"
+
+#define MAX_ADV 16
+#define CHUNK 65536
+
+void xd_debias_defaults(xd_debias_opts *d) {
+    memset(d, 0, sizeof *d);
+    d->mode = XD_DEBIAS_DIFF;
+    d->pool = XD_POOL_LAST;
+    d->max_len = 96;
+    d->share = 0.05;
+    d->log_alpha_init = 5.0f;
+    d->l0_weight = 1.25e-7f;
+    d->stretch_l = -1.5f;
+    d->stretch_r = 1.5f;
+    d->lr_alpha = 0.1f;
+    d->lr_head = 1e-4f;
+    d->lr_adv = 1e-4f;
+    d->head_dropout = 0.3f;
+    d->adv_dropout = 0.3f;
+    d->adv_heads = 5;
+    d->adv_lambda = 1.0f;
+    d->seed = 1;
+    d->name = "task";
+}
+
+enum { PH_FULL = XD_DEBIAS_PHASE_FULL, PH_MASK = XD_DEBIAS_PHASE_MASK, PH_FIXMASK = XD_DEBIAS_PHASE_FIXMASK };
+
+typedef struct xd_debias_run {
+    xd_objective ob;
+    xd_param_groups own;
+    xd_debias_opts o;
+    int phase;
+    xd_model *m;
+    const float *theta0;      /* [arena_floats] the base the diff is added to */
+    /* the weights that get a diff (all of the model's) */
+    int nt;
+    xd_weight *tw;
+    size_t *toff, *woff, n_w; /* offsets into m->arena and into w */
+    float *w, *dw, *log_alpha, *dlog_alpha; /* into own.param / own.grad */
+    float *z, *s;             /* [n_w] PH_MASK: this step's sample and its s */
+    uint8_t *keep;            /* [n_w] PH_FIXMASK: the entries that train */
+    float *scratch;           /* [CHUNK] */
+    xd_head head, adv[MAX_ADV];
+    xd_head_acts ha, aa[MAX_ADV];
+    int head_trains, n_adv, adv_col, n_classes, n_attr_classes;
+    const xd_clf_data *train, *val;
+    int64_t *perm, perm_epoch;
+    int B, T;
+    int64_t *ex;
+    int32_t *len, *lab, *att; /* [B] */
+    uint64_t batch_cursor;
+    float *pooled, *dpooled, *dadv, *dnorm; /* [B][d], [B][d], [B][d], [B·T][d] */
+    double task_sum, adv_sum, l0;
+    int64_t n_seen;
+} run;
+
+/* ---- the model's weights from the diff: θ = θ₀ + z ⊙ w (z = 1 without a mask) ---------- */
+
+static uint64_t step_seed(const run *r, int64_t step, int t) {
+    return xd_mix64(r->o.seed ^ xd_mix64(((uint64_t)step << 20) ^ (uint64_t)t ^ 0x5bd1e995ull));
+}
+
+/* train != 0: a hard-concrete sample for step `step`; else the eval-time mask. */
+static void materialize(run *r, int64_t step, int train) {
+    float *arena = r->m->arena;
+    for (int t = 0; t < r->nt; t++) {
+        size_t n = (size_t)(r->tw[t].rows * r->tw[t].cols);
+        float *th = arena + r->toff[t];
+        const float *b = r->theta0 + r->toff[t], *w = r->w + r->woff[t];
+        if (r->phase != PH_MASK) {
+            for (size_t i = 0; i < n; i++) th[i] = b[i] + w[i];
+            continue;
+        }
+        float *z = r->z + r->woff[t], *s = r->s + r->woff[t];
+        const float *la = r->log_alpha + r->woff[t];
+        if (train) {
+            /* the uniforms go through z, which the sample then overwrites element by element */
+            xd_hc_uniforms(z, (int64_t)n, step_seed(r, step, t), 0);
+            for (size_t c = 0; c < n; c += CHUNK) {
+                size_t k = n - c < CHUNK ? n - c : CHUNK;
+                memcpy(r->scratch, z + c, k * sizeof(float));
+                xd_hc_sample_forward(z + c, s + c, la + c, r->scratch, (int64_t)k,
+                                     r->o.stretch_l, r->o.stretch_r);
+            }
+        } else
+            xd_hc_eval_mask(z, la, (int64_t)n, r->o.stretch_l, r->o.stretch_r);
+        for (size_t i = 0; i < n; i++) th[i] = b[i] + z[i] * w[i];
+    }
+}
+
+static int ob_begin(xd_objective *ob, xd_trainer_model *tm, int64_t step) {
+    (void)tm;
+    run *r = ob->ctx;
+    r->task_sum = r->adv_sum = 0;
+    r->n_seen = 0;
+    materialize(r, step, 1);
+    return 0;
+}
+
+/* dL/dθ (the model's gradient arena) onto w and log α; then the L0 term. */
+static int ob_end(xd_objective *ob, xd_trainer_model *tm, int64_t step, double *loss) {
+    (void)step;
+    run *r = ob->ctx;
+    for (int t = 0; t < r->nt; t++) {
+        size_t n = (size_t)(r->tw[t].rows * r->tw[t].cols);
+        const float *g = tm->grad_arena + r->toff[t], *w = r->w + r->woff[t];
+        float *dw = r->dw + r->woff[t];
+        if (r->phase == PH_FULL) {
+            memcpy(dw, g, n * sizeof(float));
+        } else if (r->phase == PH_FIXMASK) {
+            const uint8_t *k = r->keep + r->woff[t];
+            for (size_t i = 0; i < n; i++) dw[i] = k[i] ? g[i] : 0.0f;
+        } else {
+            /* θ = θ₀ + z ⊙ w: dw = dθ ⊙ z, dz = dθ ⊙ w, then through the sample to log α */
+            const float *z = r->z + r->woff[t], *s = r->s + r->woff[t];
+            for (size_t i = 0; i < n; i++) dw[i] = g[i] * z[i];
+            for (size_t c = 0; c < n; c += CHUNK) {
+                size_t k = n - c < CHUNK ? n - c : CHUNK;
+                for (size_t i = 0; i < k; i++) r->scratch[i] = g[c + i] * w[c + i];
+                xd_hc_sample_backward(r->dlog_alpha + r->woff[t] + c, r->scratch, s + c,
+                                      (int64_t)k, r->o.stretch_l, r->o.stretch_r);
+            }
+        }
+    }
+    if (r->phase == PH_MASK) {
+        r->l0 = xd_hc_expected_l0(r->log_alpha, (int64_t)r->n_w, r->o.stretch_l, r->o.stretch_r,
+                                  r->dlog_alpha, r->o.l0_weight);
+        *loss += r->o.l0_weight * r->l0;
+    }
+    return 0;
+}
+
+/* ---- batches and the classification loss --------------------------------------------- */
+
+static int64_t ob_count(xd_objective *ob, const xd_batch *bb, int B, int T) {
+    (void)ob, (void)bb, (void)T;
+    return B;
+}
+
+static int ob_batch(xd_objective *ob, uint64_t *cursor, int B, int T, xd_batch *bb) {
+    run *r = ob->ctx;
+    r->batch_cursor = *cursor;
+    for (int b = 0; b < B; b++)
+        r->ex[b] = xd_clf_draw(r->train, r->o.seed, *cursor + (uint64_t)b, r->perm, &r->perm_epoch);
+    xd_clf_fill(r->train, r->ex, B, T, bb->tok, bb->pos, bb->ds, r->len);
+    for (size_t i = 0; i < (size_t)B * T; i++) bb->tgt[i] = -1;
+    *cursor += (uint64_t)B;
+    return 0;
+}
+
+/* Forward over the rows in bb of examples r->ex from data (n real rows of B): the task
+ * and adversary losses (sums over the rows, the adversary's averaged over its heads), and
+ * with backward the gradients of grad_scale · (task − λ·adversary through the reversal;
+ * the heads minimise theirs) into the heads and the model. */
+static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, const int32_t *tok,
+                        const int32_t *pos, const int32_t *ds, int n, int backward,
+                        float grad_scale, double *task, double *adv, int64_t *task_ok,
+                        int64_t *adv_ok) {
+    int B = r->B, T = r->T, d = r->m->cfg.d_model;
+    double s;
+    int64_t c;
+    if (xd_tm_step(tm, tok, NULL, pos, ds, 0, 0.0f, &s, &c)) return -1;
+    if (xd_pool_forward(r->pooled, tm->x_norm, r->len, B, T, d, r->o.pool)) return -1;
+    int32_t *lab = r->lab, *att = r->att;
+    for (int b = 0; b < B; b++) {
+        lab[b] = b < n ? data->lab->label.id[r->ex[b]] : -1;
+        att[b] = b < n && r->n_adv ? data->lab->attr[r->adv_col].id[r->ex[b]] : -1;
+    }
+    uint64_t dseed = xd_mix64(r->o.seed ^ xd_mix64(r->batch_cursor + 0x9e37ull));
+    float *lg = (float *)xd_head_forward(&r->head, &r->ha, r->pooled, B, backward, dseed);
+    if (task_ok)
+        for (int b = 0; b < n; b++) {
+            int best = 0;
+            for (int k = 1; k < r->n_classes; k++)
+                if (lg[(size_t)b * r->n_classes + k] > lg[(size_t)b * r->n_classes + best]) best = k;
+            *task_ok += best == lab[b];
+        }
+    *task += xd_cross_entropy(lg, lg, lab, B, r->n_classes, grad_scale);
+    if (backward) {
+        memset(r->dpooled, 0, (size_t)B * d * sizeof(float));
+        xd_head_backward(&r->head, &r->ha, lg, r->dpooled, B);
+        memset(r->dadv, 0, (size_t)B * d * sizeof(float));
+    }
+    for (int k = 0; k < r->n_adv; k++) {
+        float *al = (float *)xd_head_forward(&r->adv[k], &r->aa[k], r->pooled, B, backward,
+                                             xd_mix64(dseed + 1 + (uint64_t)k));
+        if (adv_ok)
+            for (int b = 0; b < n; b++) {
+                int best = 0;
+                for (int j = 1; j < r->n_attr_classes; j++)
+                    if (al[(size_t)b * r->n_attr_classes + j] > al[(size_t)b * r->n_attr_classes + best])
+                        best = j;
+                adv_ok[0] += best == att[b];
+            }
+        *adv += xd_cross_entropy(al, al, att, B, r->n_attr_classes, grad_scale / r->n_adv) /
+                r->n_adv;
+        if (backward) xd_head_backward(&r->adv[k], &r->aa[k], al, r->dadv, B);
+    }
+    if (!backward) return 0;
+    /* gradient reversal (Ganin & Lempitsky 2015): the encoder gets −λ · the heads' dx */
+    if (r->n_adv) xd_grad_reverse_backward(r->dpooled, r->dadv, (int64_t)B * d, r->o.adv_lambda);
+    memset(r->dnorm, 0, (size_t)B * T * d * sizeof(float));
+    xd_pool_backward(r->dnorm, r->dpooled, r->len, B, T, d, r->o.pool);
+    return xd_tm_backward_hidden(tm, tok, r->dnorm);
+}
+
+static int ob_step(xd_objective *ob, xd_trainer_model *tm, const xd_batch *bb, uint64_t row0,
+                   int backward, float grad_scale, double *loss_sum) {
+    (void)row0;
+    run *r = ob->ctx;
+    double task = 0, adv = 0;
+    if (forward_rows(r, tm, r->train, bb->tok, bb->pos, bb->ds, r->B, backward, grad_scale, &task,
+                     &adv, NULL, NULL))
+        return -1;
+    r->task_sum += task;
+    r->adv_sum += adv;
+    r->n_seen += r->B;
+    *loss_sum = task;
+    return 0;
+}
+
+/* Validation on the eval-time weights: the task's mean CE, its accuracy and the
+ * adversary's accuracy (mean over its heads). */
+static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *data,
+                   int64_t max_windows, double *loss, char *json, size_t cap) {
+    (void)data, (void)max_windows;
+    run *r = ob->ctx;
+    materialize(r, 0, 0);
+    const xd_clf_data *v = r->val;
+    int B = r->B, T = r->T;
+    size_t BT = (size_t)B * T;
+    int32_t *tok = malloc(BT * sizeof(int32_t)), *pos = malloc(BT * sizeof(int32_t)),
+            *ds = malloc(BT * sizeof(int32_t));
+    double task = 0, adv = 0;
+    int64_t ok = 0, adv_ok = 0;
+    int rc = -1;
+    if (!tok || !pos || !ds) { xd_err("out of memory"); goto done; }
+    for (int64_t e0 = 0; e0 < v->n; e0 += B) {
+        int n = v->n - e0 < B ? (int)(v->n - e0) : B;
+        for (int b = 0; b < B; b++) r->ex[b] = b < n ? e0 + b : e0;
+        xd_clf_fill(v, r->ex, B, T, tok, pos, ds, r->len);
+        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 1.0f, &task, &adv, &ok, &adv_ok)) goto done;
+    }
+    *loss = task / (double)v->n;
+    int k = snprintf(json, cap, ",\"val_acc\":%.6f", (double)ok / (double)v->n);
+    if (r->n_adv && k > 0 && (size_t)k < cap)
+        k += snprintf(json + k, cap - (size_t)k, ",\"val_adv_loss\":%.6g,\"val_adv_acc\":%.6f",
+                      adv / (double)v->n, (double)adv_ok / (double)(v->n * r->n_adv));
+    if (r->phase == PH_MASK && k > 0 && (size_t)k < cap) {
+        int64_t nz = 0;
+        for (size_t i = 0; i < r->n_w; i++) nz += r->z[i] != 0.0f;
+        snprintf(json + k, cap - (size_t)k, ",\"nonzero_share\":%.6g", (double)nz / (double)r->n_w);
+    }
+    rc = 0;
+done:
+    free(tok), free(pos), free(ds);
+    return rc;
+}
+
+static void ob_log(xd_objective *ob, char *json, size_t cap) {
+    run *r = ob->ctx;
+    int k = snprintf(json, cap, ",\"task_loss\":%.6g",
+                     r->n_seen ? r->task_sum / (double)r->n_seen : 0.0);
+    if (r->n_adv && k > 0 && (size_t)k < cap)
+        k += snprintf(json + k, cap - (size_t)k, ",\"adv_loss\":%.6g",
+                      r->n_seen ? r->adv_sum / (double)r->n_seen : 0.0);
+    if (r->phase == PH_MASK && k > 0 && (size_t)k < cap)
+        snprintf(json + k, cap - (size_t)k, ",\"expected_l0_share\":%.6g", r->l0 / (double)r->n_w);
+}
+
+static int ob_save(xd_objective *ob, const char *out_dir) {
+    run *r = ob->ctx;
+    char p[XD_APATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/params.safetensors", out_dir);
+    return xd_params_save(p, &r->own);
+}
+
+/* ---- one phase's objective -------------------------------------------------------------- */
+
+static void run_free(run *r) {
+    if (!r) return;
+    free(r->tw), free(r->toff), free(r->woff);
+    free(r->own.w), free(r->own.train), free(r->own.decay), free(r->own.lr_scale);
+    free(r->own.param), free(r->own.grad);
+    free(r->z), free(r->s), free(r->keep), free(r->scratch), free(r->perm);
+    free(r->ex), free(r->len), free(r->lab), free(r->att);
+    free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm);
+    xd_head_acts_free(&r->ha);
+    for (int k = 0; k < r->n_adv; k++) xd_head_acts_free(&r->aa[k]);
+    memset(r, 0, sizeof *r);
+}
+
+/* Appends tensor i of the own groups: name, pointer, shape, learning-rate scale. */
+static void own_add(run *r, const char *name, float *ptr, int64_t rows, int64_t cols, int ndim,
+                    float lr_scale, int decay) {
+    xd_param_groups *g = &r->own;
+    xd_weight *w = &g->w[g->n];
+    memset(w, 0, sizeof *w);
+    size_t l = strlen(name);
+    if (l >= sizeof w->hf) l = sizeof w->hf - 1; /* run_init refuses names that long */
+    memcpy(w->hf, name, l);
+    w->hf[l] = 0;
+    w->ptr = ptr;
+    w->rows = rows;
+    w->cols = cols;
+    w->ndim = ndim;
+    g->train[g->n] = 1;
+    g->decay[g->n] = (unsigned char)decay;
+    g->lr_scale[g->n] = lr_scale;
+    g->n++;
+}
+
+static void own_add_head(run *r, const xd_head *h, const char *prefix, float lr_scale) {
+    for (int i = 0; i < 2 * (h->n_hidden + 1); i++) {
+        char name[64];
+        float *p;
+        int64_t rows, cols;
+        int nd;
+        xd_head_tensor(h, i, prefix, name, sizeof name, &p, &rows, &cols, &nd);
+        own_add(r, name, p, rows, cols, nd, lr_scale, nd == 2);
+    }
+}
+
+/* frozen_head: the task head's parameters when it does not train (attribute runs). */
+static int run_init(run *r, xd_model *m, const float *theta0, int phase, const xd_debias_opts *o,
+                    const xd_clf_data *train, const xd_clf_data *val, float *frozen_head,
+                    const xd_train_opts *to) {
+    int B = to->batch, T = to->seq;
+    float lr = to->lr;
+    memset(r, 0, sizeof *r);
+    r->o = *o;
+    r->phase = phase;
+    r->m = m;
+    r->theta0 = theta0;
+    r->train = train;
+    r->val = val;
+    r->B = B;
+    r->T = T;
+    r->perm_epoch = -1;
+    r->n_classes = train->lab->label.n_classes;
+    int d = m->cfg.d_model;
+    r->adv_col = -1;
+    if (o->adv_attr) {
+        for (int a = 0; a < train->lab->n_attr; a++)
+            if (!strcmp(train->lab->attr[a].field, o->adv_attr)) r->adv_col = a;
+        if (r->adv_col < 0)
+            return xd_err("%s: the adversary's attribute field \"%s\" is not one of the data's "
+                          "attribute fields (--attr)", train->lab->path, o->adv_attr);
+        r->n_adv = o->adv_heads;
+        r->n_attr_classes = train->lab->attr[r->adv_col].n_classes;
+    }
+    xd_weight *all;
+    int n_all;
+    if (xd_model_weights(m, &all, &n_all)) return -1;
+    r->tw = malloc((size_t)n_all * sizeof *r->tw);
+    r->toff = malloc((size_t)n_all * sizeof *r->toff);
+    r->woff = malloc((size_t)n_all * sizeof *r->woff);
+    if (!r->tw || !r->toff || !r->woff) { free(all); return xd_err("out of memory"); }
+    for (int i = 0; i < n_all; i++) {
+        /* the language-model head reads nothing here, and --freeze names: no diff */
+        int frozen_w = !strncmp(all[i].hf, "lm_head", 7);
+        for (int f = 0; f < to->n_freeze; f++) frozen_w |= strstr(all[i].hf, to->freeze[f]) != NULL;
+        if (frozen_w) continue;
+        if (strlen(all[i].hf) + 11 > sizeof all[i].hf - 1) {
+            xd_err("debias: weight name '%s' is too long for a diff tensor name", all[i].hf);
+            free(all);
+            return -1;
+        }
+        r->tw[r->nt] = all[i];
+        r->toff[r->nt] = (size_t)(all[i].ptr - m->arena);
+        r->woff[r->nt] = r->n_w;
+        r->n_w += (size_t)(all[i].rows * all[i].cols);
+        r->nt++;
+    }
+    free(all);
+    r->head_trains = frozen_head == NULL;
+    int64_t n_head = xd_head_n_params(d, d, r->n_classes, 0);
+    int64_t n_adv1 = r->n_adv ? xd_head_n_params(d, d, r->n_attr_classes, 1) : 0;
+    size_t nf = r->n_w * (phase == PH_MASK ? 2 : 1) + (size_t)(r->head_trains ? n_head : 0) +
+                (size_t)(r->n_adv * n_adv1);
+    int n_t = r->nt * (phase == PH_MASK ? 2 : 1) + 2 + 4 * r->n_adv;
+    xd_param_groups *g = &r->own;
+    g->w = calloc((size_t)n_t, sizeof *g->w);
+    g->train = calloc((size_t)n_t, 1);
+    g->decay = calloc((size_t)n_t, 1);
+    g->lr_scale = calloc((size_t)n_t, sizeof *g->lr_scale);
+    g->param = calloc(nf, sizeof(float));
+    g->grad = calloc(nf, sizeof(float));
+    g->n_floats = nf;
+    r->scratch = malloc(CHUNK * sizeof(float));
+    r->perm = malloc((size_t)train->n * sizeof *r->perm);
+    r->ex = malloc((size_t)B * sizeof *r->ex);
+    r->len = malloc((size_t)B * sizeof *r->len);
+    r->lab = malloc((size_t)B * sizeof *r->lab);
+    r->att = malloc((size_t)B * sizeof *r->att);
+    r->pooled = malloc((size_t)B * d * sizeof(float));
+    r->dpooled = malloc((size_t)B * d * sizeof(float));
+    r->dadv = malloc((size_t)B * d * sizeof(float));
+    r->dnorm = malloc((size_t)B * T * d * sizeof(float));
+    if (phase == PH_MASK) {
+        r->z = malloc(r->n_w * sizeof(float));
+        r->s = malloc(r->n_w * sizeof(float));
+    }
+    if (phase == PH_FIXMASK) r->keep = calloc(r->n_w, 1);
+    if (!g->w || !g->train || !g->decay || !g->lr_scale || !g->param || !g->grad || !r->scratch ||
+        !r->perm || !r->ex || !r->len || !r->lab || !r->att || !r->pooled || !r->dpooled ||
+        !r->dadv || !r->dnorm || (phase == PH_MASK && (!r->z || !r->s)) ||
+        (phase == PH_FIXMASK && !r->keep))
+        return xd_err("debias: out of memory for a diff of %zu weights", r->n_w);
+    /* own arena: w | log α (first phase) | task head (when it trains) | adversaries */
+    size_t off = 0;
+    r->w = g->param;
+    r->dw = g->grad;
+    off += r->n_w;
+    if (phase == PH_MASK) {
+        r->log_alpha = g->param + off;
+        r->dlog_alpha = g->grad + off;
+        for (size_t i = 0; i < r->n_w; i++) r->log_alpha[i] = o->log_alpha_init;
+        off += r->n_w;
+    }
+    char name[112];
+    for (int t = 0; t < r->nt; t++) {
+        const xd_weight *tw = &r->tw[t];
+        snprintf(name, sizeof name, "diff.%s", tw->hf);
+        own_add(r, name, r->w + r->woff[t], tw->rows, tw->cols, tw->ndim, 1.0f, tw->ndim == 2);
+    }
+    if (phase == PH_MASK)
+        for (int t = 0; t < r->nt; t++) {
+            const xd_weight *tw = &r->tw[t];
+            snprintf(name, sizeof name, "log_alpha.%s", tw->hf);
+            own_add(r, name, r->log_alpha + r->woff[t], tw->rows, tw->cols, tw->ndim,
+                    o->lr_alpha / lr, 0);
+        }
+    if (xd_head_layout(&r->head, d, d, r->n_classes, 0, o->head_dropout,
+                       r->head_trains ? g->param + off : frozen_head,
+                       r->head_trains ? g->grad + off : NULL))
+        return -1;
+    if (r->head_trains) {
+        xd_head_init(&r->head, xd_mix64(o->seed ^ 0x4845414400000000ull));
+        own_add_head(r, &r->head, "head", o->lr_head / lr);
+        off += (size_t)n_head;
+    }
+    if (xd_head_acts_alloc(&r->ha, &r->head, B)) return -1;
+    for (int k = 0; k < r->n_adv; k++) {
+        if (xd_head_layout(&r->adv[k], d, d, r->n_attr_classes, 1, o->adv_dropout, g->param + off,
+                           g->grad + off) ||
+            xd_head_acts_alloc(&r->aa[k], &r->adv[k], B))
+            return -1;
+        xd_head_init(&r->adv[k], xd_mix64(o->seed ^ (0x4144560000000000ull + (uint64_t)k)));
+        snprintf(name, sizeof name, "adversary.%d", k);
+        own_add_head(r, &r->adv[k], name, o->lr_adv / lr);
+        off += (size_t)n_adv1;
+    }
+    r->ob = (xd_objective){.ctx = r, .count = ob_count, .step = ob_step, .eval = ob_eval,
+                           .log_extra = ob_log, .batch = ob_batch, .params = &r->own,
+                           .begin_step = ob_begin, .end_step = ob_end, .save = ob_save};
+    return 0;
+}
+
+xd_debias_run *xd_debias_run_new(xd_model *m, const float *theta0, int phase,
+                                 const xd_debias_opts *o, const xd_clf_data *train,
+                                 const xd_clf_data *val, float *frozen_head,
+                                 const xd_train_opts *to) {
+    run *r = malloc(sizeof *r);
+    if (!r) return xd_err("out of memory"), NULL;
+    if (run_init(r, m, theta0, phase, o, train, val, frozen_head, to)) {
+        run_free(r);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void xd_debias_run_free(xd_debias_run *r) {
+    run_free(r);
+    free(r);
+}
+
+xd_objective *xd_debias_objective(xd_debias_run *r) { return &r->ob; }
+
+void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *l0) {
+    *task = r->task_sum;
+    *adv = r->adv_sum;
+    *l0 = r->l0;
+}
+
+/* ---- the phases and the results --------------------------------------------------------- */
+
+static int run_phase(run *r, xd_model *m, const xd_train_opts *o, const char *out_dir,
+                     const char *sub, int64_t steps) {
+    char dir[XD_APATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/%s", out_dir, sub);
+    xd_train_opts p = *o;
+    p.out_dir = dir;
+    p.steps = steps;
+    p.objective = &r->ob;
+    p.lora = NULL;
+    p.lora_pissa0 = NULL;
+    char kind[64];
+    snprintf(kind, sizeof kind, "debias %s/%s", r->o.name, sub);
+    p.kind = kind;
+    return xd_train(m, NULL, &p, NULL);
+}
+
+/* The first phase's result: its own parameters, if it finished before. */
+static int phase_done(const char *out_dir, const char *sub, char *path, size_t cap) {
+    snprintf(path, cap, "%s/%s/params.safetensors", out_dir, sub);
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+static json_t *classes_json(const xd_label_column *c) {
+    json_t *a = json_array();
+    for (int k = 0; k < c->n_classes; k++) json_array_append_new(a, json_string(c->classes[k]));
+    return a;
+}
+
+static json_t *hex_json(uint64_t h) {
+    char s[24];
+    snprintf(s, sizeof s, "%016llx", (unsigned long long)h);
+    return json_string(s);
+}
+
+/* OUT/debias.json: what the run was and what it left (debias.h). */
+static int write_summary(const char *out_dir, const run *r, const xd_debias_opts *o,
+                         uint64_t base_hash, const xd_diff *diff, uint64_t parent_hash) {
+    const xd_labeled *lab = r->train->lab;
+    json_t *j = json_object(), *attrs = json_object();
+    json_object_set_new(j, "format", json_string("xdistill-debias"));
+    json_object_set_new(j, "name", json_string(o->name));
+    json_object_set_new(j, "kind", json_string(r->head_trains ? "task" : "attribute"));
+    json_object_set_new(j, "mode", json_string(o->mode == XD_DEBIAS_FULL ? "full" : "diff"));
+    json_object_set_new(j, "text_field", json_string(o->text_field ? o->text_field : "text"));
+    json_object_set_new(j, "label_field", json_string(lab->label.field));
+    json_object_set_new(j, "classes", classes_json(&lab->label));
+    for (int a = 0; a < lab->n_attr; a++)
+        json_object_set_new(attrs, lab->attr[a].field, classes_json(&lab->attr[a]));
+    json_object_set_new(j, "attributes", attrs);
+    if (o->adv_attr) {
+        json_object_set_new(j, "adversary", json_string(o->adv_attr));
+        json_object_set_new(j, "adversary_heads", json_integer(o->adv_heads));
+        json_object_set_new(j, "adversary_lambda", json_real(o->adv_lambda));
+    }
+    json_object_set_new(j, "pool", json_string(o->pool == XD_POOL_MEAN ? "mean" : "last"));
+    json_object_set_new(j, "max_len", json_integer(o->max_len));
+    json_object_set_new(j, "base_hash", hex_json(base_hash));
+    json_object_set_new(j, "diff_weights", json_integer((json_int_t)r->n_w));
+    json_object_set_new(j, "dense_bytes",
+                        json_integer((json_int_t)(r->m->arena_floats * sizeof(float))));
+    if (diff) {
+        int64_t nnz = xd_diff_nnz(diff);
+        json_object_set_new(j, "diff_hash", hex_json(xd_diff_hash(diff)));
+        json_object_set_new(j, "nonzeros", json_integer(nnz));
+        json_object_set_new(j, "nonzero_share", json_real((double)nnz / (double)r->n_w));
+        json_object_set_new(j, "diff_bytes", json_integer(xd_diff_bytes(diff)));
+        json_object_set_new(j, "share", json_real(o->share));
+    }
+    if (parent_hash) json_object_set_new(j, "task_diff_hash", hex_json(parent_hash));
+    char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    if (!txt) return xd_err("out of memory");
+    char p[XD_APATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/debias.json", out_dir);
+    int rc = xd_write_file_atomic(p, txt, strlen(txt));
+    free(txt);
+    return rc;
+}
+
+/* The heads of a finished run: OUT/head.safetensors (task runs), OUT/adversary.safetensors. */
+static int write_heads(const char *out_dir, const run *r) {
+    char p[XD_APATH_MAX], prefix[32];
+    snprintf(p, sizeof p, "%s/head.safetensors", out_dir);
+    if (r->head_trains && xd_head_save(&r->head, "head", p)) return -1;
+    for (int k = 0; k < r->n_adv; k++) {
+        snprintf(p, sizeof p, "%s/adversary.%d.safetensors", out_dir, k);
+        snprintf(prefix, sizeof prefix, "adversary.%d", k);
+        if (xd_head_save(&r->adv[k], prefix, p)) return -1;
+    }
+    return 0;
+}
+
+/* The fixed-mask phase's start: w = the eval-mask diff z̄ ⊙ w pruned by magnitude to the
+ * share, the heads as the first phase left them. */
+static int prune_into(run *r2, run *r1, double share) {
+    materialize(r1, 0, 0); /* z = the eval-time mask */
+    for (size_t i = 0; i < r1->n_w; i++) r1->z[i] *= r1->w[i];
+    if (xd_magnitude_prune(r2->keep, r1->z, (int64_t)r1->n_w, share) < 0) return -1;
+    for (size_t i = 0; i < r1->n_w; i++) r2->w[i] = r2->keep[i] ? r1->z[i] : 0.0f;
+    /* the heads follow w (and log α) in the own arenas, in the same order */
+    size_t h1 = r1->n_w * 2, h2 = r2->n_w, nh = r1->own.n_floats - h1;
+    memcpy(r2->own.param + h2, r1->own.param + h1, nh * sizeof(float));
+    return 0;
+}
+
+int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *val,
+                    const xd_debias_opts *opts, const xd_debias_frozen *frozen,
+                    const xd_train_opts *o) {
+    if (opts->mode == XD_DEBIAS_DIFF && !(opts->share > 0.0 && opts->share <= 1.0))
+        return xd_err("--sparsity %g: the share of non-zeros must be in (0, 1]", opts->share);
+    if (opts->adv_attr && (opts->adv_heads < 1 || opts->adv_heads > MAX_ADV))
+        return xd_err("--adv-heads %d: expected 1 .. %d", opts->adv_heads, MAX_ADV);
+    if (o->seq != opts->max_len)
+        return xd_err("debias: the trainer's sequence (%d) must be --max-len (%d)", o->seq,
+                      opts->max_len);
+    if (opts->mode == XD_DEBIAS_DIFF && (opts->mask_steps < 1 || opts->mask_steps >= o->steps))
+        return xd_err("--mask-steps %lld: expected 1 .. --steps - 1 = %lld",
+                      (long long)opts->mask_steps, (long long)o->steps - 1);
+    if (!frozen->task_diff != !frozen->task_head)
+        return xd_err("debias: an attribute run needs both the task diff and the task head");
+    if (xd_mkdir_p(o->out_dir)) return -1;
+    uint64_t base_hash = xd_model_teacher_hash(m), parent = 0;
+    float *theta0 = malloc(m->arena_floats * sizeof(float));
+    if (!theta0) return xd_err("debias: out of memory for a copy of the weights");
+    memcpy(theta0, m->arena, m->arena_floats * sizeof(float));
+    if (frozen->task_diff) {
+        /* the attribute diff sits on θ₀ + δ_task */
+        parent = xd_diff_hash(frozen->task_diff);
+        if (xd_diff_materialize(m, theta0, base_hash, &frozen->task_diff, 1)) {
+            free(theta0);
+            return -1;
+        }
+        memcpy(theta0, m->arena, m->arena_floats * sizeof(float));
+    }
+    run *r1 = NULL, *r2 = NULL;
+    float *fh = (float *)frozen->task_head;
+    xd_diff *diff = NULL;
+    int rc = -1;
+    char p[XD_APATH_MAX + 64];
+    if (opts->mode == XD_DEBIAS_FULL) {
+        if (!(r2 = xd_debias_run_new(m, theta0, PH_FULL, opts, train, val, fh, o)) ||
+            run_phase(r2, m, o, o->out_dir, "full", o->steps))
+            goto done;
+        materialize(r2, 0, 0);
+        snprintf(p, sizeof p, "%s/model", o->out_dir);
+        if (xd_model_save(m, p)) goto done;
+    } else {
+        if (!(r1 = xd_debias_run_new(m, theta0, PH_MASK, opts, train, val, fh, o))) goto done;
+        if (phase_done(o->out_dir, "mask", p, sizeof p)) {
+            if (xd_params_load(p, &r1->own)) goto done;
+            xd_log(XD_LOG_INFO, "debias %s: the mask phase is done (%s)", opts->name, p);
+        } else if (run_phase(r1, m, o, o->out_dir, "mask", opts->mask_steps))
+            goto done;
+        if (!(r2 = xd_debias_run_new(m, theta0, PH_FIXMASK, opts, train, val, fh, o)) ||
+            prune_into(r2, r1, opts->share))
+            goto done;
+        xd_debias_run_free(r1);
+        r1 = NULL;
+        if (run_phase(r2, m, o, o->out_dir, "fixmask", o->steps - opts->mask_steps)) goto done;
+        /* the diff: w where the mask keeps it (elsewhere w stayed exactly 0) */
+        float *delta = calloc(m->arena_floats, sizeof(float));
+        if (!delta) { xd_err("debias: out of memory"); goto done; }
+        for (int t = 0; t < r2->nt; t++)
+            memcpy(delta + r2->toff[t], r2->w + r2->woff[t],
+                   (size_t)(r2->tw[t].rows * r2->tw[t].cols) * sizeof(float));
+        diff = xd_diff_from_dense(m, opts->name, delta);
+        free(delta);
+        if (!diff) goto done;
+        diff->base_hash = base_hash;
+        diff->parent_hash = parent;
+        snprintf(p, sizeof p, "%s/diff.safetensors", o->out_dir);
+        if (xd_diff_save(diff, p)) goto done;
+        materialize(r2, 0, 0);
+    }
+    if (write_heads(o->out_dir, r2) || write_summary(o->out_dir, r2, opts, base_hash, diff, parent))
+        goto done;
+    rc = 0;
+done:
+    xd_diff_free(diff);
+    xd_debias_run_free(r1);
+    xd_debias_run_free(r2);
+    free(theta0);
+    return rc;
+}

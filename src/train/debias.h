@@ -1,0 +1,84 @@
+/* Modular DiffPruning debiasing (Guo et al. 2021; Hauzenberger et al. 2023; docs/design.md,
+ * "Debiasing"): an encoder (any model xdistill loads: the final norm's output, pooled) with a
+ * classification head, fine-tuned as a sparse diff δ = z ⊙ w over frozen weights θ₀.
+ *
+ * A run trains in two phases on the trainer (train.h: resume, log, progress, checkpoints):
+ *   OUT/mask     θ = θ₀ + z ⊙ w, z a hard-concrete sample per step (kernels/hard_concrete.h),
+ *                loss = CE + l0_weight · E[L0](log α); w, log α and the heads train;
+ *   then magnitude pruning of the eval-mask diff z̄ ⊙ w to exactly `share` of the entries;
+ *   OUT/fixmask  θ = θ₀ + m ⊙ w with that binary mask m fixed: only the kept entries train,
+ *                so the share of non-zeros stays exactly the pruned one.
+ * Full fine-tuning (the baseline) is one phase, OUT/full, θ = θ₀ + w with every entry.
+ * An attribute diff trains the same way on θ₀ + δ_task with the task head frozen, and an
+ * ensemble of adversary heads reads the pooled representation through gradient reversal
+ * (λ): the heads learn the attribute, the diff learns to hide it. The task run may also
+ * carry an adversary (full fine-tuning with an adversary: the non-modular baseline). */
+#ifndef XD_DEBIAS_H
+#define XD_DEBIAS_H
+
+#include <stdint.h>
+
+#include "clf_data.h"
+#include "model/diff.h"
+#include "train.h"
+
+typedef enum { XD_DEBIAS_FULL = 0, XD_DEBIAS_DIFF = 1 } xd_debias_mode;
+
+typedef struct {
+    xd_debias_mode mode;
+    xd_pool_mode pool;
+    int max_len;           /* tokens per example */
+    double share;          /* DIFF: the share of non-zeros the diff is pruned to, (0, 1] */
+    int64_t mask_steps;    /* DIFF: steps of the first phase (the rest of o->steps: fixed mask) */
+    float log_alpha_init;  /* initial log α (5: every z starts at 1) */
+    float l0_weight;       /* weight of the expected-L0 term */
+    float stretch_l, stretch_r;
+    float lr_alpha, lr_head, lr_adv; /* learning rates of log α and the heads (w: o->lr) */
+    float head_dropout, adv_dropout;
+    int adv_heads;         /* adversary ensemble size (0: no adversary) */
+    float adv_lambda;      /* gradient-reversal weight */
+    const char *adv_attr;  /* the attribute field the adversary reads (NULL: none) */
+    uint64_t seed;
+    const char *name;      /* the diff's name: "task" or the attribute */
+    const char *text_field; /* recorded in OUT/debias.json */
+} xd_debias_opts;
+
+/* The peer's defaults (CPJKU/ModularizedDebiasing cfg.yml), with share 0.05. */
+void xd_debias_defaults(xd_debias_opts *d);
+
+/* What a task run leaves in OUT and an attribute run reads: the base, the frozen task diff
+ * (NULL for a task run) and head (NULL: a new one is trained). */
+typedef struct {
+    const xd_diff *task_diff;    /* attribute runs: applied below the new diff, frozen */
+    const float *task_head;      /* attribute runs: the task head's parameters, frozen */
+} xd_debias_frozen;
+
+/* Trains on train (val: validation), writing under out_dir (see above) and at the end:
+ *   OUT/diff.safetensors  (DIFF) the sparse diff, named opts->name, recording the base's hash
+ *                         and, for an attribute, the task diff's hash (xd_diff.parent_hash);
+ *   OUT/model/            (FULL) the fine-tuned model;
+ *   OUT/head.safetensors  the task head (task runs), OUT/adversary.safetensors (adversary);
+ *   OUT/debias.json       what the run was: fields, classes, pooling, sizes.
+ * m holds θ₀ and is left holding the trained weights. o: the trainer's options (steps,
+ * batch, lr of w, clip, resume, ...); o->seq must equal opts->max_len. */
+int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *val,
+                    const xd_debias_opts *opts, const xd_debias_frozen *frozen,
+                    const xd_train_opts *o);
+
+/* One phase's objective on the trainer (xd_debias_train runs them; exposed for tests):
+ * the model is materialised from theta0 ([arena_floats], kept by the caller) before every
+ * step, its own parameters are ob->params (tensors "diff.W", "log_alpha.W", "head.l.*",
+ * "adversary.k.l.*"). frozen_head: the task head's parameters when it does not train. */
+enum { XD_DEBIAS_PHASE_FULL = 0, XD_DEBIAS_PHASE_MASK = 1, XD_DEBIAS_PHASE_FIXMASK = 2 };
+typedef struct xd_debias_run xd_debias_run;
+xd_debias_run *xd_debias_run_new(xd_model *m, const float *theta0, int phase,
+                                 const xd_debias_opts *o, const xd_clf_data *train,
+                                 const xd_clf_data *val, float *frozen_head,
+                                 const xd_train_opts *to);
+void xd_debias_run_free(xd_debias_run *r);
+xd_objective *xd_debias_objective(xd_debias_run *r);
+/* Since the last begin_step: the summed task and adversary (mean over its heads) losses
+ * of the micro-batches, and the expected L0 of the last end_step. */
+void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *l0);
+
+#endif
