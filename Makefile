@@ -6,7 +6,7 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
 
-.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx bench-lora-cost bench-lora clean
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx bench-lora-cost bench-lora bench-debias clean
 
 all: build
 
@@ -64,6 +64,12 @@ bench-lora-cost: build teacher
 # writes bench/RESULTS.md and bench/lora_loss_curves.svg.
 bench-lora: build teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/lora_quality.sh
+
+# Modular DiffPruning debiasing: task diff, attribute diffs stacked on demand, full
+# fine-tuning with and without an adversary (SmolLM2-135M, generated biographies, per seed);
+# writes bench/debias_results/ and bench/RESULTS.md.
+bench-debias: build teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/debias.sh
 
 # Stage III: three domain experts merged vs a generalist on the same tokens; writes bench/RESULTS.md.
 bench-stage3: build teacher

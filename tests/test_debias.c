@@ -308,6 +308,142 @@ static void test_objective_fd(void) {
     xd_model_free(m);
 }
 
+/* ---- through the CLI ------------------------------------------------------------------------ */
+
+static int cli(const char *args, char *out, size_t cap) {
+    return test_cli_run(args, out, cap, TEST_CLI_BOTH);
+}
+
+/* The fixed-mask phase kept exactly the pruned set: the diff's entries are the top
+ * round(share·n) of |z̄ ⊙ w| of the mask phase's final parameters. */
+static void check_pruned_set(const char *out, double share) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/mask/params.safetensors", out);
+    st_set *s = xd_st_open(p);
+    snprintf(p, sizeof p, "%s/diff.safetensors", out);
+    xd_diff *d = xd_diff_load(p);
+    xd_model *m = xd_model_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf");
+    CHECK(s && d && m, "pruned set: %s", xd_last_error());
+    if (!s || !d || !m) return;
+    xd_weight *ws;
+    int nw;
+    CHECK(xd_model_weights(m, &ws, &nw) == 0, "weights");
+    int64_t n = 0;
+    for (int i = 0; i < nw; i++)
+        if (strncmp(ws[i].hf, "lm_head", 7)) n += ws[i].rows * ws[i].cols;
+    float *v = malloc((size_t)n * sizeof(float)), *la = malloc((size_t)n * sizeof(float));
+    uint8_t *keep = malloc((size_t)n);
+    int64_t at = 0, *start = calloc((size_t)nw, sizeof *start);
+    for (int i = 0; i < nw; i++) {
+        if (!strncmp(ws[i].hf, "lm_head", 7)) continue;
+        char nm[200];
+        int64_t c = ws[i].rows * ws[i].cols;
+        snprintf(nm, sizeof nm, "diff.%s", ws[i].hf);
+        const st_tensor *tw = xd_st_find(s, nm);
+        snprintf(nm, sizeof nm, "log_alpha.%s", ws[i].hf);
+        const st_tensor *ta = xd_st_find(s, nm);
+        CHECK(tw && ta && xd_st_to_f32(s, tw, v + at) == 0 && xd_st_to_f32(s, ta, la + at) == 0,
+              "params: %s", ws[i].hf);
+        start[i] = at;
+        at += c;
+    }
+    float *z = malloc((size_t)n * sizeof(float));
+    xd_hc_eval_mask(z, la, n, -1.5f, 1.5f);
+    for (int64_t i = 0; i < n; i++) v[i] *= z[i];
+    int64_t k = xd_magnitude_prune(keep, v, n, share), outside = 0;
+    for (int q = 0; q < d->n_parts; q++) {
+        int wi = -1;
+        for (int i = 0; i < nw; i++)
+            if (!strcmp(ws[i].hf, d->parts[q].name)) wi = i;
+        CHECK(wi >= 0, "diff part %s is no weight", d->parts[q].name);
+        if (wi < 0) continue;
+        for (int64_t e = 0; e < d->parts[q].nnz; e++) outside += !keep[start[wi] + d->parts[q].idx[e]];
+    }
+    CHECK(xd_diff_nnz(d) == k && outside == 0 && k == llround(share * (double)n),
+          "fixed mask: %lld non-zeros (%lld outside the pruned set), pruned %lld of %lld",
+          (long long)xd_diff_nnz(d), (long long)outside, (long long)k, (long long)n);
+    printf("fixed mask: the diff holds exactly the %lld pruned entries of %lld (share %g)\n",
+           (long long)k, (long long)n, share);
+    free(v), free(la), free(keep), free(start), free(z), free(ws);
+    xd_model_free(m);
+    xd_diff_free(d);
+    xd_st_close(s);
+}
+
+static void test_cli(void) {
+    char tr[400], va[400], args[4096], out[1 << 14];
+    const char *M = XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf";
+    snprintf(tr, sizeof tr, "%s/train.jsonl", dir);
+    snprintf(va, sizeof va, "%s/val.jsonl", dir);
+    write_data(tr, 48, 1);
+    write_data(va, 16, 1);
+    const char *common = "--attr g --steps 6 --mask-steps 3 --batch 4 --max-len 12 --lr 1e-3";
+    snprintf(args, sizeof args, "debias task %s --train %s --val %s -o %s/T %s --sparsity 0.1", M,
+             tr, va, dir, common);
+    CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"nonzero_share\""), "task: %s", out);
+    snprintf(args, sizeof args, "%s/T", dir);
+    check_pruned_set(args, 0.1);
+    snprintf(args, sizeof args,
+             "debias attribute %s --task %s/T --protect g --train %s --val %s --steps 4 "
+             "--mask-steps 2 --batch 4 --lr 1e-3 --sparsity 0.1", M, dir, tr, va);
+    CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"task_diff_hash\""), "attribute: %s", out);
+    snprintf(args, sizeof args,
+             "debias eval %s --task %s/T --with g --train %s --test %s --attack-epochs 3 "
+             "--boot 50 -o %s/R.json", M, dir, tr, va, dir);
+    CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"leakage\"") && strstr(out, "\"tpr_gap_rms\""),
+          "eval --with g: %s", out);
+    /* a second task diff: the attribute diff of the first is refused on it */
+    snprintf(args, sizeof args, "debias task %s --train %s --val %s -o %s/T2 %s --seed 9", M, tr,
+             va, dir, common);
+    CHECK(cli(args, out, sizeof out) == 0, "task 2: %s", out);
+    snprintf(args, sizeof args, "debias eval %s --task %s/T2 --with %s/T/attributes/g --train %s "
+             "--test %s", M, dir, dir, tr, va);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "another task diff"),
+          "attribute diff on another task diff: %s", out);
+    snprintf(args, sizeof args, "debias eval %s --with g --train %s --test %s", M, tr, va);
+    CHECK(cli(args, out, sizeof out) == 2 && strstr(out, "--task"), "--with without --task: %s", out);
+
+    /* bad input: a missing label field, a class absent from training, sparsity range */
+    char bad[400];
+    snprintf(bad, sizeof bad, "%s/bad.jsonl", dir);
+    write_text(bad, "{\"text\": \"red cat\", \"label\": \"c0\", \"g\": \"x\"}\n"
+                    "{\"text\": \"blue dog\", \"g\": \"y\"}\n");
+    snprintf(args, sizeof args, "debias task %s --train %s --val %s -o %s/B %s", M, bad, va, dir, common);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "bad.jsonl") && strstr(out, "line 2") &&
+              strstr(out, "\"label\""), "missing label: %s", out);
+    snprintf(bad, sizeof bad, "%s/no_c1.jsonl", dir);
+    write_data(bad, 24, 0); /* class c1 never appears */
+    snprintf(args, sizeof args, "debias task %s --train %s --val %s -o %s/B %s", M, bad, va, dir, common);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "val.jsonl") && strstr(out, "c1") &&
+              strstr(out, "training split"), "class without training examples: %s", out);
+    const char *shares[3] = {"0", "1.5", "-0.1"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(args, sizeof args, "debias task %s --train %s --val %s -o %s/B %s --sparsity %s",
+                 M, tr, va, dir, common, shares[k]);
+        CHECK(cli(args, out, sizeof out) == 2 && strstr(out, "(0, 1]"), "sparsity %s: %s",
+              shares[k], out);
+    }
+    /* a diff made for another base: the same architecture, one weight changed */
+    char other[400], cmd[2400];
+    snprintf(other, sizeof other, "%s/other.gguf", dir);
+    snprintf(cmd, sizeof cmd, "cp %s %s && printf '\\x7f' | dd of=%s bs=1 seek=$(($(stat -c %%s %s) - 3)) "
+             "conv=notrunc 2>/dev/null", M, other, other, other);
+    CHECK(system(cmd) == 0, "cannot make %s", other);
+    snprintf(args, sizeof args, "debias eval %s --task %s/T --train %s --test %s", other, dir, tr, va);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "base"), "diff of another base: %s", out);
+    snprintf(args, sizeof args, "debias attribute %s --task %s/T --protect g --train %s --val %s "
+             "--steps 4", other, dir, tr, va);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "base"), "attribute on another base: %s",
+          out);
+    snprintf(args, sizeof args, "debias attribute %s --task %s/T --protect nope --train %s --val %s",
+             M, dir, tr, va);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "nope"), "unknown attribute: %s", out);
+    snprintf(args, sizeof args, "debias attribute %s --task %s/missing --protect g --train %s --val %s",
+             M, dir, tr, va);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "missing/debias.json"), "no task dir: %s",
+          out);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/xd_debias_XXXXXX");
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
@@ -315,7 +451,7 @@ int main(void) {
     test_metrics();
     test_attacker();
     test_objective_fd();
-    (void)write_text;
+    test_cli();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (t_fail == 0 && system(cmd)) return 1;

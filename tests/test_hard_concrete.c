@@ -102,9 +102,15 @@ static void test_prune(void) {
     enum { N = 1000 };
     float w[N];
     uint8_t keep[N];
-    for (int i = 0; i < N; i++) w[i] = (float)((i * 7919) % 1000 - 500) / 100.0f; /* ties: ±x */
     const double shares[] = {0.005, 0.05, 0.1, 0.333, 1.0, 1e-9};
+    /* patterns: ±x permuted (pairs of ties), three values only (long runs of ties, the
+     * selection's hard case), ascending, descending */
+    for (int pat = 0; pat < 4; pat++)
     for (size_t k = 0; k < sizeof shares / sizeof *shares; k++) {
+        for (int i = 0; i < N; i++)
+            w[i] = pat == 0 ? (float)((i * 7919) % 1000 - 500) / 100.0f
+                 : pat == 1 ? (float)((i * 31) % 3) - 1.0f
+                 : pat == 2 ? (float)i / N : (float)(N - i) / N;
         int64_t want = (int64_t)llround(shares[k] * N), got = xd_magnitude_prune(keep, w, N, shares[k]);
         if (want < 1) want = 1;
         int64_t n = 0, bad = 0;
@@ -119,15 +125,16 @@ static void test_prune(void) {
             for (int j = i + 1; j < N && keep[i] == 0; j++)
                 bad += keep[j] && fabsf(w[j]) == fabsf(w[i]);
         CHECK(got == want && n == want && min_kept >= max_dropped && bad == 0,
-              "share %g: kept %lld (returned %lld), want %lld; min kept %g, max dropped %g, %lld "
-              "tie-order violations", shares[k], (long long)n, (long long)got, (long long)want,
+              "pattern %d, share %g: kept %lld (returned %lld), want %lld; min kept %g, max "
+              "dropped %g, %lld tie-order violations", pat, shares[k], (long long)n, (long long)got, (long long)want,
               min_kept, max_dropped, (long long)bad);
     }
     CHECK(xd_magnitude_prune(keep, w, N, 0.0) < 0 && strstr(xd_last_error(), "(0, 1]"),
           "share 0: %s", xd_last_error());
     CHECK(xd_magnitude_prune(keep, w, N, 1.5) < 0 && xd_magnitude_prune(keep, w, N, NAN) < 0,
           "share 1.5 and NaN refused");
-    printf("magnitude pruning: exact counts at 6 shares, the largest kept, ties by index\n");
+    printf("magnitude pruning: exact counts at 6 shares x 4 patterns, the largest kept, ties by "
+           "index\n");
 }
 
 static void test_uniforms(void) {

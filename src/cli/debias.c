@@ -49,6 +49,7 @@ static int usage(void) {
             "  --with A[,B]     attribute diffs to stack: names under DIR/attributes, or directories\n"
             "  --attack-epochs N (40)  --attack-max N  train examples the attacker reads (all)\n"
             "  --boot N         bootstrap resamples (1000)    --batch N rows per forward (16)\n"
+            "  --seed S         the attacker's initialisation and batches, the resamples (1)\n"
             "training options (defaults here: --lr 2e-5 --min-lr 0 --warmup 0 --wd 0 --batch 16):\n%s",
             train_args_usage);
     return 2;
@@ -393,6 +394,7 @@ static int debias_eval(int argc, char **argv) {
         return cli_error("--with: an attribute diff is applied on its task diff; give --task DIR"), 2;
     if (!a.model || !a.task || !a.train || !a.test) return usage();
     if (a.threads) xd_set_threads(a.threads);
+    a.e.seed = a.e.attack.seed = a.d.seed; /* --seed: the attacker and the bootstrap */
     summary s;
     if (summary_load(&s, a.task)) return 1;
     int rc = 1, full = !strcmp(s.mode, "full");
@@ -437,8 +439,10 @@ static int debias_eval(int argc, char **argv) {
         theta0 = malloc(m->arena_floats * sizeof(float));
         if (!theta0) { cli_error("out of memory"); goto done; }
         memcpy(theta0, m->arena, m->arena_floats * sizeof(float));
-        if (xd_diff_materialize(m, theta0, xd_model_teacher_hash(m), (const xd_diff *const *)diffs, nd))
+        if (xd_diff_materialize(m, theta0, xd_model_teacher_hash(m), (const xd_diff *const *)diffs, nd)) {
+            xd_err_prefix("%s, with the diffs of %s", a.model, a.task);
             goto lib_fail;
+        }
     }
     a.e.pool = !strcmp(s.pool, "mean") ? XD_POOL_MEAN : XD_POOL_LAST;
     if (xd_debias_evaluate(m, &h, &p.data[0], &p.data[1], &a.e, &res)) goto lib_fail;

@@ -13,7 +13,7 @@
 
 /* Training-time sample, per element i:
  *   s = σ(log u − log(1−u) + log_α),  s̄ = s·(r − l) + l,  z = clamp(s̄, 0, 1).
- * u [n] given (xd_hc_uniforms); writes z and the saved s [n]. */
+ * u [n] given (xd_hc_uniforms; it may be the same array as s); writes z and the saved s. */
 void xd_hc_sample_forward(float *z, float *s, const float *log_alpha, const float *u, int64_t n,
                           float l, float r);
 /* dlog_α += dz · (r − l)·s·(1 − s) where the clamp passes the gradient (0 <= s̄ <= 1,
@@ -23,7 +23,8 @@ void xd_hc_sample_backward(float *dlog_alpha, const float *dz, const float *s, i
 /* The eval-time (deterministic) mask: z = clamp(σ(log_α)·(r − l) + l, 0, 1). */
 void xd_hc_eval_mask(float *z, const float *log_alpha, int64_t n, float l, float r);
 /* Expected L0 = Σ_i σ(log_α_i − log(−l / r)) (the probability that z_i ≠ 0), summed in
- * double; the backward adds scale · σ'(·) to dlog_alpha (NULL: forward only). */
+ * double (blocks of 65536 elements, their sums added in order: the same value for any
+ * thread count); the backward adds scale · σ'(·) to dlog_alpha (NULL: forward only). */
 double xd_hc_expected_l0(const float *log_alpha, int64_t n, float l, float r, float *dlog_alpha,
                          float scale);
 /* n uniforms in [XD_HC_EPS, 1 − XD_HC_EPS] from core/rng.h's generator seeded with seed and

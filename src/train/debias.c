@@ -20,7 +20,7 @@
 #include "train_model.h"
 
 #define MAX_ADV 16
-#define CHUNK 65536
+#define PAR_MIN 65536 /* shorter loops stay on one thread */
 
 void xd_debias_defaults(xd_debias_opts *d) {
     memset(d, 0, sizeof *d);
@@ -59,7 +59,6 @@ typedef struct xd_debias_run {
     float *w, *dw, *log_alpha, *dlog_alpha; /* into own.param / own.grad */
     float *z, *s;             /* [n_w] PH_MASK: this step's sample and its s */
     uint8_t *keep;            /* [n_w] PH_FIXMASK: the entries that train */
-    float *scratch;           /* [CHUNK] */
     xd_head head, adv[MAX_ADV];
     xd_head_acts ha, aa[MAX_ADV];
     int head_trains, n_adv, adv_col, n_classes, n_attr_classes;
@@ -88,22 +87,19 @@ static void materialize(run *r, int64_t step, int train) {
         float *th = arena + r->toff[t];
         const float *b = r->theta0 + r->toff[t], *w = r->w + r->woff[t];
         if (r->phase != PH_MASK) {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++) th[i] = b[i] + w[i];
             continue;
         }
         float *z = r->z + r->woff[t], *s = r->s + r->woff[t];
         const float *la = r->log_alpha + r->woff[t];
         if (train) {
-            /* the uniforms go through z, which the sample then overwrites element by element */
-            xd_hc_uniforms(z, (int64_t)n, step_seed(r, step, t), 0);
-            for (size_t c = 0; c < n; c += CHUNK) {
-                size_t k = n - c < CHUNK ? n - c : CHUNK;
-                memcpy(r->scratch, z + c, k * sizeof(float));
-                xd_hc_sample_forward(z + c, s + c, la + c, r->scratch, (int64_t)k,
-                                     r->o.stretch_l, r->o.stretch_r);
-            }
+            /* the uniforms go into s, which the sample then overwrites element by element */
+            xd_hc_uniforms(s, (int64_t)n, step_seed(r, step, t), 0);
+            xd_hc_sample_forward(z, s, la, s, (int64_t)n, r->o.stretch_l, r->o.stretch_r);
         } else
             xd_hc_eval_mask(z, la, (int64_t)n, r->o.stretch_l, r->o.stretch_r);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) th[i] = b[i] + z[i] * w[i];
     }
 }
@@ -117,29 +113,33 @@ static int ob_begin(xd_objective *ob, xd_trainer_model *tm, int64_t step) {
     return 0;
 }
 
-/* dL/dθ (the model's gradient arena) onto w and log α; then the L0 term. */
+/* dL/dθ (the model's gradient arena, which this overwrites) onto w and log α; then the L0
+ * term. */
 static int ob_end(xd_objective *ob, xd_trainer_model *tm, int64_t step, double *loss) {
     (void)step;
     run *r = ob->ctx;
     for (int t = 0; t < r->nt; t++) {
         size_t n = (size_t)(r->tw[t].rows * r->tw[t].cols);
-        const float *g = tm->grad_arena + r->toff[t], *w = r->w + r->woff[t];
+        float *g = tm->grad_arena + r->toff[t];
+        const float *w = r->w + r->woff[t];
         float *dw = r->dw + r->woff[t];
         if (r->phase == PH_FULL) {
             memcpy(dw, g, n * sizeof(float));
         } else if (r->phase == PH_FIXMASK) {
             const uint8_t *k = r->keep + r->woff[t];
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++) dw[i] = k[i] ? g[i] : 0.0f;
         } else {
-            /* θ = θ₀ + z ⊙ w: dw = dθ ⊙ z, dz = dθ ⊙ w, then through the sample to log α */
+            /* θ = θ₀ + z ⊙ w: dw = dθ ⊙ z, dz = dθ ⊙ w (into g), then through the sample to
+             * log α */
             const float *z = r->z + r->woff[t], *s = r->s + r->woff[t];
-            for (size_t i = 0; i < n; i++) dw[i] = g[i] * z[i];
-            for (size_t c = 0; c < n; c += CHUNK) {
-                size_t k = n - c < CHUNK ? n - c : CHUNK;
-                for (size_t i = 0; i < k; i++) r->scratch[i] = g[c + i] * w[c + i];
-                xd_hc_sample_backward(r->dlog_alpha + r->woff[t] + c, r->scratch, s + c,
-                                      (int64_t)k, r->o.stretch_l, r->o.stretch_r);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+            for (size_t i = 0; i < n; i++) {
+                dw[i] = g[i] * z[i];
+                g[i] *= w[i];
             }
+            xd_hc_sample_backward(r->dlog_alpha + r->woff[t], g, s, (int64_t)n, r->o.stretch_l,
+                                  r->o.stretch_r);
         }
     }
     if (r->phase == PH_MASK) {
@@ -302,7 +302,7 @@ static void run_free(run *r) {
     free(r->tw), free(r->toff), free(r->woff);
     free(r->own.w), free(r->own.train), free(r->own.decay), free(r->own.lr_scale);
     free(r->own.param), free(r->own.grad);
-    free(r->z), free(r->s), free(r->keep), free(r->scratch), free(r->perm);
+    free(r->z), free(r->s), free(r->keep), free(r->perm);
     free(r->ex), free(r->len), free(r->lab), free(r->att);
     free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm);
     xd_head_acts_free(&r->ha);
@@ -407,7 +407,6 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     g->param = calloc(nf, sizeof(float));
     g->grad = calloc(nf, sizeof(float));
     g->n_floats = nf;
-    r->scratch = malloc(CHUNK * sizeof(float));
     r->perm = malloc((size_t)train->n * sizeof *r->perm);
     r->ex = malloc((size_t)B * sizeof *r->ex);
     r->len = malloc((size_t)B * sizeof *r->len);
@@ -422,7 +421,7 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
         r->s = malloc(r->n_w * sizeof(float));
     }
     if (phase == PH_FIXMASK) r->keep = calloc(r->n_w, 1);
-    if (!g->w || !g->train || !g->decay || !g->lr_scale || !g->param || !g->grad || !r->scratch ||
+    if (!g->w || !g->train || !g->decay || !g->lr_scale || !g->param || !g->grad ||
         !r->perm || !r->ex || !r->len || !r->lab || !r->att || !r->pooled || !r->dpooled ||
         !r->dadv || !r->dnorm || (phase == PH_MASK && (!r->z || !r->s)) ||
         (phase == PH_FIXMASK && !r->keep))
@@ -638,7 +637,7 @@ int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *va
         parent = xd_diff_hash(frozen->task_diff);
         if (xd_diff_materialize(m, theta0, base_hash, &frozen->task_diff, 1)) {
             free(theta0);
-            return -1;
+            return xd_err_prefix("the task diff on this model");
         }
         memcpy(theta0, m->arena, m->arena_floats * sizeof(float));
     }

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Modular DiffPruning debiasing (issue 15, criteria 5 and 6): SmolLM2-135M-Instruct as the
+# encoder on generated biographies (bench/bios_gen.py: occupation label; gender and age
+# group correlated with it in every split), per seed:
+#   full       full fine-tuning                          (debias task --full)
+#   full_adv   full fine-tuning with an adversary on gender (the non-modular baseline)
+#   task       the task diff alone                       (debias task)
+#   gender     + the gender diff                         (debias attribute --protect gender)
+#   age        + the age diff                            (debias attribute --protect age)
+#   both       + both attribute diffs stacked
+# Each row is scored by `debias eval`: task accuracy, leakage per attribute (a fresh
+# post-hoc attacker's balanced accuracy; chance 0.5) and TPR-GAP (RMS over classes), each
+# with a bootstrap interval, the diffs' non-zeros and bytes. Time and peak RSS of every
+# phase are recorded. Results per seed go to bench/debias_results/sSEED/ (small JSON files,
+# kept in the repository so that seeds can be added in later runs); the section
+# "Modular DiffPruning debiasing (issue 15)" of bench/RESULTS.md is rendered from every
+# seed there (bench/debias_render.py).
+#
+#   bench/debias.sh             (or: make bench-debias)
+#
+# Environment: THREADS (2), XD_TEACHER, BUILD (build), SEEDS ("1 2 3"), N_TRAIN (2000),
+# N_VAL (200), N_TEST (600), ATTACK_MAX (600), STEPS (60), MASK_STEPS (30), B (8),
+# MAX_LEN (96), POOL (mean), LR (1e-4), LR_HEAD (1e-3), LR_ADV (1e-3), SPARSITY (0.05),
+# ATTACK_EPOCHS (40), ROWS ("full full_adv task gender age both"), OUT (the runs:
+# bench/out/debias), RES (bench/debias_results). A row whose result exists is not redone.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+THREADS="${THREADS:-2}"
+MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+BUILD="${BUILD:-build}"
+SEEDS="${SEEDS:-1 2 3}"
+N_TRAIN="${N_TRAIN:-2000}"; N_VAL="${N_VAL:-200}"; N_TEST="${N_TEST:-600}"
+ATTACK_MAX="${ATTACK_MAX:-600}"; ATTACK_EPOCHS="${ATTACK_EPOCHS:-40}"
+STEPS="${STEPS:-60}"; MASK_STEPS="${MASK_STEPS:-30}"; B="${B:-8}"; MAX_LEN="${MAX_LEN:-96}"
+POOL="${POOL:-mean}"; LR="${LR:-1e-4}"; LR_HEAD="${LR_HEAD:-1e-3}"; LR_ADV="${LR_ADV:-1e-3}"
+SPARSITY="${SPARSITY:-0.05}"; ROWS="${ROWS:-full full_adv task gender age both}"
+OUT="${OUT:-$ROOT/bench/out/debias}"; RES="${RES:-$ROOT/bench/debias_results}"
+X="$BUILD/xdistill"
+[ -f "$MODEL" ] || { echo "debias: no teacher at $MODEL (make teacher)" >&2; exit 1; }
+if ! /usr/bin/python3 -c 'import faker' 2>/dev/null || [ ! -f /usr/share/wordnet/data.noun ]; then
+    SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-fake-factory wordnet-base >/dev/null
+fi
+DATA="$OUT/bios"
+mkdir -p "$OUT" "$RES"
+[ -f "$DATA/test.jsonl" ] ||
+    /usr/bin/python3 bench/bios_gen.py -o "$DATA" --seed 1 --n-train "$N_TRAIN" --n-val "$N_VAL" \
+        --n-test "$N_TEST" >&2
+cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
+opts=(--threads "$THREADS" --batch "$B" --max-len "$MAX_LEN" --pool "$POOL" --lr "$LR"
+      --lr-head "$LR_HEAD" --lr-adv "$LR_ADV" --steps "$STEPS")
+data=(--train "$DATA/train.jsonl" --val "$DATA/val.jsonl")
+
+# timed RUN_DIR LABEL CMD...: runs CMD under /usr/bin/time, appends {label, seconds, rss_mib,
+# phases: {name: seconds from the phase's log}} to $res/cost.jsonl
+timed() {
+    local dir="$1" label="$2"; shift 2
+    local t="$OUT/time.$$"
+    /usr/bin/time -v -o "$t" "$@" > "$dir.json"
+    python3 - "$t" "$dir" "$label" >> "$res/cost.jsonl" <<'EOF'
+import json, os, re, sys
+t, d, label = sys.argv[1:4]
+txt = open(t).read()
+wall = re.search(r"Elapsed \(wall clock\) time.*: (.*)", txt).group(1).split(":")
+secs = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall)))
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", txt).group(1)) / 1024
+phases = {}
+for ph in ("full", "mask", "fixmask"):
+    p = os.path.join(d, ph, "log.jsonl")
+    if os.path.exists(p):
+        last = [json.loads(l) for l in open(p) if l.strip()][-1]
+        phases[ph] = {"seconds": last["elapsed"], "steps": last["step"], "tok_s": last["tok_s"]}
+print(json.dumps({"label": label, "seconds": round(secs, 1), "rss_mib": round(rss), "phases": phases}))
+EOF
+    rm -f "$t"
+}
+
+# evaluate ROW TASK_DIR [WITH]
+evaluate() {
+    local row="$1" task="$2" with="${3:-}"
+    [ -f "$res/$row.json" ] && return 0
+    local w=()
+    [ -n "$with" ] && w=(--with "$with")
+    echo "debias: seed $seed, evaluating $row" >&2
+    "$X" debias eval "$MODEL" --task "$task" "${w[@]}" --train "$DATA/train.jsonl" \
+        --test "$DATA/test.jsonl" --attack-max "$ATTACK_MAX" --attack-epochs "$ATTACK_EPOCHS" \
+        --threads "$THREADS" --seed "$seed" -o "$res/$row.json.tmp" > /dev/null
+    mv "$res/$row.json.tmp" "$res/$row.json"
+}
+
+for seed in $SEEDS; do
+    res="$RES/s$seed"; run="$OUT/s$seed"
+    mkdir -p "$res" "$run"
+    echo "{\"cpu\": \"$cpu\", \"threads\": $THREADS, \"steps\": $STEPS, \"mask_steps\": $MASK_STEPS, \"batch\": $B, \"max_len\": $MAX_LEN, \"pool\": \"$POOL\", \"lr\": $LR, \"lr_head\": $LR_HEAD, \"lr_adv\": $LR_ADV, \"sparsity\": $SPARSITY, \"n_train\": $N_TRAIN, \"n_test\": $N_TEST, \"attack_max\": $ATTACK_MAX, \"attack_epochs\": $ATTACK_EPOCHS}" > "$res/config.json"
+    for row in $ROWS; do
+        [ -f "$res/$row.json" ] && continue
+        echo "debias: seed $seed, $row" >&2
+        case "$row" in
+        full|full_adv)
+            adv=(); [ "$row" = full_adv ] && adv=(--adv gender)
+            rm -rf "$run/$row"
+            timed "$run/$row" "$row" "$X" debias task "$MODEL" "${data[@]}" --label-field occupation \
+                --attr gender,age --full "${adv[@]}" "${opts[@]}" --seed "$seed" -o "$run/$row"
+            evaluate "$row" "$run/$row"
+            rm -rf "$run/$row/model" "$run/$row/full/ckpt-"* "$run/$row/full/checkpoint" ;;
+        task)
+            [ -f "$run/task/diff.safetensors" ] ||
+                timed "$run/task" task "$X" debias task "$MODEL" "${data[@]}" --label-field occupation \
+                    --attr gender,age "${opts[@]}" --mask-steps "$MASK_STEPS" --sparsity "$SPARSITY" \
+                    --seed "$seed" --resume -o "$run/task"
+            evaluate task "$run/task" ;;
+        gender|age)
+            [ -f "$run/task/attributes/$row/diff.safetensors" ] ||
+                timed "$run/task/attributes/$row" "$row" "$X" debias attribute "$MODEL" \
+                    --task "$run/task" --protect "$row" "${data[@]}" "${opts[@]}" \
+                    --mask-steps "$MASK_STEPS" --sparsity "$SPARSITY" --seed "$seed" --resume
+            evaluate "$row" "$run/task" "$row" ;;
+        both)
+            evaluate both "$run/task" gender,age ;;
+        esac
+    done
+    # the checkpoints are large (moments of every weight): keep only the diffs and heads
+    rm -rf "$run"/task/{mask,fixmask}/ckpt-* "$run"/task/{mask,fixmask}/checkpoint \
+        "$run"/task/attributes/*/{mask,fixmask}/ckpt-* "$run"/task/attributes/*/{mask,fixmask}/checkpoint
+done
+python3 bench/debias_render.py --res "$RES" --results bench/RESULTS.md

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Renders the "Modular DiffPruning debiasing (issue 15)" section of bench/RESULTS.md from
+bench/debias_results/sSEED/ (bench/debias.sh): one table of the rows averaged over the seeds
+there (each value with the mean of the seeds' bootstrap intervals), the targets checked, and
+the cost of each phase against full fine-tuning."""
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from results_section import replace_section  # noqa: E402
+
+TITLE = "## Modular DiffPruning debiasing (issue 15)"
+ROWS = [("full", "full fine-tuning"), ("full_adv", "full fine-tuning + adversary (gender)"),
+        ("task", "task diff"), ("gender", "task diff + gender diff"),
+        ("age", "task diff + age diff"), ("both", "task diff + gender + age diffs")]
+
+
+def mean(xs):
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def cell(runs, get):
+    """mean value [mean lo, mean hi] over the seeds' results."""
+    vals = [get(r) for r in runs]
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    return "%.3f [%.3f, %.3f]" % (mean([v["value"] for v in vals]), mean([v["lo"] for v in vals]),
+                                   mean([v["hi"] for v in vals]))
+
+
+def attr(r, a, key):
+    return r.get("attributes", {}).get(a, {}).get(key)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--res", required=True)
+    ap.add_argument("--results", required=True)
+    args = ap.parse_args()
+    seeds = sorted(glob.glob(os.path.join(args.res, "s*")))
+    seeds = [s for s in seeds if os.path.exists(os.path.join(s, "config.json"))]
+    if not seeds:
+        sys.exit("debias_render: no results under %s" % args.res)
+    cfg = json.load(open(os.path.join(seeds[0], "config.json")))
+    res = {row: [json.load(open(os.path.join(s, row + ".json"))) for s in seeds
+                 if os.path.exists(os.path.join(s, row + ".json"))] for row, _ in ROWS}
+    names = [os.path.basename(s)[1:] for s in seeds]
+    out = [TITLE, ""]
+    out.append("Command: `make bench-debias` (bench/debias.sh; results per seed in "
+               "bench/debias_results/). CPU: %s, %d threads. Seeds: %s." %
+               (cfg["cpu"], cfg["threads"], ", ".join(names)))
+    out.append("")
+    out.append("Encoder SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to fp32), %s-pooled final "
+               "norm output, linear head. Data: `bench/bios_gen.py --seed 1` (occupation: 8 "
+               "classes; gender and age group, each correlated 0.8 with the occupation in every "
+               "split), %d training examples, %d test examples; the attacker trains on %d "
+               "training examples for %d epochs. Every run: %d steps of %d examples, %d tokens "
+               "each (diff runs: %d with a learnt mask, then a fixed mask at %.3g non-zeros), lr "
+               "%g for the weights, %g for the heads." %
+               (cfg["pool"], cfg["n_train"], cfg["n_test"], cfg["attack_max"], cfg["attack_epochs"],
+                cfg["steps"], cfg["batch"], cfg["max_len"], cfg["mask_steps"], cfg["sparsity"],
+                cfg["lr"], cfg["lr_head"]))
+    out.append("")
+    out.append("Values are means over the seeds; brackets are the means of each seed's 95% "
+               "bootstrap interval over the test examples. Leakage is a post-hoc attacker's "
+               "balanced accuracy (chance 0.500; lower is better); TPR-GAP is the RMS over "
+               "classes of the gap in true-positive rate between the attribute's values.")
+    out.append("")
+    out.append("| row | seeds | task accuracy | leakage gender | leakage age | TPR-GAP gender | "
+               "TPR-GAP age | non-zeros | diff MB (dense MB) |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for row, label in ROWS:
+        rs = res[row]
+        if not rs:
+            continue
+        nz = [r.get("nonzeros") for r in rs if r.get("nonzeros") is not None]
+        dense = rs[0]["dense_bytes"] / 2**20
+        if nz:
+            share = mean(nz) / (rs[0]["dense_bytes"] / 4)
+            size = "%.1f (%.0f)" % (mean([r["diff_bytes"] for r in rs]) / 2**20, dense)
+            nzs = "%.2f%%" % (100 * share)
+        else:
+            size, nzs = "– (%.0f)" % dense, "100%"
+        out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+            label, len(rs), cell(rs, lambda r: r["task_accuracy"]),
+            cell(rs, lambda r: attr(r, "gender", "leakage")),
+            cell(rs, lambda r: attr(r, "age", "leakage")),
+            cell(rs, lambda r: attr(r, "gender", "tpr_gap_rms")),
+            cell(rs, lambda r: attr(r, "age", "tpr_gap_rms")), nzs, size))
+    out.append("")
+    # targets
+    def val(row, get):
+        vs = [get(r) for r in res[row]]
+        vs = [v["value"] for v in vs if v]
+        return mean(vs) if vs else None
+    lines = []
+    base = val("task", lambda r: r["task_accuracy"])
+    for row, a in (("gender", ["gender"]), ("age", ["age"]), ("both", ["gender", "age"])):
+        if not res[row] or base is None:
+            continue
+        acc = val(row, lambda r: r["task_accuracy"])
+        for at in a:
+            lk = val(row, lambda r, at=at: attr(r, at, "leakage"))
+            lines.append("- %s: %s leakage %.3f, %s 0.05 of chance (0.500); task accuracy %.3f, %s "
+                         "%.1f points from the task diff alone (%s 2)." %
+                         (dict(ROWS)[row], at, lk, "within" if lk - 0.5 <= 0.05 else "NOT within",
+                          acc, "down" if acc <= base else "up", 100 * abs(base - acc),
+                          "within" if base - acc <= 0.02 else "NOT within"))
+    if lines:
+        out.append("Targets (issue 15: an attribute diff brings that attribute's leakage within "
+                   "0.05 of chance, costs at most 2 points of task accuracy; ≤ 5% non-zeros):")
+        out.append("")
+        out.extend(lines)
+        out.append("")
+    # cost
+    costs = {}
+    for s in seeds:
+        p = os.path.join(s, "cost.jsonl")
+        if os.path.exists(p):
+            for l in open(p):
+                if l.strip():
+                    c = json.loads(l)
+                    costs.setdefault(c["label"], []).append(c)
+    if costs:
+        out.append("Cost (criterion 6): wall time and peak RSS of each command, the seconds of "
+                   "each training phase from its log (mean over seeds), against full "
+                   "fine-tuning of the same model on the same steps.")
+        out.append("")
+        out.append("| run | seconds | phases (s) | peak RSS MiB | time / full | RSS / full |")
+        out.append("|---|---|---|---|---|---|")
+        full = costs.get("full")
+        fs = mean([c["seconds"] for c in full]) if full else None
+        fr = mean([c["rss_mib"] for c in full]) if full else None
+        for label in ("full", "full_adv", "task", "gender", "age"):
+            cs = costs.get(label)
+            if not cs:
+                continue
+            secs, rss = mean([c["seconds"] for c in cs]), mean([c["rss_mib"] for c in cs])
+            ph = {}
+            for c in cs:
+                for k, v in c["phases"].items():
+                    ph.setdefault(k, []).append(v["seconds"])
+            phs = ", ".join("%s %.0f" % (k, mean(v)) for k, v in ph.items())
+            out.append("| %s | %.0f | %s | %.0f | %s | %s |" % (
+                label, secs, phs, rss, "%.2f×" % (secs / fs) if fs else "–",
+                "%.2f×" % (rss / fr) if fr else "–"))
+        out.append("")
+        out.append("Evaluation (`debias eval`) is not in the table: per row it encodes the "
+                   "attacker's training examples and the test split once (forward only) and "
+                   "trains the attacker on the frozen representations.")
+        out.append("")
+    replace_section(args.results, TITLE, "\n".join(out) + "\n")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
