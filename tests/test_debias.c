@@ -392,6 +392,28 @@ static void test_cli(void) {
              "--boot 50 -o %s/R.json", M, dir, tr, va, dir);
     CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"leakage\"") && strstr(out, "\"tpr_gap_rms\""),
           "eval --with g: %s", out);
+    /* the HTML report of eval results; a file that is no result is refused by name */
+    snprintf(args, sizeof args, "debias report %s/R.json %s/R.json --labels a,b -o %s/rep.html", dir,
+             dir, dir);
+    CHECK(cli(args, out, sizeof out) == 0, "report: %s", out);
+    snprintf(args, sizeof args, "%s/rep.html", dir);
+    FILE *f = fopen(args, "r");
+    char page[1 << 14] = "";
+    if (f) {
+        size_t got = fread(page, 1, sizeof page - 1, f);
+        page[got] = 0;
+        fclose(f);
+    }
+    CHECK(strstr(page, "<svg") && strstr(page, "leakage g"), "the report has no plot or table");
+    snprintf(args, sizeof args, "debias report %s/T/debias.json -o %s/rep2.html", dir, dir);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "debias.json") && strstr(out, "format"),
+          "report of a non-result: %s", out);
+    /* a student (the xLSTM hybrid) as the encoder: its mixer's parameters get diffs too */
+    snprintf(args, sizeof args, "convert %s -o %s/student --window 4 --sinks 1", M, dir);
+    CHECK(cli(args, out, sizeof out) == 0, "convert: %s", out);
+    snprintf(args, sizeof args, "debias task %s/student --train %s --val %s -o %s/TS %s", dir, tr,
+             va, dir, common);
+    CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"nonzeros\""), "student task: %s", out);
     /* a second task diff: the attribute diff of the first is refused on it */
     snprintf(args, sizeof args, "debias task %s --train %s --val %s -o %s/T2 %s --seed 9", M, tr,
              va, dir, common);

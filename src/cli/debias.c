@@ -5,7 +5,9 @@
  *   trains one attribute diff on the task diff (core, task diff and head frozen) with an
  *   adversary through gradient reversal; OUT defaults to DIR/attributes/ATTR;
  * xdistill debias eval MODEL --task DIR [--with ATTR[,ATTR]] --train T --test S [-o R]
- *   applies the diffs on demand and measures task accuracy, leakage and TPR-GAP.
+ *   applies the diffs on demand and measures task accuracy, leakage and TPR-GAP;
+ * xdistill debias report R.json... -o REPORT.html
+ *   an HTML page comparing eval results (table and bar plots).
  * docs/debias.md has the options, files and metrics. */
 #include <jansson.h>
 #include <stdio.h>
@@ -32,6 +34,7 @@ static int usage(void) {
             "--val V.jsonl [-o OUT]\n"
             "       xdistill debias eval MODEL --task DIR [--with ATTR[,ATTR]] --train T.jsonl "
             "--test S.jsonl [-o RESULT.json]\n"
+            "       xdistill debias report RESULT.json... -o REPORT.html [--labels A,B,...]\n"
             "data (task):\n"
             "  --text-field F   the text (text)              --label-field F  the label (label)\n"
             "  --attr A[,B]     protected attribute fields   --max-len N      tokens per example (96)\n"
@@ -382,10 +385,6 @@ done:
     return rc;
 }
 
-static void ci_json(json_t *o, const char *key, const xd_ci *c) {
-    json_object_set_new(o, key, json_pack("{s:f, s:f, s:f}", "value", c->value, "lo", c->lo, "hi", c->hi));
-}
-
 static int debias_eval(int argc, char **argv) {
     args a;
     train_defaults(&a);
@@ -446,34 +445,18 @@ static int debias_eval(int argc, char **argv) {
     }
     a.e.pool = !strcmp(s.pool, "mean") ? XD_POOL_MEAN : XD_POOL_LAST;
     if (xd_debias_evaluate(m, &h, &p.data[0], &p.data[1], &a.e, &res)) goto lib_fail;
-    json_t *j = json_object(), *at = json_object(), *with = json_array();
-    json_object_set_new(j, "task", json_string(a.task));
-    for (int k = 0; k < a.n_with; k++) json_array_append_new(with, json_string(diffs[k + 1]->name));
-    json_object_set_new(j, "with", with);
-    json_object_set_new(j, "mode", json_string(s.mode));
-    json_object_set_new(j, "n_test", json_integer(res.n_test));
-    json_object_set_new(j, "n_attack_train", json_integer(res.n_train));
-    ci_json(j, "task_accuracy", &res.task_acc);
-    int64_t nnz = 0;
-    for (int k = 0; k < nd; k++) nnz += xd_diff_nnz(diffs[k]);
-    if (nd) {
-        json_object_set_new(j, "nonzeros", json_integer(nnz));
-        json_object_set_new(j, "diff_bytes", json_integer(nnz * 8));
+    snprintf(res.task, sizeof res.task, "%s", a.task);
+    snprintf(res.mode, sizeof res.mode, "%s", s.mode);
+    for (int k = 0; k < a.n_with; k++) {
+        size_t l = strlen(res.with);
+        snprintf(res.with + l, sizeof res.with - l, "%s%s", l ? "," : "", diffs[k + 1]->name);
     }
-    json_object_set_new(j, "dense_bytes", json_integer((json_int_t)(m->arena_floats * 4)));
-    for (int k = 0; k < res.n_attr; k++) {
-        json_t *o = json_object();
-        json_object_set_new(o, "chance", json_real(1.0 / res.attr[k].n_classes));
-        ci_json(o, "leakage", &res.attr[k].leakage);
-        ci_json(o, "tpr_gap_rms", &res.attr[k].tpr_gap);
-        json_object_set_new(at, res.attr[k].field, o);
-    }
-    json_object_set_new(j, "attributes", at);
-    json_object_set_new(j, "encode_s", json_real(res.encode_s));
-    json_object_set_new(j, "attack_s", json_real(res.attack_s));
-    char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
-    json_decref(j);
-    if (!txt) { cli_error("out of memory"); goto done; }
+    res.nonzeros = nd ? 0 : -1;
+    for (int k = 0; k < nd; k++) res.nonzeros += xd_diff_nnz(diffs[k]);
+    for (int k = 0; k < nd; k++) res.diff_bytes += xd_diff_bytes(diffs[k]);
+    res.dense_bytes = (int64_t)(m->arena_floats * sizeof(float));
+    char *txt = xd_debias_result_json(&res);
+    if (!txt) goto lib_fail;
     printf("%s\n", txt);
     if (a.out && xd_write_file_atomic(a.out, txt, strlen(txt))) {
         free(txt);
@@ -495,11 +478,54 @@ done:
     return rc;
 }
 
+/* xdistill debias report R1.json [R2.json ...] -o REPORT.html [--labels A,B,...] */
+static int debias_report(int argc, char **argv) {
+    const char *out = NULL, *labels_arg = NULL, *v, *files[64];
+    int n = 0, r;
+    for (int i = 1; i < argc; i++) {
+        if ((r = take_opt(argc, argv, &i, "-o", &v))) { if (r < 0) return 2; out = v; }
+        else if ((r = take_opt(argc, argv, &i, "--labels", &v))) { if (r < 0) return 2; labels_arg = v; }
+        else if (argv[i][0] == '-') return cli_error("debias report: unknown option '%s'", argv[i]), 2;
+        else if (n >= 64) return cli_error("debias report: at most 64 results"), 2;
+        else files[n++] = argv[i];
+    }
+    if (!n || !out) return usage();
+    const char *labels[64];
+    char *buf = NULL;
+    int nl = 0;
+    if (labels_arg && (nl = split_list("--labels", labels_arg, &buf, labels, 64)) < 0) return 2;
+    if (labels_arg && nl != n) {
+        free(buf);
+        return cli_error("--labels: %d labels for %d results", nl, n), 2;
+    }
+    for (int i = nl; i < n; i++) labels[i] = files[i];
+    xd_debias_result *res = calloc((size_t)n, sizeof *res);
+    int rc = 1;
+    char *html = NULL;
+    if (!res) { cli_error("out of memory"); goto done; }
+    for (int i = 0; i < n; i++)
+        if (xd_debias_result_load(files[i], &res[i])) goto fail;
+    if (!(html = xd_debias_report_html(res, labels, n)) ||
+        xd_write_file_atomic(out, html, strlen(html)))
+        goto fail;
+    printf("{\"report\":\"%s\",\"results\":%d}\n", out, n);
+    rc = 0;
+    goto done;
+fail:
+    cli_lib_error();
+done:
+    free(html);
+    free(res);
+    free(buf);
+    return rc;
+}
+
 int cmd_debias(int argc, char **argv) {
     if (argc < 2) return usage();
     if (!strcmp(argv[1], "task")) return debias_task(argc - 1, argv + 1);
     if (!strcmp(argv[1], "attribute")) return debias_attribute(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return debias_eval(argc - 1, argv + 1);
-    cli_error("debias: unknown subcommand '%s' (task, attribute or eval)", argv[1]);
+    if (!strcmp(argv[1], "report")) return debias_report(argc - 1, argv + 1);
+    cli_error("debias: unknown subcommand '%s' (task, attribute, eval or report)", argv[1]);
     return usage();
 }

@@ -30,6 +30,12 @@ typedef struct {
         xd_ci leakage, tpr_gap;
     } attr[XD_DEBIAS_MAX_ATTR];
     double encode_s, attack_s;
+    /* what was evaluated (filled by the caller; the JSON carries them) */
+    char task[512];          /* the task run's directory */
+    char with[256];          /* the attribute diffs stacked, comma-separated ("" none) */
+    char mode[16];           /* "diff" or "full" */
+    int64_t nonzeros;        /* of the diffs applied (-1: none, full fine-tuning) */
+    int64_t diff_bytes, dense_bytes;
 } xd_debias_result;
 
 typedef struct {
@@ -54,5 +60,14 @@ int xd_debias_encode(xd_model *m, const xd_clf_data *data, xd_pool_mode pool, in
 int xd_debias_evaluate(xd_model *m, const xd_head *head, const xd_clf_data *train,
                        const xd_clf_data *test, const xd_debias_eval_opts *o,
                        xd_debias_result *res);
+
+/* The result as JSON text (docs/debias.md, "Metrics"), malloc'ed; and read back from such
+ * a file (errors name the file and the field). */
+char *xd_debias_result_json(const xd_debias_result *r);
+int xd_debias_result_load(const char *path, xd_debias_result *r);
+
+/* A self-contained HTML page comparing n results (labels: their names): a table and bar
+ * plots of task accuracy, leakage and TPR-GAP per attribute with their intervals. */
+char *xd_debias_report_html(const xd_debias_result *r, const char *const *labels, int n);
 
 #endif

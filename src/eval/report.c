@@ -309,7 +309,7 @@ static void log_plots(ctx *x, const xd_cmp_log *l) {
 
 /* ---- page ----------------------------------------------------------------- */
 
-static const char kStyle[] =
+const char xd_report_css[] =
     "body{font-family:sans-serif;margin:24px;color:#222;max-width:1160px;background:#fff}\n"
     "h1{font-size:24px;margin:0 0 12px}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ccc}"
     "h3{font-size:15px;margin:14px 0 4px}\n"
@@ -452,7 +452,7 @@ char *xd_cmp_report_html(const xd_cmp *c, xd_report_plots *plots) {
     const xd_wintie *w = &c->wt;
     xd_sb_puts(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>xdistill report: ");
     xd_sb_esc(&b, *c->student->model ? c->student->model : c->student->path);
-    xd_sb_printf(&b, "</title>\n<style>\n%s</style>\n</head>\n<body>\n", kStyle);
+    xd_sb_printf(&b, "</title>\n<style>\n%s</style>\n</head>\n<body>\n", xd_report_css);
     xd_sb_puts(&b, "<h1>xdistill: teacher vs student, win-and-tie</h1>\n");
     xd_sb_printf(&b, "<div class=\"verdict %s\">", w->lossless ? "ok" : "bad");
     xd_sb_esc(&b, c->verdict);

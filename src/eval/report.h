@@ -141,4 +141,7 @@ char *xd_cmp_report_html(const xd_cmp *c, xd_report_plots *plots);
 /* Writes text to path atomically (io/atomic.h); errors name the path. */
 int xd_cmp_write_text(const char *path, const char *text);
 
+/* The reports' style sheet (inline CSS), shared by the HTML pages xdistill writes. */
+extern const char xd_report_css[];
+
 #endif
