@@ -53,12 +53,7 @@ int xd_debias_encode(xd_model *m, const xd_clf_data *data, xd_pool_mode pool, in
         memcpy(rep + (size_t)e0 * d, pooled, (size_t)n * d * sizeof(float));
         if (!head) continue;
         const float *lg = xd_head_forward(head, &ha, pooled, n, 0, 0);
-        for (int b = 0; b < n; b++) {
-            int best = 0;
-            for (int k = 1; k < head->n_out; k++)
-                if (lg[(size_t)b * head->n_out + k] > lg[(size_t)b * head->n_out + best]) best = k;
-            pred[e0 + b] = best;
-        }
+        for (int b = 0; b < n; b++) pred[e0 + b] = xd_head_argmax(lg + (size_t)b * head->n_out, head->n_out);
     }
     rc = 0;
 done:

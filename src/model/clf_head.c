@@ -167,6 +167,13 @@ const float *xd_head_forward(const xd_head *h, xd_head_acts *a, const float *x, 
     return a->logits;
 }
 
+int xd_head_argmax(const float *logits, int n_out) {
+    int best = 0;
+    for (int k = 1; k < n_out; k++)
+        if (logits[k] > logits[best]) best = k;
+    return best;
+}
+
 void xd_head_backward(const xd_head *h, xd_head_acts *a, const float *dlogits, float *dx, int n) {
     const float *dy = dlogits;
     for (int l = n_layers(h) - 1; l >= 0; l--) {

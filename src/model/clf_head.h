@@ -56,6 +56,8 @@ void xd_head_acts_free(xd_head_acts *a);
  * seed (eval: no dropout). Returns a->logits. */
 const float *xd_head_forward(const xd_head *h, xd_head_acts *a, const float *x, int n, int train,
                              uint64_t seed);
+/* The predicted class of one row of logits: the first of the largest. */
+int xd_head_argmax(const float *logits, int n_out);
 /* Given dlogits [n][n_out]: accumulates dW/db (unless frozen) and dx [n][in] (NULL: not
  * needed) (+=). */
 void xd_head_backward(const xd_head *h, xd_head_acts *a, const float *dlogits, float *dx, int n);

@@ -189,12 +189,8 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
     uint64_t dseed = xd_mix64(r->o.seed ^ xd_mix64(r->batch_cursor + 0x9e37ull));
     float *lg = (float *)xd_head_forward(&r->head, &r->ha, r->pooled, B, backward, dseed);
     if (task_ok)
-        for (int b = 0; b < n; b++) {
-            int best = 0;
-            for (int k = 1; k < r->n_classes; k++)
-                if (lg[(size_t)b * r->n_classes + k] > lg[(size_t)b * r->n_classes + best]) best = k;
-            *task_ok += best == lab[b];
-        }
+        for (int b = 0; b < n; b++)
+            *task_ok += xd_head_argmax(lg + (size_t)b * r->n_classes, r->n_classes) == lab[b];
     *task += xd_cross_entropy(lg, lg, lab, B, r->n_classes, grad_scale);
     if (backward) {
         memset(r->dpooled, 0, (size_t)B * d * sizeof(float));
@@ -205,13 +201,9 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         float *al = (float *)xd_head_forward(&r->adv[k], &r->aa[k], r->pooled, B, backward,
                                              xd_mix64(dseed + 1 + (uint64_t)k));
         if (adv_ok)
-            for (int b = 0; b < n; b++) {
-                int best = 0;
-                for (int j = 1; j < r->n_attr_classes; j++)
-                    if (al[(size_t)b * r->n_attr_classes + j] > al[(size_t)b * r->n_attr_classes + best])
-                        best = j;
-                adv_ok[0] += best == att[b];
-            }
+            for (int b = 0; b < n; b++)
+                *adv_ok += xd_head_argmax(al + (size_t)b * r->n_attr_classes, r->n_attr_classes) ==
+                           att[b];
         *adv += xd_cross_entropy(al, al, att, B, r->n_attr_classes, grad_scale / r->n_adv) /
                 r->n_adv;
         if (backward) xd_head_backward(&r->adv[k], &r->aa[k], al, r->dadv, B);
@@ -521,7 +513,8 @@ static int run_phase(run *r, xd_model *m, const xd_train_opts *o, const char *ou
     return xd_train(m, NULL, &p, NULL);
 }
 
-/* The first phase's result: its own parameters, if it finished before. */
+/* The first phase's result: its own parameters, if it finished before (used on --resume;
+ * without it the phase trains afresh). */
 static int phase_done(const char *out_dir, const char *sub, char *path, size_t cap) {
     snprintf(path, cap, "%s/%s/params.safetensors", out_dir, sub);
     FILE *f = fopen(path, "rb");
@@ -655,7 +648,7 @@ int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *va
         if (xd_model_save(m, p)) goto done;
     } else {
         if (!(r1 = xd_debias_run_new(m, theta0, PH_MASK, opts, train, val, fh, o))) goto done;
-        if (phase_done(o->out_dir, "mask", p, sizeof p)) {
+        if (o->resume && phase_done(o->out_dir, "mask", p, sizeof p)) {
             if (xd_params_load(p, &r1->own)) goto done;
             xd_log(XD_LOG_INFO, "debias %s: the mask phase is done (%s)", opts->name, p);
         } else if (run_phase(r1, m, o, o->out_dir, "mask", opts->mask_steps))
