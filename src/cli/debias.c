@@ -58,13 +58,13 @@ static int usage(void) {
     return 2;
 }
 
-/* Splits a comma list into at most max entries (pointers into a copy kept in *buf). */
-static int split_list(const char *opt, const char *v, char **buf, const char **out, int max) {
-    free(*buf);
-    *buf = strdup(v);
-    if (!*buf) return cli_error("out of memory");
+/* Splits a comma list into at most max entries (pointers into buf, a copy of v). */
+static int split_list(const char *opt, const char *v, char *buf, size_t cap, const char **out,
+                      int max) {
+    if (strlen(v) >= cap) return cli_error("%s: the list is longer than %zu bytes", opt, cap - 1), -1;
+    memcpy(buf, v, strlen(v) + 1);
     int n = 0;
-    for (char *save = NULL, *t = strtok_r(*buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         if (n >= max) return cli_error("%s: at most %d names", opt, max), -1;
         out[n++] = t;
     }
@@ -76,7 +76,7 @@ typedef struct {
     const char *model, *train, *val, *test, *task, *protect, *text_field, *label_field, *out;
     const char *attrs[MAX_ATTR], *with[MAX_ATTR];
     int n_attr, n_with, full, threads;
-    char *attr_buf, *with_buf;
+    char attr_buf[1024], with_buf[1024];
     xd_debias_opts d;
     xd_debias_eval_opts e;
     xd_train_opts o;
@@ -137,12 +137,12 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
             continue;
         }
         if ((r = take_opt(argc, argv, &i, "--attr", &v))) {
-            if (r < 0 || (a->n_attr = split_list("--attr", v, &a->attr_buf, a->attrs, MAX_ATTR)) < 0)
+            if (r < 0 || (a->n_attr = split_list("--attr", v, a->attr_buf, sizeof a->attr_buf, a->attrs, MAX_ATTR)) < 0)
                 return -1;
             continue;
         }
         if ((r = take_opt(argc, argv, &i, "--with", &v))) {
-            if (r < 0 || (a->n_with = split_list("--with", v, &a->with_buf, a->with, MAX_ATTR)) < 0)
+            if (r < 0 || (a->n_with = split_list("--with", v, a->with_buf, sizeof a->with_buf, a->with, MAX_ATTR)) < 0)
                 return -1;
             continue;
         }
@@ -301,7 +301,6 @@ static int debias_task(int argc, char **argv) {
     }
     pair_free(&p);
     xd_model_free(m);
-    free(a.attr_buf), free(a.with_buf);
     return rc;
 }
 
@@ -381,7 +380,6 @@ done:
     pair_free(&p);
     xd_model_free(m);
     json_decref(s.root);
-    free(a.attr_buf), free(a.with_buf);
     return rc;
 }
 
@@ -474,7 +472,6 @@ done:
     pair_free(&p);
     xd_model_free(m);
     json_decref(s.root);
-    free(a.attr_buf), free(a.with_buf);
     return rc;
 }
 
@@ -491,13 +488,11 @@ static int debias_report(int argc, char **argv) {
     }
     if (!n || !out) return usage();
     const char *labels[64];
-    char *buf = NULL;
+    char buf[4096];
     int nl = 0;
-    if (labels_arg && (nl = split_list("--labels", labels_arg, &buf, labels, 64)) < 0) return 2;
-    if (labels_arg && nl != n) {
-        free(buf);
-        return cli_error("--labels: %d labels for %d results", nl, n), 2;
-    }
+    if (labels_arg && (nl = split_list("--labels", labels_arg, buf, sizeof buf, labels, 64)) < 0)
+        return 2;
+    if (labels_arg && nl != n) return cli_error("--labels: %d labels for %d results", nl, n), 2;
     for (int i = nl; i < n; i++) labels[i] = files[i];
     xd_debias_result *res = calloc((size_t)n, sizeof *res);
     int rc = 1;
@@ -516,7 +511,6 @@ fail:
 done:
     free(html);
     free(res);
-    free(buf);
     return rc;
 }
 
