@@ -28,4 +28,9 @@ static inline uint64_t xd_get_u64(const uint8_t *p) {
  * bytes)" and *p, *cap untouched. */
 int xd_grow(void **p, size_t *cap, size_t need, size_t elem);
 
+/* This process's resident memory in MiB: now (/proc/self/statm) and its peak so far
+ * (getrusage ru_maxrss); -1 where the system does not say. */
+double xd_rss_mib(void);
+double xd_peak_rss_mib(void);
+
 #endif

@@ -15,6 +15,7 @@
 #include "checkpoint.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/mem.h"
 #include "core/progress.h"
 #include "io/atomic.h"
 #include "lora_init.h"
@@ -403,7 +404,9 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             fprintf(log, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.6g,"
                          "\"tokens\":%lld,\"tok_s\":%.1f,\"elapsed\":%.2f",
                     (long long)st.step, loss, lr, gn, (long long)st.tokens_seen, tps, st.elapsed);
-            if (do_eval) fprintf(log, ",\"val_loss\":%.8g%s", val, ev_json);
+            if (do_eval)
+                fprintf(log, ",\"val_loss\":%.8g%s,\"rss_mib\":%.0f,\"peak_rss_mib\":%.0f", val,
+                        ev_json, xd_rss_mib(), xd_peak_rss_mib());
             fprintf(log, "%s}\n", st_json);
             fflush(log);
         }
