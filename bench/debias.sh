@@ -14,13 +14,14 @@
 # phase are recorded. Results per seed go to bench/debias_results/sSEED/ (small JSON files,
 # kept in the repository so that seeds can be added in later runs); the section
 # "Modular DiffPruning debiasing (issue 15)" of bench/RESULTS.md is rendered from every
-# seed there (bench/debias_render.py).
+# seed there (bench/debias_render.py); bench/out/debias/report-sSEED.html shows each seed's
+# rows side by side (debias report).
 #
 #   bench/debias.sh             (or: make bench-debias)
 #
 # Environment: THREADS (2), XD_TEACHER, BUILD (build), SEEDS ("1 2 3"), N_TRAIN (2000),
-# N_VAL (200), N_TEST (600), ATTACK_MAX (600), STEPS (60), MASK_STEPS (30), B (8),
-# MAX_LEN (96), POOL (mean), LR (1e-4), LR_HEAD (1e-3), LR_ADV (1e-3), SPARSITY (0.05),
+# N_VAL (200), N_TEST (500), ATTACK_MAX (500), STEPS (80), MASK_STEPS (40), B (8),
+# MAX_LEN (80), POOL (mean), LR (2e-4), LR_HEAD (5e-3), LR_ADV (5e-3), SPARSITY (0.05),
 # ATTACK_EPOCHS (40), ROWS ("full full_adv task gender age both"), OUT (the runs:
 # bench/out/debias), RES (bench/debias_results). A row whose result exists is not redone.
 set -euo pipefail
@@ -30,10 +31,10 @@ THREADS="${THREADS:-2}"
 MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 BUILD="${BUILD:-build}"
 SEEDS="${SEEDS:-1 2 3}"
-N_TRAIN="${N_TRAIN:-2000}"; N_VAL="${N_VAL:-200}"; N_TEST="${N_TEST:-600}"
-ATTACK_MAX="${ATTACK_MAX:-600}"; ATTACK_EPOCHS="${ATTACK_EPOCHS:-40}"
-STEPS="${STEPS:-60}"; MASK_STEPS="${MASK_STEPS:-30}"; B="${B:-8}"; MAX_LEN="${MAX_LEN:-96}"
-POOL="${POOL:-mean}"; LR="${LR:-1e-4}"; LR_HEAD="${LR_HEAD:-1e-3}"; LR_ADV="${LR_ADV:-1e-3}"
+N_TRAIN="${N_TRAIN:-2000}"; N_VAL="${N_VAL:-200}"; N_TEST="${N_TEST:-500}"
+ATTACK_MAX="${ATTACK_MAX:-500}"; ATTACK_EPOCHS="${ATTACK_EPOCHS:-40}"
+STEPS="${STEPS:-80}"; MASK_STEPS="${MASK_STEPS:-40}"; B="${B:-8}"; MAX_LEN="${MAX_LEN:-80}"
+POOL="${POOL:-mean}"; LR="${LR:-2e-4}"; LR_HEAD="${LR_HEAD:-5e-3}"; LR_ADV="${LR_ADV:-5e-3}"
 SPARSITY="${SPARSITY:-0.05}"; ROWS="${ROWS:-full full_adv task gender age both}"
 OUT="${OUT:-$ROOT/bench/out/debias}"; RES="${RES:-$ROOT/bench/debias_results}"
 X="$BUILD/xdistill"
@@ -58,6 +59,7 @@ data=(--train "$DATA/train.jsonl" --val "$DATA/val.jsonl")
 timed() {
     local dir="$1" label="$2"; shift 2
     local t="$OUT/time.$$"
+    mkdir -p "$(dirname "$dir")"
     /usr/bin/time -v -o "$t" "$@" > "$dir.json"
     python3 - "$t" "$dir" "$label" >> "$res/cost.jsonl" <<'EOF'
 import json, os, re, sys
@@ -71,7 +73,8 @@ for ph in ("full", "mask", "fixmask"):
     p = os.path.join(d, ph, "log.jsonl")
     if os.path.exists(p):
         last = [json.loads(l) for l in open(p) if l.strip()][-1]
-        phases[ph] = {"seconds": last["elapsed"], "steps": last["step"], "tok_s": last["tok_s"]}
+        phases[ph] = {"seconds": last["elapsed"], "steps": last["step"], "tok_s": last["tok_s"],
+                      "peak_rss_mib": last.get("peak_rss_mib"), "rss_mib": last.get("rss_mib")}
 print(json.dumps({"label": label, "seconds": round(secs, 1), "rss_mib": round(rss), "phases": phases}))
 EOF
     rm -f "$t"
@@ -126,3 +129,12 @@ for seed in $SEEDS; do
         "$run"/task/attributes/*/{mask,fixmask}/ckpt-* "$run"/task/attributes/*/{mask,fixmask}/checkpoint
 done
 python3 bench/debias_render.py --res "$RES" --results bench/RESULTS.md
+# one HTML page per seed (debias report): the rows side by side with their intervals
+for seed in $SEEDS; do
+    files=(); labels=()
+    for row in full full_adv task gender age both; do
+        [ -f "$RES/s$seed/$row.json" ] && { files+=("$RES/s$seed/$row.json"); labels+=("$row"); }
+    done
+    [ "${#files[@]}" -gt 0 ] && "$X" debias report "${files[@]}" --labels "$(IFS=,; echo "${labels[*]}")" \
+        -o "$OUT/report-s$seed.html" >&2
+done

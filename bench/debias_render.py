@@ -22,6 +22,14 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if not n:
+        return float("nan")
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def cell(runs, get):
     """mean value [mean lo, mean hi] over the seeds' results."""
     vals = [get(r) for r in runs]
@@ -71,7 +79,7 @@ def main():
                "classes of the gap in true-positive rate between the attribute's values.")
     out.append("")
     out.append("| row | seeds | task accuracy | leakage gender | leakage age | TPR-GAP gender | "
-               "TPR-GAP age | non-zeros | diff MB (dense MB) |")
+               "TPR-GAP age | non-zeros (diffs applied) | diff MB (dense MB) |")
     out.append("|---|---|---|---|---|---|---|---|---|")
     for row, label in ROWS:
         rs = res[row]
@@ -110,6 +118,10 @@ def main():
                          (dict(ROWS)[row], at, lk, "within" if lk - 0.5 <= 0.05 else "NOT within",
                           acc, "down" if acc <= base else "up", 100 * abs(base - acc),
                           "within" if base - acc <= 0.02 else "NOT within"))
+    if res["task"] and res["task"][0].get("nonzeros") is not None:
+        one = mean([r["nonzeros"] for r in res["task"]]) / (res["task"][0]["dense_bytes"] / 4)
+        lines.append("- each diff (task, gender, age) holds %.2f%% of the weights as non-zeros "
+                     "(target ≤ 5%%); a stack of k diffs holds k times that." % (100 * one))
     if lines:
         out.append("Targets (issue 15: an attribute diff brings that attribute's leakage within "
                    "0.05 of chance, costs at most 2 points of task accuracy; ≤ 5% non-zeros):")
@@ -127,24 +139,30 @@ def main():
                     costs.setdefault(c["label"], []).append(c)
     if costs:
         out.append("Cost (criterion 6): wall time and peak RSS of each command, the seconds of "
-                   "each training phase from its log (mean over seeds), against full "
-                   "fine-tuning of the same model on the same steps.")
+                   "each training phase from its log and the process's peak RSS by the end of "
+                   "that phase, against full fine-tuning of the same model on the same steps. "
+                   "Medians over the seeds (a seed that shared the machine with other work "
+                   "does not move them).")
         out.append("")
-        out.append("| run | seconds | phases (s) | peak RSS MiB | time / full | RSS / full |")
+        out.append("| run | seconds | phases: seconds (peak RSS MiB so far) | peak RSS MiB | "
+                   "time / full | RSS / full |")
         out.append("|---|---|---|---|---|---|")
         full = costs.get("full")
-        fs = mean([c["seconds"] for c in full]) if full else None
-        fr = mean([c["rss_mib"] for c in full]) if full else None
+        fs = median([c["seconds"] for c in full]) if full else None
+        fr = median([c["rss_mib"] for c in full]) if full else None
         for label in ("full", "full_adv", "task", "gender", "age"):
             cs = costs.get(label)
             if not cs:
                 continue
-            secs, rss = mean([c["seconds"] for c in cs]), mean([c["rss_mib"] for c in cs])
-            ph = {}
+            secs, rss = median([c["seconds"] for c in cs]), median([c["rss_mib"] for c in cs])
+            ph, pr = {}, {}
             for c in cs:
                 for k, v in c["phases"].items():
                     ph.setdefault(k, []).append(v["seconds"])
-            phs = ", ".join("%s %.0f" % (k, mean(v)) for k, v in ph.items())
+                    if v.get("peak_rss_mib") is not None:
+                        pr.setdefault(k, []).append(v["peak_rss_mib"])
+            phs = ", ".join("%s %.0f%s" % (k, median(v), " (%.0f)" % median(pr[k]) if k in pr else "")
+                            for k, v in ph.items())
             out.append("| %s | %.0f | %s | %.0f | %s | %s |" % (
                 label, secs, phs, rss, "%.2f×" % (secs / fs) if fs else "–",
                 "%.2f×" % (rss / fr) if fr else "–"))
