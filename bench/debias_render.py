@@ -128,6 +128,31 @@ def main():
         out.append("")
         out.extend(lines)
         out.append("")
+    # reading: what the means say, in words
+    def v(row, a, key):
+        return val(row, lambda r, a=a, key=key: attr(r, a, key))
+    if all(res[k] for k in ("full", "full_adv", "task", "gender", "age", "both")):
+        out.append("Reading (means over the seeds): the task diff reaches %.3f task accuracy at "
+                   "5%% non-zeros, against %.3f for full fine-tuning on the same steps. Gender is "
+                   "written into every biography (first names, pronouns): without a gender diff it "
+                   "leaks at %.3f (full fine-tuning) and %.3f (task diff). The gender diff brings that to %.3f and the "
+                   "gender TPR-GAP from %.3f to %.3f, with task accuracy %.3f; full fine-tuning "
+                   "with the same adversary, one model for both jobs, leaks %.3f. The age diff "
+                   "moves age leakage from %.3f to %.3f. Stacked, the two diffs give %.3f "
+                   "(gender) and %.3f (age), against %.3f and %.3f apart. No attribute comes within "
+                   "0.05 of chance in this budget (%s steps of %s examples per diff); stronger "
+                   "adversaries (λ, steps, heads) are the next lever to measure." % (
+                       val("task", lambda r: r["task_accuracy"]),
+                       val("full", lambda r: r["task_accuracy"]),
+                       v("full", "gender", "leakage"), v("task", "gender", "leakage"),
+                       v("gender", "gender", "leakage"), v("task", "gender", "tpr_gap_rms"),
+                       v("gender", "gender", "tpr_gap_rms"),
+                       val("gender", lambda r: r["task_accuracy"]),
+                       v("full_adv", "gender", "leakage"), v("task", "age", "leakage"),
+                       v("age", "age", "leakage"), v("both", "gender", "leakage"),
+                       v("both", "age", "leakage"), v("gender", "gender", "leakage"),
+                       v("age", "age", "leakage"), cfg["steps"], cfg["batch"]))
+        out.append("")
     # cost
     costs = {}
     for s in seeds:
