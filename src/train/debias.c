@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "core/error.h"
@@ -522,6 +523,20 @@ static int phase_done(const char *out_dir, const char *sub, char *path, size_t c
     return f != NULL;
 }
 
+/* Once the first phase's result is written, its checkpoint (the moments of w and log α:
+ * about 4 floats per weight) is no longer needed: a resumed run starts the second phase
+ * from OUT/mask/params.safetensors. */
+static void drop_checkpoint(const char *out_dir, const char *sub) {
+    char p[XD_APATH_MAX + 64], target[256];
+    snprintf(p, sizeof p, "%s/%s/checkpoint", out_dir, sub);
+    ssize_t n = readlink(p, target, sizeof target - 1);
+    if (n <= 0) return;
+    target[n] = 0;
+    unlink(p);
+    snprintf(p, sizeof p, "%s/%s/%s", out_dir, sub, target);
+    xd_rmtree(p);
+}
+
 static json_t *classes_json(const xd_label_column *c) {
     json_t *a = json_array();
     for (int k = 0; k < c->n_classes; k++) json_array_append_new(a, json_string(c->classes[k]));
@@ -653,6 +668,7 @@ int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *va
             xd_log(XD_LOG_INFO, "debias %s: the mask phase is done (%s)", opts->name, p);
         } else if (run_phase(r1, m, o, o->out_dir, "mask", opts->mask_steps))
             goto done;
+        drop_checkpoint(o->out_dir, "mask");
         if (!(r2 = xd_debias_run_new(m, theta0, PH_FIXMASK, opts, train, val, fh, o)) ||
             prune_into(r2, r1, opts->share))
             goto done;
