@@ -164,13 +164,14 @@ def main():
                     costs.setdefault(c["label"], []).append(c)
     if costs:
         out.append("Cost (criterion 6): wall time and peak RSS of each command, the seconds of "
-                   "each training phase from its log and the process's peak RSS by the end of "
-                   "that phase, against full fine-tuning of the same model on the same steps. "
+                   "each training phase from its log with the process's peak RSS by the end of "
+                   "that phase and its resident memory then (the fixed-mask phase frees log α, "
+                   "the sample and their moments), against full fine-tuning of the same model on the same steps. "
                    "Medians over the seeds (a seed that shared the machine with other work "
                    "does not move them).")
         out.append("")
-        out.append("| run | seconds | phases: seconds (peak RSS MiB so far) | peak RSS MiB | "
-                   "time / full | RSS / full |")
+        out.append("| run | seconds | phases: seconds (MiB: peak RSS so far; RSS at the phase's "
+                   "end) | peak RSS MiB | time / full | RSS / full |")
         out.append("|---|---|---|---|---|---|")
         full = costs.get("full")
         fs = median([c["seconds"] for c in full]) if full else None
@@ -180,14 +181,15 @@ def main():
             if not cs:
                 continue
             secs, rss = median([c["seconds"] for c in cs]), median([c["rss_mib"] for c in cs])
-            ph, pr = {}, {}
+            ph, pr, pe = {}, {}, {}
             for c in cs:
                 for k, v in c["phases"].items():
                     ph.setdefault(k, []).append(v["seconds"])
                     if v.get("peak_rss_mib") is not None:
                         pr.setdefault(k, []).append(v["peak_rss_mib"])
-            phs = ", ".join("%s %.0f%s" % (k, median(v), " (%.0f)" % median(pr[k]) if k in pr else "")
-                            for k, v in ph.items())
+                        pe.setdefault(k, []).append(v["rss_mib"])
+            phs = ", ".join("%s %.0f%s" % (k, median(v), " (%.0f; %.0f)" % (median(pr[k]), median(pe[k]))
+                                            if k in pr else "") for k, v in ph.items())
             out.append("| %s | %.0f | %s | %.0f | %s | %s |" % (
                 label, secs, phs, rss, "%.2f×" % (secs / fs) if fs else "–",
                 "%.2f×" % (rss / fr) if fr else "–"))
