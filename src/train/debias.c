@@ -281,8 +281,11 @@ static void ob_log(xd_objective *ob, char *json, size_t cap) {
         snprintf(json + k, cap - (size_t)k, ",\"expected_l0_share\":%.6g", r->l0 / (double)r->n_w);
 }
 
+/* The mask phase's result (the cut starts from it; it marks the phase done). The other
+ * phases' results are the files xd_debias_train writes after them. */
 static int ob_save(xd_objective *ob, const char *out_dir) {
     run *r = ob->ctx;
+    if (r->phase != PH_MASK) return 0;
     char p[XD_APATH_MAX + 64];
     snprintf(p, sizeof p, "%s/params.safetensors", out_dir);
     return xd_params_save(p, &r->own);
