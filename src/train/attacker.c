@@ -42,12 +42,13 @@ int xd_attack(const float *Xtr, const int32_t *ytr, int ntr, const float *Xte, i
     float *param = calloc(np, sizeof(float)), *grad = calloc(np, sizeof(float));
     float *xb = malloc((size_t)B * d * sizeof(float));
     int32_t *yb = malloc((size_t)B * sizeof *yb);
+    double *sum = malloc((size_t)B * K * sizeof *sum); /* the heads' summed softmax */
     int *order = malloc((size_t)ntr * sizeof *order);
     xd_head h[MAX_HEADS];
     xd_head_acts a[MAX_HEADS];
     memset(a, 0, sizeof a);
     xd_adamw opt = {0};
-    if (!param || !grad || !xb || !yb || !order ||
+    if (!param || !grad || !xb || !yb || !order || !sum ||
         xd_adamw_init(&opt, np, 0.9f, 0.999f, 1e-8f)) {
         xd_err("attacker: out of memory");
         goto done;
@@ -90,8 +91,7 @@ int xd_attack(const float *Xtr, const int32_t *ytr, int ntr, const float *Xte, i
     }
     for (int b0 = 0; b0 < nte; b0 += B) {
         int nb = nte - b0 < B ? nte - b0 : B;
-        double *sum = calloc((size_t)nb * K, sizeof *sum);
-        if (!sum) { xd_err("attacker: out of memory"); goto done; }
+        memset(sum, 0, (size_t)nb * K * sizeof *sum);
         for (int k = 0; k < o->heads; k++) {
             const float *lg = xd_head_forward(&h[k], &a[k], Xte + (size_t)b0 * d, nb, 0, 0);
             for (int r = 0; r < nb; r++) add_softmax(sum + (size_t)r * K, lg + (size_t)r * K, K);
@@ -102,12 +102,11 @@ int xd_attack(const float *Xtr, const int32_t *ytr, int ntr, const float *Xte, i
                 if (sum[(size_t)r * K + c] > sum[(size_t)r * K + best]) best = c;
             pred[b0 + r] = best;
         }
-        free(sum);
     }
     rc = 0;
 done:
     for (int k = 0; k < o->heads; k++) xd_head_acts_free(&a[k]);
     xd_adamw_free(&opt);
-    free(param), free(grad), free(xb), free(yb), free(order);
+    free(param), free(grad), free(xb), free(yb), free(order), free(sum);
     return rc;
 }

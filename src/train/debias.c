@@ -164,7 +164,6 @@ static int ob_batch(xd_objective *ob, uint64_t *cursor, int B, int T, xd_batch *
     for (int b = 0; b < B; b++)
         r->ex[b] = xd_clf_draw(r->train, r->o.seed, *cursor + (uint64_t)b, r->perm, &r->perm_epoch);
     xd_clf_fill(r->train, r->ex, B, T, bb->tok, bb->pos, bb->ds, r->len);
-    for (size_t i = 0; i < (size_t)B * T; i++) bb->tgt[i] = -1;
     *cursor += (uint64_t)B;
     return 0;
 }
@@ -639,6 +638,11 @@ int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *va
     if (!frozen->task_diff != !frozen->task_head)
         return xd_err("debias: an attribute run needs both the task diff and the task head");
     if (xd_mkdir_p(o->out_dir)) return -1;
+    if (train->n_cut || val->n_cut)
+        xd_log(XD_LOG_INFO, "debias %s: %lld of %lld training and %lld of %lld validation "
+               "examples are longer than --max-len %d tokens and were cut", opts->name,
+               (long long)train->n_cut, (long long)train->n, (long long)val->n_cut,
+               (long long)val->n, opts->max_len);
     uint64_t base_hash = xd_model_teacher_hash(m), parent = 0;
     float *theta0 = malloc(m->arena_floats * sizeof(float));
     if (!theta0) return xd_err("debias: out of memory for a copy of the weights");
