@@ -211,7 +211,7 @@ static void test_pissa(void) {
     if (!s || !m) { xd_st_close(s); xd_model_free(m); return; }
     float *w0 = malloc(m->arena_floats * sizeof(float));
     memcpy(w0, m->arena, m->arena_floats * sizeof(float));
-    xd_lora_init_opts io = {XD_LORA_INIT_PISSA, (1u << XD_LORA_NT) - 1, 4, 8.0, 0, 1};
+    xd_lora_init_opts io = {XD_LORA_INIT_PISSA, XD_LORA_LINEAR_TARGETS, 4, 8.0, 0, 1};
     xd_lora_adapter *a = xd_lora_init(m, "tiny-llama", &io);
     CHECK(a != NULL, "pissa init: %s", xd_last_error());
     if (!a) goto done;
@@ -301,7 +301,9 @@ static void check_fd(const char *name, int student) {
         m = st;
         test_randomise_mixer(m, 3);
     }
-    xd_lora_adapter *a = xd_lora_for_model(m, name, (1u << XD_LORA_NT) - 1, 2, 5.0, student);
+    /* a student's adapters also cover its mixer's gate projections (igate, fgate) */
+    unsigned targets = student ? (1u << XD_LORA_NT) - 1 : XD_LORA_LINEAR_TARGETS;
+    xd_lora_adapter *a = xd_lora_for_model(m, name, targets, 2, 5.0, student);
     CHECK(a != NULL, "adapter: %s", xd_last_error());
     if (!a) { xd_model_free(m); return; }
     xd_lora_init_random(a, 9);
@@ -329,11 +331,19 @@ static void check_fd(const char *name, int student) {
     xd_weight *ws;
     int nw;
     xd_lora_weights(&ls, &ws, &nw);
-    int bad = 0, checked = 0;
+    int bad = 0, checked = 0, gate_tensors = 0;
     const float h = 1e-3f;
     for (int w = 0; w < nw; w++) {
         int64_t cnt = ws[w].rows * ws[w].cols;
         float *p = ws[w].ptr, *gr = ls.grad + (ws[w].ptr - ls.param);
+        if (strstr(ws[w].hf, "gate.lora") && strstr(ws[w].hf, "self_attn")) {
+            /* a gate adapter: its gradient must not vanish (else the FD check below
+             * would pass trivially with the adapter left out of forward and backward) */
+            float mx = 0;
+            for (int64_t j = 0; j < cnt; j++) mx = fmaxf(mx, fabsf(gr[j]));
+            CHECK(mx > 1e-6f, "%s %s: zero gradient", name, ws[w].hf);
+            gate_tensors++;
+        }
         for (int k = 0; k < 4; k++) {
             int64_t i = k == 0 ? 0 : (int64_t)xd_rng_below(&g, (uint64_t)cnt);
             if (k == 1) /* the largest gradient */
@@ -355,8 +365,27 @@ static void check_fd(const char *name, int student) {
     }
     CHECK(bad == 0, "%s: %d of %d adapter coordinates disagree with finite differences", name,
           bad, checked);
-    printf("%-11s%s LoRA on all seven projections (rank 2%s): %d coordinates vs central "
-           "differences\n", name, student ? " student" : "", student ? ", rsLoRA" : "", checked);
+    CHECK(gate_tensors == (student ? 4 * m->cfg.n_layer : 0), "%s: %d gate adapter tensors", name,
+          gate_tensors);
+    printf("%-11s%s LoRA on all %s projections (rank 2%s): %d coordinates vs central "
+           "differences\n", name, student ? " student" : "", student ? "nine" : "seven",
+           student ? ", rsLoRA" : "", checked);
+    if (student) {
+        /* the forward with the adapters beside the layers (gates included) = the
+         * forward of the merged weights W + s·B·A (xd_lora_merge, a separate path) */
+        enum { T = 8 };
+        const int32_t ids[T] = {1, 17, 42, 25, 10, 7, 20, 3};
+        int V = m->cfg.vocab_size;
+        float *l1 = malloc((size_t)T * V * sizeof(float)), *l2 = malloc((size_t)T * V * sizeof(float));
+        logits_of(m, a, ids, T, l1);
+        CHECK(xd_lora_merge(m, a, 1.0f) == 0, "merge: %s", xd_last_error());
+        logits_of(m, NULL, ids, T, l2);
+        double e = rel_diff(l1, l2, (size_t)T * V);
+        printf("%-11s student: adapters beside the layers vs merged: %.2e of the largest logit\n",
+               name, e);
+        CHECK(e <= 1e-5, "%s student: adapters vs merged differ by %g", name, e);
+        free(l1), free(l2);
+    }
     free(ws);
     xd_tm_free(&tm);
     xd_lora_unbind(&ls);
@@ -377,7 +406,7 @@ static void test_train(void) {
     if (!m || !d) { xd_model_free(m); xd_tokdata_close(d); return; }
     float *w0 = malloc(m->arena_floats * sizeof(float));
     memcpy(w0, m->arena, m->arena_floats * sizeof(float));
-    xd_lora_adapter *a = xd_lora_for_model(m, "tiny-llama", (1u << XD_LORA_NT) - 1, 4, 8.0, 0);
+    xd_lora_adapter *a = xd_lora_for_model(m, "tiny-llama", XD_LORA_LINEAR_TARGETS, 4, 8.0, 0);
     xd_lora_init_random(a, 1);
     xd_train_opts o;
     xd_train_defaults(&o);
@@ -517,6 +546,12 @@ static void test_errors(void) {
               strstr(xd_last_error(), "gate_proj"), "unknown target: %s", xd_last_error());
     CHECK(xd_lora_target_parse("gate") == XD_LORA_GATE && xd_lora_target_parse("o_proj") == XD_LORA_O,
           "short and PEFT names");
+    CHECK(xd_lora_target_parse("igate") == XD_LORA_IGATE && xd_lora_target_parse("fgate") ==
+              XD_LORA_FGATE && xd_lora_target_parse("") < 0, "gate targets, empty name");
+    CHECK(xd_lora_for_model(m, "x", 1u << XD_LORA_FGATE, 2, 4, 0) == NULL &&
+              strstr(xd_last_error(), "fgate") && strstr(xd_last_error(), "not a student"),
+          "a mixer gate on a teacher: %s", xd_last_error());
+    printf("a mixer gate on a teacher: %s\n", xd_last_error());
     /* an adapter made for tiny-qwen3 (head_dim 16: q_proj 48 -> 64) on tiny-llama (48 -> 48) */
     xd_model *q = load_fixture("tiny-qwen3");
     if (q) {

@@ -12,7 +12,8 @@ const char *lora_args_usage =
     "  --r R            adapter rank (8)             --alpha A   lora_alpha (8)\n"
     "  --rslora         scaling alpha/sqrt(r) instead of alpha/r\n"
     "  --targets LIST   comma-separated: q,k,v,o,gate,up,down (PEFT's q_proj, ... also;\n"
-    "                   default all seven)\n"
+    "                   default all seven); a student also has its mixer's gate\n"
+    "                   projections igate, fgate (d -> heads each)\n"
     "  --init I         random (PEFT's default: A Kaiming-uniform, B = 0), pissa\n"
     "                   (principal singular vectors; the base keeps the residual, and\n"
     "                   OUT/adapter is converted to a plain LoRA of rank 2r on the\n"
@@ -30,7 +31,7 @@ void lora_args_defaults(lora_cli_opts *lc) {
     memset(lc, 0, sizeof *lc);
     xd_lora_init_opts *o = &lc->init;
     o->kind = XD_LORA_INIT_RANDOM;
-    o->targets = (1u << XD_LORA_NT) - 1;
+    o->targets = XD_LORA_LINEAR_TARGETS;
     o->r = 8;
     o->alpha = 8;
     o->seed = 1;

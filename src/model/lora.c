@@ -12,7 +12,22 @@
 
 static const char *const target_path[XD_LORA_NT] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",    "self_attn.igate",
+    "self_attn.fgate"};
+
+#define TARGET_LIST "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
+#define MODULE_LIST "self_attn.q_proj, self_attn.k_proj, self_attn.v_proj, self_attn.o_proj, " \
+                    "mlp.gate_proj, mlp.up_proj, mlp.down_proj"
+
+int xd_lora_targets_check(const xd_model *m, unsigned targets) {
+    if (m->cfg.student) return 0;
+    for (int t = XD_LORA_IGATE; t < XD_LORA_NT; t++)
+        if (targets & (1u << t))
+            return xd_err("target module '%s' is a student's mixer gate; %s is not a student "
+                          "(available: " TARGET_LIST ")", xd_lora_target_name(t),
+                          m->path[0] ? m->path : "the model");
+    return 0;
+}
 
 const char *xd_lora_target_name(int t) {
     return t >= 0 && t < XD_LORA_NT ? strchr(target_path[t], '.') + 1 : "?";
@@ -23,10 +38,10 @@ int xd_lora_target_parse(const char *s) {
     for (int t = 0; t < XD_LORA_NT; t++) {
         const char *name = xd_lora_target_name(t);
         /* "q_proj" or the short form "q" (the name without "_proj") */
-        if (!strcmp(s, name) || (n + 5 == strlen(name) && !strncmp(s, name, n))) return t;
+        if (!strcmp(s, name) || (n > 0 && n + 5 == strlen(name) && !strncmp(s, name, n))) return t;
     }
-    return xd_err("target module '%s' does not exist; available: q_proj, k_proj, v_proj, o_proj, "
-                  "gate_proj, up_proj, down_proj (or q, k, v, o, gate, up, down)", s);
+    return xd_err("target module '%s' does not exist; available: " TARGET_LIST " (or q, k, v, o, "
+                  "gate, up, down), and for a student igate, fgate", s);
 }
 
 void xd_lora_module_path(char *buf, size_t cap, int l, int t) {
@@ -37,8 +52,10 @@ float *xd_lora_base_weight(const xd_model *m, int l, int t, int *in, int *out) {
     const xd_config *c = &m->cfg;
     const xd_layer *L = &m->layers[l];
     int d = c->d_model, qd = c->n_head * c->head_dim, kvd = c->n_kv_head * c->head_dim;
-    int ff = c->d_ff;
+    int ff = c->d_ff, nh = c->n_head;
     switch (t) {
+    case XD_LORA_IGATE: *in = d; *out = nh; return L->w_ig;
+    case XD_LORA_FGATE: *in = d; *out = nh; return L->w_fg;
     case XD_LORA_Q: *in = d; *out = qd; return L->wq;
     case XD_LORA_K: *in = d; *out = kvd; return L->wk;
     case XD_LORA_V: *in = d; *out = kvd; return L->wv;
@@ -53,16 +70,15 @@ int xd_lora_locate(const xd_model *m, const char *src, const char *module, int *
     int layer, used = 0;
     if (sscanf(module, "model.layers.%d.%n", &layer, &used) == 1 && used > 0 && layer >= 0 &&
         layer < m->cfg.n_layer)
-        for (int k = 0; k < XD_LORA_NT; k++)
+        for (int k = 0; k < (m->cfg.student ? XD_LORA_NT : XD_LORA_IGATE); k++)
             if (!strcmp(module + used, target_path[k])) {
                 *l = layer;
                 *t = k;
                 return 0;
             }
     return xd_err("%s: module '%s' is not a linear layer of the model (%d layers); available: "
-                  "model.layers.0..%d.{self_attn.q_proj, self_attn.k_proj, self_attn.v_proj, "
-                  "self_attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj}",
-                  src, module, m->cfg.n_layer, m->cfg.n_layer - 1);
+                  "model.layers.0..%d.{" MODULE_LIST "%s}", src, module, m->cfg.n_layer,
+                  m->cfg.n_layer - 1, m->cfg.student ? ", self_attn.igate, self_attn.fgate" : "");
 }
 
 int xd_lora_bind(xd_lora_set *s, const xd_model *m, xd_lora_adapter *a, int with_grads) {
@@ -208,6 +224,7 @@ xd_lora_adapter *xd_lora_for_model(const xd_model *m, const char *base_model, un
     if (r <= 0) return xd_err("--r %d: the rank must be >= 1", r), NULL;
     if (!(targets & ((1u << XD_LORA_NT) - 1)))
         return xd_err("no target module chosen (--targets)"), NULL;
+    if (xd_lora_targets_check(m, targets)) return NULL;
     xd_lora_adapter *a = xd_lora_new(base_model, r, alpha, use_rslora);
     if (!a) return NULL;
     a->base_hash = xd_model_teacher_hash(m);

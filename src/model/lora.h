@@ -7,7 +7,9 @@
  * Targets are the seven linear layers of every decoder block, named as HF
  * and PEFT name them: self_attn.{q,k,v,o}_proj and mlp.{gate,up,down}_proj
  * ("model.layers.L.self_attn.q_proj"). A student has the same seven (its
- * mixer reads q, k, v and writes through o_proj). The layer computes
+ * mixer reads q, k, v and writes through o_proj) and two more, its mixer's gate
+ * projections self_attn.igate and self_attn.fgate ([nh][d] each: the input and
+ * forget gate pre-activations, before the soft-cap). The layer computes
  *   y = W x + scaling · B (A x)           (docs/design.md, "LoRA on the engine") */
 #ifndef XD_LORA_H
 #define XD_LORA_H
@@ -19,11 +21,20 @@
 #include "model/model.h"
 
 enum { XD_LORA_Q, XD_LORA_K, XD_LORA_V, XD_LORA_O, XD_LORA_GATE, XD_LORA_UP, XD_LORA_DOWN,
-       XD_LORA_NT };
+       XD_LORA_IGATE, XD_LORA_FGATE, XD_LORA_NT };
+/* The seven linear layers every model has (the default targets); the mixer's
+ * gate projections (IGATE, FGATE) exist only in a student. */
+#define XD_LORA_LINEAR_TARGETS ((1u << XD_LORA_IGATE) - 1)
+#define XD_LORA_MIXER_TARGETS ((1u << XD_LORA_IGATE) | (1u << XD_LORA_FGATE))
 
-/* PEFT's short name of a target ("q_proj", ..., "down_proj"). */
+/* 0 when model m has every target in the mask; else an error naming the first
+ * mixer target asked of a model that is not a student. */
+int xd_lora_targets_check(const xd_model *m, unsigned targets);
+
+/* PEFT's short name of a target ("q_proj", ..., "down_proj", "igate", "fgate"). */
 const char *xd_lora_target_name(int t);
-/* The target named s: "q_proj" or its short form "q" (also "gate", "up", "down").
+/* The target named s: "q_proj" or its short form "q" (also "gate", "up", "down"),
+ * or a student's "igate", "fgate".
  * -1 with an error listing the available names. */
 int xd_lora_target_parse(const char *s);
 /* The module path of target t in layer l: "model.layers.L.self_attn.q_proj". */
@@ -31,7 +42,8 @@ void xd_lora_module_path(char *buf, size_t cap, int l, int t);
 /* The layer and target of a module path ("model.layers.3.mlp.up_proj"), or -1
  * with an error naming src, the module and the model's modules. */
 int xd_lora_locate(const xd_model *m, const char *src, const char *module, int *l, int *t);
-/* The base weight [out][in] of target t in layer l, with its features. */
+/* The base weight [out][in] of target t in layer l, with its features (NULL for
+ * a gate target of a model that is not a student). */
 float *xd_lora_base_weight(const xd_model *m, int l, int t, int *in, int *out);
 
 /* One adapted linear layer on the engine. */

@@ -19,7 +19,7 @@
 
 void xd_eva_defaults(xd_eva_opts *o) {
     memset(o, 0, sizeof *o);
-    o->targets = (1u << XD_LORA_NT) - 1;
+    o->targets = XD_LORA_LINEAR_TARGETS;
     o->r = 8;
     o->alpha = 8;
     o->rho = 2;
@@ -35,10 +35,11 @@ void xd_eva_state_free(xd_eva_state *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* Which input a target reads: 0 the attention input (q, k, v), 1 the attention
- * output (o), 2 the MLP input (gate, up), 3 the MLP hidden state (down). */
+/* Which input a target reads: 0 the attention input (q, k, v, and a student's
+ * igate, fgate), 1 the attention output (o), 2 the MLP input (gate, up), 3 the
+ * MLP hidden state (down). */
 static int input_of(int t) {
-    static const int g[XD_LORA_NT] = {0, 0, 0, 1, 2, 2, 3};
+    static const int g[XD_LORA_NT] = {0, 0, 0, 1, 2, 2, 3, 0, 0};
     return g[t];
 }
 
@@ -55,6 +56,7 @@ static int entries_of(const xd_model *m, const xd_eva_opts *o, entry **out, int 
     if (!(o->rho >= 1 && o->rho <= 1e3)) return xd_err("EVA: rho %g: expected 1 <= rho <= 1000", o->rho);
     if (!(o->tau >= 0 && o->tau <= 1)) return xd_err("EVA: tau %g: expected 0 <= tau <= 1", o->tau);
     if (!(o->targets & ((1u << XD_LORA_NT) - 1))) return xd_err("EVA: no target module chosen");
+    if (xd_lora_targets_check(m, o->targets)) return -1;
     entry *e = calloc((size_t)m->cfg.n_layer * XD_LORA_NT, sizeof *e);
     if (!e) return xd_err("out of memory");
     int n = 0, cap = (int)rint(o->rho * o->r);

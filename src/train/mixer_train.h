@@ -35,6 +35,9 @@ typedef struct {
     float *cache;           /* [B][xd_mlstm_cache_floats(T)] */
     float *probs;           /* [B][nh][T][T] SWA probabilities */
     float *gprobs;          /* [B][n_g][T][T] probabilities of the layer's n_g global heads */
+    const float *ig_add, *fg_add; /* NULL, or terms [BT][nh] the forward adds to ig_raw, fg_raw
+                                   * before the soft-cap (LoRA on the gate projections; the
+                                   * caller sets them before each forward) */
 } xd_mixer_acts;
 
 /* Backward scratch (shared by all layers). */

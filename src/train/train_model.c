@@ -57,6 +57,7 @@ static size_t acts_layout(xd_trainer_model *tm, float *base) {
         }
     }
     if (tm->lora) tm->lora_dax = take(base, &cur, BT * (size_t)tm->lora->max_rank);
+    if (tm->lora && c->student) tm->gate_add = take(base, &cur, 2 * BT * (size_t)c->n_head);
     tm->x_final = take(base, &cur, BT * d);
     tm->x_norm = take(base, &cur, BT * d);
     tm->logits = take(base, &cur, BT * V);
@@ -200,6 +201,15 @@ static int layer_forward(xd_trainer_model *tm, int l) {
     xd_rope_pos(a->q, BT, c->n_head, hd, qd, tm->pos, m->rope_inv_freq);
     xd_rope_pos(a->k, BT, c->n_kv_head, hd, kvd, tm->pos, m->rope_inv_freq);
     if (c->student) {
+        a->mx.ig_add = a->mx.fg_add = NULL;
+        if (xd_lora_get(tm->lora, l, XD_LORA_IGATE) || xd_lora_get(tm->lora, l, XD_LORA_FGATE)) {
+            size_t ng = (size_t)BT * c->n_head;
+            memset(tm->gate_add, 0, 2 * ng * sizeof(float));
+            lora_forward(tm, l, XD_LORA_IGATE, tm->gate_add, h);
+            lora_forward(tm, l, XD_LORA_FGATE, tm->gate_add + ng, h);
+            a->mx.ig_add = tm->gate_add;
+            a->mx.fg_add = tm->gate_add + ng;
+        }
         if (xd_mixer_train_forward(c, l, L, &a->mx, h, a->q, a->k, a->v, tm->doc_start, tm->B, T,
                                    a->att))
             return -1;
@@ -335,6 +345,10 @@ static int layer_backward(xd_trainer_model *tm, int l) {
     lora_backward(tm, l, XD_LORA_Q, dh1, dq, h1);
     lora_backward(tm, l, XD_LORA_K, dh1, dk, h1);
     lora_backward(tm, l, XD_LORA_V, dh1, tm->dv, h1);
+    if (c->student) { /* the gates' pre-activation gradients, from the mixer's backward */
+        lora_backward(tm, l, XD_LORA_IGATE, dh1, tm->mxs.dig_raw, h1);
+        lora_backward(tm, l, XD_LORA_FGATE, dh1, tm->mxs.dfg_raw, h1);
+    }
     if (L->attn_norm) xd_rmsnorm_backward(tm->dx, G->attn_norm, tm->dh, a->x_in, L->attn_norm, BT, d, eps);
     return 0;
 }

@@ -36,6 +36,7 @@ typedef struct xd_trainer_model {
                               * with one, the base is frozen: no gradient arena, and the
                               * backward fills lora->grad */
     float *lora_dax;         /* LoRA backward scratch [BT][max rank] */
+    float *gate_add;         /* student with LoRA: the gate projections' LoRA terms [2][BT][nh] */
     xd_layer_acts *acts;
     float *act_arena;
     size_t act_floats;
