@@ -123,8 +123,13 @@ static double rel_diff(const float *a, const float *ref, size_t n) {
     return e / (mx > 0 ? mx : 1);
 }
 
-static void test_peft_logits(void) {
-    st_set *s = xd_st_open(XD_SOURCE_DIR "/tests/fixtures/peft/logits.safetensors");
+/* PEFT's logits (fixture file `file`, one tensor per adapter name) against ours with
+ * the adapters of tests/fixtures/peft/<name>, beside the layers and merged. */
+static void peft_logits(const char *file, const char *const *names, int n_names,
+                        const char *who) {
+    char fp[512];
+    snprintf(fp, sizeof fp, "%s/tests/fixtures/peft/%s", XD_SOURCE_DIR, file);
+    st_set *s = xd_st_open(fp);
     CHECK(s != NULL, "logits fixture: %s", xd_last_error());
     if (!s) return;
     const st_tensor *ti = xd_st_find(s, "ids");
@@ -136,8 +141,7 @@ static void test_peft_logits(void) {
     int32_t ids[64];
     for (int i = 0; i < T && i < 64; i++) ids[i] = (int32_t)idf[i];
     float *out = malloc((size_t)T * V * sizeof(float));
-    const char *names[] = {"lora", "rslora", "pissa", "eva"};
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < n_names; k++) {
         float *ref = test_st_floats(s, names[k], (int64_t)T * V);
         char dir[512];
         snprintf(dir, sizeof dir, "%s/tests/fixtures/peft/%s", XD_SOURCE_DIR, names[k]);
@@ -170,8 +174,9 @@ static void test_peft_logits(void) {
             if (fabs(m->arena[i] - w0[i]) > back) back = fabs(m->arena[i] - w0[i]);
         memcpy(m->arena, w0, m->arena_floats * sizeof(float));
         free(w0);
-        printf("%-7s vs PEFT's logits: beside the layers %.2e, merged %.2e of the largest logit "
-               "(tol 1e-4); unmerge restores the base to %.1e\n", names[k], e_side, e_merged, back);
+        printf("%-9s (%s) vs PEFT's logits: beside the layers %.2e, merged %.2e of the largest "
+               "logit (tol 1e-4); unmerge restores the base to %.1e\n", names[k], who, e_side,
+               e_merged, back);
         CHECK(e_side <= 1e-4, "%s: training forward with LoRA differs from PEFT by %g", names[k], e_side);
         CHECK(e_merged <= 1e-4, "%s: merged forward differs from PEFT by %g", names[k], e_merged);
         CHECK(back <= 1e-5, "%s: unmerge leaves %g", names[k], back);
@@ -183,6 +188,15 @@ done:
     free(idf);
     xd_model_free(m);
     xd_st_close(s);
+}
+
+static void test_peft_logits(void) {
+    const char *const peft_written[] = {"lora", "rslora", "pissa", "eva"};
+    peft_logits("logits.safetensors", peft_written, 4, "written by PEFT");
+    /* adapters written by xdistill, loaded by PeftModel.from_pretrained for the fixture
+     * (tests/ref/make_peft_fixture.py --xd; their files are checked in test_peft_adapter) */
+    const char *const xd_written[] = {"xd_eva", "xd_pissa", "xd_rslora"};
+    peft_logits("xd_logits.safetensors", xd_written, 3, "written by xdistill");
 }
 
 /* Logits of m (+ the adapter beside the layers when a) on ids[T], into out [T][V]. */

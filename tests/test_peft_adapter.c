@@ -164,12 +164,14 @@ static int same_adapter(const xd_lora_adapter *a, const xd_lora_adapter *b) {
 
 /* ---- against PEFT ------------------------------------------------------------ */
 
-static json_t *expected;
+static json_t *expected, *xd_expected;
 
-/* Every module: PEFT's r, alpha, scaling, sizes and first values; A and B equal
- * to the file's tensors. */
-static void check_modules(const char *name, const char *dir, const xd_lora_adapter *a) {
-    const json_t *mods = json_object_get(json_object_get(json_object_get(expected, "adapters"),
+/* Every module: PEFT's r, alpha, scaling, sizes and first values (from ref, the
+ * script's record of what PEFT made of the adapter); A and B equal to the file's
+ * tensors. */
+static void check_modules_in(const json_t *ref, const char *name, const char *dir,
+                             const xd_lora_adapter *a) {
+    const json_t *mods = json_object_get(json_object_get(json_object_get(ref, "adapters"),
                                                          name), "modules");
     CHECK(json_is_object(mods), "expected.json has no modules for %s", name);
     CHECK(a->n_modules == (int)json_object_size(mods), "%s: %d modules, PEFT has %zu", name,
@@ -210,6 +212,48 @@ static void check_modules(const char *name, const char *dir, const xd_lora_adapt
         free(B);
     }
     xd_st_close(s);
+}
+
+static void check_modules(const char *name, const char *dir, const xd_lora_adapter *a) {
+    check_modules_in(expected, name, dir, a);
+}
+
+/* Adapters written by xdistill (`xdistill lora`, by tests/ref/make_peft_fixture.py --xd)
+ * that PEFT loaded there with no missing or unexpected keys: every module reads back with
+ * PEFT's rank, alpha and scaling, and saving it again writes the same two files byte for
+ * byte. A change to the writer fails here until the script (and PEFT) has seen the new
+ * files. Their logits against PEFT's are in tests/test_lora.c. */
+static void test_xd_written(void) {
+    const char *names[] = {"xd_eva", "xd_pissa", "xd_rslora"};
+    for (int k = 0; k < 3; k++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s", FIXTURE("peft/"));
+        strncat(dir, names[k], sizeof dir - strlen(dir) - 1);
+        xd_lora_adapter *a = xd_lora_load(dir);
+        CHECK(a != NULL, "%s: %s", names[k], xd_last_error());
+        if (!a) continue;
+        check_modules_in(xd_expected, names[k], dir, a);
+        const json_t *iv = json_object_get(
+            json_object_get(json_object_get(xd_expected, "adapters"), names[k]), "init_lora_weights");
+        const char *init = json_is_true(iv) ? "true" : json_is_false(iv) ? "false"
+                                                                         : json_string_value(iv);
+        CHECK(init && a->init_lora_weights && !strcmp(init, a->init_lora_weights),
+              "%s: init_lora_weights %s, PEFT read %s", names[k],
+              a->init_lora_weights ? a->init_lora_weights : "(none)", init ? init : "(none)");
+        const char *out = path_in(new_dir(names[k]), "out");
+        CHECK(!xd_lora_save(a, out), "save %s: %s", out, xd_last_error());
+        int same_cfg = test_same_file(path_in(out, "adapter_config.json"),
+                                      path_in(dir, "adapter_config.json"));
+        int same_st = test_same_file(path_in(out, "adapter_model.safetensors"),
+                                     path_in(dir, "adapter_model.safetensors"));
+        CHECK(same_cfg && same_st, "%s: saving it again changes %s%s (regenerate the fixture "
+              "with tests/ref/make_peft_fixture.py --xd, which checks that PEFT loads it)",
+              names[k], same_cfg ? "" : "adapter_config.json ",
+              same_st ? "" : "adapter_model.safetensors");
+        printf("%-9s written by xdistill: %d modules read back with PEFT's r, alpha and scaling; "
+               "rewritten byte for byte\n", names[k], a->n_modules);
+        xd_lora_free(a);
+    }
 }
 
 static int has_name(const xd_lora_names *s, const char *n) {
@@ -628,8 +672,12 @@ int main(void) {
                json_string_value(json_object_get(expected, "peft_version")),
                json_string_value(json_object_get(expected, "torch_version")));
 
+    xd_expected = json_load_file(FIXTURE("peft/xd_expected.json"), 0, &e);
+    CHECK(xd_expected != NULL, "xd_expected.json: %s", e.text);
+
     test_lora_fixture();
     test_rslora_fixture();
+    if (xd_expected) test_xd_written();
     round_trip("lora", LORA);
     round_trip("rslora", RSLORA);
     test_built();
@@ -640,6 +688,7 @@ int main(void) {
     test_tensor_errors();
 
     json_decref(expected);
+    json_decref(xd_expected);
     nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return test_summary("test_peft_adapter");
 }

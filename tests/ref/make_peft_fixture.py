@@ -24,7 +24,23 @@ On tests/fixtures/tiny-llama (2 layers, hidden 48, FFN 80, 4 heads of 12, 2 kv h
            in/out features, the tensor dtype, the first four values of A and B as torch
            reads them; and the peft / torch / transformers versions.
 
-The C test cannot run Python, so the other direction is checked here:
+The other direction, adapters written by xdistill and loaded by PEFT:
+    make_peft_fixture.py --xd XDISTILL [out_dir]
+runs the xdistill binary given to train three adapters on tiny-llama.gguf over a small
+text (the same recipe each time: fixed seeds, one thread) and copies them to
+out_dir/xd_eva (EVA init, rank and alpha patterns), xd_pissa (PiSSA, written
+converted to a rank-2r LoRA of the original base) and xd_rslora (random init, rsLoRA,
+q, v and down). Each is loaded with PeftModel.from_pretrained, which must wrap
+exactly the modules of its adapter_config with no missing or unexpected keys, and
+the script records what PEFT made of it (xd_expected.json: r, alpha, scaling and
+first values per module, as expected.json) and PEFT's logits with it on LOGIT_IDS
+(xd_logits.safetensors: "ids", "base" and one [16][vocab] F32 per adapter).
+tests/test_peft_adapter.c checks that xdistill reads each back with PEFT's values
+and writes it again byte for byte (so a change to the writer fails there until this
+script, and PEFT with it, has seen the new files); tests/test_lora.c checks that
+xdistill's logits with each equal PEFT's.
+
+A quicker check of one directory by hand:
     make_peft_fixture.py --check DIR REF
 loads the adapter at DIR (written by xdistill) and the PEFT adapter REF, each with
 PeftModel.from_pretrained on tiny-llama, and checks that PEFT wraps the same modules,
@@ -274,7 +290,85 @@ def check(got_dir, ref_dir):
     return 1 if fails else 0
 
 
+XD_ADAPTERS = {  # name: the `xdistill lora` options
+    "xd_eva": ["--init", "eva", "--r", "4", "--alpha", "8", "--eva-batch", "2",
+               "--eva-seq", "24"],
+    "xd_pissa": ["--init", "pissa", "--r", "4", "--alpha", "8"],
+    "xd_rslora": ["--init", "random", "--r", "4", "--alpha", "8", "--rslora",
+                  "--targets", "q,v,down"],
+}
+
+
+def xd_written(cli, out_dir):
+    import shutil
+    import subprocess
+    import tempfile
+    from safetensors.torch import save_file
+    os.chdir(ROOT)
+    tmp = tempfile.mkdtemp()
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    corpus = os.path.join(tmp, "corpus.txt")
+    with open(corpus, "w") as f:
+        for i in range(80):
+            f.write(f"the cat sat on the mat number {i % 7} and then the dog ran to the "
+                    f"hat {i % 5}.\n\n")
+    data = os.path.join(tmp, "data.tok")
+    subprocess.run([cli, "data", "prep", corpus, "--tokenizer", BASE + ".gguf", "-o", data,
+                    "--doc-sep", "blank", "--val-frac", "0.1"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    expected = {"peft_version": peft.__version__, "torch_version": torch.__version__,
+                "transformers_version": transformers.__version__, "base": BASE,
+                "adapters": {}}
+    ids = torch.tensor([LOGIT_IDS])
+    out = {"ids": ids.float()}
+    with torch.no_grad():
+        out["base"] = base_model()(input_ids=ids).logits[0].float()
+    fails = []
+    for name, opts in XD_ADAPTERS.items():
+        run = os.path.join(tmp, name)
+        # xdistill trains on the GGUF copy of tiny-llama (same fp32 weights; it carries
+        # the tokenizer), PEFT loads the HF directory
+        subprocess.run([cli, "lora", BASE + ".gguf", "--data", data, "-o", run, "--steps", "12",
+                        "--batch", "2", "--seq", "24", "--lr", "1e-2", "--seed", "7", "--threads", "1",
+                        *opts], check=True, env=env, stdout=subprocess.DEVNULL)
+        dest = os.path.join(out_dir, name)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(os.path.join(run, "adapter"), dest)
+        pm, bad = load(dest)
+        fails += [f"{name}: {w}" for w in bad]
+        with open(os.path.join(dest, "adapter_config.json")) as f:
+            cfg = json.load(f)
+        wrapped = sorted(lora_layers(pm))
+        with torch.no_grad():
+            logits = pm(input_ids=ids).logits[0].float()
+        moved = (logits - out["base"]).abs().max().item()
+        if moved < 1e-3:
+            fails.append(f"{name}: the adapter does not change PEFT's logits")
+        out[name] = logits
+        expected["adapters"][name] = {"modules": describe(pm),
+                                      "init_lora_weights": cfg.get("init_lora_weights")}
+        print(f"{name}: PEFT wraps {len(wrapped)} modules "
+              f"(ranks {sorted(set(lora_layers(pm)[m].r['default'] for m in wrapped))}); "
+              f"the adapter moves the logits by {moved:.3g}")
+    shutil.rmtree(tmp)
+    for f in fails:
+        print("FAIL:", f)
+    if fails:
+        sys.exit(1)
+    path = os.path.join(out_dir, "xd_expected.json")
+    with open(path, "w") as f:
+        json.dump(expected, f, indent=2, sort_keys=True)
+        f.write("\n")
+    path = os.path.join(out_dir, "xd_logits.safetensors")
+    save_file({k: v.contiguous() for k, v in out.items()}, path,
+              metadata={"peft_version": peft.__version__, "torch_version": torch.__version__})
+    print(f"wrote {path} and xd_expected.json")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--xd":
+        out = sys.argv[3] if len(sys.argv) > 3 else os.path.join(ROOT, "tests", "fixtures", "peft")
+        sys.exit(xd_written(os.path.abspath(sys.argv[2]), os.path.abspath(out)))
     if len(sys.argv) == 4 and sys.argv[1] == "--check":
         sys.exit(check(os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3])))
     only_logits = len(sys.argv) > 1 and sys.argv[1] == "--logits"
