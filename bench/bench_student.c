@@ -4,7 +4,7 @@
  *   bench_student [--model GGUF] [--threads N] [--window W] [--sinks S]
  *                 [--ctx 16384] [--gen 16384] [--decode 32] [--text FILE]
  *                 [--global-heads FILE.json:K[g] [--global-kv bfloat16|int8|int4|k8v4|float32]]
- *                 [--student-prefill 1]
+ *                 [--student-prefill 1] [--sparse-cache ROWS]
  *
  * 1. Teacher: prefill --ctx tokens (the tokenised --text, repeated) into its
  *    KV cache in pieces of 512, then greedy-decode --decode tokens: its decode
@@ -88,6 +88,7 @@ int main(int argc, char **argv) {
             }
         }
         else if (!strcmp(a, "--student-prefill")) student_prefill = atoi(v);
+        else if (!strcmp(a, "--sparse-cache")) so.sparse_cache = atoi(v);
         else { fprintf(stderr, "bench_student: unknown option %s\n", a); return 2; }
     }
     if (ctx < 1024 || gen < 1024 || ndec < 4 || ndec > 4096) {
@@ -123,9 +124,9 @@ int main(int argc, char **argv) {
     printf("{\"bench\":\"student_setup\",\"model\":\"%s\",\"threads\":%d,\"blas_core\":\"%s\","
            "\"window\":%d,\"sinks\":%d,"
            "\"ctx\":%d,\"gen\":%d,\"decode\":%d,\"text\":\"%s\",\"text_tokens\":%d,"
-           "\"global_heads\":%d,\"global_kv\":\"%s\",\"student_prefill\":%d}\n",
+           "\"global_heads\":%d,\"global_kv\":\"%s\",\"student_prefill\":%d,\"sparse_cache\":%d}\n",
            model, threads, blas_core, so.window, so.sinks, ctx, gen, ndec, text, nb, so.n_global_heads,
-           xd_kv_dtype_name(so.global_kv_dtype), student_prefill);
+           xd_kv_dtype_name(so.global_kv_dtype), student_prefill, so.sparse_cache);
     fflush(stdout);
 
     /* 1. teacher at ctx */

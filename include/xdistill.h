@@ -166,6 +166,12 @@ typedef struct {
      * same gates, feature maps and state size, but each write first erases what the key
      * held). config.json "memory_rule": "mlstm" | "gated_delta" (absent: mlstm). */
     int memory_rule;
+    /* A bounded sparse cache beside the window (docs/design.md, "Sparse cache"; LoLA,
+     * arXiv 2505.23666): per layer, up to this many key/value rows that left the window,
+     * kept by how badly the recurrent state recalls them, and attended with the sinks and
+     * the window by the SWA branch; 0 = none. Decoding only (training does not use it);
+     * mLSTM memory only. config.json "sparse_cache" (absent: 0). */
+    int sparse_cache;
 } xd_config;
 
 enum { XD_MEMORY_MLSTM = 0, XD_MEMORY_DELTA = 1 };
@@ -270,6 +276,7 @@ typedef struct {
     int global_kv_dtype; /* their keys/values' type in the decoding state (xd_kv_dtype;
                           * default XD_KV_BF16) */
     int memory_rule;     /* xd_config.memory_rule (default XD_MEMORY_MLSTM) */
+    int sparse_cache;    /* xd_config.sparse_cache: rows per layer (default 0: none) */
 } xd_student_opts;
 
 void xd_student_defaults(xd_student_opts *o);

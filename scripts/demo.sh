@@ -11,8 +11,9 @@
 # k8v4; auto:45g: the 45 best; "none": no global heads), GLOBAL_KV (k8v4: int8 keys and int4
 # values in the decoding state; bf16, int8, int4 or f32), ECHO (0.5: the rate of `data echo`,
 # repeats of earlier lines 1.5 W to 32 W tokens back in the training data; 0: plain text),
-# ECHO_MIN_LEN (3: the shortest line or span repeated),
-# N (20 examples per task), THREADS (all cores).
+# ECHO_MIN_LEN (3: the shortest line or span repeated), SPARSE_CACHE (64: rows per layer that
+# left the window kept by how badly the mLSTM recalls them, docs/design.md "Sparse cache";
+# 0: none), N (20 examples per task), THREADS (all cores).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 T="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -21,6 +22,7 @@ X="$ROOT/${BUILD:-build}/xdistill"
 WINDOW="${WINDOW:-64}" SEQ="${SEQ:-256}" S1_SEQ="${S1_SEQ:-1024}" S1_STEPS="${S1_STEPS:-20}"
 S2_STEPS="${S2_STEPS:-60}" N="${N:-20}" GLOBAL_HEADS="${GLOBAL_HEADS:-auto:fit}"
 GLOBAL_KV="${GLOBAL_KV:-k8v4}" ECHO="${ECHO:-0.5}" ECHO_MIN_LEN="${ECHO_MIN_LEN:-3}"
+SPARSE_CACHE="${SPARSE_CACHE:-64}"
 GH=(); [ "$GLOBAL_HEADS" != none ] && GH=(--global-heads "$GLOBAL_HEADS" --global-kv "$GLOBAL_KV")
 TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
 mkdir -p "$WORK"
@@ -51,10 +53,11 @@ rm -rf "$WORK/suite"
 "$X" tasks make -o "$WORK/suite" --window "$WINDOW" --n "$N"
 stage tasks 0 "$t" "$(now)"
 
-say "3/8 convert: the xLSTM hybrid student (global heads: $GLOBAL_HEADS, keys/values in $GLOBAL_KV) and the SWA-only baseline"
+say "3/8 convert: the xLSTM hybrid student (global heads: $GLOBAL_HEADS, keys/values in $GLOBAL_KV; sparse cache: $SPARSE_CACHE rows per layer) and the SWA-only baseline"
 t=$(now)
 rm -rf "$WORK/student" "$WORK/swa" "$WORK/s1" "$WORK/s2"
-"$X" convert "$T" -o "$WORK/student" --window "$WINDOW" --sinks 4 "${GH[@]}" "${TH[@]}"
+"$X" convert "$T" -o "$WORK/student" --window "$WINDOW" --sinks 4 "${GH[@]}" \
+    --sparse-cache "$SPARSE_CACHE" "${TH[@]}"
 "$X" convert "$T" -o "$WORK/swa" --window "$WINDOW" --sinks 4 --swa-only "${TH[@]}"
 stage convert 0 "$t" "$(now)"
 

@@ -1,7 +1,10 @@
 /* xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L]
  *                  [--softcap C] [--swa-only] [--no-exact-window] [--memory mlstm|delta]
  *                  [--global-heads L:H,...] [--global-kv bf16|int8|int4|k8v4|f32]
- *                  [--state-budget FRAC[@TOKENS]] [--threads N]
+ *                  [--state-budget FRAC[@TOKENS]] [--sparse-cache ROWS] [--threads N]
+ * --sparse-cache ROWS: per layer, up to ROWS rows that left the window, kept by how badly
+ * the mLSTM state recalls them and attended with the sinks (config sparse_cache;
+ * docs/design.md, "Sparse cache"; decoding only).
  * --swa-only: the mix is fixed to the SWA branch (bias −1e4, o == 0 exactly):
  * the "SWA-only" baseline, i.e. the student without its recurrent branch.
  * --no-exact-window: positions whose every earlier token is still in the window use the mix
@@ -162,6 +165,8 @@ int cmd_convert(int argc, char **argv) {
                 return 2;
             }
             o.global_kv_dtype = dt;
+        } else if ((r = take_opt(argc, argv, &i, "--sparse-cache", &v))) {
+            if (r < 0 || parse_int("--sparse-cache", v, 0, 1 << 20, &o.sparse_cache)) return 2;
         } else if ((r = take_opt(argc, argv, &i, "--state-budget", &v))) {
             if (r < 0) return 2;
             char frac[64];
@@ -185,7 +190,8 @@ int cmd_convert(int argc, char **argv) {
     if (!teacher || !out) {
         cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
                   "[--chunk L] [--softcap C] [--swa-only] [--no-exact-window] [--memory mlstm|delta] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
-                  "[--global-kv bf16|int8|int4|k8v4|f32] [--state-budget FRAC[@TOKENS]]");
+                  "[--global-kv bf16|int8|int4|k8v4|f32] [--state-budget FRAC[@TOKENS]] "
+                  "[--sparse-cache ROWS]");
         return 2;
     }
     if (threads) xd_set_threads(threads);

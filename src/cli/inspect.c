@@ -61,6 +61,9 @@ int cmd_inspect(int argc, char **argv) {
             printf("%s%d:%d", i ? "," : " (layer:head) ", c->global_heads[i].layer,
                    c->global_heads[i].head);
         printf("\n");
+        if (c->sparse_cache)
+            printf("sparse cache: %d rows per layer (kept by the mLSTM's recall error)\n",
+                   c->sparse_cache);
     }
     printf("layers:       %d\n", c->n_layer);
     printf("d_model:      %d\n", c->d_model);

@@ -370,6 +370,7 @@ static int parse_student(const src *s, xd_config *c) {
         else if (strcmp(v, "mlstm"))
             return xd_err("%s: memory_rule: expected \"mlstm\" or \"gated_delta\"", s->path);
     }
+    if (get_int(s, "sparse_cache", 0, 0, 0, 1 << 20, &c->sparse_cache)) return -1;
     c->student = 1;
     c->mlstm_scale = (float)scale;
     c->mlstm_eps = (float)eps;

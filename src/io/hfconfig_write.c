@@ -249,6 +249,7 @@ static json_t *config_json(const xd_config *c) {
         set(o, "exact_in_window", json_boolean(c->exact_in_window), &bad);
         set(o, "memory_rule",
             json_string(c->memory_rule == XD_MEMORY_DELTA ? "gated_delta" : "mlstm"), &bad);
+        if (c->sparse_cache) set(o, "sparse_cache", json_integer(c->sparse_cache), &bad);
         if (c->teacher_hash) set(o, "teacher_hash", xd_json_hex64(c->teacher_hash), &bad);
         if (c->base_hash) set(o, "base_hash", xd_json_hex64(c->base_hash), &bad);
         json_t *g = json_array(); /* [[layer, head], ...], sorted */

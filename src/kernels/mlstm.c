@@ -1,5 +1,6 @@
 /* The mLSTM cell (mlstm.h): configuration, the parallel reference form and
  * the recurrent (decoding) form. The chunkwise form is in mlstm_chunk.c. */
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -189,6 +190,26 @@ void xd_mlstm_step(float *h, xd_mlstm_state *st, const float *q, const float *k,
         double em = exp(-(double)mf), aq = fabs(cfg->scale * qn);
         float inv = (float)(cfg->scale / ((aq >= em ? aq : em) + cfg->eps));
         for (int x = 0; x < dv; x++) hh_out[x] *= inv;
+    }
+}
+
+void xd_mlstm_readout(float *h, int ldh, const xd_mlstm_state *st, int head, const float *phi,
+                      int ldphi, int n, const xd_mlstm_cfg *cfg) {
+    const int dphi = cfg->dphi, dv = cfg->dv;
+    const float *C = st->C + (int64_t)head * dphi * dv, *nv = st->n + (int64_t)head * dphi;
+    if (n <= 0) return;
+    /* h[t] = Σ_y φ_t[y] C[y][·] for every row at once */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dv, dphi, 1.0f, phi, ldphi, C, dv,
+                0.0f, h, ldh);
+    double em = exp(-(double)st->m[head]);
+    for (int t = 0; t < n; t++) {
+        const float *q = phi + (int64_t)t * ldphi;
+        double qn = 0;
+        for (int y = 0; y < dphi; y++) qn += (double)q[y] * nv[y];
+        double aq = fabs(cfg->scale * qn);
+        float inv = (float)(cfg->scale / ((aq >= em ? aq : em) + cfg->eps));
+        float *ht = h + (int64_t)t * ldh;
+        for (int x = 0; x < dv; x++) ht[x] *= inv;
     }
 }
 

@@ -133,6 +133,14 @@ int xd_mlstm_parallel_forward(float *h, xd_mlstm_state *final, const xd_mlstm_in
 void xd_mlstm_step(float *h, xd_mlstm_state *st, const float *q, const float *k, const float *v,
                    const float *ig, const float *fg, int reset, const xd_mlstm_cfg *cfg);
 
+/* What head `head` of the state returns for n queries φ (rows of phi, stride ldphi
+ * floats) without updating it: the step's output formula
+ *     h = s·Cᵀφ / (max(|s·nᵀφ|, e^{−m}) + ε)
+ * into h (rows of dv floats, stride ldh). Used to ask how well the state recalls a
+ * key's value (φ = φ(k); the sparse cache, docs/design.md "Sparse cache"). */
+void xd_mlstm_readout(float *h, int ldh, const xd_mlstm_state *st, int head, const float *phi,
+                      int ldphi, int n, const xd_mlstm_cfg *cfg);
+
 /* T steps from init (NULL: the zero state), resetting at every document
  * start t > 0; final (or NULL) receives the last state (may be init). */
 int xd_mlstm_recurrent_forward(float *h, xd_mlstm_state *final, const xd_mlstm_in *in,

@@ -81,6 +81,7 @@ xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
     s->cfg.gate_softcap = o->gate_softcap;
     s->cfg.exact_in_window = o->exact_in_window != 0;
     s->cfg.memory_rule = o->memory_rule;
+    s->cfg.sparse_cache = o->sparse_cache;
     s->cfg.mlstm_eps = o->mlstm_eps;
     s->cfg.global_kv_dtype = o->global_kv_dtype;
     s->cfg.teacher_hash = xd_model_teacher_hash(t); /* Stage II checks its logits against it */

@@ -136,6 +136,12 @@ int xd_config_validate(const xd_config *c, const char *src) {
         if (c->memory_rule != XD_MEMORY_MLSTM && c->memory_rule != XD_MEMORY_DELTA)
             return xd_err("%s: memory_rule = %d is not a memory rule (expected %d: mlstm or %d: "
                           "gated delta)", src, c->memory_rule, XD_MEMORY_MLSTM, XD_MEMORY_DELTA);
+        if (c->sparse_cache < 0 || c->sparse_cache > (1 << 20))
+            return xd_err("%s: sparse_cache = %d is out of range (expected 0..%d rows)", src,
+                          c->sparse_cache, 1 << 20);
+        if (c->sparse_cache && c->memory_rule != XD_MEMORY_MLSTM)
+            return xd_err("%s: sparse_cache = %d needs the mLSTM memory (it ranks rows by the "
+                          "mLSTM's recall); memory_rule is gated_delta", src, c->sparse_cache);
     }
     return xd_global_heads_check(c, src);
 }

@@ -6,7 +6,9 @@
  * keys/values of positions ≥ S contiguously (so that the attention kernel
  * reads them in place), and the mLSTM state (C, n, m) of every head. A student
  * with global heads ("Global heads") also keeps every key/value of the KV heads
- * they read, the only part that grows with the length. */
+ * they read, the only part that grows with the length. A student with a sparse
+ * cache (cfg.sparse_cache, "Sparse cache") keeps, per layer, up to that many rows
+ * that left the window, after the sinks in the sink buffers. */
 #include "student.h"
 
 #include <math.h>
@@ -87,7 +89,11 @@ int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
     kv->dphi = 2 * c->head_dim;
     size_t L = (size_t)c->n_layer, kvd = (size_t)kv->kv_dim;
     size_t nh = (size_t)c->n_head, dphi = (size_t)kv->dphi, hd = (size_t)c->head_dim;
-    size_t ns = L * (size_t)c->sinks * kvd, nw = L * 2 * (size_t)c->window * kvd;
+    kv->scap = c->sparse_cache;
+    size_t ns = L * (size_t)(c->sinks + kv->scap) * kvd, nw = L * 2 * (size_t)c->window * kvd;
+    kv->ccount = calloc(L, sizeof(int));
+    kv->cscore = malloc((L * (size_t)kv->scap + 1) * sizeof(float));
+    if (!kv->ccount || !kv->cscore) return xd_err("student state: out of memory");
     kv->sk = malloc((ns ? ns : 1) * sizeof(float));
     kv->sv = malloc((ns ? ns : 1) * sizeof(float));
     kv->rk = malloc(nw * sizeof(float));
@@ -122,6 +128,7 @@ void xd_student_kv_free(xd_kv *kv) {
     free(kv->sk); free(kv->sv); free(kv->rk); free(kv->rv);
     free(kv->C); free(kv->n); free(kv->m);
     free(kv->mx_scratch);
+    free(kv->ccount); free(kv->cscore); free(kv->ev);
     for (int b = 0; b < kv->n_gkv; b++) {
         if (kv->gk) free(kv->gk[b]);
         if (kv->gv) free(kv->gv[b]);
@@ -137,12 +144,14 @@ void xd_student_kv_reset(xd_kv *kv) {
     memset(kv->m, 0, L * nh * sizeof(float));
     kv->wcount = 0;
     kv->wstart = kv->sinks;
+    if (kv->ccount) memset(kv->ccount, 0, L * sizeof(int));
+    kv->cpos = kv->sinks;
 }
 
 int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     if (dst->window != src->window || dst->sinks != src->sinks || dst->n_head != src->n_head ||
         dst->dphi != src->dphi || dst->head_dim != src->head_dim || dst->n_gkv != src->n_gkv ||
-        dst->gkv_dtype != src->gkv_dtype)
+        dst->gkv_dtype != src->gkv_dtype || dst->scap != src->scap)
         return xd_err("student state copy: the two states belong to different students");
     if (gkv_reserve(dst, src->pos)) return -1;
     for (int b = 0; b < src->n_gkv; b++) { /* global heads: positions 0 … pos−1 */
@@ -150,8 +159,11 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
         memcpy(dst->gv[b], src->gv[b], (size_t)src->pos * gkv_vrow(src->gkv_dtype, src->head_dim));
     }
     size_t L = (size_t)src->n_layer, kvd = (size_t)src->kv_dim, nh = (size_t)src->n_head;
-    size_t ns = L * (size_t)src->sinks * kvd, nw = L * 2 * (size_t)src->window * kvd;
+    size_t ns = L * (size_t)(src->sinks + src->scap) * kvd, nw = L * 2 * (size_t)src->window * kvd;
     size_t dphi = (size_t)src->dphi, hd = (size_t)src->head_dim;
+    memcpy(dst->ccount, src->ccount, L * sizeof(int));
+    memcpy(dst->cscore, src->cscore, L * (size_t)src->scap * sizeof(float));
+    dst->cpos = src->cpos;
     memcpy(dst->sk, src->sk, ns * sizeof(float));
     memcpy(dst->sv, src->sv, ns * sizeof(float));
     memcpy(dst->rk, src->rk, nw * sizeof(float));
@@ -164,24 +176,24 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     return 0;
 }
 
-/* docs/design.md, "Decoding state": the constant part plus a key and a value row (rb bytes
- * together: gkv_pos_bytes of the global_kv_dtype) per position and global (layer, KV head)
- * pair. */
-static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t W, size_t mlstm, size_t n_gkv,
-                          size_t rb, int64_t len) {
-    return 4 * L * (2 * S * kvd + 4 * W * kvd + mlstm) + n_gkv * rb * (size_t)len;
+/* docs/design.md, "Decoding state": the constant part (sinks, the sparse cache's rows and
+ * scores, windows, mLSTM) plus a key and a value row (rb bytes together: gkv_pos_bytes of
+ * the global_kv_dtype) per position and global (layer, KV head) pair. */
+static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t SC, size_t W, size_t mlstm,
+                          size_t n_gkv, size_t rb, int64_t len) {
+    return 4 * L * (2 * (S + SC) * kvd + SC + 4 * W * kvd + mlstm) + n_gkv * rb * (size_t)len;
 }
 
 size_t xd_student_kv_bytes(const xd_kv *kv) {
     return state_bytes((size_t)kv->n_layer, (size_t)kv->kv_dim, (size_t)kv->sinks,
-                       (size_t)kv->window, layer_mlstm_floats(kv), (size_t)kv->n_gkv,
+                       (size_t)kv->scap, (size_t)kv->window, layer_mlstm_floats(kv), (size_t)kv->n_gkv,
                        gkv_pos_bytes(kv->gkv_dtype, kv->head_dim), kv->pos);
 }
 
 size_t xd_student_state_bytes(const xd_config *c, int64_t len) {
     size_t nh = (size_t)c->n_head, hd = (size_t)c->head_dim, dphi = 2 * hd;
     return state_bytes((size_t)c->n_layer, (size_t)c->n_kv_head * hd, (size_t)c->sinks,
-                       (size_t)c->window, nh * dphi * hd + nh * dphi + nh,
+                       (size_t)c->sparse_cache, (size_t)c->window, nh * dphi * hd + nh * dphi + nh,
                        (size_t)gkv_pairs(c, NULL), gkv_pos_bytes(c->global_kv_dtype, (int)hd),
                        len < 0 ? 0 : len);
 }
@@ -195,6 +207,7 @@ int xd_student_pairs_within(const xd_config *t, const xd_student_opts *o, double
     c.window = o->window;
     c.sinks = o->sinks;
     c.global_kv_dtype = o->global_kv_dtype;
+    c.sparse_cache = o->sparse_cache;
     c.n_global_heads = 0;
     size_t hd = (size_t)c.head_dim, kvd = (size_t)c.n_kv_head * hd;
     double budget = frac * 4.0 * 2.0 * (double)c.n_layer * (double)kvd * (double)len;
@@ -222,6 +235,7 @@ void xd_student_plan_make(xd_student_plan *p, const xd_kv *kv, int n) {
 
 void xd_student_kv_commit(xd_kv *kv, const xd_student_plan *p) {
     int64_t W = kv->window, total = p->keep + p->na;
+    if (p->pos0 + p->n - W + 1 > kv->cpos) kv->cpos = p->pos0 + p->n - W + 1;
     if (p->keep < kv->wcount) kv->wstart += kv->wcount - p->keep;
     kv->wcount = total;
     if (p->use_temp) { /* the buffer got the newest W rows */
@@ -236,19 +250,59 @@ static void move_front(float *b, int64_t from, int64_t count, int kvd) {
         memmove(b, b + from * kvd, (size_t)(count * kvd) * sizeof(float));
 }
 
-/* SWA branch: stores the new keys/values in layer l's state and attends. */
+/* Sparse cache: copies into kv->ev the rows of positions [kv->cpos, E) with E = pos0 + n −
+ * W + 1, the rows no later query's window holds (the next query is at pos0 + n): from the
+ * window buffer (rows [0, wcount) hold positions wstart …) or from this call's new rows
+ * (k, v rows t = position − pos0). Called before the buffer moves. */
+static int take_leaving(xd_kv *kv, const float *wk, const float *wv, int64_t pos0, int n,
+                        const float *k, const float *v) {
+    int kvd = kv->kv_dim;
+    int64_t E = pos0 + n - kv->window + 1, from = kv->cpos;
+    kv->nev = 0;
+    if (E <= from) return 0;
+    int64_t cnt = E - from;
+    if (cnt > kv->ev_cap) {
+        float *b = realloc(kv->ev, (size_t)(2 * cnt * kvd) * sizeof(float));
+        if (!b) return xd_err("student sparse cache: out of memory for %lld rows", (long long)cnt);
+        kv->ev = b;
+        kv->ev_cap = cnt;
+    }
+    float *ek = kv->ev, *evv = kv->ev + (size_t)(kv->ev_cap * kvd);
+    size_t row = (size_t)kvd * sizeof(float);
+    for (int64_t x = from; x < E; x++) {
+        const float *ks, *vs;
+        if (x < kv->wstart + kv->wcount) { /* still in the window buffer */
+            ks = wk + (x - kv->wstart) * kvd;
+            vs = wv + (x - kv->wstart) * kvd;
+        } else {
+            ks = k + (x - pos0) * kvd;
+            vs = v + (x - pos0) * kvd;
+        }
+        memcpy(ek + (x - from) * kvd, ks, row);
+        memcpy(evv + (x - from) * kvd, vs, row);
+    }
+    kv->nev = cnt;
+    return 0;
+}
+
+/* SWA branch: stores the new keys/values in layer l's state and attends (to the sinks, the
+ * sparse cache's rows and the window). */
 static int swa_branch(const xd_config *c, xd_kv *kv, int l, const xd_student_plan *p,
                       const float *q, const float *k, const float *v, float *hs) {
     int kvd = kv->kv_dim, n = p->n;
-    int64_t S = c->sinks, W = c->window, pos0 = p->pos0;
-    float *sk = kv->sk + (size_t)l * S * kvd, *sv = kv->sv + (size_t)l * S * kvd;
+    int64_t S = c->sinks, W = c->window, pos0 = p->pos0, SC = kv->scap;
+    float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
     float *wk = kv->rk + (size_t)l * 2 * W * kvd, *wv = kv->rv + (size_t)l * 2 * W * kvd;
+    if (SC && take_leaving(kv, wk, wv, pos0, n, k, v)) return -1;
     /* new sink positions */
     for (int64_t t = pos0; t < pos0 + n && t < S; t++) {
         memcpy(sk + t * kvd, k + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
         memcpy(sv + t * kvd, v + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
     }
     int ns = (int)(pos0 + n < S ? pos0 + n : S);
+    /* the cache's rows follow the sinks (all of them: a row leaves the window only after
+     * the sinks are complete), visible to every query of the call */
+    if (ns == S) ns += kv->ccount[l];
     int64_t off = n - p->na; /* first new row at a position ≥ S */
     move_front(wk, kv->wcount - p->keep, p->keep, kvd);
     move_front(wv, kv->wcount - p->keep, p->keep, kvd);
@@ -354,6 +408,70 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
     return 0;
 }
 
+/* Sparse cache (docs/design.md, "Sparse cache"; LoLA, arXiv 2505.23666): each row that
+ * left layer l's window in this call (kv->ev) is scored by how badly the updated mLSTM
+ * state recalls it, the mean over the layer's heads that are not global of
+ *     ‖v − v̂(k)‖²,  v̂(k) = the state's readout for the query φ_k(k)  (xd_mlstm_readout),
+ * and kept when the cache has room or it beats the lowest score held (which it replaces).
+ * A layer whose every head is global keeps none (its SWA branch is not used). phk: scratch
+ * of XD_SC_BLOCK·nh·dphi floats, v̂: XD_SC_BLOCK·hd. */
+enum { XD_SC_BLOCK = 64 };
+
+static int is_global(const xd_config *c, int l, int h) {
+    for (int i = 0; i < c->n_global_heads; i++)
+        if (c->global_heads[i].layer == l && c->global_heads[i].head == h) return 1;
+    return 0;
+}
+
+static void sparse_cache_update(const xd_config *c, const xd_layer *L, xd_kv *kv, int l,
+                                float *phk, float *vh) {
+    int nh = c->n_head, hd = c->head_dim, kvd = kv->kv_dim, dphi = 2 * hd;
+    int group = nh / c->n_kv_head, SC = kv->scap;
+    int64_t S = c->sinks;
+    int n_local = nh;
+    for (int i = 0; i < c->n_global_heads; i++) n_local -= c->global_heads[i].layer == l;
+    if (!n_local || !kv->nev) return;
+    xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
+    size_t sl = (size_t)l;
+    xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
+    const float *ek = kv->ev, *evv = kv->ev + (size_t)(kv->ev_cap * kvd);
+    float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
+    float *score = kv->cscore + sl * SC;
+    int *cnt = &kv->ccount[l];
+    for (int64_t r0 = 0; r0 < kv->nev; r0 += XD_SC_BLOCK) {
+        int b = (int)(kv->nev - r0 < XD_SC_BLOCK ? kv->nev - r0 : XD_SC_BLOCK);
+        xd_hedgehog_forward(phk, ek + r0 * kvd, kvd, L->fmk_A, L->fmk_b, b, nh, c->n_kv_head, hd);
+        double err[XD_SC_BLOCK] = {0};
+        for (int h = 0; h < nh; h++) {
+            if (is_global(c, l, h)) continue;
+            xd_mlstm_readout(vh, hd, &st, h, phk + (size_t)h * dphi, nh * dphi, b, &mc);
+            for (int t = 0; t < b; t++) {
+                const float *vt = evv + (r0 + t) * kvd + (size_t)(h / group) * hd;
+                double e = 0;
+                for (int x = 0; x < hd; x++) {
+                    double dx = (double)vt[x] - vh[(size_t)t * hd + x];
+                    e += dx * dx;
+                }
+                err[t] += e;
+            }
+        }
+        for (int t = 0; t < b; t++) {
+            float s = (float)(err[t] / n_local);
+            int at = *cnt;
+            if (at == SC) { /* full: replace the lowest score if this one beats it */
+                at = 0;
+                for (int j = 1; j < SC; j++)
+                    if (score[j] < score[at]) at = j;
+                if (!(s > score[at])) continue;
+            } else
+                (*cnt)++;
+            score[at] = s;
+            memcpy(sk + (S + at) * kvd, ek + (r0 + t) * kvd, (size_t)kvd * sizeof(float));
+            memcpy(sv + (S + at) * kvd, evv + (r0 + t) * kvd, (size_t)kvd * sizeof(float));
+        }
+    }
+}
+
 int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
                      const xd_student_plan *p, const float *h, const float *q, const float *k,
                      const float *v, const float *qp, const float *kp, float *att) {
@@ -365,6 +483,8 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
      * score rows per call, as in the teacher's decoding) */
     size_t N = (size_t)n, need = N * (3 * (size_t)qd + 2 * (size_t)nh * dphi + 2 * (size_t)nh);
     if (c->n_global_heads) need += 2 * N * (size_t)qd;
+    size_t sc_at = need; /* the sparse cache's scratch (φ(k) and v̂ of a block of rows) */
+    if (kv->scap) need += XD_SC_BLOCK * ((size_t)nh * dphi + (size_t)hd);
     if (need > kv->mx_cap) {
         float *b = realloc(kv->mx_scratch, need * sizeof(float));
         if (!b) return xd_err("student mixer: out of memory for %d tokens", n);
@@ -393,6 +513,9 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
         xd_mlstm_in in = {phq, phk, ve, ig, fg, NULL};
         if (xd_mlstm_chunk_forward(hm, NULL, &st, &in, p->pos0 > 0 ? &st : NULL, n, &mc)) goto done;
     }
+    if (kv->scap)
+        sparse_cache_update(c, L, kv, l, kv->mx_scratch + sc_at,
+                            kv->mx_scratch + sc_at + XD_SC_BLOCK * (size_t)nh * dphi);
     /* mix (pre-RoPE q, k) */
     xd_mix_forward(att, NULL, hm, hs, qp, qd, kp, kvd, v, kvd, L->w_mix, L->b_mix, n, nh, nkv, hd);
     /* the window-exact rule, for every head: below sinks + window the SWA branch is the

@@ -1,0 +1,323 @@
+/* The student's sparse cache (docs/design.md, "Sparse cache"; LoLA, arXiv 2505.23666):
+ *  - xd_mlstm_readout equals the mLSTM step's output formula computed in double on a
+ *    random state (tolerance 1e-5 of the largest output: fp32 sums of 2·hd products);
+ *  - a cache that holds every row that leaves the window makes the SWA branch full
+ *    causal attention: a SWA-only student (o == 0 exactly) decoding token by token then
+ *    reproduces its teacher's logits (tolerance 1e-4 as the copy path of test_student.c:
+ *    two attention kernels summing in different orders), and without the cache it does
+ *    not; the state's size grows by exactly the cache's rows and scores;
+ *  - a small cache keeps the rows a reference computed here would keep: each row that
+ *    leaves the window (read from the student's window buffer after the step) is scored
+ *    in double from the student's mLSTM state after that step, by the mean over the
+ *    layer's heads of ‖v − v̂(k)‖² (φ(k) and the readout written out here), and the
+ *    reference keeps the top rows with the same replacement rule; the cached rows must be
+ *    the reference's rows bit for bit (they are copies);
+ *  - the config field round-trips through save/load, and bad values are refused. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "xdistill.h"
+#include "core/rng.h"
+#include "kernels/mlstm.h"
+#include "model/model.h"
+#include "model/student.h"
+#include "cli_util.h"
+#include "student_util.h"
+#include "test.h"
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= w)) w = d;
+    }
+    return w;
+}
+
+static xd_model *load(const char *name) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
+    xd_model *m = xd_model_load(dir);
+    CHECK(m != NULL, "load %s: %s", dir, xd_last_error());
+    return m;
+}
+
+/* ---- 1. the readout ------------------------------------------------------------ */
+static void readout(void) {
+    enum { H = 3, DPHI = 16, DV = 8, N = 5 };
+    xd_mlstm_cfg mc = xd_mlstm_cfg_default(H, DPHI, DV);
+    float C[H * DPHI * DV], nn[H * DPHI], m[H], phi[N * H * DPHI], out[N * DV];
+    xd_rng g;
+    xd_rng_seed(&g, 4);
+    for (int i = 0; i < H * DPHI * DV; i++) C[i] = (float)xd_rng_normal(&g);
+    for (int i = 0; i < H * DPHI; i++) nn[i] = (float)(0.2 * xd_rng_normal(&g));
+    for (int i = 0; i < N * H * DPHI; i++) phi[i] = (float)xd_rng_uniform(&g) / DPHI;
+    m[0] = 0.5f, m[1] = -3.0f, m[2] = 8.0f; /* normaliser from |n·φ| or from e^{−m} */
+    xd_mlstm_state st = {C, nn, m};
+    double worst = 0, big = 0;
+    for (int h = 0; h < H; h++) {
+        xd_mlstm_readout(out, DV, &st, h, phi + h * DPHI, H * DPHI, N, &mc);
+        for (int t = 0; t < N; t++) {
+            const float *q = phi + (t * H + h) * DPHI;
+            double qn = 0, ref[DV] = {0};
+            for (int y = 0; y < DPHI; y++) {
+                qn += (double)q[y] * nn[h * DPHI + y];
+                for (int x = 0; x < DV; x++) ref[x] += (double)q[y] * C[(h * DPHI + y) * DV + x];
+            }
+            double den = fmax(fabs(mc.scale * qn), exp(-(double)m[h])) + mc.eps;
+            for (int x = 0; x < DV; x++) {
+                double r = mc.scale * ref[x] / den;
+                worst = fmax(worst, fabs(r - out[t * DV + x]));
+                big = fmax(big, fabs(r));
+            }
+        }
+    }
+    printf("mLSTM readout vs double: %.2e of the largest output (tol 1e-5)\n", worst / big);
+    CHECK(worst <= 1e-5 * big, "readout: %g of %g", worst, big);
+}
+
+/* ---- 2. a cache that holds everything ---------------------------------------------- */
+static xd_model *student_of(xd_model *t, int window, int sinks, int cache, int swa_only) {
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    o.window = window;
+    o.sinks = sinks;
+    o.chunk = 8;
+    o.swa_only = swa_only;
+    o.sparse_cache = cache;
+    o.exact_in_window = 0;
+    xd_model *s = xd_student_convert(t, &o);
+    CHECK(s != NULL, "convert: %s", xd_last_error());
+    return s;
+}
+
+/* logits [n][V] of m decoding ids one token at a time */
+static int decode(xd_model *m, const int32_t *ids, int n, float *out) {
+    xd_kv *kv = xd_kv_create(m, n);
+    int V = m->cfg.vocab_size, rc = kv ? 0 : -1;
+    for (int i = 0; i < n && !rc; i++) rc = xd_forward(m, kv, ids + i, 1, out + (size_t)i * V, 0);
+    xd_kv_free(kv);
+    return rc;
+}
+
+static void full_recall(const char *name) {
+    xd_model *t = load(name);
+    if (!t) return;
+    enum { N = 40, W = 5, S = 2 };
+    int V = t->cfg.vocab_size;
+    int32_t ids[N];
+    xd_rng g;
+    xd_rng_seed(&g, 9);
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)xd_rng_below(&g, (uint64_t)V);
+    float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
+    xd_kv *kv = xd_kv_create(t, N);
+    CHECK(xd_forward(t, kv, ids, N, ref, 1) == 0, "teacher: %s", xd_last_error());
+    xd_kv_free(kv);
+    xd_model *with = student_of(t, W, S, N, 1), *without = student_of(t, W, S, 0, 1);
+    if (with && without) {
+        CHECK(decode(with, ids, N, got) == 0, "decode: %s", xd_last_error());
+        double e = max_abs_diff(got, ref, (size_t)N * V);
+        CHECK(decode(without, ids, N, got) == 0, "decode: %s", xd_last_error());
+        double e0 = max_abs_diff(got, ref, (size_t)N * V);
+        printf("%-11s SWA-only student, W %d, cache of %d rows, token by token: max |diff| vs "
+               "the teacher %.2e (tol 1e-4); without the cache %.2e\n", name, W, N, e, e0);
+        CHECK(e <= 1e-4, "%s: a cache holding every row gives %g off the teacher", name, e);
+        CHECK(e0 > 1e-2, "%s: without the cache the student matches its teacher (%g)", name, e0);
+        /* the state: the cache's rows (keys and values) and scores, no more */
+        xd_kv *a = xd_kv_create(with, 1), *b = xd_kv_create(without, 1);
+        const xd_config *c = &with->cfg;
+        size_t expect = 4 * (size_t)c->n_layer * (2 * (size_t)N * c->n_kv_head * c->head_dim + N);
+        CHECK(a && b && xd_student_kv_bytes(a) - xd_student_kv_bytes(b) == expect,
+              "%s: the cache adds %zu bytes, expected %zu", name,
+              a && b ? xd_student_kv_bytes(a) - xd_student_kv_bytes(b) : 0, expect);
+        CHECK(xd_student_state_bytes(c, 1000) - xd_student_state_bytes(&without->cfg, 1000) == expect,
+              "%s: xd_student_state_bytes leaves the cache out", name);
+        xd_kv_free(a);
+        xd_kv_free(b);
+    }
+    xd_model_free(with);
+    xd_model_free(without);
+    xd_model_free(t);
+    free(ref);
+    free(got);
+}
+
+/* ---- 3. which rows a small cache keeps ---------------------------------------------- */
+/* φ(k) of head h in double: z = k_g·A_h + a_h, φ = [softmax(z); softmax(−z)] */
+static void phi_k(const xd_layer *L, int h, int hd, const float *k, double *phi) {
+    double z[256], mx = -INFINITY, mn = INFINITY, s1 = 0, s2 = 0;
+    for (int j = 0; j < hd; j++) {
+        double a = L->fmk_b[(size_t)h * hd + j];
+        for (int i = 0; i < hd; i++) a += (double)k[i] * L->fmk_A[((size_t)h * hd + i) * hd + j];
+        z[j] = a;
+        mx = fmax(mx, a);
+        mn = fmin(mn, a);
+    }
+    for (int j = 0; j < hd; j++) {
+        phi[j] = exp(z[j] - mx);
+        phi[hd + j] = exp(mn - z[j]);
+        s1 += phi[j];
+        s2 += phi[hd + j];
+    }
+    for (int j = 0; j < hd; j++) {
+        phi[j] /= s1;
+        phi[hd + j] /= s2;
+    }
+}
+
+static void selection(const char *name) {
+    xd_model *t = load(name);
+    if (!t) return;
+    enum { N = 48, W = 3, S = 1, CAP = 4 };
+    int V = t->cfg.vocab_size;
+    int32_t ids[N];
+    xd_rng g;
+    xd_rng_seed(&g, 17);
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)xd_rng_below(&g, (uint64_t)V);
+    xd_model *s = student_of(t, W, S, CAP, 0);
+    if (!s) { xd_model_free(t); return; }
+    test_randomise_mixer(s, 5);
+    const xd_config *c = &s->cfg;
+    int L = c->n_layer, nh = c->n_head, hd = c->head_dim, kvd = c->n_kv_head * hd;
+    int group = nh / c->n_kv_head, dphi = 2 * hd;
+    xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
+    /* the reference: per layer, the positions kept and their scores */
+    int keep[64][CAP], nk[64] = {0};
+    double ks[64][CAP];
+    static float keepk[64][CAP][256]; /* the kept rows' keys (kvd ≤ 256 in the fixtures) */
+    CHECK(L <= 64 && kvd <= 256, "fixture too large for the test's tables");
+    double margin = INFINITY; /* the smallest gap between a decision's two scores */
+    xd_kv *kv = xd_kv_create(s, 1);
+    for (int p = 0; p < N; p++) {
+        CHECK(xd_forward(s, kv, ids + p, 1, NULL, 0) == 0, "decode: %s", xd_last_error());
+        int r = p - W + 1; /* the row that left the window with this step */
+        if (r < S) continue;
+        for (int l = 0; l < L; l++) {
+            /* the row, still in the student's window buffer (rows from position wstart) */
+            size_t at_row = ((size_t)l * 2 * W + (size_t)(r - kv->wstart)) * kvd;
+            const float *K = kv->rk + at_row, *Vr = kv->rv + at_row;
+            double err = 0, phi[512];
+            for (int h = 0; h < nh; h++) {
+                phi_k(&s->layers[l], h, hd, K + (h / group) * hd, phi);
+                const float *C = kv->C + ((size_t)l * nh + h) * dphi * hd;
+                const float *nv = kv->n + ((size_t)l * nh + h) * dphi;
+                double qn = 0;
+                for (int y = 0; y < dphi; y++) qn += phi[y] * nv[y];
+                double den = fmax(fabs(mc.scale * qn), exp(-(double)kv->m[(size_t)l * nh + h])) + mc.eps;
+                for (int x = 0; x < hd; x++) {
+                    double o = 0;
+                    for (int y = 0; y < dphi; y++) o += phi[y] * C[(size_t)y * hd + x];
+                    double d = Vr[(h / group) * hd + x] - mc.scale * o / den;
+                    err += d * d;
+                }
+            }
+            err /= nh;
+            if (nk[l] < CAP) {
+                keep[l][nk[l]] = r;
+                memcpy(keepk[l][nk[l]], K, (size_t)kvd * sizeof(float));
+                ks[l][nk[l]++] = err;
+                continue;
+            }
+            int at = 0;
+            for (int j = 1; j < CAP; j++)
+                if (ks[l][j] < ks[l][at]) at = j;
+            margin = fmin(margin, fabs(err - ks[l][at]) / fmax(err, ks[l][at]));
+            if (err > ks[l][at]) {
+                keep[l][at] = r;
+                memcpy(keepk[l][at], K, (size_t)kvd * sizeof(float));
+                ks[l][at] = err;
+            }
+        }
+    }
+    /* the student's cached rows are the teacher's keys of the reference's positions */
+    int bad = 0, replaced = 0;
+    for (int l = 0; l < L; l++) {
+        CHECK(kv->ccount[l] == CAP, "%s layer %d: %d cached rows", name, l, kv->ccount[l]);
+        for (int j = 0; j < CAP; j++) {
+            const float *row = kv->sk + ((size_t)l * (S + CAP) + S + j) * kvd;
+            int found = 0;
+            for (int i = 0; i < CAP; i++)
+                found |= !memcmp(row, keepk[l][i], (size_t)kvd * sizeof(float));
+            bad += !found;
+        }
+        for (int i = 0; i < CAP; i++) replaced += keep[l][i] >= S + CAP;
+    }
+    printf("%-11s cache of %d rows, W %d, %d positions: %d layers' kept rows vs the double "
+           "reference: %d differ (%d of %d kept rows came by replacement; closest decision "
+           "%.1e relative)\n", name, CAP, W, N, L, bad, replaced, L * CAP, margin);
+    CHECK(bad == 0, "%s: %d cached rows are not the reference's", name, bad);
+    CHECK(replaced > 0, "%s: no row was ever replaced: the test does not test the selection",
+          name);
+    xd_kv_free(kv);
+    xd_model_free(s);
+    xd_model_free(t);
+}
+
+/* ---- 4. config -------------------------------------------------------------------- */
+static void config(void) {
+    xd_model *t = load("tiny-llama");
+    if (!t) return;
+    xd_model *s = student_of(t, 4, 1, 12, 0);
+    char dir[] = "/tmp/xd_sc_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char path[600];
+    snprintf(path, sizeof path, "%s/st", dir);
+    CHECK(s && xd_model_save(s, path) == 0, "save: %s", xd_last_error());
+    xd_model *back = xd_model_load(path);
+    CHECK(back && back->cfg.sparse_cache == 12, "load: %s", back ? "sparse_cache lost" : xd_last_error());
+    xd_model_free(back);
+    char cfg[700], cmd[1500];
+    snprintf(cfg, sizeof cfg, "%s/config.json", path);
+    static const char *const edits[][2] = {
+        {"s/\"sparse_cache\": 12/\"sparse_cache\": -1/", "out of range"},
+        {"s/\"sparse_cache\": -1/\"sparse_cache\": \"many\"/", "expected an integer"},
+    };
+    for (int e = 0; e < 2; e++) {
+        snprintf(cmd, sizeof cmd, "sed -i '%s' %s", edits[e][0], cfg);
+        CHECK(system(cmd) == 0, "sed");
+        xd_model *x = xd_model_load(path);
+        CHECK(!x && strstr(xd_last_error(), "sparse_cache") && strstr(xd_last_error(), edits[e][1]),
+              "%s: %s", edits[e][0], x ? "accepted" : xd_last_error());
+        printf("config edit %s: %s\n", edits[e][0], x ? "accepted" : xd_last_error());
+        xd_model_free(x);
+    }
+    /* the command line */
+    char out[4096];
+    snprintf(cmd, sizeof cmd, "convert %s -o %s/c --window 4 --sparse-cache -3",
+             FIXTURE("tiny-llama.gguf"), dir);
+    CHECK(test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR) == 2 && strstr(out, "--sparse-cache"),
+          "convert --sparse-cache -3: %s", out);
+    snprintf(cmd, sizeof cmd, "convert %s -o %s/c --window 4 --sparse-cache 24",
+             FIXTURE("tiny-llama.gguf"), dir);
+    CHECK(test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR) == 0, "convert: %s", out);
+    snprintf(cmd, sizeof cmd, "inspect %s/c", dir);
+    CHECK(test_cli_run(cmd, out, sizeof out, TEST_CLI_STDOUT) == 0 &&
+              strstr(out, "sparse cache: 24 rows per layer"), "inspect: %s", out);
+    /* the delta rule has no normaliser to recall with: refused */
+    xd_student_opts o;
+    xd_student_defaults(&o);
+    o.window = 4;
+    o.sparse_cache = 8;
+    o.memory_rule = XD_MEMORY_DELTA;
+    xd_model *d = xd_student_convert(t, &o);
+    CHECK(!d && strstr(xd_last_error(), "sparse_cache"), "delta + cache: %s",
+          d ? "accepted" : xd_last_error());
+    xd_model_free(d);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "rm");
+    xd_model_free(s);
+    xd_model_free(t);
+}
+
+int main(void) {
+    xd_set_threads(2);
+    readout();
+    full_recall("tiny-llama");
+    full_recall("tiny-qwen3");
+    selection("tiny-llama");
+    selection("tiny-olmo2");
+    config();
+    return test_summary("test_sparse_cache");
+}
