@@ -22,13 +22,15 @@ def kv_pair_row_bytes(dtype, hd):
 
 
 def state_bytes(cfg, n_tokens):
-    """(global KV pairs, bytes): sinks, the 2W window buffers, every head's mLSTM C, n, m
-    (fp32), and a key and a value row per token and global (layer, KV head) pair."""
+    """(global KV pairs, bytes): sinks, the sparse cache's rows and scores, the 2W window
+    buffers, every head's mLSTM C, n, m (fp32), and a key and a value row per token and
+    global (layer, KV head) pair."""
     L, nh, nkv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or cfg["hidden_size"] // nh
     S, W, kvd, dphi = cfg["sinks"], cfg["window"], nkv * hd, 2 * hd
     pairs = {(l, h // (nh // nkv)) for l, h in cfg.get("global_heads", [])}
-    base = 4 * L * (2 * S * kvd + 4 * W * kvd + nh * dphi * hd + nh * dphi + nh)
+    SC = cfg.get("sparse_cache", 0)
+    base = 4 * L * (2 * (S + SC) * kvd + SC + 4 * W * kvd + nh * dphi * hd + nh * dphi + nh)
     rb = kv_pair_row_bytes(cfg.get("global_kv_dtype", "float32"), hd)
     return len(pairs), base + len(pairs) * rb * n_tokens
 

@@ -5,7 +5,8 @@
  *    causal attention: a SWA-only student (o == 0 exactly) decoding token by token then
  *    reproduces its teacher's logits (tolerance 1e-4 as the copy path of test_student.c:
  *    two attention kernels summing in different orders), and without the cache it does
- *    not; the state's size grows by exactly the cache's rows and scores;
+ *    not; one prefill (read in pieces of 16 inside the mixer) equals calls of 16 tokens;
+ *    the state's size grows by exactly the cache's rows and scores;
  *  - a small cache keeps the rows a reference computed here would keep: each row that
  *    leaves the window (read from the student's window buffer after the step) is scored
  *    in double from the student's mLSTM state after that step, by the mean over the
@@ -125,6 +126,21 @@ static void full_recall(const char *name) {
                "the teacher %.2e (tol 1e-4); without the cache %.2e\n", name, W, N, e, e0);
         CHECK(e <= 1e-4, "%s: a cache holding every row gives %g off the teacher", name, e);
         CHECK(e0 > 1e-2, "%s: without the cache the student matches its teacher (%g)", name, e0);
+        /* one call reads its tokens in pieces of 16 inside the mixer, carrying the mLSTM
+         * state and the cache between them: the same as calls of 16 tokens (tolerance 1e-4:
+         * the chunkwise mLSTM over a piece against its recurrent steps) */
+        float *one = malloc((size_t)N * V * sizeof(float));
+        CHECK(test_run_pieces(with, ids, N, (int[]){N}, 1, N, one) == 0 &&
+                  test_run_pieces(with, ids, N, (int[]){16}, 1, N, got) == 0,
+              "prefill: %s", xd_last_error());
+        double ep = max_abs_diff(one, got, (size_t)N * V);
+        CHECK(test_run_pieces(without, ids, N, (int[]){N}, 1, N, one) == 0, "prefill");
+        double ep0 = max_abs_diff(one, got, (size_t)N * V);
+        printf("%-11s the same, one prefill vs calls of 16 tokens: %.2e (tol 1e-4); the student "
+               "without the cache is %.2e away\n", name, ep, ep0);
+        CHECK(ep <= 1e-4, "%s: one prefill vs pieces of 16: %g", name, ep);
+        CHECK(ep0 > 1e-2, "%s: the cache changes nothing in a prefill (%g)", name, ep0);
+        free(one);
         /* the state: the cache's rows (keys and values) and scores, no more */
         xd_kv *a = xd_kv_create(with, 1), *b = xd_kv_create(without, 1);
         const xd_config *c = &with->cfg;

@@ -191,21 +191,6 @@ int xd_forward_observed(const xd_model *m, xd_kv *kv, const int32_t *tokens, int
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return xd_err("forward: token id %d at %d is out of range [0, %d)", tokens[i], i,
                           c->vocab_size);
-    int piece = c->window < 16 ? c->window : 16;
-    if (kv->student && kv->scap && n > piece) {
-        /* a student with a sparse cache reads a long input 16 tokens at a time (or W when
-         * smaller), so that rows leaving the window reach the cache before later queries:
-         * a query misses at most the 15 rows that left the window earlier in its piece
-         * (docs/design.md, "Sparse cache") */
-        for (int i = 0; i < n; i += piece) {
-            int k = n - i < piece ? n - i : piece;
-            float *lg = !logits ? NULL
-                        : all_logits ? logits + (size_t)i * c->vocab_size
-                        : i + k == n ? logits : NULL;
-            if (xd_forward_observed(m, kv, tokens + i, k, lg, all_logits, obs)) return -1;
-        }
-        return 0;
-    }
     scratch s;
     if (scratch_alloc(&s, c, n)) return -1;
     int d = c->d_model;

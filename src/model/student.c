@@ -250,17 +250,86 @@ static void move_front(float *b, int64_t from, int64_t count, int kvd) {
         memmove(b, b + from * kvd, (size_t)(count * kvd) * sizeof(float));
 }
 
-/* Sparse cache: copies into kv->ev the rows of positions [kv->cpos, E) with E = pos0 + n −
- * W + 1, the rows no later query's window holds (the next query is at pos0 + n): from the
- * window buffer (rows [0, wcount) hold positions wstart …) or from this call's new rows
- * (k, v rows t = position − pos0). Called before the buffer moves. */
-static int take_leaving(xd_kv *kv, const float *wk, const float *wv, int64_t pos0, int n,
-                        const float *k, const float *v) {
+/* The SWA branch's keys/values for one call: the window buffer's kept rows followed by the
+ * call's new rows at positions ≥ S, rows [0, total) holding positions r0 … (in the layer's
+ * window buffer, or in a temporary run when they do not fit: swa_finish keeps its newest W). */
+typedef struct {
+    float *rk, *rv, *tk, *tv;
+    int64_t r0, total;
+    int ns; /* sinks held after the call's new ones (< S only while the sinks fill) */
+} swa_rows;
+
+/* Stores the call's new keys/values in layer l's state (sinks, window buffer) and lays out
+ * the rows the call's queries attend. */
+static int swa_stage(const xd_config *c, xd_kv *kv, int l, const xd_student_plan *p,
+                     const float *k, const float *v, swa_rows *r) {
+    int kvd = kv->kv_dim, n = p->n;
+    int64_t S = c->sinks, W = c->window, pos0 = p->pos0, SC = kv->scap;
+    float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
+    float *wk = kv->rk + (size_t)l * 2 * W * kvd, *wv = kv->rv + (size_t)l * 2 * W * kvd;
+    for (int64_t t = pos0; t < pos0 + n && t < S; t++) { /* new sink positions */
+        memcpy(sk + t * kvd, k + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
+        memcpy(sv + t * kvd, v + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
+    }
+    r->ns = (int)(pos0 + n < S ? pos0 + n : S);
+    int64_t off = n - p->na; /* first new row at a position ≥ S */
+    move_front(wk, kv->wcount - p->keep, p->keep, kvd);
+    move_front(wv, kv->wcount - p->keep, p->keep, kvd);
+    r->r0 = p->keep ? kv->wstart + kv->wcount - p->keep : pos0 + off;
+    r->rk = wk, r->rv = wv, r->tk = r->tv = NULL;
+    r->total = p->keep + p->na;
+    if (p->use_temp) {
+        r->tk = malloc((size_t)(r->total * kvd) * sizeof(float));
+        r->tv = malloc((size_t)(r->total * kvd) * sizeof(float));
+        if (!r->tk || !r->tv) {
+            free(r->tk), free(r->tv);
+            return xd_err("student attention: out of memory for %lld keys", (long long)r->total);
+        }
+        memcpy(r->tk, wk, (size_t)(p->keep * kvd) * sizeof(float));
+        memcpy(r->tv, wv, (size_t)(p->keep * kvd) * sizeof(float));
+        r->rk = r->tk;
+        r->rv = r->tv;
+    }
+    memcpy(r->rk + p->keep * kvd, k + off * kvd, (size_t)(p->na * kvd) * sizeof(float));
+    memcpy(r->rv + p->keep * kvd, v + off * kvd, (size_t)(p->na * kvd) * sizeof(float));
+    return 0;
+}
+
+/* Attention of the call's queries [i0, i0 + cnt) over the sinks, the sparse cache's rows as
+ * they are now (they follow the sinks; rows exist only once the sinks are complete) and the
+ * window; writes hs rows i0 …. */
+static int swa_attend(const xd_config *c, const xd_kv *kv, int l, const xd_student_plan *p,
+                      const swa_rows *r, const float *q, int i0, int cnt, float *hs) {
+    int kvd = kv->kv_dim, qd = c->n_head * c->head_dim;
+    int64_t S = c->sinks, SC = kv->scap;
+    const float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
+    int ns = r->ns == S ? r->ns + kv->ccount[l] : r->ns;
+    if (xd_attention_sinkwin(hs + (size_t)i0 * qd, q + (size_t)i0 * qd, cnt, p->pos0 + i0, sk, sv,
+                             ns, r->rk, r->rv, r->r0, r->total, c->n_head, c->n_kv_head,
+                             c->head_dim, c->window, c->sinks))
+        return xd_err("student attention: out of memory");
+    return 0;
+}
+
+/* Ends the call: a temporary run's newest W rows go to layer l's window buffer. */
+static void swa_finish(const xd_config *c, xd_kv *kv, int l, swa_rows *r) {
+    if (!r->tk) return;
     int kvd = kv->kv_dim;
-    int64_t E = pos0 + n - kv->window + 1, from = kv->cpos;
+    int64_t W = c->window;
+    memcpy(kv->rk + (size_t)l * 2 * W * kvd, r->tk + (r->total - W) * kvd, (size_t)(W * kvd) * sizeof(float));
+    memcpy(kv->rv + (size_t)l * 2 * W * kvd, r->tv + (r->total - W) * kvd, (size_t)(W * kvd) * sizeof(float));
+    free(r->tk), free(r->tv);
+    r->tk = r->tv = NULL;
+}
+
+/* Sparse cache: copies into kv->ev the rows of positions [from, to) (rows that no later
+ * query's window holds), all within the call's rows r (they hold every position from the
+ * first not yet offered: kv->cpos ≥ r0). */
+static int take_leaving(xd_kv *kv, const swa_rows *r, int64_t from, int64_t to) {
+    int kvd = kv->kv_dim;
+    int64_t cnt = to - from;
     kv->nev = 0;
-    if (E <= from) return 0;
-    int64_t cnt = E - from;
+    if (cnt <= 0) return 0;
     if (cnt > kv->ev_cap) {
         float *b = realloc(kv->ev, (size_t)(2 * cnt * kvd) * sizeof(float));
         if (!b) return xd_err("student sparse cache: out of memory for %lld rows", (long long)cnt);
@@ -268,70 +337,10 @@ static int take_leaving(xd_kv *kv, const float *wk, const float *wv, int64_t pos
         kv->ev_cap = cnt;
     }
     float *ek = kv->ev, *evv = kv->ev + (size_t)(kv->ev_cap * kvd);
-    size_t row = (size_t)kvd * sizeof(float);
-    for (int64_t x = from; x < E; x++) {
-        const float *ks, *vs;
-        if (x < kv->wstart + kv->wcount) { /* still in the window buffer */
-            ks = wk + (x - kv->wstart) * kvd;
-            vs = wv + (x - kv->wstart) * kvd;
-        } else {
-            ks = k + (x - pos0) * kvd;
-            vs = v + (x - pos0) * kvd;
-        }
-        memcpy(ek + (x - from) * kvd, ks, row);
-        memcpy(evv + (x - from) * kvd, vs, row);
-    }
+    memcpy(ek, r->rk + (from - r->r0) * kvd, (size_t)(cnt * kvd) * sizeof(float));
+    memcpy(evv, r->rv + (from - r->r0) * kvd, (size_t)(cnt * kvd) * sizeof(float));
     kv->nev = cnt;
     return 0;
-}
-
-/* SWA branch: stores the new keys/values in layer l's state and attends (to the sinks, the
- * sparse cache's rows and the window). */
-static int swa_branch(const xd_config *c, xd_kv *kv, int l, const xd_student_plan *p,
-                      const float *q, const float *k, const float *v, float *hs) {
-    int kvd = kv->kv_dim, n = p->n;
-    int64_t S = c->sinks, W = c->window, pos0 = p->pos0, SC = kv->scap;
-    float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
-    float *wk = kv->rk + (size_t)l * 2 * W * kvd, *wv = kv->rv + (size_t)l * 2 * W * kvd;
-    if (SC && take_leaving(kv, wk, wv, pos0, n, k, v)) return -1;
-    /* new sink positions */
-    for (int64_t t = pos0; t < pos0 + n && t < S; t++) {
-        memcpy(sk + t * kvd, k + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
-        memcpy(sv + t * kvd, v + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
-    }
-    int ns = (int)(pos0 + n < S ? pos0 + n : S);
-    /* the cache's rows follow the sinks (all of them: a row leaves the window only after
-     * the sinks are complete), visible to every query of the call */
-    if (ns == S) ns += kv->ccount[l];
-    int64_t off = n - p->na; /* first new row at a position ≥ S */
-    move_front(wk, kv->wcount - p->keep, p->keep, kvd);
-    move_front(wv, kv->wcount - p->keep, p->keep, kvd);
-    int64_t r0 = p->keep ? kv->wstart + kv->wcount - p->keep : pos0 + off;
-    float *rk = wk, *rv = wv, *tk = NULL, *tv = NULL;
-    int64_t total = p->keep + p->na;
-    if (p->use_temp) {
-        tk = malloc((size_t)(total * kvd) * sizeof(float));
-        tv = malloc((size_t)(total * kvd) * sizeof(float));
-        if (!tk || !tv) {
-            free(tk); free(tv);
-            return xd_err("student attention: out of memory for %lld keys", (long long)total);
-        }
-        memcpy(tk, wk, (size_t)(p->keep * kvd) * sizeof(float));
-        memcpy(tv, wv, (size_t)(p->keep * kvd) * sizeof(float));
-        rk = tk;
-        rv = tv;
-    }
-    memcpy(rk + p->keep * kvd, k + off * kvd, (size_t)(p->na * kvd) * sizeof(float));
-    memcpy(rv + p->keep * kvd, v + off * kvd, (size_t)(p->na * kvd) * sizeof(float));
-    int rc = xd_attention_sinkwin(hs, q, n, pos0, sk, sv, ns, rk, rv, r0, total, c->n_head,
-                                  c->n_kv_head, c->head_dim, (int)W, (int)S);
-    if (p->use_temp) { /* keep the newest W rows */
-        memcpy(wk, tk + (total - W) * kvd, (size_t)(W * kvd) * sizeof(float));
-        memcpy(wv, tv + (total - W) * kvd, (size_t)(W * kvd) * sizeof(float));
-        free(tk);
-        free(tv);
-    }
-    return rc ? xd_err("student attention: out of memory") : 0;
 }
 
 xd_mlstm_cfg xd_student_mlstm_cfg(const xd_config *c) {
@@ -415,7 +424,7 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
  * and kept when the cache has room or it beats the lowest score held (which it replaces).
  * A layer whose every head is global keeps none (its SWA branch is not used). phk: scratch
  * of XD_SC_BLOCK·nh·dphi floats, v̂: XD_SC_BLOCK·hd. */
-enum { XD_SC_BLOCK = 64 };
+enum { XD_SC_BLOCK = 64, SC_PIECE = 16 };
 
 static int is_global(const xd_config *c, int l, int h) {
     for (int i = 0; i < c->n_global_heads; i++)
@@ -494,28 +503,48 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     float *hs = kv->mx_scratch, *hm = hs + N * qd, *ve = hm + N * qd, *phq = ve + N * qd;
     float *phk = phq + N * nh * dphi, *ig = phk + N * nh * dphi, *fg = ig + N * nh;
     int rc = -1;
-    if (swa_branch(c, kv, l, p, q, k, v, hs)) goto done;
-
-    /* mLSTM branch (gates capped in place: no backward follows) */
+    swa_rows rows;
+    if (swa_stage(c, kv, l, p, k, v, &rows)) return -1;
+    /* mLSTM branch inputs (gates capped in place: no backward follows) */
     xd_student_mlstm_inputs(c, L, n, h, q, k, v, phq, phk, ve, ig, fg, ig, fg);
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
     size_t sl = (size_t)l;
     xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
-    if (c->memory_rule == XD_MEMORY_DELTA) { /* the state is C alone (n, m stay 0) */
-        if (n == 1) {
-            if (xd_delta_step(hm, st.C, phq, phk, ve, ig, fg, 0, &mc)) goto done;
-        } else if (xd_delta_forward(hm, NULL, st.C, &(xd_mlstm_in){phq, phk, ve, ig, fg, NULL},
-                                  p->pos0 > 0 ? st.C : NULL, n, &mc))
-            goto done;
-    } else if (n == 1) {
-        xd_mlstm_step(hm, &st, phq, phk, ve, ig, fg, 0, &mc);
-    } else {
-        xd_mlstm_in in = {phq, phk, ve, ig, fg, NULL};
-        if (xd_mlstm_chunk_forward(hm, NULL, &st, &in, p->pos0 > 0 ? &st : NULL, n, &mc)) goto done;
+    /* Both branches over the call's tokens, in pieces of SC_PIECE when a sparse cache
+     * takes the rows that leave the window (docs/design.md, "Sparse cache"): after each
+     * piece the mLSTM state is that piece's, the rows that left the window in it are
+     * scored against it, and the next piece's queries attend the cache as it is then; a
+     * query misses at most the rows that left the window earlier in its own piece. */
+    int piece = kv->scap ? SC_PIECE : n;
+    int64_t from = kv->cpos;
+    for (int i0 = 0; i0 < n; i0 += piece) {
+        int cnt = n - i0 < piece ? n - i0 : piece;
+        if (swa_attend(c, kv, l, p, &rows, q, i0, cnt, hs)) goto done;
+        size_t a = (size_t)i0;
+        float *hmi = hm + a * qd, *qi = phq + a * nh * dphi, *ki = phk + a * nh * dphi;
+        float *vi = ve + a * qd, *ii = ig + a * nh, *fi = fg + a * nh;
+        int has_state = p->pos0 + i0 > 0;
+        if (c->memory_rule == XD_MEMORY_DELTA) { /* the state is C alone (n, m stay 0) */
+            if (cnt == 1) {
+                if (xd_delta_step(hmi, st.C, qi, ki, vi, ii, fi, 0, &mc)) goto done;
+            } else if (xd_delta_forward(hmi, NULL, st.C, &(xd_mlstm_in){qi, ki, vi, ii, fi, NULL},
+                                        has_state ? st.C : NULL, cnt, &mc))
+                goto done;
+        } else if (cnt == 1) {
+            xd_mlstm_step(hmi, &st, qi, ki, vi, ii, fi, 0, &mc);
+        } else {
+            xd_mlstm_in in = {qi, ki, vi, ii, fi, NULL};
+            if (xd_mlstm_chunk_forward(hmi, NULL, &st, &in, has_state ? &st : NULL, cnt, &mc))
+                goto done;
+        }
+        int64_t to = p->pos0 + i0 + cnt - c->window + 1; /* the next query's window starts here */
+        if (kv->scap && to > from) {
+            if (take_leaving(kv, &rows, from, to)) goto done;
+            sparse_cache_update(c, L, kv, l, kv->mx_scratch + sc_at,
+                                kv->mx_scratch + sc_at + XD_SC_BLOCK * (size_t)nh * dphi);
+            from = to;
+        }
     }
-    if (kv->scap)
-        sparse_cache_update(c, L, kv, l, kv->mx_scratch + sc_at,
-                            kv->mx_scratch + sc_at + XD_SC_BLOCK * (size_t)nh * dphi);
     /* mix (pre-RoPE q, k) */
     xd_mix_forward(att, NULL, hm, hs, qp, qd, kp, kvd, v, kvd, L->w_mix, L->b_mix, n, nh, nkv, hd);
     /* the window-exact rule, for every head: below sinks + window the SWA branch is the
@@ -528,5 +557,6 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     if (exact_end) xd_mix_exact_window(att, NULL, hs, 1, n, nh, hd, p->pos0, NULL, exact_end);
     rc = 0;
 done:
+    swa_finish(c, kv, l, &rows);
     return rc;
 }
