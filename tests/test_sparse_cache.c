@@ -94,15 +94,6 @@ static xd_model *student_of(xd_model *t, int window, int sinks, int cache, int s
     return s;
 }
 
-/* logits [n][V] of m decoding ids one token at a time */
-static int decode(xd_model *m, const int32_t *ids, int n, float *out) {
-    xd_kv *kv = xd_kv_create(m, n);
-    int V = m->cfg.vocab_size, rc = kv ? 0 : -1;
-    for (int i = 0; i < n && !rc; i++) rc = xd_forward(m, kv, ids + i, 1, out + (size_t)i * V, 0);
-    xd_kv_free(kv);
-    return rc;
-}
-
 static void full_recall(const char *name) {
     xd_model *t = load(name);
     if (!t) return;
@@ -118,9 +109,9 @@ static void full_recall(const char *name) {
     xd_kv_free(kv);
     xd_model *with = student_of(t, W, S, N, 1), *without = student_of(t, W, S, 0, 1);
     if (with && without) {
-        CHECK(decode(with, ids, N, got) == 0, "decode: %s", xd_last_error());
+        CHECK(test_run_pieces(with, ids, N, NULL, 0, N, got) == 0, "decode: %s", xd_last_error());
         double e = max_abs_diff(got, ref, (size_t)N * V);
-        CHECK(decode(without, ids, N, got) == 0, "decode: %s", xd_last_error());
+        CHECK(test_run_pieces(without, ids, N, NULL, 0, N, got) == 0, "decode: %s", xd_last_error());
         double e0 = max_abs_diff(got, ref, (size_t)N * V);
         printf("%-11s SWA-only student, W %d, cache of %d rows, token by token: max |diff| vs "
                "the teacher %.2e (tol 1e-4); without the cache %.2e\n", name, W, N, e, e0);
