@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/mem.h" /* xd_rss_mib, xd_peak_rss_mib: resident memory now / at peak */
 #include "xdistill.h"
 
 /* The OpenBLAS kernels the command-line tool runs with: re-executes the benchmark once with
@@ -35,23 +36,6 @@ static inline double bench_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Peak RSS (getrusage; Linux reports KiB). */
-static inline double bench_max_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
-}
-
-/* Current RSS (/proc/self/statm). */
-static inline double bench_cur_rss_mb(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, rss = 0;
-    if (!f) return -1;
-    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = -1;
-    fclose(f);
-    return rss < 0 ? -1 : (double)rss * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
 }
 
 /* Busy CPU seconds of the whole machine (/proc/stat) and of this process. */

@@ -65,12 +65,12 @@ int main(int argc, char **argv) {
     int need = (max_ctx > prefill ? max_ctx : prefill) + decode;
 
     xd_set_threads(threads);
-    double rss_before = bench_max_rss_mb();
+    double rss_before = xd_peak_rss_mib();
     double t0 = bench_now();
     xd_model *m = xd_model_load(model_path);
     if (!m) die("load");
     double t_load = bench_now() - t0;
-    double rss_load = bench_max_rss_mb(), rss_load_cur = bench_cur_rss_mb();
+    double rss_load = xd_peak_rss_mib(), rss_load_cur = xd_rss_mib();
     const xd_config *c = xd_model_config(m);
     size_t n_params = xd_model_n_params(m);
     double weights_mb = (double)n_params * 4.0 / 1048576.0;
@@ -178,7 +178,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     free(dt);
-    printf("{\"bench\":\"xd_rss_end\",\"rss_peak_mb\":%.1f,\"kv_tokens\":%d}\n", bench_max_rss_mb(),
+    printf("{\"bench\":\"xd_rss_end\",\"rss_peak_mb\":%.1f,\"kv_tokens\":%d}\n", xd_peak_rss_mib(),
            need);
     free(logits);
     free(ids);

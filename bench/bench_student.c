@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     /* 1. teacher at ctx */
-    double rss0 = bench_cur_rss_mb();
+    double rss0 = xd_rss_mib();
     xd_kv *kv = xd_kv_create(t, ctx + ndec + 1);
     if (!kv) die("teacher cache");
     double t0 = bench_now();
@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
     bench_cpu_mark mk;
     bench_mark(&mk);
     decode(t, kv, logits, ndec, tt);
-    double others = bench_others_frac(&mk), rss_t = bench_cur_rss_mb();
+    double others = bench_others_frac(&mk), rss_t = xd_rss_mib();
     double med_t = bench_median(tt, ndec);
     printf("{\"bench\":\"teacher_decode\",\"ctx\":%d,\"prefill_s\":%.2f,\"decode_tok_s\":%.2f,"
            "\"rss_mb\":%.1f,\"kv_mb\":%.1f,\"others_cpu_frac\":%.4f}\n",
@@ -155,7 +155,7 @@ int main(int argc, char **argv) {
     if (!kv) die("student state");
     t0 = bench_now();
     prefill(s, kv, ids, 512, logits);
-    double rss_512 = bench_cur_rss_mb(), t_gen0 = bench_now();
+    double rss_512 = xd_rss_mib(), t_gen0 = bench_now();
     printf("{\"bench\":\"student_rss\",\"tokens\":512,\"rss_mb\":%.1f,\"state_mb\":%.3f}\n", rss_512,
            (double)xd_student_kv_bytes(kv) / 1048576.0);
     fflush(stdout);
@@ -174,7 +174,7 @@ int main(int argc, char **argv) {
     bench_mark(&mk);
     decode(s, kv, logits, ndec, tt);
     others = bench_others_frac(&mk);
-    double rss_gen = bench_cur_rss_mb(), med_s = bench_median(tt, ndec);
+    double rss_gen = xd_rss_mib(), med_s = bench_median(tt, ndec);
     printf("{\"bench\":\"student_rss\",\"tokens\":%d,\"rss_mb\":%.1f,\"state_mb\":%.3f,"
            "\"generate_s\":%.1f}\n",
            xd_kv_pos(kv), rss_gen, (double)xd_student_kv_bytes(kv) / 1048576.0,
@@ -185,7 +185,7 @@ int main(int argc, char **argv) {
            "\"teacher_decode_tok_s\":%.2f,\"student_decode_tok_s\":%.2f,\"speedup\":%.2f,"
            "\"peak_rss_mb\":%.1f}\n",
            rss_512, rss_gen, (rss_gen - rss_512) / rss_512, 1.0 / med_t, 1.0 / med_s, med_t / med_s,
-           bench_max_rss_mb());
+           xd_peak_rss_mib());
     xd_kv_free(kv);
     xd_model_free(s);
     free(ids); free(base); free(txt); free(logits); free(tt);

@@ -332,12 +332,12 @@ int main(int argc, char **argv) {
     xd_set_threads(threads);
     if (bf16 && xd_set_compute(XD_COMPUTE_BF16)) die("--bf16");
     const char *compute = bf16 ? "bf16" : "fp32";
-    double rss_before = bench_max_rss_mb();
+    double rss_before = xd_peak_rss_mib();
     double t0 = bench_now();
     xd_model *m = xd_model_load(model_path);
     if (!m) die("load");
     double t_load = bench_now() - t0;
-    double rss_load = bench_max_rss_mb();
+    double rss_load = xd_peak_rss_mib();
     const xd_config *c = xd_model_config(m);
     size_t n_params = xd_model_n_params(m);
     printf("{\"bench\":\"xd_load\",\"model\":\"%s\",\"threads\":%d,\"blas_core\":\"%s\","
@@ -399,7 +399,7 @@ int main(int argc, char **argv) {
            "\"rss_now_mb\":%.1f}\n",
            B, T, source, (double)m->arena_floats * 4 / 1048576.0,
            (double)m->arena_floats * 4 / 1048576.0, (double)m->arena_floats * 8 / 1048576.0,
-           (double)tm.act_floats * 4 / 1048576.0, bench_cur_rss_mb());
+           (double)tm.act_floats * 4 / 1048576.0, xd_rss_mib());
     fflush(stdout);
 
     const float lr = 1e-4f, wd = 0.1f, clip = 1.0f;
@@ -460,7 +460,7 @@ int main(int argc, char **argv) {
            "\"bwd_s\":%.4f,\"optim_s\":%.4f,\"grad_norm_pass_s\":%.4f,\"rss_peak_mb\":%.1f,"
            "\"rss_now_mb\":%.1f,\"others_cpu_s\":%.2f,\"others_cpu_frac\":%.4f}\n",
            compute, B, T, xd_get_threads(), steps, warmup, med, best, (double)BT / med, (double)BT / best,
-           zg, fb, fw, fw >= 0 ? fb - fw : -1, op, t_norm, bench_max_rss_mb(), bench_cur_rss_mb(), others,
+           zg, fb, fw, fw >= 0 ? fb - fw : -1, op, t_norm, xd_peak_rss_mib(), xd_rss_mib(), others,
            others / (wall_t * (double)sysconf(_SC_NPROCESSORS_ONLN)));
     fflush(stdout);
 

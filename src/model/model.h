@@ -49,9 +49,6 @@ struct xd_kv {
     int scap;             /* cfg.sparse_cache: rows of the sparse cache per layer */
     int *ccount;          /* [n_layer] rows of the sparse cache in use */
     float *cscore;        /* [n_layer][scap] each cached row's recall error */
-    float *ev;            /* rows that left the window in the current call: keys
-                           * [ev_cap][kv_dim], then values [ev_cap][kv_dim] */
-    int64_t ev_cap, nev;
     int64_t cpos;         /* the first position ≥ S not yet offered to the sparse cache */
     float *rk, *rv;       /* window buffers [n_layer][2·window][kv_dim]: the last keys/values
                            * of positions ≥ S, contiguous; when full, the newest W−1 move

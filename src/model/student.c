@@ -128,7 +128,7 @@ void xd_student_kv_free(xd_kv *kv) {
     free(kv->sk); free(kv->sv); free(kv->rk); free(kv->rv);
     free(kv->C); free(kv->n); free(kv->m);
     free(kv->mx_scratch);
-    free(kv->ccount); free(kv->cscore); free(kv->ev);
+    free(kv->ccount); free(kv->cscore);
     for (int b = 0; b < kv->n_gkv; b++) {
         if (kv->gk) free(kv->gk[b]);
         if (kv->gv) free(kv->gv[b]);
@@ -322,27 +322,6 @@ static void swa_finish(const xd_config *c, xd_kv *kv, int l, swa_rows *r) {
     r->tk = r->tv = NULL;
 }
 
-/* Sparse cache: copies into kv->ev the rows of positions [from, to) (rows that no later
- * query's window holds), all within the call's rows r (they hold every position from the
- * first not yet offered: kv->cpos ≥ r0). */
-static int take_leaving(xd_kv *kv, const swa_rows *r, int64_t from, int64_t to) {
-    int kvd = kv->kv_dim;
-    int64_t cnt = to - from;
-    kv->nev = 0;
-    if (cnt <= 0) return 0;
-    if (cnt > kv->ev_cap) {
-        float *b = realloc(kv->ev, (size_t)(2 * cnt * kvd) * sizeof(float));
-        if (!b) return xd_err("student sparse cache: out of memory for %lld rows", (long long)cnt);
-        kv->ev = b;
-        kv->ev_cap = cnt;
-    }
-    float *ek = kv->ev, *evv = kv->ev + (size_t)(kv->ev_cap * kvd);
-    memcpy(ek, r->rk + (from - r->r0) * kvd, (size_t)(cnt * kvd) * sizeof(float));
-    memcpy(evv, r->rv + (from - r->r0) * kvd, (size_t)(cnt * kvd) * sizeof(float));
-    kv->nev = cnt;
-    return 0;
-}
-
 xd_mlstm_cfg xd_student_mlstm_cfg(const xd_config *c) {
     xd_mlstm_cfg mc = xd_mlstm_cfg_default(c->n_head, 2 * c->head_dim, c->head_dim);
     mc.chunk = c->chunk;
@@ -352,9 +331,9 @@ xd_mlstm_cfg xd_student_mlstm_cfg(const xd_config *c) {
 }
 
 void xd_student_mlstm_inputs(const xd_config *c, const xd_layer *L, int n, const float *h,
-                             const float *q, const float *k, const float *v, float *phq,
-                             float *phk, float *ve, float *ig_raw, float *fg_raw, float *ig,
-                             float *fg) {
+                             const float *q, const float *k, const float *v,
+                             const float *ig_add, const float *fg_add, float *phq, float *phk,
+                             float *ve, float *ig_raw, float *fg_raw, float *ig, float *fg) {
     int nh = c->n_head, nkv = c->n_kv_head, hd = c->head_dim, d = c->d_model;
     int qd = nh * hd, kvd = nkv * hd, group = nh / nkv;
     xd_hedgehog_forward(phq, q, qd, L->fmq_A, L->fmq_b, n, nh, nh, hd);
@@ -365,6 +344,9 @@ void xd_student_mlstm_inputs(const xd_config *c, const xd_layer *L, int n, const
                    (size_t)hd * sizeof(float));
     xd_linear(ig_raw, h, L->w_ig, L->b_ig, n, d, nh);
     xd_linear(fg_raw, h, L->w_fg, L->b_fg, n, d, nh);
+    size_t ng = (size_t)n * nh;
+    if (ig_add) for (size_t i = 0; i < ng; i++) ig_raw[i] += ig_add[i];
+    if (fg_add) for (size_t i = 0; i < ng; i++) fg_raw[i] += fg_add[i];
     xd_softcap_forward(ig, ig_raw, (int64_t)n * nh, c->gate_softcap);
     xd_softcap_forward(fg, fg_raw, (int64_t)n * nh, c->gate_softcap);
 }
@@ -417,9 +399,9 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
     return 0;
 }
 
-/* Sparse cache (docs/design.md, "Sparse cache"; LoLA, arXiv 2505.23666): each row that
- * left layer l's window in this call (kv->ev) is scored by how badly the updated mLSTM
- * state recalls it, the mean over the layer's heads that are not global of
+/* Sparse cache (docs/design.md, "Sparse cache"; LoLA, arXiv 2505.23666): each of the nr
+ * rows ek, ev (keys, values [nr][kv_dim]) that left layer l's window is scored by how badly
+ * the updated mLSTM state recalls it, the mean over the layer's heads that are not global of
  *     ‖v − v̂(k)‖²,  v̂(k) = the state's readout for the query φ_k(k)  (xd_mlstm_readout),
  * and kept when the cache has room or it beats the lowest score held (which it replaces).
  * A layer whose every head is global keeps none (its SWA branch is not used). phk: scratch
@@ -433,29 +415,29 @@ static int is_global(const xd_config *c, int l, int h) {
 }
 
 static void sparse_cache_update(const xd_config *c, const xd_layer *L, xd_kv *kv, int l,
-                                float *phk, float *vh) {
+                                const float *ek, const float *ev, int64_t nr, float *phk,
+                                float *vh) {
     int nh = c->n_head, hd = c->head_dim, kvd = kv->kv_dim, dphi = 2 * hd;
     int group = nh / c->n_kv_head, SC = kv->scap;
     int64_t S = c->sinks;
     int n_local = nh;
     for (int i = 0; i < c->n_global_heads; i++) n_local -= c->global_heads[i].layer == l;
-    if (!n_local || !kv->nev) return;
+    if (!n_local || nr <= 0) return;
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
     size_t sl = (size_t)l;
     xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
-    const float *ek = kv->ev, *evv = kv->ev + (size_t)(kv->ev_cap * kvd);
     float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
     float *score = kv->cscore + sl * SC;
     int *cnt = &kv->ccount[l];
-    for (int64_t r0 = 0; r0 < kv->nev; r0 += XD_SC_BLOCK) {
-        int b = (int)(kv->nev - r0 < XD_SC_BLOCK ? kv->nev - r0 : XD_SC_BLOCK);
+    for (int64_t r0 = 0; r0 < nr; r0 += XD_SC_BLOCK) {
+        int b = (int)(nr - r0 < XD_SC_BLOCK ? nr - r0 : XD_SC_BLOCK);
         xd_hedgehog_forward(phk, ek + r0 * kvd, kvd, L->fmk_A, L->fmk_b, b, nh, c->n_kv_head, hd);
         double err[XD_SC_BLOCK] = {0};
         for (int h = 0; h < nh; h++) {
             if (is_global(c, l, h)) continue;
             xd_mlstm_readout(vh, hd, &st, h, phk + (size_t)h * dphi, nh * dphi, b, &mc);
             for (int t = 0; t < b; t++) {
-                const float *vt = evv + (r0 + t) * kvd + (size_t)(h / group) * hd;
+                const float *vt = ev + (r0 + t) * kvd + (size_t)(h / group) * hd;
                 double e = 0;
                 for (int x = 0; x < hd; x++) {
                     double dx = (double)vt[x] - vh[(size_t)t * hd + x];
@@ -476,7 +458,7 @@ static void sparse_cache_update(const xd_config *c, const xd_layer *L, xd_kv *kv
                 (*cnt)++;
             score[at] = s;
             memcpy(sk + (S + at) * kvd, ek + (r0 + t) * kvd, (size_t)kvd * sizeof(float));
-            memcpy(sv + (S + at) * kvd, evv + (r0 + t) * kvd, (size_t)kvd * sizeof(float));
+            memcpy(sv + (S + at) * kvd, ev + (r0 + t) * kvd, (size_t)kvd * sizeof(float));
         }
     }
 }
@@ -506,7 +488,7 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     swa_rows rows;
     if (swa_stage(c, kv, l, p, k, v, &rows)) return -1;
     /* mLSTM branch inputs (gates capped in place: no backward follows) */
-    xd_student_mlstm_inputs(c, L, n, h, q, k, v, phq, phk, ve, ig, fg, ig, fg);
+    xd_student_mlstm_inputs(c, L, n, h, q, k, v, NULL, NULL, phq, phk, ve, ig, fg, ig, fg);
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
     size_t sl = (size_t)l;
     xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
@@ -538,9 +520,11 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
                 goto done;
         }
         int64_t to = p->pos0 + i0 + cnt - c->window + 1; /* the next query's window starts here */
-        if (kv->scap && to > from) {
-            if (take_leaving(kv, &rows, from, to)) goto done;
-            sparse_cache_update(c, L, kv, l, kv->mx_scratch + sc_at,
+        if (kv->scap && to > from) { /* rows [from, to) left the window: all among the
+                                      * call's rows (kv->cpos ≥ their first position r0) */
+            size_t at = (size_t)(from - rows.r0) * kvd;
+            sparse_cache_update(c, L, kv, l, rows.rk + at, rows.rv + at, to - from,
+                                kv->mx_scratch + sc_at,
                                 kv->mx_scratch + sc_at + XD_SC_BLOCK * (size_t)nh * dphi);
             from = to;
         }

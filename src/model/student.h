@@ -47,12 +47,13 @@ void xd_student_kv_commit(xd_kv *kv, const xd_student_plan *p);
 /* The mLSTM branch's inputs for n tokens, shared by inference and training:
  * φq, φk [n][nh][2hd] (Hedgehog maps of the post-RoPE q [n][nh·hd] and
  * k [n][nkv·hd]), ve [n][nh][hd] (each query head's KV-group value), and the
- * gate pre-activations ig_raw, fg_raw = W·h + b [n][nh] and their soft-capped
+ * gate pre-activations ig_raw, fg_raw = W·h + b (+ ig_add, fg_add [n][nh] when not
+ * NULL: LoRA beside the gate projections in training) and their soft-capped
  * ig, fg (ig may be ig_raw, fg may be fg_raw: capped in place). */
 void xd_student_mlstm_inputs(const xd_config *c, const xd_layer *L, int n, const float *h,
-                             const float *q, const float *k, const float *v, float *phq,
-                             float *phk, float *ve, float *ig_raw, float *fg_raw, float *ig,
-                             float *fg);
+                             const float *q, const float *k, const float *v,
+                             const float *ig_add, const float *fg_add, float *phq, float *phk,
+                             float *ve, float *ig_raw, float *fg_raw, float *ig, float *fg);
 
 /* The hybrid mixer of layer l for n tokens at positions p->pos0 …:
  *   h [n][d]            the normalised layer input (gates)

@@ -208,15 +208,8 @@ int xd_mixer_train_forward(const xd_config *c, int layer, const xd_layer *L, xd_
                               k + r * kvd, v + r * kvd, T, nh, nkv, hd,
                               doc_start ? doc_start + r : NULL, c->window, c->sinks);
     }
-    xd_student_mlstm_inputs(c, L, BT, h1, q, k, v, a->phq, a->phk, a->ve, a->ig_raw, a->fg_raw,
-                            a->ig, a->fg);
-    if (a->ig_add || a->fg_add) { /* LoRA beside the gate projections: y = W h + b + s·B(A h) */
-        size_t ng = (size_t)BT * nh;
-        if (a->ig_add) for (size_t i = 0; i < ng; i++) a->ig_raw[i] += a->ig_add[i];
-        if (a->fg_add) for (size_t i = 0; i < ng; i++) a->fg_raw[i] += a->fg_add[i];
-        xd_softcap_forward(a->ig, a->ig_raw, (int64_t)ng, c->gate_softcap);
-        xd_softcap_forward(a->fg, a->fg_raw, (int64_t)ng, c->gate_softcap);
-    }
+    xd_student_mlstm_inputs(c, L, BT, h1, q, k, v, a->ig_add, a->fg_add, a->phq, a->phk, a->ve,
+                            a->ig_raw, a->fg_raw, a->ig, a->fg);
     for (int b = 0; b < B; b++) { /* mLSTM branch */
         size_t r = (size_t)b * T;
         xd_mlstm_in in = {a->phq + r * nh * dphi, a->phk + r * nh * dphi, a->ve + r * qd,
