@@ -554,6 +554,56 @@ static char *without_seconds(const char *path) {
     return s;
 }
 
+/* --log-samples: one line per scored example, in task order; per task, the mean of the
+ * lines' scores (choice, generate) or exp(−Σ nll / Σ tokens) (perplexity) is the results
+ * file's score (relative 1e-9: the same doubles summed in the same order, printed with 17
+ * digits) */
+static void check_samples(const char *results) {
+    char a[4096], path[600];
+    snprintf(path, sizeof path, "%s/samples.jsonl", dir);
+    snprintf(a, sizeof a, "eval " TEACHER " --suite %s -o %s/r3.json --log-samples %s", dir, dir, path);
+    CHECK(test_cli_run(a, out, sizeof out, 0) == 0, "eval --log-samples: %s", out);
+    json_error_t e;
+    json_t *res = json_load_file(results, 0, &e), *tasks = json_object_get(res, "tasks");
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "no samples file %s", path);
+    char line[8192];
+    size_t i, lines = 0, total = 0;
+    json_t *t;
+    json_array_foreach(tasks, i, t) {
+        const char *name = json_string_value(json_object_get(t, "name"));
+        const char *type = json_string_value(json_object_get(t, "type"));
+        int n = (int)json_integer_value(json_object_get(t, "n")), fields = 1;
+        double sum = 0, nll = 0, tok = 0;
+        total += (size_t)n;
+        for (int k = 0; k < n && f && fgets(line, sizeof line, f); k++, lines++) {
+            json_t *x = json_loads(line, 0, &e);
+            fields &= x && !strcmp(json_string_value(json_object_get(x, "task")), name) &&
+                      json_integer_value(json_object_get(x, "line")) > 0;
+            if (!strcmp(type, "generate"))
+                fields &= json_is_string(json_object_get(x, "output")) &&
+                          json_is_string(json_object_get(x, "target"));
+            if (!strcmp(type, "choice"))
+                fields &= json_is_integer(json_object_get(x, "pred")) &&
+                          json_is_array(json_object_get(x, "loglik"));
+            sum += json_number_value(json_object_get(x, "score"));
+            nll += json_number_value(json_object_get(x, "nll"));
+            tok += json_number_value(json_object_get(x, "tokens"));
+            json_decref(x);
+        }
+        double want = json_number_value(json_object_get(t, "score"));
+        double got = !strcmp(type, "perplexity") ? exp(-nll / tok) : sum / n;
+        CHECK(fields, "samples of task %s: missing fields", name);
+        CHECK(fabs(got - want) <= 1e-9 * fmax(1, fabs(want)), "samples of task %s give %.17g, "
+              "the results %.17g", name, got, want);
+    }
+    CHECK(f && !fgets(line, sizeof line, f) && lines == total, "samples: %zu lines, %zu examples",
+          lines, total);
+    printf("CLI eval --log-samples: %zu lines, per-task scores recomputed from them\n", lines);
+    if (f) fclose(f);
+    json_decref(res);
+}
+
 static void check_cli(const xd_eval_results *lib) {
     char a[4096], p1[600], p2[600];
     snprintf(p1, sizeof p1, "%s/r1.json", dir);
@@ -614,6 +664,7 @@ static void check_cli(const xd_eval_results *lib) {
 #undef NEAR
     }
     json_decref(j);
+    check_samples(p1);
 
     /* options */
     snprintf(a, sizeof a, "eval " TEACHER " --suite %s -o %s --tasks ppl,pick --max-examples 2 --no-bos "

@@ -13,6 +13,16 @@
  *    layer's heads of ‖v − v̂(k)‖² (φ(k) and the readout written out here), and the
  *    reference keeps the top rows with the same replacement rule; the cached rows must be
  *    the reference's rows bit for bit (they are copies);
+ *  - the window-exact rule extends to the cache (mixer randomised, mLSTM on): the output is
+ *    the SWA branch alone, the teacher's attention, until a row has been dropped. A
+ *    cache that never fills gives the teacher's logits at every position (decoding, one
+ *    prefill, pieces of 7); a cache of 4 rows gives them below S + W + 4 in decoding and
+ *    up to the end of the 16-token piece in which the first row was dropped in a prefill
+ *    (that piece's queries still see the rows that left the window in it), and differs
+ *    after; the state's cexact marks that position in every layer;
+ *  - xd_kv_copy carries the cache (rows, scores, first drop) and xd_kv_reset clears it:
+ *    a copy continues bit for bit like its original, whichever of the two had dropped a
+ *    row, and a reset state reruns like a fresh one;
  *  - the config field round-trips through save/load, and bad values are refused. */
 #include <math.h>
 #include <stdio.h>
@@ -262,7 +272,141 @@ static void selection(const char *name) {
     xd_model_free(t);
 }
 
-/* ---- 4. config -------------------------------------------------------------------- */
+/* ---- 4. exact until the cache drops a row --------------------------------------------- */
+static double rows_diff(const float *a, const float *b, int V, int from, int to) {
+    return to > from ? max_abs_diff(a + (size_t)from * V, b + (size_t)from * V,
+                                    (size_t)(to - from) * V) : 0;
+}
+
+/* logits of ids[0, N) fed in calls of `piece` tokens (0: one call); cexact of layer 0 */
+static int64_t run_calls(const xd_model *s, const int32_t *ids, int N, int piece, float *out) {
+    xd_kv *kv = xd_kv_create(s, N);
+    int V = s->cfg.vocab_size, ok = kv != NULL;
+    for (int at = 0, len; ok && at < N; at += len) {
+        len = piece && piece < N - at ? piece : N - at;
+        ok = xd_forward(s, kv, ids + at, len, out + (size_t)at * V, 1) == 0;
+    }
+    CHECK(ok, "student forward: %s", xd_last_error());
+    int64_t e = ok ? kv->cexact[0] : -1;
+    for (int l = 1; ok && l < s->cfg.n_layer; l++)
+        CHECK(kv->cexact[l] == e, "layer %d: cexact %lld, layer 0 %lld", l,
+              (long long)kv->cexact[l], (long long)e);
+    xd_kv_free(kv);
+    return e;
+}
+
+static void exact_until_dropped(const char *name) {
+    xd_model *t = load(name);
+    if (!t) return;
+    enum { N = 40, W = 5, S = 2, CAP = 4 };
+    int V = t->cfg.vocab_size;
+    int32_t ids[N];
+    xd_rng g;
+    xd_rng_seed(&g, 23);
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)xd_rng_below(&g, (uint64_t)V);
+    float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
+    xd_kv *kv = xd_kv_create(t, N);
+    CHECK(xd_forward(t, kv, ids, N, ref, 1) == 0, "teacher: %s", xd_last_error());
+    xd_kv_free(kv);
+    xd_model *big = student_of(t, W, S, N, 0), *small = student_of(t, W, S, CAP, 0);
+    if (big && small) {
+        test_randomise_mixer(big, 3);
+        test_randomise_mixer(small, 3);
+        big->cfg.exact_in_window = small->cfg.exact_in_window = 1;
+        /* tolerance 1e-4 as in full_recall: two attention kernels' summation orders */
+        int64_t e1 = run_calls(big, ids, N, 1, got);
+        double d1 = rows_diff(got, ref, V, 0, N);
+        int64_t e2 = run_calls(big, ids, N, 0, got);
+        double d2 = rows_diff(got, ref, V, 0, N);
+        int64_t e3 = run_calls(big, ids, N, 7, got);
+        double d3 = rows_diff(got, ref, V, 0, N);
+        printf("%-11s randomised mixer, cache of %d rows (never full): max |diff| vs the "
+               "teacher: decoding %.2e, one prefill %.2e, pieces of 7 %.2e (tol 1e-4)\n",
+               name, N, d1, d2, d3);
+        CHECK(d1 <= 1e-4 && d2 <= 1e-4 && d3 <= 1e-4, "%s: a cache that never fills is not "
+              "the teacher (%g %g %g)", name, d1, d2, d3);
+        CHECK(e1 == INT64_MAX && e2 == INT64_MAX && e3 == INT64_MAX,
+              "%s: a cache that never fills marks a drop", name);
+        /* a cache of CAP rows: the (CAP+1)-th row to leave the window (position S + CAP,
+         * leaving once the query at S + CAP + W is next) is the first one dropped */
+        int64_t x = S + CAP + W, xp = (x - 1) / 16 * 16 + 16; /* its piece's end */
+        int64_t f1 = run_calls(small, ids, N, 1, got);
+        double in1 = rows_diff(got, ref, V, 0, (int)x), out1 = rows_diff(got, ref, V, (int)x, N);
+        int64_t f2 = run_calls(small, ids, N, 0, got);
+        double in2 = rows_diff(got, ref, V, 0, (int)xp), out2 = rows_diff(got, ref, V, (int)xp, N);
+        printf("%-11s cache of %d rows: decoding exact until %lld (expected %lld): %.2e, after "
+               "%.2e; one prefill until %lld (expected %lld): %.2e, after %.2e\n", name, CAP,
+               (long long)f1, (long long)x, in1, out1, (long long)f2, (long long)xp, in2, out2);
+        CHECK(f1 == x && f2 == xp, "%s: the first drop marked at %lld / %lld", name,
+              (long long)f1, (long long)f2);
+        CHECK(in1 <= 1e-4 && in2 <= 1e-4, "%s: before the first drop %g / %g off the teacher",
+              name, in1, in2);
+        CHECK(out1 > 1e-2 && out2 > 1e-2, "%s: after the first drop still the teacher (%g / %g)",
+              name, out1, out2);
+    }
+    xd_model_free(big);
+    xd_model_free(small);
+    xd_model_free(t);
+    free(ref);
+    free(got);
+}
+
+/* ---- 5. copy and reset ----------------------------------------------------------------- */
+static void copy_reset(const char *name) {
+    xd_model *t = load(name);
+    if (!t) return;
+    enum { N = 40, W = 5, S = 2, CAP = 4, NR = 12 };
+    int V = t->cfg.vocab_size;
+    int32_t ids[N];
+    xd_rng g;
+    xd_rng_seed(&g, 29);
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)xd_rng_below(&g, (uint64_t)V);
+    xd_model *s = student_of(t, W, S, CAP, 0);
+    float *a = malloc((size_t)NR * V * 4), *b = malloc((size_t)NR * V * 4);
+    xd_kv *x = s ? xd_kv_create(s, 1) : NULL, *y = s ? xd_kv_create(s, 1) : NULL;
+    CHECK(x && y, "create: %s", xd_last_error());
+    if (x && y) {
+        test_randomise_mixer(s, 7);
+        s->cfg.exact_in_window = 1;
+        /* prefixes of 8 (nothing dropped) and 24 tokens (rows dropped), each copied over a
+         * state holding the other, then the same NR tokens in both */
+        const int pre[2] = {8, 24};
+        double e[2], er;
+        for (int i = 0; i < 2; i++) {
+            xd_kv_reset(x);
+            xd_kv_reset(y);
+            CHECK(xd_forward(s, x, ids, pre[i], NULL, 0) == 0 &&
+                      xd_forward(s, y, ids + 3, pre[1 - i], NULL, 0) == 0,
+                  "prefixes: %s", xd_last_error());
+            CHECK((x->cexact[0] == INT64_MAX) == (i == 0) && (y->cexact[0] == INT64_MAX) == (i == 1),
+                  "%s: the prefixes do not bracket the first drop", name);
+            CHECK(xd_kv_copy(y, x) == 0, "copy: %s", xd_last_error());
+            CHECK(xd_forward(s, x, ids + pre[i], NR, a, 1) == 0 &&
+                      xd_forward(s, y, ids + pre[i], NR, b, 1) == 0,
+                  "continue: %s", xd_last_error());
+            e[i] = max_abs_diff(a, b, (size_t)NR * V);
+        }
+        /* reset then rerun, against a fresh state */
+        xd_kv_reset(x);
+        xd_kv *f = xd_kv_create(s, 1);
+        CHECK(f && xd_forward(s, x, ids, NR, a, 1) == 0 && xd_forward(s, f, ids, NR, b, 1) == 0,
+              "rerun: %s", xd_last_error());
+        er = max_abs_diff(a, b, (size_t)NR * V);
+        xd_kv_free(f);
+        printf("%-11s cache of %d rows: a copied state continues %.1e / %.1e away (before / "
+               "after the first drop), a reset one reruns %.1e away (bit for bit expected)\n",
+               name, CAP, e[0], e[1], er);
+        CHECK(e[0] == 0 && e[1] == 0 && er == 0, "%s: copy or reset loses state", name);
+    }
+    xd_kv_free(x);
+    xd_kv_free(y);
+    free(a);
+    free(b);
+    xd_model_free(s);
+    xd_model_free(t);
+}
+
+/* ---- 6. config -------------------------------------------------------------------- */
 static void config(void) {
     xd_model *t = load("tiny-llama");
     if (!t) return;
@@ -325,6 +469,9 @@ int main(void) {
     full_recall("tiny-qwen3");
     selection("tiny-llama");
     selection("tiny-olmo2");
+    exact_until_dropped("tiny-llama");
+    exact_until_dropped("tiny-qwen3");
+    copy_reset("tiny-llama");
     config();
     return test_summary("test_sparse_cache");
 }

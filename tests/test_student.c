@@ -4,7 +4,8 @@
  *    reproduces its teacher's logits, for all four architectures;
  *  - the SWA kernel (xd_attention_sinkwin) equals the training attention's
  *    window + sink mask (xd_attn_train_forward, an independent
- *    implementation) on random inputs;
+ *    implementation) on random inputs, and with `from` (a window extended back
+ *    to a fixed position) the visibility rule written out in double;
  *  - the constant-size decoding state: one prefill, token-by-token decoding
  *    and prefills in uneven pieces give the same logits (windows that
  *    overflow the buffer, the temporary-run path, sinks, the mLSTM state
@@ -103,11 +104,40 @@ static void swa_kernel(int T, int nh, int nkv, int hd, int window, int sinks) {
     int ns = T < sinks ? T : sinks;
     int r0 = sinks < T ? sinks : T;
     CHECK(xd_attention_sinkwin(o2, q, T, 0, k, v, ns, k + (size_t)r0 * kvd, v + (size_t)r0 * kvd,
-                               r0, T - r0, nh, nkv, hd, window, sinks) == 0, "sinkwin");
+                               r0, T - r0, nh, nkv, hd, window, sinks, INT64_MAX) == 0, "sinkwin");
     double e = max_abs_diff(o1, o2, (size_t)T * qd);
     printf("  sinkwin T %d window %d sinks %d: max |diff| vs xd_attn_train_forward %.2e (tol 1e-5)\n",
            T, window, sinks, e);
     CHECK(e <= 1e-5, "sinkwin T %d window %d sinks %d: %g", T, window, sinks, e);
+    /* `from`: every query also sees the run's keys from position F on (the sparse cache's
+     * rows not yet offered to it); against the visibility rule written out in double */
+    int64_t F = sinks + (T - sinks) / 3;
+    CHECK(xd_attention_sinkwin(o2, q, T, 0, k, v, ns, k + (size_t)r0 * kvd, v + (size_t)r0 * kvd,
+                               r0, T - r0, nh, nkv, hd, window, sinks, F) == 0, "sinkwin from");
+    double ef = 0, *w = malloc((size_t)T * sizeof *w);
+    for (int p = 0; p < T; p++)
+        for (int h = 0; h < nh; h++) {
+            const float *qp = q + (size_t)p * qd + (size_t)h * hd;
+            int g = h / (nh / nkv);
+            double mx = -INFINITY, z = 0;
+            for (int j = 0; j <= p; j++) {
+                int vis = j < sinks || p - j < window || j >= F;
+                double d = 0;
+                for (int x = 0; x < hd; x++) d += (double)qp[x] * k[(size_t)j * kvd + (size_t)g * hd + x];
+                w[j] = vis ? d / sqrt((double)hd) : -INFINITY;
+                if (w[j] > mx) mx = w[j];
+            }
+            for (int j = 0; j <= p; j++) z += w[j] = exp(w[j] - mx);
+            for (int x = 0; x < hd; x++) {
+                double o = 0;
+                for (int j = 0; j <= p; j++) o += w[j] / z * v[(size_t)j * kvd + (size_t)g * hd + x];
+                double d = fabs(o - o2[(size_t)p * qd + (size_t)h * hd + x]);
+                if (!(d <= ef)) ef = d;
+            }
+        }
+    free(w);
+    printf("  sinkwin from %lld: max |diff| vs the rule in double %.2e (tol 1e-5)\n", (long long)F, ef);
+    CHECK(ef <= 1e-5, "sinkwin from %lld: %g", (long long)F, ef);
     free(q); free(k); free(v); free(o1); free(o2); free(probs);
 }
 

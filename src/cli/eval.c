@@ -1,6 +1,6 @@
 /* xdistill eval MODEL --suite DIR -o RESULTS.json [--tasks a,b] [--max-examples N]
  *                [--no-bos] [--chat] [--fewshot K] [--ctx N] [--stride S] [--seed S]
- *                [--bootstrap B] [--threads N]
+ *                [--bootstrap B] [--threads N] [--adapter DIR] [--log-samples FILE]
  * Scores a teacher or a student on a suite (docs/design.md, "Evaluation"): writes the results
  * JSON atomically and prints one line per task. */
 #include <math.h>
@@ -10,6 +10,8 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/error.h"
+#include "io/atomic.h"
 #include "model/lora.h"
 #include "eval/results.h"
 #include "eval/run.h"
@@ -30,8 +32,29 @@ static int usage(void) {
             "  --bootstrap B      bootstrap resamples (default 1000)\n"
             "  --threads N        compute threads\n"
             "  --adapter DIR      a LoRA adapter (PEFT's files) folded into the model's weights\n"
-            "                     first (as `xdistill lora merge` does, in memory)\n");
+            "                     first (as `xdistill lora merge` does, in memory)\n"
+            "  --log-samples FILE every scored example as one JSON line: task, line, score,\n"
+            "                     and the output and target (generate), pred and answer\n"
+            "                     (choice) or nll and tokens (perplexity)\n");
     return 2;
+}
+
+/* The samples array as JSON lines, written atomically. */
+static int write_samples(const char *path, json_t *a) {
+    xd_afile f;
+    if (xd_afile_open(&f, path)) return -1;
+    size_t i;
+    json_t *s;
+    json_array_foreach(a, i, s) {
+        char *line = json_dumps(s, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(17));
+        int bad = !line || xd_afile_write(&f, line, strlen(line)) || xd_afile_write(&f, "\n", 1);
+        free(line);
+        if (bad) {
+            xd_afile_abort(&f);
+            return xd_err("%s: cannot write the samples", path);
+        }
+    }
+    return xd_afile_commit(&f);
 }
 
 static void summary(const xd_eval_results *r) {
@@ -55,6 +78,7 @@ static void summary(const xd_eval_results *r) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *suite_dir = NULL, *out = NULL, *only = NULL, *adapter = NULL, *v;
+    const char *samples_path = NULL;
     int max_examples = 0, no_bos = 0, chat = 0, fewshot = 0, ctx = 0, stride = 0, threads = 0;
     int bootstrap = 1000, have_seed = 0, r;
     uint64_t seed = 0;
@@ -62,6 +86,10 @@ int cmd_eval(int argc, char **argv) {
         if ((r = take_opt(argc, argv, &i, "--suite", &v))) { if (r < 0) return 2; suite_dir = v; }
         else if ((r = take_opt(argc, argv, &i, "--adapter", &v))) { if (r < 0) return 2; adapter = v; }
         else if ((r = take_opt(argc, argv, &i, "-o", &v))) { if (r < 0) return 2; out = v; }
+        else if ((r = take_opt(argc, argv, &i, "--log-samples", &v))) {
+            if (r < 0) return 2;
+            samples_path = v;
+        }
         else if ((r = take_opt(argc, argv, &i, "--tasks", &v))) { if (r < 0) return 2; only = v; }
         else if ((r = take_opt(argc, argv, &i, "--max-examples", &v))) {
             if (r < 0 || parse_int("--max-examples", v, 1, 1 << 30, &max_examples)) return 2;
@@ -120,14 +148,17 @@ int cmd_eval(int argc, char **argv) {
         rc = 2;
         goto done;
     }
+    if (samples_path && !(o.samples = json_array())) { cli_error("eval: out of memory"); goto done; }
     if (xd_eval_suite(m, model, &suite, &o, &res)) { cli_lib_error(); goto done; }
-    if (xd_results_write(out, &res)) cli_lib_error();
+    if (xd_results_write(out, &res) || (samples_path && write_samples(samples_path, o.samples)))
+        cli_lib_error();
     else {
         summary(&res);
         rc = 0;
     }
     xd_eval_results_free(&res);
 done:
+    json_decref(o.samples);
     xd_model_free(m);
     xd_suite_free(&suite);
     return rc;

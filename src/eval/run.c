@@ -57,6 +57,33 @@ static int with_shots(const xd_task *t, int i, int K, uint64_t seed, xd_sbuf *b)
 
 static int examples_to_run(const xd_task *t, const xd_eval_opts *o);
 
+/* out as a JSON string; when it is not valid UTF-8 (a generation cut inside
+ * a character), every byte >= 0x80 is written as the text \xNN. */
+static json_t *output_string(const char *out) {
+    json_t *j = json_string(out);
+    if (j) return j;
+    xd_sbuf b = {0};
+    int rc = xd_sb_puts(&b, "");
+    for (const unsigned char *p = (const unsigned char *)out; *p && !rc; p++)
+        rc = *p < 0x80 ? xd_sb_printf(&b, "%c", *p) : xd_sb_printf(&b, "\\x%02X", *p);
+    j = rc ? NULL : json_string(b.s);
+    xd_sb_free(&b);
+    return j;
+}
+
+/* One example's record for o->samples (run.h). */
+static int log_sample(const xd_eval_opts *o, const xd_task *t, const xd_example *e, double score,
+                      json_t *extra) {
+    json_t *s = json_pack("{s:s, s:i, s:f}", "task", t->name, "line", e->line, "score", score);
+    if (!s || json_object_update(s, extra) || json_array_append_new(o->samples, s)) {
+        json_decref(s);
+        json_decref(extra);
+        return xd_err("eval: out of memory");
+    }
+    json_decref(extra);
+    return 0;
+}
+
 static int argmax_d(const double *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -102,12 +129,26 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
             num[i] = argmax_d(ll, e->n_choices) == e->answer;
             norm[i] = argmax_d(lln, e->n_choices) == e->answer;
             inv_chance += 1.0 / e->n_choices;
+            if (o->samples) {
+                json_t *lls = json_array();
+                for (int c = 0; lls && c < e->n_choices; c++)
+                    if (json_array_append_new(lls, json_real(ll[c]))) break;
+                if (log_sample(o, t, e, t->acc_norm ? norm[i] : num[i],
+                               json_pack("{s:i, s:i, s:o*}", "pred",
+                                         argmax_d(t->acc_norm ? lln : ll, e->n_choices),
+                                         "answer", e->answer, "loglik", lls)))
+                    goto fail_ex;
+            }
             break;
         case XD_TASK_GENERATE:
             if (xd_score_generate(sc, ctx.s, e->max_tokens, (const char *const *)e->stop,
                                   e->n_stop, &out, &cut))
                 goto fail_ex;
             num[i] = xd_output_matches(out, e->target, e->match);
+            if (o->samples && log_sample(o, t, e, num[i],
+                                         json_pack("{s:o, s:s}", "output", output_string(out), "target",
+                                                   e->target)))
+                goto fail_ex;
             free(out);
             out = NULL;
             break;
@@ -115,6 +156,10 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
             int64_t k;
             if (xd_score_text(sc, ctx.s, &num[i], &k, &cut)) goto fail_ex;
             den[i] = (double)k;
+            if (o->samples && log_sample(o, t, e, k ? exp(-num[i] / (double)k) : 0.0,
+                                         json_pack("{s:f, s:I}", "nll", num[i], "tokens",
+                                                   (json_int_t)k)))
+                goto fail_ex;
             break;
         }
         }

@@ -4,6 +4,7 @@
 #ifndef XD_EVAL_RUN_H
 #define XD_EVAL_RUN_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "eval/scoring.h"
@@ -16,6 +17,9 @@ typedef struct {
     int bootstrap;    /* resamples B (default 1000) */
     int max_examples; /* at most this many examples per task; 0 = the suite's limits only */
     int progress;     /* progress reports (XD_LOG_PROGRESS), one run per task */
+    json_t *samples;  /* when set (a JSON array), one object per scored example is
+                       * appended: task, line, score; generate: output, target;
+                       * choice: pred, answer, loglik; perplexity: nll, tokens */
 } xd_eval_opts;
 
 void xd_eval_opts_default(xd_eval_opts *o, const xd_model *m, const xd_suite *s);

@@ -18,12 +18,15 @@ enum { QB = 32 };
 
 int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const float *ks,
                          const float *vs, int ns, const float *kr, const float *vr, int64_t r0,
-                         int64_t nr, int n_head, int n_kv, int hd, int window, int sinks) {
+                         int64_t nr, int n_head, int n_kv, int hd, int window, int sinks,
+                         int64_t from) {
     int qd = n_head * hd, kvd = n_kv * hd, group = n_head / n_kv;
     int nblk = (n + QB - 1) / QB;
     float scale = 1.0f / sqrtf((float)hd);
-    /* a block's columns: ns sinks + the window span of QB queries */
-    int64_t cols_max = (int64_t)ns + (int64_t)window + QB;
+    /* a block's columns: ns sinks + the window span of QB queries, + the rows
+     * before the last query's window from `from` on */
+    int64_t ext = qpos0 + n - window > from ? qpos0 + n - window - from : 0;
+    int64_t cols_max = (int64_t)ns + (int64_t)window + QB + ext;
     int nth = omp_get_max_threads();
     float *scratch = malloc((size_t)nth * QB * (size_t)cols_max * sizeof(float));
     if (!scratch) return -1;
@@ -36,7 +39,7 @@ int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const
             int i0 = b * QB, m = n - i0 < QB ? n - i0 : QB;
             int64_t p0 = qpos0 + i0, p1 = p0 + m - 1;
             /* the run keys any query of the block may see: positions [lo, hi] */
-            int64_t lo = p0 - window + 1, hi = p1;
+            int64_t lo = p0 - window + 1 < from ? p0 - window + 1 : from, hi = p1;
             if (lo < r0) lo = r0;
             if (lo < sinks) lo = sinks;
             if (hi > r0 + nr - 1) hi = r0 + nr - 1;
@@ -59,7 +62,7 @@ int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const
                     if (j > p) row[j] = -INFINITY;
                 for (int64_t j = 0; j < nw; j++) { /* window key at position lo + j */
                     int64_t kp = lo + j;
-                    if (kp > p || p - kp >= window) row[ns + j] = -INFINITY;
+                    if (kp > p || (p - kp >= window && kp < from)) row[ns + j] = -INFINITY;
                 }
                 xd_softmax(row, (int)cols);
             }

@@ -61,7 +61,10 @@ int xd_attention_kv(float *out, const float *q, const void *k, const void *v, in
 
 /* Sliding-window + sink attention (the student's SWA branch) of n queries at
  * positions qpos0 … qpos0+n−1. The key at position kp is visible to the
- * query at position p iff kp ≤ p and (kp < sinks or p − kp < window). Keys
+ * query at position p iff kp ≤ p and (kp < sinks or p − kp < window or
+ * kp ≥ from): `from` extends every query's window back to a fixed position
+ * (the student's sparse cache passes the first row not yet offered to it;
+ * INT64_MAX: the plain window). Keys
  * come in two segments, each [count][n_kv·hd] rows:
  *   ks, vs  the sink keys, positions 0 … ns−1 (ns ≤ sinks)
  *   kr, vr  a run of keys at positions r0 … r0+nr−1 (r0 ≥ sinks)
@@ -70,7 +73,8 @@ int xd_attention_kv(float *out, const float *q, const void *k, const void *v, in
  * be had. */
 int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const float *ks,
                          const float *vs, int ns, const float *kr, const float *vr, int64_t r0,
-                         int64_t nr, int n_head, int n_kv, int hd, int window, int sinks);
+                         int64_t nr, int n_head, int n_kv, int hd, int window, int sinks,
+                         int64_t from);
 
 /* In-place softmax of a row of length n. */
 void xd_softmax(float *x, int n);

@@ -50,6 +50,9 @@ struct xd_kv {
     int *ccount;          /* [n_layer] rows of the sparse cache in use */
     float *cscore;        /* [n_layer][scap] each cached row's recall error */
     int64_t cpos;         /* the first position ≥ S not yet offered to the sparse cache */
+    int64_t *cexact;      /* [n_layer] the first query position whose SWA branch misses an
+                           * earlier row: the piece after the cache first dropped one
+                           * (INT64_MAX: none dropped yet; docs/design.md, "Sparse cache") */
     float *rk, *rv;       /* window buffers [n_layer][2·window][kv_dim]: the last keys/values
                            * of positions ≥ S, contiguous; when full, the newest W−1 move
                            * to the front (amortised: one row copy per token) */

@@ -93,7 +93,8 @@ int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
     size_t ns = L * (size_t)(c->sinks + kv->scap) * kvd, nw = L * 2 * (size_t)c->window * kvd;
     kv->ccount = calloc(L, sizeof(int));
     kv->cscore = malloc((L * (size_t)kv->scap + 1) * sizeof(float));
-    if (!kv->ccount || !kv->cscore) return xd_err("student state: out of memory");
+    kv->cexact = malloc(L * sizeof(int64_t));
+    if (!kv->ccount || !kv->cscore || !kv->cexact) return xd_err("student state: out of memory");
     kv->sk = malloc((ns ? ns : 1) * sizeof(float));
     kv->sv = malloc((ns ? ns : 1) * sizeof(float));
     kv->rk = malloc(nw * sizeof(float));
@@ -128,7 +129,7 @@ void xd_student_kv_free(xd_kv *kv) {
     free(kv->sk); free(kv->sv); free(kv->rk); free(kv->rv);
     free(kv->C); free(kv->n); free(kv->m);
     free(kv->mx_scratch);
-    free(kv->ccount); free(kv->cscore);
+    free(kv->ccount); free(kv->cscore); free(kv->cexact);
     for (int b = 0; b < kv->n_gkv; b++) {
         if (kv->gk) free(kv->gk[b]);
         if (kv->gv) free(kv->gv[b]);
@@ -145,6 +146,7 @@ void xd_student_kv_reset(xd_kv *kv) {
     kv->wcount = 0;
     kv->wstart = kv->sinks;
     if (kv->ccount) memset(kv->ccount, 0, L * sizeof(int));
+    for (size_t l = 0; kv->cexact && l < L; l++) kv->cexact[l] = INT64_MAX;
     kv->cpos = kv->sinks;
 }
 
@@ -163,6 +165,7 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     size_t dphi = (size_t)src->dphi, hd = (size_t)src->head_dim;
     memcpy(dst->ccount, src->ccount, L * sizeof(int));
     memcpy(dst->cscore, src->cscore, L * (size_t)src->scap * sizeof(float));
+    memcpy(dst->cexact, src->cexact, L * sizeof(int64_t));
     dst->cpos = src->cpos;
     memcpy(dst->sk, src->sk, ns * sizeof(float));
     memcpy(dst->sv, src->sv, ns * sizeof(float));
@@ -299,14 +302,15 @@ static int swa_stage(const xd_config *c, xd_kv *kv, int l, const xd_student_plan
  * they are now (they follow the sinks; rows exist only once the sinks are complete) and the
  * window; writes hs rows i0 …. */
 static int swa_attend(const xd_config *c, const xd_kv *kv, int l, const xd_student_plan *p,
-                      const swa_rows *r, const float *q, int i0, int cnt, float *hs) {
+                      const swa_rows *r, const float *q, int i0, int cnt, int64_t from,
+                      float *hs) {
     int kvd = kv->kv_dim, qd = c->n_head * c->head_dim;
     int64_t S = c->sinks, SC = kv->scap;
     const float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
     int ns = r->ns == S ? r->ns + kv->ccount[l] : r->ns;
     if (xd_attention_sinkwin(hs + (size_t)i0 * qd, q + (size_t)i0 * qd, cnt, p->pos0 + i0, sk, sv,
                              ns, r->rk, r->rv, r->r0, r->total, c->n_head, c->n_kv_head,
-                             c->head_dim, c->window, c->sinks))
+                             c->head_dim, c->window, c->sinks, from))
         return xd_err("student attention: out of memory");
     return 0;
 }
@@ -414,21 +418,22 @@ static int is_global(const xd_config *c, int l, int h) {
     return 0;
 }
 
-static void sparse_cache_update(const xd_config *c, const xd_layer *L, xd_kv *kv, int l,
-                                const float *ek, const float *ev, int64_t nr, float *phk,
-                                float *vh) {
+static int sparse_cache_update(const xd_config *c, const xd_layer *L, xd_kv *kv, int l,
+                               const float *ek, const float *ev, int64_t nr, float *phk,
+                               float *vh) {
     int nh = c->n_head, hd = c->head_dim, kvd = kv->kv_dim, dphi = 2 * hd;
     int group = nh / c->n_kv_head, SC = kv->scap;
     int64_t S = c->sinks;
     int n_local = nh;
     for (int i = 0; i < c->n_global_heads; i++) n_local -= c->global_heads[i].layer == l;
-    if (!n_local || nr <= 0) return;
+    if (nr <= 0) return 0;
+    if (!n_local) return 1; /* every row is dropped */
     xd_mlstm_cfg mc = xd_student_mlstm_cfg(c);
     size_t sl = (size_t)l;
     xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
     float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
     float *score = kv->cscore + sl * SC;
-    int *cnt = &kv->ccount[l];
+    int *cnt = &kv->ccount[l], dropped = 0;
     for (int64_t r0 = 0; r0 < nr; r0 += XD_SC_BLOCK) {
         int b = (int)(nr - r0 < XD_SC_BLOCK ? nr - r0 : XD_SC_BLOCK);
         xd_hedgehog_forward(phk, ek + r0 * kvd, kvd, L->fmk_A, L->fmk_b, b, nh, c->n_kv_head, hd);
@@ -453,6 +458,7 @@ static void sparse_cache_update(const xd_config *c, const xd_layer *L, xd_kv *kv
                 at = 0;
                 for (int j = 1; j < SC; j++)
                     if (score[j] < score[at]) at = j;
+                dropped = 1; /* this row or the one it replaces */
                 if (!(s > score[at])) continue;
             } else
                 (*cnt)++;
@@ -461,6 +467,7 @@ static void sparse_cache_update(const xd_config *c, const xd_layer *L, xd_kv *kv
             memcpy(sv + (S + at) * kvd, ev + (r0 + t) * kvd, (size_t)kvd * sizeof(float));
         }
     }
+    return dropped;
 }
 
 int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
@@ -493,15 +500,17 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     size_t sl = (size_t)l;
     xd_mlstm_state st = {kv->C + sl * nh * dphi * hd, kv->n + sl * nh * dphi, kv->m + sl * nh};
     /* Both branches over the call's tokens, in pieces of SC_PIECE when a sparse cache
-     * takes the rows that leave the window (docs/design.md, "Sparse cache"): after each
-     * piece the mLSTM state is that piece's, the rows that left the window in it are
-     * scored against it, and the next piece's queries attend the cache as it is then; a
-     * query misses at most the rows that left the window earlier in its own piece. */
+     * takes the rows that leave the window (docs/design.md, "Sparse cache"): a piece's
+     * queries see the rows not yet offered to the cache (from `from` on: those that left
+     * the window earlier in the piece stay visible); after the piece the mLSTM state is
+     * the piece's, the rows that left the window in it are scored against it and offered
+     * to the cache, and the next piece's queries attend the cache as it is then. */
     int piece = kv->scap ? SC_PIECE : n;
     int64_t from = kv->cpos;
     for (int i0 = 0; i0 < n; i0 += piece) {
         int cnt = n - i0 < piece ? n - i0 : piece;
-        if (swa_attend(c, kv, l, p, &rows, q, i0, cnt, hs)) goto done;
+        if (swa_attend(c, kv, l, p, &rows, q, i0, cnt, kv->scap ? from : INT64_MAX, hs))
+            goto done;
         size_t a = (size_t)i0;
         float *hmi = hm + a * qd, *qi = phq + a * nh * dphi, *ki = phk + a * nh * dphi;
         float *vi = ve + a * qd, *ii = ig + a * nh, *fi = fg + a * nh;
@@ -523,17 +532,21 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
         if (kv->scap && to > from) { /* rows [from, to) left the window: all among the
                                       * call's rows (kv->cpos ≥ their first position r0) */
             size_t at = (size_t)(from - rows.r0) * kvd;
-            sparse_cache_update(c, L, kv, l, rows.rk + at, rows.rv + at, to - from,
-                                kv->mx_scratch + sc_at,
-                                kv->mx_scratch + sc_at + XD_SC_BLOCK * (size_t)nh * dphi);
+            if (sparse_cache_update(c, L, kv, l, rows.rk + at, rows.rv + at, to - from,
+                                    kv->mx_scratch + sc_at,
+                                    kv->mx_scratch + sc_at + XD_SC_BLOCK * (size_t)nh * dphi) &&
+                kv->cexact[l] == INT64_MAX) /* the next piece's queries miss a row */
+                kv->cexact[l] = p->pos0 + i0 + cnt;
             from = to;
         }
     }
     /* mix (pre-RoPE q, k) */
     xd_mix_forward(att, NULL, hm, hs, qp, qd, kp, kvd, v, kvd, L->w_mix, L->b_mix, n, nh, nkv, hd);
     /* the window-exact rule, for every head: below sinks + window the SWA branch is the
-     * teacher's attention in fp32, so global heads take it too, not their compact cache */
+     * teacher's attention in fp32, so global heads take it too, not their compact cache;
+     * with a sparse cache, until the first query that misses a dropped row */
     int64_t exact_end = c->exact_in_window ? (int64_t)c->sinks + c->window : 0;
+    if (exact_end && kv->scap && kv->cexact[l] > exact_end) exact_end = kv->cexact[l];
     /* global heads: their slices of att are the full attention (the mix is not used) */
     if (c->n_global_heads &&
         global_heads(c, kv, l, p, exact_end, q, k, v, fg + N * nh, fg + N * nh + N * qd, att))
