@@ -422,10 +422,12 @@ static void config(void) {
     char cfg[700], cmd[1500];
     snprintf(cfg, sizeof cfg, "%s/config.json", path);
     static const char *const edits[][2] = {
-        {"s/\"sparse_cache\": 12/\"sparse_cache\": -1/", "out of range"},
+        /* tiny-llama: max_ctx 128, window 4, sinks 1: at most 123 rows ever leave */
+        {"s/\"sparse_cache\": 12/\"sparse_cache\": 124/", "larger than the context"},
+        {"s/\"sparse_cache\": 124/\"sparse_cache\": -1/", "out of range"},
         {"s/\"sparse_cache\": -1/\"sparse_cache\": \"many\"/", "expected an integer"},
     };
-    for (int e = 0; e < 2; e++) {
+    for (int e = 0; e < 3; e++) {
         snprintf(cmd, sizeof cmd, "sed -i '%s' %s", edits[e][0], cfg);
         CHECK(system(cmd) == 0, "sed");
         xd_model *x = xd_model_load(path);
@@ -440,6 +442,11 @@ static void config(void) {
              FIXTURE("tiny-llama.gguf"), dir);
     CHECK(test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR) == 2 && strstr(out, "--sparse-cache"),
           "convert --sparse-cache -3: %s", out);
+    snprintf(cmd, sizeof cmd, "convert %s -o %s/c --window 4 --sparse-cache 500",
+             FIXTURE("tiny-llama.gguf"), dir);
+    CHECK(test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR) != 0 &&
+              strstr(out, "sparse_cache") && strstr(out, "larger than the context"),
+          "convert --sparse-cache 500 (max_ctx 128): %s", out);
     snprintf(cmd, sizeof cmd, "convert %s -o %s/c --window 4 --sparse-cache 24",
              FIXTURE("tiny-llama.gguf"), dir);
     CHECK(test_cli_run(cmd, out, sizeof out, TEST_CLI_STDERR) == 0, "convert: %s", out);
