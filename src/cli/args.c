@@ -69,6 +69,21 @@ int take_opt(int argc, char **argv, int *i, const char *opt, const char **val) {
     return 1;
 }
 
+int is_help_arg(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
+
+int wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (is_help_arg(argv[i])) return 1;
+    return 0;
+}
+
+int cli_help(const char *usage) {
+    size_t n = strlen(usage);
+    fputs(usage, stdout);
+    if (!n || usage[n - 1] != '\n') putchar('\n');
+    return 0;
+}
+
 double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

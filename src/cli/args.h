@@ -25,6 +25,15 @@ int parse_float(const char *opt, const char *s, double lo, double hi, float *out
  * 1 if matched, 0 if not, -1 if the value is missing (error printed). */
 int take_opt(int argc, char **argv, int *i, const char *opt, const char **val);
 
+/* Help: every command answers -h or --help, wherever it stands among its
+ * arguments, with its usage text on stdout and exit status 0. */
+/* 1 if arg is "-h" or "--help". */
+int is_help_arg(const char *arg);
+/* 1 if one of argv[1 .. argc-1] is -h or --help. */
+int wants_help(int argc, char **argv);
+/* Prints usage to stdout (with a final newline); returns 0, the exit status. */
+int cli_help(const char *usage);
+
 /* Wall-clock seconds. */
 double now_s(void);
 

@@ -16,6 +16,7 @@ static const char USAGE[] =
     "[--logs LOG.jsonl ...] [--swa SWA.json] [--ledger LEDGER.json]";
 
 int cmd_compare(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *teacher = NULL, *student = NULL, *out = NULL, *report = NULL, *swa = NULL,
                *ledger = NULL, *v;
     const char **logs = calloc((size_t)argc, sizeof *logs);

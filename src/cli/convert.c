@@ -123,7 +123,15 @@ static int choose_global_heads(const char *spec, const xd_model *t, xd_student_o
     return 0;
 }
 
+static const char USAGE[] =
+    "usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] [--chunk L] "
+    "[--softcap C] [--swa-only] [--no-exact-window] [--memory mlstm|delta] "
+    "[--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
+    "[--global-kv bf16|int8|int4|k8v4|f32] [--state-budget FRAC[@TOKENS]] "
+    "[--sparse-cache ROWS]";
+
 int cmd_convert(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *teacher = NULL, *out = NULL, *v, *gh_spec = NULL;
     xd_student_opts o;
     xd_student_defaults(&o);
@@ -187,13 +195,7 @@ int cmd_convert(int argc, char **argv) {
             return 2;
         }
     }
-    if (!teacher || !out) {
-        cli_error("usage: xdistill convert TEACHER -o STUDENT [--window W] [--sinks S] "
-                  "[--chunk L] [--softcap C] [--swa-only] [--no-exact-window] [--memory mlstm|delta] [--global-heads LAYER:HEAD,...|auto:K[g]|FILE.json:K[g]|auto:fit|FILE.json:fit] "
-                  "[--global-kv bf16|int8|int4|k8v4|f32] [--state-budget FRAC[@TOKENS]] "
-                  "[--sparse-cache ROWS]");
-        return 2;
-    }
+    if (!teacher || !out) return cli_error("%s", USAGE), 2;
     if (threads) xd_set_threads(threads);
     double t0 = now_s();
     xd_model *t = xd_model_load(teacher);

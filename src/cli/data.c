@@ -92,6 +92,7 @@ static int parse_domain(const char *v, xd_prep_opts *o) {
 }
 
 static int data_prep(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(PREP_USAGE);
     const char *tok = NULL, *out = NULL, *v;
     xd_prep_opts o;
     xd_prep_defaults(&o);
@@ -177,6 +178,7 @@ done:
 }
 
 static int data_info(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(INFO_USAGE);
     const char *path = NULL, *tok = NULL, *v;
     int r;
     for (int i = 1; i < argc; i++) {
@@ -210,6 +212,7 @@ static int data_info(int argc, char **argv) {
 /* One token file per domain, each with its documents and train/validation
  * assignment; prints each output's summary line. */
 static int data_split(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(SPLIT_USAGE);
     const char *path = NULL, *dir = NULL, *domains = NULL, *v;
     int r;
     for (int i = 1; i < argc; i++) {
@@ -273,6 +276,7 @@ done:
 /* Repeats of earlier lines at a distance beyond the window, in the train split: data a
  * windowed student can only predict from its memory (src/io/tokdata_echo.c). */
 static int data_echo(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(ECHO_USAGE);
     const char *path = NULL, *tok = NULL, *out = NULL, *v;
     xd_echo_opts o;
     xd_echo_defaults(&o);
@@ -336,18 +340,19 @@ static int data_echo(int argc, char **argv) {
     return 0;
 }
 
+/* The subcommands' usage lines. */
+static void usage(FILE *f) {
+    fprintf(f, "%s\n%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE, ECHO_USAGE);
+}
+
 int cmd_data(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "prep")) return data_prep(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "info")) return data_info(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "split")) return data_split(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "echo")) return data_echo(argc - 1, argv + 1);
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        printf("%s\n%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE, ECHO_USAGE);
-        return 0;
-    }
+    if (wants_help(argc, argv)) return usage(stdout), 0;
     if (argc >= 2)
         cli_error("data: unknown subcommand '%s' (expected prep, info, split or echo)", argv[1]);
     else cli_error("data: expected a subcommand, prep, info, split or echo");
-    fprintf(stderr, "%s\n%s\n%s\n%s\n", PREP_USAGE, INFO_USAGE, SPLIT_USAGE, ECHO_USAGE);
-    return 2;
+    return usage(stderr), 2;
 }

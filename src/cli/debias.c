@@ -27,8 +27,8 @@
 
 #define MAX_ATTR XD_DEBIAS_MAX_ATTR
 
-static int usage(void) {
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: xdistill debias task MODEL --train T.jsonl --val V.jsonl -o OUT [options]\n"
             "       xdistill debias attribute MODEL --task DIR --protect ATTR --train T.jsonl "
             "--val V.jsonl [-o OUT]\n"
@@ -55,7 +55,6 @@ static int usage(void) {
             "  --seed S         the attacker's initialisation and batches, the resamples (1)\n"
             "training options (defaults here: --lr 2e-5 --min-lr 0 --warmup 0 --wd 0 --batch 16):\n%s",
             train_args_usage);
-    return 2;
 }
 
 /* Splits a comma list into at most max entries (pointers into buf, a copy of v). */
@@ -275,7 +274,7 @@ static int debias_task(int argc, char **argv) {
     args a;
     train_defaults(&a);
     if (parse(argc, argv, &a, "task")) return 2;
-    if (!a.model || !a.train || !a.val || !a.out) return usage();
+    if (!a.model || !a.train || !a.val || !a.out) return usage(stderr), 2;
     if (a.full) a.d.mode = XD_DEBIAS_FULL;
     a.d.text_field = a.text_field;
     a.o.out_dir = a.out;
@@ -327,7 +326,7 @@ static int debias_attribute(int argc, char **argv) {
     args a;
     train_defaults(&a);
     if (parse(argc, argv, &a, "attribute")) return 2;
-    if (!a.model || !a.task || !a.protect || !a.train || !a.val) return usage();
+    if (!a.model || !a.task || !a.protect || !a.train || !a.val) return usage(stderr), 2;
     if (a.full || a.d.adv_attr || a.n_attr)
         return cli_error("debias attribute: --full, --adv and --attr belong to debias task (the "
                          "attribute run reads the task's fields from %s/debias.json)", a.task), 2;
@@ -389,7 +388,7 @@ static int debias_eval(int argc, char **argv) {
     if (parse(argc, argv, &a, "eval")) return 2;
     if (a.n_with && !a.task)
         return cli_error("--with: an attribute diff is applied on its task diff; give --task DIR"), 2;
-    if (!a.model || !a.task || !a.train || !a.test) return usage();
+    if (!a.model || !a.task || !a.train || !a.test) return usage(stderr), 2;
     if (a.threads) xd_set_threads(a.threads);
     a.e.seed = a.e.attack.seed = a.d.seed; /* --seed: the attacker and the bootstrap */
     summary s;
@@ -486,7 +485,7 @@ static int debias_report(int argc, char **argv) {
         else if (n >= 64) return cli_error("debias report: at most 64 results"), 2;
         else files[n++] = argv[i];
     }
-    if (!n || !out) return usage();
+    if (!n || !out) return usage(stderr), 2;
     const char *labels[64];
     char buf[4096];
     int nl = 0;
@@ -515,11 +514,12 @@ done:
 }
 
 int cmd_debias(int argc, char **argv) {
-    if (argc < 2) return usage();
+    if (wants_help(argc, argv)) return usage(stdout), 0; /* every subcommand: one text */
+    if (argc < 2) return usage(stderr), 2;
     if (!strcmp(argv[1], "task")) return debias_task(argc - 1, argv + 1);
     if (!strcmp(argv[1], "attribute")) return debias_attribute(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return debias_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "report")) return debias_report(argc - 1, argv + 1);
     cli_error("debias: unknown subcommand '%s' (task, attribute, eval or report)", argv[1]);
-    return usage();
+    return usage(stderr), 2;
 }

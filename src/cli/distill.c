@@ -31,13 +31,17 @@
 #include "train/stage2.h"
 #include "train/train_model.h"
 
-static int usage_stage1(void) {
-    fprintf(stderr,
-            "usage: xdistill distill stage1 --teacher T --student S --data DATA -o DIR [options]\n"
-            "(defaults for stage 1: --lr 1e-2 --min-lr 1e-5 --warmup 10 --wd 0 --steps 100 "
+static const char STAGE1_USAGE[] =
+    "usage: xdistill distill stage1 --teacher T --student S --data DATA -o DIR [options]\n";
+static const char STAGE2_USAGE[] =
+    "usage: xdistill distill stage2 --student S --logits LOGITS --data DATA -o DIR\n"
+    "                               [--trainable all|mixer|lora] [--teacher T] [--w-kl X] [options]\n";
+
+static void usage_stage1(FILE *f) {
+    fprintf(f,
+            "%s(defaults for stage 1: --lr 1e-2 --min-lr 1e-5 --warmup 10 --wd 0 --steps 100 "
             "--batch 1 --seq 256)\n%s",
-            train_args_usage);
-    return 2;
+            STAGE1_USAGE, train_args_usage);
 }
 
 /* Per-layer validation MSE of s (forward only). */
@@ -74,6 +78,7 @@ static int write_report(const char *out_dir, const double *before, const double 
 }
 
 static int stage1(int argc, char **argv) {
+    if (wants_help(argc, argv)) return usage_stage1(stdout), 0;
     const char *teacher = NULL, *student = NULL, *data_path = NULL, *v;
     xd_train_opts o;
     xd_train_defaults(&o);
@@ -93,7 +98,7 @@ static int stage1(int argc, char **argv) {
         else if ((r = take_opt(argc, argv, &i, "-o", &v))) { if (r < 0) return 2; o.out_dir = v; }
         else return cli_error("distill stage1: unknown argument '%s'", argv[i]), 2;
     }
-    if (!teacher || !student || !data_path || !o.out_dir) return usage_stage1();
+    if (!teacher || !student || !data_path || !o.out_dir) return usage_stage1(stderr), 2;
     if (threads) xd_set_threads(threads);
     o.train_only = xd_mixer_param_names;
     o.n_train_only = xd_n_mixer_param_names;
@@ -129,17 +134,14 @@ done:
     return rc;
 }
 
-static int usage_stage2(void) {
-    fprintf(stderr,
-            "usage: xdistill distill stage2 --student S --logits LOGITS --data DATA -o DIR\n"
-            "                               [--trainable all|mixer|lora] [--teacher T] [--w-kl X] [options]\n"
-            "(defaults for stage 2: --lr 1e-5 --min-lr 1e-6 --warmup 10 --wd 0.1 --clip 1 --batch 1,\n"
+static void usage_stage2(FILE *f) {
+    fprintf(f,
+            "%s(defaults for stage 2: --lr 1e-5 --min-lr 1e-6 --warmup 10 --wd 0.1 --clip 1 --batch 1,\n"
             " --seq = the logits file's; --w-kl 0.1 and the CE weight 1 − w-kl)\n%s"
             "--trainable lora: LoRA adapters on the student (the student frozen), written to\n"
             "OUT/adapter in PEFT's format (fold them in with `xdistill lora merge`); adapters\n"
             "usually want a larger --lr (2e-4):\n%s",
-            train_args_usage, lora_args_usage);
-    return 2;
+            STAGE2_USAGE, train_args_usage, lora_args_usage);
 }
 
 /* Validation CE (and KL) of the student, with its LoRA adapters when given. */
@@ -158,6 +160,7 @@ static int stage2_eval(xd_stage2 *s2, xd_model *s, xd_lora_adapter *lora, const 
 }
 
 static int stage2(int argc, char **argv) {
+    if (wants_help(argc, argv)) return usage_stage2(stdout), 0;
     const char *student = NULL, *logits = NULL, *data_path = NULL, *teacher = NULL, *v;
     const char *trainable = "all";
     xd_train_opts o;
@@ -194,7 +197,7 @@ static int stage2(int argc, char **argv) {
             so.w_ce = 1.0f - so.w_kl;
         } else return cli_error("distill stage2: unknown argument '%s'", argv[i]), 2;
     }
-    if (!student || !logits || !data_path || !o.out_dir) return usage_stage2();
+    if (!student || !logits || !data_path || !o.out_dir) return usage_stage2(stderr), 2;
     if (lora_opt && strcmp(trainable, "lora"))
         return cli_error("%s: a LoRA option; it needs --trainable lora", lora_opt), 2;
     if (threads) xd_set_threads(threads);
@@ -261,9 +264,15 @@ done:
     return rc;
 }
 
+/* The subcommands' usage lines. */
+static void usage(FILE *f) {
+    fprintf(f, "%s%s(xdistill distill stage1|stage2 --help: the options of each)\n", STAGE1_USAGE,
+            STAGE2_USAGE);
+}
+
 int cmd_distill(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "stage1")) return stage1(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "stage2")) return stage2(argc - 1, argv + 1);
-    fprintf(stderr, "usage: xdistill distill stage1|stage2 ...\n");
-    return 2;
+    if (wants_help(argc, argv)) return usage(stdout), 0;
+    return usage(stderr), 2;
 }

@@ -18,8 +18,8 @@
 #include "eval/tasks.h"
 #include "xdistill.h"
 
-static int usage(void) {
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: xdistill eval MODEL --suite DIR -o RESULTS.json [options]\n"
             "  --tasks a,b        only these tasks of the suite\n"
             "  --max-examples N   at most N examples per task (the first N)\n"
@@ -36,7 +36,6 @@ static int usage(void) {
             "  --log-samples FILE every scored example as one JSON line: task, line, score,\n"
             "                     and the output and target (generate), pred and answer\n"
             "                     (choice) or nll and tokens (perplexity)\n");
-    return 2;
 }
 
 /* The samples array as JSON lines, written atomically. */
@@ -82,6 +81,7 @@ int cmd_eval(int argc, char **argv) {
     int max_examples = 0, no_bos = 0, chat = 0, fewshot = 0, ctx = 0, stride = 0, threads = 0;
     int bootstrap = 1000, have_seed = 0, r;
     uint64_t seed = 0;
+    if (wants_help(argc, argv)) return usage(stdout), 0;
     for (int i = 1; i < argc; i++) {
         if ((r = take_opt(argc, argv, &i, "--suite", &v))) { if (r < 0) return 2; suite_dir = v; }
         else if ((r = take_opt(argc, argv, &i, "--adapter", &v))) { if (r < 0) return 2; adapter = v; }
@@ -109,12 +109,12 @@ int cmd_eval(int argc, char **argv) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
         } else if (!strcmp(argv[i], "--no-bos")) no_bos = 1;
         else if (!strcmp(argv[i], "--chat")) chat = 1;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(), 0;
-        else if (argv[i][0] == '-') return cli_error("eval: unknown option '%s'", argv[i]), usage();
+        else if (argv[i][0] == '-')
+            return cli_error("eval: unknown option '%s'", argv[i]), usage(stderr), 2;
         else if (!model) model = argv[i];
-        else return cli_error("eval: unexpected argument '%s'", argv[i]), usage();
+        else return cli_error("eval: unexpected argument '%s'", argv[i]), usage(stderr), 2;
     }
-    if (!model || !suite_dir || !out) return usage();
+    if (!model || !suite_dir || !out) return usage(stderr), 2;
     if (threads) xd_set_threads(threads);
 
     xd_suite suite;

@@ -7,7 +7,12 @@
 #include "cli/commands.h"
 #include "cli/train_args.h"
 
+static void usage(FILE *f) {
+    fprintf(f, "usage: xdistill finetune MODEL --data DATA -o DIR [options]\n%s", train_args_usage);
+}
+
 int cmd_finetune(int argc, char **argv) {
+    if (wants_help(argc, argv)) return usage(stdout), 0;
     const char *model = NULL, *data_path = NULL, *v;
     xd_train_opts o;
     xd_train_defaults(&o);
@@ -23,10 +28,7 @@ int cmd_finetune(int argc, char **argv) {
         else if (!model) model = argv[i];
         else return cli_error("finetune: unexpected argument '%s'", argv[i]), 2;
     }
-    if (!model || !data_path || !o.out_dir) {
-        fprintf(stderr, "usage: xdistill finetune MODEL --data DATA -o DIR [options]\n%s", train_args_usage);
-        return 2;
-    }
+    if (!model || !data_path || !o.out_dir) return usage(stderr), 2;
     if (threads) xd_set_threads(threads);
     xd_model *m = xd_model_load(model);
     if (!m) return cli_lib_error();

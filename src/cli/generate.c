@@ -29,7 +29,12 @@ static void emit(const xd_tokenizer *t, int32_t id) {
     fflush(stdout);
 }
 
+static const char USAGE[] =
+    "usage: xdistill generate MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] "
+    "[--seed S] [--chat] [--system TEXT] [--ignore-eos] [--threads N]";
+
 int cmd_generate(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *model = NULL, *prompt = NULL, *system = NULL, *v;
     int n_new = 64, chat = 0, ignore_eos = 0, threads = 0, r;
     xd_sampler smp = {0.0f, 0, 1.0f, 1234};
@@ -57,10 +62,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!model) model = argv[i];
         else return cli_error("generate: unexpected argument '%s'", argv[i]), 2;
     }
-    if (!model || !prompt)
-        return cli_error("usage: xdistill generate MODEL -p PROMPT [-n N] [--temp T] [--top-k K] "
-                         "[--top-p P] [--seed S] [--chat] [--system TEXT] [--ignore-eos] "
-                         "[--threads N]"), 2;
+    if (!model || !prompt) return cli_error("%s", USAGE), 2;
     if (threads) xd_set_threads(threads);
     xd_model *m = xd_model_load(model);
     if (!m) return cli_lib_error();

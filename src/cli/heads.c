@@ -33,6 +33,7 @@ static int parse_lengths(const char *s, int *mult, int *n) {
 }
 
 int cmd_heads(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *model = NULL, *out = NULL, *v;
     int window = 0, top = 20, threads = 0, r, mult[MAX_LENGTHS] = {2, 4, 8}, n_mult = 3;
     xd_head_probe_opts o;

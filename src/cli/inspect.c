@@ -42,8 +42,11 @@ static int list_safetensors(const char *dir) {
     return 0;
 }
 
+static const char USAGE[] = "usage: xdistill inspect MODEL (a GGUF file or an HF directory)";
+
 int cmd_inspect(int argc, char **argv) {
-    if (argc != 2) return cli_error("usage: xdistill inspect MODEL (a GGUF file or an HF directory)");
+    if (wants_help(argc, argv)) return cli_help(USAGE);
+    if (argc != 2) return cli_error("%s", USAGE);
     const char *path = argv[1];
     xd_model *m = xd_model_load(path);
     if (!m) return cli_lib_error();

@@ -16,8 +16,8 @@
 #include "model/lora.h"
 #include "xdistill.h"
 
-static int usage(void) {
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: xdistill lora MODEL --data DATA -o OUT [options]\n"
             "       xdistill lora merge MODEL ADAPTER -o OUT\n"
             "  MODEL            a teacher (GGUF or HF directory) or a student\n%s"
@@ -25,7 +25,6 @@ static int usage(void) {
             "writes OUT/adapter (adapter_config.json + adapter_model.safetensors),\n"
             "OUT/log.jsonl and OUT/checkpoint\n",
             lora_args_usage, train_args_usage);
-    return 2;
 }
 
 static int cmd_lora_merge(int argc, char **argv) {
@@ -38,7 +37,7 @@ static int cmd_lora_merge(int argc, char **argv) {
         else if (!adapter) adapter = argv[i];
         else return cli_error("lora merge: unexpected argument '%s'", argv[i]), 2;
     }
-    if (!model || !adapter || !out) return usage();
+    if (!model || !adapter || !out) return usage(stderr), 2;
     xd_model *m = xd_model_load(model);
     if (!m) return cli_lib_error();
     xd_lora_adapter *a = xd_lora_load(adapter);
@@ -57,6 +56,7 @@ static int cmd_lora_merge(int argc, char **argv) {
 }
 
 int cmd_lora(int argc, char **argv) {
+    if (wants_help(argc, argv)) return usage(stdout), 0; /* lora and lora merge: one text */
     if (argc > 1 && !strcmp(argv[1], "merge")) return cmd_lora_merge(argc - 1, argv + 1);
     const char *model = NULL, *data_path = NULL, *v;
     xd_train_opts o;
@@ -82,7 +82,7 @@ int cmd_lora(int argc, char **argv) {
         else if (!model) model = argv[i];
         else return cli_error("lora: unexpected argument '%s'", argv[i]), 2;
     }
-    if (!model || !data_path || !o.out_dir) return usage();
+    if (!model || !data_path || !o.out_dir) return usage(stderr), 2;
     if (threads) xd_set_threads(threads);
     xd_model *m = xd_model_load(model);
     if (!m) return cli_lib_error();

@@ -38,7 +38,24 @@ static void usage(FILE *f) {
     fprintf(f, "usage: xdistill COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-14s %s\n", "help [COMMAND]", "this list, or COMMAND's usage (as COMMAND --help)");
     fprintf(f, "  %-14s %s\n", "--version", "the version, the OpenBLAS build and the kernels it runs");
+}
+
+/* `xdistill help`, `xdistill -h` or `xdistill --help`: 1. Followed by a command name
+ * (`xdistill help data`): 0, with *argv rewritten to `xdistill data --help`. */
+static int help_request(int *argc, char ***argv) {
+    static char help_opt[] = "--help";
+    static char *rewritten[4];
+    char **a = *argv;
+    if (*argc < 2 || (strcmp(a[1], "help") && !is_help_arg(a[1]))) return 0;
+    if (*argc < 3 || !strcmp(a[2], "help") || wants_help(*argc - 1, a + 1)) return 1;
+    rewritten[0] = a[0];
+    rewritten[1] = a[2];
+    rewritten[2] = help_opt;
+    *argc = 3;
+    *argv = rewritten;
+    return 0;
 }
 
 /* Two settings that the OpenMP and OpenBLAS libraries read when they load, before main, so
@@ -112,9 +129,13 @@ void cli_log_install(void) {
 int main(int argc, char **argv) {
     choose_env(argc, argv);
     cli_log_install();
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (help_request(&argc, &argv)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
     }
     if (!strcmp(argv[1], "--version")) { /* and the BLAS it runs on, for bug reports */
         const char *chosen = getenv("XD_CHOSEN_OPENBLAS_CORETYPE"), *core = openblas_get_corename();

@@ -19,8 +19,8 @@
 #include "train/merge_search.h"
 #include "xdistill.h"
 
-static int usage(void) {
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: xdistill merge -o OUT [--normalize] [--allow-unrelated] EXPERT[:WEIGHT] ...\n"
             "       xdistill merge -o OUT --search SUITE_DIR [search options] EXPERT ...\n"
             "  EXPERT           an HF student directory from `distill stage2`\n"
@@ -39,7 +39,6 @@ static int usage(void) {
             "  --tasks a,b      only these tasks of the suite\n"
             "  --max-examples N at most N examples per task (the first N)\n",
             XD_MSEARCH_GRID_MAX, XD_MSEARCH_MAX);
-    return 2;
 }
 
 /* The options of --search; search = NULL when not given. */
@@ -84,6 +83,7 @@ static int search_opts(const search_args *a, int k, int n_weighted, xd_msearch_o
 }
 
 int cmd_merge(int argc, char **argv) {
+    if (wants_help(argc, argv)) return usage(stdout), 0;
     const char *out = NULL;
     xd_merge_opts o = {0, 0, 1, NULL, NULL};
     search_args sa = {0};
@@ -99,10 +99,9 @@ int cmd_merge(int argc, char **argv) {
         if (t) continue;
         if (!strcmp(argv[i], "--normalize")) o.normalize = 1;
         else if (!strcmp(argv[i], "--allow-unrelated")) o.allow_unrelated = 1;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); rc = 0; goto done; }
         else if (argv[i][0] == '-' && argv[i][1]) {
             cli_error("merge: unknown option '%s'", argv[i]);
-            usage();
+            usage(stderr);
             goto done;
         } else {
             if (!(paths[k] = strdup(argv[i]))) { rc = cli_error("out of memory"); goto done; }
@@ -122,7 +121,7 @@ int cmd_merge(int argc, char **argv) {
             }
         }
     }
-    if (!out || !k) { usage(); goto done; }
+    if (!out || !k) { usage(stderr); goto done; }
     xd_msearch_opts so;
     xd_msearch_defaults(&so);
     if (search_opts(&sa, k, n_weighted, &so)) goto done;

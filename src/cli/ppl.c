@@ -11,7 +11,11 @@
 #include "core/file.h"
 #include "xdistill.h"
 
+static const char USAGE[] = "usage: xdistill ppl MODEL FILE [--ctx N] [--stride S] "
+                            "[--max-tokens N] [--bos] [--threads N]";
+
 int cmd_ppl(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *model = NULL, *file = NULL, *v;
     int ctx = 512, stride = 0, max_tokens = 0, bos = 0, threads = 0, r;
     for (int i = 1; i < argc; i++) {
@@ -29,9 +33,7 @@ int cmd_ppl(int argc, char **argv) {
         else if (!file) file = argv[i];
         else return cli_error("ppl: unexpected argument '%s'", argv[i]), 2;
     }
-    if (!model || !file)
-        return cli_error("usage: xdistill ppl MODEL FILE [--ctx N] [--stride S] [--max-tokens N] "
-                         "[--bos] [--threads N]"), 2;
+    if (!model || !file) return cli_error("%s", USAGE), 2;
     if (!stride) stride = ctx;
     if (stride > ctx) return cli_error("--stride %d must not exceed --ctx %d", stride, ctx), 2;
     if (threads) xd_set_threads(threads);

@@ -9,7 +9,13 @@
 #include "io/hfconfig.h"
 #include "model/model.h"
 
+static void usage(FILE *f) {
+    fprintf(f, "usage: xdistill pretrain --config CONFIG.json --tokenizer MODEL --data DATA -o DIR "
+               "[options]\n%s", train_args_usage);
+}
+
 int cmd_pretrain(int argc, char **argv) {
+    if (wants_help(argc, argv)) return usage(stdout), 0;
     const char *config = NULL, *tok_path = NULL, *data_path = NULL, *v;
     xd_train_opts o;
     xd_train_defaults(&o);
@@ -26,11 +32,7 @@ int cmd_pretrain(int argc, char **argv) {
             if (r < 0 || parse_u64("--seed", v, &seed)) return 2;
         } else return cli_error("pretrain: unknown argument '%s'", argv[i]), 2;
     }
-    if (!config || !tok_path || !data_path || !o.out_dir) {
-        fprintf(stderr, "usage: xdistill pretrain --config CONFIG.json --tokenizer MODEL --data DATA -o DIR [options]\n%s",
-                train_args_usage);
-        return 2;
-    }
+    if (!config || !tok_path || !data_path || !o.out_dir) return usage(stderr), 2;
     if (threads) xd_set_threads(threads);
     xd_config cfg;
     if (xd_hf_config_load(config, &cfg)) return cli_lib_error();

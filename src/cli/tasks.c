@@ -21,6 +21,7 @@ static const char USAGE[] =
     "                 (Debian packages bible-kjv, bible-kjv-text, wordnet-base, base-files)";
 
 static int tasks_make(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     xd_taskgen_opts o;
     xd_taskgen_defaults(&o);
     const char *out = NULL, *v;
@@ -66,9 +67,6 @@ static int tasks_make(int argc, char **argv) {
 
 int cmd_tasks(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "make")) return tasks_make(argc - 1, argv + 1);
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-        puts(USAGE);
-        return 0;
-    }
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     return cli_error("%s", USAGE), 2;
 }

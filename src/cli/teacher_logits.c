@@ -195,6 +195,7 @@ done:
 }
 
 int cmd_teacher_logits(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     opts o = {0};
     o.k = 256;
     o.B = 1;
@@ -226,10 +227,7 @@ int cmd_teacher_logits(int argc, char **argv) {
             if (r < 0 || parse_u64("--tokens", v, &o.tokens)) return 2;
             if (!o.tokens) return cli_error("--tokens: expected at least 1"), 2;
         } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) o.verbose = 0;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (argv[i][0] == '-' && argv[i][1])
+        else if (argv[i][0] == '-' && argv[i][1])
             return cli_error("teacher-logits: unknown option '%s'", argv[i]), 2;
         else if (!o.teacher) o.teacher = argv[i];
         else return cli_error("teacher-logits: unexpected argument '%s'", argv[i]), 2;

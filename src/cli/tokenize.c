@@ -36,7 +36,11 @@ static int decode_ids(const xd_tokenizer *t, const char *s) {
     return 0;
 }
 
+static const char USAGE[] =
+    "usage: xdistill tokenize MODEL TEXT [--special] | MODEL --decode \"IDS\"";
+
 int cmd_tokenize(int argc, char **argv) {
+    if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *model = NULL, *text = NULL;
     int decode = 0, special = 0;
     for (int i = 1; i < argc; i++) {
@@ -46,8 +50,7 @@ int cmd_tokenize(int argc, char **argv) {
         else if (!text) text = argv[i];
         else return cli_error("tokenize: unexpected argument '%s'", argv[i]);
     }
-    if (!model || !text)
-        return cli_error("usage: xdistill tokenize MODEL TEXT [--special] | MODEL --decode \"IDS\"");
+    if (!model || !text) return cli_error("%s", USAGE);
     xd_tokenizer *t = xd_tokenizer_load(model);
     if (!t) return cli_lib_error();
     int rc = 0;
