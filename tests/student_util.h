@@ -10,6 +10,13 @@
 #include "core/rng.h"
 #include "model/model.h"
 
+/* n token ids in [0, V), drawn from seed. */
+static inline void test_rand_ids(int32_t *ids, int n, int V, uint64_t seed) {
+    xd_rng r;
+    xd_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+}
+
 static inline void test_randomise_mixer(xd_model *m, uint64_t seed) {
     xd_rng r;
     xd_rng_seed(&r, seed);

@@ -67,12 +67,6 @@ static double max_abs(const float *a, size_t n) {
     return w;
 }
 
-static void rand_ids(int32_t *ids, int n, int V, uint64_t seed) {
-    xd_rng r;
-    xd_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
-}
-
 static xd_model *load_fixture(const char *name) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
@@ -122,7 +116,7 @@ static void all_global(const char *name) {
     int V = s->cfg.vocab_size;
     size_t nv = (size_t)n * V;
     int32_t ids[64];
-    rand_ids(ids, n, V, 17);
+    test_rand_ids(ids, n, V, 17);
     float *ref = malloc(nv * 4), *got = malloc(nv * 4);
     CHECK(test_run_pieces(t, ids, n, (int[]){n}, 1, n, ref) == 0, "teacher: %s", xd_last_error());
     double scale = max_abs(ref, nv);
@@ -188,7 +182,7 @@ static void swa_only_vs_global(void) {
     int V = a->cfg.vocab_size;
     size_t nv = (size_t)n * V;
     int32_t ids[24];
-    rand_ids(ids, n, V, 23);
+    test_rand_ids(ids, n, V, 23);
     float *la = malloc(nv * 4), *lb = malloc(nv * 4);
     CHECK(test_run_pieces(a, ids, n, (int[]){n}, 1, n, la) == 0 &&
               test_run_pieces(b, ids, n, (int[]){n}, 1, n, lb) == 0,
@@ -367,7 +361,7 @@ static void copy_reset(void) {
     if (!s) return;
     int n = 70, np = 29, nr = n - np, V = s->cfg.vocab_size;
     int32_t ids[70];
-    rand_ids(ids, n, V, 31);
+    test_rand_ids(ids, n, V, 31);
     float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
     xd_kv *orig = xd_kv_create(s, 1), *copy = xd_kv_create(s, 1), *fresh = xd_kv_create(s, 1);
     CHECK(orig && copy && fresh, "create: %s", xd_last_error());
@@ -568,7 +562,7 @@ static void state_bytes(void) {
         CHECK(g == 2 * want, "two pairs at 16K, head_dim 64: %zu bytes", g);
     }
     int32_t ids[50];
-    rand_ids(ids, 50, s->cfg.vocab_size, 1);
+    test_rand_ids(ids, 50, s->cfg.vocab_size, 1);
     xd_kv *kv = xd_kv_create(s, 1), *kp = xd_kv_create(p, 1);
     int ok = 1;
     for (int at = 0, step = 1; at + step <= 50; at += step, step += 3) {

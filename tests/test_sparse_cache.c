@@ -110,9 +110,7 @@ static void full_recall(const char *name) {
     enum { N = 40, W = 5, S = 2 };
     int V = t->cfg.vocab_size;
     int32_t ids[N];
-    xd_rng g;
-    xd_rng_seed(&g, 9);
-    for (int i = 0; i < N; i++) ids[i] = (int32_t)xd_rng_below(&g, (uint64_t)V);
+    test_rand_ids(ids, N, V, 9);
     float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
     xd_kv *kv = xd_kv_create(t, N);
     CHECK(xd_forward(t, kv, ids, N, ref, 1) == 0, "teacher: %s", xd_last_error());
@@ -190,9 +188,7 @@ static void selection(const char *name) {
     enum { N = 48, W = 3, S = 1, CAP = 4 };
     int V = t->cfg.vocab_size;
     int32_t ids[N];
-    xd_rng g;
-    xd_rng_seed(&g, 17);
-    for (int i = 0; i < N; i++) ids[i] = (int32_t)xd_rng_below(&g, (uint64_t)V);
+    test_rand_ids(ids, N, V, 17);
     xd_model *s = student_of(t, W, S, CAP, 0);
     if (!s) { xd_model_free(t); return; }
     test_randomise_mixer(s, 5);
@@ -301,9 +297,7 @@ static void exact_until_dropped(const char *name) {
     enum { N = 40, W = 5, S = 2, CAP = 4 };
     int V = t->cfg.vocab_size;
     int32_t ids[N];
-    xd_rng g;
-    xd_rng_seed(&g, 23);
-    for (int i = 0; i < N; i++) ids[i] = (int32_t)xd_rng_below(&g, (uint64_t)V);
+    test_rand_ids(ids, N, V, 23);
     float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
     xd_kv *kv = xd_kv_create(t, N);
     CHECK(xd_forward(t, kv, ids, N, ref, 1) == 0, "teacher: %s", xd_last_error());
@@ -358,9 +352,7 @@ static void copy_reset(const char *name) {
     enum { N = 40, W = 5, S = 2, CAP = 4, NR = 12 };
     int V = t->cfg.vocab_size;
     int32_t ids[N];
-    xd_rng g;
-    xd_rng_seed(&g, 29);
-    for (int i = 0; i < N; i++) ids[i] = (int32_t)xd_rng_below(&g, (uint64_t)V);
+    test_rand_ids(ids, N, V, 29);
     xd_model *s = student_of(t, W, S, CAP, 0);
     float *a = malloc((size_t)NR * V * 4), *b = malloc((size_t)NR * V * 4);
     xd_kv *x = s ? xd_kv_create(s, 1) : NULL, *y = s ? xd_kv_create(s, 1) : NULL;

@@ -42,12 +42,6 @@ static double max_abs_diff(const float *a, const float *b, size_t n) {
     return w;
 }
 
-static void rand_ids(int32_t *ids, int n, int V, uint64_t seed) {
-    xd_rng r;
-    xd_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
-}
-
 /* ---- 1. copy path ------------------------------------------------------------ */
 static void copy_path(const char *name) {
     char dir[512];
@@ -58,7 +52,7 @@ static void copy_path(const char *name) {
     const xd_config *c = xd_model_config(t);
     int n = 48, V = c->vocab_size;
     int32_t ids[48];
-    rand_ids(ids, n, V, 7);
+    test_rand_ids(ids, n, V, 7);
     float *ref = malloc((size_t)n * V * sizeof(float)), *got = malloc((size_t)n * V * sizeof(float));
     CHECK(test_run_pieces(t, ids, n, (int[]){n}, 1, n, ref) == 0, "teacher forward: %s", xd_last_error());
     xd_student_opts o;
@@ -147,7 +141,7 @@ static void swa_kernel(int T, int nh, int nkv, int hd, int window, int sinks) {
 static void teacher_kv_copy(const xd_model *t) {
     int n = 40, np = 17, V = t->cfg.vocab_size;
     int32_t ids[40];
-    rand_ids(ids, n, V, 8);
+    test_rand_ids(ids, n, V, 8);
     float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
     xd_kv *orig = xd_kv_create(t, 64), *copy = xd_kv_create(t, 48), *small = xd_kv_create(t, 8);
     CHECK(xd_forward(t, orig, ids, np, NULL, 0) == 0, "teacher prefix: %s", xd_last_error());
@@ -188,7 +182,7 @@ static void decode_state(const char *name, int window, int sinks, int chunk, int
     test_randomise_mixer(s, 11);
     int n = 90, V = s->cfg.vocab_size;
     int32_t ids[90];
-    rand_ids(ids, n, V, 3);
+    test_rand_ids(ids, n, V, 3);
     size_t nv = (size_t)n * V;
     float *a = malloc(nv * 4), *b = malloc(nv * 4);
     const char *mem = memory == XD_MEMORY_DELTA ? "delta" : "mlstm";
@@ -345,7 +339,7 @@ static void window_exact(const char *name) {
     if (!t) return;
     int W = 6, S = 2, n = 24, V = xd_model_config(t)->vocab_size, lim = S + W;
     int32_t ids[24];
-    rand_ids(ids, n, V, 11);
+    test_rand_ids(ids, n, V, 11);
     float *ref = malloc((size_t)n * V * sizeof(float)), *got = malloc((size_t)n * V * sizeof(float));
     CHECK(test_run_pieces(t, ids, n, (int[]){n}, 1, n, ref) == 0, "teacher: %s", xd_last_error());
     double scale = 0;
