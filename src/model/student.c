@@ -409,7 +409,8 @@ static int global_heads(const xd_config *c, xd_kv *kv, int l, const xd_student_p
  *     ‖v − v̂(k)‖²,  v̂(k) = the state's readout for the query φ_k(k)  (xd_mlstm_readout),
  * and kept when the cache has room or it beats the lowest score held (which it replaces).
  * A layer whose every head is global keeps none (its SWA branch is not used). phk: scratch
- * of XD_SC_BLOCK·nh·dphi floats, v̂: XD_SC_BLOCK·hd. */
+ * of XD_SC_BLOCK·nh·dphi floats, v̂: XD_SC_BLOCK·hd. Returns 1 when a row was dropped (one
+ * left out, or one replaced; every row in a layer that keeps none), else 0. */
 enum { XD_SC_BLOCK = 64, SC_PIECE = 16 };
 
 static int is_global(const xd_config *c, int l, int h) {
