@@ -6,7 +6,8 @@
  *  - the post-hoc attacker finds a separable attribute and is at chance on a random one;
  *  - the whole objective's gradients on tiny-llama (hard-concrete mask with log α spread
  *    around 0, adversary through gradient reversal, L0 term) against central differences
- *    of F = (Σ task CE − λ·Σ adversary CE)/B + l0_weight·E[L0] for the diff's w and log α,
+ *    of F = (Σ task CE − λ·Σ adversary CE)/B + l0_weight·E[L0] for the diff's w and log α
+ *    (with the confusion objective (Σ task CE + λ·Σ CE of the adversary to uniform)/B + …),
  *    of the task CE for the task head and of the adversary CE for its heads (fp32 model:
  *    the largest-magnitude coordinates, h = 1e-2, |analytic − fd| <= 2e-4 + 5e-2·|fd|);
  *  - through the CLI: the fixed-mask phase keeps exactly the pruned entries (the diff's
@@ -183,21 +184,21 @@ static void write_data(const char *path, int n, int with_b) {
 
 /* F at the current parameters: the trainer's step without the backward. */
 static double objective(xd_objective *ob, xd_trainer_model *tm, xd_batch *bb, int B, int T,
-                        float lambda, double *task, double *adv) {
+                        float lambda, int confusion, double *task, double *adv) {
     uint64_t cur = 0;
-    double loss, t, a, l0;
+    double loss, t, a, cf, l0;
     ob->begin_step(ob, tm, 3);
     ob->batch(ob, &cur, B, T, bb);
     ob->step(ob, tm, bb, 0, 0, 1.0f / B, &loss);
     loss = 0;
     ob->end_step(ob, tm, 3, &loss); /* adds l0_weight·E[L0] */
-    xd_debias_losses((xd_debias_run *)ob->ctx, &t, &a, &l0);
+    xd_debias_losses((xd_debias_run *)ob->ctx, &t, &a, &cf, &l0);
     *task = t / B;
     *adv = a / B;
-    return t / B - lambda * a / B + loss;
+    return t / B + (confusion ? lambda * cf / B : -lambda * a / B) + loss;
 }
 
-static void test_objective_fd(void) {
+static void test_objective_fd(int confusion) {
     char p[400];
     snprintf(p, sizeof p, "%s/fd.jsonl", dir);
     write_data(p, 40, 1);
@@ -219,6 +220,7 @@ static void test_objective_fd(void) {
     o.adv_attr = "g";
     o.adv_heads = 2;
     o.adv_lambda = 0.7f;
+    o.adv_confusion = confusion;
     o.pool = XD_POOL_MEAN;
     xd_train_opts to;
     xd_train_defaults(&to);
@@ -278,9 +280,9 @@ static void test_objective_fd(void) {
             const float h = 1e-2f;
             double tp, ap, tm_, am;
             g->param[best] = keep + h;
-            double Fp = objective(ob, &tm, &bb, B, T, o.adv_lambda, &tp, &ap);
+            double Fp = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, &tp, &ap);
             g->param[best] = keep - h;
-            double Fm = objective(ob, &tm, &bb, B, T, o.adv_lambda, &tm_, &am);
+            double Fm = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, &tm_, &am);
             g->param[best] = keep;
             /* the encoder's parameters follow F; each head its own loss */
             double fd = k < 2 ? (Fp - Fm) / (2 * h) : k == 2 ? (tp - tm_) / (2 * h) : (ap - am) / (2 * h);
@@ -296,8 +298,9 @@ static void test_objective_fd(void) {
     }
     CHECK(bad == 0, "objective: %d of %d coordinates disagree with central differences", bad,
           checked);
-    printf("objective (mask, adversary, L0) on tiny-llama: %d coordinates vs central "
-           "differences, worst |error| %.2g\n", checked, worst);
+    printf("objective (mask, adversary %s, L0) on tiny-llama: %d coordinates vs central "
+           "differences, worst |error| %.2g\n", confusion ? "confusion" : "reversed", checked,
+           worst);
     free(an);
     xd_batch_free(&bb);
     xd_tm_free(&tm);
@@ -472,7 +475,8 @@ int main(void) {
     test_head();
     test_metrics();
     test_attacker();
-    test_objective_fd();
+    test_objective_fd(0);
+    test_objective_fd(1);
     test_cli();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -47,6 +47,9 @@ static void usage(FILE *f) {
             "  --full           task: fine-tune every weight instead of a diff (a baseline)\n"
             "  --adv ATTR       task: add an adversary on ATTR (with --full: the non-modular baseline)\n"
             "  --adv-heads N    (5)     --adv-lambda X (1)    --dropout X     heads' dropout (0.3)\n"
+            "  --adv-objective reverse|confusion  what the diff does against the adversary:\n"
+            "                   reverse its cross-entropy (gradient reversal, the peer's) or\n"
+            "                   push its output to uniform (reverse)\n"
             "  --seed S         (1)\n"
             "eval:\n"
             "  --with A[,B]     attribute diffs to stack: names under DIR/attributes, or directories\n"
@@ -103,6 +106,13 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         INT("--attack-max", 0, 1 << 30, a->e.attack_train_max) INT("--boot", 1, 1 << 24, a->e.boot)
         if (!strcmp(cmd, "eval")) {
             INT("--batch", 1, 1 << 16, a->e.batch) INT("--threads", 1, 1024, a->threads)
+        }
+        if ((r = take_opt(argc, argv, &i, "--adv-objective", &v))) {
+            if (r < 0) return -1;
+            if (strcmp(v, "reverse") && strcmp(v, "confusion"))
+                return cli_error("--adv-objective: '%s' (expected reverse or confusion)", v), -1;
+            a->d.adv_confusion = !strcmp(v, "confusion");
+            continue;
         }
         if ((r = take_opt(argc, argv, &i, "--dropout", &v))) {
             if (r < 0 || parse_float("--dropout", v, 0, 0.99, &a->d.head_dropout)) return -1;

@@ -70,7 +70,8 @@ typedef struct xd_debias_run {
     int32_t *len, *lab, *att; /* [B] */
     uint64_t batch_cursor;
     float *pooled, *dpooled, *dadv, *dnorm; /* [B][d], [B][d], [B][d], [B·T][d] */
-    double task_sum, adv_sum, l0;
+    float *dconf;             /* [B][attribute classes]: the confusion term's dlogits */
+    double task_sum, adv_sum, conf_sum, l0;
     int64_t n_seen;
 } run;
 
@@ -108,7 +109,7 @@ static void materialize(run *r, int64_t step, int train) {
 static int ob_begin(xd_objective *ob, xd_trainer_model *tm, int64_t step) {
     (void)tm;
     run *r = ob->ctx;
-    r->task_sum = r->adv_sum = 0;
+    r->task_sum = r->adv_sum = r->conf_sum = 0;
     r->n_seen = 0;
     materialize(r, step, 1);
     return 0;
@@ -168,14 +169,41 @@ static int ob_batch(xd_objective *ob, uint64_t *cursor, int B, int T, xd_batch *
     return 0;
 }
 
+/* The confusion term (Alvi et al. 2018, "Turning a Blind Eye"; Tzeng et al. 2015): the
+ * cross-entropy of each row's softmax to the uniform distribution over C classes,
+ *   loss = −(1/C)·Σ_c log p_c = logsumexp(x) − mean(x),   d loss / dx = p − 1/C,
+ * summed over the rows with a target (targets < 0 are padding: loss and dlogits 0);
+ * dlogits = scale · d loss / dx. Its minimum, log C, is reached when the head cannot tell
+ * the classes apart, whereas reversing the head's own cross-entropy also rewards a
+ * representation that makes it confidently wrong, which still carries the attribute. */
+static double confusion(float *dlogits, const float *logits, const int32_t *targets, int n, int C,
+                        float scale) {
+    double sum = 0;
+    for (int b = 0; b < n; b++) {
+        const float *x = logits + (size_t)b * C;
+        float *g = dlogits + (size_t)b * C;
+        if (targets[b] < 0) {
+            memset(g, 0, (size_t)C * sizeof(float));
+            continue;
+        }
+        double mx = x[0], z = 0, mean = 0;
+        for (int c = 1; c < C; c++) mx = x[c] > mx ? x[c] : mx;
+        for (int c = 0; c < C; c++) z += exp(x[c] - mx), mean += x[c];
+        sum += mx + log(z) - mean / C;
+        for (int c = 0; c < C; c++) g[c] = (float)(scale * (exp(x[c] - mx) / z - 1.0 / C));
+    }
+    return sum;
+}
+
 /* Forward over the rows in bb of examples r->ex from data (n real rows of B): the task
- * and adversary losses (sums over the rows, the adversary's averaged over its heads), and
- * with backward the gradients of grad_scale · (task − λ·adversary through the reversal;
- * the heads minimise theirs) into the heads and the model. */
+ * and adversary losses (sums over the rows, the adversary's averaged over its heads; with
+ * adv_confusion also the confusion term, likewise), and with backward the gradients of
+ * grad_scale · (task − λ·adversary through the reversal, or task + λ·confusion; the heads
+ * minimise their cross-entropy) into the heads and the model. */
 static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, const int32_t *tok,
                         const int32_t *pos, const int32_t *ds, int n, int backward,
-                        float grad_scale, double *task, double *adv, int64_t *task_ok,
-                        int64_t *adv_ok) {
+                        float grad_scale, double *task, double *adv, double *conf,
+                        int64_t *task_ok, int64_t *adv_ok) {
     int B = r->B, T = r->T, d = r->m->cfg.d_model;
     double s;
     int64_t c;
@@ -204,13 +232,28 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
             for (int b = 0; b < n; b++)
                 *adv_ok += xd_head_argmax(al + (size_t)b * r->n_attr_classes, r->n_attr_classes) ==
                            att[b];
+        if (r->o.adv_confusion) /* before the cross-entropy overwrites the logits */
+            *conf += confusion(r->dconf, al, att, B, r->n_attr_classes, grad_scale / r->n_adv) /
+                     r->n_adv;
         *adv += xd_cross_entropy(al, al, att, B, r->n_attr_classes, grad_scale / r->n_adv) /
                 r->n_adv;
-        if (backward) xd_head_backward(&r->adv[k], &r->aa[k], al, r->dadv, B);
+        if (!backward) continue;
+        if (!r->o.adv_confusion) {
+            xd_head_backward(&r->adv[k], &r->aa[k], al, r->dadv, B);
+            continue;
+        }
+        /* the heads learn the attribute; the encoder gets the confusion term's dx through
+         * the same heads, frozen for it */
+        xd_head_backward(&r->adv[k], &r->aa[k], al, NULL, B);
+        xd_head frozen = r->adv[k];
+        for (int l = 0; l < XD_HEAD_MAX_LAYERS; l++) frozen.dW[l] = frozen.db[l] = NULL;
+        xd_head_backward(&frozen, &r->aa[k], r->dconf, r->dadv, B);
     }
     if (!backward) return 0;
-    /* gradient reversal (Ganin & Lempitsky 2015): the encoder gets −λ · the heads' dx */
-    if (r->n_adv) xd_grad_reverse_backward(r->dpooled, r->dadv, (int64_t)B * d, r->o.adv_lambda);
+    if (r->n_adv && r->o.adv_confusion) /* the encoder minimises +λ · confusion */
+        for (int64_t i = 0; i < (int64_t)B * d; i++) r->dpooled[i] += r->o.adv_lambda * r->dadv[i];
+    else if (r->n_adv) /* gradient reversal (Ganin & Lempitsky 2015): −λ · the heads' dx */
+        xd_grad_reverse_backward(r->dpooled, r->dadv, (int64_t)B * d, r->o.adv_lambda);
     memset(r->dnorm, 0, (size_t)B * T * d * sizeof(float));
     xd_pool_backward(r->dnorm, r->dpooled, r->len, B, T, d, r->o.pool);
     return xd_tm_backward_hidden(tm, tok, r->dnorm);
@@ -220,12 +263,13 @@ static int ob_step(xd_objective *ob, xd_trainer_model *tm, const xd_batch *bb, u
                    int backward, float grad_scale, double *loss_sum) {
     (void)row0;
     run *r = ob->ctx;
-    double task = 0, adv = 0;
+    double task = 0, adv = 0, conf = 0;
     if (forward_rows(r, tm, r->train, bb->tok, bb->pos, bb->ds, r->B, backward, grad_scale, &task,
-                     &adv, NULL, NULL))
+                     &adv, &conf, NULL, NULL))
         return -1;
     r->task_sum += task;
     r->adv_sum += adv;
+    r->conf_sum += conf;
     r->n_seen += r->B;
     *loss_sum = task;
     return 0;
@@ -243,7 +287,7 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
     size_t BT = (size_t)B * T;
     int32_t *tok = malloc(BT * sizeof(int32_t)), *pos = malloc(BT * sizeof(int32_t)),
             *ds = malloc(BT * sizeof(int32_t));
-    double task = 0, adv = 0;
+    double task = 0, adv = 0, conf = 0;
     int64_t ok = 0, adv_ok = 0;
     int rc = -1;
     if (!tok || !pos || !ds) { xd_err("out of memory"); goto done; }
@@ -251,7 +295,7 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
         int n = v->n - e0 < B ? (int)(v->n - e0) : B;
         for (int b = 0; b < B; b++) r->ex[b] = b < n ? e0 + b : e0;
         xd_clf_fill(v, r->ex, B, T, tok, pos, ds, r->len);
-        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 1.0f, &task, &adv, &ok, &adv_ok)) goto done;
+        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 1.0f, &task, &adv, &conf, &ok, &adv_ok)) goto done;
     }
     *loss = task / (double)v->n;
     int k = snprintf(json, cap, ",\"val_acc\":%.6f", (double)ok / (double)v->n);
@@ -299,7 +343,7 @@ static void run_free(run *r) {
     free(r->own.param), free(r->own.grad);
     free(r->z), free(r->s), free(r->keep), free(r->perm);
     free(r->ex), free(r->len), free(r->lab), free(r->att);
-    free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm);
+    free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm), free(r->dconf);
     xd_head_acts_free(&r->ha);
     for (int k = 0; k < r->n_adv; k++) xd_head_acts_free(&r->aa[k]);
     memset(r, 0, sizeof *r);
@@ -410,6 +454,8 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     r->pooled = malloc((size_t)B * d * sizeof(float));
     r->dpooled = malloc((size_t)B * d * sizeof(float));
     r->dadv = malloc((size_t)B * d * sizeof(float));
+    r->dconf = malloc((size_t)B * (size_t)(r->n_attr_classes > 0 ? r->n_attr_classes : 1) *
+                      sizeof(float));
     r->dnorm = malloc((size_t)B * T * d * sizeof(float));
     if (phase == PH_MASK) {
         r->z = malloc(r->n_w * sizeof(float));
@@ -418,7 +464,7 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     if (phase == PH_FIXMASK) r->keep = calloc(r->n_w, 1);
     if (!g->w || !g->train || !g->decay || !g->lr_scale || !g->param || !g->grad ||
         !r->perm || !r->ex || !r->len || !r->lab || !r->att || !r->pooled || !r->dpooled ||
-        !r->dadv || !r->dnorm || (phase == PH_MASK && (!r->z || !r->s)) ||
+        !r->dadv || !r->dconf || !r->dnorm || (phase == PH_MASK && (!r->z || !r->s)) ||
         (phase == PH_FIXMASK && !r->keep))
         return xd_err("debias: out of memory for a diff of %zu weights", r->n_w);
     /* own arena: w | log α (first phase) | task head (when it trains) | adversaries */
@@ -492,9 +538,10 @@ void xd_debias_run_free(xd_debias_run *r) {
 
 xd_objective *xd_debias_objective(xd_debias_run *r) { return &r->ob; }
 
-void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *l0) {
+void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *conf, double *l0) {
     *task = r->task_sum;
     *adv = r->adv_sum;
+    *conf = r->conf_sum;
     *l0 = r->l0;
 }
 
@@ -570,6 +617,8 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
         json_object_set_new(j, "adversary", json_string(o->adv_attr));
         json_object_set_new(j, "adversary_heads", json_integer(o->adv_heads));
         json_object_set_new(j, "adversary_lambda", json_real(o->adv_lambda));
+        json_object_set_new(j, "adversary_objective",
+                            json_string(o->adv_confusion ? "confusion" : "reverse"));
     }
     json_object_set_new(j, "pool", json_string(o->pool == XD_POOL_MEAN ? "mean" : "last"));
     json_object_set_new(j, "max_len", json_integer(o->max_len));

@@ -36,7 +36,11 @@ typedef struct {
     float lr_alpha, lr_head, lr_adv; /* learning rates of log α and the heads (w: o->lr) */
     float head_dropout, adv_dropout;
     int adv_heads;         /* adversary ensemble size (0: no adversary) */
-    float adv_lambda;      /* gradient-reversal weight */
+    float adv_lambda;      /* weight of the adversarial term in the encoder's loss */
+    int adv_confusion;     /* the encoder's adversarial term: 0 (reverse) −λ · the heads'
+                            * cross-entropy, by gradient reversal; 1 (confusion) +λ · the
+                            * heads' cross-entropy to the uniform distribution, so the
+                            * encoder makes them guess instead of making them wrong */
     const char *adv_attr;  /* the attribute field the adversary reads (NULL: none) */
     uint64_t seed;
     const char *name;      /* the diff's name: "task" or the attribute */
@@ -79,6 +83,6 @@ void xd_debias_run_free(xd_debias_run *r);
 xd_objective *xd_debias_objective(xd_debias_run *r);
 /* Since the last begin_step: the summed task and adversary (mean over its heads) losses
  * of the micro-batches, and the expected L0 of the last end_step. */
-void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *l0);
+void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *conf, double *l0);
 
 #endif
