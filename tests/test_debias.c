@@ -448,6 +448,10 @@ static void test_cli(void) {
         CHECK(cli(args, out, sizeof out) == 2 && strstr(out, "(0, 1]"), "sparsity %s: %s",
               shares[k], out);
     }
+    snprintf(args, sizeof args, "debias attribute %s --task %s/T --protect g --train %s --val %s "
+             "--adv-objective flip", M, dir, tr, va);
+    CHECK(cli(args, out, sizeof out) == 2 && strstr(out, "--adv-objective") &&
+              strstr(out, "reverse or confusion"), "--adv-objective flip: %s", out);
     /* a diff made for another base: the same architecture, one weight changed */
     char other[400], cmd[2400];
     snprintf(other, sizeof other, "%s/other.gguf", dir);
