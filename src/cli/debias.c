@@ -47,6 +47,7 @@ static void usage(FILE *f) {
             "  --full           task: fine-tune every weight instead of a diff (a baseline)\n"
             "  --adv ATTR       task: add an adversary on ATTR (with --full: the non-modular baseline)\n"
             "  --adv-heads N    (5)     --adv-lambda X (1)    --dropout X     heads' dropout (0.3)\n"
+            "  --adv-lambda-fixed X  λ in the fixed-mask phase (default: --adv-lambda)\n"
             "  --adv-objective reverse|confusion  what the diff does against the adversary:\n"
             "                   reverse its cross-entropy (gradient reversal, the peer's) or\n"
             "                   push its output to uniform (reverse)\n"
@@ -101,6 +102,7 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         FLT("--l0", 0, 1e3, a->d.l0_weight) FLT("--alpha-init", -50, 50, a->d.log_alpha_init)
         FLT("--lr-alpha", 1e-12, 1e3, a->d.lr_alpha) FLT("--lr-head", 1e-12, 1e3, a->d.lr_head)
         FLT("--lr-adv", 1e-12, 1e3, a->d.lr_adv) FLT("--adv-lambda", 0, 1e3, a->d.adv_lambda)
+        FLT("--adv-lambda-fixed", 0, 1e3, a->d.adv_lambda_fixed)
         INT("--max-len", 1, 1 << 16, a->d.max_len) INT("--adv-heads", 1, 16, a->d.adv_heads)
         INT("--attack-epochs", 1, 100000, a->e.attack.epochs)
         INT("--attack-max", 0, 1 << 30, a->e.attack_train_max) INT("--boot", 1, 1 << 24, a->e.boot)

@@ -40,6 +40,7 @@ void xd_debias_defaults(xd_debias_opts *d) {
     d->adv_dropout = 0.3f;
     d->adv_heads = 5;
     d->adv_lambda = 1.0f;
+    d->adv_lambda_fixed = -1.0f;
     d->seed = 1;
     d->name = "task";
 }
@@ -388,6 +389,7 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     float lr = to->lr;
     memset(r, 0, sizeof *r);
     r->o = *o;
+    if (phase == PH_FIXMASK && o->adv_lambda_fixed >= 0) r->o.adv_lambda = o->adv_lambda_fixed;
     r->phase = phase;
     r->m = m;
     r->theta0 = theta0;
@@ -617,6 +619,8 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
         json_object_set_new(j, "adversary", json_string(o->adv_attr));
         json_object_set_new(j, "adversary_heads", json_integer(o->adv_heads));
         json_object_set_new(j, "adversary_lambda", json_real(o->adv_lambda));
+        if (o->adv_lambda_fixed >= 0)
+            json_object_set_new(j, "adversary_lambda_fixed_mask", json_real(o->adv_lambda_fixed));
         json_object_set_new(j, "adversary_objective",
                             json_string(o->adv_confusion ? "confusion" : "reverse"));
     }

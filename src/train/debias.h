@@ -37,6 +37,7 @@ typedef struct {
     float head_dropout, adv_dropout;
     int adv_heads;         /* adversary ensemble size (0: no adversary) */
     float adv_lambda;      /* weight of the adversarial term in the encoder's loss */
+    float adv_lambda_fixed; /* DIFF: λ in the fixed-mask phase (< 0: adv_lambda) */
     int adv_confusion;     /* the encoder's adversarial term: 0 (reverse) −λ · the heads'
                             * cross-entropy, by gradient reversal; 1 (confusion) +λ · the
                             * heads' cross-entropy to the uniform distribution, so the
