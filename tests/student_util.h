@@ -9,8 +9,18 @@
 
 #include "core/rng.h"
 #include "model/model.h"
+#include "test.h"
 
 /* n token ids in [0, V), drawn from seed. */
+/* tests/fixtures/NAME loaded (a failed check when it cannot be). */
+static inline xd_model *test_load_fixture(const char *name) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
+    xd_model *m = xd_model_load(dir);
+    CHECK(m != NULL, "load %s: %s", dir, xd_last_error());
+    return m;
+}
+
 static inline void test_rand_ids(int32_t *ids, int n, int V, uint64_t seed) {
     xd_rng r;
     xd_rng_seed(&r, seed);
@@ -64,18 +74,11 @@ static inline double test_logits_gap(const xd_model *a, const xd_model *b, int n
     int V = xd_model_config(a)->vocab_size;
     int32_t *ids = malloc((size_t)n * sizeof *ids);
     float *la = malloc((size_t)n * V * sizeof *la), *lb = malloc((size_t)n * V * sizeof *lb);
-    xd_rng r;
-    xd_rng_seed(&r, seed);
-    for (int i = 0; ids && i < n; i++) ids[i] = (int32_t)(xd_rng_u64(&r) % (uint64_t)V);
+    if (ids) test_rand_ids(ids, n, V, seed);
     double gap = -1;
     if (ids && la && lb && test_run_pieces(a, ids, n, &n, 1, n, la) == 0 &&
-        test_run_pieces(b, ids, n, &n, 1, n, lb) == 0) {
-        gap = 0;
-        for (size_t i = 0; i < (size_t)n * V; i++) {
-            double d = fabs((double)la[i] - (double)lb[i]);
-            if (!(d <= gap)) gap = d; /* NaN propagates */
-        }
-    }
+        test_run_pieces(b, ids, n, &n, 1, n, lb) == 0)
+        gap = test_max_abs_diff(la, lb, (size_t)n * V);
     free(ids);
     free(la);
     free(lb);

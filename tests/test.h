@@ -19,6 +19,16 @@
 
 static int t_pass, t_fail;
 
+/* max |a[i] − b[i]| over n floats, in double; a NaN makes it NaN (so a check fails). */
+static inline double test_max_abs_diff(const float *a, const float *b, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= w)) w = d;
+    }
+    return w;
+}
+
 #define CHECK(cond, ...)                                                        \
     do {                                                                        \
         if (cond) t_pass++;                                                     \

@@ -51,28 +51,11 @@
 #include "train/train_model.h"
 #include "xdistill.h"
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double w = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= w)) w = d; /* NaN propagates */
-    }
-    return w;
-}
-
 static double max_abs(const float *a, size_t n) {
     double w = 0;
     for (size_t i = 0; i < n; i++)
         if (fabs((double)a[i]) > w) w = fabs((double)a[i]);
     return w;
-}
-
-static xd_model *load_fixture(const char *name) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
-    xd_model *t = xd_model_load(dir);
-    CHECK(t != NULL, "load %s: %s", dir, xd_last_error());
-    return t;
 }
 
 /* The type students made by student() keep their global keys/values in (xd_kv_dtype;
@@ -83,7 +66,7 @@ static int g_kv;
  * mixer randomised with seed (0: initial values). */
 static xd_model *student(const char *name, int window, int sinks, int swa_only, int n,
                          const xd_head_ref *heads, uint64_t seed) {
-    xd_model *t = load_fixture(name);
+    xd_model *t = test_load_fixture(name);
     if (!t) return NULL;
     xd_student_opts o;
     xd_student_defaults(&o);
@@ -110,7 +93,7 @@ static xd_model *student(const char *name, int window, int sinks, int swa_only, 
 /* ---- 1. every head global = the teacher ------------------------------------------ */
 static void all_global(const char *name) {
     int W = 8, n = 8 * W;
-    xd_model *t = load_fixture(name);
+    xd_model *t = test_load_fixture(name);
     xd_model *s = student(name, W, 2, 0, -1, NULL, 5);
     if (!t || !s) { xd_model_free(t); xd_model_free(s); return; }
     int V = s->cfg.vocab_size;
@@ -145,7 +128,7 @@ static void all_global(const char *name) {
         /* capacity 1: the global buffers grow while the sequence runs */
         CHECK(test_run_pieces(s, ids, n, ps[i], nps[i], 1, got) == 0, "%s: %s", what[i],
               xd_last_error());
-        double e = max_abs_diff(ref, got, nv) / scale;
+        double e = test_max_abs_diff(ref, got, nv) / scale;
         printf("  all heads global (%s K/V) %-10s T = 8W = %d, %-20s max |student − teacher| / "
                "max|logit| %.2e (tol %.0e)\n", xd_kv_dtype_name(g_kv), name, n, what[i], e, tol);
         CHECK(e <= tol, "%s %s: student with every head global differs from the teacher: %g",
@@ -161,7 +144,7 @@ static void all_global(const char *name) {
          * int8 gets 2e-3; an int4 step is 16 times larger (3e-2; measured ≤ 7.3e-7 so far, no
          * step flipped). A value stored twice or not at all would be O(1e-2); for int4 that
          * is covered by sections 3 and 4 instead. */
-        double ei = max_abs_diff(first, got, nv) / scale;
+        double ei = test_max_abs_diff(first, got, nv) / scale;
         double ti = g_kv == XD_KV_INT8 ? 2e-3 : g_kv >= XD_KV_INT4 ? 3e-2 : 1e-4;
         CHECK(ei <= ti, "%s %s: differs from one prefill by %g (tol %g)", name, what[i], ei, ti);
     }
@@ -188,8 +171,8 @@ static void swa_only_vs_global(void) {
               test_run_pieces(b, ids, n, (int[]){n}, 1, n, lb) == 0,
           "forward: %s", xd_last_error());
     /* positions < W: the window sees every earlier key, SWA is full attention */
-    double in = max_abs_diff(la, lb, (size_t)W * V);
-    double beyond = max_abs_diff(la + (size_t)W * V, lb + (size_t)W * V, (size_t)(n - W) * V);
+    double in = test_max_abs_diff(la, lb, (size_t)W * V);
+    double beyond = test_max_abs_diff(la + (size_t)W * V, lb + (size_t)W * V, (size_t)(n - W) * V);
     printf("  swa_only + 3 global heads vs swa_only, W %d: positions < W max |diff| %.2e "
            "(tol 1e-5), positions >= W %.2e (> 1e-3)\n", W, in, beyond);
     /* tolerance: two attention kernels (sinkwin, xd_attention) summing in other orders */
@@ -373,7 +356,7 @@ static void copy_reset(void) {
         CHECK(xd_forward(s, orig, ids + np, nr, a, 1) == 0 &&
                   xd_forward(s, copy, ids + np, nr, b, 1) == 0,
               "continue: %s", xd_last_error());
-        double e = max_abs_diff(a, b, (size_t)nr * V);
+        double e = test_max_abs_diff(a, b, (size_t)nr * V);
         printf("  copy then continue: max |diff| %.1e (bit for bit expected)\n", e);
         CHECK(e == 0, "the copied state continues differently: %g", e);
         /* a long state into a fresh one (its global buffers grow), then both go on */
@@ -381,14 +364,14 @@ static void copy_reset(void) {
               xd_last_error());
         CHECK(xd_forward(s, fresh, ids, 9, b, 1) == 0 && xd_forward(s, orig, ids, 9, a, 1) == 0,
               "continue the long copy");
-        e = max_abs_diff(a, b, (size_t)9 * V);
+        e = test_max_abs_diff(a, b, (size_t)9 * V);
         CHECK(e == 0, "the long copy continues differently: %g", e);
         /* reset then rerun, against a fresh state */
         xd_kv_reset(orig);
         CHECK(xd_kv_pos(orig) == 0, "reset position");
         CHECK(xd_forward(s, orig, ids, n, b, 1) == 0, "rerun");
         CHECK(test_run_pieces(s, ids, n, (int[]){n}, 1, n, a) == 0, "fresh run");
-        double er = max_abs_diff(a, b, (size_t)n * V);
+        double er = test_max_abs_diff(a, b, (size_t)n * V);
         printf("  reset then rerun vs a fresh state: max |diff| %.1e (bit for bit expected)\n", er);
         CHECK(er == 0, "rerun after reset differs: %g", er);
     }
@@ -482,7 +465,7 @@ static void config_and_options(void) {
     CHECK(system(cmd) == 0, "rm");
 
     /* convert options */
-    xd_model *t = load_fixture("tiny-llama");
+    xd_model *t = test_load_fixture("tiny-llama");
     xd_student_opts o;
     xd_student_defaults(&o);
     struct { int n; xd_head_ref h[3]; const char *needle; } bad[] = {
@@ -591,7 +574,7 @@ static void state_bytes(void) {
 static void training(void) {
     enum { B = 2, T = 24 };
     int32_t tok[B * T], tgt[B * T], pos[B * T], ds[B * T];
-    xd_model *t = load_fixture("tiny-llama");
+    xd_model *t = test_load_fixture("tiny-llama");
     xd_model *s = student("tiny-llama", 3, 1, 0, -1, NULL, 21);
     const xd_head_ref one[] = {{1, 2}};
     xd_model *s1 = student("tiny-llama", 3, 1, 0, 1, one, 21);
@@ -615,7 +598,7 @@ static void training(void) {
               xd_tm_step(&ts, tok, tgt, pos, ds, 0, 1, &ls, &n) == 0,
           "training forward: %s", xd_last_error());
     size_t nl = (size_t)B * T * V;
-    double e = max_abs_diff(tt.logits, ts.logits, nl) / max_abs(tt.logits, nl);
+    double e = test_max_abs_diff(tt.logits, ts.logits, nl) / max_abs(tt.logits, nl);
     printf("  training forward, every head global vs the teacher (2 documents per row): max "
            "|diff| / max|logit| %.2e (tol 1e-5), loss %.6f vs %.6f\n", e, ls, lt);
     /* the same kernel (xd_attn_train_forward, causal within the document) on gathered heads */
@@ -674,7 +657,7 @@ static void bf16_kv(void) {
     xd_student_defaults(&o);
     CHECK(o.global_kv_dtype == XD_KV_BF16, "convert's default should be bf16");
     { /* a type out of range is refused (xd_config_validate), naming the field */
-        xd_model *t = load_fixture("tiny-llama");
+        xd_model *t = test_load_fixture("tiny-llama");
         o.global_kv_dtype = 7;
         xd_model *bad = t ? xd_student_convert(t, &o) : NULL;
         CHECK(t && !bad && strstr(xd_last_error(), "global_kv_dtype = 7"), "global_kv_dtype 7: %s",
@@ -813,7 +796,7 @@ static void compact_kernel_hd(int dt, int HD) {
     CHECK(rc1 == 0 && rc2 == 0, "attention: %s", xd_last_error());
     /* the same chunks and the same order of their sums at any thread count (the kernel's
      * own code, no BLAS); asserted to rounding all the same */
-    double e12 = max_abs_diff(o1, o2, NH * HD);
+    double e12 = test_max_abs_diff(o1, o2, NH * HD);
     CHECK(e12 <= 1e-6, "1 and 2 threads differ by %g", e12);
     double err = 0; /* … against double on the stored values */
     for (int h = 0; h < NH; h++) {
@@ -892,8 +875,8 @@ static void int4_rows(void) {
           "int4 codes' values: %g %g %g %g %g", zq[0], zq[1], zq[31], zq[54], zq[55]);
     ref_rotate(want, zq, 64);
     xd_kv_row_load(XD_KV_INT4, y, row, 64);
-    CHECK(max_abs_diff(y, want, 64) == 0, "int4 load is not R·(q − 8)·d: %g",
-          max_abs_diff(y, want, 64));
+    CHECK(test_max_abs_diff(y, want, 64) == 0, "int4 load is not R·(q − 8)·d: %g",
+          test_max_abs_diff(y, want, 64));
     /* random rows of hd 64 and 40 (runs 32 + 8): in the rotated basis |zq − Rx| ≤ |d|/2 +
      * 8·|fp16(d) − d| ≤ |d|·(1/2 + 8·2^-11), |d|·(1 + 8·2^-11) for the clamped code 15
      * (x·(1/d) ∈ [7.5, 8]); and ‖y − x‖ = ‖zq − Rx‖ (R orthonormal; fp32 rotations, 1e-5) */

@@ -38,21 +38,13 @@
 #include "student_util.h"
 #include "test.h"
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double w = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= w)) w = d;
-    }
-    return w;
-}
-
-static xd_model *load(const char *name) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
-    xd_model *m = xd_model_load(dir);
-    CHECK(m != NULL, "load %s: %s", dir, xd_last_error());
-    return m;
+/* The teacher's logits [n][V] of ids, in one prefill (malloc'ed). */
+static float *teacher_logits(const xd_model *t, const int32_t *ids, int n) {
+    float *out = malloc((size_t)n * t->cfg.vocab_size * sizeof(float));
+    xd_kv *kv = xd_kv_create(t, n);
+    CHECK(out && kv && xd_forward(t, kv, ids, n, out, 1) == 0, "teacher: %s", xd_last_error());
+    xd_kv_free(kv);
+    return out;
 }
 
 /* ---- 1. the readout ------------------------------------------------------------ */
@@ -105,22 +97,19 @@ static xd_model *student_of(xd_model *t, int window, int sinks, int cache, int s
 }
 
 static void full_recall(const char *name) {
-    xd_model *t = load(name);
+    xd_model *t = test_load_fixture(name);
     if (!t) return;
     enum { N = 40, W = 5, S = 2 };
     int V = t->cfg.vocab_size;
     int32_t ids[N];
     test_rand_ids(ids, N, V, 9);
-    float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
-    xd_kv *kv = xd_kv_create(t, N);
-    CHECK(xd_forward(t, kv, ids, N, ref, 1) == 0, "teacher: %s", xd_last_error());
-    xd_kv_free(kv);
+    float *ref = teacher_logits(t, ids, N), *got = malloc((size_t)N * V * sizeof(float));
     xd_model *with = student_of(t, W, S, N, 1), *without = student_of(t, W, S, 0, 1);
     if (with && without) {
         CHECK(test_run_pieces(with, ids, N, NULL, 0, N, got) == 0, "decode: %s", xd_last_error());
-        double e = max_abs_diff(got, ref, (size_t)N * V);
+        double e = test_max_abs_diff(got, ref, (size_t)N * V);
         CHECK(test_run_pieces(without, ids, N, NULL, 0, N, got) == 0, "decode: %s", xd_last_error());
-        double e0 = max_abs_diff(got, ref, (size_t)N * V);
+        double e0 = test_max_abs_diff(got, ref, (size_t)N * V);
         printf("%-11s SWA-only student, W %d, cache of %d rows, token by token: max |diff| vs "
                "the teacher %.2e (tol 1e-4); without the cache %.2e\n", name, W, N, e, e0);
         CHECK(e <= 1e-4, "%s: a cache holding every row gives %g off the teacher", name, e);
@@ -132,9 +121,9 @@ static void full_recall(const char *name) {
         CHECK(test_run_pieces(with, ids, N, (int[]){N}, 1, N, one) == 0 &&
                   test_run_pieces(with, ids, N, (int[]){16}, 1, N, got) == 0,
               "prefill: %s", xd_last_error());
-        double ep = max_abs_diff(one, got, (size_t)N * V);
+        double ep = test_max_abs_diff(one, got, (size_t)N * V);
         CHECK(test_run_pieces(without, ids, N, (int[]){N}, 1, N, one) == 0, "prefill");
-        double ep0 = max_abs_diff(one, got, (size_t)N * V);
+        double ep0 = test_max_abs_diff(one, got, (size_t)N * V);
         printf("%-11s the same, one prefill vs calls of 16 tokens: %.2e (tol 1e-4); the student "
                "without the cache is %.2e away\n", name, ep, ep0);
         CHECK(ep <= 1e-4, "%s: one prefill vs pieces of 16: %g", name, ep);
@@ -183,7 +172,7 @@ static void phi_k(const xd_layer *L, int h, int hd, const float *k, double *phi)
 }
 
 static void selection(const char *name) {
-    xd_model *t = load(name);
+    xd_model *t = test_load_fixture(name);
     if (!t) return;
     enum { N = 48, W = 3, S = 1, CAP = 4 };
     int V = t->cfg.vocab_size;
@@ -270,7 +259,7 @@ static void selection(const char *name) {
 
 /* ---- 4. exact until the cache drops a row --------------------------------------------- */
 static double rows_diff(const float *a, const float *b, int V, int from, int to) {
-    return to > from ? max_abs_diff(a + (size_t)from * V, b + (size_t)from * V,
+    return to > from ? test_max_abs_diff(a + (size_t)from * V, b + (size_t)from * V,
                                     (size_t)(to - from) * V) : 0;
 }
 
@@ -292,16 +281,13 @@ static int64_t run_calls(const xd_model *s, const int32_t *ids, int N, int piece
 }
 
 static void exact_until_dropped(const char *name) {
-    xd_model *t = load(name);
+    xd_model *t = test_load_fixture(name);
     if (!t) return;
     enum { N = 40, W = 5, S = 2, CAP = 4 };
     int V = t->cfg.vocab_size;
     int32_t ids[N];
     test_rand_ids(ids, N, V, 23);
-    float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
-    xd_kv *kv = xd_kv_create(t, N);
-    CHECK(xd_forward(t, kv, ids, N, ref, 1) == 0, "teacher: %s", xd_last_error());
-    xd_kv_free(kv);
+    float *ref = teacher_logits(t, ids, N), *got = malloc((size_t)N * V * sizeof(float));
     xd_model *big = student_of(t, W, S, N, 0), *small = student_of(t, W, S, CAP, 0);
     if (big && small) {
         test_randomise_mixer(big, 3);
@@ -347,7 +333,7 @@ static void exact_until_dropped(const char *name) {
 
 /* ---- 5. copy and reset ----------------------------------------------------------------- */
 static void copy_reset(const char *name) {
-    xd_model *t = load(name);
+    xd_model *t = test_load_fixture(name);
     if (!t) return;
     enum { N = 40, W = 5, S = 2, CAP = 4, NR = 12 };
     int V = t->cfg.vocab_size;
@@ -376,14 +362,14 @@ static void copy_reset(const char *name) {
             CHECK(xd_forward(s, x, ids + pre[i], NR, a, 1) == 0 &&
                       xd_forward(s, y, ids + pre[i], NR, b, 1) == 0,
                   "continue: %s", xd_last_error());
-            e[i] = max_abs_diff(a, b, (size_t)NR * V);
+            e[i] = test_max_abs_diff(a, b, (size_t)NR * V);
         }
         /* reset then rerun, against a fresh state */
         xd_kv_reset(x);
         xd_kv *f = xd_kv_create(s, 1);
         CHECK(f && xd_forward(s, x, ids, NR, a, 1) == 0 && xd_forward(s, f, ids, NR, b, 1) == 0,
               "rerun: %s", xd_last_error());
-        er = max_abs_diff(a, b, (size_t)NR * V);
+        er = test_max_abs_diff(a, b, (size_t)NR * V);
         xd_kv_free(f);
         printf("%-11s cache of %d rows: a copied state continues %.1e / %.1e away (before / "
                "after the first drop), a reset one reruns %.1e away (bit for bit expected)\n",
@@ -400,7 +386,7 @@ static void copy_reset(const char *name) {
 
 /* ---- 6. config -------------------------------------------------------------------- */
 static void config(void) {
-    xd_model *t = load("tiny-llama");
+    xd_model *t = test_load_fixture("tiny-llama");
     if (!t) return;
     xd_model *s = student_of(t, 4, 1, 12, 0);
     char dir[] = "/tmp/xd_sc_XXXXXX";

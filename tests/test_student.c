@@ -33,21 +33,9 @@
 #include "student_util.h"
 #include "test.h"
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double w = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= w)) w = d; /* NaN propagates */
-    }
-    return w;
-}
-
 /* ---- 1. copy path ------------------------------------------------------------ */
 static void copy_path(const char *name) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
-    xd_model *t = xd_model_load(dir);
-    CHECK(t != NULL, "load %s: %s", dir, xd_last_error());
+    xd_model *t = test_load_fixture(name);
     if (!t) return;
     const xd_config *c = xd_model_config(t);
     int n = 48, V = c->vocab_size;
@@ -67,11 +55,11 @@ static void copy_path(const char *name) {
             for (int h = 0; h < s->cfg.n_head; h++) s->layers[l].b_mix[h] = -1e4f;
         const int pieces[] = {17, 1, 9};
         CHECK(test_run_pieces(s, ids, n, (int[]){n}, 1, n, got) == 0, "student: %s", xd_last_error());
-        double e1 = max_abs_diff(ref, got, (size_t)n * V);
+        double e1 = test_max_abs_diff(ref, got, (size_t)n * V);
         CHECK(test_run_pieces(s, ids, n, NULL, 0, n, got) == 0, "student decode: %s", xd_last_error());
-        double e2 = max_abs_diff(ref, got, (size_t)n * V);
+        double e2 = test_max_abs_diff(ref, got, (size_t)n * V);
         CHECK(test_run_pieces(s, ids, n, pieces, 3, n, got) == 0, "student pieces: %s", xd_last_error());
-        double e3 = max_abs_diff(ref, got, (size_t)n * V);
+        double e3 = test_max_abs_diff(ref, got, (size_t)n * V);
         printf("  copy path %-12s max |student − teacher| logits: prefill %.2e, decode %.2e, "
                "pieces %.2e (tol 1e-4)\n", name, e1, e2, e3);
         /* tolerance: the same math with a different attention kernel (summation order) */
@@ -99,7 +87,7 @@ static void swa_kernel(int T, int nh, int nkv, int hd, int window, int sinks) {
     int r0 = sinks < T ? sinks : T;
     CHECK(xd_attention_sinkwin(o2, q, T, 0, k, v, ns, k + (size_t)r0 * kvd, v + (size_t)r0 * kvd,
                                r0, T - r0, nh, nkv, hd, window, sinks, INT64_MAX) == 0, "sinkwin");
-    double e = max_abs_diff(o1, o2, (size_t)T * qd);
+    double e = test_max_abs_diff(o1, o2, (size_t)T * qd);
     printf("  sinkwin T %d window %d sinks %d: max |diff| vs xd_attn_train_forward %.2e (tol 1e-5)\n",
            T, window, sinks, e);
     CHECK(e <= 1e-5, "sinkwin T %d window %d sinks %d: %g", T, window, sinks, e);
@@ -149,7 +137,7 @@ static void teacher_kv_copy(const xd_model *t) {
     CHECK(xd_forward(t, orig, ids + np, n - np, a, 1) == 0 &&
               xd_forward(t, copy, ids + np, n - np, b, 1) == 0,
           "teacher continue");
-    CHECK(max_abs_diff(a, b, (size_t)(n - np) * V) == 0, "the teacher's copied cache continues differently");
+    CHECK(test_max_abs_diff(a, b, (size_t)(n - np) * V) == 0, "the teacher's copied cache continues differently");
     CHECK(xd_kv_copy(small, orig) == -1 && strstr(xd_last_error(), "do not fit"),
           "40 positions into a cache of 8: %s", xd_last_error());
     xd_kv_free(orig);
@@ -160,10 +148,8 @@ static void teacher_kv_copy(const xd_model *t) {
 }
 
 static void decode_state(const char *name, int window, int sinks, int chunk, int memory) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
-    xd_model *t = xd_model_load(dir);
-    if (!t) { CHECK(0, "load: %s", xd_last_error()); return; }
+    xd_model *t = test_load_fixture(name);
+    if (!t) return;
     xd_student_opts o;
     xd_student_defaults(&o);
     o.window = window;
@@ -191,7 +177,7 @@ static void decode_state(const char *name, int window, int sinks, int chunk, int
         test_randomise_mixer(other, 11);
         CHECK(test_run_pieces(other, ids, n, (int[]){n}, 1, n, b) == 0, "other: %s",
               xd_last_error());
-        double e = max_abs_diff(a, b, nv);
+        double e = test_max_abs_diff(a, b, nv);
         CHECK(e > 1e-3, "%s %s: the other memory rule gives the same logits (%g)", name, mem, e);
         xd_model_free(other);
     }
@@ -201,7 +187,7 @@ static void decode_state(const char *name, int window, int sinks, int chunk, int
     const char *what[] = {"token by token", "pieces 13,1,30,2,44", "pieces W+3,1"};
     for (int i = 0; i < 3; i++) {
         CHECK(test_run_pieces(s, ids, n, ps[i], nps[i], n, b) == 0, "%s: %s", what[i], xd_last_error());
-        double e = max_abs_diff(a, b, nv);
+        double e = test_max_abs_diff(a, b, nv);
         printf("  state %-10s %s W %d S %d chunk %d, %-22s max |diff| vs one prefill %.2e "
                "(tol 1e-4)\n", name, mem, window, sinks, chunk, what[i], e);
         /* tolerance: chunkwise vs recurrent mLSTM (agree to ~1e-6 relative); the delta
@@ -217,7 +203,7 @@ static void decode_state(const char *name, int window, int sinks, int chunk, int
     CHECK(xd_kv_copy(copy, orig) == 0 && xd_kv_pos(copy) == np, "copy: %s", xd_last_error());
     CHECK(xd_forward(s, orig, ids + np, nr, a, 1) == 0 && xd_forward(s, copy, ids + np, nr, b, 1) == 0,
           "continue");
-    CHECK(max_abs_diff(a, b, (size_t)nr * V) == 0, "%s: the copied state continues differently",
+    CHECK(test_max_abs_diff(a, b, (size_t)nr * V) == 0, "%s: the copied state continues differently",
           name);
     CHECK(xd_kv_copy(junk, copy) == 0 && xd_kv_pos(junk) == n, "copy of a long state");
     xd_kv_free(orig);
@@ -332,10 +318,7 @@ static void cli_memory(void) {
 
 /* ---- the window-exact rule -------------------------------------------------------- */
 static void window_exact(const char *name) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", XD_SOURCE_DIR, name);
-    xd_model *t = xd_model_load(dir);
-    CHECK(t != NULL, "load %s: %s", dir, xd_last_error());
+    xd_model *t = test_load_fixture(name);
     if (!t) return;
     int W = 6, S = 2, n = 24, V = xd_model_config(t)->vocab_size, lim = S + W;
     int32_t ids[24];
@@ -361,8 +344,8 @@ static void window_exact(const char *name) {
         const int nps[] = {1, 0, 4};
         for (int k = 0; k < 3; k++) {
             CHECK(test_run_pieces(s, ids, n, ps[k], nps[k], 1, got) == 0, "student: %s", xd_last_error());
-            double early = max_abs_diff(ref, got, (size_t)lim * V) / scale;
-            double late = max_abs_diff(ref + (size_t)lim * V, got + (size_t)lim * V,
+            double early = test_max_abs_diff(ref, got, (size_t)lim * V) / scale;
+            double late = test_max_abs_diff(ref + (size_t)lim * V, got + (size_t)lim * V,
                                        (size_t)(n - lim) * V) / scale;
             printf("  window-exact rule %s, %-12s %-16s: max |student − teacher| / max|logit| at "
                    "positions < S + W = %d: %.1e (%s), later: %.1e (> 1e-3)\n", exact ? "on " : "off",

@@ -139,14 +139,12 @@ int xd_config_validate(const xd_config *c, const char *src) {
         if (c->sparse_cache < 0 || c->sparse_cache > (1 << 20))
             return xd_err("%s: sparse_cache = %d is out of range (expected 0..%d rows)", src,
                           c->sparse_cache, 1 << 20);
-        if (c->sparse_cache && c->max_ctx > 0 &&
-            (int64_t)c->sparse_cache > (int64_t)c->max_ctx - c->sinks - c->window)
+        long long leave = (long long)c->max_ctx - c->sinks - c->window; /* rows that can leave */
+        if (c->sparse_cache && c->max_ctx > 0 && c->sparse_cache > leave)
             return xd_err("%s: sparse_cache = %d is larger than the context: of max_ctx = %d "
                           "positions at most %lld ever leave the window (%d) and the sinks (%d)",
-                          src, c->sparse_cache, c->max_ctx,
-                          (long long)c->max_ctx - c->sinks - c->window > 0
-                              ? (long long)c->max_ctx - c->sinks - c->window : 0LL,
-                          c->window, c->sinks);
+                          src, c->sparse_cache, c->max_ctx, leave > 0 ? leave : 0LL, c->window,
+                          c->sinks);
         if (c->sparse_cache && c->memory_rule != XD_MEMORY_MLSTM)
             return xd_err("%s: sparse_cache = %d needs the mLSTM memory (it ranks rows by the "
                           "mLSTM's recall); memory_rule is gated_delta", src, c->sparse_cache);

@@ -251,10 +251,11 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         xd_head_backward(&frozen, &r->aa[k], r->dconf, r->dadv, B);
     }
     if (!backward) return 0;
-    if (r->n_adv && r->o.adv_confusion) /* the encoder minimises +λ · confusion */
-        for (int64_t i = 0; i < (int64_t)B * d; i++) r->dpooled[i] += r->o.adv_lambda * r->dadv[i];
-    else if (r->n_adv) /* gradient reversal (Ganin & Lempitsky 2015): −λ · the heads' dx */
-        xd_grad_reverse_backward(r->dpooled, r->dadv, (int64_t)B * d, r->o.adv_lambda);
+    /* gradient reversal (Ganin & Lempitsky 2015): the encoder gets −λ · the heads' dx; the
+     * confusion term is minimised, not reversed: +λ · its dx */
+    if (r->n_adv)
+        xd_grad_reverse_backward(r->dpooled, r->dadv, (int64_t)B * d,
+                                 r->o.adv_confusion ? -r->o.adv_lambda : r->o.adv_lambda);
     memset(r->dnorm, 0, (size_t)B * T * d * sizeof(float));
     xd_pool_backward(r->dnorm, r->dpooled, r->len, B, T, d, r->o.pool);
     return xd_tm_backward_hidden(tm, tok, r->dnorm);
