@@ -4,9 +4,11 @@ set -euo pipefail
 # libdnnl-dev (oneDNN) is optional: it enables the bf16 compute path (--bf16).
 # bible-kjv, bible-kjv-text and wordnet-base are the texts of the built-in task
 # suite and the demo's training data (xdistill tasks make, scripts/kjv-corpus.sh);
-# chromium renders the HTML report in its test (headless screenshot).
+# chromium renders the HTML report in its test (headless screenshot). Open MPI
+# (libopenmpi-dev, openmpi-bin) runs the ranks of `mpirun -np N xdistill ...`.
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libpcre2-dev libjansson-dev
-      libdnnl-dev python3 python3-pip unzip bible-kjv bible-kjv-text wordnet-base chromium)
+      libdnnl-dev python3 python3-pip unzip bible-kjv bible-kjv-text wordnet-base chromium
+      libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

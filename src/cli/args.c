@@ -10,11 +10,19 @@
 
 #include "xdistill.h"
 
+static int g_rank = -1, g_ranks; /* set when running as one of several MPI ranks */
+
+void cli_set_rank(int rank, int ranks) {
+    g_rank = rank;
+    g_ranks = ranks;
+}
+
 int cli_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     cli_log_break();
-    fputs("xdistill: error: ", stderr);
+    if (g_rank >= 0) fprintf(stderr, "xdistill (rank %d of %d): error: ", g_rank, g_ranks);
+    else fputs("xdistill: error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);

@@ -8,6 +8,8 @@
 int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the library's last error as above; returns 1. */
 int cli_lib_error(void);
+/* Errors name the rank from here on (an MPI job with several ranks). */
+void cli_set_rank(int rank, int ranks);
 
 /* Installs the library's log callback (main.c): messages and progress to
  * stderr, a status line redrawn in place when stderr is a terminal. */

@@ -162,6 +162,9 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         if (a->model) return cli_error("debias %s: unexpected argument '%s'", cmd, argv[i]), -1;
         a->model = argv[i];
     }
+    if (a->o.stop_at)
+        return cli_error("debias %s: --stop-at is not available (a run has two phases); stop it "
+                         "any time and continue with --resume", cmd), -1;
     return 0;
 }
 

@@ -48,7 +48,8 @@ static void usage_stage1(FILE *f) {
 static int layer_mse(xd_stage1 *s1, xd_model *s, xd_tokdata *d, const xd_train_opts *o,
                      double *mse, double *mean) {
     xd_trainer_model tm;
-    if (xd_tm_init_ex(&tm, s, o->batch, o->seq, 0)) return -1;
+    int B = xd_train_rows_per_rank(o->batch);
+    if (B < 0 || xd_tm_init_ex(&tm, s, B, o->seq, 0)) return -1;
     int rc = xd_stage1_eval(s1, &tm, d, o->eval_windows, mse, mean);
     xd_tm_free(&tm);
     return rc;
@@ -104,7 +105,8 @@ static int stage1(int argc, char **argv) {
     o.n_train_only = xd_n_mixer_param_names;
     xd_model *t = xd_model_load(teacher), *s = t ? xd_model_load(student) : NULL;
     xd_tokdata *d = s ? xd_tokdata_open(data_path) : NULL;
-    xd_stage1 *s1 = d ? xd_stage1_create(t, s, o.batch, o.seq) : NULL;
+    int rows = d ? xd_train_rows_per_rank(o.batch) : -1; /* each rank's share */
+    xd_stage1 *s1 = rows > 0 ? xd_stage1_create(t, s, rows, o.seq) : NULL;
     int rc = 1, L = s ? s->cfg.n_layer : 0;
     double *before = calloc((size_t)L + 1, sizeof(double)), *after = calloc((size_t)L + 1, sizeof(double));
     double mb = 0, ma = 0;
@@ -115,6 +117,7 @@ static int stage1(int argc, char **argv) {
     if (layer_mse(s1, s, d, &o, before, &mb)) goto done;
     fprintf(stderr, "stage1: validation MSE before: mean over %d layers %.6g\n", L, mb);
     if (xd_train(s, d, &o, &res)) goto done;
+    if (train_stopped(&o, &res)) { rc = 0; goto done; }
     if (layer_mse(s1, s, d, &o, after, &ma)) goto done;
     fprintf(stderr, "stage1: validation MSE after:  mean over %d layers %.6g (%.1f%% of before)\n",
             L, ma, mb > 0 ? 100 * ma / mb : 0);
@@ -149,8 +152,10 @@ static int stage2_eval(xd_stage2 *s2, xd_model *s, xd_lora_adapter *lora, const 
                        const xd_train_opts *o, double *ce, double *kl) {
     xd_trainer_model tm;
     xd_lora_set ls = {0};
-    int e = lora ? xd_lora_bind(&ls, s, lora, 0) || xd_tm_init_lora(&tm, s, &ls, o->batch, o->seq)
-                 : xd_tm_init_ex(&tm, s, o->batch, o->seq, 0);
+    int B = xd_train_rows_per_rank(o->batch);
+    if (B < 0) return -1;
+    int e = lora ? xd_lora_bind(&ls, s, lora, 0) || xd_tm_init_lora(&tm, s, &ls, B, o->seq)
+                 : xd_tm_init_ex(&tm, s, B, o->seq, 0);
     if (!e) {
         e = xd_stage2_eval(s2, &tm, d, o->eval_windows, ce, kl);
         xd_tm_free(&tm);
@@ -234,7 +239,9 @@ static int stage2(int argc, char **argv) {
     if (stage2_eval(s2, s, lora, d, &o, &ce0, &kl0)) goto done;
     if (isfinite(kl0)) fprintf(stderr, "stage2: before: validation CE %.4f, KL to the teacher %.4f\n", ce0, kl0);
     else fprintf(stderr, "stage2: before: validation CE %.4f (KL to the teacher: give --teacher)\n", ce0);
-    if (xd_train(s, d, &o, &res) || stage2_eval(s2, s, lora, d, &o, &ce1, &kl1)) goto done;
+    if (xd_train(s, d, &o, &res)) goto done;
+    if (train_stopped(&o, &res)) { rc = 0; goto done; }
+    if (stage2_eval(s2, s, lora, d, &o, &ce1, &kl1)) goto done;
     if (isfinite(kl1)) fprintf(stderr, "stage2: after:  validation CE %.4f, KL to the teacher %.4f\n", ce1, kl1);
     else fprintf(stderr, "stage2: after:  validation CE %.4f\n", ce1);
     char path[1100], buf[1024];

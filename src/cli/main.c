@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/dist.h"
 #include "xdistill.h"
 
 static const struct {
@@ -126,6 +127,32 @@ void cli_log_install(void) {
     xd_set_log(cli_log, NULL);
 }
 
+/* A command as one rank of an MPI job when mpirun started us (src/core/dist.h): only rank
+ * 0 reports progress and information; errors come from every rank that has one, tagged
+ * with the rank. A rank that fails ends the whole job (MPI_Abort), since the others would
+ * otherwise wait for it forever in their next collective. */
+static int run_ranked(int (*run)(int, char **), int argc, char **argv) {
+    if (xd_dist_init()) {
+        fprintf(stderr, "xdistill: error: %s\n", xd_last_error());
+        return 1;
+    }
+    if (xd_dist_size() > 1) {
+        cli_set_rank(xd_dist_rank(), xd_dist_size());
+        if (xd_dist_rank() != 0) { /* one summary, one progress bar: rank 0's */
+            xd_set_log(NULL, NULL);
+            if (!freopen("/dev/null", "w", stdout)) return 1;
+        }
+    }
+    int rc = run(argc, argv);
+    if (rc && xd_dist_size() > 1) {
+        fflush(stdout);
+        fflush(stderr);
+        xd_dist_abort(rc);
+    }
+    xd_dist_finalize();
+    return rc;
+}
+
 int main(int argc, char **argv) {
     choose_env(argc, argv);
     cli_log_install();
@@ -152,7 +179,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) return run_ranked(commands[i].run, argc - 1, argv + 1);
     fprintf(stderr, "xdistill: error: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -16,6 +16,7 @@ const char *train_args_usage =
     "  --save-every N   checkpoint every N steps (0 = at the end)\n"
     "  --freeze NAME    do not train weights whose name contains NAME (repeatable)\n"
     "  --resume         continue from OUT/checkpoint      --threads N  threads (all cores)\n"
+    "  --stop-at N      stop after step N with a checkpoint (continue later with --resume)\n"
     "  --bf16           matrix products in bf16 with fp32 accumulation (needs oneDNN;\n"
     "                   weights, gradients and AdamW stay fp32)\n";
 
@@ -44,6 +45,7 @@ int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads) {
     INT_OPT("--eval-windows", 0, 1 << 30, o->eval_windows);
     INT_OPT("--save-every", 0, 1 << 30, o->save_every);
     INT_OPT("--log-every", 1, 1 << 30, o->log_every);
+    INT_OPT("--stop-at", 1, 1 << 30, o->stop_at);
     INT_OPT("--threads", 1, 1024, *threads);
     FLOAT_OPT("--lr", 1e-12, 1e6, o->lr);
     FLOAT_OPT("--min-lr", 0, 10, o->min_lr);
@@ -76,13 +78,21 @@ static void train_report(const xd_train_opts *o, const xd_train_result *r) {
            o->lora ? "adapter" : "model", o->out_dir, o->lora ? "adapter" : "model", o->out_dir);
 }
 
+int train_stopped(const xd_train_opts *o, const xd_train_result *r) {
+    if (r->steps_done >= o->steps) return 0;
+    fprintf(stderr, "%s: stopped after step %lld of %lld (--stop-at), checkpoint in %s/checkpoint: "
+            "continue with the same options and --resume\n", o->kind, (long long)r->steps_done,
+            (long long)o->steps, o->out_dir);
+    return 1;
+}
+
 int train_run(xd_model *m, const char *data_path, const xd_train_opts *o) {
     xd_tokdata *d = xd_tokdata_open(data_path);
     xd_train_result res;
     int rc = 1;
     if (!d || xd_train(m, d, o, &res)) cli_lib_error();
     else {
-        train_report(o, &res);
+        if (!train_stopped(o, &res)) train_report(o, &res);
         rc = 0;
     }
     xd_tokdata_close(d);

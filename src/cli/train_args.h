@@ -12,5 +12,8 @@ extern const char *train_args_usage;
 /* Opens the token data, trains m on it and prints a JSON summary; returns the
  * exit status. */
 int train_run(xd_model *m, const char *data_path, const xd_train_opts *o);
+/* 1 (and a line on stderr saying how to continue) when a run stopped at --stop-at
+ * before its last step: the caller then skips what follows a finished run. */
+int train_stopped(const xd_train_opts *o, const xd_train_result *r);
 
 #endif

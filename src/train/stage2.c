@@ -167,11 +167,16 @@ xd_stage2 *xd_stage2_create(const xd_topk *f, const xd_model *student, const xd_
     s2->w_kl = so->w_kl;
     s2->teacher = so->teacher;
     s2->val_kl = NAN;
-    size_t n = (size_t)o->batch * o->seq * h->k;
+    int B = xd_train_rows_per_rank(o->batch); /* a rank's rows of each micro-batch */
+    if (B < 0) {
+        free(s2);
+        return NULL;
+    }
+    size_t n = (size_t)B * o->seq * h->k;
     s2->ids = malloc(n * sizeof(int32_t));
     s2->vals = malloc(n * sizeof(float));
     if (!s2->ids || !s2->vals ||
-        (so->teacher && xd_tm_init_ex(&s2->ttm, so->teacher, o->batch, o->seq, 0))) {
+        (so->teacher && xd_tm_init_ex(&s2->ttm, so->teacher, B, o->seq, 0))) {
         if (!s2->ids || !s2->vals) xd_err("out of memory");
         xd_stage2_free(s2);
         return NULL;

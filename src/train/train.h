@@ -28,6 +28,8 @@ typedef struct {
     int64_t log_every;    /* JSONL log line every N steps */
     const char *out_dir;
     int resume;           /* continue from out_dir/checkpoint */
+    int64_t stop_at;      /* > 0: stop after this step with a checkpoint (no final model);
+                           * a later run with resume continues as if never stopped */
     const char *const *freeze; /* substrings of HF weight names that do not train */
     int n_freeze;
     int window, sinks;    /* attention mask for training (0 = causal) */
@@ -98,6 +100,10 @@ typedef struct xd_objective {
 } xd_objective;
 
 void xd_train_defaults(xd_train_opts *o);
+/* The rows of each micro-batch one rank computes: batch / ranks (core/dist.h); -1 with the
+ * reason when batch does not split evenly among the ranks. Objectives and evaluations that
+ * pair a model with the trainer's (teacher forwards) size them with this. */
+int xd_train_rows_per_rank(int batch);
 
 typedef struct {
     int64_t steps_done;

@@ -13,11 +13,14 @@
 #include <sys/stat.h>
 
 #include "checkpoint.h"
+#include "core/dist.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/progress.h"
 #include "io/atomic.h"
+#include "io/topk_logits.h"
 #include "lora_init.h"
 #include "model/lora.h"
 #include "model/model.h"
@@ -191,7 +194,9 @@ int xd_eval_loss(xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windo
     double sum = 0;
     int64_t cnt = 0;
     if (xd_batch_alloc(&bb, B, T)) goto done;
-    for (uint64_t k0 = 0; k0 < nw; k0 += (uint64_t)B) {
+    /* with several ranks, rank r takes every N-th batch of windows, from the r-th */
+    uint64_t N = (uint64_t)xd_dist_size();
+    for (uint64_t k0 = (uint64_t)xd_dist_rank() * B; k0 < nw; k0 += N * B) {
         if (xd_val_batch(data, B, T, k0, nw, &bb)) goto done;
         double s;
         int64_t c;
@@ -199,6 +204,7 @@ int xd_eval_loss(xd_trainer_model *tm, const xd_tokdata *data, int64_t max_windo
         sum += s;
         cnt += c;
     }
+    if (xd_dist_sum_f64(&sum, 1) || xd_dist_sum_i64(&cnt, 1)) goto done;
     *loss = cnt ? sum / (double)cnt : 0;
     *n_tokens = cnt;
     rc = 0;
@@ -251,8 +257,24 @@ static int save_adapter(xd_lora_set *ls, const xd_lora_adapter *pissa0, const ch
     return rc;
 }
 
+int xd_train_rows_per_rank(int batch) {
+    int N = xd_dist_size();
+    if (N > 1 && batch >= 1 && batch < N)
+        return xd_err("--batch %d with %d ranks: every rank takes rows of the global batch, so "
+                      "it needs at least %d rows (or fewer ranks)", batch, N, N);
+    if (N > 1 && batch % N)
+        return xd_err("--batch %d is not divisible by the %d ranks: the global batch is split "
+                      "evenly among them (use a multiple of %d)", batch, N, N);
+    return batch / N;
+}
+
 static int check_opts(const xd_train_opts *o) {
+    int N = xd_dist_size();
     if (o->steps < 1) return xd_err("--steps %lld must be >= 1", (long long)o->steps);
+    if (o->batch >= 1 && xd_train_rows_per_rank(o->batch) < 0) return -1;
+    if (N > 1 && o->objective && o->objective->params)
+        return xd_err("%s: this objective trains in one process only, not over %d MPI ranks",
+                      o->kind, N);
     if (o->batch < 1 || o->seq < 2 || o->accum < 1)
         return xd_err("--batch %d, --seq %d, --accum %d: expected batch >= 1, seq >= 2, accum >= 1",
                       o->batch, o->seq, o->accum);
@@ -288,11 +310,58 @@ static int check_data(const xd_model *m, const xd_tokdata *data, const xd_train_
     return 0;
 }
 
+/* Rows [rank·B, rank·B + B) of a micro-batch of the whole job's rows (no copy). */
+static xd_batch rows_of(const xd_batch *bb, int rank, int B, int T) {
+    size_t r = (size_t)rank * B * T, r1 = (size_t)rank * B * (T + 1);
+    return (xd_batch){bb->row + r1, bb->tok + r, bb->tgt + r, bb->ds + r, bb->pos + r,
+                      bb->row_ctx + r1, bb->ctx + r};
+}
+
+/* With several ranks: the step's gradients of the trainable tensors summed over the ranks
+ * (in rank order, core/dist.h), in place, in runs of tensors adjacent in the arena. */
+static int sum_grads(const xd_trainer_model *tm, const xd_param_groups *g) {
+    if (xd_dist_size() == 1) return 0;
+    float *param = param_arena(tm, g), *grad = grad_arena(tm, g);
+    size_t run0 = 0, run1 = 0; /* the current run [run0, run1) of the arena */
+    for (int i = 0; i <= g->n; i++) {
+        size_t a = 0, b = 0;
+        if (i < g->n) {
+            if (!g->train[i]) continue;
+            a = (size_t)(g->w[i].ptr - param);
+            b = a + (size_t)(g->w[i].rows * g->w[i].cols);
+            if (a == run1 && run1 > run0) { run1 = b; continue; }
+        }
+        if (run1 > run0 && xd_dist_sum_f32(grad + run0, run1 - run0)) return -1;
+        run0 = a;
+        run1 = b;
+    }
+    return 0;
+}
+
+/* Before the first step of a job with several ranks: every rank must hold the same
+ * weights (and adapters) and read the same data, or the job stops here. */
+static int check_same_inputs(const xd_model *m, const xd_lora_set *ls, const xd_tokdata *data) {
+    if (xd_dist_size() == 1) return 0;
+    if (xd_dist_check_same(xd_model_teacher_hash(m), "model (weights and shapes)")) return -1;
+    if (ls && xd_dist_check_same(xd_hash64(ls->param, ls->n_param * sizeof(float), 0),
+                                 "adapter (its initial weights)"))
+        return -1;
+    if (data && xd_dist_check_same(xd_topk_data_hash(data), "token data (train split)"))
+        return -1;
+    return 0;
+}
+
 int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_train_result *res) {
     if (check_opts(o) || check_data(m, data, o)) return -1;
-    if (xd_mkdir_p(o->out_dir)) return -1;
+    /* With N ranks (core/dist.h) every rank draws the whole job's micro-batch of o->batch
+     * rows, in the order one process draws it, and computes rows [rank·B, rank·B + B) of
+     * it; the sums of the loss and of the gradients are reduced in rank order before the
+     * (replicated, identical) optimiser step. Rank 0 writes the log and the checkpoints. */
+    int N = xd_dist_size(), rank = xd_dist_rank(), lead = rank == 0;
+    if (lead && xd_mkdir_p(o->out_dir)) return -1;
+    if (xd_dist_barrier()) return -1;
 
-    int B = o->batch, T = o->seq, rc = -1;
+    int Bg = o->batch, B = Bg / N, T = o->seq, rc = -1;
     xd_trainer_model tm;
     xd_param_groups g;
     xd_lora_set ls = {0}, *lora = o->lora ? &ls : NULL;
@@ -314,28 +383,29 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     if ((own ? 0 : lora ? xd_groups_lora(&g, &ls) : xd_groups_from_opts(&g, m, o)) ||
         xd_adamw_init(&opt, own ? own->n_floats : lora ? ls.n_param : m->arena_floats, o->beta1,
                       o->beta2, o->eps) ||
-        xd_batch_alloc(&bb, B, T))
+        xd_batch_alloc(&bb, Bg, T))
         goto done;
-    size_t BT = (size_t)B * T;
+    size_t BTg = (size_t)Bg * T;
 
-    xd_ckpt_state st = {0, 0, 0, 0, B, T, o->accum, o->steps};
+    xd_ckpt_state st = {0, 0, 0, 0, Bg, T, o->accum, o->steps};
     if (o->resume && xd_ckpt_exists(o->out_dir)) {
         xd_ckpt_state old;
         if (xd_ckpt_load(o->out_dir, m, lora, own, &opt, &old)) goto done;
-        if (old.batch != B || old.seq != T || old.accum != o->accum || old.steps != o->steps) {
+        if (old.batch != Bg || old.seq != T || old.accum != o->accum || old.steps != o->steps) {
             xd_err("%s/checkpoint: was made with --batch %d --seq %d --accum %d --steps %lld; "
                    "resume with the same options", o->out_dir, old.batch, old.seq, old.accum,
                    (long long)old.steps);
             goto done;
         }
         st = old;
-        if (trim_log(log_path, st.step)) goto done;
+        if (lead && trim_log(log_path, st.step)) goto done;
         xd_log(XD_LOG_INFO, "%s: resuming from step %lld", o->kind, (long long)st.step);
     } else if (o->resume) {
         xd_log(XD_LOG_INFO, "%s: no checkpoint in %s, starting from step 0", o->kind, o->out_dir);
     }
-    log = fopen(log_path, st.step ? "a" : "w");
-    if (!log) { xd_err("%s: cannot write: %s", log_path, strerror(errno)); goto done; }
+    if (check_same_inputs(m, lora, ob && ob->batch ? NULL : data)) goto done;
+    log = lead ? fopen(log_path, st.step ? "a" : "w") : NULL;
+    if (lead && !log) { xd_err("%s: cannot write: %s", log_path, strerror(errno)); goto done; }
 
     xd_progress pr;
     xd_progress_start(&pr, o->kind, st.step, o->steps);
@@ -352,10 +422,10 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         int64_t valid = 0;
         uint64_t c0 = st.cursor;
         for (int a = 0; a < o->accum; a++) {
-            if (next_batch(ob, data, &st.cursor, B, T, &bb)) goto done;
-            if (ob) valid += ob->count(ob, &bb, B, T);
+            if (next_batch(ob, data, &st.cursor, Bg, T, &bb)) goto done;
+            if (ob) valid += ob->count(ob, &bb, Bg, T);
             else
-                for (size_t i = 0; i < BT; i++) valid += bb.tgt[i] >= 0;
+                for (size_t i = 0; i < BTg; i++) valid += bb.tgt[i] >= 0;
         }
         st.cursor = c0;
         /* A step whose every target is a context token (instruction data with
@@ -364,13 +434,15 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         for (int a = 0; a < o->accum; a++) {
             double s;
             int64_t c;
-            uint64_t row0 = st.cursor / (uint64_t)T;
-            if (next_batch(ob, data, &st.cursor, B, T, &bb)) goto done;
-            if (ob ? ob->step(ob, &tm, &bb, row0, 1, scale, &s)
-                   : xd_tm_step(&tm, bb.tok, bb.tgt, bb.pos, bb.ds, 1, scale, &s, &c))
+            uint64_t row0 = st.cursor / (uint64_t)T + (uint64_t)rank * B;
+            if (next_batch(ob, data, &st.cursor, Bg, T, &bb)) goto done;
+            xd_batch mine = rows_of(&bb, rank, B, T);
+            if (ob ? ob->step(ob, &tm, &mine, row0, 1, scale, &s)
+                   : xd_tm_step(&tm, mine.tok, mine.tgt, mine.pos, mine.ds, 1, scale, &s, &c))
                 goto done;
             sum += s;
         }
+        if (xd_dist_sum_f64(&sum, 1) || sum_grads(&tm, gp)) goto done;
         loss = valid ? sum / (double)valid : 0.0;
         if (valid && ob && ob->end_step && ob->end_step(ob, &tm, step, &loss)) goto done;
         double gn = NAN;
@@ -386,8 +458,8 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             goto done;
         }
         st.step = step + 1;
-        st.tokens_seen += (int64_t)BT * o->accum;
-        tok_run += (int64_t)BT * o->accum;
+        st.tokens_seen += (int64_t)BTg * o->accum;
+        tok_run += (int64_t)BTg * o->accum;
         double now = xd_now(), tps = (double)tok_run / (now - t_run);
         st.elapsed = now - t_start;
         int last = st.step == o->steps;
@@ -400,8 +472,8 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
                 goto done;
         }
         if (ob && ob->log_extra) ob->log_extra(ob, st_json, sizeof st_json);
-        if (o->log_every > 0 && (st.step % o->log_every == 0 || last || do_eval)) {
-            fprintf(log, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.6g,"
+        if (log && o->log_every > 0 && (st.step % o->log_every == 0 || last || do_eval)) {
+            fprintf(log, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.8g,"
                          "\"tokens\":%lld,\"tok_s\":%.1f,\"elapsed\":%.2f",
                     (long long)st.step, loss, lr, gn, (long long)st.tokens_seen, tps, st.elapsed);
             if (do_eval)
@@ -414,17 +486,20 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         if (do_eval) snprintf(vs, sizeof vs, " val %.4f", val);
         snprintf(extra, sizeof extra, "loss %.4f%s | lr %.2e | %.0f tok/s", loss, vs, lr, tps);
         xd_progress_update(&pr, st.step, extra);
-        if (last || (o->save_every > 0 && st.step % o->save_every == 0)) {
+        int stop = !last && o->stop_at == st.step;
+        if (lead && (last || stop || (o->save_every > 0 && st.step % o->save_every == 0))) {
             if (xd_ckpt_save(o->out_dir, m, lora, own, &opt, &st)) goto done;
         }
+        if (stop) break;
     }
     xd_progress_end(&pr);
     char model_dir[1100];
     snprintf(model_dir, sizeof model_dir, "%s/%s", o->out_dir, lora ? "adapter" : "model");
-    if (ob && ob->save ? ob->save(ob, o->out_dir)
-        : lora         ? save_adapter(&ls, o->lora_pissa0, model_dir)
-                       : xd_model_save(m, model_dir))
+    if (lead && st.step == o->steps && (ob && ob->save ? ob->save(ob, o->out_dir)
+                 : lora         ? save_adapter(&ls, o->lora_pissa0, model_dir)
+                                : xd_model_save(m, model_dir)))
         goto done;
+    if (xd_dist_barrier()) goto done; /* the job ends when rank 0's files are complete */
     if (res) {
         res->steps_done = st.step;
         res->last_loss = loss;

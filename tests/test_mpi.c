@@ -1,0 +1,293 @@
+/* Data parallelism over MPI (src/core/dist.h, docs/scale.md) through the CLI on tiny-llama,
+ * with `mpirun --oversubscribe -np N` (Open MPI; the runner allows root, see CMakeLists.txt):
+ *  - N ranks with the global batch B equal one process with batch B, and one process with
+ *    batch B/N × --accum N: per-step loss, grad norm and validation loss within 1e-6
+ *    relative, final weights within 1e-4 (below);
+ *  - the same N twice: bit-identical logs (loss, grad norm) and model files;
+ *  - --stop-at with N ranks, then --resume with another N (and with one process), equals
+ *    the uninterrupted run within the same tolerances;
+ *  - pretrain (all weights), LoRA (adapters) and distill stage1 (the mixer only: the
+ *    trainable tensors are reduced in runs);
+ *  - bad input: a batch not divisible by the ranks, more ranks than rows, a rank whose data
+ *    or model differ from rank 0's (stopped before any step), a launcher's environment
+ *    without a loadable MPI, and (in a build without MPI) mpirun on it.
+ * Tolerances: a rank sums its rows' gradients and the ranks' sums are added in rank order,
+ * where one process adds all rows in one pass: the same terms in another order, so each
+ * float differs by a few ulps (≈1e-7 relative). AdamW divides by √v, so where a gradient
+ * is near 0 that relative difference becomes an absolute one of up to lr per step; measured
+ * after 10 steps of lr 3e-3: 1.0e-5 (2 ranks) and 1.9e-5 (3 ranks) at most, against weights
+ * that move by ~1e-2, hence 1e-4.
+ * Without mpirun on PATH the multi-rank checks are skipped and say so. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli_util.h"
+#include "model/model.h"
+#include "test.h"
+#include "xdistill.h"
+
+static char dir[256];
+
+/* Runs a shell command line; its stderr and stdout go to out. Returns the exit status. */
+static int sh(const char *cmd, char *out, size_t cap) {
+    char full[20000];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    size_t n = 0, k;
+    while (p && n + 1 < cap && (k = fread(out + n, 1, cap - 1 - n, p)) > 0) n += k;
+    if (p) {
+        char sink[4096];
+        while (fread(sink, 1, sizeof sink, p) > 0) {}
+    }
+    out[n] = 0;
+    int st = p ? pclose(p) : -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* `mpirun -np N xdistill ARGS` (LeakSanitizer off in the ranks: Open MPI's own allocations
+ * outlive MPI_Finalize). */
+static int mpi(int np, const char *args, char *out, size_t cap) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "ASAN_OPTIONS=detect_leaks=0 mpirun --oversubscribe -np %d %s %s", np,
+             test_cli_path(), args);
+    return sh(cmd, out, cap);
+}
+
+static int one(const char *args, char *out, size_t cap) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s", test_cli_path(), args);
+    return sh(cmd, out, cap);
+}
+
+/* The numbers of log.jsonl: per step, loss, grad_norm and (or NAN) val_loss. */
+typedef struct {
+    int n;
+    double loss[64], gn[64], val[64];
+} run_log;
+
+static double field(const char *line, const char *key) {
+    const char *p = strstr(line, key);
+    return p ? strtod(p + strlen(key), NULL) : NAN;
+}
+
+static int read_log(const char *out, run_log *r) {
+    char p[512], line[4096];
+    snprintf(p, sizeof p, "%s/%s/log.jsonl", dir, out);
+    FILE *f = fopen(p, "r");
+    memset(r, 0, sizeof *r);
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f) && r->n < 64) {
+        r->loss[r->n] = field(line, "\"loss\":");
+        r->gn[r->n] = field(line, "\"grad_norm\":");
+        r->val[r->n] = field(line, "\"val_loss\":");
+        r->n++;
+    }
+    fclose(f);
+    return 0;
+}
+
+static double rel(double a, double b) {
+    if (isnan(a) && isnan(b)) return 0;
+    return fabs(a - b) / fmax(fabs(b), 1e-30);
+}
+
+/* Every step of a within 1e-6 relative of b (loss, grad norm, validation loss). */
+static void same_logs(const char *a, const char *b, const char *what) {
+    run_log x, y;
+    CHECK(!read_log(a, &x) && !read_log(b, &y), "%s: logs of %s and %s", what, a, b);
+    CHECK(x.n == y.n && x.n > 0, "%s: %d vs %d log lines", what, x.n, y.n);
+    double w = 0;
+    for (int i = 0; i < x.n && i < y.n; i++) {
+        w = fmax(w, rel(x.loss[i], y.loss[i]));
+        w = fmax(w, rel(x.gn[i], y.gn[i]));
+        w = fmax(w, rel(x.val[i], y.val[i]));
+    }
+    CHECK(w <= 1e-6, "%s: largest relative difference of loss / grad norm / val loss %.3g", what, w);
+}
+
+/* The weights of OUT/SUB (a model directory) against another's: max |a − b|. */
+static double weight_diff(const char *a, const char *b) {
+    char pa[512], pb[512];
+    snprintf(pa, sizeof pa, "%s/%s", dir, a);
+    snprintf(pb, sizeof pb, "%s/%s", dir, b);
+    xd_model *x = xd_model_load(pa), *y = xd_model_load(pb);
+    double w = INFINITY;
+    if (x && y && x->arena_floats == y->arena_floats)
+        w = test_max_abs_diff(x->arena, y->arena, x->arena_floats);
+    xd_model_free(x);
+    xd_model_free(y);
+    return w;
+}
+
+/* The loss and grad-norm text of every log line (bitwise comparison of two runs). */
+static void numbers_text(const char *out, char *buf, size_t cap) {
+    char p[512], line[4096];
+    snprintf(p, sizeof p, "%s/%s/log.jsonl", dir, out);
+    FILE *f = fopen(p, "r");
+    size_t n = 0;
+    buf[0] = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *l = strstr(line, "\"loss\":"), *g = strstr(line, "\"grad_norm\":");
+        if (l && g && n < cap)
+            n += (size_t)snprintf(buf + n, cap - n, "%.*s|%.*s;", (int)strcspn(l, ","), l,
+                                  (int)strcspn(g, ","), g);
+    }
+    if (f) fclose(f);
+}
+
+static char common[2048];
+
+static const char *pre(const char *out, int batch, int accum, const char *extra) {
+    static char a[4096];
+    snprintf(a, sizeof a, "pretrain %s --batch %d --accum %d -o %s/%s %s", common, batch, accum,
+             dir, out, extra);
+    return a;
+}
+
+static void test_pretrain(void) {
+    char err[16384];
+    CHECK(one(pre("p1", 6, 1, ""), err, sizeof err) == 0, "pretrain, one process: %s", err);
+    CHECK(one(pre("pa", 3, 2, ""), err, sizeof err) == 0, "pretrain --accum 2: %s", err);
+    CHECK(one(pre("pa3", 2, 3, ""), err, sizeof err) == 0, "pretrain --accum 3: %s", err);
+    CHECK(mpi(2, pre("p2", 6, 1, ""), err, sizeof err) == 0, "pretrain -np 2: %s", err);
+    CHECK(mpi(3, pre("p3", 6, 1, ""), err, sizeof err) == 0, "pretrain -np 3: %s", err);
+    CHECK(mpi(2, pre("p2b", 6, 1, ""), err, sizeof err) == 0, "pretrain -np 2 again: %s", err);
+    same_logs("p2", "p1", "2 ranks vs one process, batch 6");
+    same_logs("p3", "p1", "3 ranks vs one process, batch 6");
+    same_logs("p2", "pa", "2 ranks vs --batch 3 --accum 2");
+    same_logs("p3", "pa3", "3 ranks vs --batch 2 --accum 3");
+    double w2 = weight_diff("p2/model", "p1/model"), w3 = weight_diff("p3/model", "p1/model");
+    CHECK(w2 <= 1e-4 && w3 <= 1e-4, "final weights: 2 ranks %.3g, 3 ranks %.3g from one process", w2,
+          w3);
+    printf("pretrain: final weights vs one process: 2 ranks %.3g, 3 ranks %.3g\n", w2, w3);
+    /* the same number of ranks twice: bit-identical */
+    char a[8192], b[8192], fa[512], fb[512];
+    numbers_text("p2", a, sizeof a);
+    numbers_text("p2b", b, sizeof b);
+    CHECK(a[0] && !strcmp(a, b), "2 ranks twice: the logs' loss and grad norm differ");
+    snprintf(fa, sizeof fa, "%s/p2/model/model.safetensors", dir);
+    snprintf(fb, sizeof fb, "%s/p2b/model/model.safetensors", dir);
+    CHECK(test_same_file(fa, fb), "2 ranks twice: the model files differ");
+    /* only rank 0 writes: one summary line on stdout */
+    char out[16384];
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "ASAN_OPTIONS=detect_leaks=0 mpirun --oversubscribe -np 2 %s %s 2>/dev/null",
+             test_cli_path(), pre("p2c", 6, 1, ""));
+    sh(cmd, out, sizeof out);
+    int lines = 0;
+    for (const char *p = out; (p = strstr(p, "\"kind\":\"pretrain\"")); p++) lines++;
+    CHECK(lines == 1, "2 ranks: %d summary lines on stdout (expected rank 0's only): %s", lines, out);
+
+    /* stopped with 2 ranks, resumed with 3; stopped with 3, resumed in one process */
+    CHECK(mpi(2, pre("r23", 6, 1, "--stop-at 4"), err, sizeof err) == 0 &&
+              strstr(err, "stopped after step 4"), "--stop-at 4 with 2 ranks: %s", err);
+    char ck[512];
+    snprintf(ck, sizeof ck, "%s/r23/model", dir);
+    struct stat sb;
+    CHECK(stat(ck, &sb) != 0, "a stopped run writes no final model");
+    CHECK(mpi(3, pre("r23", 6, 1, "--resume"), err, sizeof err) == 0 &&
+              strstr(err, "resuming from step 4"), "--resume with 3 ranks: %s", err);
+    same_logs("r23", "p1", "stopped with 2 ranks at step 4, resumed with 3");
+    CHECK(weight_diff("r23/model", "p1/model") <= 1e-4, "resumed across 2 → 3 ranks: weights");
+    CHECK(mpi(3, pre("r31", 6, 1, "--stop-at 7"), err, sizeof err) == 0, "--stop-at 7, 3 ranks: %s", err);
+    CHECK(one(pre("r31", 6, 1, "--resume"), err, sizeof err) == 0, "--resume, one process: %s", err);
+    same_logs("r31", "p1", "stopped with 3 ranks at step 7, resumed in one process");
+    CHECK(weight_diff("r31/model", "p1/model") <= 1e-4, "resumed across 3 → 1: weights");
+}
+
+static void test_lora_and_stage1(void) {
+    char err[16384], a[4096];
+    const char *lo = "lora " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf --r 4 --targets q,v "
+                     "--steps 8 --seq 16 --lr 3e-3 --warmup 2 --eval-every 4 --eval-windows 8 "
+                     "--seed 3 --threads 1 --batch 4";
+    snprintf(a, sizeof a, "%s --data %s/data.tok -o %s/l1", lo, dir, dir);
+    CHECK(one(a, err, sizeof err) == 0, "lora, one process: %s", err);
+    snprintf(a, sizeof a, "%s --data %s/data.tok -o %s/l2", lo, dir, dir);
+    CHECK(mpi(2, a, err, sizeof err) == 0, "lora -np 2: %s", err);
+    same_logs("l2", "l1", "LoRA: 2 ranks vs one process");
+
+    /* Stage I of a tiny student: only the mixer trains */
+    snprintf(a, sizeof a, "convert " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf -o %s/student "
+             "--window 4 --sinks 1", dir);
+    CHECK(one(a, err, sizeof err) == 0, "convert: %s", err);
+    const char *s1 = "distill stage1 --teacher " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf "
+                     "--steps 6 --seq 16 --batch 4 --lr 1e-2 --warmup 2 --eval-windows 8 --threads 1";
+    snprintf(a, sizeof a, "%s --student %s/student --data %s/data.tok -o %s/s1", s1, dir, dir, dir);
+    CHECK(one(a, err, sizeof err) == 0, "stage1, one process: %s", err);
+    snprintf(a, sizeof a, "%s --student %s/student --data %s/data.tok -o %s/s2", s1, dir, dir, dir);
+    CHECK(mpi(2, a, err, sizeof err) == 0, "stage1 -np 2: %s", err);
+    same_logs("s2", "s1", "stage 1: 2 ranks vs one process");
+    double w = weight_diff("s2/model", "s1/model");
+    CHECK(w <= 1e-4, "stage 1: final weights differ by %.3g", w);
+}
+
+static void test_bad_input(void) {
+    char err[16384], a[16384];
+    CHECK(mpi(2, pre("b1", 3, 1, ""), err, sizeof err) != 0 &&
+              strstr(err, "--batch 3 is not divisible by the 2 ranks"), "odd batch: %s", err);
+    CHECK(mpi(3, pre("b2", 2, 1, ""), err, sizeof err) != 0 &&
+              strstr(err, "needs at least 3 rows"), "more ranks than rows: %s", err);
+    /* rank 1 reads other data (MPMD: one command line per rank) */
+    char txt[512], tok[512];
+    snprintf(txt, sizeof txt, "%s/other.txt", dir);
+    snprintf(tok, sizeof tok, "%s/other.tok", dir);
+    FILE *f = fopen(txt, "w");
+    for (int i = 0; f && i < 60; i++) fprintf(f, "a dog saw the cat number %d on the big hat.\n\n", i);
+    if (f) fclose(f);
+    CHECK(!test_prep_text(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf", txt, tok, 0.1), "other data");
+    snprintf(a, sizeof a,
+             "ASAN_OPTIONS=detect_leaks=0 mpirun --oversubscribe -np 1 %s %s : -np 1 %s pretrain %s "
+             "--batch 2 -o %s/b3 --data %s",
+             test_cli_path(), pre("b3", 2, 1, ""), test_cli_path(), common, dir, tok);
+    CHECK(sh(a, err, sizeof err) != 0 && strstr(err, "rank 1's token data (train split) differs") &&
+              !strstr(err, "step 1/"), "a rank with other data: %s", err);
+    snprintf(a, sizeof a,
+             "ASAN_OPTIONS=detect_leaks=0 mpirun --oversubscribe -np 1 %s %s : -np 1 %s %s --seed 6",
+             test_cli_path(), pre("b4", 2, 1, ""), test_cli_path(), pre("b4", 2, 1, ""));
+    CHECK(sh(a, err, sizeof err) != 0 && strstr(err, "rank 1's model (weights and shapes) differs"),
+          "a rank with another model (seed): %s", err);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/xd_mpi_XXXXXX");
+    if (!mkdtemp(dir)) return 1;
+    CHECK(!test_cat_data(dir), "data: %s", xd_last_error());
+    snprintf(common, sizeof common,
+             "--config %s/tests/fixtures/tiny-llama/config.json --tokenizer "
+             "%s/tests/fixtures/tiny-llama.gguf --data %s/data.tok --steps 10 --seq 16 --lr 3e-3 "
+             "--warmup 2 --eval-every 5 --eval-windows 8 --seed 5 --threads 1",
+             XD_SOURCE_DIR, XD_SOURCE_DIR, dir);
+    char err[16384], a[8192];
+    /* a launcher's environment without a usable MPI: a clear error, no crash (no mpirun
+     * needed: the variable is what a launcher sets) */
+#ifdef XD_TEST_HAVE_MPI
+    snprintf(a, sizeof a, "env OMPI_COMM_WORLD_SIZE=2 XD_MPI_PLUGIN=/nonexistent/libxdistill-mpi.so %s %s",
+             test_cli_path(), pre("e1", 2, 1, ""));
+    CHECK(sh(a, err, sizeof err) == 1 && strstr(err, "MPI cannot be loaded") &&
+              strstr(err, "/nonexistent/libxdistill-mpi.so"), "no loadable plugin: %s", err);
+#else
+    snprintf(a, sizeof a, "env OMPI_COMM_WORLD_SIZE=2 %s %s", test_cli_path(), pre("e1", 2, 1, ""));
+    CHECK(sh(a, err, sizeof err) == 1 && strstr(err, "built without MPI"), "no MPI build: %s", err);
+#endif
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
+        printf("SKIP: the checks with several ranks: mpirun is not installed (Debian package "
+               "openmpi-bin; make test installs it)\n");
+    } else {
+#ifdef XD_TEST_HAVE_MPI
+        test_pretrain();
+        test_lora_and_stage1();
+        test_bad_input();
+#else
+        /* mpirun on a binary built without MPI */
+        CHECK(mpi(2, pre("e2", 2, 1, ""), err, sizeof err) != 0 && strstr(err, "built without MPI"),
+              "mpirun, no MPI build: %s", err);
+#endif
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (t_fail == 0 && system(cmd)) return 1;
+    return test_summary("test_mpi");
+}
