@@ -198,7 +198,7 @@ static double objective(xd_objective *ob, xd_trainer_model *tm, xd_batch *bb, in
     return t / B + (confusion ? lambda * cf / B : -lambda * a / B) + loss;
 }
 
-static void test_objective_fd(int confusion) {
+static void test_objective_fd(int confusion, int conditional) {
     char p[400];
     snprintf(p, sizeof p, "%s/fd.jsonl", dir);
     write_data(p, 40, 1);
@@ -221,6 +221,7 @@ static void test_objective_fd(int confusion) {
     o.adv_heads = 2;
     o.adv_lambda = 0.7f;
     o.adv_confusion = confusion;
+    o.adv_conditional = conditional;
     o.pool = XD_POOL_MEAN;
     xd_train_opts to;
     xd_train_defaults(&to);
@@ -233,6 +234,11 @@ static void test_objective_fd(int confusion) {
     if (!r) return;
     xd_objective *ob = xd_debias_objective(r);
     xd_param_groups *g = ob->params;
+    /* a conditional adversary's first layer reads d + the 4 label classes */
+    for (int i = 0; i < g->n; i++)
+        if (strstr(g->w[i].hf, "adversary.0.") && g->w[i].ndim == 2 && g->w[i].rows == m->cfg.d_model)
+            CHECK(g->w[i].cols == m->cfg.d_model + (conditional ? 4 : 0), "%s: %lld inputs",
+                  g->w[i].hf, (long long)g->w[i].cols);
     /* a non-zero diff: w small and varied (log α and the heads as initialised) */
     size_t n_w = 0;
     for (int i = 0; i < g->n; i++)
@@ -298,9 +304,9 @@ static void test_objective_fd(int confusion) {
     }
     CHECK(bad == 0, "objective: %d of %d coordinates disagree with central differences", bad,
           checked);
-    printf("objective (mask, adversary %s, L0) on tiny-llama: %d coordinates vs central "
-           "differences, worst |error| %.2g\n", confusion ? "confusion" : "reversed", checked,
-           worst);
+    printf("objective (mask, adversary %s%s, L0) on tiny-llama: %d coordinates vs central "
+           "differences, worst |error| %.2g\n", confusion ? "confusion" : "reversed",
+           conditional ? ", conditional on the label" : "", checked, worst);
     free(an);
     xd_batch_free(&bb);
     xd_tm_free(&tm);
@@ -481,8 +487,9 @@ int main(void) {
     test_head();
     test_metrics();
     test_attacker();
-    test_objective_fd(0);
-    test_objective_fd(1);
+    test_objective_fd(0, 0);
+    test_objective_fd(1, 0);
+    test_objective_fd(0, 1);
     test_cli();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

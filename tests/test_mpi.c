@@ -8,6 +8,9 @@
  *    the uninterrupted run within the same tolerances;
  *  - pretrain (all weights), LoRA (adapters) and distill stage1 (the mixer only: the
  *    trainable tensors are reduced in runs);
+ *  - teacher-logits with 2 and 3 ranks: the single process's file, byte for byte; eval:
+ *    the same results JSON apart from the timings, the same --log-samples lines;
+ *  - a command that does not run over ranks (inspect) refuses mpirun;
  *  - bad input: a batch not divisible by the ranks, more ranks than rows, a rank whose data
  *    or model differ from rank 0's (stopped before any step), a launcher's environment
  *    without a loadable MPI, and (in a build without MPI) mpirun on it.
@@ -23,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <jansson.h>
 
 #include "cli_util.h"
 #include "model/model.h"
@@ -224,6 +229,58 @@ static void test_lora_and_stage1(void) {
     CHECK(w <= 1e-4, "stage 1: final weights differ by %.3g", w);
 }
 
+/* The JSON file without its "seconds" members (timings), at any depth. */
+static json_t *without_timings(json_t *j) {
+    if (json_is_object(j)) {
+        json_object_del(j, "seconds");
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v) without_timings(v);
+    } else if (json_is_array(j)) {
+        for (size_t i = 0; i < json_array_size(j); i++) without_timings(json_array_get(j, i));
+    }
+    return j;
+}
+
+/* teacher-logits and eval sharded over ranks give the single process's files */
+static void test_sharded(void) {
+    char err[16384], a[4096], p1[512], pn[512];
+    const char *tl = "teacher-logits " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf --seq 16 "
+                     "--rows 37 --batch 3 --topk 8 --threads 1";
+    snprintf(a, sizeof a, "%s --data %s/data.tok -o %s/tl1.bin", tl, dir, dir);
+    CHECK(one(a, err, sizeof err) == 0, "teacher-logits: %s", err);
+    for (int n = 2; n <= 3; n++) {
+        snprintf(a, sizeof a, "%s --data %s/data.tok -o %s/tl%d.bin", tl, dir, dir, n);
+        CHECK(mpi(n, a, err, sizeof err) == 0, "teacher-logits -np %d: %s", n, err);
+        snprintf(p1, sizeof p1, "%s/tl1.bin", dir);
+        snprintf(pn, sizeof pn, "%s/tl%d.bin", dir, n);
+        CHECK(test_same_file(p1, pn), "teacher-logits with %d ranks: not the single process's bytes", n);
+    }
+    snprintf(a, sizeof a, "tasks make -o %s/suite --window 16 --n 5", dir);
+    CHECK(one(a, err, sizeof err) == 0, "tasks make: %s", err);
+    const char *ev = "eval " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf --threads 1";
+    snprintf(a, sizeof a, "%s --suite %s/suite -o %s/e1.json --log-samples %s/s1.jsonl", ev, dir, dir, dir);
+    CHECK(one(a, err, sizeof err) == 0, "eval: %s", err);
+    snprintf(p1, sizeof p1, "%s/e1.json", dir);
+    json_t *r1 = without_timings(json_load_file(p1, 0, NULL));
+    for (int n = 2; n <= 3; n++) {
+        snprintf(a, sizeof a, "%s --suite %s/suite -o %s/e%d.json --log-samples %s/s%d.jsonl", ev,
+                 dir, dir, n, dir, n);
+        CHECK(mpi(n, a, err, sizeof err) == 0, "eval -np %d: %s", n, err);
+        snprintf(pn, sizeof pn, "%s/e%d.json", dir, n);
+        json_t *rn = without_timings(json_load_file(pn, 0, NULL));
+        CHECK(r1 && rn && json_equal(r1, rn), "eval with %d ranks: results differ (timings aside)", n);
+        json_decref(rn);
+        snprintf(p1, sizeof p1, "%s/s1.jsonl", dir);
+        snprintf(pn, sizeof pn, "%s/s%d.jsonl", dir, n);
+        CHECK(test_same_file(p1, pn), "eval with %d ranks: --log-samples lines differ", n);
+    }
+    json_decref(r1);
+    /* a command that is not split among ranks says so */
+    CHECK(mpi(2, "inspect " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf", err, sizeof err) == 2 &&
+              strstr(err, "'inspect' runs in one process"), "inspect under mpirun: %s", err);
+}
+
 static void test_bad_input(void) {
     char err[16384], a[16384];
     CHECK(mpi(2, pre("b1", 3, 1, ""), err, sizeof err) != 0 &&
@@ -279,6 +336,7 @@ int main(void) {
 #ifdef XD_TEST_HAVE_MPI
         test_pretrain();
         test_lora_and_stage1();
+        test_sharded();
         test_bad_input();
 #else
         /* mpirun on a binary built without MPI */

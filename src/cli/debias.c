@@ -50,7 +50,9 @@ static void usage(FILE *f) {
             "  --adv-lambda-fixed X  λ in the fixed-mask phase (default: --adv-lambda)\n"
             "  --adv-objective reverse|confusion  what the diff does against the adversary:\n"
             "                   reverse its cross-entropy (gradient reversal, the peer's) or\n"
-            "                   push its output to uniform (reverse)\n"
+            "                   push its output to uniform (default: reverse)\n"
+            "  --adv-conditional  the adversary heads also read the task label, so the diff\n"
+            "                   hides what tells the attribute beyond the label\n"
             "  --seed S         (1)\n"
             "eval:\n"
             "  --with A[,B]     attribute diffs to stack: names under DIR/attributes, or directories\n"
@@ -158,6 +160,10 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
             continue;
         }
         if (!strcmp(argv[i], "--full")) { a->full = 1; continue; }
+        if (!strcmp(argv[i], "--adv-conditional") && strcmp(cmd, "eval")) {
+            a->d.adv_conditional = 1;
+            continue;
+        }
         if (argv[i][0] == '-') return cli_error("debias %s: unknown option '%s'", cmd, argv[i]), -1;
         if (a->model) return cli_error("debias %s: unexpected argument '%s'", cmd, argv[i]), -1;
         a->model = argv[i];

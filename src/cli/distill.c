@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "core/dist.h"
 #include "cli/commands.h"
 #include "cli/lora_args.h"
 #include "cli/train_args.h"
@@ -121,7 +122,7 @@ static int stage1(int argc, char **argv) {
     if (layer_mse(s1, s, d, &o, after, &ma)) goto done;
     fprintf(stderr, "stage1: validation MSE after:  mean over %d layers %.6g (%.1f%% of before)\n",
             L, ma, mb > 0 ? 100 * ma / mb : 0);
-    if (write_report(o.out_dir, before, after, L, mb, ma, &res, &o)) goto done;
+    if (xd_dist_rank() == 0 && write_report(o.out_dir, before, after, L, mb, ma, &res, &o)) goto done;
     printf("{\"kind\":\"stage1\",\"steps\":%lld,\"val_mse_before\":%.6g,\"val_mse_after\":%.6g,"
            "\"seconds\":%.1f,\"model\":\"%s/model\",\"report\":\"%s/stage1.json\"}\n",
            (long long)res.steps_done, mb, ma, res.seconds, o.out_dir, o.out_dir);
@@ -253,7 +254,7 @@ static int stage2(int argc, char **argv) {
                      (long long)res.steps_done,
                      (long long)res.steps_done * o.batch * o.seq * o.accum, res.seconds, trainable,
                      so.w_ce, so.w_kl, ce0, ce1, isfinite(kl0) ? kl0 : -1, isfinite(kl1) ? kl1 : -1);
-    if (xd_write_file_atomic(path, buf, (size_t)n)) goto done;
+    if (xd_dist_rank() == 0 && xd_write_file_atomic(path, buf, (size_t)n)) goto done;
     printf("{\"kind\":\"stage2\",\"steps\":%lld,\"val_ce_before\":%.6g,\"val_ce_after\":%.6g,"
            "\"val_kl_before\":%.6g,\"val_kl_after\":%.6g,\"seconds\":%.1f,\"%s\":\"%s/%s\"}\n",
            (long long)res.steps_done, ce0, ce1, isfinite(kl0) ? kl0 : -1, isfinite(kl1) ? kl1 : -1,

@@ -10,6 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "io/atomic.h"
 #include "model/lora.h"
@@ -150,7 +151,9 @@ int cmd_eval(int argc, char **argv) {
     }
     if (samples_path && !(o.samples = json_array())) { cli_error("eval: out of memory"); goto done; }
     if (xd_eval_suite(m, model, &suite, &o, &res)) { cli_lib_error(); goto done; }
-    if (xd_results_write(out, &res) || (samples_path && write_samples(samples_path, o.samples)))
+    /* under mpirun every rank holds the results; rank 0 writes them */
+    if (xd_dist_rank() == 0 &&
+        (xd_results_write(out, &res) || (samples_path && write_samples(samples_path, o.samples))))
         cli_lib_error();
     else {
         summary(&res);

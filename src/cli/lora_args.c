@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "core/dist.h"
 #include "io/atomic.h"
 #include "model/lora.h"
 #include "xdistill.h"
@@ -111,8 +112,9 @@ static xd_lora_adapter *eva_prepare(xd_model *m, const char *base_name, const lo
         xd_tokdata *d = xd_tokdata_open(data_path);
         int rc = !d || xd_eva_collect(m, d, &e, &st, &rep);
         xd_tokdata_close(d);
-        if (rc || xd_mkdir_p(o->out_dir) ||
-            xd_eva_save(path, st.pca, (const char *const *)st.names, st.n))
+        if (rc || (xd_dist_rank() == 0 && /* under mpirun: rank 0 writes */
+                   (xd_mkdir_p(o->out_dir) ||
+                    xd_eva_save(path, st.pca, (const char *const *)st.names, st.n))))
             goto done;
     }
     if (!(a = xd_eva_adapter(m, base_name, &st, &e))) goto done;

@@ -11,28 +11,31 @@
 #include "core/dist.h"
 #include "xdistill.h"
 
+/* ranks: the command runs as one of several MPI ranks under mpirun (docs/scale.md);
+ * the others refuse to, rather than have every rank write the same files. */
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *help;
+    int ranks;
 } commands[] = {
-    {"inspect", cmd_inspect, "MODEL                      architecture, tensors, tokenizer"},
-    {"tokenize", cmd_tokenize, "MODEL TEXT [--decode]      text to ids and pieces (or back)"},
-    {"generate", cmd_generate, "MODEL -p PROMPT [-n N ...]  stream generated text"},
-    {"pretrain", cmd_pretrain, "--config C --tokenizer M --data D -o DIR  train from scratch"},
-    {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune"},
-    {"lora", cmd_lora, "MODEL --data D -o DIR [--r R --targets q,v --init pissa]  LoRA fine-tune (PEFT files); lora merge"},
-    {"debias", cmd_debias, "task|attribute|eval MODEL ...  DiffPruning: sparse task and attribute diffs, on demand"},
-    {"heads", cmd_heads, "TEACHER --window W [--probes N --lengths 2,4,8 -o F]  rank the retrieval heads"},
-    {"convert", cmd_convert, "TEACHER -o STUDENT [--window W --sinks S]  build the xLSTM hybrid student"},
-    {"distill", cmd_distill, "stage1|stage2 ...          distil the teacher into the student"},
-    {"tasks", cmd_tasks, "make -o SUITE [--window W --n N]  write the built-in evaluation suite"},
-    {"eval", cmd_eval, "MODEL --suite DIR -o RESULTS.json  score a teacher or student on a task suite"},
-    {"compare", cmd_compare, "TEACHER.json STUDENT.json -o WINTIE.json [--report R.html]  win-and-tie verdict"},
-    {"merge", cmd_merge, "-o OUT A[:w] B[:w] ... [--normalize] [--search SUITE]  weighted merge of Stage II experts"},
-    {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file"},
-    {"data", cmd_data, "prep|info|split|echo ...    pack text into token data; split it by domain; add echoes"},
-    {"teacher-logits", cmd_teacher_logits, "TEACHER --data D --seq T --rows N -o F  top-k logits for Stage II"},
+    {"inspect", cmd_inspect, "MODEL                      architecture, tensors, tokenizer", 0},
+    {"tokenize", cmd_tokenize, "MODEL TEXT [--decode]      text to ids and pieces (or back)", 0},
+    {"generate", cmd_generate, "MODEL -p PROMPT [-n N ...]  stream generated text", 0},
+    {"pretrain", cmd_pretrain, "--config C --tokenizer M --data D -o DIR  train from scratch", 1},
+    {"finetune", cmd_finetune, "MODEL --data D -o DIR     full fine-tune", 1},
+    {"lora", cmd_lora, "MODEL --data D -o DIR [--r R --targets q,v --init pissa]  LoRA fine-tune (PEFT files); lora merge", 1},
+    {"debias", cmd_debias, "task|attribute|eval MODEL ...  DiffPruning: sparse task and attribute diffs, on demand", 0},
+    {"heads", cmd_heads, "TEACHER --window W [--probes N --lengths 2,4,8 -o F]  rank the retrieval heads", 0},
+    {"convert", cmd_convert, "TEACHER -o STUDENT [--window W --sinks S]  build the xLSTM hybrid student", 0},
+    {"distill", cmd_distill, "stage1|stage2 ...          distil the teacher into the student", 1},
+    {"tasks", cmd_tasks, "make -o SUITE [--window W --n N]  write the built-in evaluation suite", 0},
+    {"eval", cmd_eval, "MODEL --suite DIR -o RESULTS.json  score a teacher or student on a task suite", 1},
+    {"compare", cmd_compare, "TEACHER.json STUDENT.json -o WINTIE.json [--report R.html]  win-and-tie verdict", 0},
+    {"merge", cmd_merge, "-o OUT A[:w] B[:w] ... [--normalize] [--search SUITE]  weighted merge of Stage II experts", 0},
+    {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file", 0},
+    {"data", cmd_data, "prep|info|split|echo ...    pack text into token data; split it by domain; add echoes", 0},
+    {"teacher-logits", cmd_teacher_logits, "TEACHER --data D --seq T --rows N -o F  top-k logits for Stage II", 1},
 };
 
 static void usage(FILE *f) {
@@ -131,10 +134,20 @@ void cli_log_install(void) {
  * 0 reports progress and information; errors come from every rank that has one, tagged
  * with the rank. A rank that fails ends the whole job (MPI_Abort), since the others would
  * otherwise wait for it forever in their next collective. */
-static int run_ranked(int (*run)(int, char **), int argc, char **argv) {
+static int run_ranked(int (*run)(int, char **), int ranks, int argc, char **argv) {
     if (xd_dist_init()) {
         fprintf(stderr, "xdistill: error: %s\n", xd_last_error());
         return 1;
+    }
+    /* lora merge writes one file: one process */
+    if (xd_dist_size() > 1 && (!ranks || (!strcmp(argv[0], "lora") && argc > 1 &&
+                                          !strcmp(argv[1], "merge")))) {
+        fprintf(stderr, "xdistill (rank %d of %d): error: '%s%s%s' runs in one process: start it "
+                "without mpirun (over MPI ranks: pretrain, finetune, lora, distill, "
+                "teacher-logits, eval)\n", xd_dist_rank(), xd_dist_size(), argv[0],
+                ranks ? " " : "", ranks ? argv[1] : "");
+        xd_dist_finalize();
+        return 2;
     }
     if (xd_dist_size() > 1) {
         cli_set_rank(xd_dist_rank(), xd_dist_size());
@@ -179,7 +192,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return run_ranked(commands[i].run, argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) return run_ranked(commands[i].run, commands[i].ranks, argc - 1, argv + 1);
     fprintf(stderr, "xdistill: error: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -4,7 +4,12 @@
  * the data's train split and stores its top-k logits per position for Stage II
  * (format: src/io/topk_logits.h). Resumable: a killed run leaves LOGITS.partial,
  * and the same command continues it; the result is byte-identical to an
- * uninterrupted run. */
+ * uninterrupted run.
+ *
+ * Under mpirun the batches are dealt to the ranks in turn (batch j to rank j mod N, each
+ * computed exactly as one process computes it) and rank 0 writes them in order, so the
+ * file is byte-identical to a single process's, and a run can be resumed with any number
+ * of ranks. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +17,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/tokdata.h"
@@ -70,8 +76,10 @@ static int run(const opts *o) {
     xd_topk_writer *w = NULL;
     xd_trainer_model tm;
     int tm_ok = 0;
-    int32_t *row = NULL, *tok = NULL, *ds = NULL, *pos = NULL, *ids = NULL;
-    float *vals = NULL;
+    int32_t *row = NULL, *tok = NULL, *ds = NULL, *pos = NULL, *ids = NULL, *all_ids = NULL;
+    float *vals = NULL, *all_vals = NULL;
+    size_t *id_bytes = NULL, *val_bytes = NULL;
+    int N = xd_dist_size(), me = xd_dist_rank(), lead = me == 0;
 
     if (o->threads) xd_set_threads(o->threads);
     if (!(m = xd_model_load(o->teacher))) goto done;
@@ -111,14 +119,24 @@ static int run(const opts *o) {
     xd_topk_header h;
     xd_topk_header_init(&h, (uint32_t)k, (uint32_t)V, (uint32_t)T, (uint32_t)B, rows, xd_model_teacher_hash(m),
                         xd_topk_data_hash(d), xd_tokenizer_hash(xd_model_tokenizer(m)));
-    if (!(w = xd_topk_writer_open(o->out, &h))) goto done;
-    if (xd_topk_writer_done(w)) {
+    if (xd_dist_check_same(h.teacher_hash, "teacher") ||
+        xd_dist_check_same(h.data_hash, "token data (train split)"))
+        goto done;
+    /* rank 0 owns the file: where to start (and whether there is anything to do) */
+    uint64_t start[2] = {0, 0}; /* rows done, complete */
+    if (lead && !(w = xd_topk_writer_open(o->out, &h))) goto done;
+    if (lead) {
+        start[0] = xd_topk_writer_rows(w);
+        start[1] = (uint64_t)xd_topk_writer_done(w);
+    }
+    if (xd_dist_bcast(start, sizeof start, 0)) goto done;
+    if (start[1]) {
         printf("%s: already complete (%" PRIu64 " rows of %d tokens, top-%d); nothing to do\n",
                o->out, rows, T, k);
         rc = 0;
         goto done;
     }
-    uint64_t r0 = xd_topk_writer_rows(w);
+    uint64_t r0 = start[0];
     if (o->verbose) {
         if (r0)
             fprintf(stderr, "teacher-logits: resuming %s.partial at row %" PRIu64 " of %" PRIu64
@@ -137,31 +155,63 @@ static int run(const opts *o) {
     pos = malloc(BT * sizeof *pos);
     ids = malloc(BT * (size_t)k * sizeof *ids);
     vals = malloc(BT * (size_t)k * sizeof *vals);
-    if (!row || !tok || !ds || !pos || !ids || !vals) {
+    id_bytes = calloc(2 * (size_t)N, sizeof *id_bytes);
+    val_bytes = id_bytes ? id_bytes + N : NULL;
+    if (N > 1 && lead) {
+        all_ids = malloc((size_t)N * BT * (size_t)k * sizeof *all_ids);
+        all_vals = malloc((size_t)N * BT * (size_t)k * sizeof *all_vals);
+    }
+    if (!row || !tok || !ds || !pos || !ids || !vals || !id_bytes ||
+        (N > 1 && lead && (!all_ids || !all_vals))) {
         xd_err("out of memory");
         goto done;
     }
     xd_progress pr;
     xd_progress_start(&pr, "teacher-logits", (int64_t)r0, (int64_t)rows);
     double t0 = xd_now(), last_flush = t0;
+    /* a round: N batches of B rows from row r, batch j on rank j */
     for (uint64_t r = r0; r < rows;) {
-        /* B stream rows from row r (the last batch may compute rows it does not keep) */
-        uint64_t cursor = r * (uint64_t)T;
-        if (xd_tokdata_batch(d, XD_SPLIT_TRAIN, &cursor, B, T, row, ds, pos)) goto done;
-        for (int b = 0; b < B; b++)
-            memcpy(tok + (size_t)b * T, row + (size_t)b * (T + 1), (size_t)T * sizeof *tok);
-        /* forward only; with targets == NULL xd_tm_step stops at the final
-         * norm (tm.x_norm), so the LM head is applied here */
-        if (xd_tm_step(&tm, tok, NULL, pos, ds, 0, 0.0f, NULL, NULL)) goto done;
-        xd_linear(tm.logits, tm.x_norm, m->lm_head, NULL, (int)BT, c->d_model, V);
-        uint64_t nw = rows - r < (uint64_t)B ? rows - r : (uint64_t)B;
-        if (select_all(tm.logits, (int)(nw * (uint64_t)T), V, k, T, r, o->teacher, ids, vals) ||
-            xd_topk_writer_append(w, ids, vals, nw))
-            goto done;
-        r += nw;
+        uint64_t nws[64], *nw_of = N <= 64 ? nws : malloc((size_t)N * sizeof *nw_of), left = rows - r;
+        if (!nw_of) { xd_err("out of memory"); goto done; }
+        for (int j = 0; j < N; j++) {
+            nw_of[j] = left < (uint64_t)B ? left : (uint64_t)B;
+            left -= nw_of[j];
+            id_bytes[j] = nw_of[j] * (uint64_t)T * (uint64_t)k * sizeof *ids;
+            val_bytes[j] = nw_of[j] * (uint64_t)T * (uint64_t)k * sizeof *vals;
+        }
+        uint64_t mine = r + (uint64_t)me * (uint64_t)B, nw = nw_of[me], round = 0;
+        for (int j = 0; j < N; j++) round += nw_of[j];
+        if (nw_of != nws) free(nw_of);
+        if (nw) {
+            /* B stream rows from row `mine` (the last batch may compute rows it does not keep) */
+            uint64_t cursor = mine * (uint64_t)T;
+            if (xd_tokdata_batch(d, XD_SPLIT_TRAIN, &cursor, B, T, row, ds, pos)) goto done;
+            for (int b = 0; b < B; b++)
+                memcpy(tok + (size_t)b * T, row + (size_t)b * (T + 1), (size_t)T * sizeof *tok);
+            /* forward only; with targets == NULL xd_tm_step stops at the final
+             * norm (tm.x_norm), so the LM head is applied here */
+            if (xd_tm_step(&tm, tok, NULL, pos, ds, 0, 0.0f, NULL, NULL)) goto done;
+            xd_linear(tm.logits, tm.x_norm, m->lm_head, NULL, (int)BT, c->d_model, V);
+            if (select_all(tm.logits, (int)(nw * (uint64_t)T), V, k, T, mine, o->teacher, ids, vals))
+                goto done;
+        }
+        if (N == 1) {
+            if (xd_topk_writer_append(w, ids, vals, nw)) goto done;
+        } else {
+            if (xd_dist_gather(ids, all_ids, id_bytes, 0) || xd_dist_gather(vals, all_vals, val_bytes, 0))
+                goto done;
+            /* packed in rank order = row order; one append per batch, as one process */
+            size_t at = 0;
+            for (int j = 0; lead && j < N && id_bytes[j]; j++) {
+                uint64_t n_j = id_bytes[j] / ((uint64_t)T * (uint64_t)k * sizeof *ids);
+                if (xd_topk_writer_append(w, all_ids + at, all_vals + at, n_j)) goto done;
+                at += (size_t)n_j * T * (size_t)k;
+            }
+        }
+        r += round;
         /* commits only ever follow whole batches, so a resume starts at a
          * multiple of B and groups the rows as an uninterrupted run does */
-        if (o->flush_secs <= 0 || xd_now() - last_flush >= o->flush_secs) {
+        if (lead && (o->flush_secs <= 0 || xd_now() - last_flush >= o->flush_secs)) {
             if (xd_topk_writer_flush(w)) goto done;
             last_flush = xd_now();
         }
@@ -174,7 +224,8 @@ static int run(const opts *o) {
         }
     }
     if (o->verbose) xd_progress_end(&pr);
-    if (xd_topk_writer_finish(w)) goto done;
+    if (lead && xd_topk_writer_finish(w)) goto done;
+    if (xd_dist_barrier()) goto done;
     printf("%s: %" PRIu64 " rows of %d tokens, top-%d logits of %d (teacher 0x%016" PRIx64
            ", data 0x%016" PRIx64 ")\n",
            o->out, rows, T, k, V, h.teacher_hash, h.data_hash);
@@ -189,6 +240,9 @@ done:
     free(pos);
     free(ids);
     free(vals);
+    free(all_ids);
+    free(all_vals);
+    free(id_bytes);
     xd_tokdata_close(d);
     xd_model_free(m);
     return rc;

@@ -129,6 +129,29 @@ int xd_dist_bcast(void *buf, size_t bytes, int root) {
     return rc ? mpi_fail(rc, "broadcast") : 0;
 }
 
+int xd_dist_gather(const void *send, void *recv, const size_t *bytes_of, int root) {
+    if (!g.up || g.size == 1) {
+        if (recv != send && bytes_of[0]) memcpy(recv, send, bytes_of[0]);
+        return 0;
+    }
+    int *cnt = malloc(2 * (size_t)g.size * sizeof(int)), *disp = cnt + g.size;
+    if (!cnt) return xd_err("out of memory");
+    size_t at = 0;
+    for (int r = 0; r < g.size; r++) {
+        if (bytes_of[r] > INT_MAX || at > INT_MAX) {
+            free(cnt);
+            return xd_err("MPI gather: %zu bytes from rank %d (at most 2 GiB a rank and in all)",
+                          bytes_of[r], r);
+        }
+        cnt[r] = (int)bytes_of[r];
+        disp[r] = (int)at;
+        at += bytes_of[r];
+    }
+    int rc = g.ops->gatherv(send, cnt[g.rank], recv, cnt, disp, root);
+    free(cnt);
+    return rc ? mpi_fail(rc, "gather") : 0;
+}
+
 int xd_dist_check_same(uint64_t v, const char *what) {
     if (!g.up || g.size == 1) return 0;
     uint64_t *all = malloc((size_t)g.size * sizeof *all);

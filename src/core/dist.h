@@ -45,6 +45,10 @@ int xd_dist_sum_i64(int64_t *x, size_t n);
 /* bytes at buf from rank root to every rank. */
 int xd_dist_bcast(void *buf, size_t bytes, int root);
 int xd_dist_barrier(void);
+/* Rank root receives every rank's bytes, packed in rank order into recv: rank r sends
+ * bytes_of[r] bytes (the same array on every rank; each below 2 GiB). recv is only
+ * read on root (NULL elsewhere). */
+int xd_dist_gather(const void *send, void *recv, const size_t *bytes_of, int root);
 /* -1 naming the ranks that disagree when v is not the same on every rank ("rank 1's
  * WHAT differs from rank 0's: HASH vs HASH"); the same answer on every rank. */
 int xd_dist_check_same(uint64_t v, const char *what);
@@ -65,6 +69,8 @@ typedef struct {
                      const int *rcount, const int *rdispl);
     int (*allgatherv)(const void *send, int scount, void *recv, const int *rcount,
                       const int *rdispl);
+    int (*gatherv)(const void *send, int scount, void *recv, const int *rcount,
+                   const int *rdispl, int root);
     void (*err_text)(int code, char *buf, size_t cap);
     const char *(*version)(void);
 } xd_mpi_ops;

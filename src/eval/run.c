@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/progress.h"
@@ -91,6 +92,51 @@ static int argmax_d(const double *x, int n) {
     return best;
 }
 
+/* With several ranks (core/dist.h): the sample records of examples start.., which rank
+ * r appended for its examples i ≡ r (mod N) in order, gathered on rank 0 into o->samples
+ * in example order. */
+static int gather_samples(const xd_eval_opts *o, size_t start, int n) {
+    int N = xd_dist_size(), me = xd_dist_rank(), rc = -1;
+    if (N > 64) return xd_err("eval --log-samples: at most 64 ranks");
+    json_t *mine = json_array(), *parts[64] = {0};
+    char *text = NULL, *all = NULL;
+    int64_t *len = calloc((size_t)N, sizeof *len);
+    size_t *bytes = calloc((size_t)N, sizeof *bytes);
+    if (!mine || !len || !bytes) { xd_err("eval: out of memory"); goto done; }
+    for (size_t k = start; k < json_array_size(o->samples); k++)
+        json_array_append(mine, json_array_get(o->samples, k));
+    if (!(text = json_dumps(mine, JSON_COMPACT))) { xd_err("eval: out of memory"); goto done; }
+    len[me] = (int64_t)strlen(text) + 1;
+    if (xd_dist_sum_i64(len, (size_t)N)) goto done; /* every rank's length, on every rank */
+    size_t total = 0;
+    for (int r = 0; r < N; r++) total += bytes[r] = (size_t)len[r];
+    if (me == 0 && !(all = malloc(total))) { xd_err("eval: out of memory"); goto done; }
+    if (xd_dist_gather(text, all, bytes, 0)) goto done;
+    if (me == 0) {
+        size_t at = 0;
+        for (int r = 0; r < N; r++, at += bytes[r - 1])
+            if (!(parts[r] = json_loads(all + at, 0, NULL))) {
+                xd_err("eval: rank %d's samples do not parse", r);
+                goto done;
+            }
+        while (json_array_size(o->samples) > start) json_array_remove(o->samples, start);
+        for (int i = 0; i < n; i++)
+            if (json_array_append(o->samples, json_array_get(parts[i % N], (size_t)(i / N)))) {
+                xd_err("eval: out of memory");
+                goto done;
+            }
+    }
+    rc = 0;
+done:
+    for (int r = 0; r < 64; r++) json_decref(parts[r]);
+    json_decref(mine);
+    free(text);
+    free(all);
+    free(len);
+    free(bytes);
+    return rc;
+}
+
 int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task_result *r) {
     memset(r, 0, sizeof *r);
     r->task = t;
@@ -115,9 +161,17 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
     xd_progress pr = {0};
     if (o->progress) xd_progress_start(&pr, t->name, 0, n);
     double running = 0, running_nll = 0, inv_chance = 0;
+    for (int i = 0; i < n && t->type == XD_TASK_CHOICE; i++) inv_chance += 1.0 / t->ex[i].n_choices;
+    /* With N ranks, rank r scores the examples i ≡ r (mod N); each example is scored alone,
+     * so its numbers do not depend on the split, and the per-example arrays are then summed
+     * across ranks (every entry is one rank's value plus zeros: exact). */
+    int N = xd_dist_size(), me = xd_dist_rank(), mine = 0;
+    size_t samples0 = o->samples ? json_array_size(o->samples) : 0;
     for (int i = 0; i < n; i++) {
         const xd_example *e = &t->ex[i];
         int cut = 0;
+        if (i % N != me) continue;
+        mine++;
         if (with_shots(t, i, o->settings.fewshot, seed, &ctx)) goto fail_ex;
         switch (t->type) {
         case XD_TASK_CHOICE:
@@ -128,7 +182,6 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
                 lln[c] = ll[c] / (double)strlen(e->choices[c]);
             num[i] = argmax_d(ll, e->n_choices) == e->answer;
             norm[i] = argmax_d(lln, e->n_choices) == e->answer;
-            inv_chance += 1.0 / e->n_choices;
             if (o->samples) {
                 json_t *lls = json_array();
                 for (int c = 0; lls && c < e->n_choices; c++)
@@ -172,7 +225,7 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
                 snprintf(extra, sizeof extra, "ppl %.3f", exp(running_nll / running));
             } else {
                 running += num[i];
-                snprintf(extra, sizeof extra, "%s %.3f", r->metric, running / (i + 1));
+                snprintf(extra, sizeof extra, "%s %.3f", r->metric, running / mine);
             }
             xd_progress_update(&pr, i + 1, extra);
         }
@@ -183,6 +236,14 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
         goto done;
     }
     if (o->progress) xd_progress_end(&pr);
+    if (N > 1) {
+        int64_t trunc = r->truncated;
+        if (xd_dist_sum_f64(num, (size_t)n) || xd_dist_sum_f64(den, (size_t)n) ||
+            xd_dist_sum_f64(norm, (size_t)n) || xd_dist_sum_i64(&trunc, 1) ||
+            (o->samples && gather_samples(o, samples0, n)))
+            goto done;
+        r->truncated = (int)trunc;
+    }
     xd_boot_stat stat = t->type == XD_TASK_PERPLEXITY ? XD_BOOT_INV_PPL : XD_BOOT_MEAN;
     r->score = xd_boot_point(num, den, n, stat);
     if (xd_bootstrap_ci(num, den, n, stat, o->bootstrap, seed, 0.95, &r->ci_low, &r->ci_high))

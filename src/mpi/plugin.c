@@ -46,6 +46,12 @@ static int p_allgatherv(const void *send, int scount, void *recv, const int *rco
     return MPI_Allgatherv(send, scount, MPI_BYTE, recv, rcount, rdispl, MPI_BYTE, MPI_COMM_WORLD);
 }
 
+static int p_gatherv(const void *send, int scount, void *recv, const int *rcount,
+                     const int *rdispl, int root) {
+    return MPI_Gatherv(send, scount, MPI_BYTE, recv, rcount, rdispl, MPI_BYTE, root,
+                       MPI_COMM_WORLD);
+}
+
 static void p_err_text(int code, char *buf, size_t cap) {
     char s[MPI_MAX_ERROR_STRING];
     int n = 0;
@@ -67,6 +73,7 @@ static const char *p_version(void) {
 __attribute__((visibility("default"))) const xd_mpi_ops *xd_mpi_plugin(void) {
     static const xd_mpi_ops ops = {XD_MPI_PLUGIN_ABI, p_init,      p_finalize,  p_abort,
                                    p_barrier,         p_bcast,     p_allgather, p_alltoallv,
-                                   p_allgatherv,      p_err_text,  p_version};
+                                   p_allgatherv,      p_gatherv,   p_err_text,
+                                   p_version};
     return &ops;
 }

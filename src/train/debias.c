@@ -72,6 +72,8 @@ typedef struct xd_debias_run {
     uint64_t batch_cursor;
     float *pooled, *dpooled, *dadv, *dnorm; /* [B][d], [B][d], [B][d], [B·T][d] */
     float *dconf;             /* [B][attribute classes]: the confusion term's dlogits */
+    int adv_in;               /* the adversaries' input width: d, + the classes if conditional */
+    float *advx, *dadvx;      /* conditional: [B][adv_in] their input and its gradient */
     double task_sum, adv_sum, conf_sum, l0;
     int64_t n_seen;
 } run;
@@ -226,8 +228,23 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         xd_head_backward(&r->head, &r->ha, lg, r->dpooled, B);
         memset(r->dadv, 0, (size_t)B * d * sizeof(float));
     }
+    /* a conditional adversary reads [pooled ‖ one-hot(label)]; its dx is folded back below */
+    const float *ain = r->pooled;
+    float *dain = r->dadv;
+    if (r->adv_in > d) {
+        int K = r->adv_in - d;
+        for (int b = 0; b < B; b++) {
+            float *x = r->advx + (size_t)b * r->adv_in;
+            memcpy(x, r->pooled + (size_t)b * d, (size_t)d * sizeof(float));
+            memset(x + d, 0, (size_t)K * sizeof(float));
+            if (lab[b] >= 0) x[d + lab[b]] = 1.0f;
+        }
+        ain = r->advx;
+        dain = r->dadvx;
+        if (backward) memset(r->dadvx, 0, (size_t)B * r->adv_in * sizeof(float));
+    }
     for (int k = 0; k < r->n_adv; k++) {
-        float *al = (float *)xd_head_forward(&r->adv[k], &r->aa[k], r->pooled, B, backward,
+        float *al = (float *)xd_head_forward(&r->adv[k], &r->aa[k], ain, B, backward,
                                              xd_mix64(dseed + 1 + (uint64_t)k));
         if (adv_ok)
             for (int b = 0; b < n; b++)
@@ -240,7 +257,7 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
                 r->n_adv;
         if (!backward) continue;
         if (!r->o.adv_confusion) {
-            xd_head_backward(&r->adv[k], &r->aa[k], al, r->dadv, B);
+            xd_head_backward(&r->adv[k], &r->aa[k], al, dain, B);
             continue;
         }
         /* the heads learn the attribute; the encoder gets the confusion term's dx through
@@ -248,9 +265,13 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         xd_head_backward(&r->adv[k], &r->aa[k], al, NULL, B);
         xd_head frozen = r->adv[k];
         for (int l = 0; l < XD_HEAD_MAX_LAYERS; l++) frozen.dW[l] = frozen.db[l] = NULL;
-        xd_head_backward(&frozen, &r->aa[k], r->dconf, r->dadv, B);
+        xd_head_backward(&frozen, &r->aa[k], r->dconf, dain, B);
     }
     if (!backward) return 0;
+    if (dain != r->dadv) /* the pooled part of the conditional input's gradient */
+        for (int b = 0; b < B; b++)
+            memcpy(r->dadv + (size_t)b * d, r->dadvx + (size_t)b * r->adv_in,
+                   (size_t)d * sizeof(float));
     /* gradient reversal (Ganin & Lempitsky 2015): the encoder gets −λ · the heads' dx; the
      * confusion term is minimised, not reversed: +λ · its dx */
     if (r->n_adv)
@@ -346,6 +367,7 @@ static void run_free(run *r) {
     free(r->z), free(r->s), free(r->keep), free(r->perm);
     free(r->ex), free(r->len), free(r->lab), free(r->att);
     free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm), free(r->dconf);
+    free(r->advx), free(r->dadvx);
     xd_head_acts_free(&r->ha);
     for (int k = 0; k < r->n_adv; k++) xd_head_acts_free(&r->aa[k]);
     memset(r, 0, sizeof *r);
@@ -437,7 +459,8 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     free(all);
     r->head_trains = frozen_head == NULL;
     int64_t n_head = xd_head_n_params(d, d, r->n_classes, 0);
-    int64_t n_adv1 = r->n_adv ? xd_head_n_params(d, d, r->n_attr_classes, 1) : 0;
+    r->adv_in = d + (o->adv_conditional ? r->n_classes : 0);
+    int64_t n_adv1 = r->n_adv ? xd_head_n_params(r->adv_in, d, r->n_attr_classes, 1) : 0;
     size_t nf = r->n_w * (phase == PH_MASK ? 2 : 1) + (size_t)(r->head_trains ? n_head : 0) +
                 (size_t)(r->n_adv * n_adv1);
     int n_t = r->nt * (phase == PH_MASK ? 2 : 1) + 2 + 4 * r->n_adv;
@@ -457,6 +480,8 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     r->pooled = malloc((size_t)B * d * sizeof(float));
     r->dpooled = malloc((size_t)B * d * sizeof(float));
     r->dadv = malloc((size_t)B * d * sizeof(float));
+    r->advx = malloc((size_t)B * r->adv_in * sizeof(float));
+    r->dadvx = malloc((size_t)B * r->adv_in * sizeof(float));
     r->dconf = malloc((size_t)B * (size_t)(r->n_attr_classes > 0 ? r->n_attr_classes : 1) *
                       sizeof(float));
     r->dnorm = malloc((size_t)B * T * d * sizeof(float));
@@ -467,7 +492,7 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     if (phase == PH_FIXMASK) r->keep = calloc(r->n_w, 1);
     if (!g->w || !g->train || !g->decay || !g->lr_scale || !g->param || !g->grad ||
         !r->perm || !r->ex || !r->len || !r->lab || !r->att || !r->pooled || !r->dpooled ||
-        !r->dadv || !r->dconf || !r->dnorm || (phase == PH_MASK && (!r->z || !r->s)) ||
+        !r->dadv || !r->advx || !r->dadvx || !r->dconf || !r->dnorm || (phase == PH_MASK && (!r->z || !r->s)) ||
         (phase == PH_FIXMASK && !r->keep))
         return xd_err("debias: out of memory for a diff of %zu weights", r->n_w);
     /* own arena: w | log α (first phase) | task head (when it trains) | adversaries */
@@ -505,7 +530,7 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     }
     if (xd_head_acts_alloc(&r->ha, &r->head, B)) return -1;
     for (int k = 0; k < r->n_adv; k++) {
-        if (xd_head_layout(&r->adv[k], d, d, r->n_attr_classes, 1, o->adv_dropout, g->param + off,
+        if (xd_head_layout(&r->adv[k], r->adv_in, d, r->n_attr_classes, 1, o->adv_dropout, g->param + off,
                            g->grad + off) ||
             xd_head_acts_alloc(&r->aa[k], &r->adv[k], B))
             return -1;
@@ -624,6 +649,7 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
             json_object_set_new(j, "adversary_lambda_fixed_mask", json_real(o->adv_lambda_fixed));
         json_object_set_new(j, "adversary_objective",
                             json_string(o->adv_confusion ? "confusion" : "reverse"));
+        json_object_set_new(j, "adversary_conditional", json_boolean(o->adv_conditional));
     }
     json_object_set_new(j, "pool", json_string(o->pool == XD_POOL_MEAN ? "mean" : "last"));
     json_object_set_new(j, "max_len", json_integer(o->max_len));

@@ -42,6 +42,12 @@ typedef struct {
                             * cross-entropy, by gradient reversal; 1 (confusion) +λ · the
                             * heads' cross-entropy to the uniform distribution, so the
                             * encoder makes them guess instead of making them wrong */
+    int adv_conditional;   /* the adversary heads also read the task label (one-hot, after
+                            * the pooled representation), so they can only gain from what
+                            * the representation tells about the attribute beyond the
+                            * label: the diff is pushed to hide that, not the label's
+                            * correlation with the attribute (Zhang, Lemoine & Mitchell
+                            * 2018, the adversary for equality of odds) */
     const char *adv_attr;  /* the attribute field the adversary reads (NULL: none) */
     uint64_t seed;
     const char *name;      /* the diff's name: "task" or the attribute */
