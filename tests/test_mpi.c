@@ -11,6 +11,8 @@
  *  - teacher-logits with 2 and 3 ranks: the single process's file, byte for byte; eval:
  *    the same results JSON apart from the timings, the same --log-samples lines;
  *  - a command that does not run over ranks (inspect) refuses mpirun;
+ *  - a rank killed mid-run: mpirun stops the job and names the rank; the checkpoint left is
+ *    complete and resumes with 3 ranks;
  *  - bad input: a batch not divisible by the ranks, more ranks than rows, a rank whose data
  *    or model differ from rank 0's (stopped before any step), a launcher's environment
  *    without a loadable MPI, and (in a build without MPI) mpirun on it.
@@ -25,7 +27,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -229,6 +234,55 @@ static void test_lora_and_stage1(void) {
     CHECK(w <= 1e-4, "stage 1: final weights differ by %.3g", w);
 }
 
+/* A rank killed mid-run: mpirun ends the job and names the rank; the checkpoint is a
+ * complete one, which a run with another number of ranks resumes. */
+static void test_rank_killed(void) {
+    char log[512], ck[512], cmd[8192], err[16384];
+    snprintf(log, sizeof log, "%s/killed.log", dir);
+    snprintf(ck, sizeof ck, "%s/k/checkpoint", dir);
+    snprintf(cmd, sizeof cmd, "exec mpirun --oversubscribe -np 2 %s %s > %s 2>&1", test_cli_path(),
+             pre("k", 6, 1, "--steps 100000 --save-every 1"), log);
+    /* --steps after common's: the later one counts */
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    struct stat sb;
+    for (int i = 0; i < 3000 && lstat(ck, &sb); i++) usleep(10000);
+    usleep(300000);
+    /* the ranks are mpirun's children: kill rank 1 */
+    char q[128], out[256];
+    snprintf(q, sizeof q, "for p in $(pgrep -P %d); do grep -qz '^OMPI_COMM_WORLD_RANK=1$' "
+             "/proc/$p/environ && echo $p; done", (int)pid);
+    sh(q, out, sizeof out);
+    int victim = atoi(out);
+    CHECK(victim > 0, "rank 1's process not found: %s", out);
+    if (victim > 0) kill(victim, SIGKILL);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    size_t n = 0;
+    FILE *f = fopen(log, "r");
+    if (f) {
+        n = fread(err, 1, sizeof err - 1, f);
+        fclose(f);
+    }
+    err[n] = 0;
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) != 0 && strstr(err, "rank 1") && strstr(err, "signal 9"),
+          "a killed rank: mpirun's status %d, its message: %s", WEXITSTATUS(st), err);
+    char target[64] = "";
+    ssize_t k = readlink(ck, target, sizeof target - 1);
+    if (k > 0) target[k] = 0;
+    long at = k > 5 ? atol(target + 5) : 0;
+    CHECK(at > 0, "after the kill, %s names %s", ck, target);
+    char extra[128];
+    snprintf(extra, sizeof extra, "--steps 100000 --save-every 1 --resume --stop-at %ld", at + 2);
+    CHECK(mpi(3, pre("k", 6, 1, extra), err, sizeof err) == 0 && strstr(err, "resuming from step"),
+          "the killed run resumed with 3 ranks: %s", err);
+}
+
 /* The JSON file without its "seconds" members (timings), at any depth. */
 static json_t *without_timings(json_t *j) {
     if (json_is_object(j)) {
@@ -337,6 +391,7 @@ int main(void) {
         test_pretrain();
         test_lora_and_stage1();
         test_sharded();
+        test_rank_killed();
         test_bad_input();
 #else
         /* mpirun on a binary built without MPI */

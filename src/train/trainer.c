@@ -442,7 +442,9 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
                 goto done;
             sum += s;
         }
+        double t_comm = xd_now();
         if (xd_dist_sum_f64(&sum, 1) || sum_grads(&tm, gp)) goto done;
+        t_comm = xd_now() - t_comm;
         loss = valid ? sum / (double)valid : 0.0;
         if (valid && ob && ob->end_step && ob->end_step(ob, &tm, step, &loss)) goto done;
         double gn = NAN;
@@ -479,6 +481,8 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             if (do_eval)
                 fprintf(log, ",\"val_loss\":%.8g%s,\"rss_mib\":%.0f,\"peak_rss_mib\":%.0f", val,
                         ev_json, xd_rss_mib(), xd_peak_rss_mib());
+            /* with several ranks: the step's reduction of the loss and gradients, seconds */
+            if (N > 1) fprintf(log, ",\"ranks\":%d,\"allreduce_s\":%.4f", N, t_comm);
             fprintf(log, "%s}\n", st_json);
             fflush(log);
         }
