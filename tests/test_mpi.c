@@ -11,6 +11,8 @@
  *  - teacher-logits with 2 and 3 ranks: the single process's file, byte for byte; eval:
  *    the same results JSON apart from the timings, the same --log-samples lines;
  *  - a command that does not run over ranks (inspect) refuses mpirun;
+ *  - two hosts: 2 ranks in two network namespaces made by the test, over TCP, equal one
+ *    process (skipped, saying why, where namespaces cannot be made);
  *  - a rank killed mid-run: mpirun stops the job and names the rank; the checkpoint left is
  *    complete and resumes with 3 ranks;
  *  - bad input: a batch not divisible by the ranks, more ranks than rows, a rank whose data
@@ -283,6 +285,59 @@ static void test_rank_killed(void) {
           "the killed run resumed with 3 ranks: %s", err);
 }
 
+/* Two hosts: ranks 0 and 1 in two network namespaces made here (a veth pair between them,
+ * 10.213.0.1 and 10.213.0.2), Open MPI's TCP transport between them, its launcher reaching
+ * the second "host" through an agent script that runs the command in that namespace (in
+ * place of ssh). The run equals one process as on one host. Skipped (and says why) where
+ * namespaces cannot be made (not root, or no permission). */
+static void test_two_hosts(void) {
+    char err[16384], cmd[8192], na[32], nb[32], agent[512];
+    snprintf(na, sizeof na, "xd%da", (int)getpid());
+    snprintf(nb, sizeof nb, "xd%db", (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "ip netns add %s && ip netns add %s && ip link add v%s type veth peer name v%s && "
+             "ip link set v%s netns %s && ip link set v%s netns %s && "
+             "ip -n %s addr add 10.213.0.1/24 dev v%s && ip -n %s addr add 10.213.0.2/24 dev v%s && "
+             "ip -n %s link set v%s up && ip -n %s link set v%s up && "
+             "ip -n %s link set lo up && ip -n %s link set lo up",
+             na, nb, na, nb, na, na, nb, nb, na, na, nb, nb, na, na, nb, nb, na, nb);
+    if (geteuid() != 0 || sh(cmd, err, sizeof err) != 0) {
+        printf("SKIP: two hosts in network namespaces: %s\n",
+               geteuid() != 0 ? "not root (ip netns needs CAP_SYS_ADMIN)" : err);
+        snprintf(cmd, sizeof cmd, "ip netns del %s; ip netns del %s", na, nb);
+        sh(cmd, err, sizeof err);
+        return;
+    }
+    snprintf(agent, sizeof agent, "%s/netns-agent.sh", dir);
+    FILE *f = fopen(agent, "w");
+    if (f) {
+        fprintf(f, "#!/bin/sh\n# Open MPI's launcher agent: AGENT HOST COMMAND... runs COMMAND on "
+                   "HOST (its namespace)\nhost=$1; shift\ncase \"$host\" in\n"
+                   "  10.213.0.1) ns=%s ;;\n  10.213.0.2) ns=%s ;;\n"
+                   "  *) echo \"netns-agent: unknown host $host\" >&2; exit 1 ;;\nesac\n"
+                   "exec ip netns exec \"$ns\" /bin/sh -c \"$*\"\n", na, nb);
+        fclose(f);
+        chmod(agent, 0755);
+    }
+    snprintf(cmd, sizeof cmd,
+             "ASAN_OPTIONS=detect_leaks=0 timeout 120 ip netns exec %s mpirun -np 2 "
+             "--host 10.213.0.1:1,10.213.0.2:1 --mca plm_rsh_agent %s --mca btl tcp,self "
+             "--mca btl_tcp_if_include 10.213.0.0/24 --mca oob_tcp_if_include 10.213.0.0/24 "
+             "-x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM -x ASAN_OPTIONS "
+             "-x OMP_NUM_THREADS %s %s",
+             na, agent, test_cli_path(), pre("hosts", 6, 1, ""));
+    int rc = sh(cmd, err, sizeof err);
+    CHECK(rc == 0, "two hosts over TCP: %s", err);
+    if (rc == 0) {
+        same_logs("hosts", "p1", "2 ranks on two hosts (namespaces, TCP) vs one process");
+        double w = weight_diff("hosts/model", "p1/model");
+        CHECK(w <= 1e-4, "two hosts: final weights differ by %.3g", w);
+        printf("two hosts (network namespaces, TCP): final weights vs one process %.3g\n", w);
+    }
+    snprintf(cmd, sizeof cmd, "ip netns del %s; ip netns del %s", na, nb);
+    sh(cmd, err, sizeof err);
+}
+
 /* The JSON file without its "seconds" members (timings), at any depth. */
 static json_t *without_timings(json_t *j) {
     if (json_is_object(j)) {
@@ -392,6 +447,7 @@ int main(void) {
         test_lora_and_stage1();
         test_sharded();
         test_rank_killed();
+        test_two_hosts();
         test_bad_input();
 #else
         /* mpirun on a binary built without MPI */
