@@ -6,7 +6,7 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
 
-.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx bench-lora-cost bench-lora bench-debias clean
+.PHONY: all deps teacher build asan test test-unit test-asan demo bench bench-train bench-student bench-distill bench-stage3 bench-longctx bench-lora-cost bench-lora bench-debias bench-mpi clean
 
 all: build
 
@@ -74,6 +74,11 @@ bench-debias: build teacher
 # Stage III: three domain experts merged vs a generalist on the same tokens; writes bench/RESULTS.md.
 bench-stage3: build teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/stage3_smollm2.sh
+
+# Data parallelism (issue 16): 1 rank x 2 threads vs 2 ranks x 1 thread on SmolLM2, the
+# all-reduce's share of the step, PyTorch DDP (gloo) side by side; writes bench/RESULTS.md.
+bench-mpi: build teacher
+	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/mpi.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
