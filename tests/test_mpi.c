@@ -6,8 +6,9 @@
  *  - the same N twice: bit-identical logs (loss, grad norm) and model files;
  *  - --stop-at with N ranks, then --resume with another N (and with one process), equals
  *    the uninterrupted run within the same tolerances;
- *  - pretrain (all weights), LoRA (adapters) and distill stage1 (the mixer only: the
- *    trainable tensors are reduced in runs);
+ *  - pretrain (all weights), LoRA (adapters), distill stage1 (the mixer only: the
+ *    trainable tensors are reduced in runs) and stage2 (each rank reads its rows of the
+ *    teacher's logits);
  *  - teacher-logits with 2 and 3 ranks: the single process's file, byte for byte; eval:
  *    the same results JSON apart from the timings, the same --log-samples lines;
  *  - a command that does not run over ranks (inspect) refuses mpirun;
@@ -385,6 +386,19 @@ static void test_sharded(void) {
         CHECK(test_same_file(p1, pn), "eval with %d ranks: --log-samples lines differ", n);
     }
     json_decref(r1);
+    /* Stage II on those logits (the student of test_lora_and_stage1), with the teacher for
+     * the validation KL: each rank reads its own rows of the logits file */
+    const char *s2 = "distill stage2 --teacher " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf "
+                     "--steps 4 --batch 4 --lr 1e-3 --warmup 1 --eval-windows 8 --threads 1";
+    snprintf(a, sizeof a, "%s --student %s/student --logits %s/tl1.bin --data %s/data.tok -o %s/st1",
+             s2, dir, dir, dir, dir);
+    CHECK(one(a, err, sizeof err) == 0, "stage2, one process: %s", err);
+    snprintf(a, sizeof a, "%s --student %s/student --logits %s/tl1.bin --data %s/data.tok -o %s/st2",
+             s2, dir, dir, dir, dir);
+    CHECK(mpi(2, a, err, sizeof err) == 0, "stage2 -np 2: %s", err);
+    same_logs("st2", "st1", "stage 2: 2 ranks vs one process");
+    double w = weight_diff("st2/model", "st1/model");
+    CHECK(w <= 1e-4, "stage 2: final weights differ by %.3g", w);
     /* a command that is not split among ranks says so */
     CHECK(mpi(2, "inspect " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf", err, sizeof err) == 2 &&
               strstr(err, "'inspect' runs in one process"), "inspect under mpirun: %s", err);
