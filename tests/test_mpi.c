@@ -11,6 +11,8 @@
  *    teacher's logits);
  *  - teacher-logits with 2 and 3 ranks: the single process's file, byte for byte; eval:
  *    the same results JSON apart from the timings, the same --log-samples lines;
+ *  - merge --search deals its candidates to the ranks: the same search.json (timings aside)
+ *    and merge as one process; stopped with 2 ranks and resumed with 3, the same;
  *  - a command that does not run over ranks (inspect) refuses mpirun;
  *  - two hosts: 2 ranks in two network namespaces made by the test, over TCP, equal one
  *    process (skipped, saying why, where namespaces cannot be made);
@@ -399,6 +401,47 @@ static void test_sharded(void) {
     same_logs("st2", "st1", "stage 2: 2 ranks vs one process");
     double w = weight_diff("st2/model", "st1/model");
     CHECK(w <= 1e-4, "stage 2: final weights differ by %.3g", w);
+    /* merge --search: candidates dealt to the ranks; search.json (timings aside) and the
+     * merge as one process's; stopped with 2 ranks, resumed with 3 */
+    const char *ms = "merge --grid 4";
+    snprintf(a, sizeof a, "%s --search %s/suite -o %s/mg1 %s/st1/model %s/st2/model", ms, dir, dir, dir, dir);
+    CHECK(one(a, err, sizeof err) == 0, "merge --search: %s", err);
+    snprintf(p1, sizeof p1, "%s/mg1/search.json", dir);
+    json_t *m1 = without_timings(json_load_file(p1, 0, NULL));
+    for (int n = 2; n <= 4; n++) {
+        if (n == 4) { /* stopped after 2 candidates with 2 ranks, resumed with 3 */
+            snprintf(a, sizeof a, "XD_MERGE_SEARCH_STOP_AFTER=2 mpirun --oversubscribe -np 2 -x "
+                     "XD_MERGE_SEARCH_STOP_AFTER %s %s --search %s/suite -o %s/mg4 %s/st1/model "
+                     "%s/st2/model", test_cli_path(), ms, dir, dir, dir, dir);
+            CHECK(sh(a, err, sizeof err) != 0 && strstr(err, "stopped after 2"), "stopped search: %s", err);
+        }
+        snprintf(a, sizeof a, "%s --search %s/suite -o %s/mg%d %s/st1/model %s/st2/model", ms, dir, dir,
+                 n, dir, dir);
+        CHECK(mpi(n == 4 ? 3 : n, a, err, sizeof err) == 0, "merge --search, %d: %s", n, err);
+        snprintf(pn, sizeof pn, "%s/mg%d/search.json", dir, n);
+        json_t *mn = without_timings(json_load_file(pn, 0, NULL));
+        if (n == 4 && mn) { /* which were resumed is the only other difference */
+            json_object_del(mn, "n_evaluated");
+            json_object_del(mn, "n_resumed");
+            for (size_t c = 0; c < json_array_size(json_object_get(mn, "candidates")); c++)
+                json_object_del(json_array_get(json_object_get(mn, "candidates"), c), "resumed");
+        }
+        json_t *ref = json_deep_copy(m1);
+        if (n == 4 && ref) {
+            json_object_del(ref, "n_evaluated");
+            json_object_del(ref, "n_resumed");
+            for (size_t c = 0; c < json_array_size(json_object_get(ref, "candidates")); c++)
+                json_object_del(json_array_get(json_object_get(ref, "candidates"), c), "resumed");
+        }
+        CHECK(ref && mn && json_equal(ref, mn), "merge --search (%s): search.json differs",
+              n == 4 ? "stopped with 2 ranks, resumed with 3" : n == 2 ? "2 ranks" : "3 ranks");
+        json_decref(mn);
+        json_decref(ref);
+        snprintf(p1, sizeof p1, "%s/mg1/model.safetensors", dir);
+        snprintf(pn, sizeof pn, "%s/mg%d/model.safetensors", dir, n);
+        CHECK(test_same_file(p1, pn), "merge --search (%d): the merged model differs", n);
+    }
+    json_decref(m1);
     /* a command that is not split among ranks says so */
     CHECK(mpi(2, "inspect " XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf", err, sizeof err) == 2 &&
               strstr(err, "'inspect' runs in one process"), "inspect under mpirun: %s", err);

@@ -32,7 +32,7 @@ static const struct {
     {"tasks", cmd_tasks, "make -o SUITE [--window W --n N]  write the built-in evaluation suite", 0},
     {"eval", cmd_eval, "MODEL --suite DIR -o RESULTS.json  score a teacher or student on a task suite", 1},
     {"compare", cmd_compare, "TEACHER.json STUDENT.json -o WINTIE.json [--report R.html]  win-and-tie verdict", 0},
-    {"merge", cmd_merge, "-o OUT A[:w] B[:w] ... [--normalize] [--search SUITE]  weighted merge of Stage II experts", 0},
+    {"merge", cmd_merge, "-o OUT A[:w] B[:w] ... [--normalize] [--search SUITE]  weighted merge of Stage II experts", 1},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file", 0},
     {"data", cmd_data, "prep|info|split|echo ...    pack text into token data; split it by domain; add echoes", 0},
     {"teacher-logits", cmd_teacher_logits, "TEACHER --data D --seq T --rows N -o F  top-k logits for Stage II", 1},
@@ -144,7 +144,7 @@ static int run_ranked(int (*run)(int, char **), int ranks, int argc, char **argv
                                           !strcmp(argv[1], "merge")))) {
         fprintf(stderr, "xdistill (rank %d of %d): error: '%s%s%s' runs in one process: start it "
                 "without mpirun (over MPI ranks: pretrain, finetune, lora, distill, "
-                "teacher-logits, eval)\n", xd_dist_rank(), xd_dist_size(), argv[0],
+                "teacher-logits, eval, merge --search)\n", xd_dist_rank(), xd_dist_size(), argv[0],
                 ranks ? " " : "", ranks ? argv[1] : "");
         xd_dist_finalize();
         return 2;

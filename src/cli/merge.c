@@ -16,6 +16,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "train/merge.h"
+#include "core/dist.h"
 #include "train/merge_search.h"
 #include "xdistill.h"
 
@@ -140,6 +141,10 @@ int cmd_merge(int argc, char **argv) {
             printf("{\"kind\":\"merge\",\"experts\":%d,\"model\":\"%s\",\"search\":{\"candidates\":%d,"
                    "\"evaluated\":%d,\"resumed\":%d,\"chosen\":%d}}\n", k, out, info.n_candidates,
                    info.n_evaluated, info.n_resumed, info.chosen);
+        goto done;
+    }
+    if (xd_dist_size() > 1) { /* one merge, one writer */
+        cli_error("merge: without --search a merge runs in one process: start it without mpirun");
         goto done;
     }
     rc = xd_merge(in, n_weighted ? w : NULL, k, &o, out) ? cli_lib_error() : 0;

@@ -165,7 +165,7 @@ int xd_eval_task(xd_scorer *sc, const xd_task *t, const xd_eval_opts *o, xd_task
     /* With N ranks, rank r scores the examples i ≡ r (mod N); each example is scored alone,
      * so its numbers do not depend on the split, and the per-example arrays are then summed
      * across ranks (every entry is one rank's value plus zeros: exact). */
-    int N = xd_dist_size(), me = xd_dist_rank(), mine = 0;
+    int N = o->local ? 1 : xd_dist_size(), me = o->local ? 0 : xd_dist_rank(), mine = 0;
     size_t samples0 = o->samples ? json_array_size(o->samples) : 0;
     for (int i = 0; i < n; i++) {
         const xd_example *e = &t->ex[i];

@@ -17,6 +17,9 @@ typedef struct {
     int bootstrap;    /* resamples B (default 1000) */
     int max_examples; /* at most this many examples per task; 0 = the suite's limits only */
     int progress;     /* progress reports (XD_LOG_PROGRESS), one run per task */
+    int local;        /* 1: score every example here, even as one of several MPI ranks
+                       * (each rank evaluating a model of its own); 0: under mpirun the
+                       * ranks share the examples (core/dist.h) */
     json_t *samples;  /* when set (a JSON array), one object per scored example is
                        * appended: task, line, score; generate: output, target;
                        * choice: pred, answer, loglik; perplexity: nll, tokens */

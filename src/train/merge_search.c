@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/hash.h"
@@ -450,6 +451,67 @@ static int eval_candidate(search *s, long i, double *w) {
     return 0;
 }
 
+/* Candidate i and (under mpirun, N ranks) the next N − 1 not yet done, one per rank: rank
+ * j evaluates the j-th on its own (its evaluation not shared with the other ranks), and
+ * the scores and times are then summed across ranks from zeros (exact), so every rank
+ * holds every result of the round. One rank: candidate i alone, as always. */
+static int eval_round(search *s, long i, double *w) {
+    int N = xd_dist_size(), me = xd_dist_rank(), T = s->suite.n_tasks;
+    if (N == 1) return eval_candidate(s, i, w);
+    long *idx = malloc((size_t)N * sizeof *idx);
+    double *buf = calloc((size_t)N * (size_t)(T + 1), sizeof *buf);
+    int n = 0, rc = -1;
+    if (!idx || !buf) { xd_err("out of memory"); goto done; }
+    for (long j = i; j < s->n && n < N; j++)
+        if (!s->c[j].done) idx[n++] = j;
+    if (me < n) {
+        if (eval_candidate(s, idx[me], w)) goto done;
+        double *mine = buf + (size_t)me * (T + 1);
+        memcpy(mine, s->c[idx[me]].scores, (size_t)T * sizeof *mine);
+        mine[T] = s->c[idx[me]].seconds;
+    }
+    if (xd_dist_sum_f64(buf, (size_t)N * (T + 1))) goto done;
+    for (int j = 0; j < n; j++) {
+        cand *c = &s->c[idx[j]];
+        memcpy(c->scores, buf + (size_t)j * (T + 1), (size_t)T * sizeof *c->scores);
+        c->seconds = buf[(size_t)j * (T + 1) + T];
+        c->done = 1;
+        objective(s, c);
+    }
+    rc = 0;
+done:
+    free(idx);
+    free(buf);
+    return rc;
+}
+
+/* Rank 0 read the resume file: every rank learns which candidates are done and their
+ * scores. */
+static int share_resumed(search *s) {
+    if (xd_dist_size() == 1) return 0;
+    int T = s->suite.n_tasks;
+    double *buf = calloc((size_t)s->n * (size_t)(T + 2), sizeof *buf);
+    if (!buf) return xd_err("out of memory");
+    for (long i = 0; i < s->n && xd_dist_rank() == 0; i++) {
+        double *b = buf + (size_t)i * (T + 2);
+        b[0] = s->c[i].done;
+        memcpy(b + 1, s->c[i].scores, (size_t)T * sizeof *b);
+        b[T + 1] = s->c[i].seconds;
+    }
+    int rc = xd_dist_bcast(buf, (size_t)s->n * (T + 2) * sizeof *buf, 0);
+    for (long i = 0; !rc && i < s->n && xd_dist_rank() > 0; i++) {
+        const double *b = buf + (size_t)i * (T + 2);
+        if (b[0] == 0) continue;
+        cand *c = &s->c[i];
+        memcpy(c->scores, b + 1, (size_t)T * sizeof *b);
+        c->seconds = b[T + 1];
+        c->done = c->resumed = 1;
+        objective(s, c);
+    }
+    free(buf);
+    return rc;
+}
+
 static void progress_line(const search *s, long i, long best) {
     const cand *c = &s->c[i];
     char obj[64];
@@ -575,7 +637,10 @@ static int name_paths(search *s, const char *out_dir) {
     if (!n || n >= sizeof s->out - 32) return xd_err("merge --search: bad output directory '%s'", out_dir);
     memcpy(s->out, out_dir, n);
     s->out[n] = 0;
-    if (fmt_path(s->tmp, s->out, ".search.tmp") || fmt_path(s->jsonl, s->out, ".search.jsonl")) return -1;
+    /* under mpirun each rank merges its candidates in a directory of its own */
+    char tmp[32] = ".search.tmp";
+    if (xd_dist_rank() > 0) snprintf(tmp, sizeof tmp, ".search.tmp.rank%d", xd_dist_rank());
+    if (fmt_path(s->tmp, s->out, tmp) || fmt_path(s->jsonl, s->out, ".search.jsonl")) return -1;
     return fmt_path(s->cdir, s->tmp, "/candidate");
 }
 
@@ -596,14 +661,19 @@ int xd_merge_search(const char *const *in, int k, const xd_msearch_opts *o, cons
     if (xd_msearch_check_opts(k, o) || name_paths(&s, out_dir)) goto done;
     made_tmp = 1; /* prepare creates it */
     if (prepare(&s) || alloc_candidates(&s)) goto done;
-    if (!(s.key = make_key(&s)) || resume_open(&s, &info)) goto done;
+    /* under mpirun: candidates dealt to the ranks (eval_round); rank 0 keeps the resume
+     * file, writes search.json and the merge */
+    int lead = xd_dist_rank() == 0;
+    if (xd_dist_size() > 1) s.eo.local = 1;
+    if (!(s.key = make_key(&s)) || (lead && resume_open(&s, &info)) || share_resumed(&s)) goto done;
     if (!(w = calloc((size_t)k, sizeof *w))) { xd_err("out of memory"); goto done; }
     info.n_candidates = (int)s.n;
     long best = -1;
     for (long i = 0; i < s.n; i++) {
-        if (s.c[i].done) info.n_resumed++;
+        if (!s.c[i].done && eval_round(&s, i, w)) goto done;
+        if (s.c[i].resumed) info.n_resumed++;
         else {
-            if (eval_candidate(&s, i, w) || log_candidate(&s, i)) goto done;
+            if (lead && log_candidate(&s, i)) goto done;
             info.n_evaluated++;
         }
         if (better(&s.c[i], best >= 0 ? &s.c[best] : NULL)) best = i;
@@ -616,18 +686,21 @@ int xd_merge_search(const char *const *in, int k, const xd_msearch_opts *o, cons
     }
     if (best < 0) { xd_err("merge --search: no candidate has a finite objective"); goto done; }
     info.chosen = (int)best;
-    if (!(text = search_json(&s, best, &info, xd_now() - t0))) goto done;
-    xd_merge_opts mo = o->merge;
-    mo.extra_name = "search.json";
-    mo.extra_text = text;
-    weights_of(&s, &s.c[best], w);
-    if (xd_merge(in, w, k, &mo, s.out)) goto done;
-    fclose(s.log);
-    s.log = NULL;
-    if (unlink(s.jsonl) && errno != ENOENT) {
-        xd_err("%s: cannot delete: %s", s.jsonl, strerror(errno));
-        goto done;
+    if (lead) {
+        if (!(text = search_json(&s, best, &info, xd_now() - t0))) goto done;
+        xd_merge_opts mo = o->merge;
+        mo.extra_name = "search.json";
+        mo.extra_text = text;
+        weights_of(&s, &s.c[best], w);
+        if (xd_merge(in, w, k, &mo, s.out)) goto done;
+        fclose(s.log);
+        s.log = NULL;
+        if (unlink(s.jsonl) && errno != ENOENT) {
+            xd_err("%s: cannot delete: %s", s.jsonl, strerror(errno));
+            goto done;
+        }
     }
+    if (xd_dist_barrier()) goto done;
     rc = 0;
 done:
     /* a resume file with no finished candidate is of no use */
