@@ -4,11 +4,15 @@ the label is the occupation, the protected attributes are gender (female, male) 
 group (young, old). docs/data.md, "Biographies (debiasing benchmark data)".
 
     bios_gen.py -o DIR [--seed 1] [--n-train 6000] [--n-val 1000] [--n-test 2000]
-                [--occupations 8] [--corr-gender 0.8] [--corr-age 0.8]
+                [--n-attack N] [--occupations 8] [--corr-gender 0.8] [--corr-age 0.8]
                 [--test-corr-gender P] [--test-corr-age P]
 
 Writes DIR/train.jsonl, DIR/val.jsonl, DIR/test.jsonl ({"text", "occupation", "gender",
-"age"} a line) and DIR/meta.json, each atomically (temporary name, then rename).
+"age"} a line) and DIR/meta.json, each atomically (temporary name, then rename); with
+--n-attack also DIR/attack.jsonl, drawn as the test split is (its correlations): the data a
+post-hoc attacker trains on when leakage is measured on attributes independent of the
+label (--test-corr-* 0.5), where chance is 0.5 for a representation that encodes the
+label and nothing else.
 
 Sources (Debian packages, read directly; run with Debian's /usr/bin/python3):
   python3-fake-factory  faker's en_US person provider: first_names_female / _male (the
@@ -643,6 +647,8 @@ def main(argv=None):
     ap.add_argument("--n-train", type=count, default=6000, metavar="N")
     ap.add_argument("--n-val", type=count, default=1000, metavar="N")
     ap.add_argument("--n-test", type=count, default=2000, metavar="N")
+    ap.add_argument("--n-attack", type=count, default=0, metavar="N",
+                    help="also an attack split of N examples, correlated as the test split")
     ap.add_argument("--occupations", type=count, default=8, metavar="K",
                     help=f"the first K of the {len(OCCUPATIONS)} occupations (at least 2)")
     ap.add_argument("--corr-gender", type=prob, default=0.8, metavar="P",
@@ -693,6 +699,8 @@ def main(argv=None):
     splits = [("train", args.n_train, args.corr_gender, args.corr_age),
               ("val", args.n_val, args.corr_gender, args.corr_age),
               ("test", args.n_test, args.test_corr_gender, args.test_corr_age)]
+    if args.n_attack:
+        splits.append(("attack", args.n_attack, args.test_corr_gender, args.test_corr_age))
     meta_splits = {}
     for name, n, cg, ca in splits:
         recs = gen_split(name, n, args.seed, cg, ca, occs, names)

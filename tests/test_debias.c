@@ -119,6 +119,19 @@ static void test_metrics(void) {
     /* three attribute values: gap = max − min over the values with examples */
     const int32_t y3[6] = {0, 0, 0, 0, 0, 0}, a3[6] = {0, 0, 1, 1, 2, 2}, p3[6] = {0, 0, 0, 1, 1, 1};
     CHECK(fabs(xd_tpr_gap_rms(p3, y3, 1, a3, 3, NULL, 6) - 1.0) < 1e-12, "gap 3 values");
+    /* the attribute implied by the label: in the reference, label 0 goes with a = 1 (2 of
+     * 3), label 1 with a = 0 (2 of 2), label 2 is unseen → 0. On the test (y 0 0 1 2,
+     * a 1 0 0 1) the guesses are 1 1 0 0: a = 0 (examples 1, 2) is guessed 1, 0 → recall
+     * 1/2; a = 1 (examples 0, 3) 1, 0 → 1/2; balanced accuracy 0.5 */
+    const int32_t ry[5] = {0, 0, 0, 1, 1}, ra[5] = {1, 0, 1, 0, 0};
+    const int32_t ty[4] = {0, 0, 1, 2}, ta[4] = {1, 0, 0, 1};
+    int32_t lp[4];
+    CHECK(xd_label_implied(ry, ra, 5, 3, 2, ty, 4, lp) == 0 && lp[0] == 1 && lp[1] == 1 &&
+              lp[2] == 0 && lp[3] == 0, "label-implied guesses %d %d %d %d", lp[0], lp[1], lp[2], lp[3]);
+    CHECK(fabs(xd_balanced_accuracy(lp, ta, 2, NULL, 4) - 0.5) < 1e-12, "label-implied leakage");
+    /* a tie (one of each) goes to the lowest value */
+    const int32_t ty2[1] = {0}, ry2[2] = {0, 0}, ra2[2] = {1, 0};
+    CHECK(xd_label_implied(ry2, ra2, 2, 1, 2, ty2, 1, lp) == 0 && lp[0] == 0, "tie");
 }
 
 /* ---- attacker ------------------------------------------------------------------------------ */

@@ -2,6 +2,7 @@
 #include "debias_eval.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,15 @@ int xd_debias_evaluate(xd_model *m, const xd_head *head, const xd_clf_data *trai
         if (with_ci(stat_bacc, &la, nte, o, 0x4c00 + (uint64_t)a, &res->attr[a].leakage) ||
             with_ci(stat_gap, &ga, nte, o, 0x4700 + (uint64_t)a, &res->attr[a].tpr_gap))
             goto done;
+        /* the label alone, guessed from the attacker's split (all of it) */
+        if (xd_label_implied(tl->label.id, tl->attr[a].id, (int)train->n, tl->label.n_classes, A,
+                             sl->label.id, nte, apred)) {
+            xd_err("debias eval: out of memory");
+            goto done;
+        }
+        stat_ctx ll = {apred, NULL, sl->attr[a].id, 0, A};
+        if (with_ci(stat_bacc, &ll, nte, o, 0x4b00 + (uint64_t)a, &res->attr[a].label_leakage))
+            goto done;
         res->n_attr = a + 1;
     }
     res->attack_s = xd_now() - t0;
@@ -164,6 +174,7 @@ char *xd_debias_result_json(const xd_debias_result *r) {
         json_object_set_new(o, "classes", json_integer(r->attr[k].n_classes));
         json_object_set_new(o, "leakage", ci_json(&r->attr[k].leakage));
         json_object_set_new(o, "tpr_gap_rms", ci_json(&r->attr[k].tpr_gap));
+        json_object_set_new(o, "label_leakage", ci_json(&r->attr[k].label_leakage));
         json_object_set_new(at, r->attr[k].field, o);
     }
     json_object_set_new(j, "attributes", at);
@@ -233,6 +244,11 @@ int xd_debias_result_load(const char *path, xd_debias_result *r) {
         if (ci_load(json_object_get(v, "leakage"), path, f, &r->attr[a].leakage)) goto done;
         snprintf(f, sizeof f, "attributes.%s.tpr_gap_rms", k);
         if (ci_load(json_object_get(v, "tpr_gap_rms"), path, f, &r->attr[a].tpr_gap)) goto done;
+        /* optional (results made before it was reported): NaN */
+        json_t *ll = json_object_get(v, "label_leakage");
+        snprintf(f, sizeof f, "attributes.%s.label_leakage", k);
+        if (!ll) r->attr[a].label_leakage = (xd_ci){NAN, NAN, NAN};
+        else if (ci_load(ll, path, f, &r->attr[a].label_leakage)) goto done;
         r->n_attr++;
     }
     rc = 0;

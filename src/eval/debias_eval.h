@@ -28,6 +28,9 @@ typedef struct {
         char field[64];
         int n_classes;
         xd_ci leakage, tpr_gap;
+        xd_ci label_leakage; /* the balanced accuracy of the attribute guessed from the
+                              * true label alone (eval/fairness.h): the leakage that
+                              * encoding the label implies on this test split */
     } attr[XD_DEBIAS_MAX_ATTR];
     double encode_s, attack_s;
     /* what was evaluated (filled by the caller; the JSON carries them) */

@@ -62,3 +62,26 @@ double xd_tpr_gap_rms(const int32_t *pred, const int32_t *y, int C, const int32_
     free(cnt);
     return classes ? sqrt(ss / classes) : 0.0;
 }
+
+int xd_label_implied(const int32_t *ref_y, const int32_t *ref_a, int m, int C, int A,
+                     const int32_t *y, int n, int32_t *pred) {
+    int64_t *cnt = calloc((size_t)C * (size_t)A, sizeof *cnt);
+    int32_t *best = malloc((size_t)C * sizeof *best);
+    if (!cnt || !best) {
+        free(cnt);
+        free(best);
+        return -1;
+    }
+    for (int i = 0; i < m; i++)
+        if (ref_y[i] >= 0 && ref_y[i] < C && ref_a[i] >= 0 && ref_a[i] < A)
+            cnt[(size_t)ref_y[i] * A + ref_a[i]]++;
+    for (int c = 0; c < C; c++) {
+        best[c] = 0;
+        for (int a = 1; a < A; a++)
+            if (cnt[(size_t)c * A + a] > cnt[(size_t)c * A + best[c]]) best[c] = a;
+    }
+    for (int i = 0; i < n; i++) pred[i] = y[i] >= 0 && y[i] < C ? best[y[i]] : 0;
+    free(cnt);
+    free(best);
+    return 0;
+}
