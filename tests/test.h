@@ -68,6 +68,20 @@ static int test_summary(const char *name) {
     return t_fail ? 1 : 0;
 }
 
+/* The whole file at path, NUL-terminated (malloc'ed; *n its size), or NULL. */
+static inline char *test_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    *n = b ? fread(b, 1, (size_t)len, f) : 0;
+    if (b) b[*n] = 0;
+    fclose(f);
+    return b;
+}
+
 /* 1 when the files at a and b both read and hold the same bytes. */
 static inline int test_same_file(const char *a, const char *b) {
     FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");

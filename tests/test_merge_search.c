@@ -70,19 +70,6 @@ static json_t *load_json(const char *name) {
     return j;
 }
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    *n = b ? fread(b, 1, (size_t)len, f) : 0;
-    if (b) b[*n] = 0;
-    fclose(f);
-    return b;
-}
-
 static void write_text(const char *name, const char *text) {
     FILE *f = fopen(P(name), "w");
     CHECK(f != NULL, "cannot write %s", name);
@@ -388,7 +375,7 @@ static void test_ties(void) {
 /* Lines of a file (complete or not). */
 static int count_lines(const char *name, int *torn) {
     size_t n;
-    char *b = slurp(P(name), &n);
+    char *b = test_slurp(P(name), &n);
     int lines = 0;
     for (size_t i = 0; b && i < n; i++) lines += b[i] == '\n';
     *torn = b && n && b[n - 1] != '\n';

@@ -3,7 +3,8 @@
  *  - N ranks with the global batch B equal one process with batch B, and one process with
  *    batch B/N × --accum N: per-step loss, grad norm and validation loss within 1e-6
  *    relative, final weights within 1e-4 (below);
- *  - the same N twice: bit-identical logs (loss, grad norm) and model files;
+ *  - the same N twice: bit-identical logs (loss, grad norm) and model files; and the same
+ *    with the gradient reduction overlapped with the backward (the default) or after it;
  *  - --stop-at with N ranks, then --resume with another N (and with one process), equals
  *    the uninterrupted run within the same tolerances;
  *  - pretrain (all weights), LoRA (adapters), distill stage1 (the mixer only: the
@@ -186,6 +187,23 @@ static void test_pretrain(void) {
     snprintf(fa, sizeof fa, "%s/p2/model/model.safetensors", dir);
     snprintf(fb, sizeof fb, "%s/p2b/model/model.safetensors", dir);
     CHECK(test_same_file(fa, fb), "2 ranks twice: the model files differ");
+    /* the reduction after the backward instead of overlapped with it: the same bits */
+    CHECK(mpi(2, pre("p2n", 6, 1, "--overlap-comm 0"), err, sizeof err) == 0, "--overlap-comm 0: %s", err);
+    numbers_text("p2n", b, sizeof b);
+    snprintf(fb, sizeof fb, "%s/p2n/model/model.safetensors", dir);
+    CHECK(a[0] && !strcmp(a, b) && test_same_file(fa, fb),
+          "2 ranks, reduction overlapped or not: logs or model files differ");
+    char lp[512];
+    snprintf(lp, sizeof lp, "%s/p2/log.jsonl", dir);
+    size_t ln;
+    char *lt = test_slurp(lp, &ln);
+    CHECK(lt && strstr(lt, "\"overlap\":true"), "the overlapped reduction was not used (log: %.200s)",
+          lt ? lt : "none");
+    free(lt);
+    snprintf(lp, sizeof lp, "%s/p2n/log.jsonl", dir);
+    lt = test_slurp(lp, &ln);
+    CHECK(lt && strstr(lt, "\"overlap\":false"), "--overlap-comm 0 still overlapped");
+    free(lt);
     /* only rank 0 writes: one summary line on stdout */
     char out[16384];
     char cmd[8192];

@@ -31,19 +31,6 @@ static int run(const char *args, char *err, size_t cap) {
     return test_cli_run(args, err, cap, TEST_CLI_STDERR);
 }
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc(*n + 1);
-    if (fread(b, 1, *n, f) != *n) *n = 0;
-    b[*n] = 0;
-    fclose(f);
-    return b;
-}
-
 /* Where a run keeps its log and checkpoints: OUT itself, or (debias) OUT/mask then
  * OUT/fixmask; the last one holds the final log. */
 static const char *phases[2] = {"", NULL};
@@ -53,7 +40,7 @@ static void last_loss(const char *out, char *buf, size_t cap) {
     char p[512];
     snprintf(p, sizeof p, "%s%s/log.jsonl", out, phases[1] ? phases[1] : phases[0]);
     size_t n;
-    char *s = slurp(p, &n);
+    char *s = test_slurp(p, &n);
     buf[0] = 0;
     if (!s) return;
     char *last = strstr(s, "\"step\":");
@@ -189,7 +176,7 @@ static void test_kill_resume(const char *(*train_args)(const char *, int), const
     snprintf(pa, sizeof pa, "%s/%s", a, weights_file);
     snprintf(pb, sizeof pb, "%s/%s", b, weights_file);
     size_t na, nb;
-    char *wa = slurp(pa, &na), *wb = slurp(pb, &nb);
+    char *wa = test_slurp(pa, &na), *wb = test_slurp(pb, &nb);
     CHECK(wa && wb && na == nb && memcmp(wa, wb, na) == 0, "final weights differ after resume");
     free(wa);
     free(wb);
@@ -266,9 +253,9 @@ static void test_accum_freeze_finetune(void) {
     char pa[600];
     snprintf(pa, sizeof pa, "%s/log.jsonl", a);
     size_t n;
-    char *s1 = slurp(pa, &n);
+    char *s1 = test_slurp(pa, &n);
     snprintf(pa, sizeof pa, "%s/log.jsonl", b);
-    char *s2 = slurp(pa, &n);
+    char *s2 = test_slurp(pa, &n);
     double l1 = s1 && strstr(s1, "\"loss\":") ? atof(strstr(s1, "\"loss\":") + 7) : -1;
     double l2 = s2 && strstr(s2, "\"loss\":") ? atof(strstr(s2, "\"loss\":") + 7) : -2;
     CHECK(fabs(l1 - l2) <= 1e-5 * fabs(l1), "step-1 loss with accum %g vs batch %g", l2, l1);

@@ -17,6 +17,8 @@ const char *train_args_usage =
     "  --freeze NAME    do not train weights whose name contains NAME (repeatable)\n"
     "  --resume         continue from OUT/checkpoint      --threads N  threads (all cores)\n"
     "  --stop-at N      stop after step N with a checkpoint (continue later with --resume)\n"
+    "  --overlap-comm 0|1  under mpirun: sum each layer's gradients across the ranks while\n"
+    "                   the backward goes on (1, default) or after it (0); same result\n"
     "  --bf16           matrix products in bf16 with fp32 accumulation (needs oneDNN;\n"
     "                   weights, gradients and AdamW stay fp32)\n";
 
@@ -46,6 +48,7 @@ int train_arg(int argc, char **argv, int *i, xd_train_opts *o, int *threads) {
     INT_OPT("--save-every", 0, 1 << 30, o->save_every);
     INT_OPT("--log-every", 1, 1 << 30, o->log_every);
     INT_OPT("--stop-at", 1, 1 << 30, o->stop_at);
+    INT_OPT("--overlap-comm", 0, 1, o->overlap_comm);
     INT_OPT("--threads", 1, 1024, *threads);
     FLOAT_OPT("--lr", 1e-12, 1e6, o->lr);
     FLOAT_OPT("--min-lr", 0, 10, o->min_lr);

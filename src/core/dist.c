@@ -11,12 +11,13 @@
 #include "core/error.h"
 
 static struct {
-    int rank, size, up;
+    int rank, size, up, serialized;
     const xd_mpi_ops *ops;
-} g = {0, 1, 0, NULL};
+} g = {0, 1, 0, 0, NULL};
 
 int xd_dist_rank(void) { return g.rank; }
 int xd_dist_size(void) { return g.size; }
+int xd_dist_serialized(void) { return g.serialized; }
 
 int xd_dist_built(void) {
 #ifdef XD_HAVE_MPI
@@ -98,10 +99,11 @@ int xd_dist_init(void) {
         return xd_err("libxdistill-mpi.so: not this build's MPI plugin (interface %d, expected "
                       "%d): rebuild", ops ? ops->abi : -1, XD_MPI_PLUGIN_ABI);
     g.ops = ops;
-    int rank = 0, size = 1, rc = ops->init(&rank, &size);
+    int rank = 0, size = 1, ser = 0, rc = ops->init(&rank, &size, &ser);
     if (rc) return mpi_fail(rc, "MPI_Init_thread");
     g.rank = rank;
     g.size = size;
+    g.serialized = ser;
     g.up = 1;
     return 0;
 #endif

@@ -23,8 +23,8 @@
 /* The number of ranks the launcher's environment announces (Open MPI's
  * OMPI_COMM_WORLD_SIZE, or PMI_SIZE), 0 when not started by a launcher. */
 int xd_dist_launched(void);
-/* Joins the job when started by a launcher (loads the plugin, MPI_Init_thread with
- * MPI_THREAD_FUNNELED); otherwise nothing. -1 with the reason when the launcher started us
+/* Joins the job when started by a launcher (loads the plugin, MPI_Init_thread asking for
+ * MPI_THREAD_SERIALIZED); otherwise nothing. -1 with the reason when the launcher started us
  * but this build has no MPI or the plugin (or libmpi) cannot be loaded. */
 int xd_dist_init(void);
 /* Leaves the job (MPI_Finalize). Idempotent. */
@@ -35,6 +35,10 @@ void xd_dist_abort(int code);
 
 int xd_dist_rank(void);
 int xd_dist_size(void);
+/* 1 when a thread other than the main one may make the calls here, as long as no two
+ * threads call at once (the MPI library granted MPI_THREAD_SERIALIZED): the trainer's
+ * gradient reduction then overlaps the backward (train/grad_sync.h). */
+int xd_dist_serialized(void);
 /* 1 if this build can run with several ranks (libxdistill-mpi was built). */
 int xd_dist_built(void);
 
@@ -56,10 +60,12 @@ int xd_dist_check_same(uint64_t v, const char *what);
 /* The plugin's interface (one struct, versioned): thin wrappers of MPI's calls on
  * MPI_COMM_WORLD, counts and displacements in bytes. Returns 0 or an MPI error code,
  * whose text err_text gives. */
-#define XD_MPI_PLUGIN_ABI 1
+#define XD_MPI_PLUGIN_ABI 2
 typedef struct {
     int abi;
-    int (*init)(int *rank, int *size);
+    /* *serialized: 1 when MPI may be called from any thread, one call at a time
+     * (MPI_THREAD_SERIALIZED or more was granted) */
+    int (*init)(int *rank, int *size, int *serialized);
     int (*finalize)(void);
     void (*abort)(int code);
     int (*barrier)(void);

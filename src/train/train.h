@@ -28,6 +28,8 @@ typedef struct {
     int64_t log_every;    /* JSONL log line every N steps */
     const char *out_dir;
     int resume;           /* continue from out_dir/checkpoint */
+    int overlap_comm;     /* several MPI ranks: reduce each layer's gradients while the
+                           * backward goes on (1, the default) or after it (0) */
     int64_t stop_at;      /* > 0: stop after this step with a checkpoint (no final model);
                            * a later run with resume continues as if never stopped */
     const char *const *freeze; /* substrings of HF weight names that do not train */

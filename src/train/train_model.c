@@ -362,8 +362,10 @@ static int backward_from_norm(xd_trainer_model *tm, const int32_t *tokens, const
     memset(tm->dx, 0, (size_t)BT * d * sizeof(float));
     xd_rmsnorm_backward(tm->dx, tm->grads.final_norm, dnorm, tm->x_final, m->final_norm, BT, d,
                         c->norm_eps);
-    for (int l = c->n_layer - 1; l >= 0; l--)
+    for (int l = c->n_layer - 1; l >= 0; l--) {
         if (layer_backward(tm, l)) return xd_err_prefix("training backward, layer %d", l);
+        if (tm->layer_done) tm->layer_done(tm->layer_done_ctx, l);
+    }
     xd_embedding_backward(tm->grads.embed, tm->dx, tokens, BT, d);
     return 0;
 }

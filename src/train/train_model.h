@@ -55,6 +55,10 @@ typedef struct xd_trainer_model {
     int kd_k;
     float kd_w_ce, kd_w_kl;
     double kd_ce, kd_kl;
+    /* when set, called by the backward as soon as layer l's weight gradients are complete
+     * (after its backward; the layers in reverse): the trainer's overlapped reduction */
+    void (*layer_done)(void *ctx, int layer);
+    void *layer_done_ctx;
 } xd_trainer_model;
 
 /* Allocates gradients and activations for batches of B×T. */

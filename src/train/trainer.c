@@ -16,6 +16,7 @@
 #include "core/dist.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "grad_sync.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/progress.h"
@@ -45,6 +46,7 @@ void xd_train_defaults(xd_train_opts *o) {
     o->eval_windows = 64;
     o->log_every = 1;
     o->kind = "train";
+    o->overlap_comm = 1;
 }
 
 static int groups_init(xd_param_groups *g, const xd_model *m, const char *const *train_only,
@@ -338,6 +340,8 @@ static int sum_grads(const xd_trainer_model *tm, const xd_param_groups *g) {
     return 0;
 }
 
+static void sync_layer(void *ctx, int layer) { xd_grad_sync_layer(ctx, layer); }
+
 /* Before the first step of a job with several ranks: every rank must hold the same
  * weights (and adapters) and read the same data, or the job stops here. */
 static int check_same_inputs(const xd_model *m, const xd_lora_set *ls, const xd_tokdata *data) {
@@ -364,6 +368,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     int Bg = o->batch, B = Bg / N, T = o->seq, rc = -1;
     xd_trainer_model tm;
     xd_param_groups g;
+    xd_grad_sync *sync = NULL;
     xd_lora_set ls = {0}, *lora = o->lora ? &ls : NULL;
     xd_adamw opt = {0};
     xd_batch bb = {0};
@@ -404,6 +409,10 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         xd_log(XD_LOG_INFO, "%s: no checkpoint in %s, starting from step 0", o->kind, o->out_dir);
     }
     if (check_same_inputs(m, lora, ob && ob->batch ? NULL : data)) goto done;
+    /* several ranks: the overlapped reduction, where the MPI library allows another thread */
+    if (N > 1 && o->overlap_comm && xd_dist_serialized() &&
+        !(sync = xd_grad_sync_new(gp, param_arena(&tm, gp), grad_arena(&tm, gp), m->cfg.n_layer)))
+        goto done;
     log = lead ? fopen(log_path, st.step ? "a" : "w") : NULL;
     if (lead && !log) { xd_err("%s: cannot write: %s", log_path, strerror(errno)); goto done; }
 
@@ -437,13 +446,24 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             uint64_t row0 = st.cursor / (uint64_t)T + (uint64_t)rank * B;
             if (next_batch(ob, data, &st.cursor, Bg, T, &bb)) goto done;
             xd_batch mine = rows_of(&bb, rank, B, T);
-            if (ob ? ob->step(ob, &tm, &mine, row0, 1, scale, &s)
-                   : xd_tm_step(&tm, mine.tok, mine.tgt, mine.pos, mine.ds, 1, scale, &s, &c))
+            /* the last micro-batch's backward completes each layer's gradients */
+            if (sync && a == o->accum - 1) {
+                tm.layer_done = sync_layer;
+                tm.layer_done_ctx = sync;
+            }
+            int e = ob ? ob->step(ob, &tm, &mine, row0, 1, scale, &s)
+                       : xd_tm_step(&tm, mine.tok, mine.tgt, mine.pos, mine.ds, 1, scale, &s, &c);
+            tm.layer_done = NULL;
+            if (e) {
+                if (sync) xd_grad_sync_finish(sync); /* the thread idle before leaving */
                 goto done;
+            }
             sum += s;
         }
+        /* with overlap: the wait for what the backward left (t_comm: the part not hidden) */
         double t_comm = xd_now();
-        if (xd_dist_sum_f64(&sum, 1) || sum_grads(&tm, gp)) goto done;
+        if ((sync ? xd_grad_sync_finish(sync) : sum_grads(&tm, gp)) || xd_dist_sum_f64(&sum, 1))
+            goto done;
         t_comm = xd_now() - t_comm;
         loss = valid ? sum / (double)valid : 0.0;
         if (valid && ob && ob->end_step && ob->end_step(ob, &tm, step, &loss)) goto done;
@@ -482,7 +502,9 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
                 fprintf(log, ",\"val_loss\":%.8g%s,\"rss_mib\":%.0f,\"peak_rss_mib\":%.0f", val,
                         ev_json, xd_rss_mib(), xd_peak_rss_mib());
             /* with several ranks: the step's reduction of the loss and gradients, seconds */
-            if (N > 1) fprintf(log, ",\"ranks\":%d,\"allreduce_s\":%.4f", N, t_comm);
+            if (N > 1)
+                fprintf(log, ",\"ranks\":%d,\"allreduce_s\":%.4f,\"overlap\":%s", N, t_comm,
+                        sync ? "true" : "false");
             fprintf(log, "%s}\n", st_json);
             fflush(log);
         }
@@ -513,6 +535,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
     }
     rc = 0;
 done:
+    xd_grad_sync_free(sync);
     if (log) fclose(log);
     xd_batch_free(&bb);
     xd_adamw_free(&opt);
