@@ -56,7 +56,8 @@ typedef struct xd_trainer_model {
     float kd_w_ce, kd_w_kl;
     double kd_ce, kd_kl;
     /* when set, called by the backward as soon as layer l's weight gradients are complete
-     * (after its backward; the layers in reverse): the trainer's overlapped reduction */
+     * (after its backward; the layers in reverse): the trainer's overlapped reduction. So a
+     * step that sets it must not run a second backward over tm afterwards */
     void (*layer_done)(void *ctx, int layer);
     void *layer_done_ctx;
 } xd_trainer_model;

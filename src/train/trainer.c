@@ -13,10 +13,10 @@
 #include <sys/stat.h>
 
 #include "checkpoint.h"
+#include "grad_sync.h"
 #include "core/dist.h"
 #include "core/error.h"
 #include "core/hash.h"
-#include "grad_sync.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/progress.h"
@@ -446,7 +446,9 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             uint64_t row0 = st.cursor / (uint64_t)T + (uint64_t)rank * B;
             if (next_batch(ob, data, &st.cursor, Bg, T, &bb)) goto done;
             xd_batch mine = rows_of(&bb, rank, B, T);
-            /* the last micro-batch's backward completes each layer's gradients */
+            /* the last micro-batch's backward completes each layer's gradients (the
+             * objectives make at most one backward through the layers per micro-batch:
+             * CE and Stage II one, Stage I none, so its reduction waits for finish) */
             if (sync && a == o->accum - 1) {
                 tm.layer_done = sync_layer;
                 tm.layer_done_ctx = sync;
