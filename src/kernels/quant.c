@@ -1,0 +1,281 @@
+/* Quantised block dot products, scalar references (quant.h). Blocks are read byte by
+ * byte as io/ggml_types.c reads them (little-endian fp16 scales, packed codes). */
+#include "quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/f16.h"
+#include "core/ggml_type.h"
+
+static float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return xd_fp16_to_fp32(h);
+}
+
+static void f16_put(uint8_t *p, float x) {
+    uint16_t h = xd_fp32_to_fp16(x);
+    memcpy(p, &h, 2);
+}
+
+int xd_qdot_act_type(uint32_t wtype) {
+    switch (wtype) {
+    case GGML_Q4_0: case GGML_Q5_0: case GGML_Q8_0: return GGML_Q8_0;
+    case GGML_Q4_1: case GGML_Q5_1: return GGML_Q8_1;
+    case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: return GGML_Q8_K;
+    default: return -1;
+    }
+}
+
+size_t xd_q_row_bytes(uint32_t type, int64_t n) {
+    size_t be, bb;
+    if (type == GGML_Q8_1) be = 32, bb = 36; /* an activation type only: not in files */
+    else if (xd_ggml_type_block(type, &be, &bb) || be < 32) return 0;
+    return n % (int64_t)be ? 0 : (size_t)(n / (int64_t)be) * bb;
+}
+
+/* ---- activations ---------------------------------------------------------------------- */
+
+/* Q8_0 / Q8_1 block of 32: d = max|x| / 127, q = round(x / d) (nearest, ties away from 0);
+ * Q8_1 also s = d · Σ q. */
+static void quant_q8_32(const float *x, uint8_t *b, int with_sum) {
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    int8_t *qs = (int8_t *)(b + (with_sum ? 4 : 2));
+    int sum = 0;
+    for (int j = 0; j < 32; j++) {
+        qs[j] = (int8_t)roundf(x[j] * id);
+        sum += qs[j];
+    }
+    f16_put(b, d);
+    if (with_sum) f16_put(b + 2, d * (float)sum);
+}
+
+/* Q8_K block of 256, as ggml: max = the element of largest |x| (sign kept), iscale =
+ * −127 / max, q = min(127, round(iscale · x)), d = 1 / iscale; bsums of every 16. */
+static void quant_q8_k(const float *x, uint8_t *b) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 256; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    int8_t *qs = (int8_t *)(b + 4);
+    int16_t bs[16];
+    if (amax == 0.0f) {
+        float z = 0;
+        memcpy(b, &z, 4);
+        memset(qs, 0, 256);
+        memset(b + 260, 0, 32);
+        return;
+    }
+    float iscale = -127.0f / max;
+    for (int j = 0; j < 256; j++) {
+        int v = (int)lrintf(iscale * x[j]); /* round half to even, as ggml's nearest_int */
+        qs[j] = (int8_t)(v < 127 ? v : 127);
+    }
+    for (int g = 0; g < 16; g++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += qs[16 * g + j];
+        bs[g] = (int16_t)s;
+    }
+    float d = 1.0f / iscale;
+    memcpy(b, &d, 4);
+    memcpy(b + 260, bs, sizeof bs);
+}
+
+int xd_quantize_act(uint32_t act, const float *x, int64_t n, void *out) {
+    uint8_t *o = out;
+    int64_t blk = act == GGML_Q8_K ? 256 : 32;
+    if (act != GGML_Q8_0 && act != GGML_Q8_1 && act != GGML_Q8_K)
+        return xd_err("quantise: type %u is not an activation type (Q8_0, Q8_1, Q8_K)", act);
+    if (n % blk) return xd_err("quantise: %lld elements is not a multiple of %lld", (long long)n, (long long)blk);
+    size_t bb = xd_q_row_bytes(act, blk);
+    for (int64_t i = 0; i < n / blk; i++, o += bb, x += blk) {
+        if (act == GGML_Q8_K) quant_q8_k(x, o);
+        else quant_q8_32(x, o, act == GGML_Q8_1);
+    }
+    return 0;
+}
+
+/* ---- dot products, per block pair ------------------------------------------------------ */
+
+/* The 32 codes of a Q4_0/Q4_1 block (low nibbles: elements 0..15, high: 16..31) and a
+ * Q5_0/Q5_1 block (the 5th bit of element j is bit j of qh). */
+static void codes4(const uint8_t *qs, int *c) {
+    for (int j = 0; j < 16; j++) c[j] = qs[j] & 0xF, c[j + 16] = qs[j] >> 4;
+}
+
+static void codes5(const uint8_t *qh4, const uint8_t *qs, int *c) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    codes4(qs, c);
+    for (int j = 0; j < 32; j++) c[j] |= (int)((qh >> j) & 1) << 4;
+}
+
+static int isum32(const int *c, int off, const int8_t *q) {
+    int s = 0;
+    for (int j = 0; j < 32; j++) s += (c[j] - off) * q[j];
+    return s;
+}
+
+static float dot_q4_0(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    float sum = 0;
+    int c[32];
+    for (int64_t i = 0; i < nb; i++, w += 18, a += 34) {
+        codes4(w + 2, c);
+        sum += (float)isum32(c, 8, (const int8_t *)(a + 2)) * (f16_at(w) * f16_at(a));
+    }
+    return sum;
+}
+
+static float dot_q4_1(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    float sum = 0;
+    int c[32];
+    for (int64_t i = 0; i < nb; i++, w += 20, a += 36) {
+        codes4(w + 4, c);
+        int s = isum32(c, 0, (const int8_t *)(a + 4));
+        sum += (f16_at(w) * f16_at(a)) * (float)s + f16_at(w + 2) * f16_at(a + 2);
+    }
+    return sum;
+}
+
+static float dot_q5_0(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    float sum = 0;
+    int c[32];
+    for (int64_t i = 0; i < nb; i++, w += 22, a += 34) {
+        codes5(w + 2, w + 6, c);
+        sum += (float)isum32(c, 16, (const int8_t *)(a + 2)) * (f16_at(w) * f16_at(a));
+    }
+    return sum;
+}
+
+static float dot_q5_1(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    float sum = 0;
+    int c[32];
+    for (int64_t i = 0; i < nb; i++, w += 24, a += 36) {
+        codes5(w + 4, w + 8, c);
+        int s = isum32(c, 0, (const int8_t *)(a + 4));
+        sum += (f16_at(w) * f16_at(a)) * (float)s + f16_at(w + 2) * f16_at(a + 2);
+    }
+    return sum;
+}
+
+static float dot_q8_0(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    float sum = 0;
+    for (int64_t i = 0; i < nb; i++, w += 34, a += 34) {
+        const int8_t *x = (const int8_t *)(w + 2), *y = (const int8_t *)(a + 2);
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += x[j] * y[j];
+        sum += (float)s * (f16_at(w) * f16_at(a));
+    }
+    return sum;
+}
+
+/* 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block's 12 scale bytes. */
+static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Q4_K / Q5_K: element 64n + l (n < 4, l < 32) is the low nibble of qs[32n + l], element
+ * 64n + 32 + l its high nibble (sub-blocks 2n and 2n + 1); Q5_K's 5th bit of element
+ * 64n + 32h + l is bit 2n + h of qh[l]. */
+static float dot_qk45(const uint8_t *w, const uint8_t *a, int64_t nb, int five) {
+    size_t bw = five ? 176 : 144;
+    float sum = 0;
+    for (int64_t i = 0; i < nb; i++, w += bw, a += 292) {
+        float d = f16_at(w), dmin = f16_at(w + 2), da;
+        memcpy(&da, a, 4);
+        const uint8_t *scales = w + 4, *qh = w + 16, *qs = w + (five ? 48 : 16);
+        const int8_t *q8 = (const int8_t *)(a + 4);
+        int16_t bs[16];
+        memcpy(bs, a + 260, sizeof bs);
+        int32_t sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            k_scale_min(j, scales, &sc, &m);
+            int n = j / 2, h = j % 2, s = 0;
+            for (int l = 0; l < 32; l++) {
+                int c = h ? qs[32 * n + l] >> 4 : qs[32 * n + l] & 0xF;
+                if (five) c |= ((qh[l] >> (2 * n + h)) & 1) << 4;
+                s += c * q8[32 * j + l];
+            }
+            sumi += sc * s;
+            summ += m * (bs[2 * j] + bs[2 * j + 1]);
+        }
+        sum += da * (d * (float)sumi - dmin * (float)summ);
+    }
+    return sum;
+}
+
+/* Q6_K: element 128n + 32j + l (n < 2, j < 4, l < 32): low 4 bits from ql[64n + l]
+ * (j = 0, 2) or ql[64n + 32 + l] (j = 1, 3), the low nibble for j < 2 and the high one
+ * for j ≥ 2; high 2 bits at bits 2j of qh[32n + l]; the code is that minus 32. Its
+ * sub-block of 16 is 8n + 2j + l / 16, with the int8 scale scales[8n + 2j + l / 16]. */
+static float dot_q6_k(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    float sum = 0;
+    for (int64_t i = 0; i < nb; i++, w += 210, a += 292) {
+        const uint8_t *ql = w, *qh = w + 128;
+        const int8_t *sc = (const int8_t *)(w + 192);
+        float d = f16_at(w + 208), da;
+        memcpy(&da, a, 4);
+        const int8_t *q8 = (const int8_t *)(a + 4);
+        int32_t sumi = 0;
+        for (int n = 0; n < 2; n++)
+            for (int j = 0; j < 4; j++)
+                for (int half = 0; half < 2; half++) {
+                    int s = 0;
+                    for (int l = 16 * half; l < 16 * half + 16; l++) {
+                        int lo = j & 1 ? ql[64 * n + 32 + l] : ql[64 * n + l];
+                        lo = j & 2 ? lo >> 4 : lo & 15;
+                        int hi = (qh[32 * n + l] >> (2 * j)) & 3;
+                        s += ((lo | hi << 4) - 32) * q8[128 * n + 32 * j + l];
+                    }
+                    sumi += sc[8 * n + 2 * j + half] * s;
+                }
+        sum += da * d * (float)sumi;
+    }
+    return sum;
+}
+
+float xd_qdot(uint32_t wtype, const void *w, const void *a, int64_t n) {
+    int64_t nb = n / (wtype == GGML_Q4_K || wtype == GGML_Q5_K || wtype == GGML_Q6_K ? 256 : 32);
+    switch (wtype) {
+    case GGML_Q4_0: return dot_q4_0(w, a, nb);
+    case GGML_Q4_1: return dot_q4_1(w, a, nb);
+    case GGML_Q5_0: return dot_q5_0(w, a, nb);
+    case GGML_Q5_1: return dot_q5_1(w, a, nb);
+    case GGML_Q8_0: return dot_q8_0(w, a, nb);
+    case GGML_Q4_K: return dot_qk45(w, a, nb, 0);
+    case GGML_Q5_K: return dot_qk45(w, a, nb, 1);
+    case GGML_Q6_K: return dot_q6_k(w, a, nb);
+    default: return NAN;
+    }
+}
+
+int xd_qmatvec(uint32_t wtype, const void *W, int64_t rows, int64_t cols, const float *x,
+               float *y, void *scratch) {
+    int act = xd_qdot_act_type(wtype);
+    size_t wb = xd_q_row_bytes(wtype, cols), ab = act < 0 ? 0 : xd_q_row_bytes((uint32_t)act, cols);
+    if (act < 0 || !wb || !ab)
+        return xd_err("quantised matvec: type %u with %lld columns is not supported (a multiple "
+                      "of its block)", wtype, (long long)cols);
+    void *q = scratch ? scratch : malloc(ab);
+    if (!q) return xd_err("out of memory");
+    if (xd_quantize_act((uint32_t)act, x, cols, q)) {
+        if (!scratch) free(q);
+        return -1;
+    }
+    const uint8_t *Wb = W;
+#pragma omp parallel for schedule(static) if (rows * cols >= 65536)
+    for (int64_t r = 0; r < rows; r++) y[r] = xd_qdot(wtype, Wb + (size_t)r * wb, q, cols);
+    if (!scratch) free(q);
+    return 0;
+}
