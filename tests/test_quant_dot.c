@@ -9,6 +9,9 @@
  *    fp32 rounding of the scale products and the running sum (within 2e-7 · Σ|w·a|;
  *    measured ≤ 2.1e-8), and for Q4_1 / Q5_1 the min term, which ggml (and so xd_qdot)
  *    takes from Q8_1's s = d·Σq stored in fp16: up to 2^-11 · |m·s| more per block.
+ *  - the kernels chosen at run time (AVX2 for Q4_0, Q4_1, Q8_0) within 1e-6 · Σ|w·a| of the
+ *    scalar references (the same exact integer sums; the float sum in 8 lanes instead of
+ *    block order; measured ≤ 1e-7);
  *  - xd_qmatvec = xd_qdot row by row, exactly; and within the activation's quantisation
  *    error (Σ|w|·|d_a|/2 per block) of the fp32 product W·x.
  *  - Bad input: a type without a dot product, columns not a multiple of the block. */
@@ -118,7 +121,7 @@ static void test_type(uint32_t t, xd_rng *r) {
     check_activation((uint32_t)act, x, a, COLS);
     CHECK(xd_ggml_dequantize(t, W, wf, (int64_t)ROWS * COLS) == 0, "dequantise");
     deq_act((uint32_t)act, a, af, COLS);
-    double worst = 0, worst_x = 0;
+    double worst = 0, worst_x = 0, worst_k = 0;
     CHECK(xd_qmatvec(t, W, ROWS, COLS, x, y, NULL) == 0, "qmatvec: %s", xd_last_error());
     for (int i = 0; i < ROWS; i++) {
         const float *w = wf + (size_t)i * COLS;
@@ -137,6 +140,13 @@ static void test_type(uint32_t t, xd_rng *r) {
             qerr += fabs((double)w[j]) * fabs((double)x[j] - af[j]);
         }
         float got = xd_qdot(t, W + (size_t)i * wb, a, COLS);
+        xd_quant_set_scalar(1); /* the scalar integer sums: the same bits */
+        float scalar = xd_qdot(t, W + (size_t)i * wb, a, COLS);
+        xd_quant_set_scalar(0);
+        /* the float sum in another order: each block term rounds once more or less */
+        CHECK(fabs(scalar - got) <= 1e-6 * mag, "%s row %d: %.9g (run-time kernels) vs "
+              "%.9g (scalar)", xd_ggml_type_name(t), i, got, scalar);
+        if (fabs(scalar - got) / mag > worst_k) worst_k = fabs(scalar - got) / mag;
         double e = (fabs(got - ref) - smin) / mag;
         if (e > worst) worst = e;
         CHECK(e <= 2e-7, "%s row %d: qdot %.9g vs reference %.9g (relative to Σ|w·a| %.3g, "
@@ -147,9 +157,9 @@ static void test_type(uint32_t t, xd_rng *r) {
               xd_ggml_type_name(t), i, y[i], fx, qerr);
         if (fabs(y[i] - fx) / (qerr + 1e-30) > worst_x) worst_x = fabs(y[i] - fx) / (qerr + 1e-30);
     }
-    printf("%-5s x %-4s: (|qdot − reference| − fp16 min term) / Σ|w·a| ≤ %.2g; |W·x − qmatvec| ≤ %.2f of the "
-           "activation's quantisation bound\n", xd_ggml_type_name(t), xd_ggml_type_name((uint32_t)act),
-           worst, worst_x);
+    printf("%-5s x %-4s: (|qdot − reference| − fp16 min term) / Σ|w·a| ≤ %.2g; run-time kernels vs "
+           "scalar ≤ %.2g; |W·x − qmatvec| ≤ %.2f of the activation's quantisation bound\n",
+           xd_ggml_type_name(t), xd_ggml_type_name((uint32_t)act), worst, worst_k, worst_x);
     free(W), free(a), free(x), free(wf), free(af);
 }
 

@@ -5,6 +5,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "core/error.h"
 #include "core/f16.h"
@@ -99,6 +102,104 @@ int xd_quantize_act(uint32_t act, const float *x, int64_t n, void *out) {
     return 0;
 }
 
+/* ---- the integer sums of one block pair: scalar, and AVX2 chosen at run time ------------ */
+
+/* Which kernels run: 1 AVX2 (+ FMA, F16C; when the CPU has them), 0 scalar. */
+static int g_isa = -1;
+
+void xd_quant_set_scalar(int scalar) { g_isa = scalar ? 0 : -1; }
+
+static int use_avx2(void) {
+#if defined(__x86_64__)
+    if (g_isa < 0) {
+        __builtin_cpu_init();
+        g_isa = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    }
+    return g_isa == 1;
+#else
+    return 0;
+#endif
+}
+
+#if defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2 static float f16_avx(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* The 32 nibble codes of qs[16] (low nibbles first) as 32 unsigned bytes. */
+AVX2 static __m256i nibbles(const uint8_t *qs) {
+    __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0F));
+}
+
+/* 8 int32 partial sums of Σ u_j·s_j, u unsigned (≤ 127), s signed: maddubs cannot
+ * saturate (2·127·128 < 2^15). */
+AVX2 static __m256i dot_us8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* Rows of blocks with the float sums in 8 lanes and one horizontal sum at the end (ggml's
+ * way): the integer parts are exact, the float order differs from the scalar reference
+ * (test_quant_dot bounds the difference). Signed × signed bytes as |x| · (y with x's sign). */
+AVX2 static float dot_q4_0_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < nb; i++, w += 18, a += 34) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(a + 2));
+        __m256i c = _mm256_sub_epi8(nibbles(w + 2), eight);
+        __m256i p = dot_us8(_mm256_sign_epi8(c, c), _mm256_sign_epi8(q, c));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
+    }
+    return hsum_ps(acc);
+}
+
+AVX2 static float dot_q4_1_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t i = 0; i < nb; i++, w += 20, a += 36) {
+        __m256i p = dot_us8(nibbles(w + 4), _mm256_loadu_si256((const __m256i *)(a + 4)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
+        mins += f16_avx(w + 2) * f16_avx(a + 2);
+    }
+    return hsum_ps(acc) + mins;
+}
+
+AVX2 static float dot_q8_0_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, w += 34, a += 34) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(w + 2));
+        __m256i y = _mm256_loadu_si256((const __m256i *)(a + 2));
+        __m256i p = dot_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
+    }
+    return hsum_ps(acc);
+}
+#endif
+
+static int isum_q4(const uint8_t *qs, const int8_t *q, int off) {
+    int s = 0;
+    for (int j = 0; j < 16; j++) s += ((qs[j] & 0xF) - off) * q[j] + ((qs[j] >> 4) - off) * q[j + 16];
+    return s;
+}
+
+static int isum_q8(const int8_t *x, const int8_t *y) {
+    int s = 0;
+    for (int j = 0; j < 32; j++) s += x[j] * y[j];
+    return s;
+}
+
 /* ---- dot products, per block pair ------------------------------------------------------ */
 
 /* The 32 codes of a Q4_0/Q4_1 block (low nibbles: elements 0..15, high: 16..31) and a
@@ -122,20 +223,15 @@ static int isum32(const int *c, int off, const int8_t *q) {
 
 static float dot_q4_0(const uint8_t *w, const uint8_t *a, int64_t nb) {
     float sum = 0;
-    int c[32];
-    for (int64_t i = 0; i < nb; i++, w += 18, a += 34) {
-        codes4(w + 2, c);
-        sum += (float)isum32(c, 8, (const int8_t *)(a + 2)) * (f16_at(w) * f16_at(a));
-    }
+    for (int64_t i = 0; i < nb; i++, w += 18, a += 34)
+        sum += (float)isum_q4(w + 2, (const int8_t *)(a + 2), 8) * (f16_at(w) * f16_at(a));
     return sum;
 }
 
 static float dot_q4_1(const uint8_t *w, const uint8_t *a, int64_t nb) {
     float sum = 0;
-    int c[32];
     for (int64_t i = 0; i < nb; i++, w += 20, a += 36) {
-        codes4(w + 4, c);
-        int s = isum32(c, 0, (const int8_t *)(a + 4));
+        int s = isum_q4(w + 4, (const int8_t *)(a + 4), 0);
         sum += (f16_at(w) * f16_at(a)) * (float)s + f16_at(w + 2) * f16_at(a + 2);
     }
     return sum;
@@ -164,12 +260,8 @@ static float dot_q5_1(const uint8_t *w, const uint8_t *a, int64_t nb) {
 
 static float dot_q8_0(const uint8_t *w, const uint8_t *a, int64_t nb) {
     float sum = 0;
-    for (int64_t i = 0; i < nb; i++, w += 34, a += 34) {
-        const int8_t *x = (const int8_t *)(w + 2), *y = (const int8_t *)(a + 2);
-        int s = 0;
-        for (int j = 0; j < 32; j++) s += x[j] * y[j];
-        sum += (float)s * (f16_at(w) * f16_at(a));
-    }
+    for (int64_t i = 0; i < nb; i++, w += 34, a += 34)
+        sum += (float)isum_q8((const int8_t *)(w + 2), (const int8_t *)(a + 2)) * (f16_at(w) * f16_at(a));
     return sum;
 }
 
@@ -247,6 +339,14 @@ static float dot_q6_k(const uint8_t *w, const uint8_t *a, int64_t nb) {
 
 float xd_qdot(uint32_t wtype, const void *w, const void *a, int64_t n) {
     int64_t nb = n / (wtype == GGML_Q4_K || wtype == GGML_Q5_K || wtype == GGML_Q6_K ? 256 : 32);
+#if defined(__x86_64__)
+    if (use_avx2()) switch (wtype) {
+        case GGML_Q4_0: return dot_q4_0_avx2(w, a, nb);
+        case GGML_Q4_1: return dot_q4_1_avx2(w, a, nb);
+        case GGML_Q8_0: return dot_q8_0_avx2(w, a, nb);
+        default: break; /* the scalar reference */
+        }
+#endif
     switch (wtype) {
     case GGML_Q4_0: return dot_q4_0(w, a, nb);
     case GGML_Q4_1: return dot_q4_1(w, a, nb);

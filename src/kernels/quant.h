@@ -24,6 +24,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Q4_0, Q4_1 and Q8_0 rows run on AVX2 (with FMA and F16C) where the CPU has them, chosen
+ * at run time: the integer block sums are exact, the float sum goes over 8 lanes, so the
+ * result differs from the scalar reference's block order by rounding only
+ * (test_quant_dot states the bound). scalar != 0 forces the scalar references (tests,
+ * benchmarks); 0 returns to the run-time choice. */
+void xd_quant_set_scalar(int scalar);
+
 /* The activation type a weight type pairs with (GGML_Q8_0, GGML_Q8_1 or GGML_Q8_K), or
  * -1 when the weight type has no block dot product here. */
 int xd_qdot_act_type(uint32_t wtype);
