@@ -1,5 +1,6 @@
 /* Model object: weight layout in one fp32 arena, config checks, loading dispatch. */
 #include "model.h"
+#include "qweights.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -195,6 +196,7 @@ xd_model *xd_model_load(const char *path) {
 void xd_model_free(xd_model *m) {
     if (!m) return;
     xd_tokenizer_free(m->tok);
+    xd_qweights_free(m);
     free(m->arena);
     free(m->layers);
     free(m->rope_inv_freq);

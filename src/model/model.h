@@ -36,6 +36,7 @@ struct xd_model {
     float *lm_head;      /* [V][d]; == embed when tied */
     xd_layer *layers;
     float *rope_inv_freq; /* [hd/2] incl. Llama-3 scaling */
+    struct xd_qweights *q; /* quantised copies for decoding (qweights.h), or NULL */
 };
 
 struct xd_kv {

@@ -9,6 +9,7 @@
 #include "io/gguf.h"
 #include "io/tokenizer_gguf.h"
 #include "model.h"
+#include "qweights.h"
 
 static int arch_from_name(const gguf_file *g, gguf_str s, xd_arch *a) {
     static const struct { const char *name; xd_arch arch; } known[] = {
@@ -102,6 +103,14 @@ static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w
     int64_t n = w->rows * w->cols;
     int permute = m->cfg.arch == XD_ARCH_LLAMA && w->ndim == 2 &&
                   (strstr(w->gguf, "attn_q.") || strstr(w->gguf, "attn_k."));
+    /* XD_QUANT_DECODE=1 (decoding) or 2 (every product): the linear weights' blocks also
+     * kept (qweights.h); the LM head too when it is the tied embedding */
+    const char *qd = getenv("XD_QUANT_DECODE");
+    int keep = qd && (!strcmp(qd, "1") || !strcmp(qd, "2")) && w->ndim == 2 &&
+               (strcmp(w->gguf, "token_embd.weight") != 0 || m->cfg.tied_embeddings);
+    if (keep && xd_qweights_add((xd_model *)m, w->ptr, t->type, w->rows, w->cols, t->data,
+                                permute ? m->cfg.head_dim : 0))
+        return -1;
     if (!permute) return xd_ggml_dequantize(t->type, t->data, w->ptr, n) ? xd_err_prefix("%s: tensor '%s'", g->path, w->gguf) : 0;
     float *tmp = malloc((size_t)n * sizeof(float));
     if (!tmp) return xd_err("out of memory");
@@ -140,6 +149,7 @@ int xd_model_load_gguf(xd_model *m, const char *path) {
     for (int i = 0; i < nw; i++)
         if (load_tensor(g, m, &ws[i])) goto done;
     if (apply_rope_freqs(g, m)) goto done;
+    xd_qweights_sort(m);
     rc = 0;
 done:
     free(ws);
