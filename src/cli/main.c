@@ -151,6 +151,11 @@ static int run_ranked(int (*run)(int, char **), int ranks, int argc, char **argv
     }
     if (xd_dist_size() > 1) {
         cli_set_rank(xd_dist_rank(), xd_dist_size());
+        /* ranks that share a machine share its cores (--threads or OMP_NUM_THREADS win) */
+        const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        if (local && atoi(local) > 1 && !getenv("OMP_NUM_THREADS") && cores > 0)
+            xd_set_threads(cores / atoi(local) > 1 ? (int)(cores / atoi(local)) : 1);
         if (xd_dist_rank() != 0) { /* one summary, one progress bar: rank 0's */
             xd_set_log(NULL, NULL);
             if (!freopen("/dev/null", "w", stdout)) return 1;
