@@ -98,20 +98,19 @@ evaluate() {
     local row="$1" task="$2" with="${3:-}"
     local w=()
     [ -n "$with" ] && w=(--with "$with")
-    if [ ! -f "$res/$row.json" ]; then
-        echo "debias: seed $seed, evaluating $row" >&2
-        "$X" debias eval "$MODEL" --task "$task" "${w[@]}" --train "$DATA/train.jsonl" \
-            --test "$DATA/test.jsonl" --attack-max "$ATTACK_MAX" --attack-epochs "$ATTACK_EPOCHS" \
-            --threads "$THREADS" --seed "$seed" -o "$res/$row.json.tmp" > /dev/null
-        mv "$res/$row.json.tmp" "$res/$row.json"
-    fi
-    if [ ! -f "$res/$row.indep.json" ]; then
-        echo "debias: seed $seed, evaluating $row (attributes independent of the occupation)" >&2
-        "$X" debias eval "$MODEL" --task "$task" "${w[@]}" --train "$INDEP/attack.jsonl" \
-            --test "$INDEP/test.jsonl" --attack-max "$ATTACK_MAX" --attack-epochs "$ATTACK_EPOCHS" \
-            --threads "$THREADS" --seed "$seed" -o "$res/$row.indep.json.tmp" > /dev/null
-        mv "$res/$row.indep.json.tmp" "$res/$row.indep.json"
-    fi
+    score "$row" "" "$DATA/train.jsonl" "$DATA/test.jsonl"
+    score "$row" .indep "$INDEP/attack.jsonl" "$INDEP/test.jsonl"
+}
+
+# score ROW SUFFIX ATTACKER_TRAIN TEST (evaluate's task, w): RES/ROW SUFFIX.json unless there
+score() {
+    local out="$res/$1$2.json"
+    [ -f "$out" ] && return 0
+    echo "debias: seed $seed, evaluating $1${2:+ (attributes independent of the occupation)}" >&2
+    "$X" debias eval "$MODEL" --task "$task" "${w[@]}" --train "$3" --test "$4" \
+        --attack-max "$ATTACK_MAX" --attack-epochs "$ATTACK_EPOCHS" --threads "$THREADS" \
+        --seed "$seed" -o "$out.tmp" > /dev/null
+    mv "$out.tmp" "$out"
 }
 
 for seed in $SEEDS; do
