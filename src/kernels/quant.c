@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -113,8 +114,9 @@ static int use_avx2(void) {
 #if defined(__x86_64__)
     if (g_isa < 0) {
         __builtin_cpu_init();
-        g_isa = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
+        unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (clang 14 has no "f16c" here) */
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+        g_isa = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     }
     return g_isa == 1;
 #else
