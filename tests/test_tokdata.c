@@ -42,19 +42,6 @@ static void write_text(const char *path, const char *text, size_t len) {
 }
 #define WRITE(name, str) write_text(path_in(name), (str), sizeof(str) - 1)
 
-static unsigned char *read_bytes(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static int exists(const char *path) { return access(path, F_OK) == 0; }
 
 static int contains(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
@@ -665,7 +652,7 @@ static void expect_corrupt(const char *what, const unsigned char *good, size_t l
 static void test_corrupt(const xd_tokenizer *t) {
     const char *p = path_in("hand.bin");
     size_t len = 0;
-    unsigned char *good = read_bytes(p, &len);
+    unsigned char *good = (unsigned char *)test_slurp(p, &len);
     CHECK(good && len == 64 + 8 * 6 + 2 * 14, "hand file size %zu", len);
     if (!good) return;
     uint64_t big = UINT64_MAX, v;
@@ -874,7 +861,7 @@ static void test_mask_hand(void) {
                                 HAND_MASK) == 0,
           "write masked: %s", xd_last_error());
     size_t len = 0;
-    unsigned char *bytes = read_bytes(p, &len);
+    unsigned char *bytes = (unsigned char *)test_slurp(p, &len);
     /* the unmasked file's 140 bytes, then one byte per token */
     CHECK(bytes && len == 64 + 8 * 6 + 2 * 14 + 14 && !memcmp(bytes + 140, HAND_MASK, 14),
           "masked file: %zu bytes, the mask last", len);
@@ -945,7 +932,7 @@ static void test_mask_hand(void) {
 /* A corrupt mask byte and a truncated mask are refused. */
 static void test_mask_corrupt(void) {
     size_t len = 0;
-    unsigned char *good = read_bytes(path_in("hand_mask.bin"), &len);
+    unsigned char *good = (unsigned char *)test_slurp(path_in("hand_mask.bin"), &len);
     CHECK(good && len == 154, "masked hand file: %zu bytes", len);
     if (!good) return;
     uint8_t two = 2;
