@@ -171,17 +171,16 @@ static int run(const opts *o) {
     double t0 = xd_now(), last_flush = t0;
     /* a round: N batches of B rows from row r, batch j on rank j */
     for (uint64_t r = r0; r < rows;) {
-        uint64_t nws[64], *nw_of = N <= 64 ? nws : malloc((size_t)N * sizeof *nw_of), left = rows - r;
-        if (!nw_of) { xd_err("out of memory"); goto done; }
+        /* the rows kept of batch j (the last round may be short), and of this rank's */
+        uint64_t left = rows - r, round = 0, nw = 0, mine = r + (uint64_t)me * (uint64_t)B;
         for (int j = 0; j < N; j++) {
-            nw_of[j] = left < (uint64_t)B ? left : (uint64_t)B;
-            left -= nw_of[j];
-            id_bytes[j] = nw_of[j] * (uint64_t)T * (uint64_t)k * sizeof *ids;
-            val_bytes[j] = nw_of[j] * (uint64_t)T * (uint64_t)k * sizeof *vals;
+            uint64_t nj = left < (uint64_t)B ? left : (uint64_t)B;
+            left -= nj;
+            round += nj;
+            if (j == me) nw = nj;
+            id_bytes[j] = nj * (uint64_t)T * (uint64_t)k * sizeof *ids;
+            val_bytes[j] = nj * (uint64_t)T * (uint64_t)k * sizeof *vals;
         }
-        uint64_t mine = r + (uint64_t)me * (uint64_t)B, nw = nw_of[me], round = 0;
-        for (int j = 0; j < N; j++) round += nw_of[j];
-        if (nw_of != nws) free(nw_of);
         if (nw) {
             /* B stream rows from row `mine` (the last batch may compute rows it does not keep) */
             uint64_t cursor = mine * (uint64_t)T;

@@ -19,14 +19,6 @@ int xd_dist_rank(void) { return g.rank; }
 int xd_dist_size(void) { return g.size; }
 int xd_dist_serialized(void) { return g.serialized; }
 
-int xd_dist_built(void) {
-#ifdef XD_HAVE_MPI
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 int xd_dist_launched(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {

@@ -39,8 +39,6 @@ int xd_dist_size(void);
  * threads call at once (the MPI library granted MPI_THREAD_SERIALIZED): the trainer's
  * gradient reduction then overlaps the backward (train/grad_sync.h). */
 int xd_dist_serialized(void);
-/* 1 if this build can run with several ranks (libxdistill-mpi was built). */
-int xd_dist_built(void);
 
 /* In place on every rank: x = Σ_r x_r, summed in rank order (see above). */
 int xd_dist_sum_f32(float *x, size_t n);

@@ -97,12 +97,11 @@ static int argmax_d(const double *x, int n) {
  * in example order. */
 static int gather_samples(const xd_eval_opts *o, size_t start, int n) {
     int N = xd_dist_size(), me = xd_dist_rank(), rc = -1;
-    if (N > 64) return xd_err("eval --log-samples: at most 64 ranks");
-    json_t *mine = json_array(), *parts[64] = {0};
+    json_t *mine = json_array(), **parts = calloc((size_t)N, sizeof *parts);
     char *text = NULL, *all = NULL;
     int64_t *len = calloc((size_t)N, sizeof *len);
     size_t *bytes = calloc((size_t)N, sizeof *bytes);
-    if (!mine || !len || !bytes) { xd_err("eval: out of memory"); goto done; }
+    if (!mine || !parts || !len || !bytes) { xd_err("eval: out of memory"); goto done; }
     for (size_t k = start; k < json_array_size(o->samples); k++)
         json_array_append(mine, json_array_get(o->samples, k));
     if (!(text = json_dumps(mine, JSON_COMPACT))) { xd_err("eval: out of memory"); goto done; }
@@ -128,7 +127,8 @@ static int gather_samples(const xd_eval_opts *o, size_t start, int n) {
     }
     rc = 0;
 done:
-    for (int r = 0; r < 64; r++) json_decref(parts[r]);
+    for (int r = 0; parts && r < N; r++) json_decref(parts[r]);
+    free(parts);
     json_decref(mine);
     free(text);
     free(all);

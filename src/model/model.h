@@ -98,6 +98,13 @@ int xd_model_alloc(xd_model *m);
 int xd_model_load_gguf(xd_model *m, const char *path);
 int xd_model_load_hf(xd_model *m, const char *dir);
 
+/* llama.cpp's converter permutes the rows of Llama's q/k projections so that RoPE rotates
+ * adjacent pairs; we keep HF's half-split layout. Within each head of hd rows, GGUF row
+ * 2i + j holds HF row j·hd/2 + i (i < hd/2, j ∈ {0, 1}). Rows of any type: row_bytes each
+ * (fp32 rows, or a row of quantised blocks). model_gguf.c. */
+void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
+                            size_t row_bytes);
+
 /* Computes rope_inv_freq from cfg (theta, Llama-3 scaling) unless set. */
 int xd_model_init_rope(xd_model *m);
 

@@ -80,18 +80,17 @@ static int config_from_gguf(const gguf_file *g, xd_config *c) {
     return xd_config_validate(c, g->path);
 }
 
-/* llama.cpp's converter permutes the rows of Llama's q/k projections so that
- * RoPE rotates adjacent pairs; we keep HF's half-split layout. Within each
- * head, GGUF row 2i+j holds HF row j·hd/2 + i (i < hd/2, j ∈ {0,1}). */
-static void unpermute_rows(float *w, const float *src, int64_t n_heads, int64_t hd, int64_t cols) {
+void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
+                            size_t row_bytes) {
     for (int64_t h = 0; h < n_heads; h++)
         for (int64_t i = 0; i < hd / 2; i++)
             for (int64_t j = 0; j < 2; j++)
-                memcpy(w + (h * hd + j * hd / 2 + i) * cols, src + (h * hd + 2 * i + j) * cols,
-                       (size_t)cols * sizeof(float));
+                memcpy((char *)dst + (size_t)(h * hd + j * hd / 2 + i) * row_bytes,
+                       (const char *)src + (size_t)(h * hd + 2 * i + j) * row_bytes, row_bytes);
 }
 
-static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w) {
+/* quant: XD_QUANT_DECODE's value (qweights.h): 0, 1 (decoding) or 2 (every product). */
+static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w, int quant) {
     const gguf_tensor *t = xd_gguf_find_tensor(g, w->gguf);
     if (!t) return xd_err("%s: missing tensor '%s'", g->path, w->gguf);
     int ok = w->ndim == 1 ? (t->n_dims == 1 && t->ne[0] == w->cols)
@@ -103,10 +102,9 @@ static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w
     int64_t n = w->rows * w->cols;
     int permute = m->cfg.arch == XD_ARCH_LLAMA && w->ndim == 2 &&
                   (strstr(w->gguf, "attn_q.") || strstr(w->gguf, "attn_k."));
-    /* XD_QUANT_DECODE=1 (decoding) or 2 (every product): the linear weights' blocks also
-     * kept (qweights.h); the LM head too when it is the tied embedding */
-    const char *qd = getenv("XD_QUANT_DECODE");
-    int keep = qd && (!strcmp(qd, "1") || !strcmp(qd, "2")) && w->ndim == 2 &&
+    /* with quant, the linear weights' blocks are also kept (qweights.h); the LM head too
+     * when it is the tied embedding */
+    int keep = quant && w->ndim == 2 &&
                (strcmp(w->gguf, "token_embd.weight") != 0 || m->cfg.tied_embeddings);
     if (keep && xd_qweights_add((xd_model *)m, w->ptr, t->type, w->rows, w->cols, t->data,
                                 permute ? m->cfg.head_dim : 0))
@@ -115,7 +113,9 @@ static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w
     float *tmp = malloc((size_t)n * sizeof(float));
     if (!tmp) return xd_err("out of memory");
     int rc = xd_ggml_dequantize(t->type, t->data, tmp, n);
-    if (!rc) unpermute_rows(w->ptr, tmp, w->rows / m->cfg.head_dim, m->cfg.head_dim, w->cols);
+    if (!rc)
+        xd_gguf_unpermute_rows(w->ptr, tmp, w->rows / m->cfg.head_dim, m->cfg.head_dim,
+                               (size_t)w->cols * sizeof(float));
     free(tmp);
     return rc ? xd_err_prefix("%s: tensor '%s'", g->path, w->gguf) : 0;
 }
@@ -146,10 +146,15 @@ int xd_model_load_gguf(xd_model *m, const char *path) {
     if (config_from_gguf(g, &m->cfg)) goto done;
     if (!(m->tok = xd_tokenizer_from_gguf(g))) goto done;
     if (xd_model_alloc(m) || xd_model_weights(m, &ws, &nw)) goto done;
+    const char *qd = getenv("XD_QUANT_DECODE");
+    int quant = qd && (!strcmp(qd, "1") || !strcmp(qd, "2")) ? qd[0] - '0' : 0;
     for (int i = 0; i < nw; i++)
-        if (load_tensor(g, m, &ws[i])) goto done;
+        if (load_tensor(g, m, &ws[i], quant)) goto done;
     if (apply_rope_freqs(g, m)) goto done;
-    xd_qweights_sort(m);
+    if (m->q) {
+        xd_qweights_sort(m);
+        m->q->all_rows = quant == 2;
+    }
     rc = 0;
 done:
     free(ws);

@@ -23,18 +23,9 @@ int xd_qweights_add(xd_model *m, const float *key, uint32_t type, int64_t rows, 
     }
     uint8_t *d = malloc(rb * (size_t)rows);
     if (!d) return xd_err("out of memory");
-    for (int64_t r = 0; r < rows; r++) {
-        /* within each head, GGUF row 2i + j is HF row j·hd/2 + i (model_gguf.c) */
-        int64_t s = r;
-        if (perm_hd > 0) {
-            int64_t h = r / perm_hd, k = r % perm_hd, j = k / (perm_hd / 2), i = k % (perm_hd / 2);
-            s = h * perm_hd + 2 * i + j;
-        }
-        memcpy(d + (size_t)r * rb, src + (size_t)s * rb, rb);
-    }
+    if (perm_hd > 0) xd_gguf_unpermute_rows(d, src, rows / perm_hd, perm_hd, rb);
+    else memcpy(d, src, rb * (size_t)rows);
     q->w[q->n++] = (xd_qweight){key, type, rows, cols, d};
-    const char *qd = getenv("XD_QUANT_DECODE");
-    q->all_rows = qd && !strcmp(qd, "2");
     return 0;
 }
 

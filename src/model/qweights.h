@@ -22,8 +22,8 @@ typedef struct {
 typedef struct xd_qweights {
     xd_qweight *w;     /* sorted by key once loading is done */
     int n, cap;
-    int all_rows;      /* XD_QUANT_DECODE=2: every product on the blocks, not only one
-                        * token's (to measure the quantised model's perplexity) */
+    int all_rows;      /* XD_QUANT_DECODE=2 (set by the loader): every product on the
+                        * blocks, not only one token's (to measure the perplexity) */
 } xd_qweights;
 
 /* Adds a copy of the blocks of a [rows][cols] weight (src rows in GGUF order; perm_hd > 0:

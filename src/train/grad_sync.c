@@ -20,7 +20,7 @@ struct xd_grad_sync {
     int n_runs, n_layer;
     unsigned char *sent;  /* [n_layer + 1]: slot n_layer is "no layer" */
     int *queue, head, tail; /* run indices, FIFO (each run at most once a step) */
-    int busy, quit, failed;
+    int threaded, busy, quit, failed;
     char err[1024];
     pthread_t th;
     pthread_mutex_t mu;
@@ -64,11 +64,12 @@ static int by_offset(const void *a, const void *b) {
 }
 
 xd_grad_sync *xd_grad_sync_new(const xd_param_groups *g, const float *param, float *grad,
-                               int n_layer) {
+                               int n_layer, int threaded) {
     xd_grad_sync *s = calloc(1, sizeof *s);
     if (!s) { xd_err("out of memory"); return NULL; }
     s->grad = grad;
     s->n_layer = n_layer;
+    s->threaded = threaded;
     s->runs = calloc((size_t)g->n + 1, sizeof *s->runs);
     s->queue = calloc((size_t)g->n + 1, sizeof *s->queue);
     s->sent = calloc((size_t)n_layer + 1, 1);
@@ -92,6 +93,7 @@ xd_grad_sync *xd_grad_sync_new(const xd_param_groups *g, const float *param, flo
         else s->runs[m++] = s->runs[i];
     }
     s->n_runs = m;
+    if (!threaded) return s;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->more, NULL);
     pthread_cond_init(&s->done, NULL);
@@ -116,14 +118,21 @@ static void send_layer(xd_grad_sync *s, int l) {
     pthread_cond_signal(&s->more);
 }
 
+int xd_grad_sync_threaded(const xd_grad_sync *s) { return s->threaded; }
+
 void xd_grad_sync_layer(xd_grad_sync *s, int layer) {
-    if (layer < 0 || layer >= s->n_layer) return;
+    if (!s->threaded || layer < 0 || layer >= s->n_layer) return;
     pthread_mutex_lock(&s->mu);
     send_layer(s, layer);
     pthread_mutex_unlock(&s->mu);
 }
 
 int xd_grad_sync_finish(xd_grad_sync *s) {
+    if (!s->threaded) {
+        for (int i = 0; i < s->n_runs; i++)
+            if (xd_dist_sum_f32(s->grad + s->runs[i].off, s->runs[i].n)) return -1;
+        return 0;
+    }
     pthread_mutex_lock(&s->mu);
     /* in the order a backward announces them: the last layer first, then no layer */
     for (int l = s->n_layer - 1; l >= -1; l--) send_layer(s, l);
@@ -140,7 +149,7 @@ int xd_grad_sync_finish(xd_grad_sync *s) {
 
 void xd_grad_sync_free(xd_grad_sync *s) {
     if (!s) return;
-    if (s->runs && s->queue && s->sent) {
+    if (s->threaded && s->runs && s->queue && s->sent) {
         pthread_mutex_lock(&s->mu);
         s->quit = 1;
         pthread_cond_signal(&s->more);

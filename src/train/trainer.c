@@ -319,27 +319,6 @@ static xd_batch rows_of(const xd_batch *bb, int rank, int B, int T) {
                       bb->row_ctx + r1, bb->ctx + r};
 }
 
-/* With several ranks: the step's gradients of the trainable tensors summed over the ranks
- * (in rank order, core/dist.h), in place, in runs of tensors adjacent in the arena. */
-static int sum_grads(const xd_trainer_model *tm, const xd_param_groups *g) {
-    if (xd_dist_size() == 1) return 0;
-    float *param = param_arena(tm, g), *grad = grad_arena(tm, g);
-    size_t run0 = 0, run1 = 0; /* the current run [run0, run1) of the arena */
-    for (int i = 0; i <= g->n; i++) {
-        size_t a = 0, b = 0;
-        if (i < g->n) {
-            if (!g->train[i]) continue;
-            a = (size_t)(g->w[i].ptr - param);
-            b = a + (size_t)(g->w[i].rows * g->w[i].cols);
-            if (a == run1 && run1 > run0) { run1 = b; continue; }
-        }
-        if (run1 > run0 && xd_dist_sum_f32(grad + run0, run1 - run0)) return -1;
-        run0 = a;
-        run1 = b;
-    }
-    return 0;
-}
-
 static void sync_layer(void *ctx, int layer) { xd_grad_sync_layer(ctx, layer); }
 
 /* Before the first step of a job with several ranks: every rank must hold the same
@@ -409,9 +388,10 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
         xd_log(XD_LOG_INFO, "%s: no checkpoint in %s, starting from step 0", o->kind, o->out_dir);
     }
     if (check_same_inputs(m, lora, ob && ob->batch ? NULL : data)) goto done;
-    /* several ranks: the overlapped reduction, where the MPI library allows another thread */
-    if (N > 1 && o->overlap_comm && xd_dist_serialized() &&
-        !(sync = xd_grad_sync_new(gp, param_arena(&tm, gp), grad_arena(&tm, gp), m->cfg.n_layer)))
+    /* several ranks: the gradient reduction, overlapped with the backward where asked and
+     * the MPI library allows another thread (grad_sync.h) */
+    if (N > 1 && !(sync = xd_grad_sync_new(gp, param_arena(&tm, gp), grad_arena(&tm, gp),
+                                           m->cfg.n_layer, o->overlap_comm && xd_dist_serialized())))
         goto done;
     log = lead ? fopen(log_path, st.step ? "a" : "w") : NULL;
     if (lead && !log) { xd_err("%s: cannot write: %s", log_path, strerror(errno)); goto done; }
@@ -449,7 +429,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             /* the last micro-batch's backward completes each layer's gradients (the
              * objectives make at most one backward through the layers per micro-batch:
              * CE and Stage II one, Stage I none, so its reduction waits for finish) */
-            if (sync && a == o->accum - 1) {
+            if (sync && xd_grad_sync_threaded(sync) && a == o->accum - 1) {
                 tm.layer_done = sync_layer;
                 tm.layer_done_ctx = sync;
             }
@@ -457,14 +437,14 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
                        : xd_tm_step(&tm, mine.tok, mine.tgt, mine.pos, mine.ds, 1, scale, &s, &c);
             tm.layer_done = NULL;
             if (e) {
-                if (sync) xd_grad_sync_finish(sync); /* the thread idle before leaving */
+                if (sync && xd_grad_sync_threaded(sync)) xd_grad_sync_finish(sync); /* idle the thread */
                 goto done;
             }
             sum += s;
         }
         /* with overlap: the wait for what the backward left (t_comm: the part not hidden) */
         double t_comm = xd_now();
-        if ((sync ? xd_grad_sync_finish(sync) : sum_grads(&tm, gp)) || xd_dist_sum_f64(&sum, 1))
+        if ((sync && xd_grad_sync_finish(sync)) || xd_dist_sum_f64(&sum, 1))
             goto done;
         t_comm = xd_now() - t_comm;
         loss = valid ? sum / (double)valid : 0.0;
@@ -506,7 +486,7 @@ int xd_train(xd_model *m, const xd_tokdata *data, const xd_train_opts *o, xd_tra
             /* with several ranks: the step's reduction of the loss and gradients, seconds */
             if (N > 1)
                 fprintf(log, ",\"ranks\":%d,\"allreduce_s\":%.4f,\"overlap\":%s", N, t_comm,
-                        sync ? "true" : "false");
+                        xd_grad_sync_threaded(sync) ? "true" : "false");
             fprintf(log, "%s}\n", st_json);
             fflush(log);
         }
