@@ -24,6 +24,7 @@
 #include "io/labeled.h"
 #include "io/safetensors.h"
 #include "kernels/hard_concrete.h"
+#include "kernels/mmd.h"
 #include "model/clf_head.h"
 #include "model/diff.h"
 #include "model/model.h"
@@ -134,6 +135,49 @@ static void test_metrics(void) {
     CHECK(xd_label_implied(ry2, ra2, 2, 1, 2, ty2, 1, lp) == 0 && lp[0] == 0, "tie");
 }
 
+/* ---- the MMD term ---------------------------------------------------------------------------- */
+
+static void test_mmd(void) {
+    /* by hand: x = (1, 0), own group {(0, 0), (1, 1)}, other {(3, 0)}, γ = 1/2 (2γ = 1):
+     * k to the own rows e^{-1/2} each, to the other e^{-2}: loss = e^{-1/2} − e^{-2};
+     * ∂/∂x = mean_own −e^{-1/2}(x − a) + e^{-2}(x − b)
+     *      = −½e^{-1/2}((1, 0) + (0, −1)) + e^{-2}(−2, 0) = (−½e^{-1/2} − 2e^{-2}, ½e^{-1/2});
+     * scale 2 doubles it */
+    const float x[2] = {1, 0}, same[4] = {0, 0, 1, 1}, other[2] = {3, 0}, g[1] = {0.5f};
+    float dx[2] = {0, 0};
+    double e1 = exp(-0.5), e2 = exp(-2.0);
+    double l = xd_mmd_bank(dx, x, 2, same, 2, other, 1, g, 1, 2.0f);
+    CHECK(fabs(l - (e1 - e2)) < 1e-12, "mmd by hand: %.9g, expected %.9g", l, e1 - e2);
+    CHECK(fabs(dx[0] - 2 * (-0.5 * e1 - 2 * e2)) < 1e-6 && fabs(dx[1] - 2 * 0.5 * e1) < 1e-6,
+          "mmd gradient by hand: %g %g", dx[0], dx[1]);
+    CHECK(xd_mmd_bank(dx, x, 2, same, 2, other, 0, g, 1, 1.0f) == 0.0, "empty side");
+    /* mean squared distance by hand: rows (0,0), (1,1), (3,0): 2, 9, 5 → 16/3 */
+    const float rows[6] = {0, 0, 1, 1, 3, 0};
+    CHECK(fabs(xd_mean_sq_dist(rows, 3, 2) - 16.0 / 3) < 1e-12, "mean squared distance");
+    /* the gradient against central differences (d = 5, three bandwidths; double sums of
+     * fp32 inputs: h = 1e-3, |analytic − fd| <= 1e-5 + 1e-3·|fd|) */
+    enum { D = 5, NS = 3, NO = 4 };
+    float xv[D], sv[NS * D], ov[NO * D], gv[3] = {0.05f, 0.2f, 0.8f}, dv[D] = {0};
+    for (int i = 0; i < D; i++) xv[i] = (float)sin(1.1 * i + 0.3);
+    for (int i = 0; i < NS * D; i++) sv[i] = (float)cos(0.7 * i);
+    for (int i = 0; i < NO * D; i++) ov[i] = 0.5f + (float)sin(0.9 * i + 2.0);
+    xd_mmd_bank(dv, xv, D, sv, NS, ov, NO, gv, 3, 1.0f);
+    int bad = 0;
+    for (int i = 0; i < D; i++) {
+        float keep = xv[i];
+        const float h = 1e-3f;
+        xv[i] = keep + h;
+        double lp = xd_mmd_bank(NULL, xv, D, sv, NS, ov, NO, gv, 3, 1.0f);
+        xv[i] = keep - h;
+        double lm = xd_mmd_bank(NULL, xv, D, sv, NS, ov, NO, gv, 3, 1.0f);
+        xv[i] = keep;
+        double fd = (lp - lm) / (2 * (double)h);
+        bad += fabs(dv[i] - fd) > 1e-5 + 1e-3 * fabs(fd);
+    }
+    CHECK(bad == 0, "mmd gradient: %d of %d coordinates disagree with central differences", bad, D);
+    printf("mmd term: by hand and %d coordinates vs central differences\n", D);
+}
+
 /* ---- attacker ------------------------------------------------------------------------------ */
 
 static void test_attacker(void) {
@@ -197,21 +241,21 @@ static void write_data(const char *path, int n, int with_b) {
 
 /* F at the current parameters: the trainer's step without the backward. */
 static double objective(xd_objective *ob, xd_trainer_model *tm, xd_batch *bb, int B, int T,
-                        float lambda, int confusion, double *task, double *adv) {
+                        float lambda, int confusion, float mmd_weight, double *task, double *adv) {
     uint64_t cur = 0;
-    double loss, t, a, cf, l0;
+    double loss, t, a, cf, mm, l0;
     ob->begin_step(ob, tm, 3);
     ob->batch(ob, &cur, B, T, bb);
     ob->step(ob, tm, bb, 0, 0, 1.0f / B, &loss);
     loss = 0;
     ob->end_step(ob, tm, 3, &loss); /* adds l0_weight·E[L0] */
-    xd_debias_losses((xd_debias_run *)ob->ctx, &t, &a, &cf, &l0);
+    xd_debias_losses((xd_debias_run *)ob->ctx, &t, &a, &cf, &mm, &l0);
     *task = t / B;
     *adv = a / B;
-    return t / B + (confusion ? lambda * cf / B : -lambda * a / B) + loss;
+    return t / B + (confusion ? lambda * cf / B : -lambda * a / B) + mmd_weight * mm / B + loss;
 }
 
-static void test_objective_fd(int confusion, int conditional) {
+static void test_objective_fd(int confusion, int conditional, int mmd) {
     char p[400];
     snprintf(p, sizeof p, "%s/fd.jsonl", dir);
     write_data(p, 40, 1);
@@ -236,6 +280,8 @@ static void test_objective_fd(int confusion, int conditional) {
     o.adv_confusion = confusion;
     o.adv_conditional = conditional;
     o.pool = XD_POOL_MEAN;
+    o.mmd_weight = mmd ? 0.5f : 0.0f;
+    o.mmd_bank = 6;
     xd_train_opts to;
     xd_train_defaults(&to);
     to.batch = B;
@@ -261,15 +307,31 @@ static void test_objective_fd(int confusion, int conditional) {
     xd_trainer_model tm;
     xd_batch bb;
     CHECK(xd_tm_init(&tm, m, B, T) == 0 && xd_batch_alloc(&bb, B, T) == 0, "trainer");
-    /* the analytic gradients, as the trainer computes them */
-    xd_tm_zero_grad(&tm);
-    memset(g->grad, 0, g->n_floats * sizeof(float));
     uint64_t cur = 0;
     double loss = 0;
+    if (mmd) { /* fill the bank: the training steps' forwards over the data (no update) */
+        for (int k = 0; k < 10; k++) {
+            ob->begin_step(ob, &tm, 3);
+            ob->batch(ob, &cur, B, T, &bb);
+            ob->step(ob, &tm, &bb, 0, 1, 1.0f / B, &loss);
+        }
+        cur = 0;
+    }
+    /* the analytic gradients, as the trainer computes them (then the bank as before: the
+     * step pushed its rows, which the differences must not see) */
+    float *saved = malloc(g->n_floats * sizeof(float));
+    memcpy(saved, g->param, g->n_floats * sizeof(float));
+    xd_tm_zero_grad(&tm);
+    memset(g->grad, 0, g->n_floats * sizeof(float));
     ob->begin_step(ob, &tm, 3);
     ob->batch(ob, &cur, B, T, &bb);
     ob->step(ob, &tm, &bb, 0, 1, 1.0f / B, &loss);
     ob->end_step(ob, &tm, 3, &loss);
+    double mmd_sum, unused;
+    xd_debias_losses(r, &unused, &unused, &unused, &mmd_sum, &unused);
+    if (mmd) CHECK(mmd_sum != 0.0, "the MMD term is 0: the bank holds no comparable rows");
+    memcpy(g->param, saved, g->n_floats * sizeof(float));
+    free(saved);
     float *an = malloc(g->n_floats * sizeof(float));
     memcpy(an, g->grad, g->n_floats * sizeof(float));
     /* per group: the 6 coordinates of largest gradient magnitude */
@@ -299,9 +361,9 @@ static void test_objective_fd(int confusion, int conditional) {
             const float h = 1e-2f;
             double tp, ap, tm_, am;
             g->param[best] = keep + h;
-            double Fp = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, &tp, &ap);
+            double Fp = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, &tp, &ap);
             g->param[best] = keep - h;
-            double Fm = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, &tm_, &am);
+            double Fm = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, &tm_, &am);
             g->param[best] = keep;
             /* the encoder's parameters follow F; each head its own loss */
             double fd = k < 2 ? (Fp - Fm) / (2 * h) : k == 2 ? (tp - tm_) / (2 * h) : (ap - am) / (2 * h);
@@ -317,9 +379,9 @@ static void test_objective_fd(int confusion, int conditional) {
     }
     CHECK(bad == 0, "objective: %d of %d coordinates disagree with central differences", bad,
           checked);
-    printf("objective (mask, adversary %s%s, L0) on tiny-llama: %d coordinates vs central "
+    printf("objective (mask, adversary %s%s%s, L0) on tiny-llama: %d coordinates vs central "
            "differences, worst |error| %.2g\n", confusion ? "confusion" : "reversed",
-           conditional ? ", conditional on the label" : "", checked, worst);
+           conditional ? ", conditional on the label" : "", mmd ? ", MMD term" : "", checked, worst);
     free(an);
     xd_batch_free(&bb);
     xd_tm_free(&tm);
@@ -499,10 +561,12 @@ int main(void) {
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     test_head();
     test_metrics();
+    test_mmd();
     test_attacker();
-    test_objective_fd(0, 0);
-    test_objective_fd(1, 0);
-    test_objective_fd(0, 1);
+    test_objective_fd(0, 0, 0);
+    test_objective_fd(1, 0, 0);
+    test_objective_fd(0, 1, 0);
+    test_objective_fd(0, 0, 1);
     test_cli();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

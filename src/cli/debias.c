@@ -46,13 +46,17 @@ static void usage(FILE *f) {
             "  --lr-alpha X     (0.1)   --lr-head X (1e-4)    --lr-adv X      (1e-4)\n"
             "  --full           task: fine-tune every weight instead of a diff (a baseline)\n"
             "  --adv ATTR       task: add an adversary on ATTR (with --full: the non-modular baseline)\n"
-            "  --adv-heads N    (5)     --adv-lambda X (1)    --dropout X     heads' dropout (0.3)\n"
+            "  --adv-heads N    (5; 0..16) --adv-lambda X (1)    --dropout X     heads' dropout (0.3)\n"
             "  --adv-lambda-fixed X  λ in the fixed-mask phase (default: --adv-lambda)\n"
             "  --adv-objective reverse|confusion  what the diff does against the adversary:\n"
             "                   reverse its cross-entropy (gradient reversal, the peer's) or\n"
             "                   push its output to uniform (default: reverse)\n"
             "  --adv-conditional  the adversary heads also read the task label, so the diff\n"
             "                   hides what tells the attribute beyond the label\n"
+            "  --mmd X          also minimise X · a kernel two-sample term (MMD) between the\n"
+            "                   attribute's groups within each class, against a bank of earlier\n"
+            "                   rows (0: off; with --adv-heads 0 it replaces the adversary)\n"
+            "  --mmd-bank N     rows kept per class and group in that bank (64)\n"
             "  --seed S         (1)\n"
             "eval:\n"
             "  --with A[,B]     attribute diffs to stack: names under DIR/attributes, or directories\n"
@@ -104,8 +108,9 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         FLT("--l0", 0, 1e3, a->d.l0_weight) FLT("--alpha-init", -50, 50, a->d.log_alpha_init)
         FLT("--lr-alpha", 1e-12, 1e3, a->d.lr_alpha) FLT("--lr-head", 1e-12, 1e3, a->d.lr_head)
         FLT("--lr-adv", 1e-12, 1e3, a->d.lr_adv) FLT("--adv-lambda", 0, 1e3, a->d.adv_lambda)
-        FLT("--adv-lambda-fixed", 0, 1e3, a->d.adv_lambda_fixed)
-        INT("--max-len", 1, 1 << 16, a->d.max_len) INT("--adv-heads", 1, 16, a->d.adv_heads)
+        FLT("--adv-lambda-fixed", 0, 1e3, a->d.adv_lambda_fixed) FLT("--mmd", 0, 1e6, a->d.mmd_weight)
+        INT("--mmd-bank", 2, 4096, a->d.mmd_bank)
+        INT("--max-len", 1, 1 << 16, a->d.max_len) INT("--adv-heads", 0, 16, a->d.adv_heads)
         INT("--attack-epochs", 1, 100000, a->e.attack.epochs)
         INT("--attack-max", 0, 1 << 30, a->e.attack_train_max) INT("--boot", 1, 1 << 24, a->e.boot)
         if (!strcmp(cmd, "eval")) {

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "io/atomic.h"
 #include "kernels/hard_concrete.h"
+#include "kernels/mmd.h"
 #include "kernels/train_ops.h"
 #include "model/clf_head.h"
 #include "train_model.h"
@@ -41,6 +42,7 @@ void xd_debias_defaults(xd_debias_opts *d) {
     d->adv_heads = 5;
     d->adv_lambda = 1.0f;
     d->adv_lambda_fixed = -1.0f;
+    d->mmd_bank = 64;
     d->seed = 1;
     d->name = "task";
 }
@@ -74,7 +76,12 @@ typedef struct xd_debias_run {
     float *dconf;             /* [B][attribute classes]: the confusion term's dlogits */
     int adv_in;               /* the adversaries' input width: d, + the classes if conditional */
     float *advx, *dadvx;      /* conditional: [B][adv_in] their input and its gradient */
-    double task_sum, adv_sum, conf_sum, l0;
+    /* the MMD term's bank (in the own arena, not trained, so checkpoints keep it):
+     * [classes][groups][mmd_bank][d] rows and per (class, group) {count, next slot} */
+    int n_groups, mmd_k;
+    float *bank, *bank_fill;
+    float *mmd_same, *mmd_other; /* [groups·mmd_k][d] gathered rows of one class */
+    double task_sum, adv_sum, conf_sum, mmd_sum, l0;
     int64_t n_seen;
 } run;
 
@@ -112,7 +119,7 @@ static void materialize(run *r, int64_t step, int train) {
 static int ob_begin(xd_objective *ob, xd_trainer_model *tm, int64_t step) {
     (void)tm;
     run *r = ob->ctx;
-    r->task_sum = r->adv_sum = r->conf_sum = 0;
+    r->task_sum = r->adv_sum = r->conf_sum = r->mmd_sum = 0;
     r->n_seen = 0;
     materialize(r, step, 1);
     return 0;
@@ -203,9 +210,69 @@ static double confusion(float *dlogits, const float *logits, const int32_t *targ
  * adv_confusion also the confusion term, likewise), and with backward the gradients of
  * grad_scale · (task − λ·adversary through the reversal, or task + λ·confusion; the heads
  * minimise their cross-entropy) into the heads and the model. */
+/* The bank's rows of class c, group g: their start and count. */
+static float *bank_rows(const run *r, int c, int g, int *count) {
+    size_t cg = (size_t)c * r->n_groups + g;
+    *count = (int)r->bank_fill[2 * cg];
+    return r->bank + cg * r->mmd_k * r->m->cfg.d_model;
+}
+
+/* Gathers the filled bank rows of class c into r->mmd_same (group g) and r->mmd_other (the
+ * other groups); returns the counts. */
+static void gather_class(const run *r, int c, int g, int *n_same, int *n_other) {
+    int d = r->m->cfg.d_model;
+    *n_same = *n_other = 0;
+    for (int h = 0; h < r->n_groups; h++) {
+        int n;
+        const float *rows = bank_rows(r, c, h, &n);
+        float *dst = h == g ? r->mmd_same + (size_t)*n_same * d : r->mmd_other + (size_t)*n_other * d;
+        memcpy(dst, rows, (size_t)n * d * sizeof(float));
+        *(h == g ? n_same : n_other) += n;
+    }
+}
+
+/* The MMD term of the rows with a label and a group (kernels/mmd.h): Σ_b loss(pooled_b)
+ * against the bank of b's class; with dpooled, adds grad_scale · mmd_weight · its gradient.
+ * Kernels: γ = {1/4, 1, 4} / (mean squared distance between the class's bank rows). */
+static double mmd_rows(run *r, float *dpooled, int n, float grad_scale) {
+    int d = r->m->cfg.d_model;
+    double sum = 0;
+    for (int b = 0; b < n; b++) {
+        int c = r->lab[b], g = r->att[b], n_same, n_other;
+        if (c < 0 || g < 0) continue;
+        gather_class(r, c, g, &n_same, &n_other);
+        if (n_same < 2 || n_other < 2) continue; /* too few rows yet to compare */
+        /* the bandwidths from all of the class's rows (same then other: contiguous) */
+        memmove(r->mmd_same + (size_t)n_same * d, r->mmd_other, (size_t)n_other * d * sizeof(float));
+        double msd = xd_mean_sq_dist(r->mmd_same, n_same + n_other, d);
+        if (!(msd > 0)) continue;
+        float gamma[3] = {(float)(0.25 / msd), (float)(1.0 / msd), (float)(4.0 / msd)};
+        sum += xd_mmd_bank(dpooled ? dpooled + (size_t)b * d : NULL, r->pooled + (size_t)b * d, d,
+                           r->mmd_same, n_same, r->mmd_same + (size_t)n_same * d, n_other, gamma,
+                           3, grad_scale * r->o.mmd_weight);
+    }
+    return sum;
+}
+
+/* After a training micro-batch: its rows join the bank (a ring per class and group). */
+static void bank_push(run *r, int n) {
+    int d = r->m->cfg.d_model;
+    for (int b = 0; b < n; b++) {
+        int c = r->lab[b], g = r->att[b];
+        if (c < 0 || g < 0) continue;
+        size_t cg = (size_t)c * r->n_groups + g;
+        float *fill = r->bank_fill + 2 * cg;
+        int slot = (int)fill[1];
+        memcpy(r->bank + (cg * r->mmd_k + (size_t)slot) * d, r->pooled + (size_t)b * d,
+               (size_t)d * sizeof(float));
+        if (fill[0] < (float)r->mmd_k) fill[0] += 1.0f;
+        fill[1] = (float)((slot + 1) % r->mmd_k);
+    }
+}
+
 static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, const int32_t *tok,
                         const int32_t *pos, const int32_t *ds, int n, int backward,
-                        float grad_scale, double *task, double *adv, double *conf,
+                        float grad_scale, double *task, double *adv, double *conf, double *mmd,
                         int64_t *task_ok, int64_t *adv_ok) {
     int B = r->B, T = r->T, d = r->m->cfg.d_model;
     double s;
@@ -215,7 +282,7 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
     int32_t *lab = r->lab, *att = r->att;
     for (int b = 0; b < B; b++) {
         lab[b] = b < n ? data->lab->label.id[r->ex[b]] : -1;
-        att[b] = b < n && r->n_adv ? data->lab->attr[r->adv_col].id[r->ex[b]] : -1;
+        att[b] = b < n && r->adv_col >= 0 ? data->lab->attr[r->adv_col].id[r->ex[b]] : -1;
     }
     uint64_t dseed = xd_mix64(r->o.seed ^ xd_mix64(r->batch_cursor + 0x9e37ull));
     float *lg = (float *)xd_head_forward(&r->head, &r->ha, r->pooled, B, backward, dseed);
@@ -267,6 +334,7 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         for (int l = 0; l < XD_HEAD_MAX_LAYERS; l++) frozen.dW[l] = frozen.db[l] = NULL;
         xd_head_backward(&frozen, &r->aa[k], r->dconf, dain, B);
     }
+    if (r->mmd_k) *mmd += mmd_rows(r, backward ? r->dpooled : NULL, n, grad_scale);
     if (!backward) return 0;
     if (dain != r->dadv) /* the pooled part of the conditional input's gradient */
         for (int b = 0; b < B; b++)
@@ -286,13 +354,15 @@ static int ob_step(xd_objective *ob, xd_trainer_model *tm, const xd_batch *bb, u
                    int backward, float grad_scale, double *loss_sum) {
     (void)row0;
     run *r = ob->ctx;
-    double task = 0, adv = 0, conf = 0;
+    double task = 0, adv = 0, conf = 0, mmd = 0;
     if (forward_rows(r, tm, r->train, bb->tok, bb->pos, bb->ds, r->B, backward, grad_scale, &task,
-                     &adv, &conf, NULL, NULL))
+                     &adv, &conf, &mmd, NULL, NULL))
         return -1;
+    if (backward && r->mmd_k) bank_push(r, r->B);
     r->task_sum += task;
     r->adv_sum += adv;
     r->conf_sum += conf;
+    r->mmd_sum += mmd;
     r->n_seen += r->B;
     *loss_sum = task;
     return 0;
@@ -310,7 +380,7 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
     size_t BT = (size_t)B * T;
     int32_t *tok = malloc(BT * sizeof(int32_t)), *pos = malloc(BT * sizeof(int32_t)),
             *ds = malloc(BT * sizeof(int32_t));
-    double task = 0, adv = 0, conf = 0;
+    double task = 0, adv = 0, conf = 0, mmd = 0;
     int64_t ok = 0, adv_ok = 0;
     int rc = -1;
     if (!tok || !pos || !ds) { xd_err("out of memory"); goto done; }
@@ -318,13 +388,16 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
         int n = v->n - e0 < B ? (int)(v->n - e0) : B;
         for (int b = 0; b < B; b++) r->ex[b] = b < n ? e0 + b : e0;
         xd_clf_fill(v, r->ex, B, T, tok, pos, ds, r->len);
-        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 1.0f, &task, &adv, &conf, &ok, &adv_ok)) goto done;
+        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 1.0f, &task, &adv, &conf, &mmd, &ok, &adv_ok))
+            goto done;
     }
     *loss = task / (double)v->n;
     int k = snprintf(json, cap, ",\"val_acc\":%.6f", (double)ok / (double)v->n);
     if (r->n_adv && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"val_adv_loss\":%.6g,\"val_adv_acc\":%.6f",
                       adv / (double)v->n, (double)adv_ok / (double)(v->n * r->n_adv));
+    if (r->mmd_k && k > 0 && (size_t)k < cap)
+        k += snprintf(json + k, cap - (size_t)k, ",\"val_mmd\":%.6g", mmd / (double)v->n);
     if (r->phase == PH_MASK && k > 0 && (size_t)k < cap) {
         int64_t nz = 0;
         for (size_t i = 0; i < r->n_w; i++) nz += r->z[i] != 0.0f;
@@ -343,6 +416,9 @@ static void ob_log(xd_objective *ob, char *json, size_t cap) {
     if (r->n_adv && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"adv_loss\":%.6g",
                       r->n_seen ? r->adv_sum / (double)r->n_seen : 0.0);
+    if (r->mmd_k && k > 0 && (size_t)k < cap)
+        k += snprintf(json + k, cap - (size_t)k, ",\"mmd\":%.6g",
+                      r->n_seen ? r->mmd_sum / (double)r->n_seen : 0.0);
     if (r->phase == PH_MASK && k > 0 && (size_t)k < cap)
         snprintf(json + k, cap - (size_t)k, ",\"expected_l0_share\":%.6g", r->l0 / (double)r->n_w);
 }
@@ -367,7 +443,7 @@ static void run_free(run *r) {
     free(r->z), free(r->s), free(r->keep), free(r->perm);
     free(r->ex), free(r->len), free(r->lab), free(r->att);
     free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm), free(r->dconf);
-    free(r->advx), free(r->dadvx);
+    free(r->advx), free(r->dadvx), free(r->mmd_same), free(r->mmd_other);
     xd_head_acts_free(&r->ha);
     for (int k = 0; k < r->n_adv; k++) xd_head_acts_free(&r->aa[k]);
     memset(r, 0, sizeof *r);
@@ -391,6 +467,13 @@ static void own_add(run *r, const char *name, float *ptr, int64_t rows, int64_t 
     g->decay[g->n] = (unsigned char)decay;
     g->lr_scale[g->n] = lr_scale;
     g->n++;
+}
+
+/* A tensor of the own arena that is state, not a parameter: saved with checkpoints, never
+ * updated by the optimiser. */
+static void own_add_state(run *r, const char *name, float *ptr, int64_t rows, int64_t cols) {
+    own_add(r, name, ptr, rows, cols, 2, 0.0f, 0);
+    r->own.train[r->own.n - 1] = 0;
 }
 
 static void own_add_head(run *r, const xd_head *h, const char *prefix, float lr_scale) {
@@ -432,6 +515,11 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
                           "attribute fields (--attr)", train->lab->path, o->adv_attr);
         r->n_adv = o->adv_heads;
         r->n_attr_classes = train->lab->attr[r->adv_col].n_classes;
+        if (o->mmd_weight > 0) {
+            if (o->mmd_bank < 2) return xd_err("--mmd-bank %d: expected at least 2", o->mmd_bank);
+            r->mmd_k = o->mmd_bank;
+            r->n_groups = r->n_attr_classes;
+        }
     }
     xd_weight *all;
     int n_all;
@@ -461,9 +549,11 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     int64_t n_head = xd_head_n_params(d, d, r->n_classes, 0);
     r->adv_in = d + (o->adv_conditional ? r->n_classes : 0);
     int64_t n_adv1 = r->n_adv ? xd_head_n_params(r->adv_in, d, r->n_attr_classes, 1) : 0;
+    size_t n_cg = (size_t)r->n_classes * (size_t)r->n_groups;
+    size_t n_bank = n_cg * (size_t)r->mmd_k * (size_t)d;
     size_t nf = r->n_w * (phase == PH_MASK ? 2 : 1) + (size_t)(r->head_trains ? n_head : 0) +
-                (size_t)(r->n_adv * n_adv1);
-    int n_t = r->nt * (phase == PH_MASK ? 2 : 1) + 2 + 4 * r->n_adv;
+                (size_t)(r->n_adv * n_adv1) + (r->mmd_k ? n_bank + 2 * n_cg : 0);
+    int n_t = r->nt * (phase == PH_MASK ? 2 : 1) + 2 + 4 * r->n_adv + 2;
     xd_param_groups *g = &r->own;
     g->w = calloc((size_t)n_t, sizeof *g->w);
     g->train = calloc((size_t)n_t, 1);
@@ -485,6 +575,11 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     r->dconf = malloc((size_t)B * (size_t)(r->n_attr_classes > 0 ? r->n_attr_classes : 1) *
                       sizeof(float));
     r->dnorm = malloc((size_t)B * T * d * sizeof(float));
+    if (r->mmd_k) {
+        r->mmd_same = malloc((size_t)r->n_groups * r->mmd_k * d * sizeof(float));
+        r->mmd_other = malloc((size_t)r->n_groups * r->mmd_k * d * sizeof(float));
+        if (!r->mmd_same || !r->mmd_other) return xd_err("debias: out of memory for the MMD bank");
+    }
     if (phase == PH_MASK) {
         r->z = malloc(r->n_w * sizeof(float));
         r->s = malloc(r->n_w * sizeof(float));
@@ -539,6 +634,14 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
         own_add_head(r, &r->adv[k], name, o->lr_adv / lr);
         off += (size_t)n_adv1;
     }
+    if (r->mmd_k) { /* last: prune_into copies it with the heads */
+        r->bank = g->param + off;
+        own_add_state(r, "mmd.bank", r->bank, (int64_t)(n_cg * (size_t)r->mmd_k), d);
+        off += n_bank;
+        r->bank_fill = g->param + off;
+        own_add_state(r, "mmd.bank_fill", r->bank_fill, (int64_t)n_cg, 2);
+        off += 2 * n_cg;
+    }
     r->ob = (xd_objective){.ctx = r, .count = ob_count, .step = ob_step, .eval = ob_eval,
                            .log_extra = ob_log, .batch = ob_batch, .params = &r->own,
                            .begin_step = ob_begin, .end_step = ob_end, .save = ob_save};
@@ -566,10 +669,12 @@ void xd_debias_run_free(xd_debias_run *r) {
 
 xd_objective *xd_debias_objective(xd_debias_run *r) { return &r->ob; }
 
-void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *conf, double *l0) {
+void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *conf, double *mmd,
+                      double *l0) {
     *task = r->task_sum;
     *adv = r->adv_sum;
     *conf = r->conf_sum;
+    *mmd = r->mmd_sum;
     *l0 = r->l0;
 }
 
@@ -650,6 +755,10 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
         json_object_set_new(j, "adversary_objective",
                             json_string(o->adv_confusion ? "confusion" : "reverse"));
         json_object_set_new(j, "adversary_conditional", json_boolean(o->adv_conditional));
+        if (o->mmd_weight > 0) {
+            json_object_set_new(j, "mmd_weight", json_real(o->mmd_weight));
+            json_object_set_new(j, "mmd_bank", json_integer(o->mmd_bank));
+        }
     }
     json_object_set_new(j, "pool", json_string(o->pool == XD_POOL_MEAN ? "mean" : "last"));
     json_object_set_new(j, "max_len", json_integer(o->max_len));
@@ -707,8 +816,12 @@ int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *va
                     const xd_train_opts *o) {
     if (opts->mode == XD_DEBIAS_DIFF && !(opts->share > 0.0 && opts->share <= 1.0))
         return xd_err("--sparsity %g: the share of non-zeros must be in (0, 1]", opts->share);
-    if (opts->adv_attr && (opts->adv_heads < 1 || opts->adv_heads > MAX_ADV))
-        return xd_err("--adv-heads %d: expected 1 .. %d", opts->adv_heads, MAX_ADV);
+    if (opts->adv_attr && (opts->adv_heads < 0 || opts->adv_heads > MAX_ADV))
+        return xd_err("--adv-heads %d: expected 0 .. %d", opts->adv_heads, MAX_ADV);
+    if (opts->adv_attr && opts->adv_heads == 0 && !(opts->mmd_weight > 0))
+        return xd_err("--adv-heads 0 without --mmd: nothing would remove %s", opts->adv_attr);
+    if (!(opts->mmd_weight >= 0))
+        return xd_err("--mmd %g: expected a weight >= 0", opts->mmd_weight);
     if (o->seq != opts->max_len)
         return xd_err("debias: the trainer's sequence (%d) must be --max-len (%d)", o->seq,
                       opts->max_len);

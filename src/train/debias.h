@@ -48,7 +48,15 @@ typedef struct {
                             * label: the diff is pushed to hide that, not the label's
                             * correlation with the attribute (Zhang, Lemoine & Mitchell
                             * 2018, the adversary for equality of odds) */
-    const char *adv_attr;  /* the attribute field the adversary reads (NULL: none) */
+    float mmd_weight;      /* > 0: the encoder also minimises mmd_weight · a class-conditional
+                            * kernel two-sample term (kernels/mmd.h) between the attribute's
+                            * groups: each row's pooled representation against a bank of
+                            * earlier ones of the same class, its own group and the others.
+                            * Unlike the adversary it has no heads to co-adapt with: at 0 no
+                            * attacker can tell the groups apart (within a class) */
+    int mmd_bank;          /* rows kept per (class, attribute group) in that bank (64) */
+    const char *adv_attr;  /* the attribute field the adversary (and the MMD term) reads
+                            * (NULL: none) */
     uint64_t seed;
     const char *name;      /* the diff's name: "task" or the attribute */
     const char *text_field; /* recorded in OUT/debias.json */
@@ -90,6 +98,7 @@ void xd_debias_run_free(xd_debias_run *r);
 xd_objective *xd_debias_objective(xd_debias_run *r);
 /* Since the last begin_step: the summed task and adversary (mean over its heads) losses
  * of the micro-batches, and the expected L0 of the last end_step. */
-void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *conf, double *l0);
+void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *conf, double *mmd,
+                      double *l0);
 
 #endif
