@@ -2,6 +2,7 @@
  *
  *   bench_infer [--model PATH] [--threads N] [--text FILE] [--prefill N]
  *               [--ctx 128,1024,4096] [--decode N] [--reps N] [--tokens-out FILE]
+ *               [--weights gguf|fp32|gguf-all]
  *
  * Measures, with the same token ids that bench/llamacpp_infer.py replays:
  *   - prefill: one xd_forward over N prompt tokens (logits of the last
@@ -12,13 +13,17 @@
  *   - foreign_cpu: the share of the machine's CPU time that other programs
  *     used during each measurement (0 = the machine was ours alone);
  *   - peak RSS (getrusage ru_maxrss) right after load, against the fp32 weight
- *     size (n_params × 4 bytes), and at the end (with the KV cache).
+ *     size (n_params × 4 bytes) and the file's size, and at the end (with the KV
+ *     cache, whose size is reported apart).
+ * --weights: how the GGUF's weights are held (xd_weights_mode; default gguf, the file's
+ * own blocks, as `xdistill generate` does).
  * The ids are the tokenisation of --text (repeated if it is too short),
  * written to --tokens-out for the llama.cpp side. One JSON object per line. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,12 +41,16 @@ int main(int argc, char **argv) {
     const char *text_path = "/usr/share/common-licenses/GPL-3";
     const char *tokens_out = NULL;
     const char *ctx_list = "128,1024,4096";
-    int threads = 2, prefill = 512, decode = 64, reps = 3;
+    int threads = 2, prefill = 512, decode = 64, reps = 3, weights = XD_WEIGHTS_GGUF;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) goto usage;
         if (!strcmp(a, "--model")) model_path = argv[++i];
         else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--weights")) {
+            weights = xd_weights_mode_parse(argv[++i]);
+            if (weights < 0) goto usage;
+        }
         else if (!strcmp(a, "--text")) text_path = argv[++i];
         else if (!strcmp(a, "--prefill")) prefill = atoi(argv[++i]);
         else if (!strcmp(a, "--ctx")) ctx_list = argv[++i];
@@ -67,7 +76,7 @@ int main(int argc, char **argv) {
     xd_set_threads(threads);
     double rss_before = xd_peak_rss_mib();
     double t0 = bench_now();
-    xd_model *m = xd_model_load(model_path);
+    xd_model *m = xd_model_load_weights(model_path, (xd_weights_mode)weights);
     if (!m) die("load");
     double t_load = bench_now() - t0;
     double rss_load = xd_peak_rss_mib(), rss_load_cur = xd_rss_mib();
@@ -78,9 +87,14 @@ int main(int argc, char **argv) {
            "\"n_params\":%zu,\"n_layer\":%d,\"d_model\":%d,\"vocab\":%d,\"load_s\":%.3f}\n",
            model_path, xd_get_threads(), blas_core, n_params, c->n_layer, c->d_model, c->vocab_size,
            t_load);
-    printf("{\"bench\":\"xd_rss_load\",\"rss_peak_mb\":%.1f,\"rss_now_mb\":%.1f,"
-           "\"rss_before_load_mb\":%.1f,\"fp32_weights_mb\":%.1f,\"ratio\":%.3f}\n",
-           rss_load, rss_load_cur, rss_before, weights_mb, rss_load / weights_mb);
+    struct stat st;
+    double file_mb = stat(model_path, &st) == 0 ? (double)st.st_size / 1048576.0 : 0.0;
+    printf("{\"bench\":\"xd_rss_load\",\"weights\":\"%s\",\"rss_peak_mb\":%.1f,"
+           "\"rss_now_mb\":%.1f,\"rss_before_load_mb\":%.1f,\"fp32_weights_mb\":%.1f,"
+           "\"ratio\":%.3f,\"file_mb\":%.1f,\"ratio_file\":%.3f}\n",
+           weights == XD_WEIGHTS_FP32 ? "fp32" : weights == XD_WEIGHTS_GGUF ? "gguf" : "gguf-all",
+           rss_load, rss_load_cur, rss_before, weights_mb, rss_load / weights_mb, file_mb,
+           file_mb > 0 ? rss_load / file_mb : 0.0);
     fflush(stdout);
 
     /* token ids: the tokenised text, repeated until there are enough */
@@ -178,8 +192,9 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     free(dt);
-    printf("{\"bench\":\"xd_rss_end\",\"rss_peak_mb\":%.1f,\"kv_tokens\":%d}\n", xd_peak_rss_mib(),
-           need);
+    double kv_mb = 2.0 * c->n_layer * (double)need * c->n_kv_head * c->head_dim * 4 / 1048576.0;
+    printf("{\"bench\":\"xd_rss_end\",\"rss_peak_mb\":%.1f,\"kv_tokens\":%d,\"kv_mb\":%.1f,"
+           "\"rss_peak_less_kv_mb\":%.1f}\n", xd_peak_rss_mib(), need, kv_mb, xd_peak_rss_mib() - kv_mb);
     free(logits);
     free(ids);
     xd_kv_free(kv);
@@ -189,7 +204,8 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr,
             "usage: %s [--model PATH] [--threads N] [--text FILE] [--prefill N] "
-            "[--ctx 128,1024,4096] [--decode N] [--reps N] [--tokens-out FILE]\n",
+            "[--ctx 128,1024,4096] [--decode N] [--reps N] [--tokens-out FILE] "
+            "[--weights gguf|fp32|gguf-all]\n",
             argv[0]);
     return 2;
 }

@@ -246,6 +246,23 @@ typedef struct xd_model xd_model;
 /* Load a model from a GGUF file or an HF directory (config.json + safetensors
  * [+ model.safetensors.index.json] + tokenizer.json). Weights are fp32. */
 xd_model *xd_model_load(const char *path);
+/* How a GGUF's quantised weights are held (HF directories: always fp32). */
+typedef enum {
+    XD_WEIGHTS_FP32 = 0,     /* every tensor dequantised to fp32 (what training needs) */
+    XD_WEIGHTS_GGUF = 1,     /* the linear weights and embeddings of the types Q4_0, Q4_1,
+                              * Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K stay in the file's own
+                              * blocks (mapped, never copied to fp32): one token's products
+                              * run on the blocks with activations quantised as ggml does,
+                              * several tokens' on dequantised tiles (sgemm), an embedding
+                              * row is dequantised when looked up. For inference only:
+                              * saving, hashing and training such a model are refused */
+    XD_WEIGHTS_GGUF_ALL = 2, /* as XD_WEIGHTS_GGUF, and every product on the blocks, one
+                              * row at a time (to measure the quantised activations'
+                              * effect on perplexity) */
+} xd_weights_mode;
+xd_model *xd_model_load_weights(const char *path, xd_weights_mode mode);
+/* Parses "fp32", "gguf" or "gguf-all" (the CLI's --weights); -1 for anything else. */
+int xd_weights_mode_parse(const char *s);
 void xd_model_free(xd_model *m);
 /* Saves m as an HF directory: config.json, model.safetensors (fp32, HF
  * tensor names; a tied LM head is not stored) and, when the model has a

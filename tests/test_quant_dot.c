@@ -9,7 +9,7 @@
  *    fp32 rounding of the scale products and the running sum (within 2e-7 · Σ|w·a|;
  *    measured ≤ 2.1e-8), and for Q4_1 / Q5_1 the min term, which ggml (and so xd_qdot)
  *    takes from Q8_1's s = d·Σq stored in fp16: up to 2^-11 · |m·s| more per block.
- *  - the kernels chosen at run time (AVX2 for Q4_0, Q4_1, Q8_0) within 1e-6 · Σ|w·a| of the
+ *  - the kernels chosen at run time (AVX2 for every type) within 1e-6 · Σ|w·a| of the
  *    scalar references (the same exact integer sums; the float sum in 8 lanes instead of
  *    block order; measured ≤ 1e-7);
  *  - xd_qmatvec = xd_qdot row by row, exactly; and within the activation's quantisation

@@ -124,14 +124,15 @@ static void test_greedy(const xd_model *m) {
     json_decref(g);
 }
 
-/* The GPL-3 perplexity of `xdistill ppl` (1024 tokens, windows of 512) with the fp32
- * weights or (XD_QUANT_DECODE=2) every product on the GGUF's blocks. */
-static double ppl_of(const char *quant) {
+/* The GPL-3 perplexity of `xdistill ppl` (1024 tokens, windows of 512) with --weights
+ * fp32, gguf (the windows' products on dequantised tiles) or gguf-all (every product on
+ * the GGUF's blocks). */
+static double ppl_of(const char *weights) {
     char cmd[2048], out[4096] = {0};
     const char *cli = getenv("XD_CLI");
-    snprintf(cmd, sizeof cmd, "XD_QUANT_DECODE=%s %s ppl %s /usr/share/common-licenses/GPL-3 "
-             "--ctx 512 --max-tokens 1024 2>/dev/null", quant, cli ? cli : XD_BINARY_DIR "/xdistill",
-             teacher_path());
+    snprintf(cmd, sizeof cmd, "%s ppl %s /usr/share/common-licenses/GPL-3 --ctx 512 "
+             "--max-tokens 1024 --weights %s 2>/dev/null", cli ? cli : XD_BINARY_DIR "/xdistill",
+             teacher_path(), weights);
     FILE *pp = popen(cmd, "r");
     size_t got = pp ? fread(out, 1, sizeof out - 1, pp) : 0;
     int status = pp ? pclose(pp) : -1;
@@ -142,7 +143,7 @@ static double ppl_of(const char *quant) {
     return ppl;
 }
 
-/* Decoding on the GGUF's own blocks (XD_QUANT_DECODE=1, model/qweights.h) against the fp32
+/* Decoding on the GGUF's own blocks (--weights gguf, model/qweights.h) against the fp32
  * weights. The weights are the same numbers; what differs is the activation's quantisation
  * to 8 bits per block (ggml's Q8_1 for this Q4_1 teacher, Q8_0 for its Q8_0 LM head).
  *  - The fixture's sequences fed one token at a time to both: top-1 the same on ≥ 95% of
@@ -152,10 +153,8 @@ static double ppl_of(const char *quant) {
  *  - Perplexity on the GPL-3 text (1024 tokens) within 0.5% of the fp32 weights' (issue
  *    17's bar; measured +0.24%, and +0.28% on 2048 tokens). */
 static void test_quant_decode(const xd_model *m) {
-    setenv("XD_QUANT_DECODE", "1", 1);
-    xd_model *q = xd_model_load(teacher_path());
-    unsetenv("XD_QUANT_DECODE");
-    CHECK(q != NULL, "load with XD_QUANT_DECODE=1: %s", xd_last_error());
+    xd_model *q = xd_model_load_weights(teacher_path(), XD_WEIGHTS_GGUF);
+    CHECK(q != NULL, "load with XD_WEIGHTS_GGUF: %s", xd_last_error());
     json_t *meta = load_json(FIXTURE("smollm2_logits.json"));
     if (!q || !meta) { xd_model_free(q); json_decref(meta); return; }
     int V = xd_model_config(m)->vocab_size;
@@ -198,10 +197,41 @@ static void test_quant_decode(const xd_model *m) {
     }
     CHECK(steps > 0 && agree >= 0.95 * steps, "top-1 the same on %d of %d steps", agree, steps);
     CHECK(worst <= 4, "largest logit difference %.3g", worst);
-    double p32 = ppl_of("0"), pq = ppl_of("2");
+    double p32 = ppl_of("fp32"), pq = ppl_of("gguf-all"), pt = ppl_of("gguf");
     CHECK(fabs(pq / p32 - 1) <= 0.005, "GPL-3 perplexity %.4f on the blocks vs %.4f fp32", pq, p32);
-    printf("GPL-3 perplexity (1024 tokens): %.4f on the blocks vs %.4f fp32 (%+.3f%%)\n", pq, p32,
-           100 * (pq / p32 - 1));
+    /* the tiles are the fp32 weights' numbers in another blocking of the same sums */
+    CHECK(fabs(pt / p32 - 1) <= 1e-4, "GPL-3 perplexity %.6f on tiles vs %.6f fp32", pt, p32);
+    printf("GPL-3 perplexity (1024 tokens): %.4f on the blocks vs %.4f fp32 (%+.3f%%); "
+           "prefill on dequantised tiles %.6f (%+.2g%%)\n", pq, p32, 100 * (pq / p32 - 1), pt,
+           100 * (pt / p32 - 1));
+    /* a prompt's forward on tiles against fp32: all positions' logits */
+    {
+        size_t n;
+        int32_t *ids = json_ids(json_object_get(json_array_get(json_object_get(meta, "sequences"), 0),
+                                                "ids"), &n);
+        float *la = malloc(n * (size_t)V * sizeof(float)), *lb = malloc(n * (size_t)V * sizeof(float));
+        xd_kv *ka = xd_kv_create(m, (int)n), *kb = xd_kv_create(q, (int)n);
+        CHECK(xd_forward(m, ka, ids, (int)n, la, 1) == 0 && xd_forward(q, kb, ids, (int)n, lb, 1) == 0,
+              "prefill: %s", xd_last_error());
+        double dmax = 0, amax = 0;
+        for (size_t j = 0; j < n * (size_t)V; j++)
+            dmax = fmax(dmax, fabs((double)la[j] - lb[j])), amax = fmax(amax, fabs((double)la[j]));
+        /* fp32 sums of 576–1536 products, blocked differently: 1e-4 of the largest logit */
+        CHECK(dmax <= 1e-4 * amax, "prefill on tiles: largest logit difference %.3g (of %.3g)",
+              dmax, amax);
+        printf("prefill on dequantised tiles (%zu tokens): largest logit difference %.2g of %.3g\n",
+               n, dmax, amax);
+        xd_kv_free(ka);
+        xd_kv_free(kb);
+        free(la);
+        free(lb);
+        free(ids);
+    }
+    /* what needs fp32 weights is refused, naming the option */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/xd_quant_save_%d", (int)getpid());
+    CHECK(xd_model_save(q, dir) != 0 && strstr(xd_last_error(), "--weights fp32") &&
+              access(dir, F_OK) != 0, "saving a model on its blocks: %s", xd_last_error());
     printf("decoding on Q4_1 blocks: top-1 = fp32's on %d of %d steps, largest logit difference %.3g\n",
            agree, steps, worst);
     free(a);

@@ -67,6 +67,16 @@ int parse_float(const char *opt, const char *s, double lo, double hi, float *out
     return 0;
 }
 
+int parse_weights(const char *opt, const char *s, int *out) {
+    int m = xd_weights_mode_parse(s);
+    if (m < 0) {
+        cli_error("%s: '%s' (expected fp32, gguf or gguf-all)", opt, s);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
 int take_opt(int argc, char **argv, int *i, const char *opt, const char **val) {
     if (strcmp(argv[*i], opt)) return 0;
     if (*i + 1 >= argc) {

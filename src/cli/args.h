@@ -22,6 +22,8 @@ void cli_log_break(void);
 int parse_int(const char *opt, const char *s, long lo, long hi, int *out);
 int parse_u64(const char *opt, const char *s, uint64_t *out);
 int parse_float(const char *opt, const char *s, double lo, double hi, float *out);
+/* --weights fp32|gguf|gguf-all (xd_weights_mode). */
+int parse_weights(const char *opt, const char *s, int *out);
 
 /* If argv[*i] equals opt, stores argv[*i + 1] in *val and advances *i. Returns
  * 1 if matched, 0 if not, -1 if the value is missing (error printed). */

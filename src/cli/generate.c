@@ -31,12 +31,15 @@ static void emit(const xd_tokenizer *t, int32_t id) {
 
 static const char USAGE[] =
     "usage: xdistill generate MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] "
-    "[--seed S] [--chat] [--system TEXT] [--ignore-eos] [--threads N]";
+    "[--seed S] [--chat] [--system TEXT] [--ignore-eos] [--threads N]\n"
+    "  [--weights gguf|fp32|gguf-all]  a GGUF's weights: its own quantised blocks (default:\n"
+    "                                  llama.cpp's memory and speed), fp32, or its blocks for\n"
+    "                                  every product, prompt included";
 
 int cmd_generate(int argc, char **argv) {
     if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *model = NULL, *prompt = NULL, *system = NULL, *v;
-    int n_new = 64, chat = 0, ignore_eos = 0, threads = 0, r;
+    int n_new = 64, chat = 0, ignore_eos = 0, threads = 0, weights = XD_WEIGHTS_GGUF, r;
     xd_sampler smp = {0.0f, 0, 1.0f, 1234};
     for (int i = 1; i < argc; i++) {
         if ((r = take_opt(argc, argv, &i, "-p", &v))) { if (r < 0) return 2; prompt = v; }
@@ -52,6 +55,8 @@ int cmd_generate(int argc, char **argv) {
             if (r < 0 || parse_u64("--seed", v, &smp.seed)) return 2;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--weights", &v))) {
+            if (r < 0 || parse_weights("--weights", v, &weights)) return 2;
         } else if ((r = take_opt(argc, argv, &i, "--system", &v))) {
             if (r < 0) return 2;
             system = v;
@@ -64,7 +69,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!model || !prompt) return cli_error("%s", USAGE), 2;
     if (threads) xd_set_threads(threads);
-    xd_model *m = xd_model_load(model);
+    xd_model *m = xd_model_load_weights(model, (xd_weights_mode)weights);
     if (!m) return cli_lib_error();
     const xd_tokenizer *t = xd_model_tokenizer(m);
     if (!t) { xd_model_free(m); return cli_error("%s: no tokenizer (tokenizer.json missing)", model); }

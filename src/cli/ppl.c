@@ -12,12 +12,14 @@
 #include "xdistill.h"
 
 static const char USAGE[] = "usage: xdistill ppl MODEL FILE [--ctx N] [--stride S] "
-                            "[--max-tokens N] [--bos] [--threads N]";
+                            "[--max-tokens N] [--bos] [--threads N]\n"
+                            "  [--weights fp32|gguf|gguf-all]  a GGUF's weights: fp32 (default), its own "
+                            "blocks, or its blocks for every product";
 
 int cmd_ppl(int argc, char **argv) {
     if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *model = NULL, *file = NULL, *v;
-    int ctx = 512, stride = 0, max_tokens = 0, bos = 0, threads = 0, r;
+    int ctx = 512, stride = 0, max_tokens = 0, bos = 0, threads = 0, weights = XD_WEIGHTS_FP32, r;
     for (int i = 1; i < argc; i++) {
         if ((r = take_opt(argc, argv, &i, "--ctx", &v))) {
             if (r < 0 || parse_int("--ctx", v, 2, 1 << 20, &ctx)) return 2;
@@ -27,6 +29,8 @@ int cmd_ppl(int argc, char **argv) {
             if (r < 0 || parse_int("--max-tokens", v, 2, 1 << 30, &max_tokens)) return 2;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--weights", &v))) {
+            if (r < 0 || parse_weights("--weights", v, &weights)) return 2;
         } else if (!strcmp(argv[i], "--bos")) bos = 1;
         else if (argv[i][0] == '-') return cli_error("ppl: unknown option '%s'", argv[i]), 2;
         else if (!model) model = argv[i];
@@ -40,7 +44,7 @@ int cmd_ppl(int argc, char **argv) {
     size_t len;
     char *text;
     if (xd_read_file(file, &text, &len)) return cli_lib_error();
-    xd_model *m = xd_model_load(model);
+    xd_model *m = xd_model_load_weights(model, (xd_weights_mode)weights);
     if (!m) { free(text); return cli_lib_error(); }
     const xd_tokenizer *t = xd_model_tokenizer(m);
     int rc = 1;

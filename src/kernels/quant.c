@@ -339,6 +339,123 @@ static float dot_q6_k(const uint8_t *w, const uint8_t *a, int64_t nb) {
     return sum;
 }
 
+#if defined(__x86_64__)
+/* ---- AVX2 rows of the 5-bit and K types ----------------------------------------------- */
+
+/* The 32 bits of qh4 as 32 bytes, byte k = 0x10 where bit k is set (the 5th bit of code k). */
+AVX2 static __m256i fifth_bits(const uint8_t *qh4) {
+    uint32_t h;
+    memcpy(&h, qh4, 4);
+    /* byte k of the result starts as byte k / 8 of h (the shuffle works within each 128-bit
+     * half, and both halves hold h's four bytes) */
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), pick);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull); /* bit k % 8 */
+    b = _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
+}
+
+AVX2 static float dot_q5_0_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    for (int64_t i = 0; i < nb; i++, w += 22, a += 34) {
+        __m256i c = _mm256_sub_epi8(_mm256_or_si256(nibbles(w + 6), fifth_bits(w + 2)), sixteen);
+        __m256i q = _mm256_loadu_si256((const __m256i *)(a + 2));
+        __m256i p = dot_us8(_mm256_sign_epi8(c, c), _mm256_sign_epi8(q, c));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
+    }
+    return hsum_ps(acc);
+}
+
+AVX2 static float dot_q5_1_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t i = 0; i < nb; i++, w += 24, a += 36) {
+        __m256i c = _mm256_or_si256(nibbles(w + 8), fifth_bits(w + 4));
+        __m256i p = dot_us8(c, _mm256_loadu_si256((const __m256i *)(a + 4)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
+        mins += f16_avx(w + 2) * f16_avx(a + 2);
+    }
+    return hsum_ps(acc) + mins;
+}
+
+/* Q4_K / Q5_K (layout at dot_qk45): per sub-block of 32 the exact integer Σ c·q in 8 lanes
+ * times its 6-bit scale, kept in int32 lanes over the block (|Σ| ≤ 8·63·31·127·32); the
+ * min term from Q8_K's block sums, as the reference. */
+AVX2 static float dot_qk45_avx2(const uint8_t *w, const uint8_t *a, int64_t nb, int five) {
+    size_t bw = five ? 176 : 144;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < nb; i++, w += bw, a += 292) {
+        float d = f16_avx(w), dmin = f16_avx(w + 2), da;
+        memcpy(&da, a, 4);
+        const uint8_t *scales = w + 4, *qs = w + (five ? 48 : 16);
+        const int8_t *q8 = (const int8_t *)(a + 4);
+        int16_t bs[16];
+        memcpy(bs, a + 260, sizeof bs);
+        __m256i hv = five ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
+        __m256i sumi = _mm256_setzero_si256();
+        int32_t summ = 0;
+        for (int n = 0; n < 4; n++) {
+            __m256i b = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
+            for (int h = 0; h < 2; h++) {
+                int j = 2 * n + h, sc, m;
+                k_scale_min(j, scales, &sc, &m);
+                __m256i c = _mm256_and_si256(h ? _mm256_srli_epi16(b, 4) : b, low4);
+                if (five) /* bit j of qh[l] (a 16-bit shift leaves bit 0 of each byte its own) */
+                    c = _mm256_or_si256(c, _mm256_slli_epi16(_mm256_and_si256(
+                            _mm256_srl_epi16(hv, _mm_cvtsi32_si128(j)), one), 4));
+                __m256i p = dot_us8(c, _mm256_loadu_si256((const __m256i *)(q8 + 32 * j)));
+                sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_set1_epi32(sc)));
+                summ += m * (bs[2 * j] + bs[2 * j + 1]);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(da * d), acc);
+        mins += da * dmin * (float)summ;
+    }
+    return hsum_ps(acc) - mins;
+}
+
+/* Q6_K (layout at dot_q6_k): the unsigned 6-bit codes u times q in 8 lanes (lanes 0–3 are
+ * one sub-block of 16, lanes 4–7 the next, each times its int8 scale); the −32 offset as
+ * 32 · Σ scale · (Q8_K's block sum), subtracted once per block: exact integers. */
+AVX2 static float dot_q6_k_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < nb; i++, w += 210, a += 292) {
+        const int8_t *sc = (const int8_t *)(w + 192);
+        float d = f16_avx(w + 208), da;
+        memcpy(&da, a, 4);
+        const int8_t *q8 = (const int8_t *)(a + 4);
+        int16_t bs[16];
+        memcpy(bs, a + 260, sizeof bs);
+        __m256i sumi = _mm256_setzero_si256();
+        int32_t off = 0;
+        for (int n = 0; n < 2; n++) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(w + 64 * n)),
+                    l1 = _mm256_loadu_si256((const __m256i *)(w + 64 * n + 32)),
+                    hv = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n));
+            for (int j = 0; j < 4; j++) {
+                __m256i lo = j & 1 ? l1 : l0;
+                lo = _mm256_and_si256(j & 2 ? _mm256_srli_epi16(lo, 4) : lo, low4);
+                __m256i hi = _mm256_and_si256(_mm256_srl_epi16(hv, _mm_cvtsi32_si128(2 * j)), three);
+                __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                __m256i p = dot_us8(u, _mm256_loadu_si256((const __m256i *)(q8 + 128 * n + 32 * j)));
+                int k = 8 * n + 2 * j, s0 = sc[k], s1 = sc[k + 1];
+                sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_setr_epi32(s0, s0, s0, s0,
+                                                                                      s1, s1, s1, s1)));
+                off += s0 * bs[k] + s1 * bs[k + 1];
+            }
+        }
+        sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(da * d), acc);
+    }
+    return hsum_ps(acc);
+}
+#endif
+
 float xd_qdot(uint32_t wtype, const void *w, const void *a, int64_t n) {
     int64_t nb = n / (wtype == GGML_Q4_K || wtype == GGML_Q5_K || wtype == GGML_Q6_K ? 256 : 32);
 #if defined(__x86_64__)
@@ -346,6 +463,11 @@ float xd_qdot(uint32_t wtype, const void *w, const void *a, int64_t n) {
         case GGML_Q4_0: return dot_q4_0_avx2(w, a, nb);
         case GGML_Q4_1: return dot_q4_1_avx2(w, a, nb);
         case GGML_Q8_0: return dot_q8_0_avx2(w, a, nb);
+        case GGML_Q5_0: return dot_q5_0_avx2(w, a, nb);
+        case GGML_Q5_1: return dot_q5_1_avx2(w, a, nb);
+        case GGML_Q4_K: return dot_qk45_avx2(w, a, nb, 0);
+        case GGML_Q5_K: return dot_qk45_avx2(w, a, nb, 1);
+        case GGML_Q6_K: return dot_q6_k_avx2(w, a, nb);
         default: break; /* the scalar reference */
         }
 #endif

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Q4_0, Q4_1 and Q8_0 rows run on AVX2 (with FMA and F16C) where the CPU has them, chosen
+/* Every type's rows run on AVX2 (with FMA and F16C) where the CPU has them, chosen
  * at run time: the integer block sums are exact, the float sum goes over 8 lanes, so the
  * result differs from the scalar reference's block order by rounding only
  * (test_quant_dot states the bound). scalar != 0 forces the scalar references (tests,

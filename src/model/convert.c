@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "io/hfconfig.h"
 #include "model.h"
+#include "qweights.h"
 #include "student.h"
 
 void xd_student_defaults(xd_student_opts *o) {
@@ -70,6 +71,7 @@ static int take_global_heads(xd_config *c, const xd_student_opts *o) {
 xd_model *xd_student_convert(xd_model *t, const xd_student_opts *o) {
     if (!t || !o) { xd_err("convert: no teacher or options"); return NULL; }
     if (t->cfg.student) { xd_err("%s: is already a student", t->path); return NULL; }
+    if (xd_model_require_fp32(t, "converting it to a student")) return NULL;
     xd_model *s = calloc(1, sizeof *s);
     if (!s) { xd_err("out of memory"); return NULL; }
     memcpy(s->path, t->path, sizeof s->path); /* errors name the teacher it came from */

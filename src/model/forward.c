@@ -123,9 +123,10 @@ static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     /* attention block */
     const float *h = s->x;
     if (L->attn_norm) { xd_rmsnorm(s->h, s->x, L->attn_norm, n, d, eps); h = s->h; }
-    xd_linear_model(m, s->q, h, L->wq, L->bq, n, d, qd);
-    xd_linear_model(m, s->k, h, L->wk, L->bk, n, d, kvd);
-    xd_linear_model(m, s->v, h, L->wv, L->bv, n, d, kvd);
+    if (xd_linear_model(m, s->q, h, L->wq, L->bq, n, d, qd) ||
+        xd_linear_model(m, s->k, h, L->wk, L->bk, n, d, kvd) ||
+        xd_linear_model(m, s->v, h, L->wv, L->bv, n, d, kvd))
+        return -1;
     if (c->qk_norm == XD_QKNORM_HEAD) {
         xd_rmsnorm(s->q, s->q, L->q_norm, n * c->n_head, hd, eps);
         xd_rmsnorm(s->k, s->k, L->k_norm, n * c->n_kv_head, hd, eps);
@@ -157,17 +158,18 @@ static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
             return xd_last_error()[0] ? -1 : xd_err("forward: the attention observer stopped it at layer %d", l);
     }
     }
-    xd_linear_model(m, s->o, s->att, L->wo, NULL, n, qd, d);
+    if (xd_linear_model(m, s->o, s->att, L->wo, NULL, n, qd, d)) return -1;
     if (L->post_attn_norm) xd_rmsnorm(s->o, s->o, L->post_attn_norm, n, d, eps);
     add_inplace(s->x, s->o, nd);
 
     /* MLP block */
     h = s->x;
     if (L->ffn_norm) { xd_rmsnorm(s->h, s->x, L->ffn_norm, n, d, eps); h = s->h; }
-    xd_linear_model(m, s->g, h, L->w_gate, NULL, n, d, c->d_ff);
-    xd_linear_model(m, s->u, h, L->w_up, NULL, n, d, c->d_ff);
+    if (xd_linear_model(m, s->g, h, L->w_gate, NULL, n, d, c->d_ff) ||
+        xd_linear_model(m, s->u, h, L->w_up, NULL, n, d, c->d_ff))
+        return -1;
     xd_swiglu(s->g, s->u, (int64_t)n * c->d_ff);
-    xd_linear_model(m, s->o, s->g, L->w_down, NULL, n, c->d_ff, d);
+    if (xd_linear_model(m, s->o, s->g, L->w_down, NULL, n, c->d_ff, d)) return -1;
     if (L->post_ffn_norm) xd_rmsnorm(s->o, s->o, L->post_ffn_norm, n, d, eps);
     add_inplace(s->x, s->o, nd);
     return 0;
@@ -195,8 +197,7 @@ int xd_forward_observed(const xd_model *m, xd_kv *kv, const int32_t *tokens, int
     scratch s;
     if (scratch_alloc(&s, c, n)) return -1;
     int d = c->d_model;
-    for (int i = 0; i < n; i++)
-        memcpy(s.x + (size_t)i * d, m->embed + (size_t)tokens[i] * d, (size_t)d * sizeof(float));
+    xd_model_embed_rows(m, s.x, tokens, n);
     int rc = 0;
     xd_student_plan plan = {0};
     if (kv->student) xd_student_plan_make(&plan, kv, n);
@@ -209,7 +210,7 @@ int xd_forward_observed(const xd_model *m, xd_kv *kv, const int32_t *tokens, int
             int first = all_logits ? 0 : n - 1, rows = n - first;
             float *xr = s.x + (size_t)first * d;
             xd_rmsnorm(xr, xr, m->final_norm, rows, d, c->norm_eps);
-            xd_linear_model(m, logits, xr, m->lm_head, NULL, rows, d, c->vocab_size);
+            rc = xd_linear_model(m, logits, xr, m->lm_head, NULL, rows, d, c->vocab_size);
         }
     }
     scratch_free(&s);

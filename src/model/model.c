@@ -180,11 +180,20 @@ int xd_model_init_rope(xd_model *m) {
     return 0;
 }
 
-xd_model *xd_model_load(const char *path) {
+xd_model *xd_model_load(const char *path) { return xd_model_load_weights(path, XD_WEIGHTS_FP32); }
+
+int xd_weights_mode_parse(const char *s) {
+    return !strcmp(s, "fp32") ? XD_WEIGHTS_FP32 : !strcmp(s, "gguf") ? XD_WEIGHTS_GGUF
+         : !strcmp(s, "gguf-all") ? XD_WEIGHTS_GGUF_ALL : -1;
+}
+
+xd_model *xd_model_load_weights(const char *path, xd_weights_mode mode) {
+    if (mode < XD_WEIGHTS_FP32 || mode > XD_WEIGHTS_GGUF_ALL)
+        return xd_err("xd_model_load_weights: weights mode %d (expected 0, 1 or 2)", (int)mode), NULL;
     xd_model *m = calloc(1, sizeof *m);
     if (!m) { xd_err("out of memory"); return NULL; }
     snprintf(m->path, sizeof m->path, "%s", path);
-    int rc = xd_is_dir(path) ? xd_model_load_hf(m, path) : xd_model_load_gguf(m, path);
+    int rc = xd_is_dir(path) ? xd_model_load_hf(m, path) : xd_model_load_gguf(m, path, mode);
     if (!rc) rc = xd_model_init_rope(m);
     if (rc) {
         xd_model_free(m);

@@ -95,7 +95,7 @@ int xd_model_weights(const xd_model *m, xd_weight **out, int *n);
 int xd_model_alloc(xd_model *m);
 
 /* Loaders fill m->cfg, m->tok and the weights. */
-int xd_model_load_gguf(xd_model *m, const char *path);
+int xd_model_load_gguf(xd_model *m, const char *path, xd_weights_mode mode);
 int xd_model_load_hf(xd_model *m, const char *dir);
 
 /* llama.cpp's converter permutes the rows of Llama's q/k projections so that RoPE rotates

@@ -89,8 +89,9 @@ void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t
                        (const char *)src + (size_t)(h * hd + 2 * i + j) * row_bytes, row_bytes);
 }
 
-/* quant: XD_QUANT_DECODE's value (qweights.h): 0, 1 (decoding) or 2 (every product). */
-static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w, int quant) {
+/* blocks: the 2-D weights of the types the kernels take stay in the file's blocks, and
+ * their fp32 region of the arena is never written (qweights.h) */
+static int load_tensor(const gguf_file *g, xd_model *m, const xd_weight *w, int blocks) {
     const gguf_tensor *t = xd_gguf_find_tensor(g, w->gguf);
     if (!t) return xd_err("%s: missing tensor '%s'", g->path, w->gguf);
     int ok = w->ndim == 1 ? (t->n_dims == 1 && t->ne[0] == w->cols)
@@ -102,13 +103,9 @@ static int load_tensor(const gguf_file *g, const xd_model *m, const xd_weight *w
     int64_t n = w->rows * w->cols;
     int permute = m->cfg.arch == XD_ARCH_LLAMA && w->ndim == 2 &&
                   (strstr(w->gguf, "attn_q.") || strstr(w->gguf, "attn_k."));
-    /* with quant, the linear weights' blocks are also kept (qweights.h); the LM head too
-     * when it is the tied embedding */
-    int keep = quant && w->ndim == 2 &&
-               (strcmp(w->gguf, "token_embd.weight") != 0 || m->cfg.tied_embeddings);
-    if (keep && xd_qweights_add((xd_model *)m, w->ptr, t->type, w->rows, w->cols, t->data,
-                                permute ? m->cfg.head_dim : 0))
-        return -1;
+    if (blocks && w->ndim == 2 && xd_qweights_takes(t->type, w->cols))
+        return xd_qweights_add(m, w->ptr, t->type, w->rows, w->cols, t->data,
+                               permute ? m->cfg.head_dim : 0);
     if (!permute) return xd_ggml_dequantize(t->type, t->data, w->ptr, n) ? xd_err_prefix("%s: tensor '%s'", g->path, w->gguf) : 0;
     float *tmp = malloc((size_t)n * sizeof(float));
     if (!tmp) return xd_err("out of memory");
@@ -138,7 +135,7 @@ static int apply_rope_freqs(const gguf_file *g, xd_model *m) {
     return 0;
 }
 
-int xd_model_load_gguf(xd_model *m, const char *path) {
+int xd_model_load_gguf(xd_model *m, const char *path, xd_weights_mode mode) {
     gguf_file *g = xd_gguf_open(path);
     if (!g) return -1;
     xd_weight *ws = NULL;
@@ -146,18 +143,18 @@ int xd_model_load_gguf(xd_model *m, const char *path) {
     if (config_from_gguf(g, &m->cfg)) goto done;
     if (!(m->tok = xd_tokenizer_from_gguf(g))) goto done;
     if (xd_model_alloc(m) || xd_model_weights(m, &ws, &nw)) goto done;
-    const char *qd = getenv("XD_QUANT_DECODE");
-    int quant = qd && (!strcmp(qd, "1") || !strcmp(qd, "2")) ? qd[0] - '0' : 0;
     for (int i = 0; i < nw; i++)
-        if (load_tensor(g, m, &ws[i], quant)) goto done;
+        if (load_tensor(g, m, &ws[i], mode != XD_WEIGHTS_FP32)) goto done;
     if (apply_rope_freqs(g, m)) goto done;
-    if (m->q) {
+    if (m->q) { /* the blocks point into the mapping: the file stays open */
         xd_qweights_sort(m);
-        m->q->all_rows = quant == 2;
+        m->q->all_rows = mode == XD_WEIGHTS_GGUF_ALL;
+        m->q->file = g;
+        g = NULL;
     }
     rc = 0;
 done:
     free(ws);
-    xd_gguf_close(g);
+    if (g) xd_gguf_close(g);
     return rc;
 }

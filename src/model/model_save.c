@@ -11,6 +11,7 @@
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
 #include "model.h"
+#include "qweights.h"
 
 /* DIR/name into out; -1 when too long. */
 /* bos/eos ids for config.json (generation uses them), when known. */
@@ -63,6 +64,7 @@ done:
 
 int xd_model_save(const xd_model *m, const char *dir) {
     if (!m || !dir) return xd_err("xd_model_save: no model or directory");
+    if (xd_model_require_fp32(m, "saving it")) return -1;
     if (xd_config_validate(&m->cfg, dir)) return -1;
     xd_adir d;
     /* errors of begin / commit start with dir already */

@@ -11,6 +11,7 @@
 #include "kernels/distill_loss.h"
 #include "kernels/kernels.h"
 #include "kernels/train_ops.h"
+#include "model/qweights.h"
 
 static float *take(float *base, size_t *cur, size_t n) {
     float *p = base ? base + *cur : NULL;
@@ -90,6 +91,7 @@ int xd_tm_init(xd_trainer_model *tm, xd_model *m, int B, int T) {
 static int tm_init(xd_trainer_model *tm, xd_model *m, const xd_lora_set *lora, int B, int T,
                    int with_grads) {
     memset(tm, 0, sizeof *tm);
+    if (xd_model_require_fp32(m, "training")) return -1;
     tm->m = m;
     tm->lora = lora;
     if (lora && lora->n_layer != m->cfg.n_layer)
