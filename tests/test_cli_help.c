@@ -91,7 +91,7 @@ int main(void) {
     /* the parse found the table: the commands of today are in it */
     static const char *const known[] = {"inspect", "tokenize", "generate", "pretrain", "finetune",
                                         "lora", "debias", "heads", "convert", "distill", "tasks",
-                                        "eval", "compare", "merge", "ppl", "data", "teacher-logits",
+                                        "eval", "compare", "merge", "ppl", "quantize", "data", "teacher-logits",
                                         "help"};
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         CHECK(has_name(&cmds, known[i]), "'xdistill --help' does not list '%s': %s", known[i],

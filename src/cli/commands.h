@@ -19,4 +19,5 @@ int cmd_merge(int argc, char **argv);
 int cmd_heads(int argc, char **argv);
 int cmd_lora(int argc, char **argv);
 int cmd_debias(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 #endif

@@ -104,6 +104,19 @@ int xd_model_load_hf(xd_model *m, const char *dir);
  * (fp32 rows, or a row of quantised blocks). model_gguf.c. */
 void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
                             size_t row_bytes);
+/* The inverse: HF rows into GGUF's order (the GGUF writer). */
+void xd_gguf_permute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
+                          size_t row_bytes);
+/* "llama", "qwen2", "qwen3", "olmo2"; NULL for other architectures. */
+const char *xd_arch_gguf_name(xd_arch a);
+/* Writes m (a teacher architecture, fp32 weights) as a GGUF v3 file llama.cpp and
+ * xd_model_load read: general.architecture and its hyper-parameters, the tokenizer
+ * (tokenizer.ggml.*), 1-D tensors as F32 and 2-D ones as `type` (F32, F16, BF16, Q8_0,
+ * Q4_0, Q4_1, Q5_0, Q5_1: kernels/quantize.c), Llama's q/k rows in GGUF's order, a
+ * Llama-3 RoPE scaling as rope_freqs.weight. Atomic (PATH.tmp.<pid>, then renamed). A
+ * matrix whose rows are not a multiple of the type's block is an error naming it.
+ * model_gguf_write.c. */
+int xd_model_save_gguf(const xd_model *m, const char *path, uint32_t type);
 
 /* Computes rope_inv_freq from cfg (theta, Llama-3 scaling) unless set. */
 int xd_model_init_rope(xd_model *m);

@@ -11,10 +11,17 @@
 #include "model.h"
 #include "qweights.h"
 
+static const struct { const char *name; xd_arch arch; } known[] = {
+    {"llama", XD_ARCH_LLAMA}, {"qwen2", XD_ARCH_QWEN2}, {"qwen3", XD_ARCH_QWEN3},
+    {"olmo2", XD_ARCH_OLMO2}};
+
+const char *xd_arch_gguf_name(xd_arch a) {
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (known[i].arch == a) return known[i].name;
+    return NULL;
+}
+
 static int arch_from_name(const gguf_file *g, gguf_str s, xd_arch *a) {
-    static const struct { const char *name; xd_arch arch; } known[] = {
-        {"llama", XD_ARCH_LLAMA}, {"qwen2", XD_ARCH_QWEN2}, {"qwen3", XD_ARCH_QWEN3},
-        {"olmo2", XD_ARCH_OLMO2}};
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (xd_gguf_str_eq(s, known[i].name)) { *a = known[i].arch; return 0; }
     char buf[64];
@@ -80,13 +87,26 @@ static int config_from_gguf(const gguf_file *g, xd_config *c) {
     return xd_config_validate(c, g->path);
 }
 
-void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
-                            size_t row_bytes) {
+/* Row h·hd + j·hd/2 + i (HF order) is GGUF's row h·hd + 2i + j; to_gguf goes the other way. */
+static void permute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd, size_t row_bytes,
+                         int to_gguf) {
     for (int64_t h = 0; h < n_heads; h++)
         for (int64_t i = 0; i < hd / 2; i++)
-            for (int64_t j = 0; j < 2; j++)
-                memcpy((char *)dst + (size_t)(h * hd + j * hd / 2 + i) * row_bytes,
-                       (const char *)src + (size_t)(h * hd + 2 * i + j) * row_bytes, row_bytes);
+            for (int64_t j = 0; j < 2; j++) {
+                size_t hf = (size_t)(h * hd + j * hd / 2 + i), gg = (size_t)(h * hd + 2 * i + j);
+                memcpy((char *)dst + (to_gguf ? gg : hf) * row_bytes,
+                       (const char *)src + (to_gguf ? hf : gg) * row_bytes, row_bytes);
+            }
+}
+
+void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
+                            size_t row_bytes) {
+    permute_rows(dst, src, n_heads, hd, row_bytes, 0);
+}
+
+void xd_gguf_permute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
+                          size_t row_bytes) {
+    permute_rows(dst, src, n_heads, hd, row_bytes, 1);
 }
 
 /* blocks: the 2-D weights of the types the kernels take stay in the file's blocks, and

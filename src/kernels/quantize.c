@@ -1,0 +1,119 @@
+/* Weight rows into ggml's blocks (quant.h, xd_quantize_row): ggml's reference quantisers
+ * (quantize_row_*_ref in ggml-quants.c), which gguf-py's quants.py reproduces bit for bit;
+ * tests/ref/make_quant_fixture.py records gguf-py's bytes and test_gguf_write compares.
+ * Every product and sum is its own statement, so no compiler contracts one into an FMA
+ * (the rounding must be fp32's, as numpy's). */
+#include <math.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/f16.h"
+#include "core/ggml_type.h"
+#include "quant.h"
+
+/* The element of largest |x| with its sign (the first of equals), as Q4_0 / Q5_0 take it. */
+static float signed_max(const float *x) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    return max;
+}
+
+static void put_f16(uint8_t *p, float x) {
+    uint16_t h = xd_fp32_to_fp16(x);
+    memcpy(p, &h, 2);
+}
+
+/* d = amax / 127, q = roundf(x / d) (as x · (1/d)) */
+static void q8_0(const float *x, uint8_t *b) {
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_f16(b, d);
+    for (int j = 0; j < 32; j++) {
+        float t = x[j] * id;
+        b[2 + j] = (uint8_t)(int8_t)roundf(t);
+    }
+}
+
+/* Q4_0 / Q5_0: d = max / −2^(bits−1), q = min(2^bits − 1, trunc(x / d + 2^(bits−1) + 0.5)) */
+static void q_sym(const float *x, uint8_t *b, int five) {
+    float half = five ? 16.0f : 8.0f, d = signed_max(x) / -half, id = d != 0.0f ? 1.0f / d : 0.0f;
+    int top = five ? 31 : 15;
+    uint8_t q[32];
+    for (int j = 0; j < 32; j++) {
+        float t = x[j] * id;
+        float u = t + (half + 0.5f);
+        int v = (int)(int8_t)u;
+        q[j] = (uint8_t)(v > top ? top : v);
+    }
+    put_f16(b, d);
+    uint8_t *qs = b + (five ? 6 : 2);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+    if (five) {
+        for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4) << j;
+        memcpy(b + 2, &qh, 4);
+    }
+}
+
+/* Q4_1 / Q5_1: d = (max − min) / (2^bits − 1), m = min, q = min(top, trunc((x − m) / d + 0.5)) */
+static void q_affine(const float *x, uint8_t *b, int five) {
+    float mn = x[0], mx = x[0];
+    for (int j = 1; j < 32; j++) mn = fminf(mn, x[j]), mx = fmaxf(mx, x[j]);
+    int top = five ? 31 : 15;
+    float d = (mx - mn) / (float)top, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t q[32];
+    for (int j = 0; j < 32; j++) {
+        float s = x[j] - mn;
+        float t = s * id;
+        float u = t + 0.5f;
+        int v = (int)(int8_t)u;
+        q[j] = (uint8_t)(v > top ? top : v);
+    }
+    put_f16(b, d);
+    put_f16(b + 2, mn);
+    uint8_t *qs = b + (five ? 8 : 4);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+    if (five) {
+        for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4) << j;
+        memcpy(b + 4, &qh, 4);
+    }
+}
+
+int xd_quantize_writable(uint32_t type) {
+    return type == GGML_F32 || type == GGML_F16 || type == GGML_BF16 || type == GGML_Q8_0 ||
+           type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
+}
+
+size_t xd_quantize_row_bytes(uint32_t type, int64_t n) {
+    size_t be, bb;
+    if (!xd_quantize_writable(type) || xd_ggml_type_block(type, &be, &bb) || n % (int64_t)be) return 0;
+    return (size_t)(n / (int64_t)be) * bb;
+}
+
+int xd_quantize_row(uint32_t type, const float *x, int64_t n, void *out) {
+    uint8_t *o = out;
+    if (!xd_quantize_writable(type))
+        return xd_err("quantize: type %u cannot be written (expected F32, F16, BF16, Q8_0, Q4_0, "
+                      "Q4_1, Q5_0 or Q5_1)", type);
+    switch (type) {
+    case GGML_F32: memcpy(o, x, (size_t)n * sizeof(float)); return 0;
+    case GGML_F16: xd_fp32_to_fp16_n(o, x, (size_t)n); return 0;
+    case GGML_BF16: xd_fp32_to_bf16_n(o, x, (size_t)n); return 0;
+    default: break;
+    }
+    size_t bb = xd_quantize_row_bytes(type, 32);
+    if (n % 32) return xd_err("quantize: %lld elements are not a multiple of the block (32)", (long long)n);
+    for (int64_t i = 0; i < n / 32; i++, x += 32, o += bb) {
+        switch (type) {
+        case GGML_Q8_0: q8_0(x, o); break;
+        case GGML_Q4_0: q_sym(x, o, 0); break;
+        case GGML_Q5_0: q_sym(x, o, 1); break;
+        case GGML_Q4_1: q_affine(x, o, 0); break;
+        default: q_affine(x, o, 1); break;
+        }
+    }
+    return 0;
+}
