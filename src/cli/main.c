@@ -34,7 +34,7 @@ static const struct {
     {"compare", cmd_compare, "TEACHER.json STUDENT.json -o WINTIE.json [--report R.html]  win-and-tie verdict", 0},
     {"merge", cmd_merge, "-o OUT A[:w] B[:w] ... [--normalize] [--search SUITE]  weighted merge of Stage II experts", 1},
     {"ppl", cmd_ppl, "MODEL FILE [--ctx N]        perplexity of a text file", 0},
-    {"quantize", cmd_quantize, "MODEL -o OUT.gguf [--type q8_0]  write a teacher as GGUF, its matrices quantised", 0},
+    {"quantize", cmd_quantize, "MODEL -o OUT.gguf [--type q8_0]  write a teacher or student as GGUF, its matrices quantised", 0},
     {"data", cmd_data, "prep|info|split|echo ...    pack text into token data; split it by domain; add echoes", 0},
     {"teacher-logits", cmd_teacher_logits, "TEACHER --data D --seq T --rows N -o F  top-k logits for Stage II", 1},
 };

@@ -1,6 +1,6 @@
 /* xdistill quantize MODEL -o OUT.gguf [--type q8_0|q4_0|q4_1|q5_0|q5_1|f16|bf16|f32]
- * A teacher-architecture model (GGUF or HF directory) written as GGUF with its matrices in
- * the type's blocks (ggml's reference quantisers) and its vectors in F32. */
+ * A teacher or a student (GGUF or HF directory) written as GGUF with its products' matrices
+ * in the type's blocks (ggml's reference quantisers), everything else in F32. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -16,8 +16,8 @@
 
 static const char USAGE[] =
     "usage: xdistill quantize MODEL -o OUT.gguf [--type T] [--threads N]\n"
-    "  MODEL       a GGUF file or an HF directory of a teacher architecture (llama, qwen2,\n"
-    "              qwen3, olmo2), read as fp32\n"
+    "  MODEL       a GGUF file or an HF directory: a teacher (llama, qwen2, qwen3, olmo2) or\n"
+    "              a student (its mixer stays f32), read as fp32\n"
     "  --type T    the matrices' type: q8_0 (default), q4_0, q4_1, q5_0, q5_1, f16, bf16, f32;\n"
     "              vectors (norms, biases) stay f32. A matrix whose rows are not a multiple\n"
     "              of the type's block is an error naming it.";

@@ -69,6 +69,12 @@ int xd_gguf_out_u32(xd_gguf_out *o, const char *k, uint32_t v) {
     return o->kv.err ? -1 : 0;
 }
 
+int xd_gguf_out_u64(xd_gguf_out *o, const char *k, uint64_t v) {
+    if (key(o, k, GGUF_T_UINT64)) return -1;
+    put_u64(&o->kv, v);
+    return o->kv.err ? -1 : 0;
+}
+
 int xd_gguf_out_f32(xd_gguf_out *o, const char *k, float v) {
     if (key(o, k, GGUF_T_FLOAT32)) return -1;
     put(&o->kv, &v, 4);

@@ -16,6 +16,7 @@ void xd_gguf_out_free(xd_gguf_out *o);
 
 int xd_gguf_out_str(xd_gguf_out *o, const char *key, const char *v);
 int xd_gguf_out_u32(xd_gguf_out *o, const char *key, uint32_t v);
+int xd_gguf_out_u64(xd_gguf_out *o, const char *key, uint64_t v);
 int xd_gguf_out_f32(xd_gguf_out *o, const char *key, float v);
 int xd_gguf_out_bool(xd_gguf_out *o, const char *key, int v);
 /* Arrays: n strings; n int32. */

@@ -107,13 +107,22 @@ void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t
 /* The inverse: HF rows into GGUF's order (the GGUF writer). */
 void xd_gguf_permute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
                           size_t row_bytes);
+/* A student's general.architecture in GGUF; its teacher's is xdistill_hybrid.base_architecture
+ * and every hyper-parameter key has the xdistill_hybrid. prefix. */
+#define XD_STUDENT_GGUF_ARCH "xdistill_hybrid"
+/* Whether a GGUF tensor name is one of the products xd_linear_model runs (embedding, LM
+ * head, q/k/v/output, gate/up/down): the weights that may stay in blocks. */
+int xd_gguf_linear_name(const char *gguf);
 /* "llama", "qwen2", "qwen3", "olmo2"; NULL for other architectures. */
 const char *xd_arch_gguf_name(xd_arch a);
-/* Writes m (a teacher architecture, fp32 weights) as a GGUF v3 file llama.cpp and
- * xd_model_load read: general.architecture and its hyper-parameters, the tokenizer
- * (tokenizer.ggml.*), 1-D tensors as F32 and 2-D ones as `type` (F32, F16, BF16, Q8_0,
- * Q4_0, Q4_1, Q5_0, Q5_1: kernels/quantize.c), Llama's q/k rows in GGUF's order, a
- * Llama-3 RoPE scaling as rope_freqs.weight. Atomic (PATH.tmp.<pid>, then renamed). A
+/* Writes m (fp32 weights) as a GGUF v3 file xd_model_load reads (and llama.cpp, for a
+ * teacher architecture): general.architecture and its hyper-parameters, the tokenizer
+ * (tokenizer.ggml.*), 1-D tensors as F32 and the products' matrices (xd_gguf_linear_name)
+ * as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: kernels/quantize.c), Llama's
+ * q/k rows in GGUF's order, a Llama-3 RoPE scaling as rope_freqs.weight. A student is
+ * architecture xdistill_hybrid with its own fields (window, sinks, chunk_size, mlstm_*,
+ * gate_softcap, exact_in_window, memory_rule, sparse_cache, teacher/base hash,
+ * global_heads, global_kv_dtype) and its mixer's tensors in F32. Atomic (PATH.tmp.<pid>, then renamed). A
  * matrix whose rows are not a multiple of the type's block is an error naming it.
  * model_gguf_write.c. */
 int xd_model_save_gguf(const xd_model *m, const char *path, uint32_t type);

@@ -95,12 +95,39 @@ done:
     return rc;
 }
 
+/* A student's own fields under xdistill_hybrid. (model_gguf.c reads them). */
+static int put_student(xd_gguf_out *o, const xd_config *c, const char *base_arch) {
+    char k[96];
+#define K(name) (snprintf(k, sizeof k, XD_STUDENT_GGUF_ARCH "." name), k)
+    int32_t gh[2 * XD_MAX_GLOBAL_HEADS];
+    for (int i = 0; i < c->n_global_heads; i++)
+        gh[2 * i] = c->global_heads[i].layer, gh[2 * i + 1] = c->global_heads[i].head;
+    int rc = xd_gguf_out_str(o, K("base_architecture"), base_arch) ||
+             xd_gguf_out_u32(o, K("window"), (uint32_t)c->window) ||
+             xd_gguf_out_u32(o, K("sinks"), (uint32_t)c->sinks) ||
+             xd_gguf_out_u32(o, K("chunk_size"), (uint32_t)c->chunk) ||
+             xd_gguf_out_str(o, K("feature_map"), "hedgehog") ||
+             xd_gguf_out_f32(o, K("mlstm_scale"), c->mlstm_scale) ||
+             xd_gguf_out_f32(o, K("mlstm_eps"), c->mlstm_eps) ||
+             xd_gguf_out_f32(o, K("gate_softcap"), c->gate_softcap) ||
+             xd_gguf_out_bool(o, K("exact_in_window"), c->exact_in_window) ||
+             xd_gguf_out_str(o, K("memory_rule"), c->memory_rule == XD_MEMORY_DELTA ? "gated_delta" : "mlstm") ||
+             xd_gguf_out_u32(o, K("sparse_cache"), (uint32_t)c->sparse_cache) ||
+             xd_gguf_out_u64(o, K("teacher_hash"), c->teacher_hash) ||
+             xd_gguf_out_u64(o, K("base_hash"), c->base_hash) ||
+             xd_gguf_out_i32s(o, K("global_heads"), gh, (uint64_t)(2 * c->n_global_heads)) ||
+             xd_gguf_out_str(o, K("global_kv_dtype"), xd_kv_dtype_name(c->global_kv_dtype));
+#undef K
+    return rc ? -1 : 0;
+}
+
 int xd_model_save_gguf(const xd_model *m, const char *path, uint32_t type) {
     const xd_config *c = &m->cfg;
-    const char *arch = xd_arch_gguf_name(c->arch);
-    if (c->student || !arch)
-        return xd_err("%s: only teacher architectures (llama, qwen2, qwen3, olmo2) are written as "
-                      "GGUF for now; save a student as an HF directory", m->path);
+    const char *base_arch = xd_arch_gguf_name(c->arch);
+    const char *arch = c->student ? XD_STUDENT_GGUF_ARCH : base_arch;
+    if (!base_arch)
+        return xd_err("%s: architecture %d has no GGUF form (expected llama, qwen2, qwen3 or olmo2, "
+                      "or a student of one)", m->path, (int)c->arch);
     if (xd_model_require_fp32(m, "writing a GGUF")) return -1;
     if (!m->tok) return xd_err("%s: no tokenizer: a GGUF file carries one", m->path);
     if (!xd_quantize_writable(type))
@@ -132,12 +159,14 @@ int xd_model_save_gguf(const xd_model *m, const char *path, uint32_t type) {
         xd_gguf_out_f32(o, KEY("attention.layer_norm_rms_epsilon"), c->norm_eps) ||
         xd_gguf_out_f32(o, KEY("rope.freq_base"), c->rope_theta) ||
         xd_gguf_out_u32(o, KEY("vocab_size"), (uint32_t)c->vocab_size) ||
-        put_tokenizer(o, m->tok))
+        put_tokenizer(o, m->tok) || (c->student && put_student(o, c, base_arch)))
         goto done;
 #undef KEY
     for (int i = 0; i < wr.n_w; i++) {
         const xd_weight *w = &wr.w[i];
-        wr.type[i] = w->ndim == 1 ? GGML_F32 : type;
+        /* the student's mixer (feature maps, gates, mix) stays F32: only the products
+         * xd_linear_model runs are quantised */
+        wr.type[i] = w->ndim == 2 && xd_gguf_linear_name(w->gguf) ? type : GGML_F32;
         int64_t ne[2] = {w->cols, w->rows};
         size_t be, bb;
         xd_ggml_type_block(wr.type[i], &be, &bb);
