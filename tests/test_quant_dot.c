@@ -14,7 +14,8 @@
  *    block order; measured ≤ 1e-7);
  *  - xd_qmatvec = xd_qdot row by row, exactly; and within the activation's quantisation
  *    error (Σ|w|·|d_a|/2 per block) of the fp32 product W·x.
- *  - Bad input: a type without a dot product, columns not a multiple of the block. */
+ *  - Bad input: a type without a dot product, columns not a multiple of the block.
+ *  - Against ggml's own kernels (test_ggml, below). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "core/f16.h"
 #include "core/rng.h"
 #include "io/ggml_types.h"
+#include "io/gguf.h"
 #include "kernels/quant.h"
 #include "test.h"
 #include "xdistill.h"
@@ -163,7 +165,92 @@ static void test_type(uint32_t t, xd_rng *r) {
     free(W), free(a), free(x), free(wf), free(af);
 }
 
+/* A scalar array of the fixture's metadata: its elements and count (NULL if missing). */
+static const uint8_t *fx_array(const gguf_file *g, const char *key, uint32_t type, uint64_t *n) {
+    const gguf_kv *kv = xd_gguf_find(g, key);
+    if (!kv || kv->type != GGUF_T_ARRAY || kv->arr_type != type) return NULL;
+    *n = kv->arr_n;
+    return kv->arr_data;
+}
+
+/* Against ggml itself (tests/fixtures/ggml_dot.gguf, tests/ref/make_ggml_dot_fixture.py:
+ * llama-cpp-python's libggml-cpu, its from_float and vec_dot on this CPU type):
+ *  - our quantisation of the activation equals ggml's blocks: the same scales, codes
+ *    within 1 (ggml's SIMD from_float multiplies by 127/max where the reference divides by
+ *    d, and rounds ties to even: a code may differ by one where x·id sits at .5);
+ *  - our xd_qdot of ggml's weight blocks with ggml's own activation blocks equals ggml's
+ *    vec_dot within 1e-6 · Σ|w·a| (the same exact integer sums, summed in another order). */
+static void test_ggml(void) {
+    gguf_file *g = xd_gguf_open(XD_SOURCE_DIR "/tests/fixtures/ggml_dot.gguf");
+    CHECK(g != NULL, "fixture: %s", xd_last_error());
+    if (!g) return;
+    static const char *const names[] = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"};
+    static const uint32_t types[] = {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0,
+                                     GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+    char key[64];
+    double worst = 0;
+    int codes_off = 0, n_codes = 0;
+    for (int k = 0; k < 8; k++) {
+        uint64_t nw = 0, nx = 0, na = 0, nd = 0, act = 0;
+        snprintf(key, sizeof key, "%s.w", names[k]);
+        const uint8_t *w = fx_array(g, key, GGUF_T_UINT8, &nw);
+        snprintf(key, sizeof key, "%s.x", names[k]);
+        const uint8_t *xb = fx_array(g, key, GGUF_T_FLOAT32, &nx);
+        snprintf(key, sizeof key, "%s.a", names[k]);
+        const uint8_t *a = fx_array(g, key, GGUF_T_UINT8, &na);
+        snprintf(key, sizeof key, "%s.dot", names[k]);
+        const uint8_t *db = fx_array(g, key, GGUF_T_FLOAT32, &nd);
+        snprintf(key, sizeof key, "%s.act", names[k]);
+        CHECK(w && xb && a && db && xd_gguf_get_u64(g, key, &act) == 0 &&
+                  (int)act == xd_qdot_act_type(types[k]), "%s: fixture entries", names[k]);
+        if (!w || !xb || !a || !db) continue;
+        int64_t cols = (int64_t)nx, rows = (int64_t)nd;
+        size_t wb = xd_q_row_bytes(types[k], cols), ab = xd_q_row_bytes((uint32_t)act, cols);
+        CHECK(wb * (size_t)rows == nw && ab == na, "%s: sizes", names[k]);
+        float *x = malloc((size_t)cols * sizeof(float)), *wf = malloc((size_t)cols * sizeof(float)),
+              *af = malloc((size_t)cols * sizeof(float));
+        uint8_t *mine = malloc(ab);
+        memcpy(x, xb, (size_t)cols * sizeof(float));
+        /* the activation: same blocks, codes within one */
+        CHECK(xd_quantize_act((uint32_t)act, x, cols, mine) == 0, "quantise");
+        size_t be = act == GGML_Q8_K ? 256 : 32, bb = ab / ((size_t)cols / be);
+        size_t qoff = act == GGML_Q8_K ? 4 : act == GGML_Q8_1 ? 4 : 2;
+        int scales_same = 1;
+        for (size_t b = 0; b < (size_t)cols / be; b++) {
+            const uint8_t *p = mine + b * bb, *q = a + b * bb;
+            scales_same &= memcmp(p, q, act == GGML_Q8_K ? 4 : 2) == 0;
+            for (size_t j = 0; j < be; j++) {
+                int d = (int)(int8_t)p[qoff + j] - (int)(int8_t)q[qoff + j];
+                CHECK(abs(d) <= 1, "%s: code %zu of block %zu: %d vs ggml %d", names[k], j, b,
+                      (int8_t)p[qoff + j], (int8_t)q[qoff + j]);
+                codes_off += d != 0;
+                n_codes++;
+            }
+        }
+        CHECK(scales_same, "%s: activation scales differ from ggml's", names[k]);
+        deq_act((uint32_t)act, a, af, cols);
+        for (int64_t r = 0; r < rows; r++) {
+            const uint8_t *wr = w + (size_t)r * wb;
+            float ref;
+            memcpy(&ref, db + 4 * r, 4);
+            xd_ggml_dequantize(types[k], wr, wf, cols);
+            double mag = 0;
+            for (int64_t j = 0; j < cols; j++) mag += fabs((double)wf[j] * af[j]);
+            float got = xd_qdot(types[k], wr, a, cols);
+            double e = fabs((double)got - ref) / mag;
+            worst = e > worst ? e : worst;
+            CHECK(e <= 1e-6, "%s row %lld: xd_qdot %.9g vs ggml's vec_dot %.9g (Σ|w·a| %.4g)",
+                  names[k], (long long)r, got, ref, mag);
+        }
+        free(x), free(wf), free(af), free(mine);
+    }
+    printf("against ggml's vec_dot (libggml-cpu, 8 types): |xd_qdot − ggml| ≤ %.2g · Σ|w·a|; "
+           "activation codes differing by one: %d of %d\n", worst, codes_off, n_codes);
+    xd_gguf_close(g);
+}
+
 int main(void) {
+    test_ggml();
     xd_rng r;
     xd_rng_seed(&r, 17);
     const uint32_t types[] = {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0,
