@@ -175,7 +175,32 @@ static void test_mmd(void) {
         bad += fabs(dv[i] - fd) > 1e-5 + 1e-3 * fabs(fd);
     }
     CHECK(bad == 0, "mmd gradient: %d of %d coordinates disagree with central differences", bad, D);
-    printf("mmd term: by hand and %d coordinates vs central differences\n", D);
+    /* the linear kernel by hand: own {(0,0),(2,0)} (mean (1,0)), other {(3,1)}, w = (1, 1/2),
+     * x = (1,1): loss = (x − (2, 1/2))·W(μ_s − μ_o) = (−1, 1/2)·(−2, −1/2) = 7/4,
+     * ∂loss/∂x = (−2, −1/2) */
+    const float ls[4] = {0, 0, 2, 0}, lo[2] = {3, 1}, lw[2] = {1, 0.5f}, lx[2] = {1, 1};
+    float ld[2] = {0, 0};
+    double ll = xd_mmd_bank_linear(ld, lx, 2, ls, 2, lo, 1, lw, 1.0f);
+    CHECK(fabs(ll - 1.75) < 1e-12 && ld[0] == -2.0f && ld[1] == -0.5f, "linear by hand: %g (%g, %g)",
+          ll, ld[0], ld[1]);
+    float wv[D];
+    for (int i = 0; i < D; i++) wv[i] = 0.5f + 0.1f * (float)i, dv[i] = 0;
+    xd_mmd_bank_linear(dv, xv, D, sv, NS, ov, NO, wv, 1.0f);
+    bad = 0;
+    for (int i = 0; i < D; i++) {
+        float keep = xv[i];
+        const float h = 1e-3f;
+        xv[i] = keep + h;
+        double lp = xd_mmd_bank_linear(NULL, xv, D, sv, NS, ov, NO, wv, 1.0f);
+        xv[i] = keep - h;
+        double lm = xd_mmd_bank_linear(NULL, xv, D, sv, NS, ov, NO, wv, 1.0f);
+        xv[i] = keep;
+        double fd = (lp - lm) / (2 * (double)h);
+        bad += fabs(dv[i] - fd) > 1e-5 + 1e-3 * fabs(fd);
+    }
+    CHECK(bad == 0, "linear mmd gradient: %d of %d coordinates disagree", bad, D);
+    printf("mmd term (Gaussian and linear kernels): by hand and %d coordinates each vs central "
+           "differences\n", D);
 }
 
 /* ---- attacker ------------------------------------------------------------------------------ */
@@ -281,6 +306,7 @@ static void test_objective_fd(int confusion, int conditional, int mmd) {
     o.adv_conditional = conditional;
     o.pool = XD_POOL_MEAN;
     o.mmd_weight = mmd ? 0.5f : 0.0f;
+    o.mmd_linear = mmd == 2;
     o.mmd_bank = 6;
     xd_train_opts to;
     xd_train_defaults(&to);
@@ -381,7 +407,8 @@ static void test_objective_fd(int confusion, int conditional, int mmd) {
           checked);
     printf("objective (mask, adversary %s%s%s, L0) on tiny-llama: %d coordinates vs central "
            "differences, worst |error| %.2g\n", confusion ? "confusion" : "reversed",
-           conditional ? ", conditional on the label" : "", mmd ? ", MMD term" : "", checked, worst);
+           conditional ? ", conditional on the label" : "",
+           mmd == 2 ? ", linear MMD term" : mmd ? ", MMD term" : "", checked, worst);
     free(an);
     xd_batch_free(&bb);
     xd_tm_free(&tm);
@@ -567,6 +594,7 @@ int main(void) {
     test_objective_fd(1, 0, 0);
     test_objective_fd(0, 1, 0);
     test_objective_fd(0, 0, 1);
+    test_objective_fd(0, 0, 2);
     test_cli();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

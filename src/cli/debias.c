@@ -57,6 +57,8 @@ static void usage(FILE *f) {
             "                   attribute's groups within each class, against a bank of earlier\n"
             "                   rows (0: off; with --adv-heads 0 it replaces the adversary)\n"
             "  --mmd-bank N     rows kept per class and group in that bank (64)\n"
+            "  --mmd-kernel rbf|linear  Gaussian kernels (default) or linear on standardised\n"
+            "                   features (the groups' means apart, as a linear probe reads them)\n"
             "  --seed S         (1)\n"
             "eval:\n"
             "  --with A[,B]     attribute diffs to stack: names under DIR/attributes, or directories\n"
@@ -162,6 +164,13 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         if ((r = take_opt(argc, argv, &i, "--with", &v))) {
             if (r < 0 || (a->n_with = split_list("--with", v, a->with_buf, sizeof a->with_buf, a->with, MAX_ATTR)) < 0)
                 return -1;
+            continue;
+        }
+        if ((r = take_opt(argc, argv, &i, "--mmd-kernel", &v))) {
+            if (r < 0) return -1;
+            if (strcmp(v, "rbf") && strcmp(v, "linear"))
+                return cli_error("--mmd-kernel: '%s' (expected rbf or linear)", v), -1;
+            a->d.mmd_linear = !strcmp(v, "linear");
             continue;
         }
         if (!strcmp(argv[i], "--full")) { a->full = 1; continue; }

@@ -42,6 +42,22 @@ double xd_mmd_bank(float *dx, const float *x, int d, const float *same, int n_sa
            side(dx, x, d, other, n_other, gamma, n_gamma, -1.0, scale);
 }
 
+double xd_mmd_bank_linear(float *dx, const float *x, int d, const float *same, int n_same,
+                          const float *other, int n_other, const float *w, float scale) {
+    if (n_same <= 0 || n_other <= 0) return 0;
+    double loss = 0;
+    for (int i = 0; i < d; i++) {
+        double ms = 0, mo = 0;
+        for (int j = 0; j < n_same; j++) ms += same[(size_t)j * d + i];
+        for (int j = 0; j < n_other; j++) mo += other[(size_t)j * d + i];
+        ms /= n_same, mo /= n_other;
+        double g = (double)w[i] * (ms - mo); /* ∂loss/∂x_i */
+        loss += ((double)x[i] - 0.5 * (ms + mo)) * g;
+        if (dx) dx[i] += (float)(scale * g);
+    }
+    return loss;
+}
+
 double xd_mean_sq_dist(const float *a, int n, int d) {
     if (n < 2) return 0;
     double s = 0;

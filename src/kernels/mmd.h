@@ -17,6 +17,16 @@
 double xd_mmd_bank(float *dx, const float *x, int d, const float *same, int n_same,
                    const float *other, int n_other, const float *gamma, int n_gamma, float scale);
 
+/* The linear-kernel form with a per-dimension scale, k(x, y) = Σ_i x_i·y_i·w_i (w: the
+ * inverse variances, so that a difference is measured in standard deviations, as a linear
+ * probe sees it): with μ_s, μ_o the means of `same` and `other`,
+ *   loss(x) = (x − (μ_s + μ_o)/2) · W (μ_s − μ_o)
+ * (its mean over the own group is half the squared standardised distance between the two
+ * groups' means), ∂loss/∂x = W (μ_s − μ_o). Returns loss(x) (0 when a side is empty); dx
+ * as xd_mmd_bank. */
+double xd_mmd_bank_linear(float *dx, const float *x, int d, const float *same, int n_same,
+                          const float *other, int n_other, const float *w, float scale);
+
 /* Mean squared distance over the pairs of rows of a [n][d] (0 when n < 2): the bandwidth
  * scale the caller derives γ_s from (γ_s = m_s / mean, the "mean heuristic"). */
 double xd_mean_sq_dist(const float *a, int n, int d);

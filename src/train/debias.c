@@ -81,6 +81,7 @@ typedef struct xd_debias_run {
     int n_groups, mmd_k;
     float *bank, *bank_fill;
     float *mmd_same, *mmd_other; /* [groups·mmd_k][d] gathered rows of one class */
+    float *mmd_w;                /* [d] linear kernel: the class's inverse variances */
     double task_sum, adv_sum, conf_sum, mmd_sum, l0;
     int64_t n_seen;
 } run;
@@ -233,7 +234,8 @@ static void gather_class(const run *r, int c, int g, int *n_same, int *n_other) 
 
 /* The MMD term of the rows with a label and a group (kernels/mmd.h): Σ_b loss(pooled_b)
  * against the bank of b's class; with dpooled, adds grad_scale · mmd_weight · its gradient.
- * Kernels: γ = {1/4, 1, 4} / (mean squared distance between the class's bank rows). */
+ * Kernels: γ = {1/4, 1, 4} / (mean squared distance between the class's bank rows), or
+ * linear with weights 1 / (variance + 1e-6 · mean variance) per dimension over them. */
 static double mmd_rows(run *r, float *dpooled, int n, float grad_scale) {
     int d = r->m->cfg.d_model;
     double sum = 0;
@@ -244,12 +246,33 @@ static double mmd_rows(run *r, float *dpooled, int n, float grad_scale) {
         if (n_same < 2 || n_other < 2) continue; /* too few rows yet to compare */
         /* the bandwidths from all of the class's rows (same then other: contiguous) */
         memmove(r->mmd_same + (size_t)n_same * d, r->mmd_other, (size_t)n_other * d * sizeof(float));
+        const float *other = r->mmd_same + (size_t)n_same * d;
+        float *db = dpooled ? dpooled + (size_t)b * d : NULL;
+        if (r->o.mmd_linear) {
+            int nt = n_same + n_other;
+            double vsum = 0;
+            for (int i = 0; i < d; i++) {
+                double m = 0, v = 0;
+                for (int j = 0; j < nt; j++) m += r->mmd_same[(size_t)j * d + i];
+                m /= nt;
+                for (int j = 0; j < nt; j++) {
+                    double t = r->mmd_same[(size_t)j * d + i] - m;
+                    v += t * t;
+                }
+                r->mmd_w[i] = (float)(v / (nt - 1));
+                vsum += v / (nt - 1);
+            }
+            double floor = 1e-6 * vsum / d;
+            for (int i = 0; i < d; i++) r->mmd_w[i] = (float)(1.0 / ((double)r->mmd_w[i] + floor));
+            sum += xd_mmd_bank_linear(db, r->pooled + (size_t)b * d, d, r->mmd_same, n_same, other,
+                                      n_other, r->mmd_w, grad_scale * r->o.mmd_weight);
+            continue;
+        }
         double msd = xd_mean_sq_dist(r->mmd_same, n_same + n_other, d);
         if (!(msd > 0)) continue;
         float gamma[3] = {(float)(0.25 / msd), (float)(1.0 / msd), (float)(4.0 / msd)};
-        sum += xd_mmd_bank(dpooled ? dpooled + (size_t)b * d : NULL, r->pooled + (size_t)b * d, d,
-                           r->mmd_same, n_same, r->mmd_same + (size_t)n_same * d, n_other, gamma,
-                           3, grad_scale * r->o.mmd_weight);
+        sum += xd_mmd_bank(db, r->pooled + (size_t)b * d, d, r->mmd_same, n_same, other, n_other,
+                           gamma, 3, grad_scale * r->o.mmd_weight);
     }
     return sum;
 }
@@ -443,7 +466,7 @@ static void run_free(run *r) {
     free(r->z), free(r->s), free(r->keep), free(r->perm);
     free(r->ex), free(r->len), free(r->lab), free(r->att);
     free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm), free(r->dconf);
-    free(r->advx), free(r->dadvx), free(r->mmd_same), free(r->mmd_other);
+    free(r->advx), free(r->dadvx), free(r->mmd_same), free(r->mmd_other), free(r->mmd_w);
     xd_head_acts_free(&r->ha);
     for (int k = 0; k < r->n_adv; k++) xd_head_acts_free(&r->aa[k]);
     memset(r, 0, sizeof *r);
@@ -578,7 +601,9 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     if (r->mmd_k) {
         r->mmd_same = malloc((size_t)r->n_groups * r->mmd_k * d * sizeof(float));
         r->mmd_other = malloc((size_t)r->n_groups * r->mmd_k * d * sizeof(float));
-        if (!r->mmd_same || !r->mmd_other) return xd_err("debias: out of memory for the MMD bank");
+        r->mmd_w = malloc((size_t)d * sizeof(float));
+        if (!r->mmd_same || !r->mmd_other || !r->mmd_w)
+            return xd_err("debias: out of memory for the MMD bank");
     }
     if (phase == PH_MASK) {
         r->z = malloc(r->n_w * sizeof(float));
@@ -758,6 +783,7 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
         if (o->mmd_weight > 0) {
             json_object_set_new(j, "mmd_weight", json_real(o->mmd_weight));
             json_object_set_new(j, "mmd_bank", json_integer(o->mmd_bank));
+            json_object_set_new(j, "mmd_kernel", json_string(o->mmd_linear ? "linear" : "rbf"));
         }
     }
     json_object_set_new(j, "pool", json_string(o->pool == XD_POOL_MEAN ? "mean" : "last"));

@@ -55,6 +55,11 @@ typedef struct {
                             * Unlike the adversary it has no heads to co-adapt with: at 0 no
                             * attacker can tell the groups apart (within a class) */
     int mmd_bank;          /* rows kept per (class, attribute group) in that bank (64) */
+    int mmd_linear;        /* the term's kernel: 0 a sum of Gaussian kernels (bandwidths
+                            * from the bank's mean squared distance), 1 linear on
+                            * standardised features (the groups' means apart in units of
+                            * each dimension's standard deviation: what a linear probe
+                            * reads; kernels/mmd.h) */
     const char *adv_attr;  /* the attribute field the adversary (and the MMD term) reads
                             * (NULL: none) */
     uint64_t seed;
