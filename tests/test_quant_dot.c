@@ -9,7 +9,8 @@
  *    fp32 rounding of the scale products and the running sum (within 2e-7 · Σ|w·a|;
  *    measured ≤ 2.1e-8), and for Q4_1 / Q5_1 the min term, which ggml (and so xd_qdot)
  *    takes from Q8_1's s = d·Σq stored in fp16: up to 2^-11 · |m·s| more per block.
- *  - the kernels chosen at run time (AVX2 for every type) within 1e-6 · Σ|w·a| of the
+ *  - the kernels chosen at run time (AVX2 for every type; AVX512-VNNI for the 32-element
+ *    ones where the CPU has it), and the AVX2 ones forced, within 1e-6 · Σ|w·a| of the
  *    scalar references (the same exact integer sums; the float sum in 8 lanes instead of
  *    block order; measured ≤ 1e-7);
  *  - xd_qmatvec = xd_qdot row by row, exactly; and within the activation's quantisation
@@ -144,7 +145,11 @@ static void test_type(uint32_t t, xd_rng *r) {
         float got = xd_qdot(t, W + (size_t)i * wb, a, COLS);
         xd_quant_set_scalar(1); /* the scalar integer sums: the same bits */
         float scalar = xd_qdot(t, W + (size_t)i * wb, a, COLS);
-        xd_quant_set_scalar(0);
+        xd_quant_set_isa(1); /* AVX2 at most (on a VNNI machine the run-time choice is VNNI) */
+        float avx2 = xd_qdot(t, W + (size_t)i * wb, a, COLS);
+        xd_quant_set_isa(-1);
+        CHECK(fabs(scalar - avx2) <= 1e-6 * mag, "%s row %d: %.9g (AVX2) vs %.9g (scalar)",
+              xd_ggml_type_name(t), i, avx2, scalar);
         /* the float sum in another order: each block term rounds once more or less */
         CHECK(fabs(scalar - got) <= 1e-6 * mag, "%s row %d: %.9g (run-time kernels) vs "
               "%.9g (scalar)", xd_ggml_type_name(t), i, got, scalar);

@@ -32,6 +32,8 @@ static void usage(FILE *f) {
             "  --seed S           bootstrap and few-shot seed (default: the suite's)\n"
             "  --bootstrap B      bootstrap resamples (default 1000)\n"
             "  --threads N        compute threads\n"
+            "  --weights W        a GGUF's weights: fp32 (default), gguf (its own quantised\n"
+            "                     blocks, as generate decodes) or gguf-all (every product on them)\n"
             "  --adapter DIR      a LoRA adapter (PEFT's files) folded into the model's weights\n"
             "                     first (as `xdistill lora merge` does, in memory)\n"
             "  --log-samples FILE every scored example as one JSON line: task, line, score,\n"
@@ -79,7 +81,7 @@ static void summary(const xd_eval_results *r) {
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *suite_dir = NULL, *out = NULL, *only = NULL, *adapter = NULL, *v;
     const char *samples_path = NULL;
-    int max_examples = 0, no_bos = 0, chat = 0, fewshot = 0, ctx = 0, stride = 0, threads = 0;
+    int max_examples = 0, no_bos = 0, chat = 0, fewshot = 0, ctx = 0, stride = 0, threads = 0, weights = XD_WEIGHTS_FP32;
     int bootstrap = 1000, have_seed = 0, r;
     uint64_t seed = 0;
     if (wants_help(argc, argv)) return usage(stdout), 0;
@@ -108,6 +110,8 @@ int cmd_eval(int argc, char **argv) {
             have_seed = 1;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--weights", &v))) {
+            if (r < 0 || parse_weights("--weights", v, &weights)) return 2;
         } else if (!strcmp(argv[i], "--no-bos")) no_bos = 1;
         else if (!strcmp(argv[i], "--chat")) chat = 1;
         else if (argv[i][0] == '-')
@@ -116,11 +120,13 @@ int cmd_eval(int argc, char **argv) {
         else return cli_error("eval: unexpected argument '%s'", argv[i]), usage(stderr), 2;
     }
     if (!model || !suite_dir || !out) return usage(stderr), 2;
+    if (adapter && weights != XD_WEIGHTS_FP32)
+        return cli_error("--adapter folds into fp32 weights: it needs --weights fp32"), 2;
     if (threads) xd_set_threads(threads);
 
     xd_suite suite;
     if (xd_suite_load(suite_dir, only, &suite)) return cli_lib_error();
-    xd_model *m = xd_model_load(model);
+    xd_model *m = xd_model_load_weights(model, (xd_weights_mode)weights);
     if (!m) { xd_suite_free(&suite); return cli_lib_error(); }
     if (adapter) {
         xd_lora_adapter *a = xd_lora_load(adapter);

@@ -226,7 +226,7 @@ void xd_kv_row_load(int dtype, float *dst, const void *src, int hd) {
 
 /* Decoding reads the cache in blocks of SUB rows widened to fp32 (SUB·hd floats: 4 KB at
  * hd = 64, in L1), then serves every query head of the KV group from them. */
-enum { SUB = 16 };
+enum { SUB = 16, SPLIT_MIN = 1024 };
 
 #if defined(__AVX2__) && defined(__FMA__)
 /* the sums of each of eight vectors' lanes, as one vector: lane r = Σ a[r] */
@@ -394,7 +394,11 @@ int xd_attention_kv(float *out, const float *q, const void *k, const void *v, in
                     int64_t pos0, int n_head, int n_kv, int hd, int dtype) {
     int64_t T = pos0 + n;
     int kt = xd_kv_key_type(dtype), vt = xd_kv_value_type(dtype);
-    if (kt == XD_KV_F32 && vt == XD_KV_F32)
+    /* fp32 rows: the split-K decoding kernel from SPLIT_MIN positions on (below, its
+     * chunks are too few to share between threads and the per-head sgemv is faster:
+     * bench_infer, SmolLM2, 2 threads: 6.6 vs 7.0 ms a token at 128, equal at 1024,
+     * 28.4 vs 24.6 at 4096) */
+    if (kt == XD_KV_F32 && vt == XD_KV_F32 && (n > 1 || T < SPLIT_MIN))
         return xd_attention(out, q, k, v, n, pos0, n_head, n_kv, hd);
     size_t nq = (size_t)n * n_head * hd;
     float *qr = NULL; /* int4 keys: the queries rotated as the key rows were */

@@ -47,14 +47,13 @@ void xd_kv_row_load(int dtype, float *dst, const void *src, int hd);
 
 /* xd_attention over a cache of type dtype (k, v: [pos0+n][n_kv] rows of its
  * key and value row types, the new rows included): the same function of the
- * loaded values. F32 is xd_attention
- * itself; otherwise one query (n == 1, decoding) reads the rows directly,
+ * loaded values. One query (n == 1, decoding; F32 from 1024 positions on) reads the rows directly,
  * widening them 16 at a time into an L1 buffer that serves every query head
  * of the group (AVX2 dot products and sums where there is AVX2), in fixed chunks of
  * positions, each with its own softmax, combined by their maxima and totals in
  * chunk order (the same result at any thread
  * count; not bit for bit xd_attention's, whose sgemv sums in another order);
- * more queries widen the cache to a temporary fp32 copy and call
+ * more queries widen the cache to a temporary fp32 copy (F32: none) and call
  * xd_attention. Returns -1 when out of memory. */
 int xd_attention_kv(float *out, const float *q, const void *k, const void *v, int n,
                     int64_t pos0, int n_head, int n_kv, int hd, int dtype);

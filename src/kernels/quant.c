@@ -108,21 +108,34 @@ int xd_quantize_act(uint32_t act, const float *x, int64_t n, void *out) {
 /* Which kernels run: 1 AVX2 (+ FMA, F16C; when the CPU has them), 0 scalar. */
 static int g_isa = -1;
 
-void xd_quant_set_scalar(int scalar) { g_isa = scalar ? 0 : -1; }
+void xd_quant_set_scalar(int scalar) { xd_quant_set_isa(scalar ? 0 : -1); }
 
-static int use_avx2(void) {
+static int g_isa_cap = 2;
+
+void xd_quant_set_isa(int level) { g_isa = -1, g_isa_cap = level < 0 ? 2 : level; }
+
+/* 0 scalar, 1 AVX2 + FMA + F16C, 2 also AVX512-VL and AVX512-VNNI (vpdpbusd on 256 bits) */
+static int isa(void) {
 #if defined(__x86_64__)
     if (g_isa < 0) {
         __builtin_cpu_init();
         unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (clang 14 has no "f16c" here) */
         int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
-        g_isa = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+        int level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+        /* AVX512-VNNI: CPUID leaf 7, ECX bit 11; AVX512-VL: EBX bit 31 (and the OS saves
+         * the ZMM state: __builtin_cpu_supports checks that for avx512f) */
+        if (level && __builtin_cpu_supports("avx512f") && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+            (c >> 11 & 1) && (b >> 31 & 1))
+            level = 2;
+        g_isa = level < g_isa_cap ? level : g_isa_cap;
     }
-    return g_isa == 1;
+    return g_isa;
 #else
     return 0;
 #endif
 }
+
+static int use_avx2(void) { return isa() >= 1; }
 
 #if defined(__x86_64__)
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -152,43 +165,40 @@ AVX2 static __m256i dot_us8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-/* Rows of blocks with the float sums in 8 lanes and one horizontal sum at the end (ggml's
- * way): the integer parts are exact, the float order differs from the scalar reference
- * (test_quant_dot bounds the difference). Signed × signed bytes as |x| · (y with x's sign). */
-AVX2 static float dot_q4_0_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    const __m256i eight = _mm256_set1_epi8(8);
-    for (int64_t i = 0; i < nb; i++, w += 18, a += 34) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)(a + 2));
-        __m256i c = _mm256_sub_epi8(nibbles(w + 2), eight);
-        __m256i p = dot_us8(_mm256_sign_epi8(c, c), _mm256_sign_epi8(q, c));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
+/* The exact integer part of one 32-element block pair: 8 int32 partial sums of Σ c·q (q: the
+ * activation's codes). Signed × signed bytes as |c| · (q with c's sign). Made for AVX2
+ * (dot_us8) and for AVX512-VNNI (dot_us8_vnni: one vpdpbusd). */
+#define ISUM_Q4_0(T, NAME, DOT)                                                                 \
+    T static inline __m256i NAME(const uint8_t *w, const uint8_t *q) {                         \
+        __m256i y = _mm256_loadu_si256((const __m256i *)q);                                    \
+        __m256i c = _mm256_sub_epi8(nibbles(w + 2), _mm256_set1_epi8(8));                       \
+        return DOT(_mm256_sign_epi8(c, c), _mm256_sign_epi8(y, c));                            \
     }
-    return hsum_ps(acc);
+#define ISUM_Q4_1(T, NAME, DOT)                                                                 \
+    T static inline __m256i NAME(const uint8_t *w, const uint8_t *q) {                         \
+        return DOT(nibbles(w + 4), _mm256_loadu_si256((const __m256i *)q));                    \
+    }
+#define ISUM_Q8_0(T, NAME, DOT)                                                                 \
+    T static inline __m256i NAME(const uint8_t *w, const uint8_t *q) {                         \
+        __m256i x = _mm256_loadu_si256((const __m256i *)(w + 2));                              \
+        __m256i y = _mm256_loadu_si256((const __m256i *)q);                                    \
+        return DOT(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));                            \
+    }
+
+#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+
+VNNI static inline __m256i dot_us8_vnni(__m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
 
-AVX2 static float dot_q4_1_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
-    for (int64_t i = 0; i < nb; i++, w += 20, a += 36) {
-        __m256i p = dot_us8(nibbles(w + 4), _mm256_loadu_si256((const __m256i *)(a + 4)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
-        mins += f16_avx(w + 2) * f16_avx(a + 2);
-    }
-    return hsum_ps(acc) + mins;
-}
-
-AVX2 static float dot_q8_0_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, w += 34, a += 34) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(w + 2));
-        __m256i y = _mm256_loadu_si256((const __m256i *)(a + 2));
-        __m256i p = dot_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
-    }
-    return hsum_ps(acc);
-}
+ISUM_Q4_0(AVX2, isum_q4_0_avx2, dot_us8)
+ISUM_Q4_1(AVX2, isum_q4_1_avx2, dot_us8)
+ISUM_Q8_0(AVX2, isum_q8_0_avx2, dot_us8)
+ISUM_Q4_0(VNNI, isum_q4_0_vnni, dot_us8_vnni)
+ISUM_Q4_1(VNNI, isum_q4_1_vnni, dot_us8_vnni)
+ISUM_Q8_0(VNNI, isum_q8_0_vnni, dot_us8_vnni)
 #endif
+
 
 static int isum_q4(const uint8_t *qs, const int8_t *q, int off) {
     int s = 0;
@@ -356,29 +366,66 @@ AVX2 static __m256i fifth_bits(const uint8_t *qh4) {
     return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
 }
 
-AVX2 static float dot_q5_0_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    const __m256i sixteen = _mm256_set1_epi8(16);
-    for (int64_t i = 0; i < nb; i++, w += 22, a += 34) {
-        __m256i c = _mm256_sub_epi8(_mm256_or_si256(nibbles(w + 6), fifth_bits(w + 2)), sixteen);
-        __m256i q = _mm256_loadu_si256((const __m256i *)(a + 2));
-        __m256i p = dot_us8(_mm256_sign_epi8(c, c), _mm256_sign_epi8(q, c));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
+#define ISUM_Q5_0(T, NAME, DOT)                                                                 \
+    T static inline __m256i NAME(const uint8_t *w, const uint8_t *q) {                         \
+        __m256i c = _mm256_sub_epi8(_mm256_or_si256(nibbles(w + 6), fifth_bits(w + 2)),        \
+                                    _mm256_set1_epi8(16));                                     \
+        __m256i y = _mm256_loadu_si256((const __m256i *)q);                                    \
+        return DOT(_mm256_sign_epi8(c, c), _mm256_sign_epi8(y, c));                            \
     }
-    return hsum_ps(acc);
-}
+#define ISUM_Q5_1(T, NAME, DOT)                                                                 \
+    T static inline __m256i NAME(const uint8_t *w, const uint8_t *q) {                         \
+        return DOT(_mm256_or_si256(nibbles(w + 8), fifth_bits(w + 4)),                         \
+                   _mm256_loadu_si256((const __m256i *)q));                                    \
+    }
+ISUM_Q5_0(AVX2, isum_q5_0_avx2, dot_us8)
+ISUM_Q5_1(AVX2, isum_q5_1_avx2, dot_us8)
+ISUM_Q5_0(VNNI, isum_q5_0_vnni, dot_us8_vnni)
+ISUM_Q5_1(VNNI, isum_q5_1_vnni, dot_us8_vnni)
 
-AVX2 static float dot_q5_1_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
-    for (int64_t i = 0; i < nb; i++, w += 24, a += 36) {
-        __m256i c = _mm256_or_si256(nibbles(w + 8), fifth_bits(w + 4));
-        __m256i p = dot_us8(c, _mm256_loadu_si256((const __m256i *)(a + 4)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16_avx(w) * f16_avx(a)), acc);
-        mins += f16_avx(w + 2) * f16_avx(a + 2);
+/* A row of 32-element blocks against the activation a (codes at a + i·AB + AQ, its block
+ * scales given as fp32: ad[i], and for Q8_1 as[i] = d·Σq): two blocks a step into two
+ * accumulators of 8 lanes (the FMA chains overlap), one horizontal sum at the end (ggml's
+ * way). The integer parts are exact; the float sum runs in another order than the scalar
+ * reference's (test_quant_dot bounds the difference). MIN: the weight has a min m (at +2),
+ * adding m·s per block. */
+#define ROW32(T, NAME, WB, AB, AQ, MIN, ISUM)                                                   \
+    T static float NAME(const uint8_t *w, const uint8_t *a, int64_t nb, const float *ad,    \
+                           const float *as) {                                                  \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                        \
+        float m0 = 0, m1 = 0;                                                                  \
+        int64_t i = 0;                                                                         \
+        for (; i + 2 <= nb; i += 2, w += 2 * (WB)) {                                           \
+            __m256i p0 = ISUM(w, a + (size_t)i * (AB) + (AQ));                                 \
+            __m256i p1 = ISUM(w + (WB), a + (size_t)(i + 1) * (AB) + (AQ));                    \
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(f16_avx(w) * ad[i]),  \
+                                   acc0);                                                      \
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1),                                     \
+                                   _mm256_set1_ps(f16_avx(w + (WB)) * ad[i + 1]), acc1);        \
+            if (MIN) {                                                                         \
+                m0 += f16_avx(w + 2) * as[i];                                                  \
+                m1 += f16_avx(w + (WB) + 2) * as[i + 1];                                       \
+            }                                                                                  \
+        }                                                                                      \
+        if (i < nb) {                                                                          \
+            __m256i p0 = ISUM(w, a + (size_t)i * (AB) + (AQ));                                 \
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(f16_avx(w) * ad[i]),  \
+                                   acc0);                                                      \
+            if (MIN) m0 += f16_avx(w + 2) * as[i];                                             \
+        }                                                                                      \
+        return hsum_ps(_mm256_add_ps(acc0, acc1)) + (m0 + m1);                                 \
     }
-    return hsum_ps(acc) + mins;
-}
+
+ROW32(AVX2, row_q4_0_avx2, 18, 34, 2, 0, isum_q4_0_avx2)
+ROW32(AVX2, row_q4_1_avx2, 20, 36, 4, 1, isum_q4_1_avx2)
+ROW32(AVX2, row_q5_0_avx2, 22, 34, 2, 0, isum_q5_0_avx2)
+ROW32(AVX2, row_q5_1_avx2, 24, 36, 4, 1, isum_q5_1_avx2)
+ROW32(AVX2, row_q8_0_avx2, 34, 34, 2, 0, isum_q8_0_avx2)
+ROW32(VNNI, row_q4_0_vnni, 18, 34, 2, 0, isum_q4_0_vnni)
+ROW32(VNNI, row_q4_1_vnni, 20, 36, 4, 1, isum_q4_1_vnni)
+ROW32(VNNI, row_q5_0_vnni, 22, 34, 2, 0, isum_q5_0_vnni)
+ROW32(VNNI, row_q5_1_vnni, 24, 36, 4, 1, isum_q5_1_vnni)
+ROW32(VNNI, row_q8_0_vnni, 34, 34, 2, 0, isum_q8_0_vnni)
 
 /* Q4_K / Q5_K (layout at dot_qk45): per sub-block of 32 the exact integer Σ c·q in 8 lanes
  * times its 6-bit scale, kept in int32 lanes over the block (|Σ| ≤ 8·63·31·127·32); the
@@ -456,15 +503,55 @@ AVX2 static float dot_q6_k_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) 
 }
 #endif
 
+typedef float (*row32_fn)(const uint8_t *, const uint8_t *, int64_t, const float *, const float *);
+
+/* The AVX2 row kernel of a 32-element type (NULL: none, or no AVX2 here). */
+static row32_fn row32_of(uint32_t wtype) {
+#if defined(__x86_64__)
+    if (isa() >= 2) switch (wtype) {
+        case GGML_Q4_0: return row_q4_0_vnni;
+        case GGML_Q4_1: return row_q4_1_vnni;
+        case GGML_Q5_0: return row_q5_0_vnni;
+        case GGML_Q5_1: return row_q5_1_vnni;
+        case GGML_Q8_0: return row_q8_0_vnni;
+        default: break;
+        }
+    if (use_avx2()) switch (wtype) {
+        case GGML_Q4_0: return row_q4_0_avx2;
+        case GGML_Q4_1: return row_q4_1_avx2;
+        case GGML_Q5_0: return row_q5_0_avx2;
+        case GGML_Q5_1: return row_q5_1_avx2;
+        case GGML_Q8_0: return row_q8_0_avx2;
+        default: break;
+        }
+#endif
+    (void)wtype;
+    return NULL;
+}
+
+/* An activation's per-block scales as fp32: Q8_0 / Q8_1 d into ad, Q8_1's s into as. */
+static void act_scales(uint32_t act, const uint8_t *a, int64_t nb, float *ad, float *as) {
+    size_t ab = act == GGML_Q8_1 ? 36 : 34;
+    for (int64_t i = 0; i < nb; i++) {
+        ad[i] = f16_at(a + (size_t)i * ab);
+        if (act == GGML_Q8_1) as[i] = f16_at(a + (size_t)i * ab + 2);
+    }
+}
+
 float xd_qdot(uint32_t wtype, const void *w, const void *a, int64_t n) {
     int64_t nb = n / (wtype == GGML_Q4_K || wtype == GGML_Q5_K || wtype == GGML_Q6_K ? 256 : 32);
+    row32_fn row = row32_of(wtype);
+    if (row) {
+        float buf[512], *ad = nb <= 256 ? buf : malloc(2 * (size_t)nb * sizeof(float));
+        if (ad) {
+            act_scales((uint32_t)xd_qdot_act_type(wtype), a, nb, ad, ad + nb);
+            float r = row(w, a, nb, ad, ad + nb);
+            if (ad != buf) free(ad);
+            return r;
+        }
+    }
 #if defined(__x86_64__)
     if (use_avx2()) switch (wtype) {
-        case GGML_Q4_0: return dot_q4_0_avx2(w, a, nb);
-        case GGML_Q4_1: return dot_q4_1_avx2(w, a, nb);
-        case GGML_Q8_0: return dot_q8_0_avx2(w, a, nb);
-        case GGML_Q5_0: return dot_q5_0_avx2(w, a, nb);
-        case GGML_Q5_1: return dot_q5_1_avx2(w, a, nb);
         case GGML_Q4_K: return dot_qk45_avx2(w, a, nb, 0);
         case GGML_Q5_K: return dot_qk45_avx2(w, a, nb, 1);
         case GGML_Q6_K: return dot_q6_k_avx2(w, a, nb);
@@ -498,8 +585,18 @@ int xd_qmatvec(uint32_t wtype, const void *W, int64_t rows, int64_t cols, const 
         return -1;
     }
     const uint8_t *Wb = W;
+    row32_fn row = row32_of(wtype);
+    int64_t nb = cols / 32;
+    float *ad = row ? malloc(2 * (size_t)nb * sizeof(float)) : NULL;
+    if (ad) { /* the activation's scales once for every row */
+        act_scales((uint32_t)act, q, nb, ad, ad + nb);
 #pragma omp parallel for schedule(static) if (rows * cols >= 65536)
-    for (int64_t r = 0; r < rows; r++) y[r] = xd_qdot(wtype, Wb + (size_t)r * wb, q, cols);
+        for (int64_t r = 0; r < rows; r++) y[r] = row(Wb + (size_t)r * wb, q, nb, ad, ad + nb);
+        free(ad);
+    } else {
+#pragma omp parallel for schedule(static) if (rows * cols >= 65536)
+        for (int64_t r = 0; r < rows; r++) y[r] = xd_qdot(wtype, Wb + (size_t)r * wb, q, cols);
+    }
     if (!scratch) free(q);
     return 0;
 }

@@ -148,7 +148,9 @@ static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     float *K = kv->k + layer_off, *V = kv->v + layer_off;
     memcpy(K + (size_t)pos0 * kvd, s->k, (size_t)n * kvd * sizeof(float));
     memcpy(V + (size_t)pos0 * kvd, s->v, (size_t)n * kvd * sizeof(float));
-    if (xd_attention(s->att, s->q, K, V, n, pos0, c->n_head, c->n_kv_head, hd))
+    /* one query (decoding): the split-K kernel that reads each KV head's rows once for its
+     * whole group of query heads (kernels.h, xd_attention_kv) */
+    if (xd_attention_kv(s->att, s->q, K, V, n, pos0, c->n_head, c->n_kv_head, hd, XD_KV_F32))
         return xd_err("attention: out of memory at %lld tokens", (long long)(pos0 + n));
     if (obs) {
         xd_attn_view view = {l, n, pos0, c->n_head, c->n_kv_head, hd, s->q, K, V,
