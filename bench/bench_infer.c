@@ -2,7 +2,7 @@
  *
  *   bench_infer [--model PATH] [--threads N] [--text FILE] [--prefill N]
  *               [--ctx 128,1024,4096] [--decode N] [--reps N] [--tokens-out FILE]
- *               [--weights gguf|fp32|gguf-all]
+ *               [--weights gguf|fp32|gguf-all] [--kv float32|bfloat16|int8]
  *
  * Measures, with the same token ids that bench/llamacpp_infer.py replays:
  *   - prefill: one xd_forward over N prompt tokens (logits of the last
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "kernels/kernels.h"
 #include "xdistill.h"
 
 static void die(const char *what) {
@@ -42,12 +43,15 @@ int main(int argc, char **argv) {
     const char *tokens_out = NULL;
     const char *ctx_list = "128,1024,4096";
     int threads = 2, prefill = 512, decode = 64, reps = 3, weights = XD_WEIGHTS_GGUF;
+    int kv_dtype = XD_KV_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) goto usage;
         if (!strcmp(a, "--model")) model_path = argv[++i];
         else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--weights")) {
+        else if (!strcmp(a, "--kv")) {
+            if (xd_kv_dtype_parse(argv[++i], &kv_dtype)) goto usage;
+        } else if (!strcmp(a, "--weights")) {
             weights = xd_weights_mode_parse(argv[++i]);
             if (weights < 0) goto usage;
         }
@@ -137,7 +141,7 @@ int main(int argc, char **argv) {
     printf("{\"bench\":\"xd_tokens\",\"source\":\"%s\",\"file\":\"%s\",\"n\":%d}\n", source,
            text_path, need);
 
-    xd_kv *kv = xd_kv_create(m, need);
+    xd_kv *kv = xd_kv_create_typed(m, need, kv_dtype);
     if (!kv) die("kv");
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     if (!logits) die("out of memory");
@@ -192,9 +196,12 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     free(dt);
-    double kv_mb = 2.0 * c->n_layer * (double)need * c->n_kv_head * c->head_dim * 4 / 1048576.0;
+    double kv_mb = (double)c->n_layer * (double)need * c->n_kv_head *
+                   (double)(xd_kv_row_bytes(xd_kv_key_type(kv_dtype), c->head_dim) +
+                            xd_kv_row_bytes(xd_kv_value_type(kv_dtype), c->head_dim)) / 1048576.0;
     printf("{\"bench\":\"xd_rss_end\",\"rss_peak_mb\":%.1f,\"kv_tokens\":%d,\"kv_mb\":%.1f,"
-           "\"rss_peak_less_kv_mb\":%.1f}\n", xd_peak_rss_mib(), need, kv_mb, xd_peak_rss_mib() - kv_mb);
+           "\"rss_peak_less_kv_mb\":%.1f,\"kv_dtype\":\"%s\"}\n", xd_peak_rss_mib(), need, kv_mb, xd_peak_rss_mib() - kv_mb,
+           xd_kv_dtype_name(kv_dtype));
     free(logits);
     free(ids);
     xd_kv_free(kv);
@@ -205,7 +212,7 @@ usage:
     fprintf(stderr,
             "usage: %s [--model PATH] [--threads N] [--text FILE] [--prefill N] "
             "[--ctx 128,1024,4096] [--decode N] [--reps N] [--tokens-out FILE] "
-            "[--weights gguf|fp32|gguf-all]\n",
+            "[--weights gguf|fp32|gguf-all] [--kv float32|bfloat16|int8|int4|k8v4]\n",
             argv[0]);
     return 2;
 }

@@ -11,6 +11,8 @@
  *  - XD_WEIGHTS_GGUF_ALL runs the prompt's rows on the blocks one at a time: each row
  *    equals the decode step's logits within 1e-5 · max |logit| (the attention sums the
  *    same cache in another order).
+ *  - A typed KV cache (bf16, int8) against the fp32 one (bounds below), its copy, and a
+ *    copy between caches of different types refused.
  *  - What needs fp32 weights (training, saving, conversion to a student) is refused,
  *    naming --weights fp32; an unknown mode is refused. */
 #include <stdint.h>
@@ -75,6 +77,38 @@ int main(void) {
     printf("tiny-kquant on its blocks: prefill on tiles %.2g, decoding %.2g (%.2f%%; top-1 %d/%d), "
            "rows on blocks vs decoding %.2g, of max |logit| %.3g\n", dt, dd, 100 * dd / amax, agree,
            N, da, amax);
+
+    /* a typed KV cache (bf16, int8): the same model, its keys/values rounded once when
+     * stored; prompt and decoding against the fp32 cache. bf16 keeps 8 significant bits
+     * (relative error ≤ 2^-9 per value): logits within 1% of max |logit|; int8 (per 32, a
+     * scale max/127): within 5% (measured below) */
+    static const int dts[2] = {XD_KV_BF16, XD_KV_INT8};
+    static const double tol[2] = {0.01, 0.05};
+    for (int k = 0; k < 2; k++) {
+        xd_kv *kt = xd_kv_create_typed(f, N, dts[k]);
+        CHECK(kt != NULL, "typed cache: %s", xd_last_error());
+        if (!kt) continue;
+        CHECK(xd_forward(f, kt, ids, N / 2, la, 1) == 0, "typed prefill: %s", xd_last_error());
+        double dp = test_max_abs_diff(lf, la, (size_t)(N / 2) * V);
+        double dd2 = 0;
+        xd_kv *kc = xd_kv_create_typed(f, N, dts[k]);
+        for (int t = N / 2; t < N; t++) {
+            CHECK(xd_forward(f, kt, ids + t, 1, la, 0) == 0, "typed decode: %s", xd_last_error());
+            dd2 = fmax(dd2, test_max_abs_diff(lf + (size_t)t * V, la, (size_t)V));
+        }
+        /* a copy continues exactly like the original */
+        CHECK(kc && xd_kv_copy(kc, kt) == 0 && xd_kv_pos(kc) == N, "copy: %s", xd_last_error());
+        CHECK(xd_kv_copy(kc, kf) != 0 && strstr(xd_last_error(), "different types"),
+              "copy across types: %s", xd_last_error());
+        CHECK(dp <= tol[k] * amax && dd2 <= tol[k] * amax, "%s cache: prompt %.3g, decoding %.3g "
+              "of %.3g", xd_kv_dtype_name(dts[k]), dp, dd2, amax);
+        printf("%s KV cache vs float32: prompt logits within %.2g, decoding %.2g (of %.3g)\n",
+               xd_kv_dtype_name(dts[k]), dp, dd2, amax);
+        xd_kv_free(kt);
+        xd_kv_free(kc);
+    }
+    CHECK(xd_kv_create_typed(f, N, 9) == NULL && strstr(xd_last_error(), "type 9"), "type 9: %s",
+          xd_last_error());
 
     /* what needs fp32 weights */
     xd_trainer_model tm;

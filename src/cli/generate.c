@@ -34,12 +34,15 @@ static const char USAGE[] =
     "[--seed S] [--chat] [--system TEXT] [--ignore-eos] [--threads N]\n"
     "  [--weights gguf|fp32|gguf-all]  a GGUF's weights: its own quantised blocks (default:\n"
     "                                  llama.cpp's memory and speed), fp32, or its blocks for\n"
-    "                                  every product, prompt included";
+    "                                  every product, prompt included\n"
+    "  [--kv-cache float32|bfloat16|int8|int4|k8v4]  a teacher's cache (default float32;\n"
+    "                                  bfloat16 halves its bytes, as llama.cpp's f16)";
 
 int cmd_generate(int argc, char **argv) {
     if (wants_help(argc, argv)) return cli_help(USAGE);
     const char *model = NULL, *prompt = NULL, *system = NULL, *v;
     int n_new = 64, chat = 0, ignore_eos = 0, threads = 0, weights = XD_WEIGHTS_GGUF, r;
+    int kv_dtype = XD_KV_F32;
     xd_sampler smp = {0.0f, 0, 1.0f, 1234};
     for (int i = 1; i < argc; i++) {
         if ((r = take_opt(argc, argv, &i, "-p", &v))) { if (r < 0) return 2; prompt = v; }
@@ -55,6 +58,10 @@ int cmd_generate(int argc, char **argv) {
             if (r < 0 || parse_u64("--seed", v, &smp.seed)) return 2;
         } else if ((r = take_opt(argc, argv, &i, "--threads", &v))) {
             if (r < 0 || parse_int("--threads", v, 1, 1024, &threads)) return 2;
+        } else if ((r = take_opt(argc, argv, &i, "--kv-cache", &v))) {
+            if (r < 0) return 2;
+            if (xd_kv_dtype_parse(v, &kv_dtype))
+                return cli_error("--kv-cache '%s': expected float32, bfloat16, int8, int4 or k8v4", v), 2;
         } else if ((r = take_opt(argc, argv, &i, "--weights", &v))) {
             if (r < 0 || parse_weights("--weights", v, &weights)) return 2;
         } else if ((r = take_opt(argc, argv, &i, "--system", &v))) {
@@ -85,7 +92,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (n_prompt == 0) { cli_error("generate: the prompt is empty"); goto done; }
     int V = xd_model_config(m)->vocab_size;
-    if (!(kv = xd_kv_create(m, (int)n_prompt + n_new + 1)) ||
+    if (!(kv = xd_kv_create_typed(m, (int)n_prompt + n_new + 1, kv_dtype)) ||
         !(logits = malloc((size_t)V * sizeof(float)))) { cli_lib_error(); goto done; }
     double t0 = now_s();
     if (xd_forward(m, kv, ids, (int)n_prompt, logits, 0)) { cli_lib_error(); goto done; }

@@ -12,6 +12,15 @@
 #include "student.h"
 
 xd_kv *xd_kv_create(const xd_model *m, int max_tokens) {
+    return xd_kv_create_typed(m, max_tokens, XD_KV_F32);
+}
+
+xd_kv *xd_kv_create_typed(const xd_model *m, int max_tokens, int dtype) {
+    if (dtype < XD_KV_F32 || dtype > XD_KV_K8V4) {
+        xd_err("KV cache: type %d is not a key/value type (expected %d..%d: float32, bfloat16, "
+               "int8, int4, k8v4)", dtype, XD_KV_F32, XD_KV_K8V4);
+        return NULL;
+    }
     if (max_tokens <= 0) {
         xd_err("KV cache: max_tokens = %d must be positive", max_tokens);
         return NULL;
@@ -29,6 +38,24 @@ xd_kv *xd_kv_create(const xd_model *m, int max_tokens) {
         return kv;
     }
     size_t n = (size_t)kv->n_layer * (size_t)max_tokens * (size_t)kv->kv_dim;
+    kv->dtype = dtype;
+    kv->kpos = kv->vpos = (size_t)kv->kv_dim * sizeof(float);
+    if (dtype != XD_KV_F32) {
+        size_t rows = (size_t)kv->n_layer * (size_t)max_tokens * (size_t)m->cfg.n_kv_head;
+        kv->krb = xd_kv_row_bytes(xd_kv_key_type(dtype), m->cfg.head_dim);
+        kv->vrb = xd_kv_row_bytes(xd_kv_value_type(dtype), m->cfg.head_dim);
+        kv->kpos = kv->krb * (size_t)m->cfg.n_kv_head;
+        kv->vpos = kv->vrb * (size_t)m->cfg.n_kv_head;
+        kv->kb = malloc(rows * kv->krb);
+        kv->vb = malloc(rows * kv->vrb);
+        if (!kv->kb || !kv->vb) {
+            xd_err("KV cache: cannot allocate %.1f MB for %d tokens",
+                   (double)rows * (double)(kv->krb + kv->vrb) / 1e6, max_tokens);
+            xd_kv_free(kv);
+            return NULL;
+        }
+        return kv;
+    }
     kv->k = malloc(n * sizeof(float));
     kv->v = malloc(n * sizeof(float));
     if (!kv->k || !kv->v) {
@@ -45,6 +72,8 @@ void xd_kv_free(xd_kv *kv) {
     if (kv->student) xd_student_kv_free(kv);
     free(kv->k);
     free(kv->v);
+    free(kv->kb);
+    free(kv->vb);
     free(kv);
 }
 
@@ -58,18 +87,25 @@ int xd_kv_copy(xd_kv *dst, const xd_kv *src) {
     if (!dst || !src || dst->student != src->student || dst->n_layer != src->n_layer ||
         dst->kv_dim != src->kv_dim)
         return xd_err("KV cache copy: the two caches belong to different models");
+    if (!src->student && dst->dtype != src->dtype)
+        return xd_err("KV cache copy: the caches hold different types (%s and %s)",
+                      xd_kv_dtype_name(dst->dtype), xd_kv_dtype_name(src->dtype));
     if (src->student) {
         if (xd_student_kv_copy(dst, src)) return -1;
     } else {
         if (dst->max_tokens < src->pos)
             return xd_err("KV cache copy: %d positions do not fit a cache of %d", src->pos,
                           dst->max_tokens);
-        size_t row = (size_t)src->kv_dim, n = (size_t)src->pos * row;
+        int typed = src->dtype != XD_KV_F32;
+        size_t kpos = src->kpos, vpos = src->vpos;
+        uint8_t *dk = typed ? dst->kb : (uint8_t *)dst->k, *dv = typed ? dst->vb : (uint8_t *)dst->v;
+        const uint8_t *sk = typed ? src->kb : (const uint8_t *)src->k,
+                      *sv = typed ? src->vb : (const uint8_t *)src->v;
         for (int l = 0; l < src->n_layer; l++) { /* the caches' strides may differ */
-            memcpy(dst->k + (size_t)l * (size_t)dst->max_tokens * row,
-                   src->k + (size_t)l * (size_t)src->max_tokens * row, n * sizeof(float));
-            memcpy(dst->v + (size_t)l * (size_t)dst->max_tokens * row,
-                   src->v + (size_t)l * (size_t)src->max_tokens * row, n * sizeof(float));
+            memcpy(dk + (size_t)l * (size_t)dst->max_tokens * kpos,
+                   sk + (size_t)l * (size_t)src->max_tokens * kpos, (size_t)src->pos * kpos);
+            memcpy(dv + (size_t)l * (size_t)dst->max_tokens * vpos,
+                   sv + (size_t)l * (size_t)src->max_tokens * vpos, (size_t)src->pos * vpos);
         }
     }
     dst->pos = src->pos;
@@ -145,12 +181,28 @@ static int layer_forward(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
             return -1;
     } else {
     size_t layer_off = (size_t)l * (size_t)kv->max_tokens * (size_t)kvd;
-    float *K = kv->k + layer_off, *V = kv->v + layer_off;
-    memcpy(K + (size_t)pos0 * kvd, s->k, (size_t)n * kvd * sizeof(float));
-    memcpy(V + (size_t)pos0 * kvd, s->v, (size_t)n * kvd * sizeof(float));
+    float *K = NULL, *V = NULL;
+    const void *Kr, *Vr;
+    if (kv->dtype == XD_KV_F32) {
+        K = kv->k + layer_off, V = kv->v + layer_off;
+        memcpy(K + (size_t)pos0 * kvd, s->k, (size_t)n * kvd * sizeof(float));
+        memcpy(V + (size_t)pos0 * kvd, s->v, (size_t)n * kvd * sizeof(float));
+        Kr = K, Vr = V;
+    } else { /* typed rows, one per (position, KV head) */
+        size_t rows0 = (size_t)l * (size_t)kv->max_tokens * (size_t)c->n_kv_head;
+        uint8_t *Kb = kv->kb + rows0 * kv->krb, *Vb = kv->vb + rows0 * kv->vrb;
+        int kt = xd_kv_key_type(kv->dtype), vt = xd_kv_value_type(kv->dtype);
+        for (int i = 0; i < n; i++)
+            for (int g = 0; g < c->n_kv_head; g++) {
+                size_t row = (size_t)(pos0 + i) * (size_t)c->n_kv_head + (size_t)g;
+                xd_kv_row_store(kt, Kb + row * kv->krb, s->k + (size_t)i * kvd + (size_t)g * hd, hd);
+                xd_kv_row_store(vt, Vb + row * kv->vrb, s->v + (size_t)i * kvd + (size_t)g * hd, hd);
+            }
+        Kr = Kb, Vr = Vb;
+    }
     /* one query (decoding): the split-K kernel that reads each KV head's rows once for its
      * whole group of query heads (kernels.h, xd_attention_kv) */
-    if (xd_attention_kv(s->att, s->q, K, V, n, pos0, c->n_head, c->n_kv_head, hd, XD_KV_F32))
+    if (xd_attention_kv(s->att, s->q, Kr, Vr, n, pos0, c->n_head, c->n_kv_head, hd, kv->dtype))
         return xd_err("attention: out of memory at %lld tokens", (long long)(pos0 + n));
     if (obs) {
         xd_attn_view view = {l, n, pos0, c->n_head, c->n_kv_head, hd, s->q, K, V,
@@ -186,6 +238,9 @@ int xd_forward_observed(const xd_model *m, xd_kv *kv, const int32_t *tokens, int
                         int all_logits, const xd_attn_observer *obs) {
     const xd_config *c = &m->cfg;
     if (n <= 0) return xd_err("forward: no tokens");
+    if (obs && !kv->student && kv->dtype != XD_KV_F32)
+        return xd_err("forward: an attention observer needs a float32 KV cache (this one is %s)",
+                      xd_kv_dtype_name(kv->dtype));
     if (obs && (kv->student || !obs->fn))
         return xd_err(kv->student ? "forward: %s is a student: an attention observer needs a teacher"
                                   : "forward: %s: the attention observer has no function", m->path);

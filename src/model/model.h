@@ -42,7 +42,12 @@ struct xd_model {
 struct xd_kv {
     int max_tokens, pos;
     int n_layer, kv_dim;
-    float *k, *v; /* [n_layer][max_tokens][kv_dim] (teacher) */
+    float *k, *v; /* [n_layer][max_tokens][kv_dim] (teacher, dtype XD_KV_F32) */
+    int dtype;    /* teacher: the rows' type (xd_kv_dtype); not F32: rows in kb / vb */
+    uint8_t *kb, *vb; /* [n_layer][max_tokens][n_kv] rows of xd_kv_row_bytes(key / value
+                       * type, head_dim) bytes */
+    size_t krb, vrb;  /* those row sizes */
+    size_t kpos, vpos; /* teacher: bytes of one position's keys / values (any dtype) */
     /* student: a state of constant size, whatever the length (docs/design.md, "Decoding state") */
     int student, window, sinks, n_head, dphi, head_dim;
     float *sk, *sv;       /* sink keys/values [n_layer][sinks + scap][kv_dim]: positions
