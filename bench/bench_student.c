@@ -4,7 +4,7 @@
  *   bench_student [--model GGUF] [--threads N] [--window W] [--sinks S]
  *                 [--ctx 16384] [--gen 16384] [--decode 32] [--text FILE]
  *                 [--global-heads FILE.json:K[g] [--global-kv bfloat16|int8|int4|k8v4|float32]]
- *                 [--student-prefill 1] [--sparse-cache ROWS]
+ *                 [--student-prefill 1] [--sparse-cache ROWS] [--quant q4_1|q8_0|...]
  *
  * 1. Teacher: prefill --ctx tokens (the tokenised --text, repeated) into its
  *    KV cache in pieces of 512, then greedy-decode --decode tokens: its decode
@@ -19,13 +19,20 @@
  * memory do not depend on their values). --global-heads keeps the K best heads
  * (Kg: KV groups) of a ranking saved by `xdistill heads -o` as global heads;
  * their state grows with the length, so --student-prefill 1 fills the
- * student's state by prefilling --ctx tokens instead of generating --gen.
+ * student's state by prefilling --ctx tokens instead of generating --gen. --quant writes the
+ * student as GGUF of that type (xd_model_save_gguf: its products' matrices in blocks, the
+ * mixer fp32) and decodes it on its blocks (XD_WEIGHTS_GGUF).
  * One JSON object per line. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "bench_common.h"
+#include "core/ggml_type.h"
+#include "io/ggml_types.h"
+#include "kernels/quant.h"
 #include "model/head_probe.h"
 #include "model/model.h"
 #include "model/student.h"
@@ -66,7 +73,7 @@ int main(int argc, char **argv) {
     const char *blas_core = bench_blas_core(argv);
     const char *model = bench_teacher_path(), *text = "/usr/share/common-licenses/GPL-3";
     int threads = 2, ctx = 16384, gen = 16384, ndec = 32, student_prefill = 0;
-    const char *gh_spec = NULL;
+    const char *gh_spec = NULL, *quant = NULL; /* quant: the student as GGUF of that type */
     xd_student_opts so;
     xd_student_defaults(&so);
     for (int i = 1; i < argc; i += 2) {
@@ -89,6 +96,7 @@ int main(int argc, char **argv) {
         }
         else if (!strcmp(a, "--student-prefill")) student_prefill = atoi(v);
         else if (!strcmp(a, "--sparse-cache")) so.sparse_cache = atoi(v);
+        else if (!strcmp(a, "--quant")) quant = v;
         else { fprintf(stderr, "bench_student: unknown option %s\n", a); return 2; }
     }
     if (ctx < 1024 || gen < 1024 || ndec < 4 || ndec > 4096) {
@@ -151,6 +159,20 @@ int main(int argc, char **argv) {
     xd_model *s = xd_student_convert(t, &so);
     if (!s) die("convert");
     xd_model_free(t);
+    if (quant) { /* written as GGUF (its products' matrices in blocks) and decoded on them */
+        uint32_t type = 0;
+        while (type < GGML_TYPE_MAX && (!xd_quantize_writable(type) ||
+                                        strcasecmp(quant, xd_ggml_type_name(type))))
+            type++;
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/bench_student_%d.gguf", (int)getpid());
+        if (type == GGML_TYPE_MAX || xd_model_save_gguf(s, path, type)) die("--quant");
+        xd_model_free(s);
+        s = xd_model_load_weights(path, XD_WEIGHTS_GGUF);
+        unlink(path); /* mapped: the pages stay until the model is freed */
+        if (!s) die(path);
+        printf("{\"bench\":\"student_quant\",\"type\":\"%s\"}\n", xd_ggml_type_name(type));
+    }
     kv = xd_kv_create(s, 1);
     if (!kv) die("student state");
     t0 = bench_now();

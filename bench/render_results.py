@@ -133,10 +133,11 @@ def main():
            "products on the blocks with ggml-style quantised activations, kernels/quant.c) and "
            "prefills on dequantised tiles through OpenBLAS sgemm" if weights != "fp32" else
            "dequantises to fp32 and runs on OpenBLAS")
+    kvt = (pick(xd, "xd_rss_end", "rss_peak_mb") or {}).get("kv_dtype", "float32")
     L.append("SmolLM2-135M-Instruct (`%s`, Q4_1 with a Q8_0 embedding), %d threads, "
-             "the same token ids (the tokenised GPL-3 text) on both sides. xdistill %s; "
-             "llama.cpp runs the quantised GGUF with its own kernels."
-             % (os.path.basename(a.model), a.threads, how))
+             "the same token ids (the tokenised GPL-3 text) on both sides. xdistill %s, with a "
+             "%s KV cache; llama.cpp runs the quantised GGUF with its own kernels and its "
+             "default f16 KV cache." % (os.path.basename(a.model), a.threads, how, kvt))
     L.append("")
     def fc(x, l):
         return f"{100 * x.get('foreign_cpu', 0):.0f}% / {100 * l.get('foreign_cpu', 0):.0f}%"
@@ -207,7 +208,7 @@ def main():
     bw = memr["gbps"] if memr else float("nan")
     x128, l128 = dec[ctxs[0]]
     cmax = ctxs[-1]
-    xkv = n_layer * 2 * kvd * 4 * cmax / 1e6
+    xkv = n_layer * 2 * kvd * (2 if kvt == "bfloat16" else 4) * cmax / 1e6
     lkv = n_layer * 2 * kvd * 2 * cmax / 1e6
     lbw = gguf_mb * l128["tok_s"] / 1e3
     xmax = dec[cmax][0]
@@ -217,7 +218,7 @@ def main():
              f"At context {ctxs[0]} xdistill streams {xread * x128['tok_s'] / 1e3:.1f} GB/s, "
              f"llama.cpp {lbw:.1f} GB/s, of {bw:.1f} GB/s that a plain {a.threads}-thread read "
              f"reaches on this machine (bench_sgemm `mem_read`). With longer contexts the KV "
-             f"cache joins the traffic (at {cmax} tokens {xkv:.0f} MB of fp32 K/V per token for "
+             f"cache joins the traffic (at {cmax} tokens {xkv:.0f} MB of {kvt} K/V per token for "
              f"xdistill, {lkv:.0f} MB of f16 for llama.cpp) with the attention over it: at "
              f"{cmax} tokens xdistill takes {xmax['ms_per_tok_median']:.1f} ms a token against "
              f"{x128['ms_per_tok_median']:.1f} ms at {ctxs[0]} (median). Prefill reuses each "

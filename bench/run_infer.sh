@@ -27,6 +27,8 @@ PY="${XD_REF_PY:-$HOME/xd-ref/bin/python}"
 BUILD="${BUILD:-build}"
 DECODE="${DECODE:-64}"
 CTXS="${CTXS:-128,1024,4096}"
+WEIGHTS="${WEIGHTS:-gguf}"   # xdistill's weights: the GGUF's own blocks (gguf) or fp32
+KV="${KV:-bfloat16}"         # xdistill's KV cache type (llama.cpp's default cache is f16)
 ROUNDS="${ROUNDS:-2}"
 MAX_ROUNDS="${MAX_ROUNDS:-8}"
 CLEAN="${CLEAN:-0.05}"
@@ -106,7 +108,8 @@ while [ "$r" -lt "$MAX_ROUNDS" ]; do
         echo "run_infer: round $r: xdistill (prefill reps $xreps, contexts '$xctx')" >&2
         tok=(); [ "$r" = 1 ] && tok=(--tokens-out "$OUT/tokens.txt")
         "$BUILD/bench/bench_infer" --model "$MODEL" --threads "$THREADS" --prefill 512 \
-            --ctx "$xctx" --decode "$DECODE" --reps "$xreps" "${tok[@]}" \
+            --ctx "$xctx" --decode "$DECODE" --reps "$xreps" --weights "$WEIGHTS" --kv "$KV" \
+            "${tok[@]}" \
             | sed "s/^{/{\"round\":$r,/" | tee -a "$OUT/xd_infer.jsonl" >&2
     fi
     if [ "$lreps" != 0 ] || [ -n "$lctx" ]; then
@@ -120,7 +123,7 @@ done
 LOAD_END="$(load3)"
 
 "$PY" bench/render_results.py --out bench/RESULTS.md --dir "$OUT" --clean "$CLEAN" \
-    --command "THREADS=$THREADS bench/run_infer.sh   (make bench)" \
+    --command "THREADS=$THREADS WEIGHTS=$WEIGHTS KV=$KV bench/run_infer.sh   (make bench)" \
     --load-start "$LOAD_START" --load-end "$LOAD_END" --model "$MODEL" --threads "$THREADS" \
     --rounds "$ROUNDS" --date "$DATE" --rev "$REV"
 echo "run_infer: wrote bench/RESULTS.md" >&2
