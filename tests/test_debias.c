@@ -419,6 +419,72 @@ static void test_objective_fd(int confusion, int conditional, int mmd) {
     xd_model_free(m);
 }
 
+/* --adv-reset: the adversary heads start afresh at steps 1 + k·N (new values, unlike the
+ * ones before, the same in a second run: a resumed run draws them again). */
+static void test_adv_reset(void) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/reset.jsonl", dir);
+    write_data(p, 16, 1);
+    xd_model *m = xd_model_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf");
+    const char *attrs[1] = {"g"};
+    xd_labeled lab;
+    xd_clf_data data;
+    CHECK(m && xd_labeled_load(p, "text", "label", attrs, 1, &lab) == 0 &&
+              xd_clf_data_init(&data, &lab, xd_model_tokenizer(m), 12) == 0, "setup: %s", xd_last_error());
+    xd_debias_opts o;
+    xd_debias_defaults(&o);
+    o.max_len = 12;
+    o.adv_attr = "g";
+    o.adv_heads = 2;
+    o.adv_reset = 2;
+    xd_train_opts to;
+    xd_train_defaults(&to);
+    to.batch = 4;
+    to.seq = 12;
+    float *theta0 = malloc(m->arena_floats * sizeof(float));
+    memcpy(theta0, m->arena, m->arena_floats * sizeof(float));
+    float *seen[2] = {NULL, NULL};
+    size_t lo = 0, n = 0;
+    for (int run = 0; run < 2; run++) {
+        xd_debias_run *r = xd_debias_run_new(m, theta0, XD_DEBIAS_PHASE_MASK, &o, &data, &data, NULL, &to);
+        CHECK(r != NULL, "run: %s", xd_last_error());
+        if (!r) break;
+        xd_objective *ob = xd_debias_objective(r);
+        xd_param_groups *g = ob->params;
+        lo = (size_t)-1;
+        size_t hi = 0;
+        for (int i = 0; i < g->n; i++)
+            if (!strncmp(g->w[i].hf, "adversary.", 10)) {
+                size_t off = (size_t)(g->w[i].ptr - g->param), len = (size_t)(g->w[i].rows * g->w[i].cols);
+                lo = off < lo ? off : lo;
+                hi = off + len > hi ? off + len : hi;
+            }
+        n = hi - lo;
+        float *before = malloc(n * sizeof(float));
+        memcpy(before, g->param + lo, n * sizeof(float));
+        xd_trainer_model tm = {0};
+        ob->begin_step(ob, &tm, 2);
+        CHECK(memcmp(before, g->param + lo, n * sizeof(float)) == 0, "step 2 reset the heads");
+        ob->begin_step(ob, &tm, 3);
+        int changed = 0;
+        for (size_t i = 0; i < n; i++) changed += before[i] != g->param[lo + i];
+        CHECK(changed > (int)(n / 2), "step 3: %d of %zu values new", changed, n);
+        seen[run] = malloc(n * sizeof(float));
+        memcpy(seen[run], g->param + lo, n * sizeof(float));
+        free(before);
+        xd_debias_run_free(r);
+    }
+    CHECK(seen[0] && seen[1] && memcmp(seen[0], seen[1], n * sizeof(float)) == 0,
+          "the fresh heads differ between two runs");
+    printf("adversary reset: the heads start afresh at step 3 (every 2), the same in a second run\n");
+    free(seen[0]);
+    free(seen[1]);
+    free(theta0);
+    xd_clf_data_free(&data);
+    xd_labeled_free(&lab);
+    xd_model_free(m);
+}
+
 /* ---- through the CLI ------------------------------------------------------------------------ */
 
 static int cli(const char *args, char *out, size_t cap) {
@@ -595,6 +661,7 @@ int main(void) {
     test_objective_fd(0, 1, 0);
     test_objective_fd(0, 0, 1);
     test_objective_fd(0, 0, 2);
+    test_adv_reset();
     test_cli();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

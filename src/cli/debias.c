@@ -57,6 +57,7 @@ static void usage(FILE *f) {
             "                   attribute's groups within each class, against a bank of earlier\n"
             "                   rows (0: off; with --adv-heads 0 it replaces the adversary)\n"
             "  --mmd-bank N     rows kept per class and group in that bank (64)\n"
+            "  --adv-reset N    the adversary heads start afresh every N steps (0: never)\n"
             "  --mmd-kernel rbf|linear  Gaussian kernels (default) or linear on standardised\n"
             "                   features (the groups' means apart, as a linear probe reads them)\n"
             "  --seed S         (1)\n"
@@ -111,7 +112,7 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         FLT("--lr-alpha", 1e-12, 1e3, a->d.lr_alpha) FLT("--lr-head", 1e-12, 1e3, a->d.lr_head)
         FLT("--lr-adv", 1e-12, 1e3, a->d.lr_adv) FLT("--adv-lambda", 0, 1e3, a->d.adv_lambda)
         FLT("--adv-lambda-fixed", 0, 1e3, a->d.adv_lambda_fixed) FLT("--mmd", 0, 1e6, a->d.mmd_weight)
-        INT("--mmd-bank", 2, 4096, a->d.mmd_bank)
+        INT("--mmd-bank", 2, 4096, a->d.mmd_bank) INT("--adv-reset", 0, 1 << 30, a->d.adv_reset)
         INT("--max-len", 1, 1 << 16, a->d.max_len) INT("--adv-heads", 0, 16, a->d.adv_heads)
         INT("--attack-epochs", 1, 100000, a->e.attack.epochs)
         INT("--attack-max", 0, 1 << 30, a->e.attack_train_max) INT("--boot", 1, 1 << 24, a->e.boot)

@@ -122,6 +122,10 @@ static int ob_begin(xd_objective *ob, xd_trainer_model *tm, int64_t step) {
     run *r = ob->ctx;
     r->task_sum = r->adv_sum = r->conf_sum = r->mmd_sum = 0;
     r->n_seen = 0;
+    if (r->o.adv_reset > 0 && step > 1 && (step - 1) % r->o.adv_reset == 0)
+        for (int k = 0; k < r->n_adv; k++) /* a fresh attacker: new weights, same place */
+            xd_head_init(&r->adv[k], xd_mix64(r->o.seed ^ xd_mix64((uint64_t)step * 0x9e3779b97f4a7c15ull +
+                                                                  (uint64_t)k)));
     materialize(r, step, 1);
     return 0;
 }
@@ -777,6 +781,7 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
         json_object_set_new(j, "adversary_lambda", json_real(o->adv_lambda));
         if (o->adv_lambda_fixed >= 0)
             json_object_set_new(j, "adversary_lambda_fixed_mask", json_real(o->adv_lambda_fixed));
+        if (o->adv_reset > 0) json_object_set_new(j, "adversary_reset_every", json_integer(o->adv_reset));
         json_object_set_new(j, "adversary_objective",
                             json_string(o->adv_confusion ? "confusion" : "reverse"));
         json_object_set_new(j, "adversary_conditional", json_boolean(o->adv_conditional));

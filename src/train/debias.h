@@ -60,6 +60,9 @@ typedef struct {
                             * standardised features (the groups' means apart in units of
                             * each dimension's standard deviation: what a linear probe
                             * reads; kernels/mmd.h) */
+    int adv_reset;         /* > 0: the adversary heads start afresh (new initialisation)
+                            * every adv_reset steps, so the diff faces attackers that did
+                            * not co-adapt with it, as the post-hoc attacker is (0: never) */
     const char *adv_attr;  /* the attribute field the adversary (and the MMD term) reads
                             * (NULL: none) */
     uint64_t seed;
