@@ -193,7 +193,7 @@ def main():
     L.append("")
     file_mib = os.path.getsize(a.model) / 1048576
     end = pick(xd, 'xd_rss_end', 'kv_tokens')
-    kv_note = (f"; at the end, with the {end['kv_tokens']}-token fp32 KV cache "
+    kv_note = (f"; at the end, with the {end['kv_tokens']}-token {end.get('kv_dtype', 'float32')} KV cache "
                f"({end.get('kv_mb', 0):.0f} MiB, reported apart) and the decode runs, the peak is "
                f"{end['rss_peak_mb']:.0f} MiB, {end.get('rss_peak_less_kv_mb', end['rss_peak_mb']):.0f} "
                f"MiB without the cache = {end.get('rss_peak_less_kv_mb', end['rss_peak_mb']) / file_mib:.2f}× "
