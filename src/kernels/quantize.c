@@ -24,6 +24,19 @@ static void put_f16(uint8_t *p, float x) {
     memcpy(p, &h, 2);
 }
 
+/* The 32 codes after the scales at p: 4-bit types qs[16] (element j the low nibble of
+ * qs[j], element j + 16 the high one); 5-bit types first qh (bit j = the 5th bit of
+ * element j), then qs. */
+static void pack_codes(const uint8_t *q, uint8_t *p, int five) {
+    uint8_t *qs = p + (five ? 4 : 0);
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+    if (five) {
+        uint32_t qh = 0;
+        for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4) << j;
+        memcpy(p, &qh, 4);
+    }
+}
+
 /* d = amax / 127, q = roundf(x / d) (as x · (1/d)) */
 static void q8_0(const float *x, uint8_t *b) {
     float amax = 0;
@@ -48,13 +61,7 @@ static void q_sym(const float *x, uint8_t *b, int five) {
         q[j] = (uint8_t)(v > top ? top : v);
     }
     put_f16(b, d);
-    uint8_t *qs = b + (five ? 6 : 2);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
-    if (five) {
-        for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4) << j;
-        memcpy(b + 2, &qh, 4);
-    }
+    pack_codes(q, b + 2, five);
 }
 
 /* Q4_1 / Q5_1: d = (max − min) / (2^bits − 1), m = min, q = min(top, trunc((x − m) / d + 0.5)) */
@@ -73,13 +80,7 @@ static void q_affine(const float *x, uint8_t *b, int five) {
     }
     put_f16(b, d);
     put_f16(b + 2, mn);
-    uint8_t *qs = b + (five ? 8 : 4);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
-    if (five) {
-        for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4) << j;
-        memcpy(b + 4, &qh, 4);
-    }
+    pack_codes(q, b + 4, five);
 }
 
 int xd_quantize_writable(uint32_t type) {
