@@ -13,6 +13,7 @@
  *    same cache in another order).
  *  - A typed KV cache (bf16, int8) against the fp32 one (bounds below), its copy, and a
  *    copy between caches of different types refused.
+ *  - A file cut short inside its blocks is refused at load.
  *  - What needs fp32 weights (training, saving, conversion to a student) is refused,
  *    naming --weights fp32; an unknown mode is refused. */
 #include <stdint.h>
@@ -123,6 +124,15 @@ int main(void) {
     xd_model *s = xd_student_convert(q, &so);
     CHECK(s == NULL && strstr(xd_last_error(), "--weights fp32"), "conversion: %s", xd_last_error());
     xd_model_free(s);
+    /* a file cut short inside its blocks is refused at load, on blocks as in fp32 */
+    char cut[64], cmd[256];
+    snprintf(cut, sizeof cut, "/tmp/xd_quant_cut_%d.gguf", (int)getpid());
+    snprintf(cmd, sizeof cmd, "head -c $(($(stat -c %%s %s) - 100)) %s > %s", MODEL, MODEL, cut);
+    CHECK(system(cmd) == 0, "cannot make %s", cut);
+    xd_model *bad = xd_model_load_weights(cut, XD_WEIGHTS_GGUF);
+    CHECK(bad == NULL && strstr(xd_last_error(), cut), "truncated file on blocks: %s", xd_last_error());
+    xd_model_free(bad);
+    unlink(cut);
     CHECK(xd_model_load_weights(MODEL, (xd_weights_mode)7) == NULL &&
               strstr(xd_last_error(), "weights mode 7"), "mode 7: %s", xd_last_error());
     CHECK(xd_weights_mode_parse("gguf") == XD_WEIGHTS_GGUF && xd_weights_mode_parse("q4") < 0,
