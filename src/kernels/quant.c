@@ -430,77 +430,84 @@ ROW32(VNNI, row_q8_0_vnni, 34, 34, 2, 0, isum_q8_0_vnni)
 /* Q4_K / Q5_K (layout at dot_qk45): per sub-block of 32 the exact integer Σ c·q in 8 lanes
  * times its 6-bit scale, kept in int32 lanes over the block (|Σ| ≤ 8·63·31·127·32); the
  * min term from Q8_K's block sums, as the reference. */
-AVX2 static float dot_qk45_avx2(const uint8_t *w, const uint8_t *a, int64_t nb, int five) {
-    size_t bw = five ? 176 : 144;
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
-    const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    for (int64_t i = 0; i < nb; i++, w += bw, a += 292) {
-        float d = f16_avx(w), dmin = f16_avx(w + 2), da;
-        memcpy(&da, a, 4);
-        const uint8_t *scales = w + 4, *qs = w + (five ? 48 : 16);
-        const int8_t *q8 = (const int8_t *)(a + 4);
-        int16_t bs[16];
-        memcpy(bs, a + 260, sizeof bs);
-        __m256i hv = five ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
-        __m256i sumi = _mm256_setzero_si256();
-        int32_t summ = 0;
-        for (int n = 0; n < 4; n++) {
-            __m256i b = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
-            for (int h = 0; h < 2; h++) {
-                int j = 2 * n + h, sc, m;
-                k_scale_min(j, scales, &sc, &m);
-                __m256i c = _mm256_and_si256(h ? _mm256_srli_epi16(b, 4) : b, low4);
-                if (five) /* bit j of qh[l] (a 16-bit shift leaves bit 0 of each byte its own) */
-                    c = _mm256_or_si256(c, _mm256_slli_epi16(_mm256_and_si256(
-                            _mm256_srl_epi16(hv, _mm_cvtsi32_si128(j)), one), 4));
-                __m256i p = dot_us8(c, _mm256_loadu_si256((const __m256i *)(q8 + 32 * j)));
-                sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_set1_epi32(sc)));
-                summ += m * (bs[2 * j] + bs[2 * j + 1]);
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(da * d), acc);
-        mins += da * dmin * (float)summ;
-    }
-    return hsum_ps(acc) - mins;
-}
+#define ROW_QK45(T, NAME, DOT)                                                                       \
+    T static float NAME(const uint8_t *w, const uint8_t *a, int64_t nb, int five) {                      \
+        size_t bw = five ? 176 : 144;                                                                    \
+        __m256 acc = _mm256_setzero_ps();                                                                \
+        float mins = 0;                                                                                  \
+        const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);                          \
+        for (int64_t i = 0; i < nb; i++, w += bw, a += 292) {                                            \
+            float d = f16_avx(w), dmin = f16_avx(w + 2), da;                                             \
+            memcpy(&da, a, 4);                                                                           \
+            const uint8_t *scales = w + 4, *qs = w + (five ? 48 : 16);                                   \
+            const int8_t *q8 = (const int8_t *)(a + 4);                                                  \
+            int16_t bs[16];                                                                              \
+            memcpy(bs, a + 260, sizeof bs);                                                              \
+            __m256i hv = five ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();  \
+            __m256i sumi = _mm256_setzero_si256();                                                       \
+            int32_t summ = 0;                                                                            \
+            for (int n = 0; n < 4; n++) {                                                                \
+                __m256i b = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));                          \
+                for (int h = 0; h < 2; h++) {                                                            \
+                    int j = 2 * n + h, sc, m;                                                            \
+                    k_scale_min(j, scales, &sc, &m);                                                     \
+                    __m256i c = _mm256_and_si256(h ? _mm256_srli_epi16(b, 4) : b, low4);                 \
+                    if (five) /* bit j of qh[l] (a 16-bit shift leaves bit 0 of each byte its own) */    \
+                        c = _mm256_or_si256(c, _mm256_slli_epi16(_mm256_and_si256(                       \
+                                _mm256_srl_epi16(hv, _mm_cvtsi32_si128(j)), one), 4));                   \
+                    __m256i p = DOT(c, _mm256_loadu_si256((const __m256i *)(q8 + 32 * j)));              \
+                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_set1_epi32(sc)));         \
+                    summ += m * (bs[2 * j] + bs[2 * j + 1]);                                             \
+                }                                                                                        \
+            }                                                                                            \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(da * d), acc);                \
+            mins += da * dmin * (float)summ;                                                             \
+        }                                                                                                \
+        return hsum_ps(acc) - mins;                                                                      \
+    }                                                                                                    
 
 /* Q6_K (layout at dot_q6_k): the unsigned 6-bit codes u times q in 8 lanes (lanes 0–3 are
  * one sub-block of 16, lanes 4–7 the next, each times its int8 scale); the −32 offset as
  * 32 · Σ scale · (Q8_K's block sum), subtracted once per block: exact integers. */
-AVX2 static float dot_q6_k_avx2(const uint8_t *w, const uint8_t *a, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
-    for (int64_t i = 0; i < nb; i++, w += 210, a += 292) {
-        const int8_t *sc = (const int8_t *)(w + 192);
-        float d = f16_avx(w + 208), da;
-        memcpy(&da, a, 4);
-        const int8_t *q8 = (const int8_t *)(a + 4);
-        int16_t bs[16];
-        memcpy(bs, a + 260, sizeof bs);
-        __m256i sumi = _mm256_setzero_si256();
-        int32_t off = 0;
-        for (int n = 0; n < 2; n++) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(w + 64 * n)),
-                    l1 = _mm256_loadu_si256((const __m256i *)(w + 64 * n + 32)),
-                    hv = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n));
-            for (int j = 0; j < 4; j++) {
-                __m256i lo = j & 1 ? l1 : l0;
-                lo = _mm256_and_si256(j & 2 ? _mm256_srli_epi16(lo, 4) : lo, low4);
-                __m256i hi = _mm256_and_si256(_mm256_srl_epi16(hv, _mm_cvtsi32_si128(2 * j)), three);
-                __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
-                __m256i p = dot_us8(u, _mm256_loadu_si256((const __m256i *)(q8 + 128 * n + 32 * j)));
-                int k = 8 * n + 2 * j, s0 = sc[k], s1 = sc[k + 1];
-                sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_setr_epi32(s0, s0, s0, s0,
-                                                                                      s1, s1, s1, s1)));
-                off += s0 * bs[k] + s1 * bs[k + 1];
-            }
-        }
-        sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(da * d), acc);
-    }
-    return hsum_ps(acc);
-}
+#define ROW_Q6K(T, NAME, DOT)                                                                             \
+    T static float NAME(const uint8_t *w, const uint8_t *a, int64_t nb) {                                     \
+        __m256 acc = _mm256_setzero_ps();                                                                     \
+        const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);                             \
+        for (int64_t i = 0; i < nb; i++, w += 210, a += 292) {                                                \
+            const int8_t *sc = (const int8_t *)(w + 192);                                                     \
+            float d = f16_avx(w + 208), da;                                                                   \
+            memcpy(&da, a, 4);                                                                                \
+            const int8_t *q8 = (const int8_t *)(a + 4);                                                       \
+            int16_t bs[16];                                                                                   \
+            memcpy(bs, a + 260, sizeof bs);                                                                   \
+            __m256i sumi = _mm256_setzero_si256();                                                            \
+            int32_t off = 0;                                                                                  \
+            for (int n = 0; n < 2; n++) {                                                                     \
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(w + 64 * n)),                               \
+                        l1 = _mm256_loadu_si256((const __m256i *)(w + 64 * n + 32)),                          \
+                        hv = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n));                         \
+                for (int j = 0; j < 4; j++) {                                                                 \
+                    __m256i lo = j & 1 ? l1 : l0;                                                             \
+                    lo = _mm256_and_si256(j & 2 ? _mm256_srli_epi16(lo, 4) : lo, low4);                       \
+                    __m256i hi = _mm256_and_si256(_mm256_srl_epi16(hv, _mm_cvtsi32_si128(2 * j)), three);     \
+                    __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));                                \
+                    __m256i p = DOT(u, _mm256_loadu_si256((const __m256i *)(q8 + 128 * n + 32 * j)));         \
+                    int k = 8 * n + 2 * j, s0 = sc[k], s1 = sc[k + 1];                                        \
+                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_setr_epi32(s0, s0, s0, s0,     \
+                                                                                          s1, s1, s1, s1)));  \
+                    off += s0 * bs[k] + s1 * bs[k + 1];                                                       \
+                }                                                                                             \
+            }                                                                                                 \
+            sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0));                  \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(da * d), acc);                     \
+        }                                                                                                     \
+        return hsum_ps(acc);                                                                                  \
+    }                                                                                                         
+
+ROW_QK45(AVX2, dot_qk45_avx2, dot_us8)
+ROW_QK45(VNNI, dot_qk45_vnni, dot_us8_vnni)
+ROW_Q6K(AVX2, dot_q6_k_avx2, dot_us8)
+ROW_Q6K(VNNI, dot_q6_k_vnni, dot_us8_vnni)
 #endif
 
 typedef float (*row32_fn)(const uint8_t *, const uint8_t *, int64_t, const float *, const float *);
@@ -551,6 +558,12 @@ float xd_qdot(uint32_t wtype, const void *w, const void *a, int64_t n) {
         }
     }
 #if defined(__x86_64__)
+    if (isa() >= 2) switch (wtype) {
+        case GGML_Q4_K: return dot_qk45_vnni(w, a, nb, 0);
+        case GGML_Q5_K: return dot_qk45_vnni(w, a, nb, 1);
+        case GGML_Q6_K: return dot_q6_k_vnni(w, a, nb);
+        default: break;
+        }
     if (use_avx2()) switch (wtype) {
         case GGML_Q4_K: return dot_qk45_avx2(w, a, nb, 0);
         case GGML_Q5_K: return dot_qk45_avx2(w, a, nb, 1);

@@ -30,8 +30,8 @@
  * (test_quant_dot states the bound). scalar != 0 forces the scalar references (tests,
  * benchmarks); 0 returns to the run-time choice. */
 void xd_quant_set_scalar(int scalar);
-/* The highest kernel level to use: 0 scalar, 1 AVX2, 2 AVX512-VNNI (on 256-bit vectors:
- * vpdpbusd for the 32-element types; the K-quants stay AVX2); -1 the best the CPU has. */
+/* The highest kernel level to use: 0 scalar, 1 AVX2, 2 AVX512-VNNI (vpdpbusd on 256-bit
+ * vectors, every type); -1 the best the CPU has. */
 void xd_quant_set_isa(int level);
 
 /* The activation type a weight type pairs with (GGML_Q8_0, GGML_Q8_1 or GGML_Q8_K), or
