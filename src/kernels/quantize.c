@@ -83,9 +83,110 @@ static void q_affine(const float *x, uint8_t *b, int five) {
     pack_codes(q, b + 4, five);
 }
 
+/* Round to nearest, ties to even (the default rounding mode), as ggml's nearest_int. */
+static int nearest(float x) { return (int)lrintf(x); }
+
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* A sub-block of n values on the symmetric grid −nmax … nmax−1 with one scale (ggml's
+ * make_qx_quants, weights x²): start from scale = max/−nmax (max the element of largest
+ * |x|), then try the 18 grids (nmax + 0.1·k)/−max, k = ±1 … ±9, each with its
+ * least-squares scale Σwxl/Σwl², keeping the one with the largest (Σwxl)²/Σwl². L gets the
+ * codes + nmax. Returns the scale (0 for an all-zero sub-block). */
+static float sym_scale(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
+    if (amax < 1e-15f) {
+        memset(L, 0, (size_t)n);
+        return 0;
+    }
+    float iscale = -(float)nmax / max, sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        float t = iscale * x[i];
+        int l = clampi(nearest(t), -nmax, nmax - 1);
+        L[i] = (int8_t)(l + nmax);
+        float w = x[i] * x[i];
+        float wx = w * x[i];
+        float wl = w * (float)l;
+        sumlx += wx * (float)l;
+        suml2 += wl * (float)l;
+    }
+    float scale = suml2 != 0 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        float step = 0.1f * (float)is;
+        float grid = (float)nmax + step;
+        iscale = -grid / max;
+        sumlx = suml2 = 0;
+        for (int i = 0; i < n; i++) {
+            float t = iscale * x[i];
+            int l = clampi(nearest(t), -nmax, nmax - 1);
+            float w = x[i] * x[i];
+            float wx = w * x[i];
+            float wl = w * (float)l;
+            sumlx += wx * (float)l;
+            suml2 += wl * (float)l;
+        }
+        float lhs = sumlx * sumlx, rhs = best * suml2;
+        if (suml2 > 0 && lhs > rhs) {
+            for (int i = 0; i < n; i++) {
+                float t = iscale * x[i];
+                L[i] = (int8_t)(nmax + clampi(nearest(t), -nmax, nmax - 1));
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* Q6_K (210 bytes per 256): 16 sub-blocks of 16, each its sym_scale on the 6-bit grid;
+ * d = max_scale/−128 in fp16 and int8 sub-block scales round(scale/d) (at most 127); then
+ * every code again as round(x / (d·scale)) in −32 … 31, stored + 32: low 4 bits in
+ * ql[128], high 2 in qh[64] (layout at kernels/quant.c, dot_q6_k). */
+static void q6_k(const float *x, uint8_t *b) {
+    int8_t L[256];
+    float scales[16], max_scale = 0, max_abs = 0;
+    for (int ib = 0; ib < 16; ib++) {
+        scales[ib] = sym_scale(16, 32, x + 16 * ib, L + 16 * ib);
+        if (fabsf(scales[ib]) > max_abs) max_abs = fabsf(scales[ib]), max_scale = scales[ib];
+    }
+    memset(b, 0, 210);
+    if (max_abs < 1e-15f) return;
+    float iscale = -128.0f / max_scale;
+    put_f16(b + 208, 1.0f / iscale);
+    int8_t *sc = (int8_t *)(b + 192);
+    for (int ib = 0; ib < 16; ib++) {
+        float t = iscale * scales[ib];
+        int v = nearest(t);
+        sc[ib] = (int8_t)(v < 127 ? v : 127);
+    }
+    uint16_t h;
+    memcpy(&h, b + 208, 2);
+    float d0 = xd_fp16_to_fp32(h);
+    for (int j = 0; j < 16; j++) {
+        float d = d0 * (float)sc[j];
+        if (d == 0) continue;
+        for (int i = 0; i < 16; i++) {
+            float t = x[16 * j + i] / d;
+            L[16 * j + i] = (int8_t)(clampi(nearest(t), -32, 31) + 32);
+        }
+    }
+    uint8_t *ql = b, *qh = b + 128;
+    for (int j = 0; j < 256; j += 128, ql += 64, qh += 32)
+        for (int l = 0; l < 32; l++) {
+            int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64], q4 = L[j + l + 96];
+            ql[l] = (uint8_t)((q1 & 0xF) | (q3 & 0xF) << 4);
+            ql[l + 32] = (uint8_t)((q2 & 0xF) | (q4 & 0xF) << 4);
+            qh[l] = (uint8_t)((q1 >> 4) | (q2 >> 4) << 2 | (q3 >> 4) << 4 | (q4 >> 4) << 6);
+        }
+}
+
 int xd_quantize_writable(uint32_t type) {
     return type == GGML_F32 || type == GGML_F16 || type == GGML_BF16 || type == GGML_Q8_0 ||
-           type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
+           type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1 ||
+           type == GGML_Q6_K;
 }
 
 size_t xd_quantize_row_bytes(uint32_t type, int64_t n) {
@@ -98,12 +199,17 @@ int xd_quantize_row(uint32_t type, const float *x, int64_t n, void *out) {
     uint8_t *o = out;
     if (!xd_quantize_writable(type))
         return xd_err("quantize: type %u cannot be written (expected F32, F16, BF16, Q8_0, Q4_0, "
-                      "Q4_1, Q5_0 or Q5_1)", type);
+                      "Q4_1, Q5_0, Q5_1 or Q6_K)", type);
     switch (type) {
     case GGML_F32: memcpy(o, x, (size_t)n * sizeof(float)); return 0;
     case GGML_F16: xd_fp32_to_fp16_n(o, x, (size_t)n); return 0;
     case GGML_BF16: xd_fp32_to_bf16_n(o, x, (size_t)n); return 0;
     default: break;
+    }
+    if (type == GGML_Q6_K) {
+        if (n % 256) return xd_err("quantize: %lld elements are not a multiple of the block (256)", (long long)n);
+        for (int64_t i = 0; i < n / 256; i++) q6_k(x + 256 * i, o + 210 * i);
+        return 0;
     }
     size_t bb = xd_quantize_row_bytes(type, 32);
     if (n % 32) return xd_err("quantize: %lld elements are not a multiple of the block (32)", (long long)n);

@@ -10,11 +10,17 @@ for bit), independent of our C code.
       (in the file's row order, q rows still permuted as llama.cpp stores them),
       quantised by gguf-py. `xdistill quantize` of tiny-kquant.gguf must write the same
       bytes (test_gguf_write).
+      For the K-quants gguf-py has no quantiser: "<TYPE>/<name>" of blk.0/1.ffn_down (rows
+      of 256) in Q6_K are ggml's own C quantize_row_q6_K_ref (libggml-base of
+      llama-cpp-python, called with ctypes), which xd_quantize_row must equal.
 
 Run with the reference venv: ~/xd-ref/bin/python tests/ref/make_quant_fixture.py
 """
 import os
 
+import ctypes
+
+import llama_cpp
 import numpy as np
 from gguf import GGMLQuantizationType as T, GGUFReader, GGUFWriter, quants
 
@@ -32,6 +38,19 @@ for name in NAMES:
         b = quants.quantize(x, q)
         w.add_tensor(f"{q.name}/{name}", b, raw_shape=b.shape, raw_dtype=q)
         print(f"{q.name}/{name}: {rows} x {cols} -> {b.nbytes} bytes")
+GGML = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
+for name in ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"]:
+    t = next(t for t in r.tensors if t.name == name)
+    rows, cols = int(t.shape[1]), int(t.shape[0])
+    x = np.ascontiguousarray(quants.dequantize(t.data, t.tensor_type).reshape(rows, cols), dtype=np.float32)
+    for q in [T.Q6_K]:
+        block, nbytes = quants.GGML_QUANT_SIZES[q]
+        fn = getattr(GGML, "quantize_row_" + q.name.lower().replace("_k", "_K") + "_ref")
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        b = np.zeros((rows, cols // block * nbytes), dtype=np.uint8)
+        fn(x.ctypes.data, b.ctypes.data, x.size)
+        w.add_tensor(f"{q.name}/{name}", b, raw_shape=b.shape, raw_dtype=q)
+        print(f"{q.name}/{name}: {rows} x {cols} -> {b.nbytes} bytes (ggml C)")
 w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()
