@@ -6,7 +6,7 @@
  *  - the quantisers: tiny-kquant written as Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 holds, for three
  *    weights (one of them Llama's permuted q), exactly the bytes gguf-py's quantisers make
  *    from the same fp32 values (tests/ref/make_quant_fixture.py), vectors stay F32; Q6_K
- *    rows equal ggml's own C quantize_row_q6_K_ref's;
+ *    and Q4_K rows equal ggml's own C quantize_row_q6_K_ref's / _q4_K_ref's;
  *  - a quantised file loads on its blocks (--weights gguf) and decodes;
  *  - a student (xdistill_hybrid, its own fields) round-trips bit for bit, prefill and
  *    decoding; as Q8_0 its mixer stays F32 and it runs on its blocks within 5% of the
@@ -129,27 +129,30 @@ static void quantisers(void) {
         xd_model_free(q);
     }
     printf("quantisers: %d of 15 tensors (5 types × 3 weights) byte-identical to gguf-py's\n", same);
-    /* Q6_K, row by row (tiny-kquant's only rows of 256 are ffn_down's), against ggml's C
-     * quantize_row_q6_K_ref, byte for byte */
+    /* Q6_K and Q4_K, row by row (tiny-kquant's only rows of 256 are ffn_down's), against
+     * ggml's C quantize_row_q6_K_ref / quantize_row_q4_K_ref, byte for byte */
+    static const uint32_t kt[2] = {GGML_Q6_K, GGML_Q4_K};
+    static const size_t kbytes[2] = {210, 144};
     int k6 = 0, rows6 = 0;
-    for (int l = 0; l < 2; l++) {
-        const xd_layer *L = &m->layers[l];
-        snprintf(key, sizeof key, "Q6_K/blk.%d.ffn_down.weight", l);
-        const gguf_tensor *b = xd_gguf_find_tensor(ref, key);
-        int64_t cols = m->cfg.d_ff, rows = m->cfg.d_model;
-        size_t rb = 210 * (size_t)(cols / 256);
-        uint8_t *row = malloc(rb);
-        CHECK(b && b->nbytes == (uint64_t)rows * rb, "%s in the fixture", key);
-        for (int64_t r = 0; b && r < rows; r++) {
-            CHECK(xd_quantize_row(GGML_Q6_K, L->w_down + r * cols, cols, row) == 0, "%s: %s", key,
-                  xd_last_error());
-            k6 += memcmp(row, (const uint8_t *)b->data + (size_t)r * rb, rb) == 0;
-            rows6++;
+    for (int t = 0; t < 2; t++)
+        for (int l = 0; l < 2; l++) {
+            const xd_layer *L = &m->layers[l];
+            snprintf(key, sizeof key, "%s/blk.%d.ffn_down.weight", xd_ggml_type_name(kt[t]), l);
+            const gguf_tensor *b = xd_gguf_find_tensor(ref, key);
+            int64_t cols = m->cfg.d_ff, rows = m->cfg.d_model;
+            size_t rb = kbytes[t] * (size_t)(cols / 256);
+            uint8_t *row = malloc(rb);
+            CHECK(b && b->nbytes == (uint64_t)rows * rb, "%s in the fixture", key);
+            for (int64_t r = 0; b && r < rows; r++) {
+                CHECK(xd_quantize_row(kt[t], L->w_down + r * cols, cols, row) == 0, "%s: %s", key,
+                      xd_last_error());
+                k6 += memcmp(row, (const uint8_t *)b->data + (size_t)r * rb, rb) == 0;
+                rows6++;
+            }
+            free(row);
         }
-        free(row);
-    }
-    CHECK(rows6 > 0 && k6 == rows6, "Q6_K: %d of %d rows byte-identical to ggml's", k6, rows6);
-    printf("Q6_K: %d of %d rows byte-identical to ggml's quantize_row_q6_K_ref\n", k6, rows6);
+    CHECK(rows6 > 0 && k6 == rows6, "K-quants: %d of %d rows byte-identical to ggml's", k6, rows6);
+    printf("Q6_K and Q4_K: %d of %d rows byte-identical to ggml's C reference quantisers\n", k6, rows6);
     xd_gguf_close(ref);
     xd_model_free(m);
 }

@@ -41,7 +41,7 @@ int xd_qdot_act_type(uint32_t wtype);
 size_t xd_q_row_bytes(uint32_t type, int64_t n);
 
 /* A weight row x [n] into blocks of type (kernels/quantize.c: ggml's reference quantisers,
- * bit for bit): F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q6_K; n a multiple of the
+ * bit for bit): F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K; n a multiple of the
  * block.
  * 0, or -1 naming what does not fit. */
 int xd_quantize_row(uint32_t type, const float *x, int64_t n, void *out);

@@ -183,10 +183,144 @@ static void q6_k(const float *x, uint8_t *b) {
         }
 }
 
+/* A sub-block of n values on the grid 0 … nmax with a scale and a min, x ≈ scale·L − min
+ * (ggml's make_qkx2_quants, weights w, min ≤ 0 kept at 0 or below): start from the range
+ * (min, max); then try the grids iscale = (nmax + rmin + rdelta·k)/(max − min), k = 0 …
+ * nstep, each with its weighted least-squares scale and min, keeping the one with the
+ * smallest weighted squared error. The grid's range uses the best fit's min so far (as
+ * ggml's does). L gets the codes; *neg_min = −min. Returns the scale. */
+static float affine_scale(int n, int nmax, const float *x, const float *w, uint8_t *L,
+                          float *neg_min, float rmin, float rdelta, int nstep) {
+    uint8_t aux[32];
+    float mn = x[0], mx = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < mn) mn = x[i];
+        if (x[i] > mx) mx = x[i];
+        float wx = w[i] * x[i];
+        sum_w += w[i];
+        sum_x += wx;
+    }
+    if (mn > 0) mn = 0;
+    if (mx == mn) {
+        memset(L, 0, (size_t)n);
+        *neg_min = -mn;
+        return 0;
+    }
+    float range = mx - mn;
+    float iscale = (float)nmax / range, scale = 1 / iscale, best = 0;
+    for (int i = 0; i < n; i++) {
+        float t = iscale * (x[i] - mn);
+        L[i] = (uint8_t)clampi(nearest(t), 0, nmax);
+        float y = scale * (float)L[i];
+        float diff = y + mn - x[i];
+        float d2 = diff * diff;
+        best += w[i] * d2;
+    }
+    for (int is = 0; is <= nstep; is++) {
+        float step = rdelta * (float)is;
+        float grid = rmin + step + (float)nmax;
+        iscale = grid / (mx - mn); /* mn follows the best fit so far */
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            float t = iscale * (x[i] - mn);
+            int l = clampi(nearest(t), 0, nmax);
+            aux[i] = (uint8_t)l;
+            float wl = w[i] * (float)l;
+            sum_l += wl;
+            sum_l2 += wl * (float)l;
+            sum_xl += wl * x[i];
+        }
+        float p1 = sum_w * sum_l2, p2 = sum_l * sum_l;
+        float D = p1 - p2;
+        if (!(D > 0)) continue;
+        float n1 = sum_w * sum_xl, n2 = sum_x * sum_l;
+        float this_scale = (n1 - n2) / D;
+        float m1 = sum_l2 * sum_x, m2 = sum_l * sum_xl;
+        float this_min = (m1 - m2) / D;
+        if (this_min > 0) {
+            this_min = 0;
+            this_scale = sum_xl / sum_l2;
+        }
+        float err = 0;
+        for (int i = 0; i < n; i++) {
+            float y = this_scale * (float)aux[i];
+            float diff = y + this_min - x[i];
+            float d2 = diff * diff;
+            err += w[i] * d2;
+        }
+        if (err < best) {
+            memcpy(L, aux, (size_t)n);
+            best = err;
+            scale = this_scale;
+            mn = this_min;
+        }
+    }
+    *neg_min = -mn;
+    return scale;
+}
+
+/* Q4_K (144 bytes per 256): 8 sub-blocks of 32, each its affine_scale on the 4-bit grid
+ * with weights |x| + rms(sub-block); d = max scale/63 and dmin = max min/63 in fp16, the
+ * 6-bit sub-block scales and mins packed in 12 bytes (layout at kernels/quant.c,
+ * k_scale_min); then every code again as round((x + dmin·m)/(d·sc)) in 0 … 15. */
+static void q4_k(const float *x, uint8_t *b) {
+    uint8_t L[256];
+    float w[32], scales[8], mins[8], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; j++) {
+        const float *xs = x + 32 * j;
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; l++) {
+            float sq = xs[l] * xs[l];
+            sum_x2 += sq;
+        }
+        float av = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++) w[l] = av + fabsf(xs[l]);
+        scales[j] = affine_scale(32, 15, xs, w, L + 32 * j, &mins[j], -1.0f, 0.1f, 20);
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0, inv_min = max_min > 0 ? 63.0f / max_min : 0;
+    uint8_t *sc = b + 4, ls[8], lm[8];
+    memset(sc, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        float ts = inv_scale * scales[j], tm = inv_min * mins[j];
+        int a = nearest(ts), c = nearest(tm);
+        ls[j] = (uint8_t)(a < 63 ? a : 63);
+        lm[j] = (uint8_t)(c < 63 ? c : 63);
+        if (j < 4) {
+            sc[j] = ls[j];
+            sc[j + 4] = lm[j];
+        } else {
+            sc[j + 4] = (uint8_t)((ls[j] & 0xF) | (lm[j] & 0xF) << 4);
+            sc[j - 4] |= (uint8_t)((ls[j] >> 4) << 6);
+            sc[j] |= (uint8_t)((lm[j] >> 4) << 6);
+        }
+    }
+    put_f16(b, max_scale / 63.0f);
+    put_f16(b + 2, max_min / 63.0f);
+    uint16_t hd, hm;
+    memcpy(&hd, b, 2);
+    memcpy(&hm, b + 2, 2);
+    float d0 = xd_fp16_to_fp32(hd), m0 = xd_fp16_to_fp32(hm);
+    for (int j = 0; j < 8; j++) {
+        float d = d0 * (float)ls[j];
+        if (d == 0) continue;
+        float dm = m0 * (float)lm[j];
+        for (int i = 0; i < 32; i++) {
+            float s = x[32 * j + i] + dm;
+            float t = s / d;
+            L[32 * j + i] = (uint8_t)clampi(nearest(t), 0, 15);
+        }
+    }
+    uint8_t *q = b + 16;
+    for (int j = 0; j < 256; j += 64, q += 32)
+        for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | L[j + l + 32] << 4);
+}
+
 int xd_quantize_writable(uint32_t type) {
     return type == GGML_F32 || type == GGML_F16 || type == GGML_BF16 || type == GGML_Q8_0 ||
            type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1 ||
-           type == GGML_Q6_K;
+           type == GGML_Q4_K || type == GGML_Q6_K;
 }
 
 size_t xd_quantize_row_bytes(uint32_t type, int64_t n) {
@@ -199,16 +333,18 @@ int xd_quantize_row(uint32_t type, const float *x, int64_t n, void *out) {
     uint8_t *o = out;
     if (!xd_quantize_writable(type))
         return xd_err("quantize: type %u cannot be written (expected F32, F16, BF16, Q8_0, Q4_0, "
-                      "Q4_1, Q5_0, Q5_1 or Q6_K)", type);
+                      "Q4_1, Q5_0, Q5_1, Q4_K or Q6_K)", type);
     switch (type) {
     case GGML_F32: memcpy(o, x, (size_t)n * sizeof(float)); return 0;
     case GGML_F16: xd_fp32_to_fp16_n(o, x, (size_t)n); return 0;
     case GGML_BF16: xd_fp32_to_bf16_n(o, x, (size_t)n); return 0;
     default: break;
     }
-    if (type == GGML_Q6_K) {
+    if (type == GGML_Q6_K || type == GGML_Q4_K) {
         if (n % 256) return xd_err("quantize: %lld elements are not a multiple of the block (256)", (long long)n);
-        for (int64_t i = 0; i < n / 256; i++) q6_k(x + 256 * i, o + 210 * i);
+        for (int64_t i = 0; i < n / 256; i++)
+            if (type == GGML_Q6_K) q6_k(x + 256 * i, o + 210 * i);
+            else q4_k(x + 256 * i, o + 144 * i);
         return 0;
     }
     size_t bb = xd_quantize_row_bytes(type, 32);

@@ -123,7 +123,7 @@ const char *xd_arch_gguf_name(xd_arch a);
 /* Writes m (fp32 weights) as a GGUF v3 file xd_model_load reads (and llama.cpp, for a
  * teacher architecture): general.architecture and its hyper-parameters, the tokenizer
  * (tokenizer.ggml.*), 1-D tensors as F32 and the products' matrices (xd_gguf_linear_name)
- * as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q6_K: kernels/quantize.c), Llama's
+ * as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K: kernels/quantize.c), Llama's
  * q/k rows in GGUF's order, a Llama-3 RoPE scaling as rope_freqs.weight. A student is
  * architecture xdistill_hybrid with its own fields (window, sinks, chunk_size, mlstm_*,
  * gate_softcap, exact_in_window, memory_rule, sparse_cache, teacher/base hash,
