@@ -127,3 +127,6 @@ LOAD_END="$(load3)"
     --load-start "$LOAD_START" --load-end "$LOAD_END" --model "$MODEL" --threads "$THREADS" \
     --rounds "$ROUNDS" --date "$DATE" --rev "$REV"
 echo "run_infer: wrote bench/RESULTS.md" >&2
+if [ "${LONG:-1}" != 0 ]; then   # the 16K comparison (student included): bench/run_long.sh
+    BUILD="$BUILD" THREADS="$THREADS" XD_TEACHER="$MODEL" XD_REF_PY="$PY" bash bench/run_long.sh
+fi
