@@ -34,7 +34,8 @@ test: build teacher asan
 demo: build teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) scripts/demo.sh
 
-# Teacher inference vs llama.cpp and sgemm vs BLAS peak; writes bench/RESULTS.md.
+# Teacher inference vs llama.cpp and sgemm vs BLAS peak, then at 16K the teacher and a
+# quantised student vs llama.cpp (bench/run_long.sh; LONG=0 skips it); writes bench/RESULTS.md.
 bench: teacher
 	@BUILD=$(BUILD) XD_TEACHER=$(TEACHER) bench/run_infer.sh
 
