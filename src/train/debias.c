@@ -80,7 +80,7 @@ typedef struct xd_debias_run {
      * [classes][groups][mmd_bank][d] rows and per (class, group) {count, next slot} */
     int n_groups, mmd_k;
     float *bank, *bank_fill;
-    float *mmd_same, *mmd_other; /* [groups·mmd_k][d] gathered rows of one class */
+    float *mmd_rows;             /* [groups·mmd_k][d] gathered rows of one class */
     float *mmd_w;                /* [d] linear kernel: the class's inverse variances */
     double task_sum, adv_sum, conf_sum, mmd_sum, l0;
     int64_t n_seen;
@@ -222,17 +222,18 @@ static float *bank_rows(const run *r, int c, int g, int *count) {
     return r->bank + cg * r->mmd_k * r->m->cfg.d_model;
 }
 
-/* Gathers the filled bank rows of class c into r->mmd_same (group g) and r->mmd_other (the
- * other groups); returns the counts. */
+/* Gathers the filled bank rows of class c into r->mmd_rows: group g's first (*n_same of
+ * them), then the other groups' in group order (*n_other). */
 static void gather_class(const run *r, int c, int g, int *n_same, int *n_other) {
-    int d = r->m->cfg.d_model;
-    *n_same = *n_other = 0;
+    int d = r->m->cfg.d_model, n;
+    const float *rows = bank_rows(r, c, g, n_same);
+    memcpy(r->mmd_rows, rows, (size_t)*n_same * d * sizeof(float));
+    *n_other = 0;
     for (int h = 0; h < r->n_groups; h++) {
-        int n;
-        const float *rows = bank_rows(r, c, h, &n);
-        float *dst = h == g ? r->mmd_same + (size_t)*n_same * d : r->mmd_other + (size_t)*n_other * d;
-        memcpy(dst, rows, (size_t)n * d * sizeof(float));
-        *(h == g ? n_same : n_other) += n;
+        if (h == g) continue;
+        rows = bank_rows(r, c, h, &n);
+        memcpy(r->mmd_rows + (size_t)(*n_same + *n_other) * d, rows, (size_t)n * d * sizeof(float));
+        *n_other += n;
     }
 }
 
@@ -248,19 +249,18 @@ static double mmd_rows(run *r, float *dpooled, int n, float grad_scale) {
         if (c < 0 || g < 0) continue;
         gather_class(r, c, g, &n_same, &n_other);
         if (n_same < 2 || n_other < 2) continue; /* too few rows yet to compare */
-        /* the bandwidths from all of the class's rows (same then other: contiguous) */
-        memmove(r->mmd_same + (size_t)n_same * d, r->mmd_other, (size_t)n_other * d * sizeof(float));
-        const float *other = r->mmd_same + (size_t)n_same * d;
+        /* the bandwidths (or variances) from all of the class's rows */
+        const float *same = r->mmd_rows, *other = r->mmd_rows + (size_t)n_same * d;
         float *db = dpooled ? dpooled + (size_t)b * d : NULL;
         if (r->o.mmd_linear) {
             int nt = n_same + n_other;
             double vsum = 0;
             for (int i = 0; i < d; i++) {
                 double m = 0, v = 0;
-                for (int j = 0; j < nt; j++) m += r->mmd_same[(size_t)j * d + i];
+                for (int j = 0; j < nt; j++) m += same[(size_t)j * d + i];
                 m /= nt;
                 for (int j = 0; j < nt; j++) {
-                    double t = r->mmd_same[(size_t)j * d + i] - m;
+                    double t = same[(size_t)j * d + i] - m;
                     v += t * t;
                 }
                 r->mmd_w[i] = (float)(v / (nt - 1));
@@ -268,14 +268,14 @@ static double mmd_rows(run *r, float *dpooled, int n, float grad_scale) {
             }
             double floor = 1e-6 * vsum / d;
             for (int i = 0; i < d; i++) r->mmd_w[i] = (float)(1.0 / ((double)r->mmd_w[i] + floor));
-            sum += xd_mmd_bank_linear(db, r->pooled + (size_t)b * d, d, r->mmd_same, n_same, other,
+            sum += xd_mmd_bank_linear(db, r->pooled + (size_t)b * d, d, same, n_same, other,
                                       n_other, r->mmd_w, grad_scale * r->o.mmd_weight);
             continue;
         }
-        double msd = xd_mean_sq_dist(r->mmd_same, n_same + n_other, d);
+        double msd = xd_mean_sq_dist(same, n_same + n_other, d);
         if (!(msd > 0)) continue;
         float gamma[3] = {(float)(0.25 / msd), (float)(1.0 / msd), (float)(4.0 / msd)};
-        sum += xd_mmd_bank(db, r->pooled + (size_t)b * d, d, r->mmd_same, n_same, other, n_other,
+        sum += xd_mmd_bank(db, r->pooled + (size_t)b * d, d, same, n_same, other, n_other,
                            gamma, 3, grad_scale * r->o.mmd_weight);
     }
     return sum;
@@ -470,7 +470,7 @@ static void run_free(run *r) {
     free(r->z), free(r->s), free(r->keep), free(r->perm);
     free(r->ex), free(r->len), free(r->lab), free(r->att);
     free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm), free(r->dconf);
-    free(r->advx), free(r->dadvx), free(r->mmd_same), free(r->mmd_other), free(r->mmd_w);
+    free(r->advx), free(r->dadvx), free(r->mmd_rows), free(r->mmd_w);
     xd_head_acts_free(&r->ha);
     for (int k = 0; k < r->n_adv; k++) xd_head_acts_free(&r->aa[k]);
     memset(r, 0, sizeof *r);
@@ -603,10 +603,9 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
                       sizeof(float));
     r->dnorm = malloc((size_t)B * T * d * sizeof(float));
     if (r->mmd_k) {
-        r->mmd_same = malloc((size_t)r->n_groups * r->mmd_k * d * sizeof(float));
-        r->mmd_other = malloc((size_t)r->n_groups * r->mmd_k * d * sizeof(float));
+        r->mmd_rows = malloc((size_t)r->n_groups * r->mmd_k * d * sizeof(float));
         r->mmd_w = malloc((size_t)d * sizeof(float));
-        if (!r->mmd_same || !r->mmd_other || !r->mmd_w)
+        if (!r->mmd_rows || !r->mmd_w)
             return xd_err("debias: out of memory for the MMD bank");
     }
     if (phase == PH_MASK) {
