@@ -100,6 +100,17 @@ static inline uint16_t xd_fp32_to_bf16(float x) {
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* One fp16 value at a possibly unaligned address (a field inside a quantised block). */
+static inline float xd_fp16_load(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return xd_fp16_to_fp32(h);
+}
+static inline void xd_fp16_store(void *p, float x) {
+    uint16_t h = xd_fp32_to_fp16(x);
+    memcpy(p, &h, 2);
+}
+
 /* Array forms: n values; the 16-bit side may be unaligned. */
 void xd_fp16_to_fp32_n(float *dst, const void *src, size_t n);
 void xd_bf16_to_fp32_n(float *dst, const void *src, size_t n);

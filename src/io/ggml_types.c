@@ -42,12 +42,6 @@
 #include "../core/error.h"
 #include "../core/f16.h"
 
-static float f16_at(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return xd_fp16_to_fp32(h);
-}
-
 const char *xd_ggml_type_name(uint32_t type) {
     /* every id ggml has defined, readable or not, so that errors can name it */
     static const char *const names[] = {
@@ -78,7 +72,7 @@ static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
 }
 
 static void deq_q4_0(const uint8_t *b, float *y) {
-    float d = f16_at(b);
+    float d = xd_fp16_load(b);
     const uint8_t *qs = b + 2;
     for (int j = 0; j < 16; j++) {
         y[j] = (float)((qs[j] & 0xF) - 8) * d;
@@ -87,7 +81,7 @@ static void deq_q4_0(const uint8_t *b, float *y) {
 }
 
 static void deq_q4_1(const uint8_t *b, float *y) {
-    float d = f16_at(b), m = f16_at(b + 2);
+    float d = xd_fp16_load(b), m = xd_fp16_load(b + 2);
     const uint8_t *qs = b + 4;
     for (int j = 0; j < 16; j++) {
         y[j] = (float)(qs[j] & 0xF) * d + m;
@@ -97,7 +91,7 @@ static void deq_q4_1(const uint8_t *b, float *y) {
 
 /* Q5_0 / Q5_1: low nibbles in qs, 5th bits in the 32-bit qh (bit j for element j). */
 static void deq_q5(const uint8_t *b, float *y, int has_min) {
-    float d = f16_at(b), m = has_min ? f16_at(b + 2) : 0.0f;
+    float d = xd_fp16_load(b), m = has_min ? xd_fp16_load(b + 2) : 0.0f;
     const uint8_t *p = b + (has_min ? 4 : 2);
     uint32_t qh;
     memcpy(&qh, p, 4);
@@ -111,7 +105,7 @@ static void deq_q5(const uint8_t *b, float *y, int has_min) {
 }
 
 static void deq_q8_0(const uint8_t *b, float *y) {
-    float d = f16_at(b);
+    float d = xd_fp16_load(b);
     const int8_t *qs = (const int8_t *)(b + 2);
     for (int j = 0; j < 32; j++) y[j] = (float)qs[j] * d;
 }
@@ -121,7 +115,7 @@ static const int8_t iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                       1,    13,   25,  38,  53,  69,  89,  113};
 
 static void deq_iq4_nl(const uint8_t *b, float *y) {
-    float d = f16_at(b);
+    float d = xd_fp16_load(b);
     const uint8_t *qs = b + 2;
     for (int j = 0; j < 16; j++) {
         y[j] = d * (float)iq4_levels[qs[j] & 0xF];
@@ -131,7 +125,7 @@ static void deq_iq4_nl(const uint8_t *b, float *y) {
 
 static void deq_q2_k(const uint8_t *b, float *y) {
     const uint8_t *scales = b, *qs = b + 16;
-    float d = f16_at(b + 80), dmin = f16_at(b + 82);
+    float d = xd_fp16_load(b + 80), dmin = xd_fp16_load(b + 82);
     for (int n = 0; n < 2; n++, qs += 32, scales += 8, y += 128)
         for (int j = 0; j < 4; j++)
             for (int h = 0; h < 2; h++) {
@@ -152,7 +146,7 @@ static int q3_k_scale(const uint8_t *sc, int s) {
 
 static void deq_q3_k(const uint8_t *b, float *y) {
     const uint8_t *hmask = b, *qs = b + 32, *scales = b + 96;
-    float d = f16_at(b + 108);
+    float d = xd_fp16_load(b + 108);
     for (int n = 0; n < 2; n++, qs += 32, y += 128)
         for (int j = 0; j < 4; j++)
             for (int h = 0; h < 2; h++) {
@@ -175,7 +169,7 @@ static void deq_q8_k(const uint8_t *b, float *y) {
 }
 
 static void deq_iq4_xs(const uint8_t *b, float *y) {
-    float d = f16_at(b);
+    float d = xd_fp16_load(b);
     uint16_t sh;
     memcpy(&sh, b + 2, 2);
     const uint8_t *sl = b + 4, *qs = b + 8;
@@ -190,7 +184,7 @@ static void deq_iq4_xs(const uint8_t *b, float *y) {
 }
 
 static void deq_q4_k(const uint8_t *b, float *y) {
-    float d = f16_at(b), dmin = f16_at(b + 2);
+    float d = xd_fp16_load(b), dmin = xd_fp16_load(b + 2);
     const uint8_t *scales = b + 4, *q = b + 16;
     for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
         int sc, m;
@@ -204,7 +198,7 @@ static void deq_q4_k(const uint8_t *b, float *y) {
 }
 
 static void deq_q5_k(const uint8_t *b, float *y) {
-    float d = f16_at(b), dmin = f16_at(b + 2);
+    float d = xd_fp16_load(b), dmin = xd_fp16_load(b + 2);
     const uint8_t *scales = b + 4, *qh = b + 16, *ql = b + 48;
     int u1 = 1, u2 = 2;
     for (int j = 0, is = 0; j < 256; j += 64, is += 2, ql += 32, u1 <<= 2, u2 <<= 2) {
@@ -223,7 +217,7 @@ static void deq_q5_k(const uint8_t *b, float *y) {
 static void deq_q6_k(const uint8_t *b, float *y) {
     const uint8_t *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
-    float d = f16_at(b + 208);
+    float d = xd_fp16_load(b + 208);
     for (int n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
         for (int l = 0; l < 32; l++) {
             int is = l / 16;

@@ -14,17 +14,6 @@
 #include "core/f16.h"
 #include "core/ggml_type.h"
 
-static float f16_at(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return xd_fp16_to_fp32(h);
-}
-
-static void f16_put(uint8_t *p, float x) {
-    uint16_t h = xd_fp32_to_fp16(x);
-    memcpy(p, &h, 2);
-}
-
 int xd_qdot_act_type(uint32_t wtype) {
     switch (wtype) {
     case GGML_Q4_0: case GGML_Q5_0: case GGML_Q8_0: return GGML_Q8_0;
@@ -55,8 +44,8 @@ static void quant_q8_32(const float *x, uint8_t *b, int with_sum) {
         qs[j] = (int8_t)roundf(x[j] * id);
         sum += qs[j];
     }
-    f16_put(b, d);
-    if (with_sum) f16_put(b + 2, d * (float)sum);
+    xd_fp16_store(b, d);
+    if (with_sum) xd_fp16_store(b + 2, d * (float)sum);
 }
 
 /* Q8_K block of 256, as ggml: max = the element of largest |x| (sign kept), iscale =
@@ -236,7 +225,7 @@ static int isum32(const int *c, int off, const int8_t *q) {
 static float dot_q4_0(const uint8_t *w, const uint8_t *a, int64_t nb) {
     float sum = 0;
     for (int64_t i = 0; i < nb; i++, w += 18, a += 34)
-        sum += (float)isum_q4(w + 2, (const int8_t *)(a + 2), 8) * (f16_at(w) * f16_at(a));
+        sum += (float)isum_q4(w + 2, (const int8_t *)(a + 2), 8) * (xd_fp16_load(w) * xd_fp16_load(a));
     return sum;
 }
 
@@ -244,7 +233,7 @@ static float dot_q4_1(const uint8_t *w, const uint8_t *a, int64_t nb) {
     float sum = 0;
     for (int64_t i = 0; i < nb; i++, w += 20, a += 36) {
         int s = isum_q4(w + 4, (const int8_t *)(a + 4), 0);
-        sum += (f16_at(w) * f16_at(a)) * (float)s + f16_at(w + 2) * f16_at(a + 2);
+        sum += (xd_fp16_load(w) * xd_fp16_load(a)) * (float)s + xd_fp16_load(w + 2) * xd_fp16_load(a + 2);
     }
     return sum;
 }
@@ -254,7 +243,7 @@ static float dot_q5_0(const uint8_t *w, const uint8_t *a, int64_t nb) {
     int c[32];
     for (int64_t i = 0; i < nb; i++, w += 22, a += 34) {
         codes5(w + 2, w + 6, c);
-        sum += (float)isum32(c, 16, (const int8_t *)(a + 2)) * (f16_at(w) * f16_at(a));
+        sum += (float)isum32(c, 16, (const int8_t *)(a + 2)) * (xd_fp16_load(w) * xd_fp16_load(a));
     }
     return sum;
 }
@@ -265,7 +254,7 @@ static float dot_q5_1(const uint8_t *w, const uint8_t *a, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, w += 24, a += 36) {
         codes5(w + 4, w + 8, c);
         int s = isum32(c, 0, (const int8_t *)(a + 4));
-        sum += (f16_at(w) * f16_at(a)) * (float)s + f16_at(w + 2) * f16_at(a + 2);
+        sum += (xd_fp16_load(w) * xd_fp16_load(a)) * (float)s + xd_fp16_load(w + 2) * xd_fp16_load(a + 2);
     }
     return sum;
 }
@@ -273,7 +262,7 @@ static float dot_q5_1(const uint8_t *w, const uint8_t *a, int64_t nb) {
 static float dot_q8_0(const uint8_t *w, const uint8_t *a, int64_t nb) {
     float sum = 0;
     for (int64_t i = 0; i < nb; i++, w += 34, a += 34)
-        sum += (float)isum_q8((const int8_t *)(w + 2), (const int8_t *)(a + 2)) * (f16_at(w) * f16_at(a));
+        sum += (float)isum_q8((const int8_t *)(w + 2), (const int8_t *)(a + 2)) * (xd_fp16_load(w) * xd_fp16_load(a));
     return sum;
 }
 
@@ -295,7 +284,7 @@ static float dot_qk45(const uint8_t *w, const uint8_t *a, int64_t nb, int five) 
     size_t bw = five ? 176 : 144;
     float sum = 0;
     for (int64_t i = 0; i < nb; i++, w += bw, a += 292) {
-        float d = f16_at(w), dmin = f16_at(w + 2), da;
+        float d = xd_fp16_load(w), dmin = xd_fp16_load(w + 2), da;
         memcpy(&da, a, 4);
         const uint8_t *scales = w + 4, *qh = w + 16, *qs = w + (five ? 48 : 16);
         const int8_t *q8 = (const int8_t *)(a + 4);
@@ -328,7 +317,7 @@ static float dot_q6_k(const uint8_t *w, const uint8_t *a, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, w += 210, a += 292) {
         const uint8_t *ql = w, *qh = w + 128;
         const int8_t *sc = (const int8_t *)(w + 192);
-        float d = f16_at(w + 208), da;
+        float d = xd_fp16_load(w + 208), da;
         memcpy(&da, a, 4);
         const int8_t *q8 = (const int8_t *)(a + 4);
         int32_t sumi = 0;
@@ -540,8 +529,8 @@ static row32_fn row32_of(uint32_t wtype) {
 static void act_scales(uint32_t act, const uint8_t *a, int64_t nb, float *ad, float *as) {
     size_t ab = act == GGML_Q8_1 ? 36 : 34;
     for (int64_t i = 0; i < nb; i++) {
-        ad[i] = f16_at(a + (size_t)i * ab);
-        if (act == GGML_Q8_1) as[i] = f16_at(a + (size_t)i * ab + 2);
+        ad[i] = xd_fp16_load(a + (size_t)i * ab);
+        if (act == GGML_Q8_1) as[i] = xd_fp16_load(a + (size_t)i * ab + 2);
     }
 }
 

@@ -11,17 +11,13 @@
 #include "core/ggml_type.h"
 #include "quant.h"
 
-/* The element of largest |x| with its sign (the first of equals), as Q4_0 / Q5_0 take it. */
-static float signed_max(const float *x) {
+/* The element of largest |x| of n with its sign (the first of equals; 0 when all are 0),
+ * as Q4_0 / Q5_0 and Q6_K's sub-blocks take it. */
+static float signed_max(const float *x, int n) {
     float amax = 0, max = 0;
-    for (int j = 0; j < 32; j++)
+    for (int j = 0; j < n; j++)
         if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
     return max;
-}
-
-static void put_f16(uint8_t *p, float x) {
-    uint16_t h = xd_fp32_to_fp16(x);
-    memcpy(p, &h, 2);
 }
 
 /* The 32 codes after the scales at p: 4-bit types qs[16] (element j the low nibble of
@@ -42,7 +38,7 @@ static void q8_0(const float *x, uint8_t *b) {
     float amax = 0;
     for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
     float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-    put_f16(b, d);
+    xd_fp16_store(b, d);
     for (int j = 0; j < 32; j++) {
         float t = x[j] * id;
         b[2 + j] = (uint8_t)(int8_t)roundf(t);
@@ -51,7 +47,7 @@ static void q8_0(const float *x, uint8_t *b) {
 
 /* Q4_0 / Q5_0: d = max / −2^(bits−1), q = min(2^bits − 1, trunc(x / d + 2^(bits−1) + 0.5)) */
 static void q_sym(const float *x, uint8_t *b, int five) {
-    float half = five ? 16.0f : 8.0f, d = signed_max(x) / -half, id = d != 0.0f ? 1.0f / d : 0.0f;
+    float half = five ? 16.0f : 8.0f, d = signed_max(x, 32) / -half, id = d != 0.0f ? 1.0f / d : 0.0f;
     int top = five ? 31 : 15;
     uint8_t q[32];
     for (int j = 0; j < 32; j++) {
@@ -60,7 +56,7 @@ static void q_sym(const float *x, uint8_t *b, int five) {
         int v = (int)(int8_t)u;
         q[j] = (uint8_t)(v > top ? top : v);
     }
-    put_f16(b, d);
+    xd_fp16_store(b, d);
     pack_codes(q, b + 2, five);
 }
 
@@ -78,8 +74,8 @@ static void q_affine(const float *x, uint8_t *b, int five) {
         int v = (int)(int8_t)u;
         q[j] = (uint8_t)(v > top ? top : v);
     }
-    put_f16(b, d);
-    put_f16(b + 2, mn);
+    xd_fp16_store(b, d);
+    xd_fp16_store(b + 2, mn);
     pack_codes(q, b + 4, five);
 }
 
@@ -94,10 +90,8 @@ static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v;
  * least-squares scale Σwxl/Σwl², keeping the one with the largest (Σwxl)²/Σwl². L gets the
  * codes + nmax. Returns the scale (0 for an all-zero sub-block). */
 static float sym_scale(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++)
-        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
-    if (amax < 1e-15f) {
+    float max = signed_max(x, n);
+    if (fabsf(max) < 1e-15f) {
         memset(L, 0, (size_t)n);
         return 0;
     }
@@ -155,16 +149,14 @@ static void q6_k(const float *x, uint8_t *b) {
     memset(b, 0, 210);
     if (max_abs < 1e-15f) return;
     float iscale = -128.0f / max_scale;
-    put_f16(b + 208, 1.0f / iscale);
+    xd_fp16_store(b + 208, 1.0f / iscale);
     int8_t *sc = (int8_t *)(b + 192);
     for (int ib = 0; ib < 16; ib++) {
         float t = iscale * scales[ib];
         int v = nearest(t);
         sc[ib] = (int8_t)(v < 127 ? v : 127);
     }
-    uint16_t h;
-    memcpy(&h, b + 208, 2);
-    float d0 = xd_fp16_to_fp32(h);
+    float d0 = xd_fp16_load(b + 208);
     for (int j = 0; j < 16; j++) {
         float d = d0 * (float)sc[j];
         if (d == 0) continue;
@@ -206,8 +198,7 @@ static float affine_scale(int n, int nmax, const float *x, const float *w, uint8
         *neg_min = -mn;
         return 0;
     }
-    float range = mx - mn;
-    float iscale = (float)nmax / range, scale = 1 / iscale, best = 0;
+    float iscale = (float)nmax / (mx - mn), scale = 1 / iscale, best = 0;
     for (int i = 0; i < n; i++) {
         float t = iscale * (x[i] - mn);
         L[i] = (uint8_t)clampi(nearest(t), 0, nmax);
@@ -296,12 +287,9 @@ static void q4_k(const float *x, uint8_t *b) {
             sc[j] |= (uint8_t)((lm[j] >> 4) << 6);
         }
     }
-    put_f16(b, max_scale / 63.0f);
-    put_f16(b + 2, max_min / 63.0f);
-    uint16_t hd, hm;
-    memcpy(&hd, b, 2);
-    memcpy(&hm, b + 2, 2);
-    float d0 = xd_fp16_to_fp32(hd), m0 = xd_fp16_to_fp32(hm);
+    xd_fp16_store(b, max_scale / 63.0f);
+    xd_fp16_store(b + 2, max_min / 63.0f);
+    float d0 = xd_fp16_load(b), m0 = xd_fp16_load(b + 2);
     for (int j = 0; j < 8; j++) {
         float d = d0 * (float)ls[j];
         if (d == 0) continue;
