@@ -109,6 +109,8 @@ int xd_model_load_hf(xd_model *m, const char *dir);
  * (fp32 rows, or a row of quantised blocks). model_gguf.c. */
 void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
                             size_t row_bytes);
+/* Whether GGUF stores w's rows permuted as above (Llama's q and k projections). */
+int xd_gguf_permuted(const xd_config *c, const xd_weight *w);
 /* The inverse: HF rows into GGUF's order (the GGUF writer). */
 void xd_gguf_permute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
                           size_t row_bytes);

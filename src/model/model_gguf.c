@@ -208,6 +208,11 @@ void xd_gguf_unpermute_rows(void *dst, const void *src, int64_t n_heads, int64_t
     permute_rows(dst, src, n_heads, hd, row_bytes, 0);
 }
 
+int xd_gguf_permuted(const xd_config *c, const xd_weight *w) {
+    return c->arch == XD_ARCH_LLAMA && w->ndim == 2 &&
+           (strstr(w->gguf, "attn_q.") || strstr(w->gguf, "attn_k."));
+}
+
 void xd_gguf_permute_rows(void *dst, const void *src, int64_t n_heads, int64_t hd,
                           size_t row_bytes) {
     permute_rows(dst, src, n_heads, hd, row_bytes, 1);
@@ -225,8 +230,7 @@ static int load_tensor(const gguf_file *g, xd_model *m, const xd_weight *w, int 
                       g->path, w->gguf, (long long)t->ne[0], (long long)t->ne[1],
                       (long long)w->cols, (long long)(w->ndim == 1 ? 1 : w->rows));
     int64_t n = w->rows * w->cols;
-    int permute = m->cfg.arch == XD_ARCH_LLAMA && w->ndim == 2 &&
-                  (strstr(w->gguf, "attn_q.") || strstr(w->gguf, "attn_k."));
+    int permute = xd_gguf_permuted(&m->cfg, w);
     if (blocks && w->ndim == 2 && xd_gguf_linear_name(w->gguf) && xd_qweights_takes(t->type, w->cols))
         return xd_qweights_add(m, w->ptr, t->type, w->rows, w->cols, t->data,
                                permute ? m->cfg.head_dim : 0);

@@ -32,8 +32,7 @@ static int fill(void *ctx, int i, void *buf, size_t nbytes) {
     const xd_weight *w = &wr->w[i];
     const float *src = w->ptr;
     const xd_config *c = &wr->m->cfg;
-    if (c->arch == XD_ARCH_LLAMA && w->ndim == 2 &&
-        (strstr(w->gguf, "attn_q.") || strstr(w->gguf, "attn_k."))) {
+    if (xd_gguf_permuted(c, w)) {
         xd_gguf_permute_rows(wr->tmp, src, w->rows / c->head_dim, c->head_dim,
                              (size_t)w->cols * sizeof(float));
         src = wr->tmp;
