@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/ggml_type.h"
+#include "core/mem.h"
 #include "core/strbuf.h"
 #include "io/atomic.h"
 #include "io/gguf.h"
@@ -24,7 +25,8 @@ struct xd_gguf_out {
     xd_sbuf kv;      /* the metadata entries, serialised */
     uint64_t n_kv;
     out_tensor *t;
-    int n_t, cap_t;
+    int n_t;
+    size_t cap_t;
     size_t data_bytes; /* the data section so far: each tensor at a multiple of ALIGN */
 };
 
@@ -118,13 +120,7 @@ int xd_gguf_out_tensor(xd_gguf_out *o, const char *name, uint32_t type, int n_di
     if (ne[0] <= 0 || ne[0] % (int64_t)be)
         return xd_err("GGUF writer: tensor '%s': rows of %lld elements are not a multiple of "
                       "type %u's block of %zu", name, (long long)ne[0], type, be);
-    if (o->n_t == o->cap_t) {
-        int cap = o->cap_t ? 2 * o->cap_t : 64;
-        out_tensor *t = realloc(o->t, (size_t)cap * sizeof *t);
-        if (!t) return xd_err("out of memory");
-        o->t = t;
-        o->cap_t = cap;
-    }
+    if (xd_grow((void **)&o->t, &o->cap_t, (size_t)o->n_t + 1, sizeof *o->t)) return -1;
     out_tensor *t = &o->t[o->n_t++];
     memset(t, 0, sizeof *t);
     memcpy(t->name, name, strlen(name));

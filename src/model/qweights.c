@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/mem.h"
 #include "io/ggml_types.h"
 #include "io/gguf.h"
 #include "kernels/kernels.h"
@@ -21,13 +22,7 @@ int xd_qweights_add(xd_model *m, const float *key, uint32_t type, int64_t rows, 
     if (!xd_qweights_takes(type, cols)) return xd_err("%s: type %u is not kept as blocks", m->path, type);
     if (!m->q && !(m->q = calloc(1, sizeof *m->q))) return xd_err("out of memory");
     xd_qweights *q = m->q;
-    if (q->n == q->cap) {
-        int cap = q->cap ? 2 * q->cap : 64;
-        xd_qweight *w = realloc(q->w, (size_t)cap * sizeof *w);
-        if (!w) return xd_err("out of memory");
-        q->w = w;
-        q->cap = cap;
-    }
+    if (xd_grow((void **)&q->w, &q->cap, (size_t)q->n + 1, sizeof *q->w)) return -1;
     xd_qweight *w = &q->w[q->n];
     *w = (xd_qweight){key, type, rows, cols, src, NULL, perm_hd};
     /* a copy where a small general.alignment leaves the blocks' fp16 fields unaligned (the

@@ -26,7 +26,8 @@ typedef struct {
 
 typedef struct xd_qweights {
     xd_qweight *w;         /* sorted by key once loading is done */
-    int n, cap;
+    int n;
+    size_t cap;
     int all_rows;          /* XD_WEIGHTS_GGUF_ALL: every product on the blocks, row by row */
     void *file;            /* the gguf_file (io/gguf.h) kept open: `data` points into it */
 } xd_qweights;
