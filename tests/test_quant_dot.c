@@ -254,6 +254,35 @@ static void test_ggml(void) {
     xd_gguf_close(g);
 }
 
+/* The activation blocks of the kernels chosen at run time (AVX2 on x86) equal the scalar
+ * ones byte for byte: random blocks, and blocks whose x/d fall on halves k + 0.5 (roundf's
+ * ties, away from zero) and just beside them. */
+static void test_act_isa(xd_rng *r) {
+    enum { N = 32 * 64 };
+    static float x[N];
+    static uint8_t a[2][N / 32 * 36];
+    for (int i = 0; i < N; i++) x[i] = (float)(xd_rng_uniform(r) * 6 - 3);
+    for (int b = 32; b < 64; b++) { /* max |x| = 127 so d = 1: x/d = x exactly */
+        float *y = x + 32 * b;
+        y[0] = b % 2 ? 127.0f : -127.0f;
+        for (int j = 1; j < 32; j++) {
+            float t = (float)((int)(xd_rng_u64(r) % 200) - 100) + 0.5f;
+            y[j] = j % 3 == 0 ? t : j % 3 == 1 ? nextafterf(t, 0) : nextafterf(t, 2 * t);
+        }
+    }
+    const uint32_t acts[] = {GGML_Q8_0, GGML_Q8_1};
+    for (int k = 0; k < 2; k++) {
+        for (int s = 0; s < 2; s++) {
+            xd_quant_set_isa(s ? -1 : 0);
+            CHECK(xd_quantize_act(acts[k], x, N, a[s]) == 0, "quantise");
+        }
+        xd_quant_set_isa(-1);
+        size_t bytes = (size_t)N / 32 * (k ? 36 : 34);
+        CHECK(!memcmp(a[0], a[1], bytes), "%s activation blocks: run-time kernels = scalar",
+              k ? "Q8_1" : "Q8_0");
+    }
+}
+
 int main(void) {
     test_ggml();
     xd_rng r;
@@ -261,6 +290,7 @@ int main(void) {
     const uint32_t types[] = {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0,
                               GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) test_type(types[i], &r);
+    test_act_isa(&r);
     /* an all-zero activation block quantises to d = 0 (no division by zero) */
     float z[256] = {0};
     uint8_t q[292];

@@ -120,6 +120,28 @@ static void swa_kernel(int T, int nh, int nkv, int hd, int window, int sinks) {
     free(w);
     printf("  sinkwin from %lld: max |diff| vs the rule in double %.2e (tol 1e-5)\n", (long long)F, ef);
     CHECK(ef <= 1e-5, "sinkwin from %lld: %g", (long long)F, ef);
+    /* one query at a time (decoding: the split-K kernel over the sink and window spans), the
+     * plain window and with `from`, against the multi-query results above (the same math
+     * summed in another order: tol 1e-5) */
+    float *o3 = malloc((size_t)qd * 4);
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t from = pass ? F : INT64_MAX;
+        CHECK(xd_attention_sinkwin(o2, q, T, 0, k, v, ns, k + (size_t)r0 * kvd,
+                                   v + (size_t)r0 * kvd, r0, T - r0, nh, nkv, hd, window, sinks,
+                                   from) == 0, "sinkwin");
+        double e1 = 0;
+        for (int p = 0; p < T; p++) {
+            CHECK(xd_attention_sinkwin(o3, q + (size_t)p * qd, 1, p, k, v, ns,
+                                       k + (size_t)r0 * kvd, v + (size_t)r0 * kvd, r0, T - r0, nh,
+                                       nkv, hd, window, sinks, from) == 0, "sinkwin, one query");
+            double d = test_max_abs_diff(o3, o2 + (size_t)p * qd, (size_t)qd);
+            if (d > e1) e1 = d;
+        }
+        printf("  sinkwin one query at a time%s: max |diff| vs all at once %.2e (tol 1e-5)\n",
+               pass ? " with from" : "", e1);
+        CHECK(e1 <= 1e-5, "sinkwin one query at a time: %g", e1);
+    }
+    free(o3);
     free(q); free(k); free(v); free(o1); free(o2); free(probs);
 }
 
@@ -373,6 +395,7 @@ int main(void) {
     swa_kernel(70, 6, 2, 16, 9, 3);
     swa_kernel(40, 2, 1, 8, 100, 4);
     swa_kernel(3, 2, 1, 8, 2, 5);
+    swa_kernel(300, 4, 2, 8, 200, 3); /* one query: the window in chunks of 128 rows */
     decode_state("tiny-llama", 6, 2, 16, XD_MEMORY_MLSTM);
     decode_state("tiny-qwen2", 16, 4, 8, XD_MEMORY_MLSTM);
     decode_state("tiny-olmo2", 1, 0, 5, XD_MEMORY_MLSTM);

@@ -238,9 +238,9 @@ static inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4
 }
 #endif
 
-/* s[h·ld + j] = scale · q_h · x_j for heads h < G and widened rows j < m (x: [m][hd]). */
-XD_HOT void block_scores(float *s, size_t ld, const float *q, int G, const float *x, int m, int hd,
-                         float scale) {
+/* s[h·ld + j] = scale · q_h · x_j for heads h < G and fp32 rows j < m, xs floats apart. */
+XD_HOT void block_scores(float *s, size_t ld, const float *q, int G, const float *x, size_t xs,
+                         int m, int hd, float scale) {
     for (int h = 0; h < G; h++) {
         const float *qh = q + (size_t)h * hd;
         float *sh = s + (size_t)h * ld;
@@ -248,19 +248,19 @@ XD_HOT void block_scores(float *s, size_t ld, const float *q, int G, const float
 #if defined(__AVX2__) && defined(__FMA__)
         if (hd % 8 == 0) /* eight rows at a time, one accumulator each */
             for (; j + 8 <= m; j += 8) {
-                const float *r = x + (size_t)j * hd;
+                const float *r = x + (size_t)j * xs;
                 __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
                        a6 = a0, a7 = a0;
                 for (int i = 0; i < hd; i += 8) {
                     __m256 qv = _mm256_loadu_ps(qh + i);
                     a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + i), a0);
-                    a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + hd + i), a1);
-                    a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 2 * hd + i), a2);
-                    a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 3 * hd + i), a3);
-                    a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 4 * hd + i), a4);
-                    a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 5 * hd + i), a5);
-                    a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 6 * hd + i), a6);
-                    a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 7 * hd + i), a7);
+                    a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 1 * xs + i), a1);
+                    a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 2 * xs + i), a2);
+                    a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 3 * xs + i), a3);
+                    a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 4 * xs + i), a4);
+                    a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 5 * xs + i), a5);
+                    a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 6 * xs + i), a6);
+                    a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 7 * xs + i), a7);
                 }
                 _mm256_storeu_ps(sh + j, _mm256_mul_ps(_mm256_set1_ps(scale),
                                                        hsum8(a0, a1, a2, a3, a4, a5, a6, a7)));
@@ -268,15 +268,16 @@ XD_HOT void block_scores(float *s, size_t ld, const float *q, int G, const float
 #endif
         for (; j < m; j++) {
             float d = 0.0f;
-            for (int i = 0; i < hd; i++) d += qh[i] * x[(size_t)j * hd + i];
+            for (int i = 0; i < hd; i++) d += qh[i] * x[(size_t)j * xs + i];
             sh[j] = scale * d;
         }
     }
 }
 
-/* acc_h += Σ_j p[h·ld + j] · x_j for heads h < G (acc: [G][hd], x: [m][hd]); runs of 64
- * output values stay in registers across the rows. */
-XD_HOT void block_wsum(float *acc, const float *p, size_t ld, int G, const float *x, int m, int hd) {
+/* acc_h += Σ_j p[h·ld + j] · x_j for heads h < G (acc: [G][hd], x: m fp32 rows xs floats
+ * apart); runs of 64 output values stay in registers across the rows. */
+XD_HOT void block_wsum(float *acc, const float *p, size_t ld, int G, const float *x, size_t xs,
+                       int m, int hd) {
     for (int h = 0; h < G; h++) {
         const float *ph = p + (size_t)h * ld;
         float *ah = acc + (size_t)h * hd;
@@ -287,7 +288,7 @@ XD_HOT void block_wsum(float *acc, const float *p, size_t ld, int G, const float
             for (int t = 0; t < 8; t++) r[t] = _mm256_loadu_ps(ah + d0 + 8 * t);
             for (int j = 0; j < m; j++) {
                 __m256 pj = _mm256_set1_ps(ph[j]);
-                const float *xr = x + (size_t)j * hd + d0;
+                const float *xr = x + (size_t)j * xs + d0;
                 for (int t = 0; t < 8; t++)
                     r[t] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(xr + 8 * t), r[t]);
             }
@@ -295,29 +296,31 @@ XD_HOT void block_wsum(float *acc, const float *p, size_t ld, int G, const float
         }
 #endif
         for (int j = 0; j < m; j++)
-            for (int d = d0; d < hd; d++) ah[d] += ph[j] * x[(size_t)j * hd + d];
+            for (int d = d0; d < hd; d++) ah[d] += ph[j] * x[(size_t)j * xs + d];
     }
 }
 
-/* One job of one_position: KV head g, chunk c (its rows j0 … j0+m−1); x, sc: the thread's
- * buffers. */
-XD_HOT void chunk_job(
-    int64_t job, const float *q, const void *k, const void *v, int64_t T, int n_head, int n_kv,
-    int hd, int kt, int vt, float scale, float *x, float *sc, float *part, float *cmax,
-    float *csum) {
-    int group = n_head / n_kv;
-    size_t krb = xd_kv_row_bytes(kt, hd), kstride = krb * (size_t)n_kv;
-    size_t rb = xd_kv_row_bytes(vt, hd), stride = rb * (size_t)n_kv;
-    int g = (int)(job % n_kv);
-    int64_t c = job / n_kv, j0 = c * CHUNK;
-    int m = (int)(j0 + CHUNK < T ? CHUNK : T - j0);
-    const char *krows = (const char *)k + (size_t)j0 * kstride + (size_t)g * krb;
-    const char *vrows = (const char *)v + (size_t)j0 * stride + (size_t)g * rb;
+/* One job of xd_attention_spans: KV head g over rows j0 … j0+m−1 of span sp, its partial
+ * results in slot c (the job's chunk counted over all spans); x, sc: the thread's buffers. */
+XD_HOT void chunk_job(const xd_kv_span *sp, int64_t j0, int m, int g, int64_t c,
+                      const float *q, int n_head, int n_kv, int hd, float scale, float *x,
+                      float *sc, float *part, float *cmax, float *csum) {
+    int group = n_head / n_kv, kt = sp->kt, vt = sp->vt;
+    size_t krb = xd_kv_row_bytes(kt, hd), rb = xd_kv_row_bytes(vt, hd);
+    const char *krows = (const char *)sp->k + (size_t)j0 * sp->kstride + (size_t)g * krb;
+    const char *vrows = (const char *)sp->v + (size_t)j0 * sp->vstride + (size_t)g * rb;
     size_t at = (size_t)c * n_head + (size_t)g * group; /* the group's first head */
+    /* fp32 rows are read where they are; the others widened SUB at a time into x */
     for (int j = 0; j < m; j += SUB) {
         int n = m - j < SUB ? m - j : SUB;
-        load_rows(kt, x, krows + (size_t)j * kstride, kstride, n, hd);
-        block_scores(sc + j, CHUNK, q + (size_t)g * group * hd, group, x, n, hd, scale);
+        const float *qg = q + (size_t)g * group * hd;
+        if (kt == XD_KV_F32) {
+            block_scores(sc + j, CHUNK, qg, group, (const float *)(krows + (size_t)j * sp->kstride),
+                         sp->kstride / sizeof(float), n, hd, scale);
+        } else {
+            load_rows(kt, x, krows + (size_t)j * sp->kstride, sp->kstride, n, hd);
+            block_scores(sc + j, CHUNK, qg, group, x, (size_t)hd, n, hd, scale);
+        }
     }
     for (int h = 0; h < group; h++) {
         float *sh = sc + (size_t)h * CHUNK, mx = xd_max_of(sh, m, sh[0]);
@@ -329,23 +332,38 @@ XD_HOT void chunk_job(
     memset(acc, 0, (size_t)group * hd * sizeof(float));
     for (int j = 0; j < m; j += SUB) {
         int n = m - j < SUB ? m - j : SUB;
-        load_rows(vt, x, vrows + (size_t)j * stride, stride, n, hd);
-        block_wsum(acc, sc + j, CHUNK, group, x, n, hd);
+        if (vt == XD_KV_F32) {
+            block_wsum(acc, sc + j, CHUNK, group, (const float *)(vrows + (size_t)j * sp->vstride),
+                       sp->vstride / sizeof(float), n, hd);
+        } else {
+            load_rows(vt, x, vrows + (size_t)j * sp->vstride, sp->vstride, n, hd);
+            block_wsum(acc, sc + j, CHUNK, group, x, (size_t)hd, n, hd);
+        }
     }
 }
 
-/* One query per head (decoding) over T stored rows, split into (KV head, chunk of CHUNK
- * positions) jobs in one pass (split-K "flash decoding": Dao et al. 2023). A job widens its
- * chunk's key rows SUB at a time (block_scores), takes each head's softmax over the chunk
- * alone, m = max_j s_j, p_j = e^(s_j − m), l = Σ p_j, then widens the value rows
- * (block_wsum: a = Σ p_j v_j). Each stored byte is read once and the widened rows never leave
- * L1. The chunks combine exactly as one softmax: with M = max_c m_c,
+/* One query per head (decoding) over the rows of nspan spans, split into (KV head, chunk of
+ * `chunk` positions of one span) jobs in one pass (split-K "flash decoding": Dao et al. 2023).
+ * A job widens its chunk's key rows SUB at a time (block_scores), takes each head's softmax
+ * over the chunk alone, m = max_j s_j, p_j = e^(s_j − m), l = Σ p_j, then widens the value
+ * rows (block_wsum: a = Σ p_j v_j). Each stored byte is read once and the widened rows never
+ * leave L1. The chunks combine exactly as one softmax: with M = max_c m_c,
  *   out = Σ_c e^(m_c − M) a_c / Σ_c e^(m_c − M) l_c,
  * summed in chunk order (the same result whatever the thread count). */
-static int one_position(float *out, const float *q, const void *k, const void *v, int64_t T,
-                        int n_head, int n_kv, int hd, int kt, int vt) {
+int xd_attention_spans(float *out, const float *q, const xd_kv_span *spans, int nspan,
+                       int n_head, int n_kv, int hd, int chunk) {
     int group = n_head / n_kv;
-    int64_t nc = (T + CHUNK - 1) / CHUNK, jobs = nc * n_kv;
+    if (chunk < 1 || chunk > CHUNK) chunk = CHUNK;
+    int64_t nc = 0, rows = 0;
+    for (int s = 0; s < nspan; s++) {
+        nc += (spans[s].rows + chunk - 1) / chunk;
+        rows += spans[s].rows;
+    }
+    if (nc == 0) { /* nothing to attend to */
+        memset(out, 0, (size_t)n_head * hd * sizeof(float));
+        return 0;
+    }
+    int64_t jobs = nc * n_kv;
     float scale = 1.0f / sqrtf((float)hd);
     int nth = omp_get_max_threads();
     /* one block: per chunk and head its sums a [nc][n_head][hd], max m and total l
@@ -355,16 +373,22 @@ static int one_position(float *out, const float *q, const void *k, const void *v
     float *part = malloc((np + 2 * nml + (size_t)nth * per_thread) * sizeof(float));
     if (!part) return -1;
     float *cmax = part + np, *csum = cmax + nml, *tbuf = csum + nml;
-    int par = T * n_head >= 4096;
+    int par = rows * n_head >= 4096 && jobs > 1;
 #pragma omp parallel if (par)
     {
         float *x = tbuf + (size_t)omp_get_thread_num() * per_thread, *sc = x + (size_t)SUB * hd;
 #pragma omp for schedule(static)
         for (int64_t job = 0; job < jobs; job++) {
+            int g = (int)(job % n_kv);
+            int64_t c = job / n_kv, cs = c;
+            int s = 0;
+            while ((spans[s].rows + chunk - 1) / chunk <= cs) cs -= (spans[s++].rows + chunk - 1) / chunk;
+            int64_t j0 = cs * chunk;
+            int m = (int)(j0 + chunk < spans[s].rows ? chunk : spans[s].rows - j0);
             if (hd == 64) /* the usual head size: loops of known length */
-                chunk_job(job, q, k, v, T, n_head, n_kv, 64, kt, vt, scale, x, sc, part, cmax, csum);
+                chunk_job(&spans[s], j0, m, g, c, q, n_head, n_kv, 64, scale, x, sc, part, cmax, csum);
             else
-                chunk_job(job, q, k, v, T, n_head, n_kv, hd, kt, vt, scale, x, sc, part, cmax, csum);
+                chunk_job(&spans[s], j0, m, g, c, q, n_head, n_kv, hd, scale, x, sc, part, cmax, csum);
         }
     }
     for (int h = 0; h < n_head; h++) {
@@ -410,7 +434,9 @@ int xd_attention_kv(float *out, const float *q, const void *k, const void *v, in
     }
     int rc;
     if (n == 1) {
-        rc = one_position(out, q, k, v, T, n_head, n_kv, hd, kt, vt);
+        xd_kv_span sp = {k, v, T, xd_kv_row_bytes(kt, hd) * (size_t)n_kv,
+                         xd_kv_row_bytes(vt, hd) * (size_t)n_kv, kt, vt};
+        rc = xd_attention_spans(out, q, &sp, 1, n_head, n_kv, hd, CHUNK);
     } else {
         /* prefill: widen the cache once ([T][n_kv] rows → [T][n_kv·hd] floats), then the
          * sgemm path */

@@ -14,12 +14,38 @@
 
 #include "kernels.h"
 
-enum { QB = 32 };
+enum { QB = 32, DECODE_CHUNK = 128 };
+
+/* One query (decoding): every key it can see lies in two spans, the sinks j ≤ p and the run's
+ * rows from max(p − W + 1, from, sinks, r0) to p, so it needs no mask; the split-K decoding
+ * kernel reads them where they are, in chunks of DECODE_CHUNK rows (a window of 512 gives
+ * n_kv·4 jobs to share between threads). */
+static int one_query(float *out, const float *q, int64_t p, const float *ks, const float *vs,
+                     int ns, const float *kr, const float *vr, int64_t r0, int64_t nr, int n_head,
+                     int n_kv, int hd, int window, int sinks, int64_t from) {
+    size_t stride = (size_t)n_kv * hd * sizeof(float);
+    int64_t lo = p - window + 1 < from ? p - window + 1 : from, hi = p;
+    if (lo < r0) lo = r0;
+    if (lo < sinks) lo = sinks;
+    if (hi > r0 + nr - 1) hi = r0 + nr - 1;
+    xd_kv_span sp[2];
+    int n = 0;
+    int64_t nsv = ns < p + 1 ? ns : p + 1; /* sink j is visible iff j ≤ p */
+    if (nsv > 0) sp[n++] = (xd_kv_span){ks, vs, nsv, stride, stride, XD_KV_F32, XD_KV_F32};
+    if (hi >= lo) {
+        size_t off = (size_t)(lo - r0) * n_kv * hd;
+        sp[n++] = (xd_kv_span){kr + off, vr + off, hi - lo + 1, stride, stride, XD_KV_F32, XD_KV_F32};
+    }
+    return xd_attention_spans(out, q, sp, n, n_head, n_kv, hd, DECODE_CHUNK);
+}
 
 int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const float *ks,
                          const float *vs, int ns, const float *kr, const float *vr, int64_t r0,
                          int64_t nr, int n_head, int n_kv, int hd, int window, int sinks,
                          int64_t from) {
+    if (n == 1)
+        return one_query(out, q, qpos0, ks, vs, ns, kr, vr, r0, nr, n_head, n_kv, hd, window,
+                         sinks, from);
     int qd = n_head * hd, kvd = n_kv * hd, group = n_head / n_kv;
     int nblk = (n + QB - 1) / QB;
     float scale = 1.0f / sqrtf((float)hd);

@@ -58,6 +58,21 @@ void xd_kv_row_load(int dtype, float *dst, const void *src, int hd);
 int xd_attention_kv(float *out, const float *q, const void *k, const void *v, int n,
                     int64_t pos0, int n_head, int n_kv, int hd, int dtype);
 
+/* One query per head (decoding) over the rows of nspan spans of a cache, as one softmax over
+ * all of them (kernels/attention_kv.c): span s holds rows j < rows, each position's n_kv key
+ * rows (row type kt) kstride bytes apart from the next position's, the values likewise (vt,
+ * vstride). The rows are cut into chunks of `chunk` positions (1 … 512; others: 512), each
+ * with its own softmax, combined in order by their maxima and totals: the result depends on
+ * `chunk`, never on the thread count. q, out [n_head·hd]. Returns -1 when out of memory. */
+typedef struct {
+    const void *k, *v;
+    int64_t rows;
+    size_t kstride, vstride;
+    int kt, vt;
+} xd_kv_span;
+int xd_attention_spans(float *out, const float *q, const xd_kv_span *spans, int nspan,
+                       int n_head, int n_kv, int hd, int chunk);
+
 /* Sliding-window + sink attention (the student's SWA branch) of n queries at
  * positions qpos0 … qpos0+n−1. The key at position kp is visible to the
  * query at position p iff kp ≤ p and (kp < sinks or p − kp < window or

@@ -78,6 +78,11 @@ static void quant_q8_k(const float *x, uint8_t *b) {
     memcpy(b + 260, bs, sizeof bs);
 }
 
+static int use_avx2(void);
+#if defined(__x86_64__)
+static void quant_q8_32_avx2(const float *x, uint8_t *b, int with_sum);
+#endif
+
 int xd_quantize_act(uint32_t act, const float *x, int64_t n, void *out) {
     uint8_t *o = out;
     int64_t blk = act == GGML_Q8_K ? 256 : 32;
@@ -87,6 +92,9 @@ int xd_quantize_act(uint32_t act, const float *x, int64_t n, void *out) {
     size_t bb = xd_q_row_bytes(act, blk);
     for (int64_t i = 0; i < n / blk; i++, o += bb, x += blk) {
         if (act == GGML_Q8_K) quant_q8_k(x, o);
+#if defined(__x86_64__)
+        else if (use_avx2()) quant_q8_32_avx2(x, o, act == GGML_Q8_1);
+#endif
         else quant_q8_32(x, o, act == GGML_Q8_1);
     }
     return 0;
@@ -140,6 +148,41 @@ AVX2 static float f16_avx(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
     return _cvtsh_ss(h);
+}
+
+/* quant_q8_32 on eight lanes, the same bytes: the lanes' max of |x|, then roundf (nearest,
+ * ties away from 0) as trunc(y + copysign(0.5 − 2⁻²⁵, y)), exact for |y| < 2²³ (here ≤ 127):
+ * the sum rounds up to the next integer iff |y|'s fraction is ≥ 0.5. */
+AVX2 static void quant_q8_32_avx2(const float *x, uint8_t *b, int with_sum) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float d = _mm_cvtss_f32(h) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0x1.fffffep-2f);
+    __m256i q[4];
+    for (int i = 0; i < 4; i++) {
+        __m256 y = _mm256_mul_ps(v[i], vid);
+        y = _mm256_add_ps(y, _mm256_or_ps(half, _mm256_and_ps(sign, y)));
+        q[i] = _mm256_cvttps_epi32(y);
+    }
+    /* int32 → int8 in order: packs interleave 128-bit lanes, the permute puts them back */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(b + (with_sum ? 4 : 2)), p);
+    xd_fp16_store(b, d);
+    if (with_sum) {
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+        xd_fp16_store(b + 2, d * (float)_mm_cvtsi128_si32(t));
+    }
 }
 
 /* The 32 nibble codes of qs[16] (low nibbles first) as 32 unsigned bytes. */
