@@ -260,6 +260,9 @@ static void test_hedgehog_fd(void) {
     hh_case("q-like", 37, 4, 4, 8, 0, 1.5);
     hh_case("GQA k (strided)", 29, 6, 2, 8, 7, 1.5);
     hh_case("large z", 11, 2, 1, 16, 3, 8.0); /* z spans ±30: the max-subtraction matters */
+    /* a few rows (decoding) take the loop instead of sgemm */
+    hh_case("one row (GQA, strided)", 1, 6, 2, 8, 7, 1.5);
+    hh_case("three rows", 3, 4, 4, 16, 0, 1.5);
 }
 
 /* ---- 3. identity map -------------------------------------------------------------------- */

@@ -377,7 +377,9 @@ int xd_attention_spans(float *out, const float *q, const xd_kv_span *spans, int 
 #pragma omp parallel if (par)
     {
         float *x = tbuf + (size_t)omp_get_thread_num() * per_thread, *sc = x + (size_t)SUB * hd;
-#pragma omp for schedule(static)
+        /* round robin: a span's jobs are spread over the threads (the results do not depend
+         * on who runs a job) */
+#pragma omp for schedule(static, 1)
         for (int64_t job = 0; job < jobs; job++) {
             int g = (int)(job % n_kv);
             int64_t c = job / n_kv, cs = c;

@@ -60,7 +60,8 @@ static inline double sum_fd(const float *x, int n) {
  * shapes). The reductions over rows (dA, da) keep one partial per piece and
  * add the partials in piece order. */
 
-enum { HH_RB = 128, HH_CB = 512 }; /* rows per piece; elements per job adding partials */
+enum { HH_RB = 128, HH_CB = 512, HH_FEW = 4 }; /* rows per piece; elements per job adding
+                                                 * partials; rows without sgemm */
 
 /* row: z = u·A (from the sgemm) in row[0..hd); writes φ = [softmax(z + a);
  * softmax(−(z + a))] over row[0..2hd). Each half is e = expf(±z − max(±z))
@@ -93,10 +94,24 @@ void xd_hedgehog_forward(float *phi, const float *u, int ldu, const float *A, co
         const int h = (int)(job / npiece), t0 = (int)(job % npiece) * HH_RB;
         const int m = n - t0 < HH_RB ? n - t0 : HH_RB;
         float *ph = phi + (int64_t)t0 * ldp + (int64_t)h * 2 * hd;
-        /* z = u·A straight into the first half of the map's slot of phi */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, hd, 1.0f,
-                    u + (int64_t)t0 * ldu + (int64_t)(h / per) * hd, ldu,
-                    A + (int64_t)h * hd * hd, hd, 0.0f, ph, ldp);
+        /* z = u·A straight into the first half of the map's slot of phi; a few rows
+         * (decoding) as sums of A's rows, cheaper than an sgemm call */
+        const float *uh = u + (int64_t)t0 * ldu + (int64_t)(h / per) * hd;
+        const float *Ah = A + (int64_t)h * hd * hd;
+        if (m <= HH_FEW) {
+            for (int t = 0; t < m; t++) {
+                float *z = ph + (int64_t)t * ldp;
+                const float *ut = uh + (int64_t)t * ldu;
+                memset(z, 0, (size_t)hd * sizeof(float));
+                for (int i = 0; i < hd; i++) {
+                    const float ui = ut[i], *Ai = Ah + (int64_t)i * hd;
+                    for (int j = 0; j < hd; j++) z[j] += ui * Ai[j];
+                }
+            }
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, hd, 1.0f, uh, ldu, Ah,
+                        hd, 0.0f, ph, ldp);
+        }
         for (int t = 0; t < m; t++)
             hh_softmax_row(ph + (int64_t)t * ldp, a ? a + (int64_t)h * hd : NULL, hd);
     }
