@@ -317,7 +317,8 @@ xd_kv *xd_kv_create(const xd_model *m, int max_tokens);
 /* A teacher's cache whose keys/values are stored as dtype (xd_kv_dtype: XD_KV_F32 as
  * xd_kv_create, XD_KV_BF16 half the bytes, as llama.cpp's default f16 cache; INT8, INT4,
  * K8V4 less still): decoding reads the rows directly (kernels/attention_kv.c), a prompt
- * reads them widened. A student's state ignores dtype (its global heads have their own,
+ * reads them widened. A student's window buffers take XD_KV_F32 or XD_KV_BF16 (others are
+ * refused; sinks, sparse cache and mLSTM state stay fp32, its global heads have their own
  * xd_config.global_kv_dtype). An attention observer needs XD_KV_F32. */
 xd_kv *xd_kv_create_typed(const xd_model *m, int max_tokens, int dtype);
 void xd_kv_free(xd_kv *kv);

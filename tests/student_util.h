@@ -50,11 +50,11 @@ static inline void test_randomise_mixer(xd_model *m, uint64_t seed) {
 }
 
 /* All-position logits of ids through m in pieces of the given sizes (np = 0:
- * one token at a time), in a state created with capacity cap (a student's
- * state grows past it where it must). */
-static inline int test_run_pieces(const xd_model *m, const int32_t *ids, int n, const int *pieces,
-                                  int np, int cap, float *out) {
-    xd_kv *kv = xd_kv_create(m, cap);
+ * one token at a time), in a state of type dtype (xd_kv_create_typed) created with
+ * capacity cap (a student's state grows past it where it must). */
+static inline int test_run_pieces_typed(const xd_model *m, int dtype, const int32_t *ids, int n,
+                                        const int *pieces, int np, int cap, float *out) {
+    xd_kv *kv = xd_kv_create_typed(m, cap, dtype);
     if (!kv) return -1;
     int V = xd_model_config(m)->vocab_size, at = 0, rc = 0;
     for (int i = 0; at < n && !rc; i++) {
@@ -65,6 +65,12 @@ static inline int test_run_pieces(const xd_model *m, const int32_t *ids, int n, 
     }
     xd_kv_free(kv);
     return rc;
+}
+
+/* The same in an fp32 state (teacher: cache). */
+static inline int test_run_pieces(const xd_model *m, const int32_t *ids, int n, const int *pieces,
+                                  int np, int cap, float *out) {
+    return test_run_pieces_typed(m, XD_KV_F32, ids, n, pieces, np, cap, out);
 }
 
 /* max |logit difference| over every position of n seeded random tokens (one prefill)

@@ -216,6 +216,43 @@ static void decode_state(const char *name, int window, int sinks, int chunk, int
          * rule's step and forward are one code path (equal bits), the rest is rounding */
         CHECK(e <= 1e-4, "%s %s: %g", name, what[i], e);
     }
+    /* a bfloat16 window (xd_kv_create_typed): the logits move off the fp32 state's by the
+     * rounding of the window's keys/values (2^-9 relative: tol 0.05 on logits of magnitude
+     * ~1-10); every path attends the rows as stored, so prefill, decoding and pieces agree
+     * as in fp32 (1e-4) but for the rounding's steps: the paths' keys differ by fp32
+     * rounding (~1e-7) before they are stored, and an element that close to a bf16
+     * midpoint rounds the other way, one bf16 step (2^-8 relative) instead of half of one:
+     * tol 1e-4 + 0.05 of the bf16-vs-fp32 gap (seen: 0.025 of it, tiny-llama W 40). The
+     * window buffers take half the bytes. */
+    float *h = malloc(nv * 4);
+    CHECK(test_run_pieces_typed(s, XD_KV_BF16, ids, n, (int[]){n}, 1, n, h) == 0, "bf16 prefill: %s",
+          xd_last_error());
+    double eb = test_max_abs_diff(a, h, nv);
+    CHECK(eb > 0 && eb <= 0.05, "%s %s bf16 window vs fp32: %g", name, mem, eb);
+    for (int i = 0; i < 3; i++) {
+        CHECK(test_run_pieces_typed(s, XD_KV_BF16, ids, n, ps[i], nps[i], n, b) == 0, "bf16 %s: %s",
+              what[i], xd_last_error());
+        double e = test_max_abs_diff(h, b, nv);
+        double tol = 1e-4 + 0.05 * eb;
+        printf("  state %-10s %s W %d S %d bf16 window, %-22s max |diff| vs one prefill %.2e "
+               "(tol %.1e; bf16 vs fp32 window %.2e, tol 0.05)\n", name, mem, window, sinks,
+               what[i], e, tol, eb);
+        CHECK(e <= tol, "%s %s bf16: %g", name, what[i], e);
+    }
+    free(h);
+    {
+        xd_kv *k32 = xd_kv_create(s, 1), *k16 = xd_kv_create_typed(s, 1, XD_KV_BF16);
+        size_t win = (size_t)s->cfg.n_layer * 4 * window * s->cfg.n_kv_head * s->cfg.head_dim;
+        CHECK(k32 && k16 && xd_student_kv_bytes(k32) - xd_student_kv_bytes(k16) == 2 * win,
+              "%s: a bf16 window saves %zu bytes, expected %zu", name,
+              k32 && k16 ? xd_student_kv_bytes(k32) - xd_student_kv_bytes(k16) : 0, 2 * win);
+        CHECK(xd_kv_copy(k16, k32) == -1 && strstr(xd_last_error(), "different"),
+              "copy between an fp32 and a bf16 state: %s", xd_last_error());
+        xd_kv_free(k32);
+        xd_kv_free(k16);
+        CHECK(!xd_kv_create_typed(s, 1, XD_KV_INT8) && strstr(xd_last_error(), "bfloat16"),
+              "an int8 window: %s", xd_last_error());
+    }
     /* a copied state continues exactly like the original (eval reuses a choice
      * context's state this way): prefix, copy, the same rest in both */
     int np = n / 3, nr = n - np;

@@ -36,7 +36,8 @@ static const char USAGE[] =
     "                                  llama.cpp's memory and speed), fp32, or its blocks for\n"
     "                                  every product, prompt included\n"
     "  [--kv-cache float32|bfloat16|int8|int4|k8v4]  a teacher's cache (default float32;\n"
-    "                                  bfloat16 halves its bytes, as llama.cpp's f16)";
+    "                                  bfloat16 halves its bytes, as llama.cpp's f16); a\n"
+    "                                  student's window: float32 or bfloat16";
 
 int cmd_generate(int argc, char **argv) {
     if (wants_help(argc, argv)) return cli_help(USAGE);

@@ -20,10 +20,12 @@ enum { QB = 32, DECODE_CHUNK = 128 };
  * rows from max(p − W + 1, from, sinks, r0) to p, so it needs no mask; the split-K decoding
  * kernel reads them where they are, in chunks of DECODE_CHUNK rows (a window of 512 gives
  * n_kv·4 jobs to share between threads). */
-static int one_query(float *out, const float *q, int64_t p, const float *ks, const float *vs,
-                     int ns, const float *kr, const float *vr, int64_t r0, int64_t nr, int n_head,
-                     int n_kv, int hd, int window, int sinks, int64_t from) {
+int xd_attention_sinkwin_one(float *out, const float *q, int64_t p, const float *ks,
+                             const float *vs, int ns, const void *kr, const void *vr, int rtype,
+                             int64_t r0, int64_t nr, int n_head, int n_kv, int hd, int window,
+                             int sinks, int64_t from) {
     size_t stride = (size_t)n_kv * hd * sizeof(float);
+    size_t rstride = (size_t)n_kv * xd_kv_row_bytes(rtype, hd);
     int64_t lo = p - window + 1 < from ? p - window + 1 : from, hi = p;
     if (lo < r0) lo = r0;
     if (lo < sinks) lo = sinks;
@@ -33,8 +35,9 @@ static int one_query(float *out, const float *q, int64_t p, const float *ks, con
     int64_t nsv = ns < p + 1 ? ns : p + 1; /* sink j is visible iff j ≤ p */
     if (nsv > 0) sp[n++] = (xd_kv_span){ks, vs, nsv, stride, stride, XD_KV_F32, XD_KV_F32};
     if (hi >= lo) {
-        size_t off = (size_t)(lo - r0) * n_kv * hd;
-        sp[n++] = (xd_kv_span){kr + off, vr + off, hi - lo + 1, stride, stride, XD_KV_F32, XD_KV_F32};
+        size_t off = (size_t)(lo - r0) * rstride;
+        sp[n++] = (xd_kv_span){(const char *)kr + off, (const char *)vr + off, hi - lo + 1,
+                               rstride, rstride, rtype, rtype};
     }
     return xd_attention_spans(out, q, sp, n, n_head, n_kv, hd, DECODE_CHUNK);
 }
@@ -44,8 +47,8 @@ int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const
                          int64_t nr, int n_head, int n_kv, int hd, int window, int sinks,
                          int64_t from) {
     if (n == 1)
-        return one_query(out, q, qpos0, ks, vs, ns, kr, vr, r0, nr, n_head, n_kv, hd, window,
-                         sinks, from);
+        return xd_attention_sinkwin_one(out, q, qpos0, ks, vs, ns, kr, vr, XD_KV_F32, r0, nr,
+                                        n_head, n_kv, hd, window, sinks, from);
     int qd = n_head * hd, kvd = n_kv * hd, group = n_head / n_kv;
     int nblk = (n + QB - 1) / QB;
     float scale = 1.0f / sqrtf((float)hd);

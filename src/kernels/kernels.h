@@ -89,6 +89,12 @@ int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const
                          const float *vs, int ns, const float *kr, const float *vr, int64_t r0,
                          int64_t nr, int n_head, int n_kv, int hd, int window, int sinks,
                          int64_t from);
+/* The same for one query at position p (decoding), the run's rows of row type rtype
+ * (XD_KV_F32 or _BF16: a student's bfloat16 window), read in place by xd_attention_spans. */
+int xd_attention_sinkwin_one(float *out, const float *q, int64_t p, const float *ks,
+                             const float *vs, int ns, const void *kr, const void *vr, int rtype,
+                             int64_t r0, int64_t nr, int n_head, int n_kv, int hd, int window,
+                             int sinks, int64_t from);
 
 /* In-place softmax of a row of length n. */
 void xd_softmax(float *x, int n);

@@ -31,6 +31,7 @@ xd_kv *xd_kv_create_typed(const xd_model *m, int max_tokens, int dtype) {
     kv->n_layer = m->cfg.n_layer;
     kv->kv_dim = m->cfg.n_kv_head * m->cfg.head_dim;
     if (m->cfg.student) { /* constant-size state; max_tokens does not apply */
+        kv->dtype = dtype;
         if (xd_student_kv_alloc(kv, m)) {
             xd_kv_free(kv);
             return NULL;

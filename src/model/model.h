@@ -43,7 +43,8 @@ struct xd_kv {
     int max_tokens, pos;
     int n_layer, kv_dim;
     float *k, *v; /* [n_layer][max_tokens][kv_dim] (teacher, dtype XD_KV_F32) */
-    int dtype;    /* teacher: the rows' type (xd_kv_dtype); not F32: rows in kb / vb */
+    int dtype;    /* teacher: the rows' type (xd_kv_dtype), not F32: rows in kb / vb;
+                   * student: its window buffers' (F32 or BF16) */
     uint8_t *kb, *vb; /* [n_layer][max_tokens][n_kv] rows of xd_kv_row_bytes(key / value
                        * type, head_dim) bytes */
     size_t krb, vrb;  /* those row sizes */
@@ -59,9 +60,10 @@ struct xd_kv {
     int64_t *cexact;      /* [n_layer] the first query position whose SWA branch misses an
                            * earlier row: the piece after the cache first dropped one
                            * (INT64_MAX: none dropped yet; docs/design.md, "Sparse cache") */
-    float *rk, *rv;       /* window buffers [n_layer][2·window][kv_dim]: the last keys/values
-                           * of positions ≥ S, contiguous; when full, the newest W−1 move
-                           * to the front (amortised: one row copy per token) */
+    void *rk, *rv;        /* window buffers [n_layer][2·window][kv_dim] of dtype (F32 or BF16):
+                           * the last keys/values of positions ≥ S, contiguous; when full,
+                           * the newest W−1 move to the front (amortised: one row copy per
+                           * token) */
     int64_t wcount, wstart; /* window buffer: entries [0, wcount) hold positions wstart … */
     float *C, *n, *m;     /* mLSTM state [n_layer][nh][dphi][hd], [n_layer][nh][dphi], [n_layer][nh] */
     float *mx_scratch;    /* the mixer's scratch, grown to the largest call (mx_cap floats) */

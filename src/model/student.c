@@ -74,13 +74,19 @@ static size_t layer_mlstm_floats(const xd_kv *kv) {
 }
 
 /* One write per 4 KiB page. */
-static void touch_pages(float *p, size_t bytes) {
+static void touch_pages(void *p, size_t bytes) {
     volatile char *c = (volatile char *)p;
     for (size_t i = 0; i < bytes; i += 4096) c[i] = 0;
 }
 
+/* Bytes of one element of the window buffers: bfloat16 or fp32. */
+static size_t win_eb(const xd_kv *kv) { return kv->dtype == XD_KV_BF16 ? 2 : 4; }
+
 int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
     const xd_config *c = &m->cfg;
+    if (kv->dtype != XD_KV_F32 && kv->dtype != XD_KV_BF16)
+        return xd_err("student state: the window keeps float32 or bfloat16 rows (type %d asked; "
+                      "global heads take their own type, convert --global-kv)", kv->dtype);
     kv->student = 1;
     kv->window = c->window;
     kv->sinks = c->sinks;
@@ -97,22 +103,23 @@ int xd_student_kv_alloc(xd_kv *kv, const xd_model *m) {
     if (!kv->ccount || !kv->cscore || !kv->cexact) return xd_err("student state: out of memory");
     kv->sk = malloc((ns ? ns : 1) * sizeof(float));
     kv->sv = malloc((ns ? ns : 1) * sizeof(float));
-    kv->rk = malloc(nw * sizeof(float));
-    kv->rv = malloc(nw * sizeof(float));
+    kv->rk = malloc(nw * win_eb(kv));
+    kv->rv = malloc(nw * win_eb(kv));
     kv->C = malloc(L * nh * dphi * hd * sizeof(float));
     kv->n = malloc(L * nh * dphi * sizeof(float));
     kv->m = malloc(L * nh * sizeof(float));
     if (!kv->sk || !kv->sv || !kv->rk || !kv->rv || !kv->C || !kv->n || !kv->m)
         return xd_err("student state: cannot allocate %.1f MB (window %d, sinks %d)",
-                      (double)(2 * ns + 2 * nw + L * layer_mlstm_floats(kv)) * 4 / 1e6, c->window,
+                      ((double)(2 * ns + L * layer_mlstm_floats(kv)) * 4 +
+                       (double)(2 * nw * win_eb(kv))) / 1e6, c->window,
                       c->sinks);
     /* take the state's memory in full now, so the process does not grow while the window
      * buffers fill (RSS stays flat); volatile writes, as a memset(0) after malloc may be
      * turned into a calloc that touches nothing */
     touch_pages(kv->sk, (ns ? ns : 1) * sizeof(float));
     touch_pages(kv->sv, (ns ? ns : 1) * sizeof(float));
-    touch_pages(kv->rk, nw * sizeof(float));
-    touch_pages(kv->rv, nw * sizeof(float));
+    touch_pages(kv->rk, nw * win_eb(kv));
+    touch_pages(kv->rv, nw * win_eb(kv));
     kv->n_gkv = gkv_pairs(c, NULL);
     kv->gkv_dtype = c->global_kv_dtype;
     if (kv->n_gkv) { /* global heads: growable, max_tokens rows to begin with */
@@ -153,7 +160,7 @@ void xd_student_kv_reset(xd_kv *kv) {
 int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     if (dst->window != src->window || dst->sinks != src->sinks || dst->n_head != src->n_head ||
         dst->dphi != src->dphi || dst->head_dim != src->head_dim || dst->n_gkv != src->n_gkv ||
-        dst->gkv_dtype != src->gkv_dtype || dst->scap != src->scap)
+        dst->gkv_dtype != src->gkv_dtype || dst->scap != src->scap || dst->dtype != src->dtype)
         return xd_err("student state copy: the two states belong to different students");
     if (gkv_reserve(dst, src->pos)) return -1;
     for (int b = 0; b < src->n_gkv; b++) { /* global heads: positions 0 … pos−1 */
@@ -169,8 +176,8 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
     dst->cpos = src->cpos;
     memcpy(dst->sk, src->sk, ns * sizeof(float));
     memcpy(dst->sv, src->sv, ns * sizeof(float));
-    memcpy(dst->rk, src->rk, nw * sizeof(float));
-    memcpy(dst->rv, src->rv, nw * sizeof(float));
+    memcpy(dst->rk, src->rk, nw * win_eb(src));
+    memcpy(dst->rv, src->rv, nw * win_eb(src));
     memcpy(dst->C, src->C, L * nh * dphi * hd * sizeof(float));
     memcpy(dst->n, src->n, L * nh * dphi * sizeof(float));
     memcpy(dst->m, src->m, L * nh * sizeof(float));
@@ -182,21 +189,23 @@ int xd_student_kv_copy(xd_kv *dst, const xd_kv *src) {
 /* docs/design.md, "Decoding state": the constant part (sinks, the sparse cache's rows and
  * scores, windows, mLSTM) plus a key and a value row (rb bytes together: gkv_pos_bytes of
  * the global_kv_dtype) per position and global (layer, KV head) pair. */
-static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t SC, size_t W, size_t mlstm,
-                          size_t n_gkv, size_t rb, int64_t len) {
-    return 4 * L * (2 * (S + SC) * kvd + SC + 4 * W * kvd + mlstm) + n_gkv * rb * (size_t)len;
+static size_t state_bytes(size_t L, size_t kvd, size_t S, size_t SC, size_t W, size_t web,
+                          size_t mlstm, size_t n_gkv, size_t rb, int64_t len) {
+    return 4 * L * (2 * (S + SC) * kvd + SC + mlstm) + web * L * 4 * W * kvd +
+           n_gkv * rb * (size_t)len;
 }
 
 size_t xd_student_kv_bytes(const xd_kv *kv) {
     return state_bytes((size_t)kv->n_layer, (size_t)kv->kv_dim, (size_t)kv->sinks,
-                       (size_t)kv->scap, (size_t)kv->window, layer_mlstm_floats(kv), (size_t)kv->n_gkv,
+                       (size_t)kv->scap, (size_t)kv->window, win_eb(kv), layer_mlstm_floats(kv),
+                       (size_t)kv->n_gkv,
                        gkv_pos_bytes(kv->gkv_dtype, kv->head_dim), kv->pos);
 }
 
 size_t xd_student_state_bytes(const xd_config *c, int64_t len) {
     size_t nh = (size_t)c->n_head, hd = (size_t)c->head_dim, dphi = 2 * hd;
     return state_bytes((size_t)c->n_layer, (size_t)c->n_kv_head * hd, (size_t)c->sinks,
-                       (size_t)c->sparse_cache, (size_t)c->window, nh * dphi * hd + nh * dphi + nh,
+                       (size_t)c->sparse_cache, (size_t)c->window, 4, nh * dphi * hd + nh * dphi + nh,
                        (size_t)gkv_pairs(c, NULL), gkv_pos_bytes(c->global_kv_dtype, (int)hd),
                        len < 0 ? 0 : len);
 }
@@ -247,54 +256,91 @@ void xd_student_kv_commit(xd_kv *kv, const xd_student_plan *p) {
     }
 }
 
-/* Copies rows [from, from+count) of a [..][kvd] buffer to the front. */
-static void move_front(float *b, int64_t from, int64_t count, int kvd) {
+/* Copies rows [from, from+count) of a buffer of rb-byte rows to the front. */
+static void move_front(void *b, int64_t from, int64_t count, size_t rb) {
     if (from > 0 && count > 0)
-        memmove(b, b + from * kvd, (size_t)(count * kvd) * sizeof(float));
+        memmove(b, (char *)b + (size_t)from * rb, (size_t)count * rb);
+}
+
+/* x rounded to bfloat16 and back (the values a bfloat16 window holds), n of them. */
+static void bf16_round(float *dst, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = xd_bf16_to_fp32(xd_fp32_to_bf16(x[i]));
 }
 
 /* The SWA branch's keys/values for one call: the window buffer's kept rows followed by the
- * call's new rows at positions ≥ S, rows [0, total) holding positions r0 … (in the layer's
- * window buffer, or in a temporary run when they do not fit: swa_finish keeps its newest W). */
+ * call's new rows at positions ≥ S, rows [0, total) holding positions r0 … . As fp32 rows
+ * rk, rv: the layer's window buffer itself (fp32 state), or a temporary run tk, tv when they
+ * do not fit (to_buffer: swa_finish keeps its newest W) or when a bfloat16 window serves
+ * several queries (widened). One query of a bfloat16 window reads the buffer in place
+ * (rk = NULL; bk, bv). */
 typedef struct {
     float *rk, *rv, *tk, *tv;
+    const void *bk, *bv;
     int64_t r0, total;
+    int to_buffer;
     int ns; /* sinks held after the call's new ones (< S only while the sinks fill) */
 } swa_rows;
 
 /* Stores the call's new keys/values in layer l's state (sinks, window buffer) and lays out
- * the rows the call's queries attend. */
+ * the rows the call's queries attend. A bfloat16 window stores the new rows rounded, and
+ * every query attends them as stored. */
 static int swa_stage(const xd_config *c, xd_kv *kv, int l, const xd_student_plan *p,
                      const float *k, const float *v, swa_rows *r) {
-    int kvd = kv->kv_dim, n = p->n;
+    int kvd = kv->kv_dim, n = p->n, bf = kv->dtype == XD_KV_BF16;
     int64_t S = c->sinks, W = c->window, pos0 = p->pos0, SC = kv->scap;
+    size_t rb = (size_t)kvd * win_eb(kv), fb = (size_t)kvd * sizeof(float);
     float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
-    float *wk = kv->rk + (size_t)l * 2 * W * kvd, *wv = kv->rv + (size_t)l * 2 * W * kvd;
+    char *wk = (char *)kv->rk + (size_t)l * 2 * W * rb, *wv = (char *)kv->rv + (size_t)l * 2 * W * rb;
     for (int64_t t = pos0; t < pos0 + n && t < S; t++) { /* new sink positions */
-        memcpy(sk + t * kvd, k + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
-        memcpy(sv + t * kvd, v + (t - pos0) * kvd, (size_t)kvd * sizeof(float));
+        memcpy(sk + t * kvd, k + (t - pos0) * kvd, fb);
+        memcpy(sv + t * kvd, v + (t - pos0) * kvd, fb);
     }
     r->ns = (int)(pos0 + n < S ? pos0 + n : S);
-    int64_t off = n - p->na; /* first new row at a position ≥ S */
-    move_front(wk, kv->wcount - p->keep, p->keep, kvd);
-    move_front(wv, kv->wcount - p->keep, p->keep, kvd);
-    r->r0 = p->keep ? kv->wstart + kv->wcount - p->keep : pos0 + off;
-    r->rk = wk, r->rv = wv, r->tk = r->tv = NULL;
-    r->total = p->keep + p->na;
-    if (p->use_temp) {
-        r->tk = malloc((size_t)(r->total * kvd) * sizeof(float));
-        r->tv = malloc((size_t)(r->total * kvd) * sizeof(float));
-        if (!r->tk || !r->tv) {
-            free(r->tk), free(r->tv);
-            return xd_err("student attention: out of memory for %lld keys", (long long)r->total);
+    int64_t off = n - p->na, keep = p->keep; /* off: the first new row at a position ≥ S */
+    move_front(wk, kv->wcount - keep, keep, rb);
+    move_front(wv, kv->wcount - keep, keep, rb);
+    r->r0 = keep ? kv->wstart + kv->wcount - keep : pos0 + off;
+    r->total = keep + p->na;
+    r->rk = r->rv = r->tk = r->tv = NULL;
+    r->bk = r->bv = NULL;
+    r->to_buffer = p->use_temp;
+    if (bf && !p->use_temp) { /* the new rows into the buffer */
+        xd_fp32_to_bf16_n(wk + (size_t)keep * rb, k + off * kvd, (size_t)(p->na * kvd));
+        xd_fp32_to_bf16_n(wv + (size_t)keep * rb, v + off * kvd, (size_t)(p->na * kvd));
+        if (n == 1) { /* read in place */
+            r->bk = wk, r->bv = wv;
+            return 0;
         }
-        memcpy(r->tk, wk, (size_t)(p->keep * kvd) * sizeof(float));
-        memcpy(r->tv, wv, (size_t)(p->keep * kvd) * sizeof(float));
-        r->rk = r->tk;
-        r->rv = r->tv;
     }
-    memcpy(r->rk + p->keep * kvd, k + off * kvd, (size_t)(p->na * kvd) * sizeof(float));
-    memcpy(r->rv + p->keep * kvd, v + off * kvd, (size_t)(p->na * kvd) * sizeof(float));
+    if (!bf && !p->use_temp) {
+        r->rk = (float *)wk, r->rv = (float *)wv;
+        memcpy(r->rk + keep * kvd, k + off * kvd, (size_t)p->na * fb);
+        memcpy(r->rv + keep * kvd, v + off * kvd, (size_t)p->na * fb);
+        return 0;
+    }
+    /* a temporary fp32 run: the kept rows, then the new ones (bf16: as stored) */
+    r->tk = malloc((size_t)r->total * fb);
+    r->tv = malloc((size_t)r->total * fb);
+    if (!r->tk || !r->tv) {
+        free(r->tk), free(r->tv);
+        r->tk = r->tv = NULL;
+        return xd_err("student attention: out of memory for %lld keys", (long long)r->total);
+    }
+    r->rk = r->tk, r->rv = r->tv;
+    if (bf) {
+        int64_t widen = p->use_temp ? keep : r->total; /* the rows in the buffer */
+        xd_bf16_to_fp32_n(r->tk, wk, (size_t)(widen * kvd));
+        xd_bf16_to_fp32_n(r->tv, wv, (size_t)(widen * kvd));
+        if (p->use_temp) {
+            bf16_round(r->tk + keep * kvd, k + off * kvd, (size_t)(p->na * kvd));
+            bf16_round(r->tv + keep * kvd, v + off * kvd, (size_t)(p->na * kvd));
+        }
+    } else {
+        memcpy(r->tk, wk, (size_t)keep * fb);
+        memcpy(r->tv, wv, (size_t)keep * fb);
+        memcpy(r->tk + keep * kvd, k + off * kvd, (size_t)p->na * fb);
+        memcpy(r->tv + keep * kvd, v + off * kvd, (size_t)p->na * fb);
+    }
     return 0;
 }
 
@@ -308,20 +354,43 @@ static int swa_attend(const xd_config *c, const xd_kv *kv, int l, const xd_stude
     int64_t S = c->sinks, SC = kv->scap;
     const float *sk = kv->sk + (size_t)l * (S + SC) * kvd, *sv = kv->sv + (size_t)l * (S + SC) * kvd;
     int ns = r->ns == S ? r->ns + kv->ccount[l] : r->ns;
-    if (xd_attention_sinkwin(hs + (size_t)i0 * qd, q + (size_t)i0 * qd, cnt, p->pos0 + i0, sk, sv,
-                             ns, r->rk, r->rv, r->r0, r->total, c->n_head, c->n_kv_head,
-                             c->head_dim, c->window, c->sinks, from))
-        return xd_err("student attention: out of memory");
-    return 0;
+    int rc = r->rk ? xd_attention_sinkwin(hs + (size_t)i0 * qd, q + (size_t)i0 * qd, cnt,
+                                          p->pos0 + i0, sk, sv, ns, r->rk, r->rv, r->r0,
+                                          r->total, c->n_head, c->n_kv_head, c->head_dim,
+                                          c->window, c->sinks, from)
+                   : xd_attention_sinkwin_one(hs + (size_t)i0 * qd, q + (size_t)i0 * qd,
+                                              p->pos0 + i0, sk, sv, ns, r->bk, r->bv, kv->dtype,
+                                              r->r0, r->total, c->n_head, c->n_kv_head,
+                                              c->head_dim, c->window, c->sinks, from);
+    return rc ? xd_err("student attention: out of memory") : 0;
+}
+
+/* Rows [at, at + cnt) of the call's run as fp32: in the run, or widened from a bfloat16
+ * window read in place into *tmp (allocated; the caller frees it). NULL when out of memory. */
+static const float *run_rows(const xd_kv *kv, const swa_rows *r, int64_t at, int64_t cnt,
+                             int value, float **tmp) {
+    size_t kvd = (size_t)kv->kv_dim;
+    if (r->rk) return (value ? r->rv : r->rk) + (size_t)at * kvd;
+    if (!*tmp && !(*tmp = malloc((size_t)cnt * kvd * 2 * sizeof(float)))) return NULL;
+    float *dst = *tmp + (value ? (size_t)cnt * kvd : 0);
+    const uint16_t *src = (const uint16_t *)(value ? r->bv : r->bk) + (size_t)at * kvd;
+    xd_bf16_to_fp32_n(dst, src, (size_t)cnt * kvd);
+    return dst;
 }
 
 /* Ends the call: a temporary run's newest W rows go to layer l's window buffer. */
 static void swa_finish(const xd_config *c, xd_kv *kv, int l, swa_rows *r) {
     if (!r->tk) return;
-    int kvd = kv->kv_dim;
-    int64_t W = c->window;
-    memcpy(kv->rk + (size_t)l * 2 * W * kvd, r->tk + (r->total - W) * kvd, (size_t)(W * kvd) * sizeof(float));
-    memcpy(kv->rv + (size_t)l * 2 * W * kvd, r->tv + (r->total - W) * kvd, (size_t)(W * kvd) * sizeof(float));
+    size_t kvd = (size_t)kv->kv_dim, W = (size_t)c->window, rb = kvd * win_eb(kv);
+    char *wk = (char *)kv->rk + (size_t)l * 2 * W * rb, *wv = (char *)kv->rv + (size_t)l * 2 * W * rb;
+    const float *nk = r->tk + ((size_t)r->total - W) * kvd, *nv = r->tv + ((size_t)r->total - W) * kvd;
+    if (r->to_buffer && kv->dtype == XD_KV_BF16) { /* values already bfloat16: exact */
+        xd_fp32_to_bf16_n(wk, nk, W * kvd);
+        xd_fp32_to_bf16_n(wv, nv, W * kvd);
+    } else if (r->to_buffer) {
+        memcpy(wk, nk, W * rb);
+        memcpy(wv, nv, W * rb);
+    }
     free(r->tk), free(r->tv);
     r->tk = r->tv = NULL;
 }
@@ -532,12 +601,19 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
         int64_t to = p->pos0 + i0 + cnt - c->window + 1; /* the next query's window starts here */
         if (kv->scap && to > from) { /* rows [from, to) left the window: all among the
                                       * call's rows (kv->cpos ≥ their first position r0) */
-            size_t at = (size_t)(from - rows.r0) * kvd;
-            if (sparse_cache_update(c, L, kv, l, rows.rk + at, rows.rv + at, to - from,
-                                    kv->mx_scratch + sc_at,
+            float *tmp = NULL;
+            const float *ek = run_rows(kv, &rows, from - rows.r0, to - from, 0, &tmp);
+            const float *ev = ek ? run_rows(kv, &rows, from - rows.r0, to - from, 1, &tmp) : NULL;
+            if (!ev) {
+                free(tmp);
+                xd_err("student sparse cache: out of memory");
+                goto done;
+            }
+            if (sparse_cache_update(c, L, kv, l, ek, ev, to - from, kv->mx_scratch + sc_at,
                                     kv->mx_scratch + sc_at + XD_SC_BLOCK * (size_t)nh * dphi) &&
                 kv->cexact[l] == INT64_MAX) /* the next piece's queries miss a row */
                 kv->cexact[l] = p->pos0 + i0 + cnt;
+            free(tmp);
             from = to;
         }
     }
