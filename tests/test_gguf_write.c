@@ -5,8 +5,8 @@
  *    ulp of the frequencies: 1e-6 relative), the same configuration and tokenizer hash;
  *  - the quantisers: tiny-kquant written as Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 holds, for three
  *    weights (one of them Llama's permuted q), exactly the bytes gguf-py's quantisers make
- *    from the same fp32 values (tests/ref/make_quant_fixture.py), vectors stay F32; Q6_K
- *    and Q4_K rows equal ggml's own C quantize_row_q6_K_ref's / _q4_K_ref's;
+ *    from the same fp32 values (tests/ref/make_quant_fixture.py), vectors stay F32; Q6_K,
+ *    Q4_K and Q5_K rows equal ggml's own C quantize_row_q6_K_ref's / _q4_K_ref's / _q5_K_ref's;
  *  - a quantised file loads on its blocks (--weights gguf) and decodes;
  *  - a student (xdistill_hybrid, its own fields) round-trips bit for bit, prefill and
  *    decoding; as Q8_0 its mixer stays F32 and it runs on its blocks within 5% of the
@@ -129,12 +129,12 @@ static void quantisers(void) {
         xd_model_free(q);
     }
     printf("quantisers: %d of 15 tensors (5 types × 3 weights) byte-identical to gguf-py's\n", same);
-    /* Q6_K and Q4_K, row by row (tiny-kquant's only rows of 256 are ffn_down's), against
-     * ggml's C quantize_row_q6_K_ref / quantize_row_q4_K_ref, byte for byte */
-    static const uint32_t kt[2] = {GGML_Q6_K, GGML_Q4_K};
-    static const size_t kbytes[2] = {210, 144};
+    /* Q6_K, Q4_K and Q5_K, row by row (tiny-kquant's only rows of 256 are ffn_down's),
+     * against ggml's C quantize_row_q6_K_ref / _q4_K_ref / _q5_K_ref, byte for byte */
+    static const uint32_t kt[3] = {GGML_Q6_K, GGML_Q4_K, GGML_Q5_K};
+    static const size_t kbytes[3] = {210, 144, 176};
     int k6 = 0, rows6 = 0;
-    for (int t = 0; t < 2; t++)
+    for (int t = 0; t < 3; t++)
         for (int l = 0; l < 2; l++) {
             const xd_layer *L = &m->layers[l];
             snprintf(key, sizeof key, "%s/blk.%d.ffn_down.weight", xd_ggml_type_name(kt[t]), l);
@@ -152,7 +152,8 @@ static void quantisers(void) {
             free(row);
         }
     CHECK(rows6 > 0 && k6 == rows6, "K-quants: %d of %d rows byte-identical to ggml's", k6, rows6);
-    printf("Q6_K and Q4_K: %d of %d rows byte-identical to ggml's C reference quantisers\n", k6, rows6);
+    printf("Q6_K, Q4_K and Q5_K: %d of %d rows byte-identical to ggml's C reference quantisers\n", k6,
+           rows6);
     xd_gguf_close(ref);
     xd_model_free(m);
 }

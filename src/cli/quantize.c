@@ -1,4 +1,4 @@
-/* xdistill quantize MODEL -o OUT.gguf [--type q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q6_k|f16|bf16|f32]
+/* xdistill quantize MODEL -o OUT.gguf [--type q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32]
  * A teacher or a student (GGUF or HF directory) written as GGUF with its products' matrices
  * in the type's blocks (ggml's reference quantisers), everything else in F32. */
 #include <stdio.h>
@@ -18,8 +18,8 @@ static const char USAGE[] =
     "usage: xdistill quantize MODEL -o OUT.gguf [--type T] [--threads N]\n"
     "  MODEL       a GGUF file or an HF directory: a teacher (llama, qwen2, qwen3, olmo2) or\n"
     "              a student (its mixer stays f32), read as fp32\n"
-    "  --type T    the matrices' type: q8_0 (default), q4_0, q4_1, q5_0, q5_1, q4_k, q6_k, f16,\n"
-    "              bf16, f32;\n"
+    "  --type T    the matrices' type: q8_0 (default), q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k,\n"
+    "              f16, bf16, f32;\n"
     "              vectors (norms, biases) stay f32. A matrix whose rows are not a multiple\n"
     "              of the type's block is an error naming it.";
 
@@ -41,7 +41,7 @@ int cmd_quantize(int argc, char **argv) {
     for (uint32_t t = 0; t < GGML_TYPE_MAX; t++)
         if (xd_quantize_writable(t) && !strcasecmp(tname, xd_ggml_type_name(t))) type = (int)t;
     if (type < 0)
-        return cli_error("--type '%s': expected q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k, f16, bf16 "
+        return cli_error("--type '%s': expected q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, f16, bf16 "
                          "or f32", tname), 2;
     if (threads) xd_set_threads(threads);
     double t0 = now_s();

@@ -250,11 +250,15 @@ static float affine_scale(int n, int nmax, const float *x, const float *w, uint8
     return scale;
 }
 
-/* Q4_K (144 bytes per 256): 8 sub-blocks of 32, each its affine_scale on the 4-bit grid
- * with weights |x| + rms(sub-block); d = max scale/63 and dmin = max min/63 in fp16, the
- * 6-bit sub-block scales and mins packed in 12 bytes (layout at kernels/quant.c,
- * k_scale_min); then every code again as round((x + dmin·m)/(d·sc)) in 0 … 15. */
-static void q4_k(const float *x, uint8_t *b) {
+/* Q4_K (144 bytes per 256) and Q5_K (176): 8 sub-blocks of 32, each its affine_scale on the
+ * 4-bit grid (ggml's rmin −1, 20 steps) or the 5-bit one (−0.5, 15 steps) with weights
+ * |x| + rms(sub-block); d = max scale/63 and dmin = max min/63 in fp16, the 6-bit sub-block
+ * scales and mins packed in 12 bytes (layout at kernels/quant.c, k_scale_min); then every
+ * code again as round((x + dmin·m)/(d·sc)) in 0 … 15 (31). Q4_K packs code j + 32 of each
+ * run of 64 as the high nibble of code j's byte; Q5_K the same with their fifth bits in
+ * 32 bytes ahead of them (bit 2r of byte j for the r-th run's code j, bit 2r + 1 for j + 32). */
+static void qk_affine(const float *x, uint8_t *b, int five) {
+    const int nmax = five ? 31 : 15;
     uint8_t L[256];
     float w[32], scales[8], mins[8], max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; j++) {
@@ -266,7 +270,8 @@ static void q4_k(const float *x, uint8_t *b) {
         }
         float av = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; l++) w[l] = av + fabsf(xs[l]);
-        scales[j] = affine_scale(32, 15, xs, w, L + 32 * j, &mins[j], -1.0f, 0.1f, 20);
+        scales[j] = five ? affine_scale(32, 31, xs, w, L + 32 * j, &mins[j], -0.5f, 0.1f, 15)
+                         : affine_scale(32, 15, xs, w, L + 32 * j, &mins[j], -1.0f, 0.1f, 20);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -297,18 +302,23 @@ static void q4_k(const float *x, uint8_t *b) {
         for (int i = 0; i < 32; i++) {
             float s = x[32 * j + i] + dm;
             float t = s / d;
-            L[32 * j + i] = (uint8_t)clampi(nearest(t), 0, 15);
+            L[32 * j + i] = (uint8_t)clampi(nearest(t), 0, nmax);
         }
     }
-    uint8_t *q = b + 16;
-    for (int j = 0; j < 256; j += 64, q += 32)
-        for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | L[j + l + 32] << 4);
+    uint8_t *qh = b + 16, *q = b + (five ? 48 : 16);
+    if (five) memset(qh, 0, 32);
+    for (int j = 0, r = 0; j < 256; j += 64, q += 32, r++)
+        for (int l = 0; l < 32; l++) {
+            int lo = L[j + l], hi = L[j + l + 32];
+            if (five) qh[l] |= (uint8_t)((lo >> 4) << (2 * r) | (hi >> 4) << (2 * r + 1));
+            q[l] = (uint8_t)((lo & 15) | (hi & 15) << 4);
+        }
 }
 
 int xd_quantize_writable(uint32_t type) {
     return type == GGML_F32 || type == GGML_F16 || type == GGML_BF16 || type == GGML_Q8_0 ||
            type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1 ||
-           type == GGML_Q4_K || type == GGML_Q6_K;
+           type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K;
 }
 
 size_t xd_quantize_row_bytes(uint32_t type, int64_t n) {
@@ -321,18 +331,19 @@ int xd_quantize_row(uint32_t type, const float *x, int64_t n, void *out) {
     uint8_t *o = out;
     if (!xd_quantize_writable(type))
         return xd_err("quantize: type %u cannot be written (expected F32, F16, BF16, Q8_0, Q4_0, "
-                      "Q4_1, Q5_0, Q5_1, Q4_K or Q6_K)", type);
+                      "Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K)", type);
     switch (type) {
     case GGML_F32: memcpy(o, x, (size_t)n * sizeof(float)); return 0;
     case GGML_F16: xd_fp32_to_fp16_n(o, x, (size_t)n); return 0;
     case GGML_BF16: xd_fp32_to_bf16_n(o, x, (size_t)n); return 0;
     default: break;
     }
-    if (type == GGML_Q6_K || type == GGML_Q4_K) {
+    if (type == GGML_Q6_K || type == GGML_Q4_K || type == GGML_Q5_K) {
         if (n % 256) return xd_err("quantize: %lld elements are not a multiple of the block (256)", (long long)n);
+        size_t bb = xd_quantize_row_bytes(type, 256);
         for (int64_t i = 0; i < n / 256; i++)
-            if (type == GGML_Q6_K) q6_k(x + 256 * i, o + 210 * i);
-            else q4_k(x + 256 * i, o + 144 * i);
+            if (type == GGML_Q6_K) q6_k(x + 256 * i, o + bb * (size_t)i);
+            else qk_affine(x + 256 * i, o + bb * (size_t)i, type == GGML_Q5_K);
         return 0;
     }
     size_t bb = xd_quantize_row_bytes(type, 32);

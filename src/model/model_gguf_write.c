@@ -131,7 +131,7 @@ int xd_model_save_gguf(const xd_model *m, const char *path, uint32_t type) {
     if (!m->tok) return xd_err("%s: no tokenizer: a GGUF file carries one", m->path);
     if (!xd_quantize_writable(type))
         return xd_err("%s: type %s cannot be written (expected F32, F16, BF16, Q8_0, Q4_0, Q4_1, "
-                      "Q5_0, Q5_1, Q4_K or Q6_K)", path, xd_ggml_type_name(type));
+                      "Q5_0, Q5_1, Q4_K, Q5_K or Q6_K)", path, xd_ggml_type_name(type));
     writer wr = {m, NULL, 0, NULL, NULL, NULL};
     xd_gguf_out *o = xd_gguf_out_new();
     int rc = -1;

@@ -11,8 +11,9 @@ for bit), independent of our C code.
       quantised by gguf-py. `xdistill quantize` of tiny-kquant.gguf must write the same
       bytes (test_gguf_write).
       For the K-quants gguf-py has no quantiser: "<TYPE>/<name>" of blk.0/1.ffn_down (rows
-      of 256) in Q6_K and Q4_K are ggml's own C quantize_row_q6_K_ref / _q4_K_ref (libggml-base of
-      llama-cpp-python, called with ctypes), which xd_quantize_row must equal.
+      of 256) in Q6_K, Q4_K and Q5_K are ggml's own C quantize_row_q6_K_ref / _q4_K_ref /
+      _q5_K_ref (libggml-base of llama-cpp-python, called with ctypes), which
+      xd_quantize_row must equal.
 
 Run with the reference venv: ~/xd-ref/bin/python tests/ref/make_quant_fixture.py
 """
@@ -43,7 +44,7 @@ for name in ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"]:
     t = next(t for t in r.tensors if t.name == name)
     rows, cols = int(t.shape[1]), int(t.shape[0])
     x = np.ascontiguousarray(quants.dequantize(t.data, t.tensor_type).reshape(rows, cols), dtype=np.float32)
-    for q in [T.Q6_K, T.Q4_K]:
+    for q in [T.Q6_K, T.Q4_K, T.Q5_K]:
         block, nbytes = quants.GGML_QUANT_SIZES[q]
         fn = getattr(GGML, "quantize_row_" + q.name.lower().replace("_k", "_K") + "_ref")
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
