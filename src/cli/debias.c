@@ -113,6 +113,7 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         FLT("--lr-adv", 1e-12, 1e3, a->d.lr_adv) FLT("--adv-lambda", 0, 1e3, a->d.adv_lambda)
         FLT("--adv-lambda-fixed", 0, 1e3, a->d.adv_lambda_fixed) FLT("--mmd", 0, 1e6, a->d.mmd_weight)
         INT("--mmd-bank", 2, 4096, a->d.mmd_bank) INT("--adv-reset", 0, 1 << 30, a->d.adv_reset)
+        INT("--adv-refit", 0, 1 << 30, a->d.adv_refit)
         INT("--max-len", 1, 1 << 16, a->d.max_len) INT("--adv-heads", 0, 16, a->d.adv_heads)
         INT("--attack-epochs", 1, 100000, a->e.attack.epochs)
         INT("--attack-max", 0, 1 << 30, a->e.attack_train_max) INT("--boot", 1, 1 << 24, a->e.boot)

@@ -26,6 +26,66 @@ static void add_softmax(double *acc, const float *z, int K) {
     for (int k = 0; k < K; k++) acc[k] += exp((double)z[k] - mx) / s;
 }
 
+int xd_attack_fit(xd_head *h, int heads, float *param, size_t np, const float *X,
+                  const int32_t *y, int n, int d, int K, const xd_attack_opts *o) {
+    int B = o->batch < n ? o->batch : n, rc = -1;
+    float *grad = calloc(np, sizeof(float)), *xb = malloc((size_t)B * d * sizeof(float));
+    int32_t *yb = malloc((size_t)B * sizeof *yb);
+    int *order = malloc((size_t)n * sizeof *order);
+    xd_head g[MAX_HEADS]; /* h with gradients into grad */
+    xd_head_acts a[MAX_HEADS];
+    memset(a, 0, sizeof a);
+    xd_adamw opt = {0};
+    if (heads > MAX_HEADS) return xd_err("attacker: %d heads (at most %d)", heads, MAX_HEADS);
+    if (!grad || !xb || !yb || !order || xd_adamw_init(&opt, np, 0.9f, 0.999f, 1e-8f)) {
+        xd_err("attacker: out of memory");
+        goto done;
+    }
+    for (int k = 0; k < heads; k++) {
+        g[k] = h[k];
+        size_t at = (size_t)(h[k].W[0] - param); /* the head's block of param */
+        if (xd_head_layout(&g[k], h[k].in, h[k].hidden, h[k].n_out, h[k].n_hidden, h[k].dropout,
+                           param + at, grad + at) ||
+            xd_head_acts_alloc(&a[k], &g[k], B))
+            goto done;
+    }
+    xd_rng rg;
+    xd_rng_seed(&rg, o->seed);
+    for (int i = 0; i < n; i++) order[i] = i;
+    uint64_t step = 0;
+    for (int e = 0; e < o->epochs; e++) {
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)xd_rng_below(&rg, (uint64_t)i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        for (int b0 = 0; b0 < n; b0 += B) {
+            int nb = n - b0 < B ? n - b0 : B;
+            for (int r = 0; r < nb; r++) {
+                memcpy(xb + (size_t)r * d, X + (size_t)order[b0 + r] * d, (size_t)d * sizeof(float));
+                yb[r] = y[order[b0 + r]];
+            }
+            memset(grad, 0, np * sizeof(float));
+            step++;
+            for (int k = 0; k < heads; k++) {
+                float *lg = (float *)xd_head_forward(&g[k], &a[k], xb, nb, 1,
+                                                     xd_mix64(o->seed ^ (step * MAX_HEADS + (uint64_t)k)));
+                /* the mean over the batch and the heads */
+                xd_cross_entropy(lg, lg, yb, nb, K, 1.0f / ((float)nb * (float)heads));
+                xd_head_backward(&g[k], &a[k], lg, NULL, nb);
+            }
+            xd_adamw_begin_step(&opt);
+            xd_adamw_update(&opt, param, grad, 0, np, o->lr, o->weight_decay, 1.0f);
+        }
+    }
+    rc = 0;
+done:
+    for (int k = 0; k < heads; k++) xd_head_acts_free(&a[k]);
+    xd_adamw_free(&opt);
+    free(grad), free(xb), free(yb), free(order);
+    return rc;
+}
+
 int xd_attack(const float *Xtr, const int32_t *ytr, int ntr, const float *Xte, int nte, int d,
               int K, const xd_attack_opts *o, int32_t *pred) {
     if (o->heads < 1 || o->heads > MAX_HEADS || o->epochs < 1 || o->batch < 1 || ntr < 1 ||
@@ -38,57 +98,24 @@ int xd_attack(const float *Xtr, const int32_t *ytr, int ntr, const float *Xte, i
             return xd_err("attacker: label %d of example %d is outside [0, %d)", ytr[i], i, K);
     int64_t per = xd_head_n_params(d, d, K, o->n_hidden);
     size_t np = (size_t)per * o->heads;
-    int B = o->batch < ntr ? o->batch : ntr, rc = -1;
-    float *param = calloc(np, sizeof(float)), *grad = calloc(np, sizeof(float));
-    float *xb = malloc((size_t)B * d * sizeof(float));
-    int32_t *yb = malloc((size_t)B * sizeof *yb);
+    int B = o->batch < nte ? o->batch : nte, rc = -1;
+    if (B < 1) B = 1;
+    float *param = calloc(np, sizeof(float));
     double *sum = malloc((size_t)B * K * sizeof *sum); /* the heads' summed softmax */
-    int *order = malloc((size_t)ntr * sizeof *order);
     xd_head h[MAX_HEADS];
     xd_head_acts a[MAX_HEADS];
     memset(a, 0, sizeof a);
-    xd_adamw opt = {0};
-    if (!param || !grad || !xb || !yb || !order || !sum ||
-        xd_adamw_init(&opt, np, 0.9f, 0.999f, 1e-8f)) {
+    if (!param || !sum) {
         xd_err("attacker: out of memory");
         goto done;
     }
     for (int k = 0; k < o->heads; k++) {
-        if (xd_head_layout(&h[k], d, d, K, o->n_hidden, o->dropout, param + (size_t)k * per,
-                           grad + (size_t)k * per) ||
+        if (xd_head_layout(&h[k], d, d, K, o->n_hidden, o->dropout, param + (size_t)k * per, NULL) ||
             xd_head_acts_alloc(&a[k], &h[k], B))
             goto done;
         xd_head_init(&h[k], xd_mix64(o->seed * 0x100 + (uint64_t)k + 1));
     }
-    xd_rng g;
-    xd_rng_seed(&g, o->seed);
-    for (int i = 0; i < ntr; i++) order[i] = i;
-    uint64_t step = 0;
-    for (int e = 0; e < o->epochs; e++) {
-        for (int i = ntr - 1; i > 0; i--) {
-            int j = (int)xd_rng_below(&g, (uint64_t)i + 1), t = order[i];
-            order[i] = order[j];
-            order[j] = t;
-        }
-        for (int b0 = 0; b0 < ntr; b0 += B) {
-            int nb = ntr - b0 < B ? ntr - b0 : B;
-            for (int r = 0; r < nb; r++) {
-                memcpy(xb + (size_t)r * d, Xtr + (size_t)order[b0 + r] * d, (size_t)d * sizeof(float));
-                yb[r] = ytr[order[b0 + r]];
-            }
-            memset(grad, 0, np * sizeof(float));
-            step++;
-            for (int k = 0; k < o->heads; k++) {
-                float *lg = (float *)xd_head_forward(&h[k], &a[k], xb, nb, 1,
-                                                     xd_mix64(o->seed ^ (step * MAX_HEADS + (uint64_t)k)));
-                /* the mean over the batch and the heads */
-                xd_cross_entropy(lg, lg, yb, nb, K, 1.0f / ((float)nb * (float)o->heads));
-                xd_head_backward(&h[k], &a[k], lg, NULL, nb);
-            }
-            xd_adamw_begin_step(&opt);
-            xd_adamw_update(&opt, param, grad, 0, np, o->lr, o->weight_decay, 1.0f);
-        }
-    }
+    if (xd_attack_fit(h, o->heads, param, np, Xtr, ytr, ntr, d, K, o)) goto done;
     for (int b0 = 0; b0 < nte; b0 += B) {
         int nb = nte - b0 < B ? nte - b0 : B;
         memset(sum, 0, (size_t)nb * K * sizeof *sum);
@@ -106,7 +133,6 @@ int xd_attack(const float *Xtr, const int32_t *ytr, int ntr, const float *Xte, i
     rc = 0;
 done:
     for (int k = 0; k < o->heads; k++) xd_head_acts_free(&a[k]);
-    xd_adamw_free(&opt);
-    free(param), free(grad), free(xb), free(yb), free(order), free(sum);
+    free(param), free(sum);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attacker.h"
 #include "checkpoint.h"
 #include "core/error.h"
 #include "core/hash.h"
@@ -117,15 +118,51 @@ static void materialize(run *r, int64_t step, int train) {
     }
 }
 
+/* --adv-refit: the adversary heads (freshly initialised) trained as the post-hoc attacker on
+ * every row of the bank, labelled with its group; nothing to do while the bank is empty. */
+static int adv_refit(run *r, int64_t step) {
+    int d = r->m->cfg.d_model, n = 0;
+    size_t n_cg = (size_t)r->n_classes * r->n_groups;
+    for (size_t cg = 0; cg < n_cg; cg++) n += (int)r->bank_fill[2 * cg];
+    if (n < 2) return 0;
+    float *X = malloc((size_t)n * d * sizeof(float));
+    int32_t *y = malloc((size_t)n * sizeof *y);
+    if (!X || !y) {
+        free(X), free(y);
+        return xd_err("debias: out of memory refitting the adversary");
+    }
+    int at = 0;
+    for (size_t cg = 0; cg < n_cg; cg++) {
+        int cnt = (int)r->bank_fill[2 * cg];
+        memcpy(X + (size_t)at * d, r->bank + cg * r->mmd_k * d, (size_t)cnt * d * sizeof(float));
+        for (int i = 0; i < cnt; i++) y[at + i] = (int32_t)(cg % (size_t)r->n_groups);
+        at += cnt;
+    }
+    xd_attack_opts ao;
+    xd_attack_defaults(&ao);
+    ao.heads = r->n_adv;
+    ao.epochs = 10;
+    ao.lr = 1e-3f;
+    ao.dropout = r->adv[0].dropout;
+    ao.seed = xd_mix64(r->o.seed ^ (uint64_t)step);
+    size_t np = (size_t)xd_head_n_params(r->adv_in, d, r->n_attr_classes, 1) * (size_t)r->n_adv;
+    int rc = xd_attack_fit(r->adv, r->n_adv, r->adv[0].W[0], np, X, y, n, d, r->n_attr_classes, &ao);
+    free(X), free(y);
+    return rc;
+}
+
 static int ob_begin(xd_objective *ob, xd_trainer_model *tm, int64_t step) {
     (void)tm;
     run *r = ob->ctx;
     r->task_sum = r->adv_sum = r->conf_sum = r->mmd_sum = 0;
     r->n_seen = 0;
-    if (r->o.adv_reset > 0 && step > 1 && (step - 1) % r->o.adv_reset == 0)
+    int reset = r->o.adv_reset > 0 && step > 1 && (step - 1) % r->o.adv_reset == 0;
+    int refit = r->o.adv_refit > 0 && step > 1 && (step - 1) % r->o.adv_refit == 0;
+    if (reset || refit)
         for (int k = 0; k < r->n_adv; k++) /* a fresh attacker: new weights, same place */
             xd_head_init(&r->adv[k], xd_mix64(r->o.seed ^ xd_mix64((uint64_t)step * 0x9e3779b97f4a7c15ull +
                                                                   (uint64_t)k)));
+    if (refit && adv_refit(r, step)) return -1;
     materialize(r, step, 1);
     return 0;
 }
@@ -361,7 +398,7 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         for (int l = 0; l < XD_HEAD_MAX_LAYERS; l++) frozen.dW[l] = frozen.db[l] = NULL;
         xd_head_backward(&frozen, &r->aa[k], r->dconf, dain, B);
     }
-    if (r->mmd_k) *mmd += mmd_rows(r, backward ? r->dpooled : NULL, n, grad_scale);
+    if (r->mmd_k && r->o.mmd_weight > 0) *mmd += mmd_rows(r, backward ? r->dpooled : NULL, n, grad_scale);
     if (!backward) return 0;
     if (dain != r->dadv) /* the pooled part of the conditional input's gradient */
         for (int b = 0; b < B; b++)
@@ -423,7 +460,7 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
     if (r->n_adv && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"val_adv_loss\":%.6g,\"val_adv_acc\":%.6f",
                       adv / (double)v->n, (double)adv_ok / (double)(v->n * r->n_adv));
-    if (r->mmd_k && k > 0 && (size_t)k < cap)
+    if (r->mmd_k && r->o.mmd_weight > 0 && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"val_mmd\":%.6g", mmd / (double)v->n);
     if (r->phase == PH_MASK && k > 0 && (size_t)k < cap) {
         int64_t nz = 0;
@@ -443,7 +480,7 @@ static void ob_log(xd_objective *ob, char *json, size_t cap) {
     if (r->n_adv && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"adv_loss\":%.6g",
                       r->n_seen ? r->adv_sum / (double)r->n_seen : 0.0);
-    if (r->mmd_k && k > 0 && (size_t)k < cap)
+    if (r->mmd_k && r->o.mmd_weight > 0 && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"mmd\":%.6g",
                       r->n_seen ? r->mmd_sum / (double)r->n_seen : 0.0);
     if (r->phase == PH_MASK && k > 0 && (size_t)k < cap)
@@ -542,7 +579,10 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
                           "attribute fields (--attr)", train->lab->path, o->adv_attr);
         r->n_adv = o->adv_heads;
         r->n_attr_classes = train->lab->attr[r->adv_col].n_classes;
-        if (o->mmd_weight > 0) {
+        if (o->adv_refit > 0 && (o->adv_conditional || o->adv_heads < 1))
+            return xd_err("--adv-refit %d: needs adversary heads (--adv-heads ≥ 1) reading the "
+                          "representation alone (not --adv-conditional)", o->adv_refit);
+        if (o->mmd_weight > 0 || o->adv_refit > 0) { /* the bank */
             if (o->mmd_bank < 2) return xd_err("--mmd-bank %d: expected at least 2", o->mmd_bank);
             r->mmd_k = o->mmd_bank;
             r->n_groups = r->n_attr_classes;
@@ -781,6 +821,7 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
         if (o->adv_lambda_fixed >= 0)
             json_object_set_new(j, "adversary_lambda_fixed_mask", json_real(o->adv_lambda_fixed));
         if (o->adv_reset > 0) json_object_set_new(j, "adversary_reset_every", json_integer(o->adv_reset));
+        if (o->adv_refit > 0) json_object_set_new(j, "adversary_refit_every", json_integer(o->adv_refit));
         json_object_set_new(j, "adversary_objective",
                             json_string(o->adv_confusion ? "confusion" : "reverse"));
         json_object_set_new(j, "adversary_conditional", json_boolean(o->adv_conditional));

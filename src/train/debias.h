@@ -63,6 +63,12 @@ typedef struct {
     int adv_reset;         /* > 0: the adversary heads start afresh (new initialisation)
                             * every adv_reset steps, so the diff faces attackers that did
                             * not co-adapt with it, as the post-hoc attacker is (0: never) */
+    int adv_refit;         /* > 0: every adv_refit steps the adversary heads are trained
+                            * afresh, as the post-hoc attacker (xd_attack_fit: new
+                            * initialisation, AdamW lr 1e-3, 10 epochs of 64), on the bank of
+                            * recent representations (mmd_bank rows per class and group), so
+                            * the diff faces an attacker fitted to what it hides now, not heads
+                            * that co-adapted with it (0: never) */
     const char *adv_attr;  /* the attribute field the adversary (and the MMD term) reads
                             * (NULL: none) */
     uint64_t seed;
