@@ -420,35 +420,44 @@ static void test_objective_fd(int confusion, int conditional, int mmd) {
     xd_model_free(m);
 }
 
+/* tiny-llama with 16 examples of an attribute "g" in DIR/file, the options of an attribute
+ * diff's mask phase with 2 adversary heads, batches of 4 × 12 tokens, and θ₀. */
+static xd_model *adv_setup(const char *file, xd_labeled *lab, xd_clf_data *data, xd_debias_opts *o,
+                           xd_train_opts *to, float **theta0) {
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    write_data(p, 16, 1);
+    xd_model *m = xd_model_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf");
+    const char *attrs[1] = {"g"};
+    CHECK(m && xd_labeled_load(p, "text", "label", attrs, 1, lab) == 0 &&
+              xd_clf_data_init(data, lab, xd_model_tokenizer(m), 12) == 0, "setup: %s", xd_last_error());
+    xd_debias_defaults(o);
+    o->max_len = 12;
+    o->adv_attr = "g";
+    o->adv_heads = 2;
+    xd_train_defaults(to);
+    to->batch = 4;
+    to->seq = 12;
+    *theta0 = malloc(m->arena_floats * sizeof(float));
+    memcpy(*theta0, m->arena, m->arena_floats * sizeof(float));
+    return m;
+}
+
 /* --adv-refit: at steps 1 + k·N the adversary heads are fitted afresh on the bank. A bank
  * whose two groups sit apart along one direction (rows ±2·e_0 + noise, written into the
  * run's own "mmd.bank" state) is read by the refitted heads at ≥ 0.95 accuracy on new rows
  * of the same kind, where the fresh initialisation alone is near chance; a second run refits
  * the same values; an empty bank leaves the fresh heads; --adv-conditional is refused. */
 static void test_adv_refit(void) {
-    char p[400];
-    snprintf(p, sizeof p, "%s/refit.jsonl", dir);
-    write_data(p, 16, 1);
-    xd_model *m = xd_model_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf");
-    const char *attrs[1] = {"g"};
     xd_labeled lab;
     xd_clf_data data;
-    CHECK(m && xd_labeled_load(p, "text", "label", attrs, 1, &lab) == 0 &&
-              xd_clf_data_init(&data, &lab, xd_model_tokenizer(m), 12) == 0, "setup: %s", xd_last_error());
     xd_debias_opts o;
-    xd_debias_defaults(&o);
-    o.max_len = 12;
-    o.adv_attr = "g";
-    o.adv_heads = 2;
+    xd_train_opts to;
+    float *theta0;
+    xd_model *m = adv_setup("refit.jsonl", &lab, &data, &o, &to, &theta0);
     o.adv_refit = 2;
     o.mmd_bank = 32;
-    xd_train_opts to;
-    xd_train_defaults(&to);
-    to.batch = 4;
-    to.seq = 12;
     int d = m->cfg.d_model;
-    float *theta0 = malloc(m->arena_floats * sizeof(float));
-    memcpy(theta0, m->arena, m->arena_floats * sizeof(float));
     float *seen[2] = {NULL, NULL};
     size_t n = 0;
     xd_rng g;
@@ -533,27 +542,13 @@ static void test_adv_refit(void) {
 /* --adv-reset: the adversary heads start afresh at steps 1 + k·N (new values, unlike the
  * ones before, the same in a second run: a resumed run draws them again). */
 static void test_adv_reset(void) {
-    char p[400];
-    snprintf(p, sizeof p, "%s/reset.jsonl", dir);
-    write_data(p, 16, 1);
-    xd_model *m = xd_model_load(XD_SOURCE_DIR "/tests/fixtures/tiny-llama.gguf");
-    const char *attrs[1] = {"g"};
     xd_labeled lab;
     xd_clf_data data;
-    CHECK(m && xd_labeled_load(p, "text", "label", attrs, 1, &lab) == 0 &&
-              xd_clf_data_init(&data, &lab, xd_model_tokenizer(m), 12) == 0, "setup: %s", xd_last_error());
     xd_debias_opts o;
-    xd_debias_defaults(&o);
-    o.max_len = 12;
-    o.adv_attr = "g";
-    o.adv_heads = 2;
-    o.adv_reset = 2;
     xd_train_opts to;
-    xd_train_defaults(&to);
-    to.batch = 4;
-    to.seq = 12;
-    float *theta0 = malloc(m->arena_floats * sizeof(float));
-    memcpy(theta0, m->arena, m->arena_floats * sizeof(float));
+    float *theta0;
+    xd_model *m = adv_setup("reset.jsonl", &lab, &data, &o, &to, &theta0);
+    o.adv_reset = 2;
     float *seen[2] = {NULL, NULL};
     size_t lo = 0, n = 0;
     for (int run = 0; run < 2; run++) {
