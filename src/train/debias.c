@@ -120,10 +120,15 @@ static void materialize(run *r, int64_t step, int train) {
 
 /* --adv-refit: the adversary heads (freshly initialised) trained as the post-hoc attacker on
  * every row of the bank, labelled with its group; nothing to do while the bank is empty. */
+static float *bank_rows(const run *r, int c, int g, int *count);
+
 static int adv_refit(run *r, int64_t step) {
-    int d = r->m->cfg.d_model, n = 0;
-    size_t n_cg = (size_t)r->n_classes * r->n_groups;
-    for (size_t cg = 0; cg < n_cg; cg++) n += (int)r->bank_fill[2 * cg];
+    int d = r->m->cfg.d_model, n = 0, cnt;
+    for (int c = 0; c < r->n_classes; c++)
+        for (int g = 0; g < r->n_groups; g++) {
+            bank_rows(r, c, g, &cnt);
+            n += cnt;
+        }
     if (n < 2) return 0;
     float *X = malloc((size_t)n * d * sizeof(float));
     int32_t *y = malloc((size_t)n * sizeof *y);
@@ -132,12 +137,13 @@ static int adv_refit(run *r, int64_t step) {
         return xd_err("debias: out of memory refitting the adversary");
     }
     int at = 0;
-    for (size_t cg = 0; cg < n_cg; cg++) {
-        int cnt = (int)r->bank_fill[2 * cg];
-        memcpy(X + (size_t)at * d, r->bank + cg * r->mmd_k * d, (size_t)cnt * d * sizeof(float));
-        for (int i = 0; i < cnt; i++) y[at + i] = (int32_t)(cg % (size_t)r->n_groups);
-        at += cnt;
-    }
+    for (int c = 0; c < r->n_classes; c++)
+        for (int g = 0; g < r->n_groups; g++) {
+            const float *rows = bank_rows(r, c, g, &cnt);
+            memcpy(X + (size_t)at * d, rows, (size_t)cnt * d * sizeof(float));
+            for (int i = 0; i < cnt; i++) y[at + i] = g;
+            at += cnt;
+        }
     xd_attack_opts ao;
     xd_attack_defaults(&ao);
     ao.heads = r->n_adv;
