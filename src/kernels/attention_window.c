@@ -16,6 +16,17 @@
 
 enum { QB = 32, DECODE_CHUNK = 128 };
 
+/* The run's rows that queries at positions p0 … p1 may see: [*lo, *hi], from
+ * max(p0 − W + 1, from, sinks, r0) (the window of the first query, widened back to `from`)
+ * to min(p1, r0 + nr − 1); empty when *hi < *lo. */
+static void visible_run(int64_t p0, int64_t p1, int window, int sinks, int64_t from, int64_t r0,
+                        int64_t nr, int64_t *lo, int64_t *hi) {
+    *lo = p0 - window + 1 < from ? p0 - window + 1 : from;
+    if (*lo < r0) *lo = r0;
+    if (*lo < sinks) *lo = sinks;
+    *hi = p1 < r0 + nr - 1 ? p1 : r0 + nr - 1;
+}
+
 /* One query (decoding): every key it can see lies in two spans, the sinks j ≤ p and the run's
  * rows from max(p − W + 1, from, sinks, r0) to p, so it needs no mask; the split-K decoding
  * kernel reads them where they are, in chunks of DECODE_CHUNK rows (a window of 512 gives
@@ -26,10 +37,8 @@ int xd_attention_sinkwin_one(float *out, const float *q, int64_t p, const float 
                              int sinks, int64_t from) {
     size_t stride = (size_t)n_kv * hd * sizeof(float);
     size_t rstride = (size_t)n_kv * xd_kv_row_bytes(rtype, hd);
-    int64_t lo = p - window + 1 < from ? p - window + 1 : from, hi = p;
-    if (lo < r0) lo = r0;
-    if (lo < sinks) lo = sinks;
-    if (hi > r0 + nr - 1) hi = r0 + nr - 1;
+    int64_t lo, hi;
+    visible_run(p, p, window, sinks, from, r0, nr, &lo, &hi);
     xd_kv_span sp[2];
     int n = 0;
     int64_t nsv = ns < p + 1 ? ns : p + 1; /* sink j is visible iff j ≤ p */
@@ -68,10 +77,8 @@ int xd_attention_sinkwin(float *out, const float *q, int n, int64_t qpos0, const
             int i0 = b * QB, m = n - i0 < QB ? n - i0 : QB;
             int64_t p0 = qpos0 + i0, p1 = p0 + m - 1;
             /* the run keys any query of the block may see: positions [lo, hi] */
-            int64_t lo = p0 - window + 1 < from ? p0 - window + 1 : from, hi = p1;
-            if (lo < r0) lo = r0;
-            if (lo < sinks) lo = sinks;
-            if (hi > r0 + nr - 1) hi = r0 + nr - 1;
+            int64_t lo, hi;
+            visible_run(p0, p1, window, sinks, from, r0, nr, &lo, &hi);
             int64_t nw = hi >= lo ? hi - lo + 1 : 0;
             int64_t cols = ns + nw;
             const float *Q = q + (int64_t)i0 * qd + (int64_t)h * hd;
