@@ -281,7 +281,7 @@ static double objective(xd_objective *ob, xd_trainer_model *tm, xd_batch *bb, in
     return t / B + (confusion ? lambda * cf / B : -lambda * a / B) + mmd_weight * mm / B + loss;
 }
 
-static void test_objective_fd(int confusion, int conditional, int mmd) {
+static void test_objective_fd(int confusion, int conditional, int mmd, int tokens) {
     char p[400];
     snprintf(p, sizeof p, "%s/fd.jsonl", dir);
     write_data(p, 40, 1);
@@ -305,6 +305,7 @@ static void test_objective_fd(int confusion, int conditional, int mmd) {
     o.adv_lambda = 0.7f;
     o.adv_confusion = confusion;
     o.adv_conditional = conditional;
+    o.adv_tokens = tokens;
     o.pool = XD_POOL_MEAN;
     o.mmd_weight = mmd ? 0.5f : 0.0f;
     o.mmd_linear = mmd == 2;
@@ -406,9 +407,9 @@ static void test_objective_fd(int confusion, int conditional, int mmd) {
     }
     CHECK(bad == 0, "objective: %d of %d coordinates disagree with central differences", bad,
           checked);
-    printf("objective (mask, adversary %s%s%s, L0) on tiny-llama: %d coordinates vs central "
+    printf("objective (mask, adversary %s%s%s%s, L0) on tiny-llama: %d coordinates vs central "
            "differences, worst |error| %.2g\n", confusion ? "confusion" : "reversed",
-           conditional ? ", conditional on the label" : "",
+           tokens ? " on every token's row" : "", conditional ? ", conditional on the label" : "",
            mmd == 2 ? ", linear MMD term" : mmd ? ", MMD term" : "", checked, worst);
     free(an);
     xd_batch_free(&bb);
@@ -531,6 +532,10 @@ static void test_adv_refit(void) {
     CHECK(!xd_debias_run_new(m, theta0, XD_DEBIAS_PHASE_MASK, &o, &data, &data, NULL, &to) &&
               strstr(xd_last_error(), "--adv-refit"), "refit with a conditional adversary: %s",
           xd_last_error());
+    o.adv_conditional = 0;
+    o.adv_tokens = 1; /* the refit reads pooled rows: refused with token rows too */
+    CHECK(!xd_debias_run_new(m, theta0, XD_DEBIAS_PHASE_MASK, &o, &data, &data, NULL, &to) &&
+              strstr(xd_last_error(), "--adv-tokens"), "refit with token rows: %s", xd_last_error());
     free(seen[0]);
     free(seen[1]);
     free(theta0);
@@ -762,11 +767,13 @@ int main(void) {
     test_metrics();
     test_mmd();
     test_attacker();
-    test_objective_fd(0, 0, 0);
-    test_objective_fd(1, 0, 0);
-    test_objective_fd(0, 1, 0);
-    test_objective_fd(0, 0, 1);
-    test_objective_fd(0, 0, 2);
+    test_objective_fd(0, 0, 0, 0);
+    test_objective_fd(1, 0, 0, 0);
+    test_objective_fd(0, 1, 0, 0);
+    test_objective_fd(0, 0, 1, 0);
+    test_objective_fd(0, 0, 2, 0);
+    test_objective_fd(0, 0, 0, 1);
+    test_objective_fd(1, 0, 0, 1);
     test_adv_reset();
     test_adv_refit();
     test_cli();

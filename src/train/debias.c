@@ -74,7 +74,10 @@ typedef struct xd_debias_run {
     int32_t *len, *lab, *att; /* [B] */
     uint64_t batch_cursor;
     float *pooled, *dpooled, *dadv, *dnorm; /* [B][d], [B][d], [B][d], [B·T][d] */
-    float *dconf;             /* [B][attribute classes]: the confusion term's dlogits */
+    float *dconf;             /* [adversary rows][attribute classes]: the confusion term's
+                               * dlogits */
+    int32_t *att_tok;         /* adv_tokens: [B·T] each token row's attribute (−1: padding) */
+    float *dadv_tok;          /* adv_tokens: [B·T][d] the heads' dx on the token rows */
     int adv_in;               /* the adversaries' input width: d, + the classes if conditional */
     float *advx, *dadvx;      /* conditional: [B][adv_in] their input and its gradient */
     /* the MMD term's bank (in the own arena, not trained, so checkpoints keep it):
@@ -340,10 +343,49 @@ static void bank_push(run *r, int n) {
     }
 }
 
+/* The adversary heads' term over the examples of a batch (their cross-entropy, or with conf
+ * the confusion term into dlogits): per example its pooled row's, or with adv_tokens the mean
+ * over its real tokens' rows (logits [B·T][C], targets −1 on padding), so each example weighs
+ * the same whatever its length; dlogits are scaled alike. */
+static double adv_term(const run *r, float *dlogits, const float *logits, const int32_t *targets,
+                       int B, int C, float scale, int conf) {
+    if (!r->o.adv_tokens)
+        return conf ? confusion(dlogits, logits, targets, B, C, scale)
+                    : xd_cross_entropy(dlogits, logits, targets, B, C, scale);
+    double sum = 0;
+    for (int b = 0; b < B; b++) {
+        size_t o = (size_t)b * r->T * C;
+        const int32_t *tg = targets + (size_t)b * r->T;
+        float s = scale / (float)r->len[b];
+        double v = conf ? confusion(dlogits + o, logits + o, tg, r->T, C, s)
+                        : xd_cross_entropy(dlogits + o, logits + o, tg, r->T, C, s);
+        sum += v / r->len[b];
+    }
+    return sum;
+}
+
+/* The heads' hits on the first n examples: per example 1 or 0, or with adv_tokens the share
+ * of its tokens whose row they read right. */
+static double adv_hits(const run *r, const float *logits, const int32_t *att, int n) {
+    int C = r->n_attr_classes;
+    double hits = 0;
+    for (int b = 0; b < n; b++) {
+        if (!r->o.adv_tokens) {
+            hits += xd_head_argmax(logits + (size_t)b * C, C) == att[b];
+            continue;
+        }
+        int ok = 0;
+        for (int t = 0; t < r->len[b]; t++)
+            ok += xd_head_argmax(logits + ((size_t)b * r->T + t) * C, C) == att[b];
+        hits += (double)ok / r->len[b];
+    }
+    return hits;
+}
+
 static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, const int32_t *tok,
                         const int32_t *pos, const int32_t *ds, int n, int backward,
                         float grad_scale, double *task, double *adv, double *conf, double *mmd,
-                        int64_t *task_ok, int64_t *adv_ok) {
+                        int64_t *task_ok, double *adv_ok) {
     int B = r->B, T = r->T, d = r->m->cfg.d_model;
     double s;
     int64_t c;
@@ -368,7 +410,17 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
     /* a conditional adversary reads [pooled ‖ one-hot(label)]; its dx is folded back below */
     const float *ain = r->pooled;
     float *dain = r->dadv;
-    if (r->adv_in > d) {
+    const int32_t *aatt = att;
+    int arows = B;
+    if (r->o.adv_tokens) { /* every real token's final-norm output, labelled with its example's */
+        arows = B * T;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) r->att_tok[b * T + t] = t < r->len[b] ? att[b] : -1;
+        aatt = r->att_tok;
+        ain = tm->x_norm;
+        dain = r->dadv_tok;
+        if (backward) memset(r->dadv_tok, 0, (size_t)B * T * d * sizeof(float));
+    } else if (r->adv_in > d) {
         int K = r->adv_in - d;
         for (int b = 0; b < B; b++) {
             float *x = r->advx + (size_t)b * r->adv_in;
@@ -381,28 +433,24 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         if (backward) memset(r->dadvx, 0, (size_t)B * r->adv_in * sizeof(float));
     }
     for (int k = 0; k < r->n_adv; k++) {
-        float *al = (float *)xd_head_forward(&r->adv[k], &r->aa[k], ain, B, backward,
+        float *al = (float *)xd_head_forward(&r->adv[k], &r->aa[k], ain, arows, backward,
                                              xd_mix64(dseed + 1 + (uint64_t)k));
-        if (adv_ok)
-            for (int b = 0; b < n; b++)
-                *adv_ok += xd_head_argmax(al + (size_t)b * r->n_attr_classes, r->n_attr_classes) ==
-                           att[b];
+        if (adv_ok) *adv_ok += adv_hits(r, al, att, n);
         if (r->o.adv_confusion) /* before the cross-entropy overwrites the logits */
-            *conf += confusion(r->dconf, al, att, B, r->n_attr_classes, grad_scale / r->n_adv) /
+            *conf += adv_term(r, r->dconf, al, aatt, B, r->n_attr_classes, grad_scale / r->n_adv, 1) /
                      r->n_adv;
-        *adv += xd_cross_entropy(al, al, att, B, r->n_attr_classes, grad_scale / r->n_adv) /
-                r->n_adv;
+        *adv += adv_term(r, al, al, aatt, B, r->n_attr_classes, grad_scale / r->n_adv, 0) / r->n_adv;
         if (!backward) continue;
         if (!r->o.adv_confusion) {
-            xd_head_backward(&r->adv[k], &r->aa[k], al, dain, B);
+            xd_head_backward(&r->adv[k], &r->aa[k], al, dain, arows);
             continue;
         }
         /* the heads learn the attribute; the encoder gets the confusion term's dx through
          * the same heads, frozen for it */
-        xd_head_backward(&r->adv[k], &r->aa[k], al, NULL, B);
+        xd_head_backward(&r->adv[k], &r->aa[k], al, NULL, arows);
         xd_head frozen = r->adv[k];
         for (int l = 0; l < XD_HEAD_MAX_LAYERS; l++) frozen.dW[l] = frozen.db[l] = NULL;
-        xd_head_backward(&frozen, &r->aa[k], r->dconf, dain, B);
+        xd_head_backward(&frozen, &r->aa[k], r->dconf, dain, arows);
     }
     if (r->mmd_k && r->o.mmd_weight > 0) *mmd += mmd_rows(r, backward ? r->dpooled : NULL, n, grad_scale);
     if (!backward) return 0;
@@ -412,11 +460,13 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
                    (size_t)d * sizeof(float));
     /* gradient reversal (Ganin & Lempitsky 2015): the encoder gets −λ · the heads' dx; the
      * confusion term is minimised, not reversed: +λ · its dx */
-    if (r->n_adv)
-        xd_grad_reverse_backward(r->dpooled, r->dadv, (int64_t)B * d,
-                                 r->o.adv_confusion ? -r->o.adv_lambda : r->o.adv_lambda);
+    float lambda = r->o.adv_confusion ? -r->o.adv_lambda : r->o.adv_lambda;
+    if (r->n_adv && !r->o.adv_tokens)
+        xd_grad_reverse_backward(r->dpooled, r->dadv, (int64_t)B * d, lambda);
     memset(r->dnorm, 0, (size_t)B * T * d * sizeof(float));
     xd_pool_backward(r->dnorm, r->dpooled, r->len, B, T, d, r->o.pool);
+    if (r->n_adv && r->o.adv_tokens) /* the token rows' dx straight onto the norm's output */
+        xd_grad_reverse_backward(r->dnorm, r->dadv_tok, (int64_t)B * T * d, lambda);
     return xd_tm_backward_hidden(tm, tok, r->dnorm);
 }
 
@@ -451,7 +501,8 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
     int32_t *tok = malloc(BT * sizeof(int32_t)), *pos = malloc(BT * sizeof(int32_t)),
             *ds = malloc(BT * sizeof(int32_t));
     double task = 0, adv = 0, conf = 0, mmd = 0;
-    int64_t ok = 0, adv_ok = 0;
+    int64_t ok = 0;
+    double adv_ok = 0;
     int rc = -1;
     if (!tok || !pos || !ds) { xd_err("out of memory"); goto done; }
     for (int64_t e0 = 0; e0 < v->n; e0 += B) {
@@ -465,7 +516,7 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
     int k = snprintf(json, cap, ",\"val_acc\":%.6f", (double)ok / (double)v->n);
     if (r->n_adv && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"val_adv_loss\":%.6g,\"val_adv_acc\":%.6f",
-                      adv / (double)v->n, (double)adv_ok / (double)(v->n * r->n_adv));
+                      adv / (double)v->n, adv_ok / (double)(v->n * r->n_adv));
     if (r->mmd_k && r->o.mmd_weight > 0 && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"val_mmd\":%.6g", mmd / (double)v->n);
     if (r->phase == PH_MASK && k > 0 && (size_t)k < cap) {
@@ -513,6 +564,7 @@ static void run_free(run *r) {
     free(r->z), free(r->s), free(r->keep), free(r->perm);
     free(r->ex), free(r->len), free(r->lab), free(r->att);
     free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm), free(r->dconf);
+    free(r->att_tok), free(r->dadv_tok);
     free(r->advx), free(r->dadvx), free(r->mmd_rows), free(r->mmd_w);
     xd_head_acts_free(&r->ha);
     for (int k = 0; k < r->n_adv; k++) xd_head_acts_free(&r->aa[k]);
@@ -585,6 +637,9 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
                           "attribute fields (--attr)", train->lab->path, o->adv_attr);
         r->n_adv = o->adv_heads;
         r->n_attr_classes = train->lab->attr[r->adv_col].n_classes;
+        if (o->adv_tokens && (o->adv_conditional || o->adv_refit > 0 || o->adv_heads < 1))
+            return xd_err("--adv-tokens: needs adversary heads (--adv-heads ≥ 1) and works "
+                          "without --adv-conditional and --adv-refit, which read pooled rows");
         if (o->adv_refit > 0 && (o->adv_conditional || o->adv_heads < 1))
             return xd_err("--adv-refit %d: needs adversary heads (--adv-heads ≥ 1) reading the "
                           "representation alone (not --adv-conditional)", o->adv_refit);
@@ -645,8 +700,14 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     r->dadv = malloc((size_t)B * d * sizeof(float));
     r->advx = malloc((size_t)B * r->adv_in * sizeof(float));
     r->dadvx = malloc((size_t)B * r->adv_in * sizeof(float));
-    r->dconf = malloc((size_t)B * (size_t)(r->n_attr_classes > 0 ? r->n_attr_classes : 1) *
+    int arows = o->adv_tokens ? B * T : B; /* the adversary heads' rows per batch */
+    r->dconf = malloc((size_t)arows * (size_t)(r->n_attr_classes > 0 ? r->n_attr_classes : 1) *
                       sizeof(float));
+    if (o->adv_tokens) {
+        r->att_tok = malloc((size_t)B * T * sizeof *r->att_tok);
+        r->dadv_tok = malloc((size_t)B * T * d * sizeof(float));
+        if (!r->att_tok || !r->dadv_tok) return xd_err("debias: out of memory for the token rows");
+    }
     r->dnorm = malloc((size_t)B * T * d * sizeof(float));
     if (r->mmd_k) {
         r->mmd_rows = malloc((size_t)r->n_groups * r->mmd_k * d * sizeof(float));
@@ -701,7 +762,7 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     for (int k = 0; k < r->n_adv; k++) {
         if (xd_head_layout(&r->adv[k], r->adv_in, d, r->n_attr_classes, 1, o->adv_dropout, g->param + off,
                            g->grad + off) ||
-            xd_head_acts_alloc(&r->aa[k], &r->adv[k], B))
+            xd_head_acts_alloc(&r->aa[k], &r->adv[k], arows))
             return -1;
         xd_head_init(&r->adv[k], xd_mix64(o->seed ^ (0x4144560000000000ull + (uint64_t)k)));
         snprintf(name, sizeof name, "adversary.%d", k);
@@ -831,6 +892,7 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
         json_object_set_new(j, "adversary_objective",
                             json_string(o->adv_confusion ? "confusion" : "reverse"));
         json_object_set_new(j, "adversary_conditional", json_boolean(o->adv_conditional));
+        json_object_set_new(j, "adversary_reads", json_string(o->adv_tokens ? "tokens" : "pooled"));
         if (o->mmd_weight > 0) {
             json_object_set_new(j, "mmd_weight", json_real(o->mmd_weight));
             json_object_set_new(j, "mmd_bank", json_integer(o->mmd_bank));

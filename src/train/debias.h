@@ -69,6 +69,11 @@ typedef struct {
                             * recent representations (mmd_bank rows per class and group), so
                             * the diff faces an attacker fitted to what it hides now, not heads
                             * that co-adapted with it (0: never) */
+    int adv_tokens;        /* the adversary heads read every real token's final-norm output
+                            * (its example's attribute as the target; each example's term
+                            * the mean over its tokens) instead of the pooled representation,
+                            * so the diff hides the attribute at every position, not only in
+                            * the mean the post-hoc attacker reads (0: pooled) */
     const char *adv_attr;  /* the attribute field the adversary (and the MMD term) reads
                             * (NULL: none) */
     uint64_t seed;
