@@ -673,10 +673,11 @@ static void test_cli(void) {
     check_pruned_set(args, 0.1);
     snprintf(args, sizeof args,
              "debias attribute %s --task %s/T --protect g --train %s --val %s --steps 4 "
-             "--mask-steps 2 --batch 4 --lr 1e-3 --sparsity 0.1 --adv-lambda-fixed 2.5", M, dir,
-             tr, va);
+             "--mask-steps 2 --batch 4 --lr 1e-3 --sparsity 0.1 --adv-lambda-fixed 2.5 --adv-tokens",
+             M, dir, tr, va);
     CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"task_diff_hash\"") &&
-              strstr(out, "\"adversary_lambda_fixed_mask\":2.5"), "attribute: %s", out);
+              strstr(out, "\"adversary_lambda_fixed_mask\":2.5") &&
+              strstr(out, "\"adversary_reads\":\"tokens\""), "attribute: %s", out);
     snprintf(args, sizeof args,
              "debias eval %s --task %s/T --with g --train %s --test %s --attack-epochs 3 "
              "--boot 50 -o %s/R.json", M, dir, tr, va, dir);
