@@ -265,6 +265,22 @@ static void write_data(const char *path, int n, int with_b) {
     fclose(f);
 }
 
+/* Balancing weights by hand: labels {0,0,0,1,1}, attribute {0,0,1,1,1} (a row with −1 is not
+ * counted): N = 5, N_y = {3, 2}, N_a = {2, 3}; cells (0,0) 2, (0,1) 1, (1,1) 2, (1,0) none.
+ * w = (N_y·N_a/N)/N_ya: (0,0) 6/5/2 = 0.6, (0,1) 9/5/1 = 1.8, (1,0) 0, (1,1) 6/5/2 = 0.6.
+ * Under them the joint is the product of the marginals: Σ_cell N_ya·w = N_y·N_a/N. */
+static void test_balance_weights(void) {
+    const int32_t y[6] = {0, 0, 0, 1, 1, 1}, a[6] = {0, 0, 1, 1, 1, -1};
+    float w[4];
+    CHECK(xd_balance_weights(y, a, 6, 2, 2, w) == 0, "balance: %s", xd_last_error());
+    const float want[4] = {0.6f, 1.8f, 0.0f, 0.6f};
+    for (int i = 0; i < 4; i++)
+        CHECK(fabsf(w[i] - want[i]) < 1e-6f, "balance weight %d: %g, expected %g", i, w[i], want[i]);
+    const int32_t bad[1] = {2};
+    CHECK(xd_balance_weights(bad, a, 1, 2, 2, w) < 0 && strstr(xd_last_error(), "label 2"),
+          "a label out of range: %s", xd_last_error());
+}
+
 /* F at the current parameters: the trainer's step without the backward. */
 static double objective(xd_objective *ob, xd_trainer_model *tm, xd_batch *bb, int B, int T,
                         float lambda, int confusion, float mmd_weight, double *task, double *adv) {
@@ -281,7 +297,7 @@ static double objective(xd_objective *ob, xd_trainer_model *tm, xd_batch *bb, in
     return t / B + (confusion ? lambda * cf / B : -lambda * a / B) + mmd_weight * mm / B + loss;
 }
 
-static void test_objective_fd(int confusion, int conditional, int mmd, int tokens) {
+static void test_objective_fd(int confusion, int conditional, int mmd, int tokens, int balance) {
     char p[400];
     snprintf(p, sizeof p, "%s/fd.jsonl", dir);
     write_data(p, 40, 1);
@@ -306,6 +322,7 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     o.adv_confusion = confusion;
     o.adv_conditional = conditional;
     o.adv_tokens = tokens;
+    o.balance = balance;
     o.pool = XD_POOL_MEAN;
     o.mmd_weight = mmd ? 0.5f : 0.0f;
     o.mmd_linear = mmd == 2;
@@ -407,11 +424,28 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     }
     CHECK(bad == 0, "objective: %d of %d coordinates disagree with central differences", bad,
           checked);
-    printf("objective (mask, adversary %s%s%s%s, L0) on tiny-llama: %d coordinates vs central "
+    printf("objective (mask, adversary %s%s%s%s%s, L0) on tiny-llama: %d coordinates vs central "
            "differences, worst |error| %.2g\n", confusion ? "confusion" : "reversed",
-           tokens ? " on every token's row" : "", conditional ? ", conditional on the label" : "",
+           tokens ? " on every token's row" : "", balance ? ", rows balanced" : "", conditional ? ", conditional on the label" : "",
            mmd == 2 ? ", linear MMD term" : mmd ? ", MMD term" : "", checked, worst);
     free(an);
+    if (balance) { /* the weights change the objective: the same parameters without them */
+        double tb, ab, tu, au;
+        objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, &tb, &ab);
+        o.balance = 0;
+        xd_debias_run *u = xd_debias_run_new(m, theta0, XD_DEBIAS_PHASE_MASK, &o, &data, &data, NULL, &to);
+        CHECK(u != NULL, "run: %s", xd_last_error());
+        if (u) {
+            xd_objective *ou = xd_debias_objective(u);
+            memcpy(ou->params->param, g->param, g->n_floats * sizeof(float));
+            objective(ou, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, &tu, &au);
+            CHECK(fabs(tb - tu) > 1e-4 * fabs(tu) && fabs(ab - au) > 1e-4 * fabs(au),
+                  "balanced task %.6g / adversary %.6g vs unweighted %.6g / %.6g", tb, ab, tu, au);
+            printf("rows balanced: task loss %.4f (unweighted %.4f), adversary %.4f (%.4f)\n", tb,
+                   tu, ab, au);
+            xd_debias_run_free(u);
+        }
+    }
     xd_batch_free(&bb);
     xd_tm_free(&tm);
     xd_debias_run_free(r);
@@ -536,6 +570,12 @@ static void test_adv_refit(void) {
     o.adv_tokens = 1; /* the refit reads pooled rows: refused with token rows too */
     CHECK(!xd_debias_run_new(m, theta0, XD_DEBIAS_PHASE_MASK, &o, &data, &data, NULL, &to) &&
               strstr(xd_last_error(), "--adv-tokens"), "refit with token rows: %s", xd_last_error());
+    o.adv_tokens = 0;
+    o.adv_refit = 0;
+    o.adv_attr = NULL; /* a task run without an adversary has no attribute to balance against */
+    o.balance = 1;
+    CHECK(!xd_debias_run_new(m, theta0, XD_DEBIAS_PHASE_MASK, &o, &data, &data, NULL, &to) &&
+              strstr(xd_last_error(), "--balance"), "balance without an attribute: %s", xd_last_error());
     free(seen[0]);
     free(seen[1]);
     free(theta0);
@@ -768,13 +808,16 @@ int main(void) {
     test_metrics();
     test_mmd();
     test_attacker();
-    test_objective_fd(0, 0, 0, 0);
-    test_objective_fd(1, 0, 0, 0);
-    test_objective_fd(0, 1, 0, 0);
-    test_objective_fd(0, 0, 1, 0);
-    test_objective_fd(0, 0, 2, 0);
-    test_objective_fd(0, 0, 0, 1);
-    test_objective_fd(1, 0, 0, 1);
+    test_balance_weights();
+    test_objective_fd(0, 0, 0, 0, 0);
+    test_objective_fd(1, 0, 0, 0, 0);
+    test_objective_fd(0, 1, 0, 0, 0);
+    test_objective_fd(0, 0, 1, 0, 0);
+    test_objective_fd(0, 0, 2, 0, 0);
+    test_objective_fd(0, 0, 0, 1, 0);
+    test_objective_fd(1, 0, 0, 1, 0);
+    test_objective_fd(0, 0, 0, 0, 1);
+    test_objective_fd(1, 0, 0, 1, 1);
     test_adv_reset();
     test_adv_refit();
     test_cli();

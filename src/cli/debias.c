@@ -59,6 +59,8 @@ static void usage(FILE *f) {
             "  --mmd-bank N     rows kept per class and group in that bank (64)\n"
             "  --adv-tokens     the adversary heads read every token's final-norm output\n"
             "                   instead of the pooled representation\n"
+            "  --balance        weight the training rows so that the label tells nothing of the\n"
+            "                   attribute (task and adversary losses)\n"
             "  --adv-reset N    the adversary heads start afresh every N steps (0: never)\n"
             "  --adv-refit N    every N steps the adversary heads are fitted afresh, as the\n"
             "                   post-hoc attacker, on a bank of recent representations\n"
@@ -187,6 +189,10 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         }
         if (!strcmp(argv[i], "--adv-tokens") && strcmp(cmd, "eval")) {
             a->d.adv_tokens = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--balance") && strcmp(cmd, "eval")) {
+            a->d.balance = 1;
             continue;
         }
         if (argv[i][0] == '-') return cli_error("debias %s: unknown option '%s'", cmd, argv[i]), -1;

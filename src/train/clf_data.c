@@ -87,3 +87,25 @@ void xd_clf_fill(const xd_clf_data *d, const int64_t *ex, int B, int T, int32_t 
         len[b] = n;
     }
 }
+
+int xd_balance_weights(const int32_t *y, const int32_t *a, int64_t n, int C, int G, float *w) {
+    int64_t *cell = calloc((size_t)C * G + C + G, sizeof *cell), *ny = cell + (size_t)C * G,
+            *na = ny + C, total = 0;
+    if (!cell) return xd_err("balancing weights: out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        if (y[i] < 0 || a[i] < 0) continue;
+        if (y[i] >= C || a[i] >= G) {
+            free(cell);
+            return xd_err("balancing weights: row %lld has label %d and attribute %d; expected "
+                          "below %d and %d", (long long)i, y[i], a[i], C, G);
+        }
+        cell[(size_t)y[i] * G + a[i]]++, ny[y[i]]++, na[a[i]]++, total++;
+    }
+    for (int c = 0; c < C; c++)
+        for (int g = 0; g < G; g++) {
+            int64_t k = cell[(size_t)c * G + g];
+            w[(size_t)c * G + g] = k ? (float)((double)ny[c] * (double)na[g] / (double)total / (double)k) : 0.0f;
+        }
+    free(cell);
+    return 0;
+}

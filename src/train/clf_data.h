@@ -38,4 +38,12 @@ int64_t xd_clf_draw(const xd_clf_data *d, uint64_t seed, uint64_t k, int64_t *pe
 void xd_clf_fill(const xd_clf_data *d, const int64_t *ex, int B, int T, int32_t *tok,
                  int32_t *pos, int32_t *ds, int32_t *len);
 
+/* Balancing weights (Kamiran & Calders 2012, "reweighing"; Han et al. 2021 on BIOS): for
+ * labels y [n] in [0, C) and attribute values a [n] in [0, G), w[y·G + a] =
+ * (N_y · N_a / n) / N_{y,a}, so that under the weighted examples the label and the
+ * attribute are independent with their own frequencies kept (0 for a cell without
+ * examples). Rows with y < 0 or a < 0 are not counted. -1 with an error on a value out of
+ * range. */
+int xd_balance_weights(const int32_t *y, const int32_t *a, int64_t n, int C, int G, float *w);
+
 #endif

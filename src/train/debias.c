@@ -78,6 +78,8 @@ typedef struct xd_debias_run {
                                * dlogits */
     int32_t *att_tok;         /* adv_tokens: [B·T] each token row's attribute (−1: padding) */
     float *dadv_tok;          /* adv_tokens: [B·T][d] the heads' dx on the token rows */
+    float *bal;               /* balance: [classes][attribute values] the training rows' weights */
+    float *row_w;             /* balance: [B] this batch's weights */
     int adv_in;               /* the adversaries' input width: d, + the classes if conditional */
     float *advx, *dadvx;      /* conditional: [B][adv_in] their input and its gradient */
     /* the MMD term's bank (in the own arena, not trained, so checkpoints keep it):
@@ -343,23 +345,24 @@ static void bank_push(run *r, int n) {
     }
 }
 
-/* The adversary heads' term over the examples of a batch (their cross-entropy, or with conf
- * the confusion term into dlogits): per example its pooled row's, or with adv_tokens the mean
- * over its real tokens' rows (logits [B·T][C], targets −1 on padding), so each example weighs
- * the same whatever its length; dlogits are scaled alike. */
-static double adv_term(const run *r, float *dlogits, const float *logits, const int32_t *targets,
-                       int B, int C, float scale, int conf) {
-    if (!r->o.adv_tokens)
+/* A loss over the examples of a batch, B examples of `per` rows each (logits [B·per][C],
+ * targets −1 on rows without one): the cross-entropy, or with conf the confusion term. An
+ * example's term is the sum over its rows, or with len (per = T, token rows) their mean over
+ * its len[b] real rows, so each example weighs the same whatever its length; with rw it is
+ * multiplied by the example's weight rw[b]. dlogits are scaled alike. */
+static double rows_term(int conf, float *dlogits, const float *logits, const int32_t *targets,
+                        int B, int per, const int32_t *len, int C, float scale, const float *rw) {
+    if (per == 1 && !rw)
         return conf ? confusion(dlogits, logits, targets, B, C, scale)
                     : xd_cross_entropy(dlogits, logits, targets, B, C, scale);
     double sum = 0;
     for (int b = 0; b < B; b++) {
-        size_t o = (size_t)b * r->T * C;
-        const int32_t *tg = targets + (size_t)b * r->T;
-        float s = scale / (float)r->len[b];
-        double v = conf ? confusion(dlogits + o, logits + o, tg, r->T, C, s)
-                        : xd_cross_entropy(dlogits + o, logits + o, tg, r->T, C, s);
-        sum += v / r->len[b];
+        size_t o = (size_t)b * per * C;
+        const int32_t *tg = targets + (size_t)b * per;
+        float wb = rw ? rw[b] : 1.0f, k = len ? (float)len[b] : 1.0f;
+        double v = conf ? confusion(dlogits + o, logits + o, tg, per, C, scale * wb / k)
+                        : xd_cross_entropy(dlogits + o, logits + o, tg, per, C, scale * wb / k);
+        sum += wb * v / k;
     }
     return sum;
 }
@@ -396,12 +399,19 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         lab[b] = b < n ? data->lab->label.id[r->ex[b]] : -1;
         att[b] = b < n && r->adv_col >= 0 ? data->lab->attr[r->adv_col].id[r->ex[b]] : -1;
     }
+    /* --balance: the training rows weighted so that label and attribute are independent */
+    const float *rw = NULL;
+    if (r->bal && data == r->train) {
+        for (int b = 0; b < B; b++)
+            r->row_w[b] = lab[b] >= 0 && att[b] >= 0 ? r->bal[lab[b] * r->n_attr_classes + att[b]] : 0.0f;
+        rw = r->row_w;
+    }
     uint64_t dseed = xd_mix64(r->o.seed ^ xd_mix64(r->batch_cursor + 0x9e37ull));
     float *lg = (float *)xd_head_forward(&r->head, &r->ha, r->pooled, B, backward, dseed);
     if (task_ok)
         for (int b = 0; b < n; b++)
             *task_ok += xd_head_argmax(lg + (size_t)b * r->n_classes, r->n_classes) == lab[b];
-    *task += xd_cross_entropy(lg, lg, lab, B, r->n_classes, grad_scale);
+    *task += rows_term(0, lg, lg, lab, B, 1, NULL, r->n_classes, grad_scale, rw);
     if (backward) {
         memset(r->dpooled, 0, (size_t)B * d * sizeof(float));
         xd_head_backward(&r->head, &r->ha, lg, r->dpooled, B);
@@ -436,10 +446,13 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         float *al = (float *)xd_head_forward(&r->adv[k], &r->aa[k], ain, arows, backward,
                                              xd_mix64(dseed + 1 + (uint64_t)k));
         if (adv_ok) *adv_ok += adv_hits(r, al, att, n);
+        int per = r->o.adv_tokens ? T : 1;
+        const int32_t *alen = r->o.adv_tokens ? r->len : NULL;
         if (r->o.adv_confusion) /* before the cross-entropy overwrites the logits */
-            *conf += adv_term(r, r->dconf, al, aatt, B, r->n_attr_classes, grad_scale / r->n_adv, 1) /
-                     r->n_adv;
-        *adv += adv_term(r, al, al, aatt, B, r->n_attr_classes, grad_scale / r->n_adv, 0) / r->n_adv;
+            *conf += rows_term(1, r->dconf, al, aatt, B, per, alen, r->n_attr_classes,
+                               grad_scale / r->n_adv, rw) / r->n_adv;
+        *adv += rows_term(0, al, al, aatt, B, per, alen, r->n_attr_classes, grad_scale / r->n_adv,
+                          rw) / r->n_adv;
         if (!backward) continue;
         if (!r->o.adv_confusion) {
             xd_head_backward(&r->adv[k], &r->aa[k], al, dain, arows);
@@ -564,7 +577,7 @@ static void run_free(run *r) {
     free(r->z), free(r->s), free(r->keep), free(r->perm);
     free(r->ex), free(r->len), free(r->lab), free(r->att);
     free(r->pooled), free(r->dpooled), free(r->dadv), free(r->dnorm), free(r->dconf);
-    free(r->att_tok), free(r->dadv_tok);
+    free(r->att_tok), free(r->dadv_tok), free(r->bal), free(r->row_w);
     free(r->advx), free(r->dadvx), free(r->mmd_rows), free(r->mmd_w);
     xd_head_acts_free(&r->ha);
     for (int k = 0; k < r->n_adv; k++) xd_head_acts_free(&r->aa[k]);
@@ -643,12 +656,23 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
         if (o->adv_refit > 0 && (o->adv_conditional || o->adv_heads < 1))
             return xd_err("--adv-refit %d: needs adversary heads (--adv-heads ≥ 1) reading the "
                           "representation alone (not --adv-conditional)", o->adv_refit);
+        if (o->balance) {
+            r->bal = malloc((size_t)r->n_classes * r->n_attr_classes * sizeof(float));
+            r->row_w = malloc((size_t)B * sizeof(float));
+            if (!r->bal || !r->row_w) return xd_err("debias: out of memory");
+            if (xd_balance_weights(train->lab->label.id, train->lab->attr[r->adv_col].id, train->n,
+                                   r->n_classes, r->n_attr_classes, r->bal))
+                return -1;
+        }
         if (o->mmd_weight > 0 || o->adv_refit > 0) { /* the bank */
             if (o->mmd_bank < 2) return xd_err("--mmd-bank %d: expected at least 2", o->mmd_bank);
             r->mmd_k = o->mmd_bank;
             r->n_groups = r->n_attr_classes;
         }
     }
+    if (o->balance && r->adv_col < 0)
+        return xd_err("--balance: needs the attribute to balance against (--protect, or --adv "
+                      "in a task run)");
     xd_weight *all;
     int n_all;
     if (xd_model_weights(m, &all, &n_all)) return -1;
@@ -893,6 +917,7 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
                             json_string(o->adv_confusion ? "confusion" : "reverse"));
         json_object_set_new(j, "adversary_conditional", json_boolean(o->adv_conditional));
         json_object_set_new(j, "adversary_reads", json_string(o->adv_tokens ? "tokens" : "pooled"));
+        json_object_set_new(j, "balance", json_boolean(o->balance));
         if (o->mmd_weight > 0) {
             json_object_set_new(j, "mmd_weight", json_real(o->mmd_weight));
             json_object_set_new(j, "mmd_bank", json_integer(o->mmd_bank));

@@ -74,6 +74,11 @@ typedef struct {
                             * the mean over its tokens) instead of the pooled representation,
                             * so the diff hides the attribute at every position, not only in
                             * the mean the post-hoc attacker reads (0: pooled) */
+    int balance;           /* the training rows' losses (task and adversary) weighted by
+                            * xd_balance_weights over (label, adv_attr), so that under the
+                            * weights the label tells nothing of the attribute: the task
+                            * loss no longer pays for encoding it, and the adversary cannot
+                            * read it from the label's features (0: off) */
     const char *adv_attr;  /* the attribute field the adversary (and the MMD term) reads
                             * (NULL: none) */
     uint64_t seed;
