@@ -467,7 +467,7 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
     }
     if (r->mmd_k && r->o.mmd_weight > 0) *mmd += mmd_rows(r, backward ? r->dpooled : NULL, n, grad_scale);
     if (!backward) return 0;
-    if (dain != r->dadv) /* the pooled part of the conditional input's gradient */
+    if (r->adv_in > d && !r->o.adv_tokens) /* the pooled part of the conditional input's gradient */
         for (int b = 0; b < B; b++)
             memcpy(r->dadv + (size_t)b * d, r->dadvx + (size_t)b * r->adv_in,
                    (size_t)d * sizeof(float));
