@@ -500,7 +500,10 @@ def fill(rng, tmpl, ctx, x=None):
     return out[0].upper() + out[1:]
 
 
-def biography(rng, occ, gender, age_group, names, occs):
+def biography(rng, occ, gender, age_group, names, occs, rng_cf=None):
+    """One record; with rng_cf also "text_cf", the same biography told of the other gender:
+    another first name of that gender (drawn from rng_cf, so that rng draws exactly what it
+    draws without it), its pronouns and title, the gendered sentence's counterpart."""
     pr = PRON[gender]
     first = pick_cum(rng, names[gender])
     last = pick_cum(rng, names["last"])
@@ -514,6 +517,16 @@ def biography(rng, occ, gender, age_group, names, occs):
     ctx = dict(pr, N=first, F=f"{first} {last}", T=f"{pr['title']} {last}", st=st, st2=st2,
                l=l, l2=l2, h=rng.choice(HOBBIES), c=rng.choice(CAUSES), pet=rng.choice(PETS),
                age=age, born=REFERENCE_YEAR - age, grad=REFERENCE_YEAR - age + grad_age, exp=exp)
+    other_g = "male" if gender == "female" else "female"
+    ctxs = [ctx]
+    if rng_cf is not None:
+        pr2, first2 = PRON[other_g], pick_cum(rng_cf, names[other_g])
+        ctxs.append(dict(ctx, **pr2, N=first2, F=f"{first2} {last}", T=f"{pr2['title']} {last}"))
+
+    def each(tmpl, x=None, tmpl_cf=None):
+        """tmpl filled for the biography and its counterfactual (tmpl_cf there if given)."""
+        return tuple(fill(rng, tmpl if k == 0 or tmpl_cf is None else tmpl_cf, c, x)
+                     for k, c in enumerate(ctxs))
 
     ev = occ["evidence"]
     level = rng.choices([e for e, _ in EVIDENCE], weights=[w for _, w in EVIDENCE])[0]
@@ -522,17 +535,17 @@ def biography(rng, occ, gender, age_group, names, occs):
                                  ("verb", T_VERB), ("domain", T_DOMAIN), ("example", T_EXAMPLE))
              if ev[k]]
     if level == "strong":
-        occ_s.append(fill(rng, rng.choice(T_DEF), ctx, rng.choice(ev["def"])))
+        occ_s.append(each(rng.choice(T_DEF), rng.choice(ev["def"])))
         for k, t in rng.sample(extra, min(len(extra), rng.randint(1, 2))):
-            occ_s.append(fill(rng, rng.choice(t), ctx, rng.choice(ev[k])))
+            occ_s.append(each(rng.choice(t), rng.choice(ev[k])))
     elif level == "medium":
         if extra:
             k, t = rng.choice(extra)
-            occ_s.append(fill(rng, rng.choice(t), ctx, rng.choice(ev[k])))
+            occ_s.append(each(rng.choice(t), rng.choice(ev[k])))
         else:
-            occ_s.append(fill(rng, rng.choice(T_DEF), ctx, rng.choice(ev["def"])))
+            occ_s.append(each(rng.choice(T_DEF), rng.choice(ev["def"])))
     elif level == "weak" and ev["hyper"]:
-        occ_s.append(fill(rng, rng.choice(T_HYPER), ctx, rng.choice(ev["hyper"])))
+        occ_s.append(each(rng.choice(T_HYPER), rng.choice(ev["hyper"])))
 
     # a career-stage phrase in most biographies, one or two numeric cues
     kinds = ["stage"] if rng.random() < P_AGE_STAGE else []
@@ -540,36 +553,43 @@ def biography(rng, occ, gender, age_group, names, occs):
     age_s = []
     for k in kinds:
         pool = T_AGE[k][age_group] if k == "stage" else T_AGE[k]
-        age_s.append(fill(rng, rng.choice(pool), ctx))
+        age_s.append(each(rng.choice(pool)))
 
     other = []
     for t in rng.sample(T_FILLER, rng.randint(2, 4)):
-        other.append(fill(rng, t, ctx))
+        other.append(each(t))
     if rng.random() < 0.25:
-        other.append(fill(rng, rng.choice(T_GENDER[gender]), ctx))
+        t = rng.choice(T_GENDER[gender])
+        other.append(each(t, tmpl_cf=T_GENDER[other_g][T_GENDER[gender].index(t)]))
     if len(occs) > 1 and rng.random() < P_DISTRACTOR:
         o2 = rng.choice([o for o in occs if o is not occ])
-        other.append(fill(rng, rng.choice(T_DISTRACTOR), ctx, o2["label"].replace("_", " ")))
+        other.append(each(rng.choice(T_DISTRACTOR), o2["label"].replace("_", " ")))
 
     body = occ_s + age_s + other
     rng.shuffle(body)
-    intro = fill(rng, rng.choice(T_INTRO), ctx)
-    text = " ".join([intro] + body)
-    text = mask(text, occ)
-    if occ["mask_re"].search(text.replace(MASK, "")):
-        raise AssertionError(f"unmasked title in: {text}")
-    return {"text": text, "occupation": occ["label"], "gender": gender, "age": age_group}
+    intro = each(rng.choice(T_INTRO))
+    texts = []
+    for k in range(len(ctxs)):
+        text = mask(" ".join([intro[k]] + [b[k] for b in body]), occ)
+        if occ["mask_re"].search(text.replace(MASK, "")):
+            raise AssertionError(f"unmasked title in: {text}")
+        texts.append(text)
+    rec = {"text": texts[0], "occupation": occ["label"], "gender": gender, "age": age_group}
+    if rng_cf is not None:
+        rec["text_cf"] = texts[1]
+    return rec
 
 
-def gen_split(name, n, seed, corr_g, corr_a, occs, names):
+def gen_split(name, n, seed, corr_g, corr_a, occs, names, counterfactual=False):
     rng = random.Random(derive_seed(seed, name))
+    rng_cf = random.Random(derive_seed(seed, name + "/counterfactual")) if counterfactual else None
     recs = []
     for _ in range(n):
         occ = occs[rng.randrange(len(occs))]
         mg, ma = occ["majority_gender"], occ["majority_age"]
         g = mg if rng.random() < corr_g else ("male" if mg == "female" else "female")
         a = ma if rng.random() < corr_a else ("old" if ma == "young" else "young")
-        recs.append(biography(rng, occ, g, a, names, occs))
+        recs.append(biography(rng, occ, g, a, names, occs, rng_cf))
     return recs
 
 
@@ -659,6 +679,9 @@ def main(argv=None):
                     help="the same in test (default: --corr-gender)")
     ap.add_argument("--test-corr-age", type=prob, default=None, metavar="P",
                     help="the same in test (default: --corr-age)")
+    ap.add_argument("--counterfactual", action="store_true",
+                    help="train and val records also carry text_cf: the same biography told "
+                         "of the other gender (training data for counterfactual invariance)")
     args = ap.parse_args(argv)
     if args.occupations < 2:
         ap.error("argument --occupations: at least 2 classes are needed")
@@ -703,7 +726,8 @@ def main(argv=None):
         splits.append(("attack", args.n_attack, args.test_corr_gender, args.test_corr_age))
     meta_splits = {}
     for name, n, cg, ca in splits:
-        recs = gen_split(name, n, args.seed, cg, ca, occs, names)
+        recs = gen_split(name, n, args.seed, cg, ca, occs, names,
+                         args.counterfactual and name in ("train", "val"))
         data = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in recs)
         write_atomic(os.path.join(args.out, f"{name}.jsonl"), data)
         counts, mg, ma = split_stats(recs, occs)
@@ -718,8 +742,10 @@ def main(argv=None):
                     "n_test": args.n_test, "occupations": args.occupations,
                     "corr_gender": args.corr_gender, "corr_age": args.corr_age,
                     "test_corr_gender": args.test_corr_gender,
-                    "test_corr_age": args.test_corr_age},
-        "fields": {"text": "text", "label": "occupation", "attributes": ["gender", "age"]},
+                    "test_corr_age": args.test_corr_age,
+                    "counterfactual": args.counterfactual},
+        "fields": {"text": "text", "label": "occupation", "attributes": ["gender", "age"],
+                   **({"counterfactual": "text_cf"} if args.counterfactual else {})},
         "classes": {"occupation": sorted(o["label"] for o in occs),
                     "gender": ["female", "male"], "age": ["old", "young"]},
         "age_groups": {"young": list(YOUNG), "old": list(OLD),

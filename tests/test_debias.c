@@ -26,6 +26,7 @@
 #include "io/safetensors.h"
 #include "kernels/hard_concrete.h"
 #include "kernels/mmd.h"
+#include "kernels/pair_dist.h"
 #include "model/clf_head.h"
 #include "model/diff.h"
 #include "model/model.h"
@@ -152,6 +153,16 @@ static void test_mmd(void) {
     CHECK(fabs(dx[0] - 2 * (-0.5 * e1 - 2 * e2)) < 1e-6 && fabs(dx[1] - 2 * 0.5 * e1) < 1e-6,
           "mmd gradient by hand: %g %g", dx[0], dx[1]);
     CHECK(xd_mmd_bank(dx, x, 2, same, 2, other, 0, g, 1, 1.0f) == 0.0, "empty side");
+    /* the invariance term by hand: pairs ((1, 2), (0, 0)) and ((1, 1), (1, 3)), d = 2:
+     * loss = (1 + 4)/2 + (0 + 4)/2 = 4.5; ∂/∂a = (2/d)(a − b) = (1, 2) and (0, −2), ∂/∂b the
+     * negatives, times scale 0.5 */
+    const float pa[4] = {1, 2, 1, 1}, pb[4] = {0, 0, 1, 3};
+    float da[4] = {0}, db[4] = {0};
+    double pl = xd_pair_sq(da, db, pa, pb, 2, 2, 0.5f);
+    const float want_da[4] = {0.5f, 1.0f, 0.0f, -1.0f};
+    int pair_ok = fabs(pl - 4.5) < 1e-12;
+    for (int i = 0; i < 4; i++) pair_ok &= da[i] == want_da[i] && db[i] == -want_da[i];
+    CHECK(pair_ok, "invariance term by hand: %g, da (%g %g %g %g)", pl, da[0], da[1], da[2], da[3]);
     /* mean squared distance by hand: rows (0,0), (1,1), (3,0): 2, 9, 5 → 16/3 */
     const float rows[6] = {0, 0, 1, 1, 3, 0};
     CHECK(fabs(xd_mean_sq_dist(rows, 3, 2) - 16.0 / 3) < 1e-12, "mean squared distance");
@@ -258,9 +269,12 @@ static void write_data(const char *path, int n, int with_b) {
     if (!f) return;
     for (int i = 0; i < n; i++) {
         int c = with_b ? i % 4 : (i % 4 == 1 ? 0 : i % 4);
-        fprintf(f, "{\"text\": \"%s %s then %s\", \"label\": \"c%d\", \"g\": \"%s\"}\n",
+        /* cf: a counterfactual text, the middle word swapped for another class's */
+        fprintf(f, "{\"text\": \"%s %s then %s\", \"label\": \"c%d\", \"g\": \"%s\", "
+                "\"cf\": \"%s %s then %s\"}\n",
                 w[c][i % 3], w[(c + 1) % 4][(i / 3) % 3], w[c][(i + 2) % 3], c,
-                (i % 4 < 2) ^ (i % 7 == 0) ? "x" : "y");
+                (i % 4 < 2) ^ (i % 7 == 0) ? "x" : "y", w[c][i % 3], w[(c + 2) % 4][(i / 3) % 3],
+                w[c][(i + 2) % 3]);
     }
     fclose(f);
 }
@@ -283,21 +297,24 @@ static void test_balance_weights(void) {
 
 /* F at the current parameters: the trainer's step without the backward. */
 static double objective(xd_objective *ob, xd_trainer_model *tm, xd_batch *bb, int B, int T,
-                        float lambda, int confusion, float mmd_weight, double *task, double *adv) {
+                        float lambda, int confusion, float mmd_weight, float pair_weight,
+                        double *task, double *adv) {
     uint64_t cur = 0;
-    double loss, t, a, cf, mm, l0;
+    double loss, t, a, cf, mm, pr, l0;
     ob->begin_step(ob, tm, 3);
-    ob->batch(ob, &cur, B, T, bb);
+    ob->batch(ob, &cur, pair_weight > 0 ? 2 * B : B, T, bb);
     ob->step(ob, tm, bb, 0, 0, 1.0f / B, &loss);
     loss = 0;
     ob->end_step(ob, tm, 3, &loss); /* adds l0_weight·E[L0] */
-    xd_debias_losses((xd_debias_run *)ob->ctx, &t, &a, &cf, &mm, &l0);
+    xd_debias_losses((xd_debias_run *)ob->ctx, &t, &a, &cf, &mm, &pr, &l0);
     *task = t / B;
     *adv = a / B;
-    return t / B + (confusion ? lambda * cf / B : -lambda * a / B) + mmd_weight * mm / B + loss;
+    return t / B + (confusion ? lambda * cf / B : -lambda * a / B) + mmd_weight * mm / B +
+           pair_weight * pr / B + loss;
 }
 
-static void test_objective_fd(int confusion, int conditional, int mmd, int tokens, int balance) {
+static void test_objective_fd(int confusion, int conditional, int mmd, int tokens, int balance,
+                              int pairs) {
     char p[400];
     snprintf(p, sizeof p, "%s/fd.jsonl", dir);
     write_data(p, 40, 1);
@@ -306,10 +323,17 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     if (!m) return;
     const char *attrs[1] = {"g"};
     xd_labeled lab;
-    xd_clf_data data;
+    xd_clf_data data, pdata = {0};
     CHECK(xd_labeled_load(p, "text", "label", attrs, 1, &lab) == 0, "labels: %s", xd_last_error());
     CHECK(xd_clf_data_init(&data, &lab, xd_model_tokenizer(m), 12) == 0, "data: %s", xd_last_error());
+    if (pairs) { /* the counterfactual texts ride in rows B .. 2B − 1 */
+        CHECK(xd_labeled_load_pairs(&lab, "cf") == 0 &&
+                  xd_clf_data_init_pairs(&pdata, &lab, xd_model_tokenizer(m), 12) == 0,
+              "pairs: %s", xd_last_error());
+        data.pair = &pdata;
+    }
     enum { B = 4, T = 12 };
+    const int rows = pairs ? 2 * B : B;
     xd_debias_opts o;
     xd_debias_defaults(&o);
     o.max_len = T;
@@ -327,6 +351,7 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     o.mmd_weight = mmd ? 0.5f : 0.0f;
     o.mmd_linear = mmd == 2;
     o.mmd_bank = 6;
+    o.pair_weight = pairs ? 0.8f : 0.0f;
     xd_train_opts to;
     xd_train_defaults(&to);
     to.batch = B;
@@ -351,13 +376,13 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     for (size_t i = 0; i < n_w; i++) g->param[n_w + i] = 1.5f * (float)sin(0.11 * (double)i);
     xd_trainer_model tm;
     xd_batch bb;
-    CHECK(xd_tm_init(&tm, m, B, T) == 0 && xd_batch_alloc(&bb, B, T) == 0, "trainer");
+    CHECK(xd_tm_init(&tm, m, rows, T) == 0 && xd_batch_alloc(&bb, rows, T) == 0, "trainer");
     uint64_t cur = 0;
     double loss = 0;
     if (mmd) { /* fill the bank: the training steps' forwards over the data (no update) */
         for (int k = 0; k < 10; k++) {
             ob->begin_step(ob, &tm, 3);
-            ob->batch(ob, &cur, B, T, &bb);
+            ob->batch(ob, &cur, rows, T, &bb);
             ob->step(ob, &tm, &bb, 0, 1, 1.0f / B, &loss);
         }
         cur = 0;
@@ -369,12 +394,13 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     xd_tm_zero_grad(&tm);
     memset(g->grad, 0, g->n_floats * sizeof(float));
     ob->begin_step(ob, &tm, 3);
-    ob->batch(ob, &cur, B, T, &bb);
+    ob->batch(ob, &cur, rows, T, &bb);
     ob->step(ob, &tm, &bb, 0, 1, 1.0f / B, &loss);
     ob->end_step(ob, &tm, 3, &loss);
-    double mmd_sum, unused;
-    xd_debias_losses(r, &unused, &unused, &unused, &mmd_sum, &unused);
+    double mmd_sum, pair_sum, unused;
+    xd_debias_losses(r, &unused, &unused, &unused, &mmd_sum, &pair_sum, &unused);
     if (mmd) CHECK(mmd_sum != 0.0, "the MMD term is 0: the bank holds no comparable rows");
+    if (pairs) CHECK(pair_sum > 1e-6, "the invariance term is %g: the pairs are the same rows", pair_sum);
     memcpy(g->param, saved, g->n_floats * sizeof(float));
     free(saved);
     float *an = malloc(g->n_floats * sizeof(float));
@@ -406,9 +432,9 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
             const float h = 1e-2f;
             double tp, ap, tm_, am;
             g->param[best] = keep + h;
-            double Fp = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, &tp, &ap);
+            double Fp = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, o.pair_weight, &tp, &ap);
             g->param[best] = keep - h;
-            double Fm = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, &tm_, &am);
+            double Fm = objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, o.pair_weight, &tm_, &am);
             g->param[best] = keep;
             /* the encoder's parameters follow F; each head its own loss */
             double fd = k < 2 ? (Fp - Fm) / (2 * h) : k == 2 ? (tp - tm_) / (2 * h) : (ap - am) / (2 * h);
@@ -424,21 +450,22 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     }
     CHECK(bad == 0, "objective: %d of %d coordinates disagree with central differences", bad,
           checked);
-    printf("objective (mask, adversary %s%s%s%s%s, L0) on tiny-llama: %d coordinates vs central "
+    printf("objective (mask, adversary %s%s%s%s%s%s, L0) on tiny-llama: %d coordinates vs central "
            "differences, worst |error| %.2g\n", confusion ? "confusion" : "reversed",
            tokens ? " on every token's row" : "", balance ? ", rows balanced" : "", conditional ? ", conditional on the label" : "",
-           mmd == 2 ? ", linear MMD term" : mmd ? ", MMD term" : "", checked, worst);
+           mmd == 2 ? ", linear MMD term" : mmd ? ", MMD term" : "",
+           pairs ? ", counterfactual invariance" : "", checked, worst);
     free(an);
     if (balance) { /* the weights change the objective: the same parameters without them */
         double tb, ab, tu, au;
-        objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, &tb, &ab);
+        objective(ob, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, o.pair_weight, &tb, &ab);
         o.balance = 0;
         xd_debias_run *u = xd_debias_run_new(m, theta0, XD_DEBIAS_PHASE_MASK, &o, &data, &data, NULL, &to);
         CHECK(u != NULL, "run: %s", xd_last_error());
         if (u) {
             xd_objective *ou = xd_debias_objective(u);
             memcpy(ou->params->param, g->param, g->n_floats * sizeof(float));
-            objective(ou, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, &tu, &au);
+            objective(ou, &tm, &bb, B, T, o.adv_lambda, confusion, o.mmd_weight, o.pair_weight, &tu, &au);
             CHECK(fabs(tb - tu) > 1e-4 * fabs(tu) && fabs(ab - au) > 1e-4 * fabs(au),
                   "balanced task %.6g / adversary %.6g vs unweighted %.6g / %.6g", tb, ab, tu, au);
             printf("rows balanced: task loss %.4f (unweighted %.4f), adversary %.4f (%.4f)\n", tb,
@@ -451,6 +478,7 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     xd_debias_run_free(r);
     free(theta0);
     xd_clf_data_free(&data);
+    xd_clf_data_free(&pdata);
     xd_labeled_free(&lab);
     xd_model_free(m);
 }
@@ -718,6 +746,20 @@ static void test_cli(void) {
     CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"task_diff_hash\"") &&
               strstr(out, "\"adversary_lambda_fixed_mask\":2.5") &&
               strstr(out, "\"adversary_reads\":\"tokens\""), "attribute: %s", out);
+    /* counterfactual invariance alone (no adversary heads); a field missing, the weight alone */
+    snprintf(args, sizeof args,
+             "debias attribute %s --task %s/T --protect g --train %s --val %s --steps 4 "
+             "--mask-steps 2 --batch 4 --lr 1e-3 --sparsity 0.1 --adv-heads 0 --cf-field cf "
+             "--cf-weight 2 -o %s/Acf", M, dir, tr, va, dir);
+    CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"counterfactual_field\":\"cf\"") &&
+              strstr(out, "\"counterfactual_weight\":2"), "attribute --cf-field: %s", out);
+    snprintf(args, sizeof args, "debias attribute %s --task %s/T --protect g --train %s --val %s "
+             "--steps 4 --cf-field nope -o %s/Acf2", M, dir, tr, va, dir);
+    CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "train.jsonl") && strstr(out, "line 1") &&
+              strstr(out, "\"nope\""), "--cf-field of a missing field: %s", out);
+    snprintf(args, sizeof args, "debias attribute %s --task %s/T --protect g --train %s --val %s "
+             "--cf-weight 1", M, dir, tr, va);
+    CHECK(cli(args, out, sizeof out) == 2 && strstr(out, "--cf-field"), "--cf-weight alone: %s", out);
     snprintf(args, sizeof args,
              "debias eval %s --task %s/T --with g --train %s --test %s --attack-epochs 3 "
              "--boot 50 -o %s/R.json", M, dir, tr, va, dir);
@@ -809,15 +851,16 @@ int main(void) {
     test_mmd();
     test_attacker();
     test_balance_weights();
-    test_objective_fd(0, 0, 0, 0, 0);
-    test_objective_fd(1, 0, 0, 0, 0);
-    test_objective_fd(0, 1, 0, 0, 0);
-    test_objective_fd(0, 0, 1, 0, 0);
-    test_objective_fd(0, 0, 2, 0, 0);
-    test_objective_fd(0, 0, 0, 1, 0);
-    test_objective_fd(1, 0, 0, 1, 0);
-    test_objective_fd(0, 0, 0, 0, 1);
-    test_objective_fd(1, 0, 0, 1, 1);
+    test_objective_fd(0, 0, 0, 0, 0, 0);
+    test_objective_fd(1, 0, 0, 0, 0, 0);
+    test_objective_fd(0, 1, 0, 0, 0, 0);
+    test_objective_fd(0, 0, 1, 0, 0, 0);
+    test_objective_fd(0, 0, 2, 0, 0, 0);
+    test_objective_fd(0, 0, 0, 1, 0, 0);
+    test_objective_fd(1, 0, 0, 1, 0, 0);
+    test_objective_fd(0, 0, 0, 0, 1, 0);
+    test_objective_fd(1, 0, 0, 1, 1, 0);
+    test_objective_fd(0, 0, 0, 1, 0, 1);
     test_adv_reset();
     test_adv_refit();
     test_cli();

@@ -61,6 +61,10 @@ static void usage(FILE *f) {
             "                   instead of the pooled representation\n"
             "  --balance        weight the training rows so that the label tells nothing of the\n"
             "                   attribute (task and adversary losses)\n"
+            "  --cf-field F     each training record's counterfactual text in field F (the same\n"
+            "                   text with the attribute's cues swapped: names, pronouns); the\n"
+            "                   diff also pulls the two texts' representations together\n"
+            "  --cf-weight X    weight of that invariance term (1 with --cf-field)\n"
             "  --adv-reset N    the adversary heads start afresh every N steps (0: never)\n"
             "  --adv-refit N    every N steps the adversary heads are fitted afresh, as the\n"
             "                   post-hoc attacker, on a bank of recent representations\n"
@@ -92,7 +96,8 @@ static int split_list(const char *opt, const char *v, char *buf, size_t cap, con
 }
 
 typedef struct {
-    const char *model, *train, *val, *test, *task, *protect, *text_field, *label_field, *out;
+    const char *model, *train, *val, *test, *task, *protect, *text_field, *label_field, *out,
+        *cf_field;
     const char *attrs[MAX_ATTR], *with[MAX_ATTR];
     int n_attr, n_with, full, threads;
     char attr_buf[1024], with_buf[1024];
@@ -119,6 +124,9 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         FLT("--lr-alpha", 1e-12, 1e3, a->d.lr_alpha) FLT("--lr-head", 1e-12, 1e3, a->d.lr_head)
         FLT("--lr-adv", 1e-12, 1e3, a->d.lr_adv) FLT("--adv-lambda", 0, 1e3, a->d.adv_lambda)
         FLT("--adv-lambda-fixed", 0, 1e3, a->d.adv_lambda_fixed) FLT("--mmd", 0, 1e6, a->d.mmd_weight)
+        if (strcmp(cmd, "eval")) {
+            STR("--cf-field", a->cf_field) FLT("--cf-weight", 0, 1e6, a->d.pair_weight)
+        }
         INT("--mmd-bank", 2, 4096, a->d.mmd_bank) INT("--adv-reset", 0, 1 << 30, a->d.adv_reset)
         INT("--adv-refit", 0, 1 << 30, a->d.adv_refit)
         INT("--max-len", 1, 1 << 16, a->d.max_len) INT("--adv-heads", 0, 16, a->d.adv_heads)
@@ -199,6 +207,10 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         if (a->model) return cli_error("debias %s: unexpected argument '%s'", cmd, argv[i]), -1;
         a->model = argv[i];
     }
+    if (a->d.pair_weight >= 0 && !a->cf_field)
+        return cli_error("--cf-weight: needs the counterfactual texts (--cf-field F)"), -1;
+    if (a->d.pair_weight < 0) a->d.pair_weight = a->cf_field ? 1.0f : 0.0f; /* not given */
+    a->d.pair_field = a->cf_field;
     if (a->o.stop_at)
         return cli_error("debias %s: --stop-at is not available (a run has two phases); stop it "
                          "any time and continue with --resume", cmd), -1;
@@ -248,10 +260,12 @@ static int summary_load(summary *s, const char *dir) {
 typedef struct {
     xd_labeled lab[2];
     xd_clf_data data[2];
+    xd_clf_data cf; /* the first file's counterfactual texts (data[0].pair) */
     int n;
 } split_pair;
 
 static void pair_free(split_pair *p) {
+    xd_clf_data_free(&p->cf);
     for (int i = 0; i < p->n; i++) {
         xd_clf_data_free(&p->data[i]);
         xd_labeled_free(&p->lab[i]);
@@ -259,10 +273,11 @@ static void pair_free(split_pair *p) {
     p->n = 0;
 }
 
-/* Loads two labelled files (the second aligned to the first's classes) and tokenizes them. */
+/* Loads two labelled files (the second aligned to the first's classes) and tokenizes them;
+ * with cf_field, the first file's counterfactual texts too. */
 static int load_pair(split_pair *p, const char *first, const char *second, const char *text_field,
                      const char *label_field, const char *const *attrs, int n_attr,
-                     const xd_tokenizer *tok, int max_len) {
+                     const char *cf_field, const xd_tokenizer *tok, int max_len) {
     memset(p, 0, sizeof *p);
     const char *paths[2] = {first, second};
     for (int i = 0; i < 2; i++) {
@@ -272,6 +287,12 @@ static int load_pair(split_pair *p, const char *first, const char *second, const
     }
     for (int i = 0; i < 2; i++)
         if (xd_clf_data_init(&p->data[i], &p->lab[i], tok, max_len)) return -1;
+    if (cf_field) {
+        if (xd_labeled_load_pairs(&p->lab[0], cf_field) ||
+            xd_clf_data_init_pairs(&p->cf, &p->lab[0], tok, max_len))
+            return -1;
+        p->data[0].pair = &p->cf;
+    }
     return 0;
 }
 
@@ -307,6 +328,7 @@ static void train_defaults(args *a) {
     a->o.batch = 16;
     a->o.steps = 200;
     xd_debias_defaults(&a->d);
+    a->d.pair_weight = -1.0f; /* --cf-weight not given */
     xd_debias_eval_defaults(&a->e);
     a->text_field = "text";
     a->label_field = "label";
@@ -343,7 +365,7 @@ static int debias_task(int argc, char **argv) {
     int rc = 1;
     xd_debias_frozen fz = {0};
     if (!m || load_pair(&p, a.train, a.val, a.text_field, a.label_field, a.attrs, a.n_attr,
-                        xd_model_tokenizer(m), a.d.max_len) ||
+                        a.cf_field, xd_model_tokenizer(m), a.d.max_len) ||
         xd_debias_train(m, &p.data[0], &p.data[1], &a.d, &fz, &a.o))
         cli_lib_error();
     else {
@@ -414,7 +436,7 @@ static int debias_attribute(int argc, char **argv) {
     m = load_model(a.model);
     if (!m || !(task = load_diff_in(a.task)) ||
         load_pair(&p, a.train, a.val, s.text_field, s.label_field, s.attrs, s.n_attr,
-                  xd_model_tokenizer(m), s.max_len) ||
+                  a.cf_field, xd_model_tokenizer(m), s.max_len) ||
         !(head = load_task_head(&h, a.task, m->cfg.d_model, p.lab[0].label.n_classes))) {
         cli_lib_error();
         goto done;
@@ -461,7 +483,7 @@ static int debias_eval(int argc, char **argv) {
     }
     snprintf(p_model, sizeof p_model, "%s/model", a.task);
     m = load_model(full ? p_model : a.model);
-    if (!m || load_pair(&p, a.train, a.test, s.text_field, s.label_field, s.attrs, s.n_attr,
+    if (!m || load_pair(&p, a.train, a.test, s.text_field, s.label_field, s.attrs, s.n_attr, NULL,
                         xd_model_tokenizer(m), s.max_len) ||
         !(head = load_task_head(&h, a.task, m->cfg.d_model, p.lab[0].label.n_classes)))
         goto lib_fail;

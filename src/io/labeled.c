@@ -121,6 +121,9 @@ void xd_labeled_free(xd_labeled *d) {
     if (!d) return;
     for (int64_t i = 0; i < d->n; i++) free(d->text[i]);
     free(d->text);
+    for (int64_t i = 0; d->pair_text && i < d->n; i++) free(d->pair_text[i]);
+    free(d->pair_text);
+    free(d->pair_field);
     free(d->line);
     free_column(&d->label);
     for (int a = 0; a < d->n_attr; a++) free_column(&d->attr[a]);
@@ -159,6 +162,36 @@ done:
     free(r.raw);
     if (rc) xd_labeled_free(out);
     return rc;
+}
+
+typedef struct {
+    xd_labeled *d;
+    int64_t i; /* records read */
+} pair_reader;
+
+static int add_pair(void *ctx, const char *path, unsigned long line, json_t *o) {
+    pair_reader *r = ctx;
+    xd_labeled *d = r->d;
+    if (r->i >= d->n || d->line[r->i] != line)
+        return xd_err("%s: line %lu: the file changed while it was read", path, line);
+    json_t *t = json_is_object(o) ? json_object_get(o, d->pair_field) : NULL;
+    if (!t || !json_is_string(t) || json_string_length(t) == 0)
+        return xd_err("%s: line %lu: counterfactual field \"%s\" is %s, expected a non-empty "
+                      "string", path, line, d->pair_field,
+                      !t ? "missing" : json_is_string(t) ? "empty" : xd_json_type_name(t));
+    if (!(d->pair_text[r->i++] = strdup(json_string_value(t)))) return xd_err("out of memory");
+    return 0;
+}
+
+int xd_labeled_load_pairs(xd_labeled *d, const char *field) {
+    if (d->pair_text) return xd_err("%s: counterfactual texts already loaded", d->path);
+    d->pair_text = calloc((size_t)d->n, sizeof *d->pair_text);
+    d->pair_field = strdup(field);
+    if (!d->pair_text || !d->pair_field) return xd_err("out of memory");
+    pair_reader r = {d, 0};
+    if (xd_jsonl_each(d->path, add_pair, &r)) return -1;
+    if (r.i != d->n) return xd_err("%s: the file changed while it was read", d->path);
+    return 0;
 }
 
 /* other's column renumbered with train's classes. */

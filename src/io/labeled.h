@@ -19,6 +19,8 @@ typedef struct {
     char *path;
     int64_t n;               /* records */
     char **text;             /* [n] */
+    char **pair_text;        /* [n] each record's counterfactual text (NULL: not loaded) */
+    char *pair_field;        /* its field */
     unsigned long *line;     /* [n] the line each record came from */
     xd_label_column label;
     int n_attr;
@@ -31,6 +33,11 @@ typedef struct {
 int xd_labeled_load(const char *path, const char *text_field, const char *label_field,
                     const char *const *attr_fields, int n_attr, xd_labeled *out);
 void xd_labeled_free(xd_labeled *d);
+
+/* Reads d's file again for each record's counterfactual text: the same text with the cues
+ * of a protected attribute swapped (names, pronouns), a non-empty string in `field` on
+ * every record. -1 with an error naming the file, the line and the field. */
+int xd_labeled_load_pairs(xd_labeled *d, const char *field);
 
 /* Renumbers other's label and attributes with train's classes (train must have the same
  * attribute fields). A value that train lacks is an error naming other's file, line and

@@ -9,7 +9,8 @@
 #include "core/rng.h"
 #include "io/tokenizer_internal.h"
 
-int xd_clf_data_init(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *tok, int max_len) {
+static int tokenize(xd_clf_data *d, const xd_labeled *lab, char *const *text, const char *field,
+                    const xd_tokenizer *tok, int max_len) {
     memset(d, 0, sizeof *d);
     d->lab = lab;
     d->n = lab->n;
@@ -27,9 +28,9 @@ int xd_clf_data_init(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *
     for (int64_t i = 0; i < lab->n; i++) {
         int32_t *ids = NULL;
         size_t n = 0;
-        if (xd_tokenizer_encode(tok, lab->text[i], strlen(lab->text[i]), 0, &ids, &n)) {
+        if (xd_tokenizer_encode(tok, text[i], strlen(text[i]), 0, &ids, &n)) {
             xd_clf_data_free(d);
-            return xd_err_prefix("%s: line %lu: field text", lab->path, lab->line[i]);
+            return xd_err_prefix("%s: line %lu: field %s", lab->path, lab->line[i], field);
         }
         d->off[i] = at;
         int k = 0;
@@ -39,13 +40,23 @@ int xd_clf_data_init(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *
         free(ids);
         if (k == 0) {
             xd_clf_data_free(d);
-            return xd_err("%s: line %lu: the text gives no token", lab->path, lab->line[i]);
+            return xd_err("%s: line %lu: the %s gives no token", lab->path, lab->line[i], field);
         }
         d->len[i] = k;
         at += k;
     }
     d->off[lab->n] = at;
     return 0;
+}
+
+int xd_clf_data_init(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *tok, int max_len) {
+    return tokenize(d, lab, lab->text, "text", tok, max_len);
+}
+
+int xd_clf_data_init_pairs(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *tok,
+                           int max_len) {
+    if (!lab->pair_text) return xd_err("%s: no counterfactual texts loaded", lab->path);
+    return tokenize(d, lab, lab->pair_text, lab->pair_field, tok, max_len);
 }
 
 void xd_clf_data_free(xd_clf_data *d) {

@@ -13,7 +13,7 @@
 #include "kernels/pool.h"
 #include "xdistill.h"
 
-typedef struct {
+typedef struct xd_clf_data {
     const xd_labeled *lab;
     int64_t n;
     int max_len;
@@ -21,10 +21,15 @@ typedef struct {
     int64_t *off;   /* [n + 1] */
     int32_t *len;   /* [n] tokens kept (1 .. max_len) */
     int64_t n_cut;  /* examples longer than max_len */
+    const struct xd_clf_data *pair; /* the same records' counterfactual texts (NULL: none) */
 } xd_clf_data;
 
 /* -1 with an error naming the file and line of a record whose text gives no token. */
 int xd_clf_data_init(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *tok, int max_len);
+/* The same for lab->pair_text (xd_labeled_load_pairs); lab->n examples numbered as in
+ * xd_clf_data_init's, so that d->pair of that data can point here. */
+int xd_clf_data_init_pairs(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *tok,
+                           int max_len);
 void xd_clf_data_free(xd_clf_data *d);
 
 /* The example at position k (from 0) of the training stream: epoch k / n is a Fisher–Yates

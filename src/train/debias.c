@@ -18,6 +18,7 @@
 #include "io/atomic.h"
 #include "kernels/hard_concrete.h"
 #include "kernels/mmd.h"
+#include "kernels/pair_dist.h"
 #include "kernels/train_ops.h"
 #include "model/clf_head.h"
 #include "train_model.h"
@@ -69,7 +70,9 @@ typedef struct xd_debias_run {
     int head_trains, n_adv, adv_col, n_classes, n_attr_classes;
     const xd_clf_data *train, *val;
     int64_t *perm, perm_epoch;
-    int B, T;
+    int B, T;                 /* the trainer's rows: n_ex, or 2 · n_ex with pairs */
+    int n_ex, pairs;          /* examples per batch; pairs: n_ex when each example's
+                               * counterfactual rides in rows n_ex .. 2·n_ex − 1, else 0 */
     int64_t *ex;
     int32_t *len, *lab, *att; /* [B] */
     uint64_t batch_cursor;
@@ -88,7 +91,7 @@ typedef struct xd_debias_run {
     float *bank, *bank_fill;
     float *mmd_rows;             /* [groups·mmd_k][d] gathered rows of one class */
     float *mmd_w;                /* [d] linear kernel: the class's inverse variances */
-    double task_sum, adv_sum, conf_sum, mmd_sum, l0;
+    double task_sum, adv_sum, conf_sum, mmd_sum, pair_sum, l0;
     int64_t n_seen;
 } run;
 
@@ -165,7 +168,7 @@ static int adv_refit(run *r, int64_t step) {
 static int ob_begin(xd_objective *ob, xd_trainer_model *tm, int64_t step) {
     (void)tm;
     run *r = ob->ctx;
-    r->task_sum = r->adv_sum = r->conf_sum = r->mmd_sum = 0;
+    r->task_sum = r->adv_sum = r->conf_sum = r->mmd_sum = r->pair_sum = 0;
     r->n_seen = 0;
     int reset = r->o.adv_reset > 0 && step > 1 && (step - 1) % r->o.adv_reset == 0;
     int refit = r->o.adv_refit > 0 && step > 1 && (step - 1) % r->o.adv_refit == 0;
@@ -218,17 +221,25 @@ static int ob_end(xd_objective *ob, xd_trainer_model *tm, int64_t step, double *
 /* ---- batches and the classification loss --------------------------------------------- */
 
 static int64_t ob_count(xd_objective *ob, const xd_batch *bb, int B, int T) {
-    (void)ob, (void)bb, (void)T;
-    return B;
+    (void)bb, (void)B, (void)T;
+    return ((run *)ob->ctx)->n_ex;
 }
 
+/* n_ex examples, then with pairs their counterfactuals in the same order */
 static int ob_batch(xd_objective *ob, uint64_t *cursor, int B, int T, xd_batch *bb) {
+    (void)B;
     run *r = ob->ctx;
+    int n = r->n_ex;
     r->batch_cursor = *cursor;
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < n; b++)
         r->ex[b] = xd_clf_draw(r->train, r->o.seed, *cursor + (uint64_t)b, r->perm, &r->perm_epoch);
-    xd_clf_fill(r->train, r->ex, B, T, bb->tok, bb->pos, bb->ds, r->len);
-    *cursor += (uint64_t)B;
+    xd_clf_fill(r->train, r->ex, n, T, bb->tok, bb->pos, bb->ds, r->len);
+    if (r->pairs) {
+        size_t o = (size_t)n * T;
+        memcpy(r->ex + n, r->ex, (size_t)n * sizeof *r->ex);
+        xd_clf_fill(r->train->pair, r->ex, n, T, bb->tok + o, bb->pos + o, bb->ds + o, r->len + n);
+    }
+    *cursor += (uint64_t)n;
     return 0;
 }
 
@@ -385,10 +396,13 @@ static double adv_hits(const run *r, const float *logits, const int32_t *att, in
     return hits;
 }
 
+/* The r->B rows of a batch: rows below n are examples of data with their losses; with
+ * pairs (training), rows pairs .. 2·pairs − 1 are the counterfactuals of rows 0 .. pairs − 1
+ * and add the invariance term only. */
 static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, const int32_t *tok,
-                        const int32_t *pos, const int32_t *ds, int n, int backward,
+                        const int32_t *pos, const int32_t *ds, int n, int pairs, int backward,
                         float grad_scale, double *task, double *adv, double *conf, double *mmd,
-                        int64_t *task_ok, double *adv_ok) {
+                        double *pair, int64_t *task_ok, double *adv_ok) {
     int B = r->B, T = r->T, d = r->m->cfg.d_model;
     double s;
     int64_t c;
@@ -466,6 +480,11 @@ static int forward_rows(run *r, xd_trainer_model *tm, const xd_clf_data *data, c
         xd_head_backward(&frozen, &r->aa[k], r->dconf, dain, arows);
     }
     if (r->mmd_k && r->o.mmd_weight > 0) *mmd += mmd_rows(r, backward ? r->dpooled : NULL, n, grad_scale);
+    if (pairs) {
+        size_t o = (size_t)pairs * d;
+        *pair += xd_pair_sq(backward ? r->dpooled : NULL, backward ? r->dpooled + o : NULL,
+                            r->pooled, r->pooled + o, pairs, d, grad_scale * r->o.pair_weight);
+    }
     if (!backward) return 0;
     if (r->adv_in > d && !r->o.adv_tokens) /* the pooled part of the conditional input's gradient */
         for (int b = 0; b < B; b++)
@@ -488,15 +507,17 @@ static int ob_step(xd_objective *ob, xd_trainer_model *tm, const xd_batch *bb, u
     (void)row0;
     run *r = ob->ctx;
     double task = 0, adv = 0, conf = 0, mmd = 0;
-    if (forward_rows(r, tm, r->train, bb->tok, bb->pos, bb->ds, r->B, backward, grad_scale, &task,
-                     &adv, &conf, &mmd, NULL, NULL))
+    double pair = 0;
+    if (forward_rows(r, tm, r->train, bb->tok, bb->pos, bb->ds, r->n_ex, r->pairs, backward,
+                     grad_scale, &task, &adv, &conf, &mmd, &pair, NULL, NULL))
         return -1;
-    if (backward && r->mmd_k) bank_push(r, r->B);
+    if (backward && r->mmd_k) bank_push(r, r->n_ex);
     r->task_sum += task;
     r->adv_sum += adv;
     r->conf_sum += conf;
     r->mmd_sum += mmd;
-    r->n_seen += r->B;
+    r->pair_sum += pair;
+    r->n_seen += r->n_ex;
     *loss_sum = task;
     return 0;
 }
@@ -513,7 +534,7 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
     size_t BT = (size_t)B * T;
     int32_t *tok = malloc(BT * sizeof(int32_t)), *pos = malloc(BT * sizeof(int32_t)),
             *ds = malloc(BT * sizeof(int32_t));
-    double task = 0, adv = 0, conf = 0, mmd = 0;
+    double task = 0, adv = 0, conf = 0, mmd = 0, pair = 0;
     int64_t ok = 0;
     double adv_ok = 0;
     int rc = -1;
@@ -522,7 +543,8 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
         int n = v->n - e0 < B ? (int)(v->n - e0) : B;
         for (int b = 0; b < B; b++) r->ex[b] = b < n ? e0 + b : e0;
         xd_clf_fill(v, r->ex, B, T, tok, pos, ds, r->len);
-        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 1.0f, &task, &adv, &conf, &mmd, &ok, &adv_ok))
+        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 0, 1.0f, &task, &adv, &conf, &mmd, &pair, &ok,
+                         &adv_ok))
             goto done;
     }
     *loss = task / (double)v->n;
@@ -553,6 +575,9 @@ static void ob_log(xd_objective *ob, char *json, size_t cap) {
     if (r->mmd_k && r->o.mmd_weight > 0 && k > 0 && (size_t)k < cap)
         k += snprintf(json + k, cap - (size_t)k, ",\"mmd\":%.6g",
                       r->n_seen ? r->mmd_sum / (double)r->n_seen : 0.0);
+    if (r->pairs && k > 0 && (size_t)k < cap)
+        k += snprintf(json + k, cap - (size_t)k, ",\"pair_sq\":%.6g",
+                      r->n_seen ? r->pair_sum / (double)r->n_seen : 0.0);
     if (r->phase == PH_MASK && k > 0 && (size_t)k < cap)
         snprintf(json + k, cap - (size_t)k, ",\"expected_l0_share\":%.6g", r->l0 / (double)r->n_w);
 }
@@ -626,10 +651,19 @@ static void own_add_head(run *r, const xd_head *h, const char *prefix, float lr_
 static int run_init(run *r, xd_model *m, const float *theta0, int phase, const xd_debias_opts *o,
                     const xd_clf_data *train, const xd_clf_data *val, float *frozen_head,
                     const xd_train_opts *to) {
-    int B = to->batch, T = to->seq;
+    int pairs = train->pair && o->pair_weight > 0 ? to->batch : 0, B = to->batch + pairs,
+        T = to->seq;
     float lr = to->lr;
     memset(r, 0, sizeof *r);
     r->o = *o;
+    r->n_ex = to->batch;
+    r->pairs = pairs;
+    if (o->pair_weight > 0 && !train->pair)
+        return xd_err("%s: the counterfactual invariance term needs each record's "
+                      "counterfactual text (--cf-field)", train->lab->path);
+    if (train->pair && train->pair->n != train->n)
+        return xd_err("%s: %lld counterfactual texts for %lld examples", train->lab->path,
+                      (long long)train->pair->n, (long long)train->n);
     if (phase == PH_FIXMASK && o->adv_lambda_fixed >= 0) r->o.adv_lambda = o->adv_lambda_fixed;
     r->phase = phase;
     r->m = m;
@@ -829,8 +863,9 @@ void xd_debias_run_free(xd_debias_run *r) {
 xd_objective *xd_debias_objective(xd_debias_run *r) { return &r->ob; }
 
 void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *conf, double *mmd,
-                      double *l0) {
+                      double *pair, double *l0) {
     *task = r->task_sum;
+    *pair = r->pair_sum;
     *adv = r->adv_sum;
     *conf = r->conf_sum;
     *mmd = r->mmd_sum;
@@ -846,6 +881,7 @@ static int run_phase(run *r, xd_model *m, const xd_train_opts *o, const char *ou
     xd_train_opts p = *o;
     p.out_dir = dir;
     p.steps = steps;
+    p.batch = r->B; /* with pairs: the examples and their counterfactuals */
     p.objective = &r->ob;
     p.lora = NULL;
     p.lora_pissa0 = NULL;
@@ -924,6 +960,10 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
             json_object_set_new(j, "mmd_kernel", json_string(o->mmd_linear ? "linear" : "rbf"));
         }
     }
+    if (o->pair_weight > 0 && r->pairs) {
+        json_object_set_new(j, "counterfactual_field", json_string(r->train->lab->pair_field));
+        json_object_set_new(j, "counterfactual_weight", json_real(o->pair_weight));
+    }
     json_object_set_new(j, "pool", json_string(o->pool == XD_POOL_MEAN ? "mean" : "last"));
     json_object_set_new(j, "max_len", json_integer(o->max_len));
     json_object_set_new(j, "base_hash", hex_json(base_hash));
@@ -982,8 +1022,11 @@ int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *va
         return xd_err("--sparsity %g: the share of non-zeros must be in (0, 1]", opts->share);
     if (opts->adv_attr && (opts->adv_heads < 0 || opts->adv_heads > MAX_ADV))
         return xd_err("--adv-heads %d: expected 0 .. %d", opts->adv_heads, MAX_ADV);
-    if (opts->adv_attr && opts->adv_heads == 0 && !(opts->mmd_weight > 0))
-        return xd_err("--adv-heads 0 without --mmd: nothing would remove %s", opts->adv_attr);
+    if (opts->adv_attr && opts->adv_heads == 0 && !(opts->mmd_weight > 0) && !(opts->pair_weight > 0))
+        return xd_err("--adv-heads 0 without --mmd or --cf-weight: nothing would remove %s",
+                      opts->adv_attr);
+    if (!(opts->pair_weight >= 0))
+        return xd_err("--cf-weight %g: expected a weight >= 0", opts->pair_weight);
     if (!(opts->mmd_weight >= 0))
         return xd_err("--mmd %g: expected a weight >= 0", opts->mmd_weight);
     if (o->seq != opts->max_len)

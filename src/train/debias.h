@@ -79,6 +79,14 @@ typedef struct {
                             * weights the label tells nothing of the attribute: the task
                             * loss no longer pays for encoding it, and the adversary cannot
                             * read it from the label's features (0: off) */
+    float pair_weight;     /* > 0 with counterfactual texts (train->pair): the encoder also
+                            * minimises pair_weight · the invariance term
+                            * (kernels/pair_dist.h) between each training example's pooled
+                            * representation and its counterfactual's, which rides in the
+                            * same batch (the trainer's rows are then 2 · o->batch: the
+                            * examples, then their counterfactuals). The counterfactual rows
+                            * carry no task or adversary loss (0: off) */
+    const char *pair_field; /* the counterfactual texts' field (recorded in debias.json) */
     const char *adv_attr;  /* the attribute field the adversary (and the MMD term) reads
                             * (NULL: none) */
     uint64_t seed;
@@ -120,9 +128,10 @@ xd_debias_run *xd_debias_run_new(xd_model *m, const float *theta0, int phase,
                                  const xd_train_opts *to);
 void xd_debias_run_free(xd_debias_run *r);
 xd_objective *xd_debias_objective(xd_debias_run *r);
-/* Since the last begin_step: the summed task and adversary (mean over its heads) losses
- * of the micro-batches, and the expected L0 of the last end_step. */
+/* Since the last begin_step, summed over the micro-batches' examples: the task loss, the
+ * adversary's (mean over its heads), the confusion and MMD terms and the invariance term
+ * (unweighted); and the expected L0 of the last end_step. */
 void xd_debias_losses(const xd_debias_run *r, double *task, double *adv, double *conf, double *mmd,
-                      double *l0);
+                      double *pair, double *l0);
 
 #endif
