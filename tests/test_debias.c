@@ -751,12 +751,24 @@ static void test_cli(void) {
              "debias attribute %s --task %s/T --protect g --train %s --val %s --steps 4 "
              "--mask-steps 2 --batch 4 --lr 1e-3 --sparsity 0.1 --adv-heads 0 --cf-field cf "
              "--cf-weight 2 -o %s/Acf", M, dir, tr, va, dir);
-    CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"counterfactual_field\":\"cf\"") &&
+    CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "\"counterfactual\":\"field \\\"cf\\\"\"") &&
               strstr(out, "\"counterfactual_weight\":2"), "attribute --cf-field: %s", out);
     snprintf(args, sizeof args, "debias attribute %s --task %s/T --protect g --train %s --val %s "
              "--steps 4 --cf-field nope -o %s/Acf2", M, dir, tr, va, dir);
     CHECK(cli(args, out, sizeof out) == 1 && strstr(out, "train.jsonl") && strstr(out, "line 1") &&
               strstr(out, "\"nope\""), "--cf-field of a missing field: %s", out);
+    char swaps[400];
+    snprintf(swaps, sizeof swaps, "%s/swaps.txt", dir);
+    write_text(swaps, "cat dog\ndog cat\nred blue\n");
+    snprintf(args, sizeof args,
+             "debias attribute %s --task %s/T --protect g --train %s --val %s --steps 4 "
+             "--mask-steps 2 --batch 4 --lr 1e-3 --sparsity 0.1 --cf-swap %s -o %s/Acf3", M, dir,
+             tr, va, swaps, dir);
+    CHECK(cli(args, out, sizeof out) == 0 && strstr(out, "swaps.txt") &&
+              strstr(out, "\"counterfactual_weight\":1"), "attribute --cf-swap: %s", out);
+    snprintf(args, sizeof args, "debias attribute %s --task %s/T --protect g --train %s --val %s "
+             "--cf-swap %s --cf-field cf", M, dir, tr, va, swaps);
+    CHECK(cli(args, out, sizeof out) == 2 && strstr(out, "one way"), "--cf-swap and --cf-field: %s", out);
     snprintf(args, sizeof args, "debias attribute %s --task %s/T --protect g --train %s --val %s "
              "--cf-weight 1", M, dir, tr, va);
     CHECK(cli(args, out, sizeof out) == 2 && strstr(out, "--cf-field"), "--cf-weight alone: %s", out);

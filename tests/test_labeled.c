@@ -3,6 +3,7 @@
  * decimal text, the test split renumbered with the training classes; a missing or mistyped
  * field, malformed JSON, one class only, and a test class with no training examples are
  * refused naming the file, the line and the field. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "io/atomic.h"
@@ -24,6 +25,75 @@ static const char *write_file(const char *name, const char *text) {
 }
 
 static const char *const ATTR[] = {"gender", "age"};
+
+/* Counterfactual texts: from a field, and made by a word swap list (by hand: case kept,
+ * possessives, a UTF-8 name, words that are not listed untouched); bad lists and a missing
+ * field are refused naming the file and the line. */
+static void test_pairs(xd_labeled *tr, const char *train) {
+    char train_path[128]; /* write_file reuses its buffers */
+    snprintf(train_path, sizeof train_path, "%s", train);
+    const char *sw = write_file("swaps.txt",
+        "# gender words\n"
+        "he she\n"
+        "she he\n"
+        "her his\n"
+        "his  her\n"
+        "\n"
+        "Sonya\tThomas\n"
+        "Zo\xc3\xab Max\n");
+    xd_swap_list s;
+    CHECK(xd_swap_list_load(sw, &s) == 0 && s.n == 6, "swap list: %s", xd_last_error());
+    int k = -1;
+    char *t = xd_swap_apply(&s, "She met HIS friend; Sonya's dog and Zo\xc3\xab-he! Shell, sheep.", &k);
+    CHECK(t && !strcmp(t, "He met HER friend; Thomas's dog and Max-she! Shell, sheep.") && k == 5,
+          "swapped: '%s' (%d words)", t ? t : "(null)", k);
+    free(t);
+    t = xd_swap_apply(&s, "", &k);
+    CHECK(t && !strcmp(t, "") && k == 0, "empty text");
+    free(t);
+    int64_t changed = -1;
+    CHECK(xd_labeled_swap_pairs(tr, &s, &changed) == 0 && changed == 4 &&
+              !strcmp(tr->pair_text[0], "He is a nurse.") && !strcmp(tr->pair_text[3], "She cares.") &&
+              strstr(tr->pair_source, "swaps.txt"),
+          "swap pairs: %s (%lld changed)", xd_last_error(), (long long)changed);
+    xd_swap_list_free(&s);
+    struct { const char *text, *want; } bad[] = {
+        {"he she\nshe\n", "line 2: expected two words"},
+        {"he she it\n", "line 1: expected two words"},
+        {"Mr. Ms.\n", "'Mr.' is not one word"},
+        {"he she\n# c\nhe it\n", "line 3: 'he' is swapped already on line 1"},
+        {"# nothing\n\n", "no swaps"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "badswap%zu.txt", i);
+        const char *p = write_file(name, bad[i].text);
+        int rc = xd_swap_list_load(p, &s);
+        CHECK(rc < 0 && strstr(xd_last_error(), name) && strstr(xd_last_error(), bad[i].want),
+              "bad swap list %zu: %s", i, xd_last_error());
+        if (rc == 0) xd_swap_list_free(&s);
+    }
+    CHECK(xd_swap_list_load("/nonexistent.txt", &s) < 0 &&
+              strstr(xd_last_error(), "/nonexistent.txt"), "missing swap list: %s", xd_last_error());
+    /* from a field: every record must have it */
+    xd_labeled d;
+    const char *cf = write_file("cf.jsonl",
+        "{\"bio\":\"She is.\",\"cf\":\"He is.\",\"job\":\"a\",\"gender\":\"f\",\"age\":1}\n"
+        "{\"bio\":\"He is.\",\"cf\":\"She is.\",\"job\":\"b\",\"gender\":\"m\",\"age\":1}\n"
+        "{\"bio\":\"He was.\",\"job\":\"b\",\"gender\":\"m\",\"age\":1}\n");
+    CHECK(xd_labeled_load(cf, "bio", "job", ATTR, 2, &d) == 0, "load: %s", xd_last_error());
+    CHECK(xd_labeled_load_pairs(&d, "cf") < 0 && strstr(xd_last_error(), "cf.jsonl: line 3") &&
+              strstr(xd_last_error(), "counterfactual field \"cf\" is missing"),
+          "a record without its counterfactual: %s", xd_last_error());
+    xd_labeled_free(&d);
+    CHECK(xd_labeled_load(train_path, "bio", "job", ATTR, 2, &d) == 0 &&
+              xd_labeled_load_pairs(&d, "bio") == 0 && !strcmp(d.pair_text[1], "He is a surgeon.") &&
+              !strcmp(d.pair_source, "field \"bio\""),
+          "pairs from a field: %s", xd_last_error());
+    xd_labeled_free(&d);
+    printf("counterfactual texts: a swap list by hand, %zu bad lists and a missing field refused\n",
+           sizeof bad / sizeof *bad + 1);
+}
 
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/xd_labeled_XXXXXX");
@@ -64,6 +134,7 @@ int main(void) {
               strstr(xd_last_error(), "no examples in the training split"),
           "a class without training examples: %s", xd_last_error());
     xd_labeled_free(&te);
+    test_pairs(&tr, train);
     xd_labeled_free(&tr);
     /* bad input */
     struct { const char *text, *want1, *want2; } bad[] = {

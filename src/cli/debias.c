@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "cli/train_args.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "eval/debias_eval.h"
 #include "io/atomic.h"
 #include "io/labeled.h"
@@ -64,7 +65,9 @@ static void usage(FILE *f) {
             "  --cf-field F     each training record's counterfactual text in field F (the same\n"
             "                   text with the attribute's cues swapped: names, pronouns); the\n"
             "                   diff also pulls the two texts' representations together\n"
-            "  --cf-weight X    weight of that invariance term (1 with --cf-field)\n"
+            "  --cf-swap FILE   or make them from the texts with a word swap list (lines\n"
+            "                   \"FROM TO\": he she, his her, a name and one of the other gender)\n"
+            "  --cf-weight X    weight of that invariance term (1 with --cf-field/--cf-swap)\n"
             "  --adv-reset N    the adversary heads start afresh every N steps (0: never)\n"
             "  --adv-refit N    every N steps the adversary heads are fitted afresh, as the\n"
             "                   post-hoc attacker, on a bank of recent representations\n"
@@ -97,7 +100,7 @@ static int split_list(const char *opt, const char *v, char *buf, size_t cap, con
 
 typedef struct {
     const char *model, *train, *val, *test, *task, *protect, *text_field, *label_field, *out,
-        *cf_field;
+        *cf_field, *cf_swap;
     const char *attrs[MAX_ATTR], *with[MAX_ATTR];
     int n_attr, n_with, full, threads;
     char attr_buf[1024], with_buf[1024];
@@ -125,7 +128,8 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         FLT("--lr-adv", 1e-12, 1e3, a->d.lr_adv) FLT("--adv-lambda", 0, 1e3, a->d.adv_lambda)
         FLT("--adv-lambda-fixed", 0, 1e3, a->d.adv_lambda_fixed) FLT("--mmd", 0, 1e6, a->d.mmd_weight)
         if (strcmp(cmd, "eval")) {
-            STR("--cf-field", a->cf_field) FLT("--cf-weight", 0, 1e6, a->d.pair_weight)
+            STR("--cf-field", a->cf_field) STR("--cf-swap", a->cf_swap)
+            FLT("--cf-weight", 0, 1e6, a->d.pair_weight)
         }
         INT("--mmd-bank", 2, 4096, a->d.mmd_bank) INT("--adv-reset", 0, 1 << 30, a->d.adv_reset)
         INT("--adv-refit", 0, 1 << 30, a->d.adv_refit)
@@ -207,10 +211,13 @@ static int parse(int argc, char **argv, args *a, const char *cmd) {
         if (a->model) return cli_error("debias %s: unexpected argument '%s'", cmd, argv[i]), -1;
         a->model = argv[i];
     }
-    if (a->d.pair_weight >= 0 && !a->cf_field)
-        return cli_error("--cf-weight: needs the counterfactual texts (--cf-field F)"), -1;
-    if (a->d.pair_weight < 0) a->d.pair_weight = a->cf_field ? 1.0f : 0.0f; /* not given */
-    a->d.pair_field = a->cf_field;
+    if (a->cf_field && a->cf_swap)
+        return cli_error("--cf-field and --cf-swap: give the counterfactual texts one way"), -1;
+    if (a->d.pair_weight >= 0 && !a->cf_field && !a->cf_swap)
+        return cli_error("--cf-weight: needs the counterfactual texts (--cf-field F or --cf-swap "
+                         "FILE)"), -1;
+    if (a->d.pair_weight < 0) /* not given */
+        a->d.pair_weight = a->cf_field || a->cf_swap ? 1.0f : 0.0f;
     if (a->o.stop_at)
         return cli_error("debias %s: --stop-at is not available (a run has two phases); stop it "
                          "any time and continue with --resume", cmd), -1;
@@ -274,10 +281,11 @@ static void pair_free(split_pair *p) {
 }
 
 /* Loads two labelled files (the second aligned to the first's classes) and tokenizes them;
- * with cf_field, the first file's counterfactual texts too. */
+ * with cf_field or cf_swap (a swap list's path), the first file's counterfactual texts too. */
 static int load_pair(split_pair *p, const char *first, const char *second, const char *text_field,
                      const char *label_field, const char *const *attrs, int n_attr,
-                     const char *cf_field, const xd_tokenizer *tok, int max_len) {
+                     const char *cf_field, const char *cf_swap, const xd_tokenizer *tok,
+                     int max_len) {
     memset(p, 0, sizeof *p);
     const char *paths[2] = {first, second};
     for (int i = 0; i < 2; i++) {
@@ -287,10 +295,19 @@ static int load_pair(split_pair *p, const char *first, const char *second, const
     }
     for (int i = 0; i < 2; i++)
         if (xd_clf_data_init(&p->data[i], &p->lab[i], tok, max_len)) return -1;
-    if (cf_field) {
-        if (xd_labeled_load_pairs(&p->lab[0], cf_field) ||
-            xd_clf_data_init_pairs(&p->cf, &p->lab[0], tok, max_len))
-            return -1;
+    if (cf_swap) {
+        xd_swap_list sw;
+        int64_t changed = 0;
+        if (xd_swap_list_load(cf_swap, &sw)) return -1;
+        int rc = xd_labeled_swap_pairs(&p->lab[0], &sw, &changed);
+        xd_swap_list_free(&sw);
+        if (rc) return -1;
+        xd_log(XD_LOG_INFO, "%s: %lld of %lld texts have a word of %s to swap", first,
+               (long long)changed, (long long)p->lab[0].n, cf_swap);
+    } else if (cf_field && xd_labeled_load_pairs(&p->lab[0], cf_field))
+        return -1;
+    if (cf_field || cf_swap) {
+        if (xd_clf_data_init_pairs(&p->cf, &p->lab[0], tok, max_len)) return -1;
         p->data[0].pair = &p->cf;
     }
     return 0;
@@ -365,7 +382,7 @@ static int debias_task(int argc, char **argv) {
     int rc = 1;
     xd_debias_frozen fz = {0};
     if (!m || load_pair(&p, a.train, a.val, a.text_field, a.label_field, a.attrs, a.n_attr,
-                        a.cf_field, xd_model_tokenizer(m), a.d.max_len) ||
+                        a.cf_field, a.cf_swap, xd_model_tokenizer(m), a.d.max_len) ||
         xd_debias_train(m, &p.data[0], &p.data[1], &a.d, &fz, &a.o))
         cli_lib_error();
     else {
@@ -436,7 +453,7 @@ static int debias_attribute(int argc, char **argv) {
     m = load_model(a.model);
     if (!m || !(task = load_diff_in(a.task)) ||
         load_pair(&p, a.train, a.val, s.text_field, s.label_field, s.attrs, s.n_attr,
-                  a.cf_field, xd_model_tokenizer(m), s.max_len) ||
+                  a.cf_field, a.cf_swap, xd_model_tokenizer(m), s.max_len) ||
         !(head = load_task_head(&h, a.task, m->cfg.d_model, p.lab[0].label.n_classes))) {
         cli_lib_error();
         goto done;
@@ -483,7 +500,7 @@ static int debias_eval(int argc, char **argv) {
     }
     snprintf(p_model, sizeof p_model, "%s/model", a.task);
     m = load_model(full ? p_model : a.model);
-    if (!m || load_pair(&p, a.train, a.test, s.text_field, s.label_field, s.attrs, s.n_attr, NULL,
+    if (!m || load_pair(&p, a.train, a.test, s.text_field, s.label_field, s.attrs, s.n_attr, NULL, NULL,
                         xd_model_tokenizer(m), s.max_len) ||
         !(head = load_task_head(&h, a.task, m->cfg.d_model, p.lab[0].label.n_classes)))
         goto lib_fail;

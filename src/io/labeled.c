@@ -123,7 +123,7 @@ void xd_labeled_free(xd_labeled *d) {
     free(d->text);
     for (int64_t i = 0; d->pair_text && i < d->n; i++) free(d->pair_text[i]);
     free(d->pair_text);
-    free(d->pair_field);
+    free(d->pair_source);
     free(d->line);
     free_column(&d->label);
     for (int a = 0; a < d->n_attr; a++) free_column(&d->attr[a]);
@@ -166,6 +166,7 @@ done:
 
 typedef struct {
     xd_labeled *d;
+    const char *field;
     int64_t i; /* records read */
 } pair_reader;
 
@@ -174,23 +175,45 @@ static int add_pair(void *ctx, const char *path, unsigned long line, json_t *o) 
     xd_labeled *d = r->d;
     if (r->i >= d->n || d->line[r->i] != line)
         return xd_err("%s: line %lu: the file changed while it was read", path, line);
-    json_t *t = json_is_object(o) ? json_object_get(o, d->pair_field) : NULL;
+    json_t *t = json_is_object(o) ? json_object_get(o, r->field) : NULL;
     if (!t || !json_is_string(t) || json_string_length(t) == 0)
         return xd_err("%s: line %lu: counterfactual field \"%s\" is %s, expected a non-empty "
-                      "string", path, line, d->pair_field,
+                      "string", path, line, r->field,
                       !t ? "missing" : json_is_string(t) ? "empty" : xd_json_type_name(t));
     if (!(d->pair_text[r->i++] = strdup(json_string_value(t)))) return xd_err("out of memory");
     return 0;
 }
 
-int xd_labeled_load_pairs(xd_labeled *d, const char *field) {
+/* Room for the counterfactual texts and their source's description. */
+static int pairs_alloc(xd_labeled *d, const char *what, const char *name) {
     if (d->pair_text) return xd_err("%s: counterfactual texts already loaded", d->path);
+    size_t n = strlen(what) + strlen(name) + 4;
     d->pair_text = calloc((size_t)d->n, sizeof *d->pair_text);
-    d->pair_field = strdup(field);
-    if (!d->pair_text || !d->pair_field) return xd_err("out of memory");
-    pair_reader r = {d, 0};
+    d->pair_source = malloc(n);
+    if (!d->pair_text || !d->pair_source) return xd_err("out of memory");
+    snprintf(d->pair_source, n, "%s%s", what, name);
+    return 0;
+}
+
+int xd_labeled_load_pairs(xd_labeled *d, const char *field) {
+    char q[512];
+    snprintf(q, sizeof q, "\"%s\"", field);
+    if (pairs_alloc(d, "field ", q)) return -1;
+    pair_reader r = {d, field, 0};
     if (xd_jsonl_each(d->path, add_pair, &r)) return -1;
     if (r.i != d->n) return xd_err("%s: the file changed while it was read", d->path);
+    return 0;
+}
+
+int xd_labeled_swap_pairs(xd_labeled *d, const xd_swap_list *s, int64_t *n_changed) {
+    if (pairs_alloc(d, "the text with the swaps of ", s->path)) return -1;
+    int64_t changed = 0;
+    for (int64_t i = 0; i < d->n; i++) {
+        int k;
+        if (!(d->pair_text[i] = xd_swap_apply(s, d->text[i], &k))) return xd_err("out of memory");
+        changed += k > 0;
+    }
+    if (n_changed) *n_changed = changed;
     return 0;
 }
 

@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "swap_list.h"
+
 typedef struct {
     char *field;      /* the JSONL field */
     int n_classes;
@@ -20,7 +22,7 @@ typedef struct {
     int64_t n;               /* records */
     char **text;             /* [n] */
     char **pair_text;        /* [n] each record's counterfactual text (NULL: not loaded) */
-    char *pair_field;        /* its field */
+    char *pair_source;       /* where they came from: field "F", or swaps of FILE */
     unsigned long *line;     /* [n] the line each record came from */
     xd_label_column label;
     int n_attr;
@@ -38,6 +40,10 @@ void xd_labeled_free(xd_labeled *d);
  * of a protected attribute swapped (names, pronouns), a non-empty string in `field` on
  * every record. -1 with an error naming the file, the line and the field. */
 int xd_labeled_load_pairs(xd_labeled *d, const char *field);
+
+/* The counterfactual texts made from the texts by a word swap list (io/swap_list.h).
+ * *n_changed (may be NULL): the records whose text had a word to swap. */
+int xd_labeled_swap_pairs(xd_labeled *d, const xd_swap_list *s, int64_t *n_changed);
 
 /* Renumbers other's label and attributes with train's classes (train must have the same
  * attribute fields). A value that train lacks is an error naming other's file, line and

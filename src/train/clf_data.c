@@ -1,6 +1,7 @@
 /* Labelled examples as model input (clf_data.h). */
 #include "clf_data.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,7 +31,7 @@ static int tokenize(xd_clf_data *d, const xd_labeled *lab, char *const *text, co
         size_t n = 0;
         if (xd_tokenizer_encode(tok, text[i], strlen(text[i]), 0, &ids, &n)) {
             xd_clf_data_free(d);
-            return xd_err_prefix("%s: line %lu: field %s", lab->path, lab->line[i], field);
+            return xd_err_prefix("%s: line %lu: %s", lab->path, lab->line[i], field);
         }
         d->off[i] = at;
         int k = 0;
@@ -40,7 +41,7 @@ static int tokenize(xd_clf_data *d, const xd_labeled *lab, char *const *text, co
         free(ids);
         if (k == 0) {
             xd_clf_data_free(d);
-            return xd_err("%s: line %lu: the %s gives no token", lab->path, lab->line[i], field);
+            return xd_err("%s: line %lu: %s gives no token", lab->path, lab->line[i], field);
         }
         d->len[i] = k;
         at += k;
@@ -50,13 +51,15 @@ static int tokenize(xd_clf_data *d, const xd_labeled *lab, char *const *text, co
 }
 
 int xd_clf_data_init(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *tok, int max_len) {
-    return tokenize(d, lab, lab->text, "text", tok, max_len);
+    return tokenize(d, lab, lab->text, "the text", tok, max_len);
 }
 
 int xd_clf_data_init_pairs(xd_clf_data *d, const xd_labeled *lab, const xd_tokenizer *tok,
                            int max_len) {
     if (!lab->pair_text) return xd_err("%s: no counterfactual texts loaded", lab->path);
-    return tokenize(d, lab, lab->pair_text, lab->pair_field, tok, max_len);
+    char what[600];
+    snprintf(what, sizeof what, "the counterfactual text (%s)", lab->pair_source);
+    return tokenize(d, lab, lab->pair_text, what, tok, max_len);
 }
 
 void xd_clf_data_free(xd_clf_data *d) {

@@ -660,7 +660,7 @@ static int run_init(run *r, xd_model *m, const float *theta0, int phase, const x
     r->pairs = pairs;
     if (o->pair_weight > 0 && !train->pair)
         return xd_err("%s: the counterfactual invariance term needs each record's "
-                      "counterfactual text (--cf-field)", train->lab->path);
+                      "counterfactual text (--cf-field or --cf-swap)", train->lab->path);
     if (train->pair && train->pair->n != train->n)
         return xd_err("%s: %lld counterfactual texts for %lld examples", train->lab->path,
                       (long long)train->pair->n, (long long)train->n);
@@ -961,7 +961,7 @@ static int write_summary(const char *out_dir, const run *r, const xd_debias_opts
         }
     }
     if (o->pair_weight > 0 && r->pairs) {
-        json_object_set_new(j, "counterfactual_field", json_string(r->train->lab->pair_field));
+        json_object_set_new(j, "counterfactual", json_string(r->train->lab->pair_source));
         json_object_set_new(j, "counterfactual_weight", json_real(o->pair_weight));
     }
     json_object_set_new(j, "pool", json_string(o->pool == XD_POOL_MEAN ? "mean" : "last"));

@@ -86,7 +86,6 @@ typedef struct {
                             * same batch (the trainer's rows are then 2 · o->batch: the
                             * examples, then their counterfactuals). The counterfactual rows
                             * carry no task or adversary loss (0: off) */
-    const char *pair_field; /* the counterfactual texts' field (recorded in debias.json) */
     const char *adv_attr;  /* the attribute field the adversary (and the MMD term) reads
                             * (NULL: none) */
     uint64_t seed;
