@@ -500,8 +500,8 @@ static int debias_eval(int argc, char **argv) {
     }
     snprintf(p_model, sizeof p_model, "%s/model", a.task);
     m = load_model(full ? p_model : a.model);
-    if (!m || load_pair(&p, a.train, a.test, s.text_field, s.label_field, s.attrs, s.n_attr, NULL, NULL,
-                        xd_model_tokenizer(m), s.max_len) ||
+    if (!m || load_pair(&p, a.train, a.test, s.text_field, s.label_field, s.attrs, s.n_attr, NULL,
+                        NULL, xd_model_tokenizer(m), s.max_len) ||
         !(head = load_task_head(&h, a.task, m->cfg.d_model, p.lab[0].label.n_classes)))
         goto lib_fail;
     if (!full) {

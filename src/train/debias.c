@@ -543,8 +543,8 @@ static int ob_eval(xd_objective *ob, xd_trainer_model *tm, const xd_tokdata *dat
         int n = v->n - e0 < B ? (int)(v->n - e0) : B;
         for (int b = 0; b < B; b++) r->ex[b] = b < n ? e0 + b : e0;
         xd_clf_fill(v, r->ex, B, T, tok, pos, ds, r->len);
-        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 0, 1.0f, &task, &adv, &conf, &mmd, &pair, &ok,
-                         &adv_ok))
+        if (forward_rows(r, tm, v, tok, pos, ds, n, 0, 0, 1.0f, &task, &adv, &conf, &mmd, &pair,
+                         &ok, &adv_ok))
             goto done;
     }
     *loss = task / (double)v->n;
@@ -1022,7 +1022,8 @@ int xd_debias_train(xd_model *m, const xd_clf_data *train, const xd_clf_data *va
         return xd_err("--sparsity %g: the share of non-zeros must be in (0, 1]", opts->share);
     if (opts->adv_attr && (opts->adv_heads < 0 || opts->adv_heads > MAX_ADV))
         return xd_err("--adv-heads %d: expected 0 .. %d", opts->adv_heads, MAX_ADV);
-    if (opts->adv_attr && opts->adv_heads == 0 && !(opts->mmd_weight > 0) && !(opts->pair_weight > 0))
+    if (opts->adv_attr && opts->adv_heads == 0 && !(opts->mmd_weight > 0) &&
+        !(opts->pair_weight > 0))
         return xd_err("--adv-heads 0 without --mmd or --cf-weight: nothing would remove %s",
                       opts->adv_attr);
     if (!(opts->pair_weight >= 0))
