@@ -31,11 +31,8 @@
 # bench/out/debias), RES (bench/debias_results), RESULTS (bench/RESULTS.md). A row whose
 # results exist is not redone.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-THREADS="${THREADS:-2}"
-MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-BUILD="${BUILD:-build}"
+BENCH=debias
+source "$(dirname "$0")/common.sh"
 SEEDS="${SEEDS:-1 2 3}"
 N_TRAIN="${N_TRAIN:-2000}"; N_VAL="${N_VAL:-200}"; N_TEST="${N_TEST:-500}"
 ATTACK_MAX="${ATTACK_MAX:-500}"; ATTACK_EPOCHS="${ATTACK_EPOCHS:-40}"
@@ -45,7 +42,7 @@ SPARSITY="${SPARSITY:-0.05}"; ROWS="${ROWS:-full full_adv task gender age both}"
 OUT="${OUT:-$ROOT/bench/out/debias}"; RES="${RES:-$ROOT/bench/debias_results}"
 RESULTS="${RESULTS:-$ROOT/bench/RESULTS.md}"
 X="$BUILD/xdistill"
-[ -f "$MODEL" ] || { echo "debias: no teacher at $MODEL (make teacher)" >&2; exit 1; }
+need_teacher
 if ! /usr/bin/python3 -c 'import faker' 2>/dev/null || [ ! -f /usr/share/wordnet/data.noun ]; then
     SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
     $SUDO apt-get update -qq

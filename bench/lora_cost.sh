@@ -16,20 +16,15 @@
 # SEQ (256): the EVA batch and the training batch, R (8), RHO (2), TAU (0.99),
 # STEPS (10 training steps per side), RESULTS (bench/RESULTS.md).
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-THREADS="${THREADS:-2}"
-MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-PY="${XD_REF_PY:-$HOME/xd-ref/bin/python}"
-BUILD="${BUILD:-build}"
+BENCH=lora_cost
+source "$(dirname "$0")/common.sh"
 B="${B:-4}"; SEQ="${SEQ:-256}"; R="${R:-8}"; RHO="${RHO:-2}"; TAU="${TAU:-0.99}"
 STEPS="${STEPS:-10}"
 OUT="$ROOT/bench/out/lora"
 X="$BUILD/xdistill"
 mkdir -p "$OUT"
-[ -f "$MODEL" ] || { echo "lora_cost: no teacher at $MODEL (make teacher)" >&2; exit 1; }
-"$PY" -c "import torch, transformers, gguf, peft" 2>/dev/null ||
-    { echo "lora_cost: $PY cannot import torch, transformers, gguf and peft (tests/ref/setup.sh)" >&2; exit 1; }
+need_teacher
+need_py torch transformers gguf peft
 
 # the KJV text as two documents (train: all but the last 3000 lines; validation)
 scripts/kjv-corpus.sh "$OUT/kjv.txt" >&2

@@ -16,18 +16,15 @@
 # ALPHA (16), LR_LORA (1e-3), LR_FULL (5e-5), HELDOUT (200), RESULTS, OUT (the runs:
 # bench/out/lora_quality; a run with its heldout.json is not redone).
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-THREADS="${THREADS:-2}"
-MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-BUILD="${BUILD:-build}"
+BENCH=lora_quality
+source "$(dirname "$0")/common.sh"
 SEEDS="${SEEDS:-1 2 3}"; METHODS="${METHODS:-eva random pissa full}"; TASKS="${TASKS:-gloss add3}"
 STEPS="${STEPS:-80}"; B="${B:-4}"; SEQ="${SEQ:-64}"; R="${R:-8}"; ALPHA="${ALPHA:-16}"
 LR_LORA="${LR_LORA:-1e-3}"; LR_FULL="${LR_FULL:-5e-5}"; HELDOUT="${HELDOUT:-200}"
 OUT="${OUT:-$ROOT/bench/out/lora_quality}"
 X="$BUILD/xdistill"
 mkdir -p "$OUT"
-[ -f "$MODEL" ] || { echo "lora_quality: no teacher at $MODEL (make teacher)" >&2; exit 1; }
+need_teacher
 python3 bench/lora_tasks.py --out "$OUT" --heldout "$HELDOUT" >&2
 
 for task in $TASKS; do

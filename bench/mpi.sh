@@ -17,16 +17,13 @@
 # steps 2 .. STEPS−1 are timed; the first warms up, the last validates), TORCH (1: also
 # PyTorch DDP).
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-BUILD="${BUILD:-build}"
-PY="${XD_REF_PY:-$HOME/xd-ref/bin/python}"
+BENCH=bench-mpi
+source "$(dirname "$0")/common.sh"
 B="${B:-4}"; SEQ="${SEQ:-128}"; STEPS="${STEPS:-6}"; TORCH="${TORCH:-1}"
 OUT="$ROOT/bench/out/mpi"
 X="$BUILD/xdistill"
 mkdir -p "$OUT"
-[ -f "$MODEL" ] || { echo "bench-mpi: no teacher at $MODEL (make teacher)" >&2; exit 1; }
+need_teacher
 command -v mpirun >/dev/null || { echo "bench-mpi: mpirun not found (make deps installs Open MPI)" >&2; exit 1; }
 [ -f "$BUILD/libxdistill-mpi.so" ] || { echo "bench-mpi: $BUILD has no MPI plugin (rebuild with libopenmpi-dev)" >&2; exit 1; }
 # mpirun refuses root unless told; this script's own processes only

@@ -19,12 +19,8 @@
 # CLEAN (0.05), QUIET (0.05: busy share of the CPUs that counts as quiet),
 # QUIET_TRIES (80 × 15 s), SKIP_SGEMM (0; 1 reuses bench/out/sgemm.jsonl).
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-THREADS="${THREADS:-2}"
-MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-PY="${XD_REF_PY:-$HOME/xd-ref/bin/python}"
-BUILD="${BUILD:-build}"
+BENCH=run_infer
+source "$(dirname "$0")/common.sh"
 DECODE="${DECODE:-64}"
 CTXS="${CTXS:-128,1024,4096}"
 WEIGHTS="${WEIGHTS:-gguf}"   # xdistill's weights: the GGUF's own blocks (gguf) or fp32
@@ -37,11 +33,8 @@ QUIET_TRIES="${QUIET_TRIES:-80}"
 OUT="$ROOT/bench/out"
 mkdir -p "$OUT"
 
-[ -f "$MODEL" ] || { echo "run_infer: no teacher at $MODEL (make teacher)" >&2; exit 1; }
-if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
-    echo "run_infer: $PY cannot import llama_cpp; run tests/ref/setup.sh or set XD_REF_PY" >&2
-    exit 1
-fi
+need_teacher
+need_py llama_cpp
 
 if [ "${NO_BUILD:-0}" != 1 ]; then   # NO_BUILD=1: use the binaries already in $BUILD
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DXD_BENCH=ON >/dev/null

@@ -9,18 +9,14 @@
 #   bench/run_long.sh  (THREADS=2 CTX=16384 QUANT=q4_1 WINDOW=512 SINKS=4 DECODE=32 SDECODE=256
 #                       KV=bfloat16)
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-THREADS="${THREADS:-2}" CTX="${CTX:-16384}" QUANT="${QUANT:-q4_1}" WINDOW="${WINDOW:-512}"
+BENCH=run_long
+source "$(dirname "$0")/common.sh"
+CTX="${CTX:-16384}" QUANT="${QUANT:-q4_1}" WINDOW="${WINDOW:-512}"
 SINKS="${SINKS:-4}" DECODE="${DECODE:-32}" SDECODE="${SDECODE:-256}" KV="${KV:-bfloat16}"
-MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-PY="${XD_REF_PY:-$HOME/xd-ref/bin/python}"
-BUILD="${BUILD:-build}"
 OUT="$ROOT/bench/out"
 mkdir -p "$OUT"
-[ -f "$MODEL" ] || { echo "run_long: no teacher at $MODEL (make teacher)" >&2; exit 1; }
-"$PY" -c "import llama_cpp" 2>/dev/null ||
-    { echo "run_long: $PY cannot import llama_cpp; run tests/ref/setup.sh or set XD_REF_PY" >&2; exit 1; }
+need_teacher
+need_py llama_cpp
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DXD_BENCH=ON >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" --target bench_infer bench_student >/dev/null
 export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"

@@ -26,12 +26,8 @@
 # xdistill fp32; the headline pools these interleaved runs, so that a slow
 # spell of the shared machine reaches both sides).
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-THREADS="${THREADS:-2}"
-MODEL="${XD_TEACHER:-$HOME/.cache/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-PY="${XD_REF_PY:-$HOME/xd-ref/bin/python}"
-BUILD="${BUILD:-build}"
+BENCH=run_train
+source "$(dirname "$0")/common.sh"
 SEQ="${SEQ:-512}"
 BATCHES="${BATCHES:-1 2}"
 STEPS="${STEPS:-5}"
@@ -48,11 +44,8 @@ LOAD_TRIES="${LOAD_TRIES:-20}"
 OUT="$ROOT/bench/out"
 mkdir -p "$OUT"
 
-[ -f "$MODEL" ] || { echo "run_train: no teacher at $MODEL (make teacher)" >&2; exit 1; }
-if ! "$PY" -c "import torch, transformers, gguf" 2>/dev/null; then
-    echo "run_train: $PY cannot import torch, transformers and gguf; run tests/ref/setup.sh or set XD_REF_PY" >&2
-    exit 1
-fi
+need_teacher
+need_py torch transformers gguf
 
 if [ "${RENDER_ONLY:-0}" = 1 ]; then
     LOAD_START="$(cat "$OUT/train_load_start" 2>/dev/null || echo '?')"
