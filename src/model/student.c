@@ -270,14 +270,13 @@ static void bf16_round(float *dst, const float *x, size_t n) {
 /* The SWA branch's keys/values for one call: the window buffer's kept rows followed by the
  * call's new rows at positions ≥ S, rows [0, total) holding positions r0 … . As fp32 rows
  * rk, rv: the layer's window buffer itself (fp32 state), or a temporary run tk, tv when they
- * do not fit (to_buffer: swa_finish keeps its newest W) or when a bfloat16 window serves
- * several queries (widened). One query of a bfloat16 window reads the buffer in place
+ * do not fit (the plan's use_temp: swa_finish keeps its newest W) or when a bfloat16 window
+ * serves several queries (widened). One query of a bfloat16 window reads the buffer in place
  * (rk = NULL; bk, bv). */
 typedef struct {
     float *rk, *rv, *tk, *tv;
     const void *bk, *bv;
     int64_t r0, total;
-    int to_buffer;
     int ns; /* sinks held after the call's new ones (< S only while the sinks fill) */
 } swa_rows;
 
@@ -303,7 +302,6 @@ static int swa_stage(const xd_config *c, xd_kv *kv, int l, const xd_student_plan
     r->total = keep + p->na;
     r->rk = r->rv = r->tk = r->tv = NULL;
     r->bk = r->bv = NULL;
-    r->to_buffer = p->use_temp;
     if (bf && !p->use_temp) { /* the new rows into the buffer */
         xd_fp32_to_bf16_n(wk + (size_t)keep * rb, k + off * kvd, (size_t)(p->na * kvd));
         xd_fp32_to_bf16_n(wv + (size_t)keep * rb, v + off * kvd, (size_t)(p->na * kvd));
@@ -378,16 +376,18 @@ static const float *run_rows(const xd_kv *kv, const swa_rows *r, int64_t at, int
     return dst;
 }
 
-/* Ends the call: a temporary run's newest W rows go to layer l's window buffer. */
-static void swa_finish(const xd_config *c, xd_kv *kv, int l, swa_rows *r) {
+/* Ends the call: a temporary run that held what the buffer could not (p->use_temp) leaves
+ * its newest W rows in layer l's window buffer. */
+static void swa_finish(const xd_config *c, xd_kv *kv, int l, const xd_student_plan *p,
+                       swa_rows *r) {
     if (!r->tk) return;
     size_t kvd = (size_t)kv->kv_dim, W = (size_t)c->window, rb = kvd * win_eb(kv);
     char *wk = (char *)kv->rk + (size_t)l * 2 * W * rb, *wv = (char *)kv->rv + (size_t)l * 2 * W * rb;
     const float *nk = r->tk + ((size_t)r->total - W) * kvd, *nv = r->tv + ((size_t)r->total - W) * kvd;
-    if (r->to_buffer && kv->dtype == XD_KV_BF16) { /* values already bfloat16: exact */
+    if (p->use_temp && kv->dtype == XD_KV_BF16) { /* values already bfloat16: exact */
         xd_fp32_to_bf16_n(wk, nk, W * kvd);
         xd_fp32_to_bf16_n(wv, nv, W * kvd);
-    } else if (r->to_buffer) {
+    } else if (p->use_temp) {
         memcpy(wk, nk, W * rb);
         memcpy(wv, nv, W * rb);
     }
@@ -631,6 +631,6 @@ int xd_student_mixer(const xd_model *m, const xd_layer *L, xd_kv *kv, int l,
     if (exact_end) xd_mix_exact_window(att, NULL, hs, 1, n, nh, hd, p->pos0, NULL, exact_end);
     rc = 0;
 done:
-    swa_finish(c, kv, l, &rows);
+    swa_finish(c, kv, l, p, &rows);
     return rc;
 }
