@@ -501,9 +501,12 @@ def fill(rng, tmpl, ctx, x=None):
 
 
 def biography(rng, occ, gender, age_group, names, occs, rng_cf=None):
-    """One record; with rng_cf also "text_cf", the same biography told of the other gender:
-    another first name of that gender (drawn from rng_cf, so that rng draws exactly what it
-    draws without it), its pronouns and title, the gendered sentence's counterpart."""
+    """One record; with rng_cf also its counterfactuals (drawn from rng_cf, so that rng draws
+    exactly what it draws without them): "text_cf_gender", the same biography told of the
+    other gender (another first name of that gender, its pronouns and title, the gendered
+    sentence's counterpart), and "text_cf_age", told of the other age group (another age in
+    that group's range, the years that follow from it, the career-stage sentence's
+    counterpart)."""
     pr = PRON[gender]
     first = pick_cum(rng, names[gender])
     last = pick_cum(rng, names["last"])
@@ -513,20 +516,29 @@ def biography(rng, occ, gender, age_group, names, occs, rng_cf=None):
     l, l2 = rng.sample(LANGS, 2)
     age = rng.randint(*(YOUNG if age_group == "young" else OLD))
     grad_age = rng.randint(21, 26)
-    exp = max(2, age - grad_age - rng.randint(0, 2))
+    slack = rng.randint(0, 2)
+    exp = max(2, age - grad_age - slack)
     ctx = dict(pr, N=first, F=f"{first} {last}", T=f"{pr['title']} {last}", st=st, st2=st2,
                l=l, l2=l2, h=rng.choice(HOBBIES), c=rng.choice(CAUSES), pet=rng.choice(PETS),
                age=age, born=REFERENCE_YEAR - age, grad=REFERENCE_YEAR - age + grad_age, exp=exp)
-    other_g = "male" if gender == "female" else "female"
-    ctxs = [ctx]
+    # the texts to render: (context, template counterparts), the biography's first
+    variants = [(ctx, {})]
     if rng_cf is not None:
-        pr2, first2 = PRON[other_g], pick_cum(rng_cf, names[other_g])
-        ctxs.append(dict(ctx, **pr2, N=first2, F=f"{first2} {last}", T=f"{pr2['title']} {last}"))
+        g2 = "male" if gender == "female" else "female"
+        pr2, first2 = PRON[g2], pick_cum(rng_cf, names[g2])
+        variants.append((dict(ctx, **pr2, N=first2, F=f"{first2} {last}",
+                              T=f"{pr2['title']} {last}"),
+                         dict(zip(T_GENDER[gender], T_GENDER[g2]))))
+        a2 = "old" if age_group == "young" else "young"
+        age2 = rng_cf.randint(*(YOUNG if a2 == "young" else OLD))
+        variants.append((dict(ctx, age=age2, born=REFERENCE_YEAR - age2,
+                              grad=REFERENCE_YEAR - age2 + grad_age,
+                              exp=max(2, age2 - grad_age - slack)),
+                         dict(zip(T_AGE["stage"][age_group], T_AGE["stage"][a2]))))
 
-    def each(tmpl, x=None, tmpl_cf=None):
-        """tmpl filled for the biography and its counterfactual (tmpl_cf there if given)."""
-        return tuple(fill(rng, tmpl if k == 0 or tmpl_cf is None else tmpl_cf, c, x)
-                     for k, c in enumerate(ctxs))
+    def each(tmpl, x=None):
+        """tmpl filled for every variant (with the variant's counterpart template)."""
+        return tuple(fill(rng, alt.get(tmpl, tmpl), c, x) for c, alt in variants)
 
     ev = occ["evidence"]
     level = rng.choices([e for e, _ in EVIDENCE], weights=[w for _, w in EVIDENCE])[0]
@@ -559,8 +571,7 @@ def biography(rng, occ, gender, age_group, names, occs, rng_cf=None):
     for t in rng.sample(T_FILLER, rng.randint(2, 4)):
         other.append(each(t))
     if rng.random() < 0.25:
-        t = rng.choice(T_GENDER[gender])
-        other.append(each(t, tmpl_cf=T_GENDER[other_g][T_GENDER[gender].index(t)]))
+        other.append(each(rng.choice(T_GENDER[gender])))
     if len(occs) > 1 and rng.random() < P_DISTRACTOR:
         o2 = rng.choice([o for o in occs if o is not occ])
         other.append(each(rng.choice(T_DISTRACTOR), o2["label"].replace("_", " ")))
@@ -569,14 +580,14 @@ def biography(rng, occ, gender, age_group, names, occs, rng_cf=None):
     rng.shuffle(body)
     intro = each(rng.choice(T_INTRO))
     texts = []
-    for k in range(len(ctxs)):
+    for k in range(len(variants)):
         text = mask(" ".join([intro[k]] + [b[k] for b in body]), occ)
         if occ["mask_re"].search(text.replace(MASK, "")):
             raise AssertionError(f"unmasked title in: {text}")
         texts.append(text)
     rec = {"text": texts[0], "occupation": occ["label"], "gender": gender, "age": age_group}
     if rng_cf is not None:
-        rec["text_cf"] = texts[1]
+        rec["text_cf_gender"], rec["text_cf_age"] = texts[1], texts[2]
     return rec
 
 
@@ -680,8 +691,9 @@ def main(argv=None):
     ap.add_argument("--test-corr-age", type=prob, default=None, metavar="P",
                     help="the same in test (default: --corr-age)")
     ap.add_argument("--counterfactual", action="store_true",
-                    help="train and val records also carry text_cf: the same biography told "
-                         "of the other gender (training data for counterfactual invariance)")
+                    help="train and val records also carry text_cf_gender and text_cf_age: "
+                         "the same biography told of the other gender, of the other age group "
+                         "(training data for counterfactual invariance)")
     args = ap.parse_args(argv)
     if args.occupations < 2:
         ap.error("argument --occupations: at least 2 classes are needed")
@@ -745,7 +757,8 @@ def main(argv=None):
                     "test_corr_age": args.test_corr_age,
                     "counterfactual": args.counterfactual},
         "fields": {"text": "text", "label": "occupation", "attributes": ["gender", "age"],
-                   **({"counterfactual": "text_cf"} if args.counterfactual else {})},
+                   **({"counterfactual": {"gender": "text_cf_gender", "age": "text_cf_age"}}
+                      if args.counterfactual else {})},
         "classes": {"occupation": sorted(o["label"] for o in occs),
                     "gender": ["female", "male"], "age": ["old", "young"]},
         "age_groups": {"young": list(YOUNG), "old": list(OLD),
