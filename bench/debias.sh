@@ -27,7 +27,9 @@
 # Environment: THREADS (2), XD_TEACHER, BUILD (build), SEEDS ("1 2 3"), N_TRAIN (2000),
 # N_VAL (200), N_TEST (500), ATTACK_MAX (500), STEPS (80), MASK_STEPS (40), B (8),
 # MAX_LEN (80), POOL (mean), LR (2e-4), LR_HEAD (5e-3), LR_ADV (5e-3), SPARSITY (0.05),
-# ATTACK_EPOCHS (40), ROWS ("full full_adv task gender age both"), OUT (the runs:
+# ATTACK_EPOCHS (40), GENDER_OPTS, AGE_OPTS (more options for that attribute's diff, e.g.
+# GENDER_OPTS="--adv-tokens --adv-lambda-fixed 3 --cf-swap bench/out/debias/gender_swaps.txt":
+# the script writes that swap list, bench/gender_swaps.py), ROWS ("full full_adv task gender age both"), OUT (the runs:
 # bench/out/debias), RES (bench/debias_results), RESULTS (bench/RESULTS.md). A row whose
 # results exist is not redone.
 set -euo pipefail
@@ -38,6 +40,7 @@ N_TRAIN="${N_TRAIN:-2000}"; N_VAL="${N_VAL:-200}"; N_TEST="${N_TEST:-500}"
 ATTACK_MAX="${ATTACK_MAX:-500}"; ATTACK_EPOCHS="${ATTACK_EPOCHS:-40}"
 STEPS="${STEPS:-80}"; MASK_STEPS="${MASK_STEPS:-40}"; B="${B:-8}"; MAX_LEN="${MAX_LEN:-80}"
 POOL="${POOL:-mean}"; LR="${LR:-2e-4}"; LR_HEAD="${LR_HEAD:-5e-3}"; LR_ADV="${LR_ADV:-5e-3}"
+GENDER_OPTS="${GENDER_OPTS:-}"; AGE_OPTS="${AGE_OPTS:-}"
 SPARSITY="${SPARSITY:-0.05}"; ROWS="${ROWS:-full full_adv task gender age both}"
 OUT="${OUT:-$ROOT/bench/out/debias}"; RES="${RES:-$ROOT/bench/debias_results}"
 RESULTS="${RESULTS:-$ROOT/bench/RESULTS.md}"
@@ -50,6 +53,7 @@ if ! /usr/bin/python3 -c 'import faker' 2>/dev/null || [ ! -f /usr/share/wordnet
 fi
 DATA="$OUT/bios"; INDEP="$OUT/bios-indep"
 mkdir -p "$OUT" "$RES"
+/usr/bin/python3 bench/gender_swaps.py -o "$OUT/gender_swaps.txt"
 [ -f "$DATA/test.jsonl" ] ||
     /usr/bin/python3 bench/bios_gen.py -o "$DATA" --seed 1 --n-train "$N_TRAIN" --n-val "$N_VAL" \
         --n-test "$N_TEST" >&2
@@ -113,7 +117,7 @@ score() {
 for seed in $SEEDS; do
     res="$RES/s$seed"; run="$OUT/s$seed"
     mkdir -p "$res" "$run"
-    echo "{\"cpu\": \"$cpu\", \"threads\": $THREADS, \"steps\": $STEPS, \"mask_steps\": $MASK_STEPS, \"batch\": $B, \"max_len\": $MAX_LEN, \"pool\": \"$POOL\", \"lr\": $LR, \"lr_head\": $LR_HEAD, \"lr_adv\": $LR_ADV, \"sparsity\": $SPARSITY, \"n_train\": $N_TRAIN, \"n_test\": $N_TEST, \"attack_max\": $ATTACK_MAX, \"attack_epochs\": $ATTACK_EPOCHS, \"independent_test\": \"bios_gen.py --test-corr-gender 0.5 --test-corr-age 0.5 --n-attack $ATTACK_MAX\"}" > "$res/config.json"
+    echo "{\"cpu\": \"$cpu\", \"threads\": $THREADS, \"steps\": $STEPS, \"mask_steps\": $MASK_STEPS, \"batch\": $B, \"max_len\": $MAX_LEN, \"pool\": \"$POOL\", \"lr\": $LR, \"lr_head\": $LR_HEAD, \"lr_adv\": $LR_ADV, \"sparsity\": $SPARSITY, \"n_train\": $N_TRAIN, \"n_test\": $N_TEST, \"attack_max\": $ATTACK_MAX, \"attack_epochs\": $ATTACK_EPOCHS, \"gender_opts\": \"$GENDER_OPTS\", \"age_opts\": \"$AGE_OPTS\", \"independent_test\": \"bios_gen.py --test-corr-gender 0.5 --test-corr-age 0.5 --n-attack $ATTACK_MAX\"}" > "$res/config.json"
     for row in $ROWS; do
         [ -f "$res/$row.json" ] && [ -f "$res/$row.indep.json" ] && continue
         echo "debias: seed $seed, $row" >&2
@@ -132,10 +136,12 @@ for seed in $SEEDS; do
                     --seed "$seed" --resume -o "$run/task"
             evaluate task "$run/task" ;;
         gender|age)
+            more=(); [ "$row" = gender ] && more=($GENDER_OPTS); [ "$row" = age ] && more=($AGE_OPTS)
             [ -f "$run/task/attributes/$row/diff.safetensors" ] ||
                 timed "$run/task/attributes/$row" "$row" "$X" debias attribute "$MODEL" \
                     --task "$run/task" --protect "$row" "${data[@]}" "${opts[@]}" \
-                    --mask-steps "$MASK_STEPS" --sparsity "$SPARSITY" --seed "$seed" --resume
+                    --mask-steps "$MASK_STEPS" --sparsity "$SPARSITY" --seed "$seed" --resume \
+                    "${more[@]}"
             evaluate "$row" "$run/task" "$row" ;;
         both)
             evaluate both "$run/task" gender,age ;;
