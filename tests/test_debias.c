@@ -324,11 +324,11 @@ static void test_objective_fd(int confusion, int conditional, int mmd, int token
     const char *attrs[1] = {"g"};
     xd_labeled lab;
     xd_clf_data data, pdata = {0};
-    CHECK(xd_labeled_load(p, "text", "label", attrs, 1, &lab) == 0, "labels: %s", xd_last_error());
+    CHECK(xd_labeled_load_pairs(p, "text", pairs ? "cf" : NULL, "label", attrs, 1, &lab) == 0,
+          "labels: %s", xd_last_error());
     CHECK(xd_clf_data_init(&data, &lab, xd_model_tokenizer(m), 12) == 0, "data: %s", xd_last_error());
     if (pairs) { /* the counterfactual texts ride in rows B .. 2B − 1 */
-        CHECK(xd_labeled_load_pairs(&lab, "cf") == 0 &&
-                  xd_clf_data_init_pairs(&pdata, &lab, xd_model_tokenizer(m), 12) == 0,
+        CHECK(xd_clf_data_init_pairs(&pdata, &lab, xd_model_tokenizer(m), 12) == 0,
               "pairs: %s", xd_last_error());
         data.pair = &pdata;
     }

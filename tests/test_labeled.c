@@ -81,13 +81,12 @@ static void test_pairs(xd_labeled *tr, const char *train) {
         "{\"bio\":\"She is.\",\"cf\":\"He is.\",\"job\":\"a\",\"gender\":\"f\",\"age\":1}\n"
         "{\"bio\":\"He is.\",\"cf\":\"She is.\",\"job\":\"b\",\"gender\":\"m\",\"age\":1}\n"
         "{\"bio\":\"He was.\",\"job\":\"b\",\"gender\":\"m\",\"age\":1}\n");
-    CHECK(xd_labeled_load(cf, "bio", "job", ATTR, 2, &d) == 0, "load: %s", xd_last_error());
-    CHECK(xd_labeled_load_pairs(&d, "cf") < 0 && strstr(xd_last_error(), "cf.jsonl: line 3") &&
+    CHECK(xd_labeled_load_pairs(cf, "bio", "cf", "job", ATTR, 2, &d) < 0 &&
+              strstr(xd_last_error(), "cf.jsonl: line 3") &&
               strstr(xd_last_error(), "counterfactual field \"cf\" is missing"),
           "a record without its counterfactual: %s", xd_last_error());
-    xd_labeled_free(&d);
-    CHECK(xd_labeled_load(train_path, "bio", "job", ATTR, 2, &d) == 0 &&
-              xd_labeled_load_pairs(&d, "bio") == 0 && !strcmp(d.pair_text[1], "He is a surgeon.") &&
+    CHECK(xd_labeled_load_pairs(train_path, "bio", "bio", "job", ATTR, 2, &d) == 0 &&
+              !strcmp(d.pair_text[1], "He is a surgeon.") &&
               !strcmp(d.pair_source, "field \"bio\""),
           "pairs from a field: %s", xd_last_error());
     xd_labeled_free(&d);

@@ -289,7 +289,9 @@ static int load_pair(split_pair *p, const char *first, const char *second, const
     memset(p, 0, sizeof *p);
     const char *paths[2] = {first, second};
     for (int i = 0; i < 2; i++) {
-        if (xd_labeled_load(paths[i], text_field, label_field, attrs, n_attr, &p->lab[i])) return -1;
+        if (xd_labeled_load_pairs(paths[i], text_field, i == 0 && !cf_swap ? cf_field : NULL,
+                                  label_field, attrs, n_attr, &p->lab[i]))
+            return -1;
         p->n = i + 1;
         if (i == 1 && xd_labeled_align(&p->lab[0], &p->lab[1])) return -1;
     }
@@ -304,8 +306,7 @@ static int load_pair(split_pair *p, const char *first, const char *second, const
         if (rc) return -1;
         xd_log(XD_LOG_INFO, "%s: %lld of %lld texts have a word of %s to swap", first,
                (long long)changed, (long long)p->lab[0].n, cf_swap);
-    } else if (cf_field && xd_labeled_load_pairs(&p->lab[0], cf_field))
-        return -1;
+    }
     if (cf_field || cf_swap) {
         if (xd_clf_data_init_pairs(&p->cf, &p->lab[0], tok, max_len)) return -1;
         p->data[0].pair = &p->cf;

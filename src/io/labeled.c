@@ -13,6 +13,7 @@
 typedef struct {
     xd_labeled *d;
     const char *text_field;
+    const char *pair_field;   /* NULL: no counterfactual texts */
     int64_t cap;
     char **raw;   /* [cap][1 + n_attr]: the label's then each attribute's value text */
 } reader;
@@ -54,15 +55,26 @@ static int add_record(void *ctx, const char *path, unsigned long line, json_t *o
         if (ln) d->line = ln;
         char **rw = realloc(r->raw, (size_t)(nc * cols) * sizeof *rw);
         if (rw) r->raw = rw;
-        if (!tx || !ln || !rw) return xd_err("out of memory");
+        char **pt = r->pair_field ? realloc(d->pair_text, (size_t)nc * sizeof *pt) : NULL;
+        if (pt) d->pair_text = pt;
+        if (!tx || !ln || !rw || (r->pair_field && !pt)) return xd_err("out of memory");
         r->cap = nc;
     }
     char **row = r->raw + d->n * cols;
     for (int c = 0; c < cols; c++) row[c] = NULL;
     d->text[d->n] = strdup(json_string_value(t));
     d->line[d->n] = line;
+    if (r->pair_field) d->pair_text[d->n] = NULL;
     d->n++; /* counted now, so that a failure below frees what was taken */
     if (!d->text[d->n - 1]) return xd_err("out of memory");
+    if (r->pair_field) {
+        json_t *c = json_object_get(o, r->pair_field);
+        if (!c || !json_is_string(c) || json_string_length(c) == 0)
+            return xd_err("%s: line %lu: counterfactual field \"%s\" is %s, expected a non-empty "
+                          "string", path, line, r->pair_field,
+                          !c ? "missing" : json_is_string(c) ? "empty" : xd_json_type_name(c));
+        if (!(d->pair_text[d->n - 1] = strdup(json_string_value(c)))) return xd_err("out of memory");
+    }
     if (!(row[0] = value_text(path, line, o, "label", d->label.field))) return -1;
     for (int a = 0; a < d->n_attr; a++)
         if (!(row[1 + a] = value_text(path, line, o, "attribute", d->attr[a].field))) return -1;
@@ -132,12 +144,26 @@ void xd_labeled_free(xd_labeled *d) {
     memset(d, 0, sizeof *d);
 }
 
+/* Room for the counterfactual texts' source's description: "what" then "name". */
+static int pair_source(xd_labeled *d, const char *what, const char *name) {
+    size_t n = strlen(what) + strlen(name) + 4;
+    if (!(d->pair_source = malloc(n))) return xd_err("out of memory");
+    snprintf(d->pair_source, n, "%s%s", what, name);
+    return 0;
+}
+
 int xd_labeled_load(const char *path, const char *text_field, const char *label_field,
                     const char *const *attr_fields, int n_attr, xd_labeled *out) {
+    return xd_labeled_load_pairs(path, text_field, NULL, label_field, attr_fields, n_attr, out);
+}
+
+int xd_labeled_load_pairs(const char *path, const char *text_field, const char *pair_field,
+                          const char *label_field, const char *const *attr_fields, int n_attr,
+                          xd_labeled *out) {
     memset(out, 0, sizeof *out);
     if (!text_field || !label_field || n_attr < 0)
         return xd_err("%s: labelled data needs a text field and a label field", path);
-    reader r = {out, text_field, 0, NULL};
+    reader r = {out, text_field, pair_field, 0, NULL};
     int rc = -1;
     out->path = strdup(path);
     out->label.field = strdup(label_field);
@@ -148,6 +174,11 @@ int xd_labeled_load(const char *path, const char *text_field, const char *label_
         if (!(out->attr[a].field = strdup(attr_fields[a]))) { xd_err("out of memory"); goto done; }
     if (xd_jsonl_each(path, add_record, &r)) goto done;
     if (out->n == 0) { xd_err("%s: no records", path); goto done; }
+    if (pair_field) {
+        char q[512];
+        snprintf(q, sizeof q, "\"%s\"", pair_field);
+        if (pair_source(out, "field ", q)) goto done;
+    }
     if (number_column(&r, 0, &out->label)) goto done;
     for (int a = 0; a < n_attr; a++)
         if (number_column(&r, 1 + a, &out->attr[a])) goto done;
@@ -164,49 +195,11 @@ done:
     return rc;
 }
 
-typedef struct {
-    xd_labeled *d;
-    const char *field;
-    int64_t i; /* records read */
-} pair_reader;
-
-static int add_pair(void *ctx, const char *path, unsigned long line, json_t *o) {
-    pair_reader *r = ctx;
-    xd_labeled *d = r->d;
-    if (r->i >= d->n || d->line[r->i] != line)
-        return xd_err("%s: line %lu: the file changed while it was read", path, line);
-    json_t *t = json_is_object(o) ? json_object_get(o, r->field) : NULL;
-    if (!t || !json_is_string(t) || json_string_length(t) == 0)
-        return xd_err("%s: line %lu: counterfactual field \"%s\" is %s, expected a non-empty "
-                      "string", path, line, r->field,
-                      !t ? "missing" : json_is_string(t) ? "empty" : xd_json_type_name(t));
-    if (!(d->pair_text[r->i++] = strdup(json_string_value(t)))) return xd_err("out of memory");
-    return 0;
-}
-
-/* Room for the counterfactual texts and their source's description. */
-static int pairs_alloc(xd_labeled *d, const char *what, const char *name) {
-    if (d->pair_text) return xd_err("%s: counterfactual texts already loaded", d->path);
-    size_t n = strlen(what) + strlen(name) + 4;
-    d->pair_text = calloc((size_t)d->n, sizeof *d->pair_text);
-    d->pair_source = malloc(n);
-    if (!d->pair_text || !d->pair_source) return xd_err("out of memory");
-    snprintf(d->pair_source, n, "%s%s", what, name);
-    return 0;
-}
-
-int xd_labeled_load_pairs(xd_labeled *d, const char *field) {
-    char q[512];
-    snprintf(q, sizeof q, "\"%s\"", field);
-    if (pairs_alloc(d, "field ", q)) return -1;
-    pair_reader r = {d, field, 0};
-    if (xd_jsonl_each(d->path, add_pair, &r)) return -1;
-    if (r.i != d->n) return xd_err("%s: the file changed while it was read", d->path);
-    return 0;
-}
-
 int xd_labeled_swap_pairs(xd_labeled *d, const xd_swap_list *s, int64_t *n_changed) {
-    if (pairs_alloc(d, "the text with the swaps of ", s->path)) return -1;
+    if (d->pair_text) return xd_err("%s: counterfactual texts already loaded", d->path);
+    if (!(d->pair_text = calloc((size_t)d->n, sizeof *d->pair_text)) ||
+        pair_source(d, "the text with the swaps of ", s->path))
+        return xd_err("out of memory");
     int64_t changed = 0;
     for (int64_t i = 0; i < d->n; i++) {
         int k;

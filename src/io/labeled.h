@@ -36,10 +36,13 @@ int xd_labeled_load(const char *path, const char *text_field, const char *label_
                     const char *const *attr_fields, int n_attr, xd_labeled *out);
 void xd_labeled_free(xd_labeled *d);
 
-/* Reads d's file again for each record's counterfactual text: the same text with the cues
- * of a protected attribute swapped (names, pronouns), a non-empty string in `field` on
- * every record. -1 with an error naming the file, the line and the field. */
-int xd_labeled_load_pairs(xd_labeled *d, const char *field);
+/* xd_labeled_load, and in the same pass each record's counterfactual text (pair_text): the
+ * same text with the cues of a protected attribute swapped (names, pronouns), a non-empty
+ * string in pair_field on every record (pair_field NULL: none, as xd_labeled_load). -1 with
+ * an error naming the file, the line and the field. */
+int xd_labeled_load_pairs(const char *path, const char *text_field, const char *pair_field,
+                          const char *label_field, const char *const *attr_fields, int n_attr,
+                          xd_labeled *out);
 
 /* The counterfactual texts made from the texts by a word swap list (io/swap_list.h).
  * *n_changed (may be NULL): the records whose text had a word to swap. */

@@ -111,16 +111,14 @@ done:
     return rc;
 }
 
+static int cmp_word(const void *key, const void *elem) {
+    return strcmp(key, *(char *const *)elem);
+}
+
+/* w's replacement, or NULL: a binary search of the sorted FROM words. */
 static const char *lookup(const xd_swap_list *s, const char *w) {
-    int64_t lo = 0, hi = s->n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(s->from[mid], w);
-        if (c == 0) return s->to[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return NULL;
+    char **hit = bsearch(w, s->from, (size_t)s->n, sizeof *s->from, cmp_word);
+    return hit ? s->to[hit - s->from] : NULL;
 }
 
 char *xd_swap_apply(const xd_swap_list *s, const char *text, int *n_swapped) {
