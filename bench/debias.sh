@@ -25,24 +25,28 @@
 #   bench/debias.sh             (or: make bench-debias)
 #
 # Environment: THREADS (2), XD_TEACHER, BUILD (build), SEEDS ("1 2 3"), N_TRAIN (2000),
-# N_VAL (200), N_TEST (500), ATTACK_MAX (500), STEPS (80), MASK_STEPS (40), B (8),
+# N_VAL (200), N_TEST (500), ATTACK_MAX (500), STEPS (240), MASK_STEPS (120), B (8),
 # MAX_LEN (80), POOL (mean), LR (2e-4), LR_HEAD (5e-3), LR_ADV (5e-3), SPARSITY (0.05),
-# ATTACK_EPOCHS (40), GENDER_OPTS, AGE_OPTS (more options for that attribute's diff, e.g.
-# GENDER_OPTS="--adv-tokens --adv-lambda-fixed 3 --cf-swap bench/out/debias/gender_swaps.txt":
-# the script writes that swap list, bench/gender_swaps.py), ROWS ("full full_adv task gender age both"), OUT (the runs:
+# ATTACK_EPOCHS (40), GENDER_OPTS, AGE_OPTS (the options of that attribute's diff; defaults:
+# counterfactual invariance at weight 100 without an adversary, the gender pairs made by the
+# word swap list the script writes (bench/gender_swaps.py: faker's names, gendered words),
+# the age pairs the generator's own `text_cf_age` of the training split, as there is no
+# generic swap list for ages), ROWS ("full full_adv task gender age both"), OUT (the runs:
 # bench/out/debias), RES (bench/debias_results), RESULTS (bench/RESULTS.md). A row whose
-# results exist is not redone.
+# results exist is not redone; a seed whose config.json differs is refused (move its results
+# away first).
 set -euo pipefail
 BENCH=debias
 source "$(dirname "$0")/common.sh"
 SEEDS="${SEEDS:-1 2 3}"
 N_TRAIN="${N_TRAIN:-2000}"; N_VAL="${N_VAL:-200}"; N_TEST="${N_TEST:-500}"
 ATTACK_MAX="${ATTACK_MAX:-500}"; ATTACK_EPOCHS="${ATTACK_EPOCHS:-40}"
-STEPS="${STEPS:-80}"; MASK_STEPS="${MASK_STEPS:-40}"; B="${B:-8}"; MAX_LEN="${MAX_LEN:-80}"
+STEPS="${STEPS:-240}"; MASK_STEPS="${MASK_STEPS:-120}"; B="${B:-8}"; MAX_LEN="${MAX_LEN:-80}"
 POOL="${POOL:-mean}"; LR="${LR:-2e-4}"; LR_HEAD="${LR_HEAD:-5e-3}"; LR_ADV="${LR_ADV:-5e-3}"
-GENDER_OPTS="${GENDER_OPTS:-}"; AGE_OPTS="${AGE_OPTS:-}"
 SPARSITY="${SPARSITY:-0.05}"; ROWS="${ROWS:-full full_adv task gender age both}"
 OUT="${OUT:-$ROOT/bench/out/debias}"; RES="${RES:-$ROOT/bench/debias_results}"
+GENDER_OPTS="${GENDER_OPTS---adv-heads 0 --cf-swap $OUT/gender_swaps.txt --cf-weight 100}"
+AGE_OPTS="${AGE_OPTS---adv-heads 0 --cf-field text_cf_age --cf-weight 100}"
 RESULTS="${RESULTS:-$ROOT/bench/RESULTS.md}"
 X="$BUILD/xdistill"
 need_teacher
@@ -54,13 +58,16 @@ fi
 DATA="$OUT/bios"; INDEP="$OUT/bios-indep"
 mkdir -p "$OUT" "$RES"
 /usr/bin/python3 bench/gender_swaps.py -o "$OUT/gender_swaps.txt"
-[ -f "$DATA/test.jsonl" ] ||
+# --counterfactual: train and val records also carry text_cf_gender and text_cf_age (the
+# same biography told of the other gender / age group; `text` keeps its bytes)
+[ -f "$DATA/test.jsonl" ] && grep -q text_cf_age "$DATA/train.jsonl" ||
     /usr/bin/python3 bench/bios_gen.py -o "$DATA" --seed 1 --n-train "$N_TRAIN" --n-val "$N_VAL" \
-        --n-test "$N_TEST" >&2
+        --n-test "$N_TEST" --counterfactual >&2
 # the same train split; test and attack splits with the attributes independent of the label
-[ -f "$INDEP/attack.jsonl" ] ||
+[ -f "$INDEP/attack.jsonl" ] && grep -q text_cf_age "$INDEP/train.jsonl" ||
     /usr/bin/python3 bench/bios_gen.py -o "$INDEP" --seed 1 --n-train "$N_TRAIN" --n-val "$N_VAL" \
-        --n-test "$N_TEST" --n-attack "$ATTACK_MAX" --test-corr-gender 0.5 --test-corr-age 0.5 >&2
+        --n-test "$N_TEST" --n-attack "$ATTACK_MAX" --test-corr-gender 0.5 --test-corr-age 0.5 \
+        --counterfactual >&2
 cmp -s "$DATA/train.jsonl" "$INDEP/train.jsonl" ||
     { echo "debias: $DATA and $INDEP have different train splits" >&2; exit 1; }
 cpu="$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
@@ -117,7 +124,19 @@ score() {
 for seed in $SEEDS; do
     res="$RES/s$seed"; run="$OUT/s$seed"
     mkdir -p "$res" "$run"
-    echo "{\"cpu\": \"$cpu\", \"threads\": $THREADS, \"steps\": $STEPS, \"mask_steps\": $MASK_STEPS, \"batch\": $B, \"max_len\": $MAX_LEN, \"pool\": \"$POOL\", \"lr\": $LR, \"lr_head\": $LR_HEAD, \"lr_adv\": $LR_ADV, \"sparsity\": $SPARSITY, \"n_train\": $N_TRAIN, \"n_test\": $N_TEST, \"attack_max\": $ATTACK_MAX, \"attack_epochs\": $ATTACK_EPOCHS, \"gender_opts\": \"$GENDER_OPTS\", \"age_opts\": \"$AGE_OPTS\", \"independent_test\": \"bios_gen.py --test-corr-gender 0.5 --test-corr-age 0.5 --n-attack $ATTACK_MAX\"}" > "$res/config.json"
+    echo "{\"cpu\": \"$cpu\", \"threads\": $THREADS, \"steps\": $STEPS, \"mask_steps\": $MASK_STEPS, \"batch\": $B, \"max_len\": $MAX_LEN, \"pool\": \"$POOL\", \"lr\": $LR, \"lr_head\": $LR_HEAD, \"lr_adv\": $LR_ADV, \"sparsity\": $SPARSITY, \"n_train\": $N_TRAIN, \"n_test\": $N_TEST, \"attack_max\": $ATTACK_MAX, \"attack_epochs\": $ATTACK_EPOCHS, \"gender_opts\": \"${GENDER_OPTS//$ROOT\//}\", \"age_opts\": \"${AGE_OPTS//$ROOT\//}\", \"independent_test\": \"bios_gen.py --test-corr-gender 0.5 --test-corr-age 0.5 --n-attack $ATTACK_MAX\"}" > "$res/config.new"
+    # results of other settings must not be averaged with these (the CPU may differ)
+    if [ -f "$res/config.json" ] && ! python3 - "$res/config.json" "$res/config.new" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+a.pop("cpu", None); b.pop("cpu", None)
+sys.exit(a != b)
+EOF
+    then
+        echo "debias: $res holds results of other settings ($res/config.json); move them away" >&2
+        rm -f "$res/config.new"; exit 1
+    fi
+    mv "$res/config.new" "$res/config.json"
     for row in $ROWS; do
         [ -f "$res/$row.json" ] && [ -f "$res/$row.indep.json" ] && continue
         echo "debias: seed $seed, $row" >&2
