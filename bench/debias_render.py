@@ -219,7 +219,11 @@ def main():
                    "that phase and its resident memory then (the fixed-mask phase frees log α, "
                    "the sample and their moments), against full fine-tuning of the same model on the same steps. "
                    "Medians over the seeds (a seed that shared the machine with other work "
-                   "does not move them).")
+                   "does not move them)." +
+                   (" An attribute diff trained with counterfactual pairs (`--cf-swap`, "
+                    "`--cf-field`) encodes each example's counterfactual too: twice the rows "
+                    "per step." if "--cf-" in cfg.get("gender_opts", "") + cfg.get("age_opts", "")
+                    else ""))
         out.append("")
         out.append("| run | seconds | phases: seconds (MiB: peak RSS so far; RSS at the phase's "
                    "end) | peak RSS MiB | time / full | RSS / full |")

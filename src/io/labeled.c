@@ -144,7 +144,7 @@ void xd_labeled_free(xd_labeled *d) {
     memset(d, 0, sizeof *d);
 }
 
-/* Room for the counterfactual texts' source's description: "what" then "name". */
+/* d->pair_source, where the counterfactual texts came from: "what" then "name". */
 static int pair_source(xd_labeled *d, const char *what, const char *name) {
     size_t n = strlen(what) + strlen(name) + 4;
     if (!(d->pair_source = malloc(n))) return xd_err("out of memory");
