@@ -12,7 +12,7 @@ def replace_section(path, title, body):
         s = old.index(title)
         m = re.search(r"^## ", old[s + len(title):], re.M)
         e = s + len(title) + m.start() if m else len(old)
-        text = old[:s] + body + ("\n" + old[e:] if m else "")
+        text = old[:s] + body.rstrip("\n") + ("\n\n" + old[e:] if m else "\n")
     else:
         text = old.rstrip("\n") + "\n\n" + body
     open(path, "w").write(text.rstrip("\n") + "\n")
