@@ -117,6 +117,11 @@ def main():
             cell(rs, lambda r: attr(r, "gender", "tpr_gap_rms")),
             cell(rs, lambda r: attr(r, "age", "tpr_gap_rms")), nzs, size))
     out.append("")
+    counts = sorted({len(rs) for rs in res.values() if rs})
+    if len(counts) > 1:
+        out.append("The rows have results of different numbers of seeds (a run adds the rows "
+                   "a seed lacks): means over different seeds, compare them with that in mind.")
+        out.append("")
     # the leakage the occupation alone implies on the correlated test split
     floors = [(a, [attr(r, a, "label_leakage") for rs in res.values() for r in rs])
               for a in ("gender", "age")]
