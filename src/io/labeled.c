@@ -35,6 +35,16 @@ static char *value_text(const char *path, unsigned long line, json_t *o, const c
     return strdup(json_string_value(v));
 }
 
+/* o's field as a non-empty string, or NULL with an error naming the file, line and field. */
+static const char *string_field(const char *path, unsigned long line, json_t *o, const char *what,
+                                const char *field) {
+    json_t *t = json_object_get(o, field);
+    if (t && json_is_string(t) && json_string_length(t) > 0) return json_string_value(t);
+    return xd_err("%s: line %lu: %s field \"%s\" is %s, expected a non-empty string", path, line,
+                  what, field, !t ? "missing" : json_is_string(t) ? "empty" : xd_json_type_name(t)),
+           NULL;
+}
+
 static int add_record(void *ctx, const char *path, unsigned long line, json_t *o) {
     reader *r = ctx;
     xd_labeled *d = r->d;
@@ -42,11 +52,8 @@ static int add_record(void *ctx, const char *path, unsigned long line, json_t *o
     if (!json_is_object(o))
         return xd_err("%s: line %lu: expected a JSON object, found %s", path, line,
                       xd_json_type_name(o));
-    json_t *t = json_object_get(o, r->text_field);
-    if (!t || !json_is_string(t) || json_string_length(t) == 0)
-        return xd_err("%s: line %lu: text field \"%s\" is %s, expected a non-empty string", path,
-                      line, r->text_field,
-                      !t ? "missing" : json_is_string(t) ? "empty" : xd_json_type_name(t));
+    const char *text = string_field(path, line, o, "text", r->text_field);
+    if (!text) return -1;
     if (d->n == r->cap) {
         int64_t nc = r->cap ? 2 * r->cap : 256;
         char **tx = realloc(d->text, (size_t)nc * sizeof *tx);
@@ -62,18 +69,15 @@ static int add_record(void *ctx, const char *path, unsigned long line, json_t *o
     }
     char **row = r->raw + d->n * cols;
     for (int c = 0; c < cols; c++) row[c] = NULL;
-    d->text[d->n] = strdup(json_string_value(t));
+    d->text[d->n] = strdup(text);
     d->line[d->n] = line;
     if (r->pair_field) d->pair_text[d->n] = NULL;
     d->n++; /* counted now, so that a failure below frees what was taken */
     if (!d->text[d->n - 1]) return xd_err("out of memory");
     if (r->pair_field) {
-        json_t *c = json_object_get(o, r->pair_field);
-        if (!c || !json_is_string(c) || json_string_length(c) == 0)
-            return xd_err("%s: line %lu: counterfactual field \"%s\" is %s, expected a non-empty "
-                          "string", path, line, r->pair_field,
-                          !c ? "missing" : json_is_string(c) ? "empty" : xd_json_type_name(c));
-        if (!(d->pair_text[d->n - 1] = strdup(json_string_value(c)))) return xd_err("out of memory");
+        const char *c = string_field(path, line, o, "counterfactual", r->pair_field);
+        if (!c) return -1;
+        if (!(d->pair_text[d->n - 1] = strdup(c))) return xd_err("out of memory");
     }
     if (!(row[0] = value_text(path, line, o, "label", d->label.field))) return -1;
     for (int a = 0; a < d->n_attr; a++)
@@ -197,9 +201,8 @@ done:
 
 int xd_labeled_swap_pairs(xd_labeled *d, const xd_swap_list *s, int64_t *n_changed) {
     if (d->pair_text) return xd_err("%s: counterfactual texts already loaded", d->path);
-    if (!(d->pair_text = calloc((size_t)d->n, sizeof *d->pair_text)) ||
-        pair_source(d, "the text with the swaps of ", s->path))
-        return xd_err("out of memory");
+    if (!(d->pair_text = calloc((size_t)d->n, sizeof *d->pair_text))) return xd_err("out of memory");
+    if (pair_source(d, "the text with the swaps of ", s->path)) return -1;
     int64_t changed = 0;
     for (int64_t i = 0; i < d->n; i++) {
         int k;
